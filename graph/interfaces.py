@@ -1,0 +1,344 @@
+"""The catalog of interfaces: name, call kind and typed arguments.
+
+The graph validates calls against this catalog; the runtime registers an
+implementation under the same name. Arguments are frozen dataclasses so a Call stays
+hashable and a misspelt argument is caught when the experiment loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from graph.errors import GraphError
+from graph.spec import CallKind
+
+
+@dataclass(frozen=True)
+class InterfaceInfo:
+    """One catalog entry."""
+
+    name: str
+    kind: CallKind
+    args_type: type
+    doc: str
+    needs_weights: bool = True
+
+
+_CATALOG: dict[str, InterfaceInfo] = {}
+
+
+def interface(name: str, kind: CallKind, *, needs_weights: bool = True) -> Callable[[type], type]:
+    """Class decorator: register an args dataclass as interface `name` of `kind`."""
+
+    def register(cls: type) -> type:
+        if name in _CATALOG:
+            raise ValueError(f"interface {name!r} is registered twice")
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        _CATALOG[name] = InterfaceInfo(name, kind, cls, doc, needs_weights)
+        return cls
+
+    return register
+
+
+def known_interfaces() -> tuple[str, ...]:
+    """Names of every registered interface, sorted."""
+    return tuple(sorted(_CATALOG))
+
+
+def get_interface(name: str) -> InterfaceInfo:
+    """Look up an interface; an unknown name lists the known ones and the closest match."""
+    try:
+        return _CATALOG[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), _CATALOG, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise GraphError(
+            f"unknown interface {name!r}{hint}; known: {', '.join(known_interfaces())}"
+        ) from None
+
+
+def make_args(name: str, values: Mapping[str, Any] | None, *, where: str = "") -> Any:
+    """Build the typed args of interface `name`, naming any unknown or ill-typed argument."""
+    info = get_interface(name)
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(info.args_type)}
+    prefix = f"{where}: " if where else ""
+    for key in values:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise GraphError(
+                f"{prefix}unknown argument {key!r} for interface {name!r}{hint}; "
+                f"known: {', '.join(sorted(fields)) or 'none'}"
+            )
+    coerced = {}
+    for key, value in values.items():
+        default = fields[key].default
+        coerced[key] = _coerce(default, value, f"{prefix}argument {key!r} of interface {name!r}")
+    try:
+        return info.args_type(**coerced)
+    except (TypeError, ValueError) as exc:
+        raise GraphError(f"{prefix}interface {name!r}: {exc}") from None
+
+
+def _coerce(default: Any, value: Any, what: str) -> Any:
+    """Check `value` against the type of the field's default; ints widen to floats."""
+    if default is dataclasses.MISSING or default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, tuple):
+        if isinstance(value, list | tuple):
+            return tuple(value)
+    else:
+        return value
+    raise GraphError(f"{what} must be {type(default).__name__}, got {value!r}")
+
+
+def _check_range(name: str, value: float, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+
+
+# --------------------------------------------------------------------------- generate
+
+
+@interface("generate", CallKind.GENERATE)
+@dataclass(frozen=True, kw_only=True)
+class GenerateArgs:
+    """Sample responses to prompts (KV-cached decoding)."""
+
+    max_new_tokens: int = 32
+    """Most tokens generated per response."""
+    min_new_tokens: int = 0
+    """Fewest tokens generated before EOS is allowed."""
+    greedy: bool = False
+    """Take the most likely token instead of sampling."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1.0 keeps every token)."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0 keeps every token)."""
+    num_samples: int = 1
+    """Responses per prompt (the group size of GRPO)."""
+    stop_strings: tuple = ()
+    """Strings that end a response besides EOS."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError("min_new_tokens must be in [0, max_new_tokens]")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        _check_range("top_p", self.top_p, 1e-6, 1.0)
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+
+
+# --------------------------------------------------------------------------- inference
+
+
+@interface("logprobs", CallKind.INFERENCE)
+@dataclass(frozen=True, kw_only=True)
+class LogprobsArgs:
+    """Token log-probabilities of the response under the model (ref or old actor)."""
+
+    temperature: float = 1.0
+    """Temperature the logits are divided by (match the generation's)."""
+
+
+@interface("values", CallKind.INFERENCE)
+@dataclass(frozen=True, kw_only=True)
+class ValuesArgs:
+    """Per-token values from a critic."""
+
+
+@interface("reward_model", CallKind.INFERENCE)
+@dataclass(frozen=True, kw_only=True)
+class RewardModelArgs:
+    """Sequence rewards from a reward model's value head at the last token."""
+
+
+@interface("rule_reward", CallKind.INFERENCE, needs_weights=False)
+@dataclass(frozen=True, kw_only=True)
+class RuleRewardArgs:
+    """Sequence rewards from a rule-based function (the model's `rule`)."""
+
+    correct: float = 1.0
+    """Reward of a correct response."""
+    wrong: float = 0.0
+    """Reward of a wrong or malformed response."""
+
+
+# --------------------------------------------------------------------------- train
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimArgs:
+    """Settings every train interface shares."""
+
+    lr: float = 1e-5
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip (0 disables it)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps of the LR schedule."""
+    lr_schedule: str = "constant"
+    """constant, linear or cosine decay after warm-up."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"lr_schedule must be constant, linear or cosine, got {self.lr_schedule!r}")
+
+
+@interface("sft", CallKind.TRAIN)
+@dataclass(frozen=True, kw_only=True)
+class SFTArgs(OptimArgs):
+    """Supervised fine-tuning: cross-entropy on the answer tokens."""
+
+
+@interface("rw_pairwise", CallKind.TRAIN)
+@dataclass(frozen=True, kw_only=True)
+class RewardPairwiseArgs(OptimArgs):
+    """Reward-model training with the Bradley-Terry pairwise loss."""
+
+
+@interface("ppo_actor", CallKind.TRAIN)
+@dataclass(frozen=True, kw_only=True)
+class PPOActorArgs(OptimArgs):
+    """PPO policy update: clipped ratio, KL to the reference, entropy bonus."""
+
+    eps_clip: float = 0.2
+    """Ratio clip range."""
+    kl_coef: float = 0.1
+    """Initial KL penalty coefficient."""
+    kl_in_reward: bool = True
+    """Add the KL penalty to the reward (True) or as a loss term (False)."""
+    adaptive_kl_target: float = 0.0
+    """Target KL of the adaptive controller (0 keeps the coefficient fixed)."""
+    adaptive_kl_horizon: int = 10000
+    """Horizon of the adaptive KL controller."""
+    entropy_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    gamma: float = 1.0
+    """GAE discount."""
+    lam: float = 0.95
+    """GAE lambda."""
+    reward_clip: float = 10.0
+    """Clip rewards to [-reward_clip, reward_clip]."""
+    normalize_reward: bool = False
+    """Normalise rewards by running statistics."""
+    whiten_advantages: bool = True
+    """Whiten advantages over the batch."""
+    ppo_epochs: int = 1
+    """Passes over the batch per iteration."""
+    mini_batches: int = 1
+    """Optimizer steps per pass."""
+    ptx_coef: float = 0.0
+    """Weight of a pretraining loss mixed into the actor loss (0 disables ptx)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_range("eps_clip", self.eps_clip, 0.0, 1.0)
+        _check_range("gamma", self.gamma, 0.0, 1.0)
+        _check_range("lam", self.lam, 0.0, 1.0)
+        if self.ppo_epochs < 1 or self.mini_batches < 1:
+            raise ValueError("ppo_epochs and mini_batches must be >= 1")
+
+
+@interface("ppo_critic", CallKind.TRAIN)
+@dataclass(frozen=True, kw_only=True)
+class PPOCriticArgs(OptimArgs):
+    """PPO value update with a clipped value loss."""
+
+    value_clip: float = 0.2
+    """Value clip range around the old values."""
+    gamma: float = 1.0
+    """GAE discount."""
+    lam: float = 0.95
+    """GAE lambda."""
+    kl_coef: float = 0.1
+    """KL penalty folded into the reward (must match the actor's)."""
+    ppo_epochs: int = 1
+    """Passes over the batch per iteration."""
+    mini_batches: int = 1
+    """Optimizer steps per pass."""
+
+
+@interface("grpo_actor", CallKind.TRAIN)
+@dataclass(frozen=True, kw_only=True)
+class GRPOActorArgs(OptimArgs):
+    """GRPO policy update with group-normalised advantages and a KL loss."""
+
+    group_size: int = 4
+    """Responses per prompt."""
+    eps_clip: float = 0.2
+    """Ratio clip range."""
+    kl_coef: float = 0.04
+    """KL loss coefficient."""
+    kl_estimator: str = "k3"
+    """KL estimator: k1 or k3."""
+    variance_increase: bool = False
+    """GRPOVI: adjust each group's rewards to maximise their variance (arXiv 2505.23247)."""
+    reward_min: float = 0.0
+    """Lower bound m of the adjusted rewards (GRPOVI)."""
+    reward_max: float = 1.0
+    """Upper bound M of the adjusted rewards (GRPOVI)."""
+    ppo_epochs: int = 1
+    """Passes over the batch per iteration."""
+    mini_batches: int = 1
+    """Optimizer steps per pass."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2, got {self.group_size}")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ValueError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
+        if self.reward_min >= self.reward_max:
+            raise ValueError("reward_min must be below reward_max")
+
+
+@interface("remax_actor", CallKind.TRAIN)
+@dataclass(frozen=True, kw_only=True)
+class ReMaxActorArgs(OptimArgs):
+    """ReMax policy update: sampled reward minus the greedy baseline's reward."""
+
+    kl_coef: float = 0.1
+    """KL penalty coefficient."""
+
+
+@interface("dpo", CallKind.TRAIN)
+@dataclass(frozen=True, kw_only=True)
+class DPOArgs(OptimArgs):
+    """Direct preference optimisation against a frozen reference."""
+
+    beta: float = 0.1
+    """Inverse temperature of the implicit reward."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
