@@ -1,0 +1,272 @@
+"""Templates that build the standard RLHF graphs from a few parameters.
+
+Each template returns the calls of one iteration. Batch sizes count sequences per
+call: a generate call's batch is prompts, and with `group_size` n it produces n
+sequences per prompt; preference data has two sequences (chosen, rejected) per pair.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from graph.errors import GraphError
+from graph.interfaces import make_args
+from graph.spec import Call, CallKind, ModelSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class TemplateParams:
+    """What every template needs besides the models."""
+
+    batch_size: int
+    """Prompts (RL), samples (SFT) or preference pairs (RM, DPO) per iteration."""
+    prompt_len: int
+    """Expected prompt tokens."""
+    response_len: int | None = None
+    """Expected response tokens; None takes max_new_tokens for generated responses."""
+    micro_batches: int = 1
+    """Micro-batches per call."""
+    group_size: int = 1
+    """Responses per prompt (GRPO's group); the other templates use 1."""
+    generate: Mapping[str, Any] = field(default_factory=dict)
+    """Arguments of the generate interface."""
+    train: Mapping[str, Any] = field(default_factory=dict)
+    """Arguments of the main train interface (actor, or the reward model for RM)."""
+    critic_train: Mapping[str, Any] = field(default_factory=dict)
+    """Arguments of the critic's train interface (PPO)."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "micro_batches", "group_size"):
+            if getattr(self, name) < 1:
+                raise GraphError(f"graph.{name} must be >= 1, got {getattr(self, name)}")
+        if self.prompt_len < 1:
+            raise GraphError(f"data.prompt_len must be >= 1, got {self.prompt_len}")
+        if self.response_len is not None and self.response_len < 1:
+            raise GraphError(f"data.response_len must be >= 1, got {self.response_len}")
+
+
+TemplateFn = Callable[[TemplateParams, Mapping[str, ModelSpec]], tuple[Call, ...]]
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """A registered template."""
+
+    name: str
+    fn: TemplateFn
+    roles: tuple[str, ...]
+    doc: str
+
+
+_TEMPLATES: dict[str, TemplateInfo] = {}
+
+
+def template(name: str, *, roles: tuple[str, ...]) -> Callable[[TemplateFn], TemplateFn]:
+    """Register a template needing models `roles`."""
+
+    def register(fn: TemplateFn) -> TemplateFn:
+        if name in _TEMPLATES:
+            raise ValueError(f"template {name!r} is registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()[0]
+        _TEMPLATES[name] = TemplateInfo(name, fn, roles, doc)
+        return fn
+
+    return register
+
+
+def known_templates() -> tuple[str, ...]:
+    """Names of every template, sorted."""
+    return tuple(sorted(_TEMPLATES))
+
+
+def get_template(name: str) -> TemplateInfo:
+    """Look up a template; an unknown name lists the known ones."""
+    try:
+        return _TEMPLATES[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), _TEMPLATES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise GraphError(
+            f"unknown template {name!r}{hint}; known: {', '.join(known_templates())}"
+        ) from None
+
+
+def build_template(name: str, params: TemplateParams,
+                   models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """The calls of template `name`, after checking that its models exist."""
+    info = get_template(name)
+    missing = [role for role in info.roles if role not in models]
+    if missing:
+        raise GraphError(
+            f"template {name!r} needs models {', '.join(info.roles)}; missing: "
+            f"{', '.join(missing)} (define them under models:)"
+        )
+    return info.fn(params, models)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _generate_args(params: TemplateParams, *, greedy: bool = False) -> Any:
+    values = dict(params.generate)
+    given = values.get("num_samples")
+    if given is not None and given != params.group_size:
+        raise GraphError(
+            f"graph.generate.num_samples={given} disagrees with graph.group_size="
+            f"{params.group_size}; set only graph.group_size"
+        )
+    values["num_samples"] = 1 if greedy else params.group_size
+    if greedy:
+        values["greedy"] = True
+    return make_args("generate", values, where="graph.generate")
+
+
+def _lengths(params: TemplateParams, gen_args: Any | None = None) -> dict[str, int]:
+    if gen_args is None:
+        if params.response_len is None:
+            raise GraphError("data.response_len must be set for templates without generation")
+        return {"prompt_len": params.prompt_len, "response_len": params.response_len}
+    response = params.response_len if params.response_len is not None else gen_args.max_new_tokens
+    if response > gen_args.max_new_tokens:
+        raise GraphError(
+            f"data.response_len={response} exceeds graph.generate.max_new_tokens="
+            f"{gen_args.max_new_tokens}; lower it or raise max_new_tokens"
+        )
+    return {"prompt_len": params.prompt_len, "response_len": response}
+
+
+def _reward_call(name: str, params: TemplateParams, models: Mapping[str, ModelSpec],
+                 seq_key: str, out_key: str, batch: int, lengths: dict[str, int]) -> Call:
+    reward = models["reward"]
+    if reward.is_rule:
+        return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="rule_reward",
+                    args=make_args("rule_reward", {}), inputs=(seq_key, "answers"),
+                    outputs=(out_key,), batch_size=batch, micro_batches=1, **lengths)
+    return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="reward_model",
+                args=make_args("reward_model", {}), inputs=(seq_key,), outputs=(out_key,),
+                batch_size=batch, micro_batches=params.micro_batches, **lengths)
+
+
+def _infer(name: str, role: str, interface: str, params: TemplateParams, inputs: tuple[str, ...],
+           outputs: tuple[str, ...], batch: int, lengths: dict[str, int]) -> Call:
+    return Call(name=name, model=role, kind=CallKind.INFERENCE, interface=interface,
+                args=make_args(interface, {}), inputs=inputs, outputs=outputs,
+                batch_size=batch, micro_batches=params.micro_batches, **lengths)
+
+
+def _train(name: str, role: str, interface: str, values: Mapping[str, Any], where: str,
+           params: TemplateParams, inputs: tuple[str, ...], batch: int,
+           lengths: dict[str, int]) -> Call:
+    return Call(name=name, model=role, kind=CallKind.TRAIN, interface=interface,
+                args=make_args(interface, values, where=where), inputs=inputs,
+                batch_size=batch, micro_batches=params.micro_batches, **lengths)
+
+
+def _generate(name: str, params: TemplateParams, gen_args: Any, outputs: tuple[str, ...],
+              lengths: dict[str, int]) -> Call:
+    return Call(name=name, model="actor", kind=CallKind.GENERATE, interface="generate",
+                args=gen_args, inputs=("prompts",), outputs=outputs,
+                batch_size=params.batch_size, micro_batches=params.micro_batches,
+                max_new_tokens=gen_args.max_new_tokens, **lengths)
+
+
+# --------------------------------------------------------------------------- templates
+
+
+@template("ppo", roles=("actor", "critic", "ref", "reward"))
+def ppo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """PPO: actor generates; reward, ref and critic score; actor and critic train."""
+    if params.group_size != 1:
+        raise GraphError("template 'ppo' samples one response per prompt; set graph.group_size=1 or use 'grpo'")
+    gen = _generate_args(params)
+    lengths = _lengths(params, gen)
+    n = params.batch_size
+    rl_inputs = ("seq", "old_logp", "ref_logp", "rewards", "values")
+    return (
+        _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
+        _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
+        _infer("critic_inf", "critic", "values", params, ("seq",), ("values",), n, lengths),
+        _train("actor_train", "actor", "ppo_actor", params.train, "graph.train", params,
+               rl_inputs, n, lengths),
+        _train("critic_train", "critic", "ppo_critic", params.critic_train,
+               "graph.critic_train", params, rl_inputs, n, lengths),
+    )
+
+
+@template("grpo", roles=("actor", "ref", "reward"))
+def grpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """GRPO: a group of responses per prompt, no critic; optional reward-variance increase."""
+    if params.group_size < 2:
+        raise GraphError("template 'grpo' needs graph.group_size >= 2 responses per prompt")
+    gen = _generate_args(params)
+    lengths = _lengths(params, gen)
+    n = params.batch_size * params.group_size
+    train_values = dict(params.train)
+    if train_values.get("group_size", params.group_size) != params.group_size:
+        raise GraphError(
+            f"graph.train.group_size={train_values['group_size']} disagrees with graph.group_size="
+            f"{params.group_size}; set only graph.group_size"
+        )
+    train_values["group_size"] = params.group_size
+    return (
+        _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
+        _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
+        _train("actor_train", "actor", "grpo_actor", train_values, "graph.train", params,
+               ("seq", "old_logp", "ref_logp", "rewards"), n, lengths),
+    )
+
+
+@template("remax", roles=("actor", "ref", "reward"))
+def remax(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """ReMax: a sampled and a greedy generation; the greedy reward is the baseline."""
+    if params.group_size != 1:
+        raise GraphError("template 'remax' samples one response per prompt; set graph.group_size=1")
+    gen = _generate_args(params)
+    greedy = _generate_args(params, greedy=True)
+    lengths = _lengths(params, gen)
+    n = params.batch_size
+    greedy_call = _generate("actor_greedy", params, greedy, ("greedy_seq",), lengths)
+    return (
+        _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
+        greedy_call,
+        _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
+        _reward_call("baseline_inf", params, models, "greedy_seq", "baseline_rewards", n, lengths),
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
+        _train("actor_train", "actor", "remax_actor", params.train, "graph.train", params,
+               ("seq", "old_logp", "ref_logp", "rewards", "baseline_rewards"), n, lengths),
+    )
+
+
+@template("sft", roles=("actor",))
+def sft(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """Supervised fine-tuning of the actor on prompt/answer pairs."""
+    lengths = _lengths(params)
+    return (_train("actor_train", "actor", "sft", params.train, "graph.train", params,
+                   ("prompt_answer",), params.batch_size, lengths),)
+
+
+@template("rm", roles=("reward",))
+def reward_modeling(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """Reward-model training on chosen/rejected pairs (Bradley-Terry)."""
+    if models["reward"].is_rule:
+        raise GraphError("template 'rm' trains the reward model; models.reward must be a neural model, not a rule")
+    lengths = _lengths(params)
+    return (_train("reward_train", "reward", "rw_pairwise", params.train, "graph.train", params,
+                   ("pairs",), 2 * params.batch_size, lengths),)
+
+
+@template("dpo", roles=("actor", "ref"))
+def dpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """DPO: the reference scores chosen/rejected pairs; the actor trains on them."""
+    lengths = _lengths(params)
+    n = 2 * params.batch_size
+    return (
+        _infer("ref_inf", "ref", "logprobs", params, ("pairs",), ("ref_logp",), n, lengths),
+        _train("actor_train", "actor", "dpo", params.train, "graph.train", params,
+               ("pairs", "ref_logp"), n, lengths),
+    )

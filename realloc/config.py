@@ -1,0 +1,224 @@
+"""The experiment schema: typed dataclasses that Hydra-composed YAML is checked against.
+
+Every field carries a one-line docstring under it; `realloc keys` and the error
+messages for unknown keys are generated from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ArchConfig:
+    """Inline model architecture (instead of a HF config.json)."""
+
+    family: str = "llama"
+    """Model family: llama, qwen2 or gpt2."""
+    num_layers: int = 2
+    """Number of transformer layers."""
+    hidden_size: int = 64
+    """Width of the residual stream."""
+    ffn_hidden_size: int = 128
+    """Width of the MLP's inner layer."""
+    num_heads: int = 4
+    """Number of attention heads."""
+    num_kv_heads: int | None = None
+    """Number of key/value heads (GQA); null means num_heads."""
+    vocab_size: int = 64
+    """Vocabulary size."""
+    max_position_embeddings: int = 512
+    """Longest sequence the model supports."""
+    tied_embeddings: bool = False
+    """Share the input embedding with the output layer."""
+    qkv_bias: bool = False
+    """Biases on the q/k/v projections (Qwen2 style)."""
+    norm_eps: float = 1e-5
+    """Epsilon of the normalisation layers."""
+    rope_theta: float = 10000.0
+    """RoPE base frequency."""
+
+
+@dataclass
+class ModelConfig:
+    """One model, named by its role under `models:`."""
+
+    arch: ArchConfig | None = None
+    """Inline architecture; give this, `config`, `checkpoint` or `rule`."""
+    config: str | None = None
+    """Path to a HF config.json (or its directory) giving the architecture."""
+    checkpoint: str | None = None
+    """HF checkpoint directory to load weights from; null means random init."""
+    trainable: bool = False
+    """Whether a train call may update this model."""
+    value_head: bool = False
+    """Scalar value head instead of the LM head (critic and reward models)."""
+    rule: str | None = None
+    """Name of a rule-based reward function (no weights)."""
+    init_from: str | None = None
+    """Role whose initial weights this model copies, e.g. ref from actor."""
+
+
+@dataclass
+class CallConfig:
+    """One call of a custom graph, under `graph.calls.NAME`."""
+
+    model: str = "???"
+    """Role of the model the call runs on."""
+    kind: str = "???"
+    """generate, inference or train."""
+    interface: str = "???"
+    """Interface name (see `realloc keys interfaces`)."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Arguments of the interface."""
+    inputs: list[str] = field(default_factory=list)
+    """Data keys the call consumes."""
+    outputs: list[str] = field(default_factory=list)
+    """Data keys the call produces."""
+    batch_size: int | None = None
+    """Sequences per iteration; null takes graph.batch_size (times group_size after generation)."""
+    micro_batches: int | None = None
+    """Micro-batches; null takes graph.micro_batches."""
+
+
+@dataclass
+class GraphConfig:
+    """The algorithm: a template, or calls written one by one."""
+
+    template: str | None = "ppo"
+    """Template name (ppo, grpo, remax, sft, rm, dpo), or null for a custom graph in `calls`."""
+    batch_size: int = 8
+    """Prompts (RL), samples (SFT) or preference pairs (RM, DPO) per iteration."""
+    group_size: int = 1
+    """Responses per prompt (GRPO's group size)."""
+    micro_batches: int = 1
+    """Micro-batches per call (a lower bound; the planner may raise it)."""
+    generate: dict[str, Any] = field(default_factory=dict)
+    """Arguments of the generate interface (max_new_tokens, temperature, top_p, ...)."""
+    train: dict[str, Any] = field(default_factory=dict)
+    """Arguments of the main train interface (lr, eps_clip, kl_coef, ...)."""
+    critic_train: dict[str, Any] = field(default_factory=dict)
+    """Arguments of the critic's train interface (PPO)."""
+    calls: dict[str, CallConfig] = field(default_factory=dict)
+    """Custom graph: call name -> call; used when template is null."""
+
+
+@dataclass
+class DataConfig:
+    """Where the training data comes from and how long its sequences are."""
+
+    format: str = "prompts_with_answers"
+    """Record format: prompts, prompts_with_answers, prompt_answer or preference."""
+    path: str | None = None
+    """JSONL file of records; null uses the generator."""
+    generator: str | None = "arithmetic"
+    """Built-in generator of a verifiable task, used when path is null."""
+    num_records: int = 512
+    """Records the generator makes."""
+    prompt_len: int = 12
+    """Expected prompt tokens."""
+    response_len: int | None = None
+    """Expected response tokens; null takes graph.generate.max_new_tokens."""
+    tokenizer: str = "char"
+    """Tokenizer: 'char' (the project's character tokenizer) or a HF tokenizer directory."""
+    seed: int = 1
+    """Seed of the generator and of the data order."""
+
+
+@dataclass
+class ClusterConfig:
+    """The devices to plan for and run on."""
+
+    nodes: int = 1
+    """Number of nodes."""
+    devices_per_node: int = 4
+    """Devices per node (GPUs, or worker processes on CPU)."""
+    device: str = "cpu"
+    """Device type: cpu (gloo) or cuda (NCCL)."""
+    hardware: str = "cpu-gloo"
+    """Hardware preset the cost model uses (e.g. cpu-gloo, a100-80g, h100-80g, h200)."""
+    profile: str | None = None
+    """Measured profile file; overrides the preset's figures."""
+
+
+@dataclass
+class ManualLayoutConfig:
+    """A hand-written layout of one call (plan.mode=manual)."""
+
+    devices: list[int] | None = None
+    """Global device ids of the mesh; or give start and size."""
+    start: int | None = None
+    """First device of a contiguous mesh."""
+    size: int | None = None
+    """Devices in a contiguous mesh."""
+    dp: int = 1
+    """Data-parallel degree."""
+    tp: int = 1
+    """Tensor-parallel degree."""
+    pp: int = 1
+    """Pipeline-parallel degree."""
+    micro_batches: int | None = None
+    """Micro-batches; null takes the call's."""
+
+
+@dataclass
+class PlanConfig:
+    """How the execution plan is chosen."""
+
+    mode: str = "search"
+    """search, heuristic:NAME (symmetric, colocated-dp, disaggregated), manual or file."""
+    time_budget_s: float = 10.0
+    """Search time budget in seconds."""
+    seed: int = 0
+    """Search seed; the same seed and budget give the same plan."""
+    file: str | None = None
+    """Plan file to run unchanged (mode=file)."""
+    manual: dict[str, ManualLayoutConfig] = field(default_factory=dict)
+    """Per-call layouts (mode=manual)."""
+    allow_pp_generate: bool = False
+    """Let generate calls use pipeline parallelism."""
+    compare_heuristics: bool = True
+    """Also price the heuristic baselines in `realloc plan`."""
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    iterations: int = 20
+    """RLHF iterations (or SFT/RM/DPO steps) to run."""
+    run_dir: str = "runs/${name}"
+    """Where the config, plan, logs, metrics and checkpoints go."""
+    save_every: int = 0
+    """Checkpoint every N iterations (0: only at the end)."""
+    log_every: int = 1
+    """Print a metrics line every N iterations."""
+    dtype: str = "auto"
+    """Parameter dtype: auto (bf16 on cuda, fp32 on cpu), fp32 or bf16."""
+    resume: bool = False
+    """Resume from the latest checkpoint in run_dir."""
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment."""
+
+    name: str = "experiment"
+    """Experiment name (used in run_dir)."""
+    seed: int = 1
+    """Global seed (model init, sampling)."""
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    """Models by role: actor, critic, ref, reward, ..."""
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    """The algorithm's dataflow graph."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training data."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """Devices."""
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    """Plan selection."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training loop."""
+    defs: dict[str, Any] = field(default_factory=dict)
+    """Reusable values for interpolation, e.g. ${defs.llama2_7b}; not read otherwise."""

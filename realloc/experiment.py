@@ -1,0 +1,332 @@
+"""Loading an experiment: Hydra composition, schema checks, and building the graph.
+
+Hydra's compose API (not `@hydra.main`) composes the YAML file with its defaults and
+the command-line overrides; the result is merged onto the typed schema in
+`realloc.config`, and every problem becomes a `ConfigError` with a one-line message
+that names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from graph.dataflow import DataflowGraph
+from graph.datasets import dataset_keys
+from graph.interfaces import get_interface, make_args
+from graph.spec import Call, CallKind, ModelArch, ModelSpec
+from graph.templates import TemplateParams, build_template
+from realloc import schema
+from realloc.config import ArchConfig, ExperimentConfig, ModelConfig
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+"""Where the shipped experiments live."""
+
+DEFAULT_EXPERIMENT = "ppo_tiny"
+"""The experiment `realloc run` uses when none is given."""
+
+HEURISTICS = ("symmetric", "colocated-dp", "disaggregated")
+"""Heuristic baselines a plan can use."""
+
+
+class ConfigError(ValueError):
+    """A problem with the experiment a user can fix; the message names key and fix."""
+
+
+def known_experiments() -> list[str]:
+    """Names of the shipped experiments, relative to the experiments folder."""
+    names = []
+    for p in sorted(EXPERIMENTS_DIR.rglob("*.yaml")):
+        rel = p.relative_to(EXPERIMENTS_DIR)
+        if rel.parts[0] != "common":
+            names.append(str(rel.with_suffix("")))
+    return names
+
+
+def find_experiment(exp: str | None) -> Path:
+    """Resolve an experiment argument: a YAML path, or a shipped name like `ppo_tiny`."""
+    exp = exp or DEFAULT_EXPERIMENT
+    candidates = [Path(exp), EXPERIMENTS_DIR / exp, EXPERIMENTS_DIR / f"{exp}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            if c.suffix not in (".yaml", ".yml"):
+                raise ConfigError(f"experiment file {str(c)!r} must be a .yaml file")
+            return c.resolve()
+    names = known_experiments()
+    close = difflib.get_close_matches(Path(exp).stem, [Path(n).name for n in names], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"experiment {exp!r} not found{hint}; give a YAML path or one of: {', '.join(names)}"
+    )
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def _rewrite_overrides(overrides: list[str], config_dir: Path) -> list[str]:
+    """Check override keys against the schema; plain `key=value` becomes `++key=value`.
+
+    `++` lets an override set a key the YAML leaves at its schema default; group
+    overrides (`group=option` for a folder beside the experiment) pass unchanged.
+    """
+    out = []
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} is not of the form key=value")
+        key, _ = ov.split("=", 1)
+        bare = key.lstrip("+~")
+        if "@" in bare or (config_dir / bare).is_dir() or (EXPERIMENTS_DIR / bare).is_dir():
+            out.append(ov)
+            continue
+        if schema.resolve(bare) is None:
+            hint = schema.suggest(bare)
+            raise ConfigError(
+                f"override {ov!r} sets unknown config key {bare!r}" + (f"; {hint}" if hint else "")
+            )
+        out.append(ov if key.startswith(("+", "~")) else f"++{ov}")
+    return out
+
+
+def _compose(path: Path, overrides: list[str]) -> Any:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    extra = [f"hydra.searchpath=[file://{EXPERIMENTS_DIR}]"]
+    GlobalHydra.instance().clear()
+    try:
+        with warnings.catch_warnings(), initialize_config_dir(
+            config_dir=str(path.parent), version_base=None, job_name="realloc"
+        ):
+            warnings.simplefilter("ignore", UserWarning)  # Hydra's nag about `_self_` order
+            return compose(config_name=path.stem, overrides=_rewrite_overrides(overrides, path.parent) + extra)
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = exc.__cause__
+        if cause is not None and "yaml" in type(cause).__module__:
+            first = " ".join(str(cause).split())
+        raise ConfigError(f"cannot compose {str(path)!r}: {first}") from None
+    except Exception as exc:  # YAML scanner/parser errors surface as plain exceptions
+        msg = " ".join(str(exc).split())
+        raise ConfigError(f"cannot read {str(path)!r}: {msg}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _omegaconf_error(exc: Exception) -> ConfigError:
+    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
+
+    key = getattr(exc, "full_key", None) or ""
+    msg = str(getattr(exc, "msg", "") or exc).strip().splitlines()[0]
+    if isinstance(exc, ConfigKeyError):
+        hint = schema.suggest(key) if key else ""
+        return ConfigError(f"unknown config key {key!r}" + (f"; {hint}" if hint else ""))
+    if isinstance(exc, MissingMandatoryValue):
+        return ConfigError(f"config key {key!r} is required; set it in the YAML or as {key}=VALUE")
+    if isinstance(exc, ValidationError):
+        found = schema.resolve(key) if key else None
+        want = f"; expected {_type_name(found[1])}" if found else ""
+        return ConfigError(f"config key {key!r} has a wrong type: {msg}{want}")
+    return ConfigError(f"config error at {key or 'top level'!r}: {msg}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Compose `path` with `overrides` and check it against the schema."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    raw = _compose(path, list(overrides))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise _omegaconf_error(exc) from None
+    assert isinstance(cfg, ExperimentConfig)
+    return cfg
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _resolve_path(value: str, key: str, exp_dir: Path, *, kind: str) -> Path:
+    for base in (Path.cwd(), exp_dir):
+        p = (base / value).expanduser()
+        if p.exists():
+            return p.resolve()
+    raise ConfigError(f"{key}: {kind} {value!r} does not exist (looked in {Path.cwd()} and {exp_dir}); fix the path")
+
+
+def _arch_fields(role: str, arch: Any) -> dict[str, Any]:
+    """Fields of an inline architecture (a dataclass, or a dict from an interpolation)."""
+    if dataclasses.is_dataclass(arch):
+        return dataclasses.asdict(arch)
+    known = {f.name for f in dataclasses.fields(ArchConfig)}
+    for key in arch:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key 'models.{role}.arch.{key}'{hint}; valid keys: {', '.join(sorted(known))}")
+    return dataclasses.asdict(ArchConfig(**arch))
+
+
+def _arch(role: str, mc: ModelConfig, exp_dir: Path) -> ModelArch | None:
+    key = f"models.{role}"
+    given = [name for name in ("arch", "config", "rule") if getattr(mc, name) is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{key}: give only one of arch, config or rule (got {', '.join(given)})")
+    if mc.rule is not None:
+        return None
+    try:
+        if mc.arch is not None:
+            fields = _arch_fields(role, mc.arch)
+            fields["num_kv_heads"] = fields["num_kv_heads"] or fields["num_heads"]
+            return ModelArch(**fields)
+        source = mc.config or mc.checkpoint
+        if source is None:
+            raise ConfigError(f"{key}: no architecture; set {key}.arch, {key}.config, {key}.checkpoint or {key}.rule")
+        what = "config" if mc.config else "checkpoint"
+        return ModelArch.from_config_file(_resolve_path(source, f"{key}.{what}", exp_dir, kind=what))
+    except (ValueError, FileNotFoundError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def build_models(cfg: ExperimentConfig, exp_dir: Path) -> list[ModelSpec]:
+    """ModelSpecs from the `models` section."""
+    if not cfg.models:
+        raise ConfigError("no models defined; add a `models:` section (e.g. models.actor.arch)")
+    specs = []
+    for role, mc in cfg.models.items():
+        arch = _arch(role, mc, exp_dir)
+        checkpoint = None
+        if mc.checkpoint is not None:
+            checkpoint = str(_resolve_path(mc.checkpoint, f"models.{role}.checkpoint", exp_dir, kind="checkpoint"))
+        if mc.init_from is not None and mc.init_from not in cfg.models:
+            raise ConfigError(
+                f"models.{role}.init_from: unknown role {mc.init_from!r}; defined: {', '.join(cfg.models)}"
+            )
+        try:
+            specs.append(ModelSpec(role=role, arch=arch, checkpoint=checkpoint, trainable=mc.trainable,
+                                   value_head=mc.value_head, rule=mc.rule, init_from=mc.init_from))
+        except ValueError as exc:
+            raise ConfigError(f"models.{role}: {exc}") from None
+    return specs
+
+
+def _custom_calls(cfg: ExperimentConfig) -> list[Call]:
+    g, data = cfg.graph, cfg.data
+    if not g.calls:
+        raise ConfigError("graph.template is null but graph.calls is empty; pick a template or list calls")
+    calls = []
+    for name, cc in g.calls.items():
+        where = f"graph.calls.{name}"
+        try:
+            kind = CallKind(cc.kind)
+        except ValueError:
+            raise ConfigError(f"{where}.kind: {cc.kind!r} is not one of generate, inference, train") from None
+        get_interface(cc.interface)
+        args = make_args(cc.interface, cc.args, where=f"{where}.args")
+        max_new = getattr(args, "max_new_tokens", 0) if kind is CallKind.GENERATE else 0
+        response = data.response_len
+        if response is None:
+            gens = [c for c in g.calls.values() if c.kind == "generate"]
+            response = int(gens[0].args.get("max_new_tokens", 32)) if gens else None
+        if response is None:
+            raise ConfigError("data.response_len must be set for a custom graph without a generate call")
+        try:
+            calls.append(Call(
+                name=name, model=cc.model, kind=kind, interface=cc.interface, args=args,
+                inputs=tuple(cc.inputs), outputs=tuple(cc.outputs),
+                batch_size=cc.batch_size or g.batch_size, micro_batches=cc.micro_batches or g.micro_batches,
+                prompt_len=data.prompt_len, response_len=response, max_new_tokens=max_new,
+            ))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return calls
+
+
+def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
+    """The validated dataflow graph of an experiment."""
+    models = build_models(cfg, exp_dir)
+    by_role = {m.role: m for m in models}
+    keys = dataset_keys(cfg.data.format)
+    if cfg.graph.template is None:
+        calls = _custom_calls(cfg)
+    else:
+        g = cfg.graph
+        if g.calls:
+            raise ConfigError("graph.calls is set together with graph.template; set graph.template=null for a custom graph")
+        params = TemplateParams(
+            batch_size=g.batch_size, prompt_len=cfg.data.prompt_len, response_len=cfg.data.response_len,
+            micro_batches=g.micro_batches, group_size=g.group_size, generate=g.generate,
+            train=g.train, critic_train=g.critic_train,
+        )
+        calls = list(build_template(g.template, params, by_role))
+    return DataflowGraph(models=models, calls=calls, dataset_keys=keys)
+
+
+def _check_sections(cfg: ExperimentConfig) -> None:
+    c = cfg.cluster
+    if c.device not in ("cpu", "cuda"):
+        raise ConfigError(f"cluster.device: {c.device!r} is not one of cpu, cuda")
+    if c.nodes < 1 or c.devices_per_node < 1:
+        raise ConfigError("cluster.nodes and cluster.devices_per_node must be >= 1")
+    mode = cfg.plan.mode
+    name = mode.split(":", 1)[1] if mode.startswith("heuristic:") else None
+    if mode not in ("search", "manual", "file") and name is None:
+        raise ConfigError(f"plan.mode: {mode!r} is not one of search, heuristic:NAME, manual, file")
+    if name is not None and name not in HEURISTICS:
+        raise ConfigError(f"plan.mode: unknown heuristic {name!r}; known: {', '.join(HEURISTICS)}")
+    if mode == "file" and not cfg.plan.file:
+        raise ConfigError("plan.mode=file needs plan.file=PATH")
+    if mode == "manual" and not cfg.plan.manual:
+        raise ConfigError("plan.mode=manual needs a layout per call under plan.manual")
+    if cfg.plan.time_budget_s <= 0:
+        raise ConfigError(f"plan.time_budget_s must be > 0, got {cfg.plan.time_budget_s}")
+    if cfg.train.iterations < 1:
+        raise ConfigError(f"train.iterations must be >= 1, got {cfg.train.iterations}")
+    if cfg.train.dtype not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"train.dtype: {cfg.train.dtype!r} is not one of auto, fp32, bf16")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A loaded, validated experiment."""
+
+    path: Path
+    overrides: tuple[str, ...]
+    config: ExperimentConfig
+
+    @cached_property
+    def graph(self) -> DataflowGraph:
+        """The experiment's dataflow graph."""
+        return build_graph(self.config, self.path.parent)
+
+    def to_yaml(self) -> str:
+        """The resolved configuration as YAML."""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_yaml(OmegaConf.structured(self.config))
+
+
+def load_experiment(exp: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """Compose, check and build an experiment; every user error is a ConfigError or GraphError."""
+    path = find_experiment(exp)
+    cfg = load_config(path, overrides)
+    _check_sections(cfg)
+    experiment = Experiment(path=path, overrides=tuple(overrides), config=cfg)
+    experiment.graph  # noqa: B018 - build and validate now
+    return experiment

@@ -1,0 +1,120 @@
+"""What `realloc plan` and `realloc run` print, and the stable JSON report.
+
+JSON report (`realloc plan EXP --json`), schema_version 1:
+
+    {
+      "schema_version": 1,
+      "experiment": {"name": str, "path": str, "overrides": [str]},
+      "config": {...},                   # the resolved experiment config
+      "graph": {
+        "models": [{"role", "family", "num_params", "trainable", "value_head",
+                    "checkpoint", "rule"}],
+        "dataset_keys": [str],
+        "calls": [{"name", "model", "kind", "interface", "args", "inputs", "outputs",
+                   "batch_size", "micro_batches", "prompt_len", "response_len",
+                   "max_new_tokens"}],        # topological order
+        "edges": [{"src", "dst", "kind": "data"|"param", "key"}],
+        "cross_iteration_edges": [{"src", "dst", "kind": "param", "key"}]
+      },
+      "plan": null | {...}              # filled once the planner chooses layouts
+    }
+
+Keys are only ever added within a schema version; a removal or change of meaning
+bumps `schema_version`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from graph.dataflow import DataflowGraph, Edge
+from realloc.experiment import Experiment
+
+SCHEMA_VERSION = 1
+
+
+def summary_line(experiment: Experiment) -> str:
+    """One line describing a validated experiment."""
+    g = experiment.graph
+    c = experiment.config.cluster
+    return (
+        f"{experiment.config.name}: {len(g.models)} models, {len(g.calls)} calls "
+        f"({', '.join(call.name for call in g.calls)}), {c.nodes}x{c.devices_per_node} "
+        f"{c.device} devices"
+    )
+
+
+def _edge(edge: Edge) -> dict[str, str]:
+    return {"src": edge.src, "dst": edge.dst, "kind": edge.kind, "key": edge.key}
+
+
+def graph_json(graph: DataflowGraph) -> dict[str, Any]:
+    """The graph part of the JSON report."""
+    models = []
+    for role, m in graph.models.items():
+        models.append({
+            "role": role,
+            "family": m.arch.family if m.arch else None,
+            "num_params": m.num_params,
+            "trainable": m.trainable,
+            "value_head": m.value_head,
+            "checkpoint": m.checkpoint,
+            "rule": m.rule,
+        })
+    calls = []
+    for call in graph.calls:
+        args = dataclasses.asdict(call.args) if dataclasses.is_dataclass(call.args) else {}
+        calls.append({
+            "name": call.name, "model": call.model, "kind": call.kind.value,
+            "interface": call.interface, "args": {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()},
+            "inputs": list(call.inputs), "outputs": list(call.outputs),
+            "batch_size": call.batch_size, "micro_batches": call.micro_batches,
+            "prompt_len": call.prompt_len, "response_len": call.response_len,
+            "max_new_tokens": call.max_new_tokens,
+        })
+    return {
+        "models": models,
+        "dataset_keys": sorted(graph.dataset_keys),
+        "calls": calls,
+        "edges": [_edge(e) for e in graph.edges],
+        "cross_iteration_edges": [_edge(e) for e in graph.cross_edges],
+    }
+
+
+def plan_json(experiment: Experiment) -> dict[str, Any]:
+    """The stable JSON report of `realloc plan --json`."""
+    from omegaconf import OmegaConf
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "experiment": {
+            "name": experiment.config.name,
+            "path": str(experiment.path),
+            "overrides": list(experiment.overrides),
+        },
+        "config": OmegaConf.to_container(OmegaConf.structured(experiment.config), resolve=True),
+        "graph": graph_json(experiment.graph),
+        "plan": None,
+    }
+
+
+def print_plan(experiment: Experiment) -> None:
+    """Print the resolved config and the graph (layouts come with the planner)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from graph.render import graph_text
+
+    console = Console(highlight=False)
+    console.rule(f"[bold]{experiment.config.name}[/] ({experiment.path.name})")
+    console.print(experiment.to_yaml().rstrip(), markup=False)
+    console.rule("dataflow graph")
+    console.print(graph_text(experiment.graph), markup=False)
+    table = Table(title="calls", show_lines=False)
+    for col in ("call", "kind", "model", "interface", "batch", "tokens/iter"):
+        table.add_column(col)
+    for call in experiment.graph.calls:
+        table.add_row(call.name, call.kind.value, call.model, call.interface, str(call.batch_size),
+                      f"{call.num_tokens:,}")
+    console.print(table)
