@@ -65,7 +65,7 @@ class ModelArch:
     tied_embeddings: bool = False
     """Whether the output layer shares the input embedding's weights."""
     qkv_bias: bool = False
-    """Whether the q/k/v projections carry biases (Qwen2 does)."""
+    """Attention biases: on q/k/v for qwen2 and gpt2; on q/k/v/o for llama (HF `attention_bias`)."""
     norm_eps: float = 1e-5
     """Epsilon of the RMSNorm (llama, qwen2) or LayerNorm (gpt2)."""
     rope_theta: float = 10000.0
@@ -197,7 +197,7 @@ class ModelArch:
         else:
             attn = h * q_out + 2 * h * kv_out + q_out * h
             if self.qkv_bias:
-                attn += q_out + 2 * kv_out
+                attn += q_out + 2 * kv_out + (h if self.family == "llama" else 0)
             per_layer = attn + 3 * h * f + 2 * h
             total = embed + self.num_layers * per_layer + h
         if value_head:

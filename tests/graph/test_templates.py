@@ -1,0 +1,113 @@
+"""Every template's graph shape: calls, kinds, keys, batch sizes and dependencies."""
+
+import pytest
+
+from graph.dataflow import DataflowGraph
+from graph.datasets import dataset_keys
+from graph.errors import GraphError
+from graph.spec import CallKind
+from graph.templates import TemplateParams, build_template, known_templates
+from tests.graph.helpers import model
+
+MODELS = {
+    "actor": model("actor", trainable=True),
+    "ref": model("ref"),
+    "critic": model("critic", trainable=True, value_head=True),
+    "reward": model("reward", value_head=True, trainable=True),
+}
+RULE = {**MODELS, "reward": model("reward", rule="arithmetic_exact")}
+
+
+def build(name, models, fmt, **params):
+    params = {"batch_size": 8, "prompt_len": 10, **params}
+    calls = build_template(name, TemplateParams(**params), models)
+    used = {c.model for c in calls}
+    return DataflowGraph(models=[m for r, m in models.items() if r in used], calls=calls,
+                         dataset_keys=dataset_keys(fmt))
+
+
+def shape(g):
+    return [(c.name, c.model, c.kind.value, c.interface, c.batch_size) for c in g.calls]
+
+
+def test_known_templates():
+    assert known_templates() == ("dpo", "grpo", "ppo", "remax", "rm", "sft")
+
+
+def test_ppo_with_reward_model():
+    g = build("ppo", MODELS, "prompts", generate={"max_new_tokens": 20}, response_len=15)
+    assert sorted(shape(g)) == sorted([
+        ("actor_gen", "actor", "generate", "generate", 8),
+        ("reward_inf", "reward", "inference", "reward_model", 8),
+        ("ref_inf", "ref", "inference", "logprobs", 8),
+        ("critic_inf", "critic", "inference", "values", 8),
+        ("actor_train", "actor", "train", "ppo_actor", 8),
+        ("critic_train", "critic", "train", "ppo_critic", 8),
+    ])
+    gen = g.call("actor_gen")
+    assert (gen.prompt_len, gen.response_len, gen.max_new_tokens) == (10, 15, 20)
+    assert g.topological_order()[0] == "actor_gen"
+    for a, b in [("reward_inf", "ref_inf"), ("ref_inf", "critic_inf"), ("actor_train", "critic_train")]:
+        assert g.may_run_concurrently(a, b)
+    assert set(g.call("actor_train").inputs) == {"seq", "old_logp", "ref_logp", "rewards", "values"}
+    assert {(e.src, e.dst) for e in g.cross_edges} >= {("actor_train", "actor_gen"),
+                                                       ("critic_train", "critic_inf")}
+
+
+def test_ppo_with_rule_reward_reads_answers():
+    g = build("ppo", RULE, "prompts_with_answers")
+    rew = g.call("reward_inf")
+    assert rew.interface == "rule_reward" and set(rew.inputs) == {"seq", "answers"}
+    # response length defaults to max_new_tokens (32 by default)
+    assert g.call("actor_train").response_len == 32
+    with pytest.raises(GraphError, match="consumes key 'answers'"):
+        build("ppo", RULE, "prompts")
+
+
+def test_grpo_groups_multiply_downstream_batches():
+    g = build("grpo", RULE, "prompts_with_answers", group_size=4)
+    assert [c.name for c in g.calls] == ["actor_gen", "reward_inf", "ref_inf", "actor_train"]
+    assert "critic" not in g.models
+    assert g.call("actor_gen").batch_size == 8 and g.call("actor_gen").args.num_samples == 4
+    for name in ("reward_inf", "ref_inf", "actor_train"):
+        assert g.call(name).batch_size == 32
+    assert g.call("actor_train").args.group_size == 4
+    with pytest.raises(GraphError, match="group_size >= 2"):
+        build("grpo", RULE, "prompts_with_answers")
+    with pytest.raises(GraphError, match="disagrees with graph.group_size"):
+        build("grpo", RULE, "prompts_with_answers", group_size=4, generate={"num_samples": 2})
+
+
+def test_remax_has_sampled_and_greedy_generation():
+    g = build("remax", RULE, "prompts_with_answers")
+    gens = [c for c in g.calls if c.kind is CallKind.GENERATE]
+    assert {c.name for c in gens} == {"actor_gen", "actor_greedy"}
+    assert g.call("actor_greedy").args.greedy and not g.call("actor_gen").args.greedy
+    assert g.may_run_concurrently("actor_gen", "actor_greedy")
+    assert g.producer("baseline_rewards") == "baseline_inf"
+    assert "baseline_rewards" in g.call("actor_train").inputs
+
+
+def test_sft_rm_dpo():
+    g = build("sft", MODELS, "prompt_answer", response_len=5)
+    assert shape(g) == [("actor_train", "actor", "train", "sft", 8)]
+    g = build("rm", MODELS, "preference", response_len=5)
+    assert shape(g) == [("reward_train", "reward", "train", "rw_pairwise", 16)]
+    g = build("dpo", MODELS, "preference", response_len=5)
+    assert shape(g) == [("ref_inf", "ref", "inference", "logprobs", 16),
+                        ("actor_train", "actor", "train", "dpo", 16)]
+    with pytest.raises(GraphError, match="data.response_len must be set"):
+        build("sft", MODELS, "prompt_answer")
+    with pytest.raises(GraphError, match="must be a neural model"):
+        build("rm", RULE, "preference", response_len=5)
+
+
+def test_template_errors():
+    with pytest.raises(GraphError, match="unknown template 'ppp' \\(did you mean 'ppo'\\?\\); known: dpo, grpo"):
+        build("ppp", MODELS, "prompts")
+    with pytest.raises(GraphError, match="template 'ppo' needs models actor, critic, ref, reward; missing: critic"):
+        build("ppo", {k: v for k, v in MODELS.items() if k != "critic"}, "prompts")
+    with pytest.raises(GraphError, match="unknown argument 'eps' for interface 'ppo_actor'"):
+        build("ppo", MODELS, "prompts", train={"eps": 0.1})
+    with pytest.raises(GraphError, match="exceeds graph.generate.max_new_tokens"):
+        build("ppo", MODELS, "prompts", response_len=64)

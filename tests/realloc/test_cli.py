@@ -1,0 +1,94 @@
+"""The command line: output, exit codes, one-line errors, and the JSON report."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from realloc.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["validate", "ppo_tiny", "graph.batch_sise=3"], "did you mean 'graph.batch_size'"),
+    (["validate", "missing.yaml"], "experiment 'missing.yaml' not found"),
+    (["plan", "ppo_tiny", "graph.template=nope", "--dry-run"], "unknown template 'nope'"),
+    (["graph", "ppo_tiny", "models.actor.trainable=false"], "is not trainable"),
+    (["validate"], "validate needs an experiment"),
+    (["validate", "ppo_tiny", "stray"], "unexpected argument 'stray'"),
+    (["graph", "ppo_tiny", "--out", "/nonexistent/dir/g.png"], "does not exist"),
+    (["keys", "clustr"], "unknown config section 'clustr'"),
+])
+def test_errors_are_one_line_with_exit_2(capsys, argv, message):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("realloc: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback():
+    from realloc.experiment import ConfigError
+
+    with pytest.raises(ConfigError, match="batch_sise"):
+        main(["validate", "ppo_tiny", "graph.batch_sise=3", "--debug"])
+
+
+def test_validate_graph_keys_list(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "validate", "grpo_tiny")
+    assert code == 0 and out.startswith("ok: grpo_tiny: 3 models, 4 calls")
+    code, out, _ = run_cli(capsys, "graph", "ppo_tiny")
+    assert code == 0 and "actor_gen -> reward_inf  (key seq)" in out
+    code, out, _ = run_cli(capsys, "graph", "ppo_tiny", "--out", str(tmp_path / "g.dot"))
+    assert code == 0 and (tmp_path / "g.dot").read_text().startswith("digraph")
+    code, out, _ = run_cli(capsys, "keys", "plan")
+    assert code == 0 and "plan.mode = 'search'" in out
+    code, out, _ = run_cli(capsys, "list", "templates")
+    assert code == 0 and out.splitlines()[0].startswith("dpo")
+    code, out, _ = run_cli(capsys, "list", "interfaces")
+    assert code == 0 and len(out.splitlines()) == 12
+
+
+def test_plan_prints_config_and_calls(capsys):
+    code, out, _ = run_cli(capsys, "plan", "ppo_tiny", "--dry-run")
+    assert code == 0
+    assert "template: ppo" in out and "actor_train" in out and "tokens/iter" in out
+
+
+def test_help_for_every_command(capsys):
+    for cmd in ("run", "plan", "validate", "graph", "keys", "list"):
+        with pytest.raises(SystemExit) as info:
+            main([cmd, "--help"])
+        assert info.value.code == 0
+        assert "usage: realloc" in capsys.readouterr().out
+
+
+def test_plan_json_is_stable_and_torch_free():
+    """One subprocess: the console entry point, JSON parse, and no torch import on the plan path."""
+    code = (
+        "import json, sys, io, contextlib\n"
+        "from realloc.cli import main\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        "    rc = main(['plan', 'ppo_tiny', '--dry-run', '--json'])\n"
+        "print(json.dumps({'rc': rc, 'report': json.loads(buf.getvalue()),\n"
+        "                  'heavy': sorted(m for m in ('torch', 'megatron', 'transformers') if m in sys.modules)}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(proc.stdout)
+    assert result["rc"] == 0 and result["heavy"] == []
+    report = result["report"]
+    assert report["schema_version"] == 1
+    assert set(report) == {"schema_version", "experiment", "config", "graph", "plan"}
+    calls = report["graph"]["calls"]
+    assert [c["name"] for c in calls][0] == "actor_gen"
+    assert calls[0]["args"]["max_new_tokens"] == 6
+    assert {"src": "actor_gen", "dst": "reward_inf", "kind": "data", "key": "seq"} in report["graph"]["edges"]
+    assert report["config"]["cluster"]["devices_per_node"] == 4

@@ -1,0 +1,165 @@
+"""Loading experiments: every shipped file, overrides, and every bad-input message."""
+
+import dataclasses
+import typing
+
+import pytest
+
+from graph.errors import GraphError
+from realloc import config as schema_module
+from realloc.experiment import ConfigError, known_experiments, load_experiment
+from realloc.schema import field_docs, reference, resolve, suggest
+
+
+@pytest.mark.parametrize("name", known_experiments())
+def test_every_shipped_experiment_loads(name):
+    exp = load_experiment(name)
+    assert exp.graph.calls
+    assert exp.config.name == name.split("/")[-1]
+
+
+def test_required_experiments_are_shipped():
+    names = set(known_experiments())
+    assert {"ppo_tiny", "grpo_tiny", "sft_tiny", "rm_tiny", "dpo_tiny", "remax_tiny"} <= names
+    for actor, gpus in [("7b", 8), ("13b", 16), ("34b", 32), ("70b", 64), ("70b", 128)]:
+        assert f"paper/ppo-{actor}-7b-{gpus}gpu" in names
+
+
+def test_paper_experiment_sizes():
+    exp = load_experiment("paper/ppo-70b-7b-128gpu")
+    models = exp.graph.models
+    # LLaMA-2-70B: ~69B parameters; the critic is a 7B trunk with a value head
+    assert 68.5e9 < models["actor"].num_params < 69.5e9
+    assert models["actor"].arch.num_kv_heads == 8
+    assert 6.5e9 < models["critic"].num_params < 6.8e9
+    assert exp.config.cluster.nodes * exp.config.cluster.devices_per_node == 128
+
+
+def test_overrides_apply():
+    exp = load_experiment("ppo_tiny", ["graph.batch_size=32", "train.iterations=3",
+                                       "models.actor.arch.num_layers=4", "graph.generate.top_k=5"])
+    assert exp.graph.call("actor_gen").batch_size == 32
+    assert exp.config.train.iterations == 3
+    # the ref's arch interpolates the actor's
+    assert exp.graph.models["ref"].arch.num_layers == 4
+    assert exp.graph.call("actor_gen").args.top_k == 5
+    assert exp.config.train.run_dir == "runs/ppo_tiny"
+
+
+def test_grpovi_switch():
+    exp = load_experiment("grpo_tiny", ["graph.train.variance_increase=true"])
+    assert exp.graph.call("actor_train").args.variance_increase
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["graph.batch_sise=3"], "unknown config key 'graph.batch_sise'; did you mean 'graph.batch_size'"),
+    (["+foo=1"], "unknown config key 'foo'; valid keys at the top level: name, seed"),
+    (["graph.batch_size=abc"], "config key 'graph.batch_size' has a wrong type.*expected int"),
+    (["graph.template=ppp"], "unknown template 'ppp' \\(did you mean 'ppo'\\?\\)"),
+    (["models.actor.trainable=false"], "trains model 'actor', which is not trainable"),
+    (["graph.generate.max_new_token=3"], "unknown argument 'max_new_token' for interface 'generate'"),
+    (["models.critic.rule=x"], "models.critic: give only one of arch, config or rule"),
+    (["cluster.device=tpu"], "cluster.device: 'tpu' is not one of cpu, cuda"),
+    (["plan.mode=heuristic:magic"], "unknown heuristic 'magic'; known: symmetric"),
+    (["plan.mode=fast"], "plan.mode: 'fast' is not one of search"),
+    (["models.actor.checkpoint=/nonexistent/ckpt"], "checkpoint '/nonexistent/ckpt' does not exist"),
+    (["data.format=prompt"], "unknown dataset format 'prompt' \\(did you mean 'prompts'\\?\\)"),
+    (["graph.batch_size"], "not of the form key=value"),
+    (["graph.batch_size=[1,2"], "cannot compose"),
+])
+def test_bad_overrides(overrides, message):
+    with pytest.raises((ConfigError, GraphError), match=message):
+        load_experiment("ppo_tiny", overrides)
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="experiment 'nope.yaml' not found; give a YAML path or one of: .*ppo_tiny"):
+        load_experiment("nope.yaml")
+    malformed = write(tmp_path, "m.yaml", "models: [1, 2\n")
+    with pytest.raises(ConfigError, match="cannot read .*m.yaml.*expected ',' or ']'"):
+        load_experiment(malformed)
+    unknown = write(tmp_path, "u.yaml", "defaults:\n  - /common/tiny\n  - _self_\nmodels:\n"
+                                        "  actor: {arch: {family: llama}, trianable: true}\n")
+    with pytest.raises(ConfigError, match="unknown config key 'models.actor.trianable'; did you mean 'models.actor.trainable'"):
+        load_experiment(unknown)
+    missing = write(tmp_path, "d.yaml", "defaults:\n  - /common/nothere\n  - _self_\n")
+    with pytest.raises(ConfigError, match="Could not load 'common/nothere'"):
+        load_experiment(missing)
+    no_models = write(tmp_path, "n.yaml", "name: x\n")
+    with pytest.raises(ConfigError, match="no models defined"):
+        load_experiment(no_models)
+
+
+def test_experiment_outside_the_tree_reuses_common(tmp_path):
+    path = write(tmp_path, "mine.yaml", "defaults:\n  - /common/tiny\n  - /common/tiny_models\n  - _self_\n"
+                                        "name: mine\ndata: {format: prompt_answer, response_len: 4}\n"
+                                        "graph: {template: sft}\n")
+    exp = load_experiment(path)
+    assert [c.name for c in exp.graph.calls] == ["actor_train"]
+
+
+def test_model_from_hf_config_file(tmp_path):
+    (tmp_path / "config.json").write_text(
+        '{"model_type": "qwen2", "num_hidden_layers": 3, "hidden_size": 32, "intermediate_size": 64,'
+        ' "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64, "tie_word_embeddings": true}')
+    exp = load_experiment("sft_tiny", ["models.actor.arch=null", f"models.actor.config={tmp_path}"])
+    arch = exp.graph.models["actor"].arch
+    assert (arch.family, arch.num_layers, arch.qkv_bias, arch.tied_embeddings) == ("qwen2", 3, True, True)
+
+
+def test_custom_graph_in_yaml(tmp_path):
+    path = write(tmp_path, "c.yaml", """\
+defaults:
+  - /common/tiny
+  - /common/tiny_models
+  - _self_
+name: custom
+models:
+  reward: {rule: arithmetic_exact}
+graph:
+  template: null
+  calls:
+    gen: {model: actor, kind: generate, interface: generate, args: {max_new_tokens: 4}, inputs: [prompts], outputs: [seq, logp]}
+    score: {model: reward, kind: inference, interface: rule_reward, inputs: [seq, answers], outputs: [rewards]}
+    train: {model: actor, kind: train, interface: ppo_actor, args: {lr: 0.01}, inputs: [seq, logp, rewards]}
+""")
+    g = load_experiment(path).graph
+    assert g.topological_order() == ("gen", "score", "train")
+    assert g.call("train").args.lr == 0.01 and g.call("gen").max_new_tokens == 4
+    assert g.call("score").response_len == 4
+    bad = write(tmp_path, "b.yaml", open(path).read().replace("kind: train", "kind: trian"))
+    with pytest.raises(ConfigError, match="graph.calls.train.kind: 'trian' is not one of"):
+        load_experiment(bad)
+    missing = write(tmp_path, "x.yaml", open(path).read().replace("model: reward, ", ""))
+    with pytest.raises(ConfigError, match="config key 'graph.calls.score.model' is required"):
+        load_experiment(missing)
+
+
+def _schema_classes():
+    return [obj for obj in vars(schema_module).values()
+            if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == schema_module.__name__]
+
+
+@pytest.mark.parametrize("cls", _schema_classes(), ids=lambda c: c.__name__)
+def test_every_config_field_has_a_one_line_docstring(cls):
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        assert f.name in docs and docs[f.name] and "\n" not in docs[f.name], f"{cls.__name__}.{f.name}"
+
+
+def test_schema_paths_and_reference():
+    assert resolve("models.anything.arch.num_layers")[1] is int
+    assert resolve("graph.generate.anything") is not None  # free-form interface args
+    assert resolve("graph.nothere") is None
+    assert "did you mean 'cluster.devices_per_node'" in suggest("cluster.device_per_node")
+    ref = reference("cluster")
+    assert "cluster.devices_per_node = 4  # Devices per node" in ref
+    assert typing.get_type_hints(schema_module.ExperimentConfig)["models"]
+    with pytest.raises(ValueError, match="unknown config section"):
+        reference("clustr")
