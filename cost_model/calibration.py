@@ -158,13 +158,13 @@ def fit_calibration(samples: Samples) -> Calibration:
         design = np.array([[s.passes, s.flops] for s in group], dtype=float)
         coef = _fit_nonneg(design, np.array([s.time_s for s in group]))
         if coef[1] > 0:
-            flops[dtype] = 1.0 / coef[1]
-            overheads.append(coef[0])
+            flops[dtype] = float(1.0 / coef[1])
+            overheads.append(float(coef[0]))
     memory_bw = None
     if samples.memory:
         design = np.array([[1.0, s.bytes] for s in samples.memory])
         coef = _fit_nonneg(design, np.array([s.time_s for s in samples.memory]))
-        memory_bw = 1.0 / coef[1] if coef[1] > 0 else None
+        memory_bw = float(1.0 / coef[1]) if coef[1] > 0 else None
     bws: dict[str, float] = {}
     lats: dict[str, float] = {}
     for link in LINKS:
@@ -177,7 +177,7 @@ def fit_calibration(samples: Samples) -> Calibration:
             rows.append([steps, factor * s.bytes])
         coef = _fit_nonneg(np.array(rows, dtype=float), np.array([s.time_s for s in group]))
         if coef[1] > 0:
-            bws[link] = 1.0 / coef[1]
+            bws[link] = float(1.0 / coef[1])
         lats[link] = float(coef[0])
     return Calibration(flops=flops, layer_overhead_s=float(np.mean(overheads)) if overheads else None,
                        memory_bandwidth=memory_bw, link_bandwidth=bws, link_latency=lats)

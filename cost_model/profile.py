@@ -84,8 +84,11 @@ def profile_from_dict(d: dict[str, Any], *, where: str = "profile", default_name
             raise ValueError(f"{where}: unknown key {key!r}; known: {', '.join(sorted(known))}")
     base = d.get("base")
     values: dict[str, Any] = preset(base).to_dict() if base else {}
-    values.update(d.get("hardware", {}))
-    values["name"] = d.get("name") or values.get("name") or default_name
+    section = d.get("hardware", {})
+    if not isinstance(section, dict):
+        raise ValueError(f"{where}: 'hardware' must be an object of HardwareSpec fields")
+    values.update(section)
+    values["name"] = d.get("name") or section.get("name") or default_name
     hardware = HardwareSpec.from_dict(values, where=f"{where}: hardware")
     samples = Samples.from_dict(d.get("samples", {}))
     if "calibration" in d:
