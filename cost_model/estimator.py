@@ -36,7 +36,7 @@ from cost_model.datamove import data_flows, num_sequences
 from cost_model.hardware import DTYPE_BYTES, GiB, HardwareSpec
 from cost_model.layout import Cluster, Layout
 from cost_model.params import check_tp, padded_vocab, stage_params
-from cost_model.transfer import plan_transfer, price_flows
+from cost_model.transfer import price_flows, transfer_flows
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 
 ADAM_STATE_BYTES = 12  # fp32 master weights + Adam m + v (ZeRO paper, section 5.1: 12 of the 16 bytes)
@@ -128,14 +128,18 @@ class AnalyticCostModel:
         return self._verdict(time_terms, mem_terms, resident)
 
     def realloc_estimate(self, model: ModelSpec, src: Layout, dst: Layout) -> MoveEstimate:
-        """Cost of moving `model`'s parameters from `src` to `dst` (a TransferPlan, priced by link)."""
+        """Cost of moving `model`'s parameters from `src` to `dst`, priced by link.
+
+        Prices `transfer_flows`, the fast form of the TransferPlan `plan_transfer` derives
+        (same bytes per destination and per link kind).
+        """
         if model.arch is None or src == dst:
             return MoveEstimate(time_s=0.0, bytes_total=0.0)
         key = (model.arch, model.value_head, src, dst)
         if key not in self._realloc_cache:
-            plan = plan_transfer(model.arch, src, dst, model=model.role, value_head=model.value_head,
-                                 cluster=self.cluster, dtype_bytes=self.options.dtype_bytes)
-            self._realloc_cache[key] = price_flows(plan.flows(), self.hardware, self.cluster)
+            flows = transfer_flows(model.arch, src, dst, value_head=model.value_head,
+                                   cluster=self.cluster, dtype_bytes=self.options.dtype_bytes)
+            self._realloc_cache[key] = price_flows(flows, self.hardware, self.cluster)
         return self._realloc_cache[key]
 
     def data_estimate(self, producer: Call, consumer: Call, key: str, src: Layout, dst: Layout) -> MoveEstimate:

@@ -20,8 +20,11 @@ Slices are tuples of (start, stop) per dimension, in global (unsharded) coordina
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +176,45 @@ def _holders(arch: ModelArch, src: Layout, manifest: tuple[ParamInfo, ...]) -> d
     return out
 
 
+class _Sources:
+    """Who holds which elementary segment (along the cut dimension) of one parameter's data."""
+
+    def __init__(self, cands: list[_Holder], extra_runs: Iterable[tuple[int, int]]) -> None:
+        points = {x for h in cands for run in h.runs for x in run}
+        points.update(x for run in extra_runs for x in run)
+        self.bounds = sorted(points)
+        self.owners: list[list[_Holder]] = [[] for _ in self.bounds[1:]]
+        self.by_device: dict[int, list[_Holder]] = defaultdict(list)
+        for h in cands:
+            self.by_device[h.device].append(h)
+            for a, b in h.runs:
+                for k in range(bisect.bisect_left(self.bounds, a), bisect.bisect_left(self.bounds, b)):
+                    self.owners[k].append(h)
+
+    def segments(self, lo: int, hi: int) -> Iterator[tuple[int, int, list[_Holder]]]:
+        """Elementary segments of [lo, hi) with their holders."""
+        for k in range(bisect.bisect_left(self.bounds, lo), bisect.bisect_left(self.bounds, hi)):
+            yield self.bounds[k], self.bounds[k + 1], self.owners[k]
+
+    def split_local(self, dev: int, runs: Iterable[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[tuple[_Holder, int, int]]]:
+        """(pieces `dev` lacks, [(holder, lo, hi)] pieces it already holds) of the needed runs."""
+        missing = list(runs)
+        held = []
+        for h in self.by_device.get(dev, ()):
+            for run in h.runs:
+                missing, inside = _subtract(missing, run)
+                held.extend((h, lo, hi) for lo, hi in inside)
+        return missing, held
+
+
+def _dst_devices(p: ParamInfo, dst: Layout, num_layers: int) -> Iterator[tuple[int, int]]:
+    """(device, tp_rank) of every destination device that holds `p`."""
+    for stage in p.stages(dst.pp, num_layers):
+        for dp_rank in range(dst.dp):
+            for tp_rank in range(dst.tp):
+                yield dst.device(dp_rank=dp_rank, tp_rank=tp_rank, pp_rank=stage), tp_rank
+
+
 def plan_transfer(arch: ModelArch, src: Layout, dst: Layout, *, model: str = "model",
                   value_head: bool = False, cluster: Cluster | None = None, dtype_bytes: int = 2,
                   vocab_size: int | None = None) -> TransferPlan:
@@ -188,49 +230,56 @@ def plan_transfer(arch: ModelArch, src: Layout, dst: Layout, *, model: str = "mo
     ops: list[TransferOp] = []
     local: list[TransferOp] = []
     for p in dst_manifest:
-        cands = holders[p.data_name]
-        for stage in p.stages(dst.pp, arch.num_layers):
-            for dp_rank in range(dst.dp):
-                for tp_rank in range(dst.tp):
-                    dev = dst.device(dp_rank=dp_rank, tp_rank=tp_rank, pp_rank=stage)
-                    missing: list[tuple[int, int]] = list(p.shard_runs(dst.tp, tp_rank))
-                    for h in cands:
-                        if h.device != dev:
-                            continue
-                        for run in h.runs:
-                            missing, inside = _subtract(missing, run)
-                            for lo, hi in inside:
-                                local.append(TransferOp(param=p.name, src_param=h.param.name, src=dev, dst=dev,
-                                                        slice=_slice_of(p, lo, hi),
-                                                        nbytes=_nbytes(p, lo, hi, dtype_bytes)))
-                    for lo, hi in missing:
-                        ops.extend(_fetch(p, dev, lo, hi, cands, load, node_of, dtype_bytes))
+        sources = _Sources(holders[p.data_name], (r for t in range(dst.tp) for r in p.shard_runs(dst.tp, t)))
+        for dev, tp_rank in _dst_devices(p, dst, arch.num_layers):
+            missing, held = sources.split_local(dev, p.shard_runs(dst.tp, tp_rank))
+            for h, lo, hi in held:
+                local.append(TransferOp(param=p.name, src_param=h.param.name, src=dev, dst=dev,
+                                        slice=_slice_of(p, lo, hi), nbytes=_nbytes(p, lo, hi, dtype_bytes)))
+            home = node_of(dev)
+            for piece in missing:
+                for a, b, owners in sources.segments(*piece):
+                    h = min(owners, key=lambda o: (node_of(o.device) != home, load[o.device], o.device))
+                    nbytes = _nbytes(p, a, b, dtype_bytes)
+                    load[h.device] += nbytes
+                    ops.append(TransferOp(param=p.name, src_param=h.param.name, src=h.device, dst=dev,
+                                          slice=_slice_of(p, a, b), nbytes=nbytes))
     return TransferPlan(model=model, src=src, dst=dst, dtype_bytes=dtype_bytes, ops=tuple(ops),
                         local_copies=tuple(local))
 
 
-def _fetch(p: ParamInfo, dev: int, lo: int, hi: int, cands: list[_Holder], load: dict[int, int],
-           node_of: Any, dtype_bytes: int) -> list[TransferOp]:
-    """Ops bringing [lo, hi) of `p` to `dev`, cut at source run boundaries, balanced over holders."""
-    cuts = {lo, hi}
-    for h in cands:
-        for a, b in h.runs:
-            for x in (a, b):
-                if lo < x < hi:
-                    cuts.add(x)
-    bounds = sorted(cuts)
-    out = []
-    for a, b in zip(bounds, bounds[1:]):
-        owners = [(h, run) for h in cands for run in h.runs if run[0] <= a and b <= run[1]]
-        if not owners:
-            raise AssertionError(f"no source holds {p.name}[{a}:{b}]")
-        home = node_of(dev)
-        h, _ = min(owners, key=lambda o: (node_of(o[0].device) != home, load[o[0].device], o[0].device))
-        nbytes = _nbytes(p, a, b, dtype_bytes)
-        load[h.device] += nbytes
-        out.append(TransferOp(param=p.name, src_param=h.param.name, src=h.device, dst=dev,
-                              slice=_slice_of(p, a, b), nbytes=nbytes))
-    return out
+def transfer_flows(arch: ModelArch, src: Layout, dst: Layout, *, value_head: bool = False,
+                   cluster: Cluster | None = None, dtype_bytes: int = 2,
+                   vocab_size: int | None = None) -> list[tuple[int, int, float]]:
+    """Fast (src, dst, bytes) flows of the plan `plan_transfer` derives, for pricing.
+
+    Same bytes per destination and per node pair as the plan; instead of the plan's
+    greedy choice of one source per slice, each slice is spread evenly over the holders
+    the plan could pick from (same node first), the balance the greedy choice reaches
+    over many layers. Layers are priced through lcm(src.pp, dst.pp) representative
+    layers, each standing for num_layers / lcm of the real ones.
+    """
+    node_of = cluster.node_of if cluster is not None else (lambda _d: 0)
+    reps = math.lcm(src.pp, dst.pp)
+    if arch.num_layers % reps:
+        raise ValueError(f"num_layers={arch.num_layers} is not divisible by pp={src.pp} and pp={dst.pp}")
+    small = dataclasses.replace(arch, num_layers=reps)
+    scale = arch.num_layers // reps
+    holders = _holders(small, src, param_manifest(small, value_head=value_head, pp=src.pp, vocab_size=vocab_size))
+    flows: dict[tuple[int, int], float] = defaultdict(float)
+    for p in param_manifest(small, value_head=value_head, pp=dst.pp, vocab_size=vocab_size):
+        weight = scale if p.layer is not None else 1
+        sources = _Sources(holders[p.data_name], (r for t in range(dst.tp) for r in p.shard_runs(dst.tp, t)))
+        for dev, tp_rank in _dst_devices(p, dst, reps):
+            missing, _ = sources.split_local(dev, p.shard_runs(dst.tp, tp_rank))
+            for piece in missing:
+                for a, b, owners in sources.segments(*piece):
+                    near = {o.device for o in owners if node_of(o.device) == node_of(dev)}
+                    chosen = near or {o.device for o in owners}
+                    share = weight * _nbytes(p, a, b, dtype_bytes) / len(chosen)
+                    for s in chosen:
+                        flows[(s, dev)] += share
+    return [(s, d, b) for (s, d), b in flows.items()]
 
 
 def price_flows(flows: Iterable[tuple[int, int, float]], hardware: HardwareSpec,

@@ -10,7 +10,14 @@ import pytest
 from cost_model.hardware import preset
 from cost_model.layout import Cluster, DeviceMesh, Layout
 from cost_model.params import ParamInfo, param_manifest
-from cost_model.transfer import TransferPlan, op_local_slices, plan_transfer, price_transfer
+from cost_model.transfer import (
+    TransferPlan,
+    op_local_slices,
+    plan_transfer,
+    price_flows,
+    price_transfer,
+    transfer_flows,
+)
 from graph.spec import ModelArch
 
 ARCH = ModelArch(family="llama", num_layers=4, hidden_size=64, ffn_hidden_size=96, num_heads=8,
@@ -140,3 +147,25 @@ def test_plan_round_trips_as_plain_data_and_prices_by_link() -> None:
     peers = max(len({op.src for op in plan.ops if op.dst == d}) for d in recv)
     assert move.time_s >= move.busiest_rank_bytes / hw.link_bandwidth(True)
     assert move.time_s <= move.busiest_rank_bytes / hw.link_bandwidth(True) + 8 * peers * hw.inter_node_latency
+
+
+def test_fast_flows_price_like_the_plan() -> None:
+    # transfer_flows (what the estimator prices) must move the same bytes per destination
+    # and over the same kinds of link as the plan the runtime executes
+    hw = preset("h100-80g")
+    cluster = Cluster(num_nodes=4, devices_per_node=2)
+    for (sdp, stp, spp), (ddp, dtp, dpp) in [((2, 2, 1), (1, 1, 2)), ((1, 2, 2), (2, 2, 1)),
+                                             ((2, 1, 2), (1, 4, 1)), ((1, 4, 1), (2, 1, 2))]:
+        for mode in ("same", "overlapping", "disjoint"):
+            smesh, dmesh = _meshes(sdp * stp * spp, ddp * dtp * dpp, mode)
+            src = Layout(mesh=smesh, dp=sdp, tp=stp, pp=spp)
+            dst = Layout(mesh=dmesh, dp=ddp, tp=dtp, pp=dpp)
+            plan = plan_transfer(ARCH, src, dst, cluster=cluster)
+            flows = transfer_flows(ARCH, src, dst, cluster=cluster)
+            got = {d: sum(b for _, dd, b in flows if dd == d) for d in range(8)}
+            want = {d: sum(op.nbytes for op in plan.ops if op.dst == d) for d in range(8)}
+            assert got == pytest.approx(want)
+            fast, exact = price_flows(flows, hw, cluster), price_transfer(plan, hw, cluster)
+            assert fast.bytes_inter_node == pytest.approx(exact.bytes_inter_node)
+            # spreading each slice over its holders never loads a rank more than the greedy choice
+            assert fast.busiest_rank_bytes <= exact.busiest_rank_bytes * (1 + 1e-9)
