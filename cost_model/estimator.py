@@ -5,6 +5,7 @@ Implements `cost_model.api.CostProvider`. All terms are per device and the slowe
 `_s` (seconds; they sum to `time_s`) or `_bytes` (they sum to `peak_bytes`).
 
 Model of a call (see `cost_model.shapes` for the FLOP and byte counts):
+The call's `micro_batches` is a lower bound on the layout's.
 - train: per optimizer step (ppo_epochs * mini_batches steps per call), a 1F1B
   pipeline over `micro_batches` micro-batches per DP rank: compute (3x forward, 4x
   with full recomputation), TP collectives (2 per layer per pass; with sequence
@@ -25,6 +26,7 @@ and logits (bf16 + an fp32 copy for the loss / log-softmax).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +116,8 @@ class AnalyticCostModel:
             raise ValueError(
                 f"call {call.name!r}: prompt_len + response_len is 0; give the expected lengths so it can be priced"
             )
+        if call.micro_batches > layout.micro_batches:  # the call's value is a lower bound
+            layout = dataclasses.replace(layout, micro_batches=call.micro_batches)
         why = self._structural_check(call, model, layout)
         if why:
             return CallEstimate(time_s=math.inf, peak_bytes=math.inf, resident_bytes=math.inf,

@@ -171,3 +171,12 @@ def test_llama7b_mfu_on_8_a100_matches_public_reports() -> None:
                 best = max(best, mfu(call, model, est, lay, cm.hardware))
     assert 0.40 <= best <= 0.70
     assert not math.isnan(best)
+
+
+def test_call_micro_batches_is_a_lower_bound() -> None:
+    cm = AnalyticCostModel(preset("a100-80g"), CLUSTER)
+    call = Call(name="train", model="actor", kind=CallKind.TRAIN, interface="sft", batch_size=16,
+                response_len=64, micro_batches=4)
+    low = cm.call_estimate(call, ACTOR, _layout(1, 1, 2, mb=1))
+    assert low == cm.call_estimate(call, ACTOR, _layout(1, 1, 2, mb=4))
+    assert low != cm.call_estimate(call, ACTOR, _layout(1, 1, 2, mb=8))
