@@ -71,6 +71,18 @@ def forward_flops_per_token(arch: ModelArch, ctx: float, *, value_head: bool = F
     return float(total)
 
 
+def backward_flops_per_token(arch: ModelArch, ctx: float, *, value_head: bool = False) -> float:
+    """Backward FLOPs of one token: twice the forward (gradients of inputs and of weights)."""
+    return 2.0 * forward_flops_per_token(arch, ctx, value_head=value_head)
+
+
+def train_flops_per_token(arch: ModelArch, ctx: float, *, value_head: bool = False,
+                          recompute: bool = False) -> float:
+    """Forward + backward FLOPs of one token, plus a second forward under full recomputation."""
+    passes = 4.0 if recompute else 3.0
+    return passes * forward_flops_per_token(arch, ctx, value_head=value_head)
+
+
 def layer_forward_flops(arch: ModelArch, num_tokens: float, ctx: float) -> float:
     """Forward FLOPs of one layer over `num_tokens` tokens attending to `ctx` keys on average."""
     return num_tokens * (2 * layer_matmul_params(arch) + 4 * ctx * q_width(arch))

@@ -180,3 +180,22 @@ def test_call_micro_batches_is_a_lower_bound() -> None:
     low = cm.call_estimate(call, ACTOR, _layout(1, 1, 2, mb=1))
     assert low == cm.call_estimate(call, ACTOR, _layout(1, 1, 2, mb=4))
     assert low != cm.call_estimate(call, ACTOR, _layout(1, 1, 2, mb=8))
+
+
+def test_recompute_trades_compute_for_activations() -> None:
+    call = _train(16, 256)
+    base = AnalyticCostModel(ROUND, CLUSTER).call_estimate(call, ACTOR, _layout(1, 1, 1, mb=4))
+    rec = AnalyticCostModel(ROUND, CLUSTER, recompute=True).call_estimate(call, ACTOR, _layout(1, 1, 1, mb=4))
+    assert rec.breakdown["compute_s"] == pytest.approx(base.breakdown["compute_s"] * 4 / 3)
+    # 4 seqs x 256 tokens per micro-batch: 2 layers' inputs (64 x 2 bytes) + one layer's full activations
+    assert rec.breakdown["activations_bytes"] == 1024 * (2 * 128 + 1664)
+    assert base.breakdown["activations_bytes"] == 1024 * 2 * 1664
+
+
+def test_tp_across_nodes_pays_the_slower_link() -> None:
+    call = _train(16, 256)
+    inside = AnalyticCostModel(preset("a100-80g"), Cluster(num_nodes=2, devices_per_node=4))
+    across = AnalyticCostModel(preset("a100-80g"), Cluster(num_nodes=4, devices_per_node=2))
+    a = inside.call_estimate(call, ACTOR, _layout(1, 4, 1)).breakdown["tp_comm_s"]
+    b = across.call_estimate(call, ACTOR, _layout(1, 4, 1)).breakdown["tp_comm_s"]
+    assert b > 5 * a > 0

@@ -58,3 +58,10 @@ def test_bad_files_name_the_problem(tmp_path: Path) -> None:
         load_profile(path)
     with pytest.raises(ValueError, match="does not exist"):
         load_profile(tmp_path / "none.json")
+
+
+def test_shipped_example_profile_loads() -> None:
+    path = Path(__file__).resolve().parents[2] / "experiments" / "profiles" / "example-2proc-cpu.json"
+    spec = load_hardware(path)
+    assert spec.kind == "cpu-gloo" and spec.devices_per_node == 2 and spec.memory_bytes == 12 * 1024**3
+    assert spec.name == "example-2proc-cpu"

@@ -30,6 +30,9 @@ def test_forward_flops_by_hand() -> None:
     # two layers: 152576; LM head 2 * 8192 = 16384 -> 168960
     assert shapes.forward_flops_per_token(TINY, 10) == 168960
     assert shapes.forward_flops_per_token(TINY, 10, value_head=True) == 152576 + 2 * 64
+    assert shapes.backward_flops_per_token(TINY, 10) == 2 * 168960
+    assert shapes.train_flops_per_token(TINY, 10) == 3 * 168960
+    assert shapes.train_flops_per_token(TINY, 10, recompute=True) == 4 * 168960
     # a causal sequence of 16 tokens attends to (16 + 1) / 2 keys on average
     assert shapes.causal_ctx(16) == 8.5
     assert shapes.layer_forward_flops(TINY, 64, 8.5) == 64 * (73728 + 256 * 8.5)
