@@ -135,14 +135,16 @@ class AnalyticCostModel:
         """Cost of moving `model`'s parameters from `src` to `dst`, priced by link.
 
         Prices `transfer_flows`, the fast form of the TransferPlan `plan_transfer` derives
-        (same bytes per destination and per link kind).
+        (same bytes per destination and per link kind), with the vocabulary padded as
+        Megatron pads it for the larger of the two TP degrees.
         """
         if model.arch is None or src == dst:
             return MoveEstimate(time_s=0.0, bytes_total=0.0)
         key = (model.arch, model.value_head, src, dst)
         if key not in self._realloc_cache:
-            flows = transfer_flows(model.arch, src, dst, value_head=model.value_head,
-                                   cluster=self.cluster, dtype_bytes=self.options.dtype_bytes)
+            vocab = padded_vocab(model.arch.vocab_size, math.lcm(src.tp, dst.tp), self.options.vocab_multiple)
+            flows = transfer_flows(model.arch, src, dst, value_head=model.value_head, cluster=self.cluster,
+                                   dtype_bytes=self.options.dtype_bytes, vocab_size=vocab)
             self._realloc_cache[key] = price_flows(flows, self.hardware, self.cluster)
         return self._realloc_cache[key]
 

@@ -9,6 +9,7 @@ import pytest
 from cost_model.estimator import AnalyticCostModel, mfu
 from cost_model.hardware import GiB, HardwareSpec, preset
 from cost_model.layout import Cluster, DeviceMesh, Layout
+from cost_model.params import param_manifest
 from cost_model.report import format_estimate
 from graph.interfaces import GenerateArgs, PPOActorArgs
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
@@ -199,3 +200,17 @@ def test_tp_across_nodes_pays_the_slower_link() -> None:
     a = inside.call_estimate(call, ACTOR, _layout(1, 4, 1)).breakdown["tp_comm_s"]
     b = across.call_estimate(call, ACTOR, _layout(1, 4, 1)).breakdown["tp_comm_s"]
     assert b > 5 * a > 0
+
+
+def test_realloc_estimate_pads_the_vocabulary_and_is_free_in_place() -> None:
+    gpt2 = ModelArch(family="gpt2", num_layers=2, hidden_size=64, ffn_hidden_size=256, num_heads=8,
+                     num_kv_heads=8, vocab_size=50257, tied_embeddings=True)
+    cm = AnalyticCostModel(preset("a100-80g"), CLUSTER)
+    model = ModelSpec(role="actor", arch=gpt2)
+    assert cm.realloc_estimate(model, _layout(1, 2, 1), _layout(1, 2, 1)).bytes_total == 0
+    move = cm.realloc_estimate(model, _layout(1, 2, 1), _layout(1, 4, 1, start=4))
+    # disjoint meshes: the whole model moves once, vocabulary padded to 512 * 99 = 50688 rows, and
+    # each of the 4 destination TP ranks receives its own copy of the replicated parameters
+    replicated = sum(p.numel for p in param_manifest(gpt2) if p.tp_dim is None)
+    whole = gpt2.num_params() + (50688 - 50257) * 64 + 3 * replicated
+    assert move.bytes_total == pytest.approx(2 * whole)
