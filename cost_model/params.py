@@ -162,7 +162,7 @@ def _layer_params(arch: ModelArch, i: int) -> list[ParamInfo]:
     if gpt2:
         out.append(mk("input_layernorm.bias", (h,), None, "replicated"))
     out.append(mk("self_attention.linear_qkv.weight", (qkv_rows, h), 0, "contiguous"))
-    if arch.qkv_bias:
+    if arch.qkv_bias or gpt2:  # GPT-2's c_attn always has a bias
         out.append(mk("self_attention.linear_qkv.bias", (qkv_rows,), 0, "contiguous"))
     out.append(mk("self_attention.linear_proj.weight", (h, arch.num_heads * d), 1, "contiguous"))
     if gpt2:

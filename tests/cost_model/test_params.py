@@ -13,7 +13,7 @@ LLAMA = ModelArch(family="llama", num_layers=4, hidden_size=64, ffn_hidden_size=
 
 @pytest.mark.parametrize("family,tied,bias,value_head", [
     ("llama", False, False, False), ("llama", True, False, False), ("qwen2", False, True, True),
-    ("gpt2", True, True, False),
+    ("gpt2", True, True, False), ("gpt2", True, False, True),
 ])
 def test_manifest_counts_every_parameter_once(family: str, tied: bool, bias: bool, value_head: bool) -> None:
     arch = ModelArch(family=family, num_layers=4, hidden_size=64, ffn_hidden_size=96, num_heads=8,
