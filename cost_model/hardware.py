@@ -1,0 +1,232 @@
+"""What a device and its links can do: HardwareSpec and the built-in presets.
+
+A HardwareSpec holds peak rates (FLOP/s per dtype, memory and link bandwidth) and
+achievable-efficiency factors; the estimator only ever uses *achieved* rates
+(`peak * efficiency`). Measured profiles (see `cost_model.profile` for the JSON file
+format) replace the efficiency factors and latencies by fitted values.
+
+Presets: `a100-40g`, `a100-80g`, `h100-80g`, `h200` (SXM parts in 8-GPU HGX/DGX
+nodes) and `cpu-gloo` (one CPU worker process per "device", gloo over shared memory;
+rough defaults that a measured profile should replace). Each number cites its source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+GiB = 1024**3
+KINDS = ("gpu", "cpu-gloo")
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardwareSpec:
+    """One kind of device, its node and its links."""
+
+    name: str
+    """Preset or profile name, e.g. "a100-80g"."""
+    kind: str = "gpu"
+    """"gpu" (NCCL) or "cpu-gloo" (a device is a CPU worker process, gloo links)."""
+    devices_per_node: int = 8
+    """Devices per node (GPUs, or worker processes)."""
+    peak_flops: Mapping[str, float] = field(default_factory=dict)
+    """Peak dense FLOP/s per dtype ("bf16", "fp16", "fp32")."""
+    memory_bytes: float = 80 * GiB
+    """Device memory capacity."""
+    reserved_bytes: float = 2 * GiB
+    """Memory the runtime itself takes (CUDA context, NCCL buffers, allocator slack)."""
+    memory_bandwidth: float = 2.0e12
+    """Peak device memory bandwidth, bytes/s."""
+    intra_node_bandwidth: float = 300e9
+    """Peak per-device, per-direction bandwidth to another device of its node, bytes/s."""
+    intra_node_latency: float = 2e-6
+    """Latency of one intra-node message (one step of a ring collective), s."""
+    inter_node_bandwidth: float = 25e9
+    """Peak per-device, per-direction bandwidth to a device of another node, bytes/s."""
+    inter_node_latency: float = 8e-6
+    """Latency of one inter-node message, s."""
+    matmul_efficiency: float = 0.6
+    """Achievable fraction of peak FLOP/s in a transformer layer's GEMMs."""
+    memory_efficiency: float = 0.8
+    """Achievable fraction of peak memory bandwidth when streaming weights / KV cache."""
+    intra_link_efficiency: float = 0.75
+    """Achievable fraction of intra-node link bandwidth (NCCL bus bandwidth / peak)."""
+    inter_link_efficiency: float = 0.85
+    """Achievable fraction of inter-node link bandwidth."""
+    layer_overhead_s: float = 40e-6
+    """Fixed time per layer per forward pass (kernel launches, small ops); dominates decoding."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"hardware {self.name!r}: kind {self.kind!r} unknown; use one of {KINDS}")
+        if not isinstance(self.devices_per_node, int) or self.devices_per_node < 1:
+            raise ValueError(f"hardware {self.name!r}: devices_per_node must be >= 1, got {self.devices_per_node!r}")
+        if not self.peak_flops:
+            raise ValueError(f"hardware {self.name!r}: peak_flops needs at least one dtype, e.g. {{'bf16': 312e12}}")
+        for dtype, value in self.peak_flops.items():
+            if dtype not in DTYPE_BYTES or not _positive(value):
+                raise ValueError(
+                    f"hardware {self.name!r}: peak_flops[{dtype!r}] = {value!r}; dtypes are "
+                    f"{', '.join(DTYPE_BYTES)} with positive FLOP/s"
+                )
+        for name in ("memory_bytes", "memory_bandwidth", "intra_node_bandwidth",
+                     "inter_node_bandwidth", "matmul_efficiency", "memory_efficiency",
+                     "intra_link_efficiency", "inter_link_efficiency"):
+            if not _positive(getattr(self, name)):
+                raise ValueError(f"hardware {self.name!r}: {name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("reserved_bytes", "intra_node_latency", "inter_node_latency", "layer_overhead_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0 or math.isnan(value):
+                raise ValueError(f"hardware {self.name!r}: {name} must be >= 0, got {value!r}")
+        if self.reserved_bytes >= self.memory_bytes:
+            raise ValueError(
+                f"hardware {self.name!r}: reserved_bytes {self.reserved_bytes:.3g} leaves no memory "
+                f"of memory_bytes {self.memory_bytes:.3g}; lower reserved_bytes"
+            )
+
+    # ------------------------------------------------------------------ achieved rates
+    def flops(self, dtype: str) -> float:
+        """Achieved GEMM FLOP/s in `dtype` (falls back to fp32 for a dtype without a peak)."""
+        peak = self.peak_flops.get(dtype)
+        if peak is None:
+            if "fp32" not in self.peak_flops:
+                raise ValueError(
+                    f"hardware {self.name!r} has no peak FLOP/s for dtype {dtype!r}; "
+                    f"known: {', '.join(self.peak_flops)}"
+                )
+            peak = self.peak_flops["fp32"]
+        return peak * self.matmul_efficiency
+
+    @property
+    def usable_memory_bytes(self) -> float:
+        """Device memory a plan may fill: capacity minus the runtime's reservation."""
+        return self.memory_bytes - self.reserved_bytes
+
+    @property
+    def achieved_memory_bandwidth(self) -> float:
+        """Achieved bytes/s when streaming device memory."""
+        return self.memory_bandwidth * self.memory_efficiency
+
+    def link_bandwidth(self, inter_node: bool) -> float:
+        """Achieved per-device, per-direction bytes/s of an intra- or inter-node link."""
+        if inter_node:
+            return self.inter_node_bandwidth * self.inter_link_efficiency
+        return self.intra_node_bandwidth * self.intra_link_efficiency
+
+    def link_latency(self, inter_node: bool) -> float:
+        """Latency of one message over an intra- or inter-node link."""
+        return self.inter_node_latency if inter_node else self.intra_node_latency
+
+    # ------------------------------------------------------------------ plain data
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dictionary (the "hardware" section of a profile file)."""
+        out = dataclasses.asdict(self)
+        out["peak_flops"] = dict(self.peak_flops)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, where: str = "hardware") -> HardwareSpec:
+        """Build from a dictionary, naming any unknown key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ValueError(f"{where}: unknown field {key!r}; known: {', '.join(sorted(known))}")
+        values = dict(values)
+        if "peak_flops" in values:
+            values["peak_flops"] = {str(k): float(v) for k, v in dict(values["peak_flops"]).items()}
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> HardwareSpec:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0 and math.isfinite(value)
+
+
+# ---------------------------------------------------------------------- presets
+# Sources:
+#  [A100] NVIDIA A100 Tensor Core GPU datasheet (2021): BF16/FP16 dense 312 TFLOPS,
+#         TF32 156 TFLOPS, FP32 19.5 TFLOPS; HBM2 40GB at 1,555 GB/s, HBM2e 80GB at
+#         2,039 GB/s; NVLink 3: 600 GB/s total (300 GB/s per direction).
+#  [DGXA100] NVIDIA DGX A100 system architecture white paper: 8x Mellanox HDR
+#         200 Gb/s InfiniBand for compute, i.e. 25 GB/s per GPU per direction.
+#  [H100] NVIDIA H100 Tensor Core GPU datasheet (SXM5): BF16 dense 989 TFLOPS
+#         (1,979 with sparsity), FP32 67 TFLOPS, HBM3 80GB at 3.35 TB/s, NVLink 4
+#         900 GB/s total (450 GB/s per direction).
+#  [DGXH100] NVIDIA DGX H100 user guide: 8x ConnectX-7 400 Gb/s, 50 GB/s per GPU.
+#  [H200] NVIDIA H200 Tensor Core GPU datasheet (SXM): same compute as H100 SXM,
+#         141GB HBM3e at 4.8 TB/s, NVLink 900 GB/s. torch reports ~139.8 GiB total.
+#  [NCCL] nccl-tests all_reduce on DGX A100/H100: bus bandwidth ~230 GB/s (A100) and
+#         ~360-370 GB/s (H100) for large messages, i.e. ~75-80% of the per-direction
+#         NVLink peak; small-message latency ~10-30 us over 8 GPUs.
+#  [MFU]  Dense-GEMM efficiency 0.6-0.7 of peak: Megatron-LM (Narayanan et al.,
+#         SC'21) reports 52% of A100 peak end to end at 1T params; MosaicML
+#         llm-foundry benchmarks report 50-64% MFU for 7B on 8x A100.
+#  [GLOO] measured on this project's CPU machines (shared/notes/megatron-on-cpu.md):
+#         gloo all_reduce latency ~1.5 ms with 2 processes; the rest are rough
+#         defaults to be replaced by `realloc profile`.
+PRESETS: dict[str, HardwareSpec] = {
+    "a100-40g": HardwareSpec(
+        name="a100-40g", devices_per_node=8,
+        peak_flops={"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},  # [A100]
+        memory_bytes=40 * GiB, memory_bandwidth=1555e9,  # [A100]
+        intra_node_bandwidth=300e9, intra_node_latency=2e-6,  # [A100], [NCCL]
+        inter_node_bandwidth=25e9, inter_node_latency=8e-6,  # [DGXA100]
+        matmul_efficiency=0.65, memory_efficiency=0.8,  # [MFU]
+        intra_link_efficiency=0.77, inter_link_efficiency=0.85,  # [NCCL]
+    ),
+    "a100-80g": HardwareSpec(
+        name="a100-80g", devices_per_node=8,
+        peak_flops={"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},  # [A100]
+        memory_bytes=80 * GiB, memory_bandwidth=2039e9,  # [A100]
+        intra_node_bandwidth=300e9, intra_node_latency=2e-6,  # [A100], [NCCL]
+        inter_node_bandwidth=25e9, inter_node_latency=8e-6,  # [DGXA100]
+        matmul_efficiency=0.65, memory_efficiency=0.8,  # [MFU]
+        intra_link_efficiency=0.77, inter_link_efficiency=0.85,  # [NCCL]
+    ),
+    "h100-80g": HardwareSpec(
+        name="h100-80g", devices_per_node=8,
+        peak_flops={"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},  # [H100]
+        memory_bytes=80 * GiB, memory_bandwidth=3350e9,  # [H100]
+        intra_node_bandwidth=450e9, intra_node_latency=2e-6,  # [H100], [NCCL]
+        inter_node_bandwidth=50e9, inter_node_latency=6e-6,  # [DGXH100]
+        matmul_efficiency=0.55, memory_efficiency=0.8,  # [MFU]: H100 GEMMs reach less of peak
+        intra_link_efficiency=0.8, inter_link_efficiency=0.85,  # [NCCL]
+    ),
+    "h200": HardwareSpec(
+        name="h200", devices_per_node=8,
+        peak_flops={"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},  # [H200]
+        memory_bytes=139.8 * GiB, memory_bandwidth=4800e9,  # [H200]
+        intra_node_bandwidth=450e9, intra_node_latency=2e-6,  # [H200], [NCCL]
+        inter_node_bandwidth=50e9, inter_node_latency=6e-6,  # [DGXH100]-class networking
+        matmul_efficiency=0.55, memory_efficiency=0.8,  # [MFU]
+        intra_link_efficiency=0.8, inter_link_efficiency=0.85,  # [NCCL]
+    ),
+    "cpu-gloo": HardwareSpec(
+        name="cpu-gloo", kind="cpu-gloo", devices_per_node=2,
+        peak_flops={"fp32": 50e9, "bf16": 10e9},  # one core, AVX2 FMA; bf16 is emulated
+        memory_bytes=8 * GiB, reserved_bytes=1 * GiB, memory_bandwidth=10e9,
+        intra_node_bandwidth=2e9, intra_node_latency=0.75e-3,  # [GLOO]: ~1.5 ms per 2-rank all_reduce
+        inter_node_bandwidth=1.25e9, inter_node_latency=1e-3,  # 10 GbE
+        matmul_efficiency=0.5, memory_efficiency=0.5,
+        intra_link_efficiency=0.5, inter_link_efficiency=0.7,
+        layer_overhead_s=200e-6,
+    ),
+}
+
+
+def preset(name: str) -> HardwareSpec:
+    """The built-in spec called `name`; an unknown name lists the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown hardware preset {name!r}; known: {', '.join(PRESETS)} "
+            "(or pass a measured profile JSON file)"
+        ) from None

@@ -1,0 +1,216 @@
+"""AnalyticCostModel: hand-worked terms, feasibility, generation, and published figures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cost_model.estimator import AnalyticCostModel, mfu
+from cost_model.hardware import GiB, HardwareSpec, preset
+from cost_model.layout import Cluster, DeviceMesh, Layout
+from cost_model.params import param_manifest
+from cost_model.report import format_estimate
+from graph.interfaces import GenerateArgs, PPOActorArgs
+from graph.spec import Call, CallKind, ModelArch, ModelSpec
+
+TINY = ModelArch(family="llama", num_layers=2, hidden_size=64, ffn_hidden_size=128, num_heads=8,
+                 num_kv_heads=4, vocab_size=128)  # 90432 parameters (see test_shapes)
+ROUND = HardwareSpec(name="round", devices_per_node=8, peak_flops={"bf16": 1e12}, memory_bytes=1 * GiB,
+                     reserved_bytes=0, memory_bandwidth=1e9, matmul_efficiency=1.0, memory_efficiency=1.0,
+                     layer_overhead_s=0.0)
+CLUSTER = Cluster(num_nodes=1, devices_per_node=8)
+ACTOR = ModelSpec(role="actor", arch=TINY, trainable=True)
+LLAMA7B = ModelArch(family="llama", num_layers=32, hidden_size=4096, ffn_hidden_size=11008, num_heads=32,
+                    num_kv_heads=32, vocab_size=32000)
+LLAMA70B = ModelArch(family="llama", num_layers=80, hidden_size=8192, ffn_hidden_size=28672, num_heads=64,
+                     num_kv_heads=8, vocab_size=32000)
+
+
+def _layout(dp: int, tp: int, pp: int, mb: int = 1, start: int = 0) -> Layout:
+    return Layout(mesh=DeviceMesh.span(start, dp * tp * pp), dp=dp, tp=tp, pp=pp, micro_batches=mb)
+
+
+def _train(batch: int, seq: int, args: object = None) -> Call:
+    return Call(name="train", model="actor", kind=CallKind.TRAIN, interface="ppo_actor", args=args,
+                batch_size=batch, prompt_len=0, response_len=seq)
+
+
+def test_train_memory_terms_by_hand() -> None:
+    est = AnalyticCostModel(ROUND, CLUSTER).call_estimate(_train(4, 16), ACTOR, _layout(2, 1, 1))
+    b = est.breakdown
+    assert b["weights_bytes"] == 2 * 90432  # bf16
+    assert b["grads_bytes"] == 2 * 90432  # bf16 grad buffer
+    assert b["optimizer_states_bytes"] == 12 * 90432 / 2  # fp32 master + m + v, sharded over dp=2
+    # 4 sequences / dp 2 = 2 per micro-batch, 32 tokens; 2 layers * 1664 bytes per token
+    assert b["activations_bytes"] == 32 * 2 * 1664
+    assert b["logits_bytes"] == 32 * 128 * 6  # bf16 logits + fp32 copy
+    assert est.peak_bytes == pytest.approx(sum(v for k, v in b.items() if k.endswith("_bytes")))
+    assert est.resident_bytes == 2 * 90432 + 2 * 90432 + 6 * 90432
+    # without the distributed optimizer every replica keeps all 12 bytes/param
+    plain = AnalyticCostModel(ROUND, CLUSTER, distributed_optimizer=False)
+    assert plain.call_estimate(_train(4, 16), ACTOR, _layout(2, 1, 1)).breakdown["optimizer_states_bytes"] == 12 * 90432
+
+
+def test_train_time_terms_by_hand() -> None:
+    est = AnalyticCostModel(ROUND, CLUSTER).call_estimate(_train(4, 16), ACTOR, _layout(1, 1, 1))
+    # 64 tokens; per layer per token 73728 + 256 * 8.5 = 75904 FLOPs; 2 layers; head 2*64*8192
+    forward = 64 * 2 * 75904 + 2 * 64 * 8192
+    assert est.breakdown["compute_s"] == pytest.approx(3 * forward / 1e12)
+    # Adam: 32 bytes of traffic per parameter at 1 GB/s
+    assert est.breakdown["optimizer_s"] == pytest.approx(90432 * 32 / 1e9)
+    assert est.breakdown["dp_grad_sync_s"] == 0 and est.breakdown["pipeline_bubble_s"] == 0
+    # ppo_epochs x mini_batches optimizer steps: 2 epochs double everything
+    twice = AnalyticCostModel(ROUND, CLUSTER).call_estimate(
+        _train(4, 16, PPOActorArgs(ppo_epochs=2)), ACTOR, _layout(1, 1, 1))
+    assert twice.time_s == pytest.approx(2 * est.time_s)
+
+
+def test_pipeline_bubble_and_dp_sync() -> None:
+    hw = preset("a100-80g")
+    cm = AnalyticCostModel(hw, CLUSTER)
+    est = cm.call_estimate(_train(64, 512), ACTOR, _layout(1, 1, 2, mb=4))
+    per_mb = (est.breakdown["compute_s"] + est.breakdown["tp_comm_s"] + est.breakdown["pp_p2p_s"]) / 4
+    assert est.breakdown["pipeline_bubble_s"] == pytest.approx(1 * per_mb)  # (pp - 1) stage times
+    est = cm.call_estimate(_train(64, 512), ACTOR, _layout(4, 1, 1))
+    # reduce-scatter of bf16 grads + all-gather of bf16 params over 4 ranks: 2 * 3/4 * 2 bytes/param
+    wire = 2 * 0.75 * 2 * 90432 / hw.link_bandwidth(False)
+    assert est.breakdown["dp_grad_sync_s"] == pytest.approx(wire + 2 * 3 * hw.intra_node_latency)
+
+
+def test_generation_terms_by_hand() -> None:
+    gen = Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate",
+               args=GenerateArgs(max_new_tokens=8, num_samples=2), batch_size=2, prompt_len=8,
+               response_len=4, max_new_tokens=8)
+    est = AnalyticCostModel(ROUND, CLUSTER).call_estimate(gen, ACTOR, _layout(1, 1, 1))
+    # 2 prompts x 2 samples = 4 sequences; decode reads bf16 weights (180864 bytes) and the KV cache
+    # of 4 sequences x mean context 8 + 4/2 = 10 tokens x 2 layers x 128 bytes = 10240 bytes per step
+    assert est.breakdown["decode_s"] == pytest.approx(4 * (180864 + 10240) / 1e9)
+    # prefill: 32 prompt tokens, ctx 4.5: 2 layers x 32 x (73728 + 1152) + head for 4 last tokens
+    assert est.breakdown["prefill_s"] == pytest.approx((2 * 32 * 74880 + 2 * 4 * 8192) / 1e12)
+    # the KV cache is sized by max_new_tokens: 4 sequences x (8 + 8) tokens x 256 bytes
+    assert est.breakdown["kv_cache_bytes"] == 4 * 16 * 256
+    assert est.resident_bytes == 180864
+
+
+def test_generation_is_memory_bound_and_uses_expected_length() -> None:
+    cm = AnalyticCostModel(preset("a100-80g"), CLUSTER)
+    model = ModelSpec(role="actor", arch=LLAMA7B)
+
+    def gen(batch: int, expected: int) -> Call:
+        return Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate",
+                    args=GenerateArgs(max_new_tokens=512), batch_size=batch, prompt_len=128,
+                    response_len=expected, max_new_tokens=512)
+
+    one = cm.call_estimate(gen(8, 256), model, _layout(1, 1, 1))
+    two = cm.call_estimate(gen(16, 256), model, _layout(1, 1, 1))
+    # decoding re-reads the weights every step: twice the batch costs far less than twice the time
+    assert two.breakdown["decode_s"] < 1.2 * one.breakdown["decode_s"]
+    short = cm.call_estimate(gen(8, 128), model, _layout(1, 1, 1))
+    assert short.breakdown["decode_s"] < 0.6 * one.breakdown["decode_s"]
+    assert short.breakdown["kv_cache_bytes"] == one.breakdown["kv_cache_bytes"]
+
+
+def test_rule_reward_is_free_and_structural_infeasibility() -> None:
+    cm = AnalyticCostModel(ROUND, CLUSTER)
+    rule = ModelSpec(role="reward", arch=None, rule="math")
+    call = Call(name="rew", model="reward", kind=CallKind.INFERENCE, interface="rule_reward",
+                batch_size=4, prompt_len=8, response_len=8)
+    est = cm.call_estimate(call, rule, _layout(1, 1, 1))
+    assert est.time_s == 0 and est.peak_bytes == 0 and est.resident_bytes == 0 and est.feasible
+    bad = cm.call_estimate(_train(4, 16), ACTOR, _layout(1, 8, 1))
+    assert not bad.feasible and "num_kv_heads=4 is not divisible by tp=8" in bad.reason
+    bad = cm.call_estimate(_train(4, 16), ACTOR, _layout(4, 1, 1, mb=2))
+    assert not bad.feasible and "cannot fill dp=4 x micro_batches=2" in bad.reason
+    with pytest.raises(ValueError, match="prompt_len"):
+        cm.call_estimate(_train(4, 0), ACTOR, _layout(1, 1, 1))
+
+
+def test_infeasible_verdict_names_the_overflowing_term() -> None:
+    hw = preset("a100-80g")
+    cm = AnalyticCostModel(hw, Cluster(num_nodes=1, devices_per_node=8))
+    model = ModelSpec(role="actor", arch=LLAMA70B, trainable=True)
+    est = cm.call_estimate(_train(8, 1024), model, _layout(1, 8, 1))
+    assert not est.feasible
+    assert est.reason.startswith("optimizer states ")  # 12 bytes x 69e9 / 8 ranks ~ 96 GiB
+    over = (est.peak_bytes - hw.usable_memory_bytes) / GiB
+    assert f"by {over:.1f} GiB" in est.reason and "(largest: optimizer states)" in est.reason
+    text = format_estimate(est, "train 70B")
+    assert "INFEASIBLE" in text and "optimizer_states" in text
+
+
+def test_70b_param_and_adam_memory_matches_zero_paper() -> None:
+    # ZeRO (Rajbhandari et al., SC'20, section 3.1): mixed-precision Adam keeps 16 bytes per
+    # parameter (2 fp16 params + 2 fp16 grads + 12 fp32 master/momentum/variance), e.g. 120 GB
+    # for 7.5B parameters; for a 70B model, 16 x 70e9 = 1.12 TB. Summed over all devices of an
+    # layout without DP (TP8: the 8 devices hold disjoint shards) the resident memory must agree
+    # to within the replicated norms (< 1%); it does not fit, and the verdict says so.
+    cm = AnalyticCostModel(preset("h200"), Cluster(num_nodes=1, devices_per_node=8))
+    model = ModelSpec(role="actor", arch=LLAMA70B, trainable=True)
+    est = cm.call_estimate(_train(64, 1024), model, _layout(1, 8, 1))
+    assert not est.feasible
+    total = est.resident_bytes * 8
+    assert LLAMA70B.num_params() == pytest.approx(69.0e9, rel=0.01)
+    assert total == pytest.approx(16 * LLAMA70B.num_params(), rel=0.01)
+    assert 1.09e12 < total < 1.13e12
+
+
+def test_llama7b_mfu_on_8_a100_matches_public_reports() -> None:
+    # MosaicML llm-foundry, scripts/train/benchmarking/README.md: a 7B model at seq 2048 on
+    # 8x A100-80GB trains at 64% MFU (no activation checkpointing) and on 8x A100-40GB at 51%
+    # (with checkpointing); Megatron-LM (Narayanan et al., SC'21) reports 44-52% of peak on A100s.
+    # The best layout the estimator finds must land in that range.
+    cm = AnalyticCostModel(preset("a100-80g"), Cluster(num_nodes=1, devices_per_node=8))
+    model = ModelSpec(role="actor", arch=LLAMA7B, trainable=True)
+    call = _train(256, 2048)
+    best = 0.0
+    for dp, tp, pp in [(8, 1, 1), (4, 2, 1), (2, 4, 1), (2, 2, 2), (1, 8, 1)]:
+        for seqs_per_mb in (1, 2):
+            lay = _layout(dp, tp, pp, mb=256 // dp // seqs_per_mb)
+            est = cm.call_estimate(call, model, lay)
+            if est.feasible:
+                best = max(best, mfu(call, model, est, lay, cm.hardware))
+    assert 0.40 <= best <= 0.70
+    assert not math.isnan(best)
+
+
+def test_call_micro_batches_is_a_lower_bound() -> None:
+    cm = AnalyticCostModel(preset("a100-80g"), CLUSTER)
+    call = Call(name="train", model="actor", kind=CallKind.TRAIN, interface="sft", batch_size=16,
+                response_len=64, micro_batches=4)
+    low = cm.call_estimate(call, ACTOR, _layout(1, 1, 2, mb=1))
+    assert low == cm.call_estimate(call, ACTOR, _layout(1, 1, 2, mb=4))
+    assert low != cm.call_estimate(call, ACTOR, _layout(1, 1, 2, mb=8))
+
+
+def test_recompute_trades_compute_for_activations() -> None:
+    call = _train(16, 256)
+    base = AnalyticCostModel(ROUND, CLUSTER).call_estimate(call, ACTOR, _layout(1, 1, 1, mb=4))
+    rec = AnalyticCostModel(ROUND, CLUSTER, recompute=True).call_estimate(call, ACTOR, _layout(1, 1, 1, mb=4))
+    assert rec.breakdown["compute_s"] == pytest.approx(base.breakdown["compute_s"] * 4 / 3)
+    # 4 seqs x 256 tokens per micro-batch: 2 layers' inputs (64 x 2 bytes) + one layer's full activations
+    assert rec.breakdown["activations_bytes"] == 1024 * (2 * 128 + 1664)
+    assert base.breakdown["activations_bytes"] == 1024 * 2 * 1664
+
+
+def test_tp_across_nodes_pays_the_slower_link() -> None:
+    call = _train(16, 256)
+    inside = AnalyticCostModel(preset("a100-80g"), Cluster(num_nodes=2, devices_per_node=4))
+    across = AnalyticCostModel(preset("a100-80g"), Cluster(num_nodes=4, devices_per_node=2))
+    a = inside.call_estimate(call, ACTOR, _layout(1, 4, 1)).breakdown["tp_comm_s"]
+    b = across.call_estimate(call, ACTOR, _layout(1, 4, 1)).breakdown["tp_comm_s"]
+    assert b > 5 * a > 0
+
+
+def test_realloc_estimate_pads_the_vocabulary_and_is_free_in_place() -> None:
+    gpt2 = ModelArch(family="gpt2", num_layers=2, hidden_size=64, ffn_hidden_size=256, num_heads=8,
+                     num_kv_heads=8, vocab_size=50257, tied_embeddings=True)
+    cm = AnalyticCostModel(preset("a100-80g"), CLUSTER)
+    model = ModelSpec(role="actor", arch=gpt2)
+    assert cm.realloc_estimate(model, _layout(1, 2, 1), _layout(1, 2, 1)).bytes_total == 0
+    move = cm.realloc_estimate(model, _layout(1, 2, 1), _layout(1, 4, 1, start=4))
+    # disjoint meshes: the whole model moves once, vocabulary padded to 512 * 99 = 50688 rows, and
+    # each of the 4 destination TP ranks receives its own copy of the replicated parameters
+    replicated = sum(p.numel for p in param_manifest(gpt2) if p.tp_dim is None)
+    whole = gpt2.num_params() + (50688 - 50257) * 64 + 3 * replicated
+    assert move.bytes_total == pytest.approx(2 * whole)
