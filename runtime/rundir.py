@@ -1,0 +1,154 @@
+"""The run directory: resolved config, plan, per-rank logs, metrics and plots.
+
+    RUN_DIR/
+      config.yaml        the resolved experiment
+      plan.yaml          the plan that ran (plan.json for tools)
+      logs/              per-rank stdout/stderr of the workers
+      metrics.jsonl      one JSON object per iteration (see `MetricsWriter`)
+      curves.png         reward / KL / loss curves, redrawn as the run goes
+
+Files are written atomically (a temporary file renamed into place), so a run killed at
+any moment leaves complete files behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> Path:
+    """Write `data` to `path` so readers see either the old or the new file, never a torn one."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+class RunDir:
+    """Paths and writers of one run directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.yaml"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "curves.png"
+
+    def create(self, *, resume: bool) -> RunDir:
+        """Make the directory; a fresh run refuses to overwrite an earlier run's metrics."""
+        if self.metrics.exists() and not resume:
+            raise ValueError(
+                f"run directory {str(self.root)!r} already holds a run; pass resume=true to continue it "
+                "or set train.run_dir to a new directory"
+            )
+        self.logs.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe numbers: NaN and infinities become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+class MetricsWriter:
+    """Appends one JSON line per iteration to metrics.jsonl (flushed and fsynced)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        line = json.dumps(_clean(dict(record)), sort_keys=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def truncate_after(self, iteration: int) -> None:
+        """Drop records past `iteration` (used when resuming from an earlier checkpoint)."""
+        kept = [r for r in read_metrics(self.path) if int(r.get("iteration", 0)) <= iteration]
+        atomic_write(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete record of a metrics.jsonl (a torn last line is skipped)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+CURVE_KEYS = ("reward", "kl", "actor_loss", "critic_loss", "loss")
+"""Metrics drawn by `plot_curves`, when present."""
+
+
+def plot_curves(records: Iterable[Mapping[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """Draw the curves of the keys in CURVE_KEYS over iterations; None when nothing to draw."""
+    records = list(records)
+    series = {k: [(r["iteration"], r[k]) for r in records if r.get(k) is not None] for k in CURVE_KEYS}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 3.0), squeeze=False)
+    for ax, (key, points) in zip(axes[0], series.items()):
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="." if len(xs) < 50 else None)
+        ax.set_title(key)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return Path(path)
