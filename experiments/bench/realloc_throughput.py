@@ -1,0 +1,134 @@
+"""Reallocation throughput against a raw point-to-point transfer of the same bytes.
+
+Runs 4 gloo workers (CPU) or one worker per GPU. For each layout pair it times
+`runtime.realloc.execute_transfer` on a model's shards, then a raw transfer that sends
+the same bytes between the same rank pairs as one contiguous buffer per pair, and
+prints the ratio raw_time / realloc_time (1.0 = as fast as raw; the goal is >= 0.7).
+
+    python experiments/bench/realloc_throughput.py [--hidden 1024] [--layers 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+
+import torch
+import torch.distributed as dist
+
+from cost_model.layout import DeviceMesh, Layout
+from cost_model.params import param_manifest
+from cost_model.transfer import plan_transfer
+from graph.spec import ModelArch
+from runtime.launch import LaunchSpec, launch
+from runtime.realloc import StagingPool, execute_transfer, local_shard
+
+PAIRS = [
+    ("TP2xDP2 -> TP1xDP4 (same mesh)", (4, 0, 2, 2, 1), (4, 0, 4, 1, 1)),
+    ("TP2xPP2 -> TP4 (same mesh)", (4, 0, 1, 2, 2), (4, 0, 1, 4, 1)),
+    ("TP2 on {0,1} -> TP1xDP2 on {2,3}", (2, 0, 1, 2, 1), (2, 2, 2, 1, 1)),
+    ("TP4 on {0..3} -> TP2 on {2,3}", (4, 0, 1, 4, 1), (2, 2, 1, 2, 1)),
+    ("PP2 on {0,1} -> PP2 on {2,3}", (2, 0, 1, 1, 2), (2, 2, 1, 1, 2)),
+]
+
+
+def _layout(size, start, dp, tp, pp):
+    return Layout(mesh=DeviceMesh.span(start, size), dp=dp, tp=tp, pp=pp)
+
+
+def _shards(arch, layout, rank):
+    if rank not in layout.mesh.devices:
+        return None
+    _, tp_rank, pp_rank = layout.coords(rank)
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for p in param_manifest(arch, pp=layout.pp):
+        if pp_rank in p.stages(layout.pp, arch.num_layers):
+            out[p.name] = local_shard(torch.randn(p.shape, generator=gen), p, layout.tp, tp_rank)
+    return out
+
+
+def _raw_buffers(flows, rank):
+    """One contiguous fp32 buffer per rank pair, allocated and touched before timing."""
+    out = []
+    for (src, dst), nbytes in flows.items():
+        if rank in (src, dst):
+            out.append((src, dst, torch.ones(nbytes // 4)))
+    return out
+
+
+def _raw(buffers, rank):
+    """Send the same bytes between the same pairs as the plan, one buffer per pair."""
+    ops = [dist.P2POp(dist.isend, buf, dst) if rank == src else dist.P2POp(dist.irecv, buf, src)
+           for src, dst, buf in buffers]
+    if ops:
+        for w in dist.batch_isend_irecv(ops):
+            w.wait()
+
+
+def _bench(ctx, arch, repeats, chunk_bytes, profile=False):
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile() if profile and ctx.rank == 0 else None
+    rows = []
+    pool = StagingPool()
+    for name, a_spec, b_spec in PAIRS:
+        a, b = _layout(*a_spec), _layout(*b_spec)
+        plan = plan_transfer(arch, a, b, dtype_bytes=4)
+        flows = defaultdict(int)
+        for op in plan.ops:
+            flows[(op.src, op.dst)] += op.nbytes
+        src, dst = _shards(arch, a, ctx.rank), _shards(arch, b, ctx.rank)
+        buffers = _raw_buffers(flows, ctx.rank)
+        t_realloc, t_raw = [], []
+        for _ in range(repeats):
+            dist.barrier()
+            t0 = time.perf_counter()
+            if profiler:
+                profiler.enable()
+            execute_transfer(plan, arch, ctx.rank, src_shards=src, dst_shards=dst, staging=pool,
+                             chunk_bytes=chunk_bytes)
+            if profiler:
+                profiler.disable()
+            dist.barrier()
+            t_realloc.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            _raw(buffers, ctx.rank)
+            dist.barrier()
+            t_raw.append(time.perf_counter() - t0)
+        rows.append((name, plan.bytes_total, statistics.median(t_realloc), statistics.median(t_raw)))
+    if profiler:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+        rows.append(out.getvalue())
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="print rank 0's profile of the reallocations")
+    parser.add_argument("--chunk-mib", type=int, default=64, help="reallocation chunk size")
+    args = parser.parse_args()
+    arch = ModelArch(family="llama", num_layers=args.layers, hidden_size=args.hidden,
+                     ffn_hidden_size=args.hidden * 3, num_heads=16, num_kv_heads=4, vocab_size=32000)
+    print(f"model: {arch.num_params() / 1e6:.0f}M parameters (fp32), 4 gloo workers, "
+          f"chunks of {args.chunk_mib} MiB, median of {args.repeats}")
+    rows = launch(_bench, (arch, args.repeats, args.chunk_mib * 2**20, args.profile), LaunchSpec(nproc_per_node=4))[0]
+    print(f"{'pair':<36} {'MiB sent':>9} {'realloc s':>10} {'raw s':>8} {'raw/realloc':>12}")
+    profile = rows.pop() if args.profile else ""
+    for name, nbytes, t_re, t_raw in rows:
+        print(f"{name:<36} {nbytes / 2**20:>9.1f} {t_re:>10.3f} {t_raw:>8.3f} {t_raw / t_re:>12.2f}")
+
+    if profile:
+        print(profile)
+
+
+if __name__ == "__main__":
+    main()
