@@ -1,0 +1,180 @@
+"""generate: KV-cached batched sampling with TP and PP.
+
+Prompts of different lengths are decoded together (Megatron's legacy static scheme): the
+shortest prompt is prefilled, then one position per step; a row still inside its prompt
+takes its prompt token instead of the sampled one. Pipeline stages pass hidden states
+with point-to-point sends; the last stage samples (on full-vocabulary logits Megatron gathers
+over TP, with a generator every TP rank seeds alike) and broadcasts the tokens.
+
+Output: a SeqBatch of prompt + response per sample (prompt repeated `num_samples` times,
+consecutively; sample id = prompt id * num_samples + k), with token field `logprobs`
+(log-softmax at the sampling temperature, before top-k/top-p) on response tokens and
+sequence field `truncated` (1.0 where a response hit max_new_tokens without stopping).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from graph.interfaces import GenerateArgs
+from runtime import platform
+from runtime.batch import SeqBatch
+from runtime.interfaces.dp import gather_parts, local_part
+from runtime.interfaces.registry import CallContext, register
+
+SUPPORTS_PP = True
+"""generate runs at any pp (stages exchange hidden states point to point)."""
+
+
+def filter_logits(logits: torch.Tensor, *, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask logits [B, V] outside the top-k and the top-p nucleus with -inf."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        before = torch.cumsum(probs, dim=-1) - probs  # mass of strictly better tokens
+        remove_sorted = before >= top_p
+        remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, args: GenerateArgs, gen: torch.Generator) -> torch.Tensor:
+    """Next token per row from full-vocabulary logits [B, V]."""
+    if args.greedy:
+        return logits.argmax(dim=-1)
+    scaled = filter_logits(logits / args.temperature, top_k=args.top_k, top_p=args.top_p)
+    probs = torch.softmax(scaled, dim=-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+def expand_samples(batch: SeqBatch, num_samples: int) -> SeqBatch:
+    """Each prompt repeated num_samples times, consecutively, with fresh sample ids."""
+    if num_samples == 1:
+        return batch
+    idx = torch.arange(batch.size).repeat_interleave(num_samples)
+    return SeqBatch(
+        input_ids=batch.input_ids[idx], seq_lens=batch.seq_lens[idx],
+        prompt_lens=batch.prompt_lens[idx],
+        ids=tuple(batch.ids[i] * num_samples + k for i in range(batch.size) for k in range(num_samples)),
+        seq_fields={k: v[idx] for k, v in batch.seq_fields.items()}, pad_id=batch.pad_id)
+
+
+class _Stepper:
+    """Runs one forward step across the pipeline and returns last-position logits."""
+
+    def __init__(self, engine: Any, batch_size: int, max_len: int) -> None:
+        from megatron.core.inference.contexts import StaticInferenceContext
+
+        self.engine = engine
+        self.ctx = StaticInferenceContext(batch_size, max_len)
+        self.device = platform.device()
+
+    def __call__(self, tokens: torch.Tensor, start: int) -> torch.Tensor | None:
+        eng, ctx = self.engine, self.ctx
+        b, s = tokens.shape
+        if start == 0:
+            ctx.enable_prefill_mode()
+        else:
+            ctx.enable_decode_mode()
+        if not eng.is_first_stage:
+            hidden = torch.empty(s, b, eng.arch.hidden_size, dtype=eng.dtype, device=self.device)
+            dist.recv(hidden, src=eng.stage_rank(eng.coords.pp_rank - 1))
+            eng.module.set_input_tensor(hidden)
+        pos = torch.arange(start, start + s, device=self.device).expand(b, s)
+        out = eng.module(tokens.to(self.device), pos, None, inference_context=ctx,
+                         runtime_gather_output=True)
+        ctx.increment_sequence_len_offset(s)
+        if not eng.is_last_stage:
+            dist.send(out.contiguous(), dst=eng.stage_rank(eng.coords.pp_rank + 1))
+            return None
+        return out[:, -1, :]
+
+
+def _stop_hit(response: list[int], stop_strings: tuple, ctx: CallContext) -> bool:
+    if not stop_strings or ctx.decode is None:
+        return False
+    text = ctx.decode(response)
+    return any(s in text for s in stop_strings)
+
+
+@torch.no_grad()
+def generate_local(engine: Any, prompts: SeqBatch, args: GenerateArgs, ctx: CallContext) -> SeqBatch:
+    """Generate for this replica's prompts (prompt_lens == seq_lens) on this engine."""
+    engine.module.eval()
+    b = prompts.size
+    lens = prompts.prompt_lens.clone()
+    total = int(lens.max()) + args.max_new_tokens
+    if total > engine.arch.max_position_embeddings:
+        raise ValueError(f"prompt + max_new_tokens = {total} exceeds the model's "
+                         f"max_position_embeddings {engine.arch.max_position_embeddings}")
+    tokens = torch.full((b, total), prompts.pad_id, dtype=torch.long)
+    tokens[:, : prompts.input_ids.shape[1]] = prompts.input_ids[:, :total]
+    logprobs = torch.zeros(b, total)
+    done = torch.zeros(b, dtype=torch.bool)
+    truncated = torch.zeros(b)
+    generated = torch.zeros(b, dtype=torch.long)
+    eos = torch.tensor(sorted(ctx.eos_ids), dtype=torch.long)
+    gen = torch.Generator().manual_seed(ctx.seed * 100_003 + ctx.step * 1_009 + engine.coords.dp_rank)
+    stepper = _Stepper(engine, b, total)
+    prev, cur = 0, int(lens.min())
+    last_pp = engine.stage_rank(engine.layout.pp - 1)
+    while cur < total and not bool(done.all()):
+        logits = stepper(tokens[:, prev:cur], prev)
+        picked = torch.zeros(b, dtype=torch.long)
+        lp = torch.zeros(b)
+        if logits is not None:
+            full = logits.float()[:, : engine.arch.vocab_size].cpu()  # gathered over TP
+            if args.min_new_tokens and len(eos):
+                early = generated < args.min_new_tokens
+                full[early.nonzero().squeeze(-1)[:, None], eos[None, :]] = float("-inf")
+            picked = sample_next(full, args, gen)
+            temp = 1.0 if args.greedy else args.temperature
+            lp = torch.log_softmax(full / temp, dim=-1).gather(-1, picked[:, None]).squeeze(-1)
+        if engine.layout.pp > 1:
+            both = torch.cat([picked.double(), lp.double()])
+            dist.broadcast(both, src=last_pp, group=engine.pgc.pp)
+            picked, lp = both[:b].long(), both[b:].float()
+        in_prompt = cur < lens
+        active = ~in_prompt & ~done
+        tokens[:, cur] = torch.where(in_prompt, tokens[:, cur],
+                                     torch.where(done, torch.full_like(picked, prompts.pad_id), picked))
+        logprobs[:, cur] = torch.where(active, lp, torch.zeros_like(lp))
+        generated += active.long()
+        for i in active.nonzero().flatten().tolist():
+            tok = int(picked[i])
+            hit_eos = bool((eos == tok).any()) if len(eos) else False
+            resp = tokens[i, int(lens[i]): cur + 1].tolist()
+            if hit_eos or _stop_hit(resp, args.stop_strings, ctx):
+                done[i] = True
+            elif int(generated[i]) >= args.max_new_tokens:
+                done[i] = True
+                truncated[i] = 1.0
+        prev, cur = cur, cur + 1
+    seq_lens = lens + generated
+    t = int(seq_lens.max())
+    return SeqBatch(input_ids=tokens[:, :t].clone(), seq_lens=seq_lens, prompt_lens=lens,
+                    ids=prompts.ids, pad_id=prompts.pad_id,
+                    token_fields={"logprobs": logprobs[:, :t].clone()},
+                    seq_fields={**prompts.seq_fields, "truncated": truncated})
+
+
+@register("generate")
+def generate(engine: Any, batch: SeqBatch, args: GenerateArgs, ctx: CallContext) -> SeqBatch:
+    """Responses to the batch's prompts (its prompt part; any response is ignored)."""
+    prompts = SeqBatch(input_ids=batch.input_ids, seq_lens=batch.prompt_lens.clone(),
+                       prompt_lens=batch.prompt_lens.clone(), ids=batch.ids,
+                       seq_fields=batch.seq_fields, pad_id=batch.pad_id)
+    prompts = expand_samples(prompts, args.num_samples)
+    order = prompts.ids
+    if prompts.size < engine.layout.dp:
+        raise ValueError(f"generate: {prompts.size} samples cannot feed dp={engine.layout.dp} "
+                         "replicas; give more prompts or a smaller dp")
+    part = local_part(engine, prompts)
+    out = generate_local(engine, part, args, ctx)
+    return gather_parts(engine, out, order)

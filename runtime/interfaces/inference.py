@@ -1,0 +1,128 @@
+"""Inference interfaces: token log-probs, token values, sequence rewards.
+
+Output fields (see runtime.batch for the alignment):
+* logprobs -> token field `logprobs` (or the key given by the caller's rename);
+* values -> token field `values`: values[b, t] = V(tokens[:t]), read at position t-1;
+* reward_model -> sequence field `rewards`: the value head at each sequence's last token;
+* rule_reward -> sequence field `rewards` from a rule in `runtime.rules`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from graph.interfaces import LogprobsArgs, RewardModelArgs, RuleRewardArgs, ValuesArgs
+from runtime import vocab_parallel
+from runtime.batch import SeqBatch
+from runtime.interfaces.dp import gather_parts, local_part
+from runtime.interfaces.registry import CallContext, register
+from runtime.pipeline import micro_batch_split, run_micro_batches
+from runtime.rules import get_rule
+
+
+def shifted_logprobs(engine: Any, mb: SeqBatch, logits: torch.Tensor,
+                     temperature: float = 1.0) -> torch.Tensor:
+    """[b, s] log p(token t | tokens < t) (0 at t = 0), differentiable."""
+    lp = vocab_parallel.token_logprobs(logits[:, :-1], mb.input_ids[:, 1:].to(logits.device),
+                                       engine.pgc.tp, vocab_size=engine.arch.vocab_size,
+                                       temperature=temperature)
+    return torch.nn.functional.pad(lp, (1, 0))
+
+
+def shifted_values(values: torch.Tensor) -> torch.Tensor:
+    """[b, s] V(tokens[:t]) from the head's [b, s, 1] output (0 at t = 0)."""
+    return torch.nn.functional.pad(values[..., 0].float()[:, :-1], (1, 0))
+
+
+def _forward_fields(engine: Any, batch: SeqBatch, extract: Any) -> list[dict[str, Any]]:
+    """Forward this replica's part in micro-batches; `extract(mb, out)` -> dict of tensors."""
+    mbs = micro_batch_split(batch, engine.layout.micro_batches)
+
+    def loss_fn(mb: SeqBatch, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        with torch.no_grad():
+            fields = {k: v.detach().cpu() for k, v in extract(mb, out).items()}
+        return torch.zeros((), device=out.device), {"ids": mb.ids, **fields}
+
+    engine.module.eval()
+    with torch.no_grad():
+        return run_micro_batches(engine, mbs, loss_fn, forward_only=True)
+
+
+def _assemble(part: SeqBatch, reports: list[dict[str, Any]], token_keys: tuple[str, ...],
+              seq_keys: tuple[str, ...]) -> SeqBatch:
+    row = {i: k for k, i in enumerate(part.ids)}
+    b, t = part.input_ids.shape
+    tok = {k: torch.zeros(b, t) for k in token_keys}
+    seq = {k: torch.zeros(b) for k in seq_keys}
+    for rep in reports:
+        for j, sid in enumerate(rep["ids"]):
+            r = row[sid]
+            for k in token_keys:
+                v = rep[k][j]
+                tok[k][r, : v.shape[0]] = v[:t]
+            for k in seq_keys:
+                seq[k][r] = rep[k][j]
+    valid = part.valid_mask()
+    tok = {k: torch.where(valid, v, torch.zeros_like(v)) for k, v in tok.items()}
+    return part.with_fields(token_fields=tok, seq_fields=seq)
+
+
+def _run(engine: Any, batch: SeqBatch, extract: Any, token_keys: tuple[str, ...],
+         seq_keys: tuple[str, ...]) -> SeqBatch:
+    part = local_part(engine, batch)
+    reports = _forward_fields(engine, part, extract)
+    return gather_parts(engine, _assemble(part, reports, token_keys, seq_keys), batch.ids)
+
+
+@register("logprobs")
+def logprobs(engine: Any, batch: SeqBatch, args: LogprobsArgs, ctx: CallContext) -> SeqBatch:
+    """Token field `logprobs` under this model."""
+    if engine.spec.value_head:
+        raise ValueError(f"logprobs needs a language-model head; model {engine.spec.role!r} "
+                         "has a value head")
+    return _run(engine, batch, lambda mb, out: {
+        "logprobs": shifted_logprobs(engine, mb, out, args.temperature)}, ("logprobs",), ())
+
+
+def _need_value_head(engine: Any, name: str) -> None:
+    if not engine.spec.value_head:
+        raise ValueError(f"{name} needs a value head; set value_head: true on model "
+                         f"{engine.spec.role!r}")
+
+
+@register("values")
+def values(engine: Any, batch: SeqBatch, args: ValuesArgs, ctx: CallContext) -> SeqBatch:
+    """Token field `values` from a critic."""
+    _need_value_head(engine, "values")
+    return _run(engine, batch, lambda mb, out: {"values": shifted_values(out)}, ("values",), ())
+
+
+def last_token_scores(mb: SeqBatch, out: torch.Tensor) -> torch.Tensor:
+    """[b] value-head output at each sequence's last token."""
+    last = (mb.seq_lens - 1).clamp(min=0).to(out.device)
+    return out[torch.arange(out.shape[0], device=out.device), last, 0].float()
+
+
+@register("reward_model")
+def reward_model(engine: Any, batch: SeqBatch, args: RewardModelArgs, ctx: CallContext) -> SeqBatch:
+    """Sequence field `rewards` from a reward model."""
+    _need_value_head(engine, "reward_model")
+    return _run(engine, batch, lambda mb, out: {"rewards": last_token_scores(mb, out)}, (), ("rewards",))
+
+
+@register("rule_reward")
+def rule_reward(engine: Any, batch: SeqBatch, args: RuleRewardArgs, ctx: CallContext) -> SeqBatch:
+    """Sequence field `rewards`: args.correct where the rule accepts the response, else wrong."""
+    if ctx.rule is None or ctx.decode is None:
+        raise ValueError("rule_reward needs the model's rule name and a detokeniser in the "
+                         "CallContext (ctx.rule, ctx.decode)")
+    rule = get_rule(ctx.rule)
+    rewards = torch.zeros(batch.size)
+    for i in range(batch.size):
+        prompt = ctx.decode(batch.input_ids[i, : int(batch.prompt_lens[i])].tolist())
+        response = ctx.decode(batch.response(i))
+        meta = {k: v[i] for k, v in batch.seq_fields.items()}
+        rewards[i] = args.correct if rule(prompt, response, meta) else args.wrong
+    return batch.with_fields(seq_fields={"rewards": rewards})

@@ -1,0 +1,82 @@
+"""The runtime's interface registry: name -> implementation (same names as graph.interfaces).
+
+An implementation is `fn(engine, batch, args, ctx) -> SeqBatch | dict[str, float]`:
+generate and inference return a SeqBatch (the input plus new fields), train returns
+scalar statistics. Call `run_interface` on EVERY rank of the engine's layout with the
+same full batch: the interface splits it over data parallelism itself and every rank
+returns the same, complete result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from graph.interfaces import get_interface, known_interfaces
+
+_IMPLS: dict[str, Callable[..., Any]] = {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallContext:
+    """What an interface needs besides the engine, the batch and its typed args."""
+
+    eos_ids: tuple[int, ...] = ()
+    """Token ids that end a response (generate)."""
+    decode: Callable[[list[int]], str] | None = None
+    """Detokeniser, for stop strings and rule-based rewards."""
+    rule: str | None = None
+    """Rule name of a rule-based reward model (rule_reward)."""
+    seed: int = 0
+    """Base seed of sampling."""
+    step: int = 0
+    """Iteration number (varies the sampling seed; sets the LR schedule's horizon use)."""
+    total_steps: int = 1000
+    """Optimizer steps the LR schedule decays over (linear / cosine)."""
+
+
+def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register the implementation of catalog interface `name`."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _IMPLS:
+            raise ValueError(f"interface {name!r} has two implementations")
+        if name not in known_interfaces():
+            raise ValueError(f"interface {name!r} is not in the catalog (graph.interfaces); "
+                             f"known: {', '.join(known_interfaces())}")
+        _IMPLS[name] = fn
+        return fn
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    from runtime.interfaces import generate, inference, train  # noqa: F401
+
+
+def implemented_interfaces() -> tuple[str, ...]:
+    """Names with a runtime implementation, sorted."""
+    _ensure_loaded()
+    return tuple(sorted(_IMPLS))
+
+
+def get_impl(name: str) -> Callable[..., Any]:
+    """The implementation of `name`; an unknown name lists the known ones."""
+    _ensure_loaded()
+    if name not in _IMPLS:
+        raise ValueError(f"unknown interface {name!r}; known: {', '.join(sorted(_IMPLS))}")
+    return _IMPLS[name]
+
+
+def run_interface(name: str, engine: Any, batch: Any, args: Any = None,
+                  ctx: CallContext | None = None) -> Any:
+    """Run interface `name` (default args when None) on this rank's engine."""
+    impl = get_impl(name)
+    info = get_interface(name)
+    if args is None:
+        args = info.args_type()
+    if not isinstance(args, info.args_type):
+        raise ValueError(f"interface {name!r} takes {info.args_type.__name__}, got "
+                         f"{type(args).__name__}")
+    return impl(engine, batch, args, ctx or CallContext())

@@ -1,0 +1,155 @@
+"""Platform layer: run Megatron-core unchanged on GPUs (NCCL) and on a CPU-only torch (gloo).
+
+`apply_platform_patches()` is called once at process start (and by every engine
+constructor; it is idempotent). On a machine with CUDA it only records the backend and
+patches nothing. On a CPU-only torch it routes Megatron's CUDA calls to the CPU:
+
+1. RNG: `torch.cuda.{get,set}_rng_state / manual_seed` and Megatron's
+   `_get_cuda_rng_state / _set_cuda_rng_state` use the CPU default generator.
+2. `torch.cuda.current_device()` returns the CPU device; `synchronize` is a no-op.
+3. A process-wide `TorchFunctionMode` rewrites `device="cuda"` arguments to the CPU and
+   makes `Tensor.cuda()` a no-op (Megatron hard-codes CUDA in schedules and optimizers).
+4. The same mode reports CUDA type names from `Tensor.type()` (Megatron asserts them).
+5. `torch.cuda.Event` gets a stand-in timed with `time.perf_counter`.
+
+Sequence parallelism needs no patch here: the engine never enables it on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+_STATE: dict[str, Any] = {"applied": False, "mode": None}
+
+_CPU = torch.device("cpu")
+
+
+def has_cuda() -> bool:
+    """Whether this process drives a CUDA device."""
+    return torch.cuda.is_available()
+
+
+def backend() -> str:
+    """torch.distributed backend for this platform: nccl with CUDA, gloo without."""
+    return "nccl" if has_cuda() else "gloo"
+
+
+def device() -> torch.device:
+    """The device tensors of this process live on."""
+    return torch.device("cuda", torch.cuda.current_device()) if has_cuda() else _CPU
+
+
+def _is_cuda_device(value: Any) -> bool:
+    if isinstance(value, torch.device):
+        return value.type == "cuda"
+    if isinstance(value, str):
+        return value.startswith("cuda")
+    return False
+
+
+_CUDA_TYPE_NAMES = {
+    "torch.FloatTensor": "torch.cuda.FloatTensor",
+    "torch.HalfTensor": "torch.cuda.HalfTensor",
+    "torch.BFloat16Tensor": "torch.cuda.BFloat16Tensor",
+    "torch.DoubleTensor": "torch.cuda.DoubleTensor",
+    "torch.LongTensor": "torch.cuda.LongTensor",
+    "torch.IntTensor": "torch.cuda.IntTensor",
+}
+
+
+class _CpuAsCudaMode(TorchFunctionMode):
+    """Rewrite CUDA device arguments to the CPU; report CUDA type names."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        if func is torch.Tensor.cuda:
+            return args[0]
+        if func is torch.Tensor.type and len(args) == 1 and not kwargs:
+            name = func(*args)
+            return _CUDA_TYPE_NAMES.get(name, name)
+        if "device" in kwargs and _is_cuda_device(kwargs["device"]):
+            kwargs = {**kwargs, "device": _CPU}
+        if func is torch.Tensor.to:
+            args = tuple(_CPU if _is_cuda_device(a) else a for a in args)
+        return func(*args, **kwargs)
+
+
+class _PerfCounterEvent:
+    """Stand-in for torch.cuda.Event on CPU: records wall time."""
+
+    def __init__(self, enable_timing: bool = False, **_: Any) -> None:
+        self._t = 0.0
+
+    def record(self, *_: Any, **__: Any) -> None:
+        self._t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        return None
+
+    def query(self) -> bool:
+        return True
+
+    def wait(self, *_: Any, **__: Any) -> None:
+        return None
+
+    def elapsed_time(self, end: _PerfCounterEvent) -> float:
+        return (end._t - self._t) * 1000.0
+
+
+def _patch_cuda_module() -> None:
+    cuda = torch.cuda
+    cuda.current_device = lambda: _CPU  # type: ignore[assignment]
+    cuda.synchronize = lambda *a, **k: None  # type: ignore[assignment]
+    cuda.get_rng_state = lambda *a, **k: torch.get_rng_state()  # type: ignore[assignment]
+    cuda.set_rng_state = lambda state, *a, **k: torch.set_rng_state(state)  # type: ignore[assignment]
+    # torch.manual_seed would call torch.cuda.manual_seed again: seed the generator directly.
+    cuda.manual_seed = lambda seed: torch.default_generator.manual_seed(int(seed))  # type: ignore[assignment]
+    cuda.manual_seed_all = cuda.manual_seed  # type: ignore[assignment]
+    cuda.Event = _PerfCounterEvent  # type: ignore[assignment,misc]
+    cuda.empty_cache = lambda: None  # type: ignore[assignment]
+
+
+def _patch_megatron_rng() -> None:
+    from megatron.core.tensor_parallel import random as mrandom
+
+    def get_state(device: int = -1, clone: bool = False, graph_safe: bool = False) -> torch.Tensor:
+        state = torch.get_rng_state()
+        return state.clone() if clone else state
+
+    def set_state(new_state: torch.Tensor, device: int = -1, graph_safe: bool = False) -> None:
+        torch.set_rng_state(new_state)
+
+    mrandom._get_cuda_rng_state = get_state
+    mrandom._set_cuda_rng_state = set_state
+
+
+class _DropCpuRngWarning(logging.Filter):
+    """On CPU the 'CUDA' RNG is the CPU generator, so Megatron's fork check always fires."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CPU RNG state changed" not in record.getMessage()
+
+
+def apply_platform_patches() -> str:
+    """Make Megatron-core run on this platform; idempotent. Returns the dist backend."""
+    if _STATE["applied"]:
+        return backend()
+    if not has_cuda():
+        _patch_cuda_module()
+        _patch_megatron_rng()
+        logging.getLogger("megatron.core.tensor_parallel.random").addFilter(_DropCpuRngWarning())
+        mode = _CpuAsCudaMode()
+        mode.__enter__()  # process-wide, for the rest of the process
+        _STATE["mode"] = mode
+    _STATE["applied"] = True
+    return backend()
+
+
+def patches_applied() -> bool:
+    """Whether `apply_platform_patches` has run in this process."""
+    return bool(_STATE["applied"])

@@ -1,0 +1,90 @@
+"""Rule-based rewards: a registry of `rule(prompt, response, meta) -> bool`.
+
+`arithmetic_exact`: the prompt holds an arithmetic expression (integers, + - * / and
+parentheses), e.g. "What is 12 * (3 + 4)?"; the response is correct when the last number
+in it equals the expression's value exactly. A sequence field `answer` in `meta`, when
+present, is the expected value instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import re
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+Rule = Callable[[str, str, dict[str, Any]], bool]
+_RULES: dict[str, Rule] = {}
+
+
+def register_rule(name: str) -> Callable[[Rule], Rule]:
+    """Decorator: register a rule under `name` (duplicates raise)."""
+
+    def deco(fn: Rule) -> Rule:
+        if name in _RULES:
+            raise ValueError(f"rule {name!r} is registered twice")
+        _RULES[name] = fn
+        return fn
+
+    return deco
+
+
+def get_rule(name: str) -> Rule:
+    """The rule `name`; an unknown name lists the known ones."""
+    if name not in _RULES:
+        raise ValueError(f"unknown reward rule {name!r}; known: {', '.join(sorted(_RULES))}")
+    return _RULES[name]
+
+
+def known_rules() -> tuple[str, ...]:
+    """Registered rule names, sorted."""
+    return tuple(sorted(_RULES))
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+        ast.Div: operator.truediv}
+_EXPR_RE = re.compile(r"[-+*/()\d\s.]*\d[-+*/()\d\s.]*")
+_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
+
+
+def _eval(node: ast.AST) -> Fraction:
+    if isinstance(node, ast.Expression):
+        return _eval(node.body)
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return Fraction(str(node.value))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        v = _eval(node.operand)
+        return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        return _OPS[type(node.op)](_eval(node.left), _eval(node.right))
+    raise ValueError("not an arithmetic expression")
+
+
+def evaluate_arithmetic(text: str) -> Fraction | None:
+    """Exact value of the longest arithmetic expression with an operator in `text`."""
+    candidates = sorted((m.group().strip() for m in _EXPR_RE.finditer(text)), key=len, reverse=True)
+    for expr in candidates:
+        if not any(op in expr.lstrip("-") for op in "+-*/"):
+            continue
+        try:
+            return _eval(ast.parse(expr, mode="eval"))
+        except (SyntaxError, ValueError, ZeroDivisionError):
+            continue
+    return None
+
+
+def last_number(text: str) -> Fraction | None:
+    """The last number written in `text` (integer, decimal or a/b), exactly."""
+    found = _NUMBER_RE.findall(text.replace(",", ""))
+    return Fraction(found[-1]) if found else None
+
+
+@register_rule("arithmetic_exact")
+def arithmetic_exact(prompt: str, response: str, meta: dict[str, Any]) -> bool:
+    """Exact match of the response's last number with the prompt's arithmetic value."""
+    expected = meta.get("answer")
+    target = Fraction(str(float(expected))) if expected is not None else evaluate_arithmetic(prompt)
+    got = last_number(response)
+    return target is not None and got is not None and got == target

@@ -1,0 +1,225 @@
+"""Checks that need several gloo processes, run in ONE launch of 4 workers.
+
+Every worker builds the same engines in the same order (engine construction is
+world-collective), runs the checks its rank takes part in and writes `{check: value}`
+to `out/rank{r}.json`; the pytest module asserts on the merged results. References are
+independent: transformers' logits and `generate`, and a 1-process run of the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FAMILIES = ("llama", "qwen2", "gpt2")
+# (name, dp, tp, pp, mesh start): world has 4 ranks.
+LOGIT_LAYOUTS = (("tp1", 1, 1, 1, 0), ("tp2", 1, 2, 1, 0), ("pp2", 1, 1, 2, 2),
+                 ("tp2pp2", 1, 2, 2, 0))
+TRAIN_LAYOUTS = (("single", 1, 1, 1, 0), ("tp2", 1, 2, 1, 0), ("pp2", 1, 1, 2, 0),
+                 ("dp2", 2, 1, 1, 0), ("tp2dp2", 2, 2, 1, 0), ("dp2pp2", 2, 1, 2, 0))
+TRAIN_STEPS = 3
+PROMPTS = ([5, 17, 33], [9, 2, 71, 44, 6, 12], [88, 3], [40, 41, 42, 43])
+
+
+def tiny_arch(family: str) -> Any:
+    from graph.spec import ModelArch
+
+    extra = {"llama": {}, "qwen2": {"qkv_bias": True, "tied_embeddings": True},
+             "gpt2": {"qkv_bias": True, "tied_embeddings": True}}[family]
+    heads = (4, 4) if family == "gpt2" else (4, 2)
+    return ModelArch(family=family, num_layers=2, hidden_size=64, ffn_hidden_size=128,
+                     num_heads=heads[0], num_kv_heads=heads[1], vocab_size=101,
+                     max_position_embeddings=64, **extra)
+
+
+def hf_model(arch: Any, state: dict[str, torch.Tensor]) -> Any:
+    import transformers
+
+    config = transformers.AutoConfig.for_model(**arch.to_hf_config())
+    config.bos_token_id = config.eos_token_id = config.pad_token_id = None
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    return model.eval()
+
+
+def write_checkpoints(root: Path) -> None:
+    """HF checkpoints of the tiny models, written by transformers itself."""
+    from runtime.convert import random_hf_state
+
+    for i, family in enumerate(FAMILIES):
+        arch = tiny_arch(family)
+        hf_model(arch, random_hf_state(arch, seed=100 + i, value_head=False)).save_pretrained(
+            root / family)
+
+
+def _layout(dp: int, tp: int, pp: int, start: int, micro_batches: int = 1) -> Any:
+    from cost_model.layout import DeviceMesh, Layout
+
+    return Layout(mesh=DeviceMesh.span(start, dp * tp * pp), dp=dp, tp=tp, pp=pp,
+                  micro_batches=micro_batches)
+
+
+def _full_logits(engine: Any, batch: Any) -> torch.Tensor | None:
+    """Full-vocabulary logits [B, T, V] of a batch through the engine's pipeline."""
+    from runtime import vocab_parallel
+    from runtime.pipeline import run_micro_batches
+
+    def grab(mb: Any, out: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        full = vocab_parallel.gather_vocab(out.detach().float(), engine.pgc.tp,
+                                           vocab_size=engine.arch.vocab_size)
+        return torch.zeros(()), {"logits": full}
+
+    engine.module.eval()
+    with torch.no_grad():
+        reports = run_micro_batches(engine, [batch], grab, forward_only=True)
+    return reports[0]["logits"]
+
+
+def check_logits_and_generate(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
+    from graph.interfaces import GenerateArgs
+    from graph.spec import ModelSpec
+    from runtime.batch import SeqBatch
+    from runtime.checkpoint import read_hf_checkpoint
+    from runtime.engine import build_engine
+    from runtime.interfaces import CallContext, run_interface
+
+    g = torch.Generator().manual_seed(7)
+    seqs = [torch.randint(0, 101, (n,), generator=g).tolist() for n in (9, 5, 12)]
+    batch = SeqBatch.from_lists(seqs, [3, 2, 4])
+    prompts = SeqBatch.from_lists([list(p) for p in PROMPTS], [len(p) for p in PROMPTS])
+    for family in FAMILIES:
+        arch = tiny_arch(family)
+        hf = hf_model(arch, read_hf_checkpoint(str(ckpt / family), arch))
+        with torch.no_grad():
+            ref = [hf(torch.tensor([s])).logits[0] for s in seqs]
+            ref_gen = [hf.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False,
+                                   min_new_tokens=6)[0].tolist() for p in PROMPTS]
+        spec = ModelSpec(role="actor", arch=arch, checkpoint=str(ckpt / family))
+        for name, dp, tp, pp, start in LOGIT_LAYOUTS:
+            engine = build_engine(spec, _layout(dp, tp, pp, start), rank)
+            if engine is None:
+                continue
+            logits = _full_logits(engine, batch)
+            err = max(float((logits[i, : len(s)] - ref[i]).abs().max()) for i, s in enumerate(seqs))
+            res[f"logits/{family}/{name}"] = err
+            out = run_interface("generate", engine, prompts,
+                                GenerateArgs(max_new_tokens=6, greedy=True), CallContext())
+            same = all(out.tokens(i) == ref_gen[i] for i in range(prompts.size))
+            res[f"generate/{family}/{name}"] = same
+
+
+def _train_batch() -> Any:
+    from runtime.batch import SeqBatch
+
+    g = torch.Generator().manual_seed(11)
+    lens = [9, 6, 11, 7, 10, 5, 8, 12]
+    seqs = [torch.randint(0, 101, (n,), generator=g).tolist() for n in lens]
+    batch = SeqBatch.from_lists(seqs, [3, 2, 4, 3, 2, 2, 3, 4])
+    mask = batch.response_mask()
+    old = torch.where(mask, -4.6 + 0.1 * torch.randn(batch.input_ids.shape, generator=g), 0.0)
+    ref = torch.where(mask, old + 0.05 * torch.randn(batch.input_ids.shape, generator=g), 0.0)
+    vals = torch.where(mask, 0.1 * torch.randn(batch.input_ids.shape, generator=g), 0.0)
+    rewards = torch.tensor([1.0, 0.0, 0.5, -1.0, 0.3, 0.9, -0.2, 0.0])
+    return batch.with_fields(token_fields={"logprobs": old, "ref_logprobs": ref, "values": vals},
+                             seq_fields={"rewards": rewards})
+
+
+TRAIN_CASES = (  # (interface, family, value_head, args)
+    ("sft", "llama", False, {"lr": 1e-3}),
+    ("ppo_actor", "qwen2", False, {"lr": 1e-3, "kl_in_reward": False, "entropy_coef": 0.01}),
+    ("grpo_actor", "gpt2", False, {"lr": 1e-3, "group_size": 2}),
+    ("dpo", "llama", False, {"lr": 1e-3}),
+    ("rw_pairwise", "qwen2", True, {"lr": 1e-3}),
+    ("ppo_critic", "llama", True, {"lr": 1e-3}),
+)
+
+
+def check_training(rank: int, tmp: Path, res: dict[str, Any]) -> None:
+    from graph.interfaces import make_args
+    from graph.spec import ModelSpec
+    from runtime.engine import build_engine
+    from runtime.interfaces import run_interface
+
+    batch = _train_batch()
+    for interface, family, value_head, args in TRAIN_CASES:
+        spec = ModelSpec(role="critic" if value_head else "actor", arch=tiny_arch(family),
+                         trainable=True, value_head=value_head)
+        typed = make_args(interface, args)
+        for name, dp, tp, pp, start in TRAIN_LAYOUTS:
+            engine = build_engine(spec, _layout(dp, tp, pp, start, micro_batches=2), rank, seed=5)
+            if engine is None:
+                continue
+            losses = [run_interface(interface, engine, batch, typed)["loss"] for _ in range(TRAIN_STEPS)]
+            res[f"train/{interface}/{name}"] = losses
+            if interface == "sft" and name == "dp2pp2":
+                _check_roundtrip(engine, rank, tmp, res)
+
+
+def _check_roundtrip(engine: Any, rank: int, tmp: Path, res: dict[str, Any]) -> None:
+    """A trained dp2 x pp2 model saved as HF, loaded by transformers and by a tp2 engine."""
+    import transformers
+
+    from graph.spec import ModelSpec
+    from runtime.convert import megatron_to_hf
+    from runtime.engine import build_engine
+
+    path = tmp / "saved_sft"
+    engine.save_hf(str(path))
+    before = engine.global_state()
+    hf_before = megatron_to_hf(before, engine.arch, value_head=False) if before is not None else None
+    spec = ModelSpec(role="actor", arch=engine.arch, checkpoint=str(path))
+    again = build_engine(spec, _layout(1, 2, 1, 0), rank)
+    after = again.global_state() if again is not None else None
+    if rank == 0:
+        res["roundtrip/engine_bitexact"] = all(torch.equal(before[k], after[k]) for k in before)
+        res["roundtrip/same_names"] = sorted(before) == sorted(after)
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(str(path)).state_dict()
+        res["roundtrip/hf_bitexact"] = all(torch.equal(loaded[k], v) for k, v in hf_before.items())
+
+
+def check_random_init(rank: int, res: dict[str, Any]) -> None:
+    """Same seed, same global weights at tp1, tp2 and tp2 x pp2."""
+    from graph.spec import ModelSpec
+    from runtime.engine import build_engine
+
+    spec = ModelSpec(role="critic", arch=tiny_arch("qwen2"), value_head=True)
+    states = []
+    for dp, tp, pp in ((1, 1, 1), (1, 2, 1), (1, 2, 2)):
+        engine = build_engine(spec, _layout(dp, tp, pp, 0), rank, seed=9)
+        states.append(engine.global_state() if engine is not None else None)
+    if rank == 0:
+        ref = states[0]
+        res["init/same_names"] = all(sorted(s) == sorted(ref) for s in states)
+        res["init/bitexact"] = all(torch.equal(s[k], ref[k]) for s in states for k in ref)
+
+
+def worker(rank: int, world: int, port: int, tmp: str) -> None:
+    import warnings
+
+    import torch.distributed as dist
+
+    from runtime import platform
+
+    warnings.filterwarnings("ignore")
+    if os.environ.get("RT_DEBUG_TIMEOUT"):  # dump stacks of a hung worker
+        import faulthandler
+
+        faulthandler.dump_traceback_later(int(os.environ["RT_DEBUG_TIMEOUT"]), exit=False)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    platform.apply_platform_patches()
+    dist.init_process_group(platform.backend(), rank=rank, world_size=world)
+    res: dict[str, Any] = {}
+    root = Path(tmp)
+    check_logits_and_generate(rank, root / "ckpt", res)
+    check_random_init(rank, res)
+    check_training(rank, root, res)
+    (root / f"rank{rank}.json").write_text(json.dumps(res))
+    dist.barrier()
+    dist.destroy_process_group()

@@ -1,0 +1,75 @@
+"""Multi-process checks of the engines (one launch of 4 gloo workers, shared by every test).
+
+Tests `runtime.engine`, `runtime.pipeline`, `runtime.interfaces.*` end to end against
+transformers and against a 1-process run; see `dist_checks.py` for what each worker does.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import torch.multiprocessing as mp
+
+from tests.runtime import dist_checks
+
+WORLD = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("dist")
+    dist_checks.write_checkpoints(tmp / "ckpt")
+    mp.spawn(dist_checks.worker, args=(WORLD, _free_port(), str(tmp)), nprocs=WORLD, join=True)
+    merged: dict = {}
+    for r in range(WORLD):
+        merged.update(json.loads((Path(tmp) / f"rank{r}.json").read_text()))
+    return merged
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", dist_checks.FAMILIES)
+def test_logits_match_transformers_at_every_layout(results: dict, family: str) -> None:
+    for name, *_ in dist_checks.LOGIT_LAYOUTS:
+        err = results[f"logits/{family}/{name}"]
+        assert err < 1e-4, f"{family} at {name}: max |logit diff| {err}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", dist_checks.FAMILIES)
+def test_greedy_generation_matches_transformers(results: dict, family: str) -> None:
+    for name, *_ in dist_checks.LOGIT_LAYOUTS:
+        assert results[f"generate/{family}/{name}"] is True, f"{family} at {name}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interface", [c[0] for c in dist_checks.TRAIN_CASES])
+def test_train_losses_equal_at_every_layout(results: dict, interface: str) -> None:
+    ref = results[f"train/{interface}/single"]
+    assert len(ref) == dist_checks.TRAIN_STEPS
+    assert ref[-1] != ref[0], "the optimizer did not change the loss"
+    for name, *_ in dist_checks.TRAIN_LAYOUTS[1:]:
+        got = results[f"train/{interface}/{name}"]
+        diff = max(abs(a - b) for a, b in zip(got, ref))
+        assert diff < 1e-5, f"{interface} at {name}: losses {got} vs 1-process {ref}"
+
+
+@pytest.mark.slow
+def test_hf_save_load_roundtrip_is_bitexact(results: dict) -> None:
+    assert results["roundtrip/same_names"] is True
+    assert results["roundtrip/engine_bitexact"] is True
+    assert results["roundtrip/hf_bitexact"] is True
+
+
+@pytest.mark.slow
+def test_random_init_is_layout_independent(results: dict) -> None:
+    assert results["init/same_names"] is True
+    assert results["init/bitexact"] is True
