@@ -19,8 +19,8 @@ Stages: layers are split evenly (num_layers % pp == 0); the embeddings sit on th
 first stage, the final norm and the output layer on the last. With tied embeddings
 Megatron keeps a copy of the word embeddings as `output_layer.weight` on the last
 stage when pp > 1 (`tied_to` names the parameter it copies); with pp == 1 there is no
-separate output weight. A value-head model's `output_layer.weight` is [1, hidden],
-replicated across TP.
+separate output weight. A value-head model has `value_head.weight`, [1, hidden],
+replicated across TP, in place of the output layer (the runtime's engine uses that name).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from graph.spec import ModelArch
 
 Run = tuple[int, int]
 Slice = tuple[tuple[int, int], ...]
+
+VALUE_HEAD = "value_head.weight"
+"""Name of a critic's or reward model's scalar head (the runtime uses the same name)."""
 
 SPLITS = ("replicated", "contiguous", "gate_up")
 PLACES = ("first", "layer", "last")
@@ -208,7 +211,7 @@ def param_manifest(arch: ModelArch, *, value_head: bool = False, pp: int = 1,
         out.append(ParamInfo(name="decoder.final_layernorm.bias", shape=(h,), tp_dim=None,
                              split="replicated", place="last"))
     if value_head:
-        out.append(ParamInfo(name="output_layer.weight", shape=(1, h), tp_dim=None,
+        out.append(ParamInfo(name=VALUE_HEAD, shape=(1, h), tp_dim=None,
                              split="replicated", place="last"))
     elif not arch.tied_embeddings:
         out.append(ParamInfo(name="output_layer.weight", shape=(vocab, h), tp_dim=0,

@@ -53,7 +53,7 @@ def test_tied_copy_only_when_pipelined_and_value_head_shape() -> None:
     assert "output_layer.weight" not in {p.name for p in param_manifest(tied, pp=1)}
     copy = {p.name: p for p in param_manifest(tied, pp=2)}["output_layer.weight"]
     assert copy.tied_to == "embedding.word_embeddings.weight" and copy.stages(2, 4) == (1,)
-    head = {p.name: p for p in param_manifest(tied, value_head=True, pp=2)}["output_layer.weight"]
+    head = {p.name: p for p in param_manifest(tied, value_head=True, pp=2)}["value_head.weight"]
     assert head.shape == (1, 64) and head.tp_dim is None and head.tied_to is None
 
 
