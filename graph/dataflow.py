@@ -18,7 +18,7 @@ from functools import cached_property
 import networkx as nx
 
 from graph.errors import GraphError
-from graph.interfaces import get_interface
+from graph.interfaces import check_bindings, get_interface
 from graph.spec import Call, CallKind, ModelSpec
 
 
@@ -90,6 +90,7 @@ class DataflowGraph:
                     f"call {call.name!r}: args are {type(call.args).__name__}, interface "
                     f"{call.interface!r} takes {info.args_type.__name__}"
                 )
+            check_bindings(call.interface, call.inputs, call.outputs, where=f"call {call.name!r}")
             model = self._models[call.model]
             if model.is_rule and info.needs_weights:
                 raise GraphError(

@@ -19,26 +19,40 @@ from graph.spec import CallKind
 
 @dataclass(frozen=True)
 class InterfaceInfo:
-    """One catalog entry."""
+    """One catalog entry.
+
+    `inputs` and `outputs` name the role of each position in a call's input and output
+    keys: a call binds its own key names to these roles by position. The first
+    `required_inputs` inputs must be given; the rest are optional.
+    """
 
     name: str
     kind: CallKind
     args_type: type
     doc: str
     needs_weights: bool = True
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    required_inputs: int = 0
 
 
 _CATALOG: dict[str, InterfaceInfo] = {}
 
 
-def interface(name: str, kind: CallKind, *, needs_weights: bool = True) -> Callable[[type], type]:
-    """Class decorator: register an args dataclass as interface `name` of `kind`."""
+def interface(name: str, kind: CallKind, *, inputs: tuple[str, ...], outputs: tuple[str, ...] = (),
+              required: int | None = None, needs_weights: bool = True) -> Callable[[type], type]:
+    """Class decorator: register an args dataclass as interface `name` of `kind`.
+
+    `inputs`/`outputs` are the roles of a call's keys by position; `required` inputs
+    (default: all) must be present.
+    """
 
     def register(cls: type) -> type:
         if name in _CATALOG:
             raise ValueError(f"interface {name!r} is registered twice")
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        _CATALOG[name] = InterfaceInfo(name, kind, cls, doc, needs_weights)
+        _CATALOG[name] = InterfaceInfo(name, kind, cls, doc, needs_weights, tuple(inputs), tuple(outputs),
+                                       len(inputs) if required is None else required)
         return cls
 
     return register
@@ -59,6 +73,23 @@ def get_interface(name: str) -> InterfaceInfo:
         raise GraphError(
             f"unknown interface {name!r}{hint}; known: {', '.join(known_interfaces())}"
         ) from None
+
+
+def check_bindings(name: str, inputs: tuple[str, ...], outputs: tuple[str, ...], *, where: str) -> None:
+    """Raise GraphError unless a call's input/output keys fit the interface's roles."""
+    info = get_interface(name)
+    if not info.required_inputs <= len(inputs) <= len(info.inputs):
+        want = (f"{len(info.inputs)}" if info.required_inputs == len(info.inputs)
+                else f"{info.required_inputs} to {len(info.inputs)}")
+        raise GraphError(
+            f"{where}: interface {name!r} takes {want} input keys ({', '.join(info.inputs)}, by "
+            f"position), got {len(inputs)}: {list(inputs)}"
+        )
+    if len(outputs) > len(info.outputs):
+        raise GraphError(
+            f"{where}: interface {name!r} produces at most {len(info.outputs)} output keys "
+            f"({', '.join(info.outputs) or 'none'}, by position), got {len(outputs)}: {list(outputs)}"
+        )
 
 
 def make_args(name: str, values: Mapping[str, Any] | None, *, where: str = "") -> Any:
@@ -117,7 +148,7 @@ def _check_range(name: str, value: float, lo: float, hi: float) -> None:
 # --------------------------------------------------------------------------- generate
 
 
-@interface("generate", CallKind.GENERATE)
+@interface("generate", CallKind.GENERATE, inputs=("prompts",), outputs=("sequences", "logprobs"), required=1)
 @dataclass(frozen=True, kw_only=True)
 class GenerateArgs:
     """Sample responses to prompts (KV-cached decoding)."""
@@ -156,7 +187,7 @@ class GenerateArgs:
 # --------------------------------------------------------------------------- inference
 
 
-@interface("logprobs", CallKind.INFERENCE)
+@interface("logprobs", CallKind.INFERENCE, inputs=("sequences",), outputs=("logprobs",))
 @dataclass(frozen=True, kw_only=True)
 class LogprobsArgs:
     """Token log-probabilities of the response under the model (ref or old actor)."""
@@ -165,19 +196,19 @@ class LogprobsArgs:
     """Temperature the logits are divided by (match the generation's)."""
 
 
-@interface("values", CallKind.INFERENCE)
+@interface("values", CallKind.INFERENCE, inputs=("sequences",), outputs=("values",))
 @dataclass(frozen=True, kw_only=True)
 class ValuesArgs:
     """Per-token values from a critic."""
 
 
-@interface("reward_model", CallKind.INFERENCE)
+@interface("reward_model", CallKind.INFERENCE, inputs=("sequences",), outputs=("rewards",))
 @dataclass(frozen=True, kw_only=True)
 class RewardModelArgs:
     """Sequence rewards from a reward model's value head at the last token."""
 
 
-@interface("rule_reward", CallKind.INFERENCE, needs_weights=False)
+@interface("rule_reward", CallKind.INFERENCE, needs_weights=False, inputs=("sequences", "answers"), outputs=("rewards",))
 @dataclass(frozen=True, kw_only=True)
 class RuleRewardArgs:
     """Sequence rewards from a rule-based function (the model's `rule`)."""
@@ -213,19 +244,19 @@ class OptimArgs:
             raise ValueError(f"lr_schedule must be constant, linear or cosine, got {self.lr_schedule!r}")
 
 
-@interface("sft", CallKind.TRAIN)
+@interface("sft", CallKind.TRAIN, inputs=("sequences",))
 @dataclass(frozen=True, kw_only=True)
 class SFTArgs(OptimArgs):
     """Supervised fine-tuning: cross-entropy on the answer tokens."""
 
 
-@interface("rw_pairwise", CallKind.TRAIN)
+@interface("rw_pairwise", CallKind.TRAIN, inputs=("pairs",))
 @dataclass(frozen=True, kw_only=True)
 class RewardPairwiseArgs(OptimArgs):
     """Reward-model training with the Bradley-Terry pairwise loss."""
 
 
-@interface("ppo_actor", CallKind.TRAIN)
+@interface("ppo_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values"), required=4)
 @dataclass(frozen=True, kw_only=True)
 class PPOActorArgs(OptimArgs):
     """PPO policy update: clipped ratio, KL to the reference, entropy bonus."""
@@ -268,7 +299,7 @@ class PPOActorArgs(OptimArgs):
             raise ValueError("ppo_epochs and mini_batches must be >= 1")
 
 
-@interface("ppo_critic", CallKind.TRAIN)
+@interface("ppo_critic", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values"))
 @dataclass(frozen=True, kw_only=True)
 class PPOCriticArgs(OptimArgs):
     """PPO value update with a clipped value loss."""
@@ -287,7 +318,7 @@ class PPOCriticArgs(OptimArgs):
     """Optimizer steps per pass."""
 
 
-@interface("grpo_actor", CallKind.TRAIN)
+@interface("grpo_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards"))
 @dataclass(frozen=True, kw_only=True)
 class GRPOActorArgs(OptimArgs):
     """GRPO policy update with group-normalised advantages and a KL loss."""
@@ -321,7 +352,7 @@ class GRPOActorArgs(OptimArgs):
             raise ValueError("reward_min must be below reward_max")
 
 
-@interface("remax_actor", CallKind.TRAIN)
+@interface("remax_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "baseline_rewards"))
 @dataclass(frozen=True, kw_only=True)
 class ReMaxActorArgs(OptimArgs):
     """ReMax policy update: sampled reward minus the greedy baseline's reward."""
@@ -330,7 +361,7 @@ class ReMaxActorArgs(OptimArgs):
     """KL penalty coefficient."""
 
 
-@interface("dpo", CallKind.TRAIN)
+@interface("dpo", CallKind.TRAIN, inputs=("pairs", "ref_logprobs"))
 @dataclass(frozen=True, kw_only=True)
 class DPOArgs(OptimArgs):
     """Direct preference optimisation against a frozen reference."""

@@ -108,7 +108,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     else:
         for name in known_interfaces():
             info = get_interface(name)
-            print(f"{name:<13} {info.kind.value:<9} {info.doc}")
+            optional = info.inputs[info.required_inputs:]
+            ins = ", ".join(info.inputs[:info.required_inputs]) + (f" [, {', '.join(optional)}]" if optional else "")
+            print(f"{name:<13} {info.kind.value:<9} ({ins}) -> ({', '.join(info.outputs)})  {info.doc}")
     return 0
 
 

@@ -20,7 +20,7 @@ def small_rl(**kw):
         call("ref", "ref", "logprobs", ["seq"], ["ref_logp"]),
         call("val", "critic", "values", ["seq"], ["values"]),
         call("train", "actor", "ppo_actor", ["seq", "old_logp", "ref_logp", "rewards", "values"]),
-        call("ctrain", "critic", "ppo_critic", ["seq", "rewards", "values"]),
+        call("ctrain", "critic", "ppo_critic", ["seq", "old_logp", "ref_logp", "rewards", "values"]),
     ]
     return DataflowGraph(models=[ACTOR, REF, CRITIC, RULE], calls=calls, dataset_keys=["prompts", "answers"])
 
@@ -52,9 +52,8 @@ def test_concurrency():
     assert not g.may_run_concurrently("val", "ctrain")
     # both train calls need all scores, but neither needs the other
     assert g.may_run_concurrently("train", "ctrain")
-    # the critic's train does not read ref_logp, so it may also overlap the ref inference
     pairs = {frozenset(p) for p in g.concurrent_pairs()}
-    expected = [("rew", "ref"), ("rew", "val"), ("ref", "val"), ("train", "ctrain"), ("ref", "ctrain")]
+    expected = [("rew", "ref"), ("rew", "val"), ("ref", "val"), ("train", "ctrain")]
     assert pairs == {frozenset(p) for p in expected}
 
 
@@ -89,7 +88,7 @@ def test_param_edge_orders_reader_before_trainer():
      "model 'actor' is trained by two calls"),
     (lambda: [call("a", "reward", "logprobs", ["prompts"], ["x"])],
      "rule-based reward 'arithmetic_exact' and has no weights"),
-    (lambda: [call("a", "actor", "rule_reward", ["prompts"], ["x"])],
+    (lambda: [call("a", "actor", "rule_reward", ["prompts", "prompts"], ["x"])],
      "needs a rule-based model"),
     (lambda: [call("a", "critic", "generate", ["prompts"], ["x"])],
      "has a value head and cannot generate"),
@@ -111,13 +110,12 @@ def test_cycle_message_names_calls_and_keys():
     assert "a -> b" in text and "key 'x'" in text and "key 'y'" in text
 
 
-def test_param_cycle_is_reported():
-    # the actor's train produces a key that an actor inference needs: that inference must both
-    # precede the train (it reads the old weights) and follow it (it needs its output)
-    calls = [call("train", "actor", "sft", ["prompts"], ["stats"]),
-             call("probe", "actor", "logprobs", ["stats"], ["lp"])]
-    with pytest.raises(GraphError, match="weights must be read before its train call"):
-        DataflowGraph(models=[ACTOR], calls=calls, dataset_keys=["prompts"])
+def test_keys_must_fit_the_interface_roles():
+    with pytest.raises(GraphError, match="interface 'ppo_actor' takes 4 to 5 input keys \\(sequences, logprobs, "
+                                         "ref_logprobs, rewards, values, by position\\), got 2"):
+        DataflowGraph(models=[ACTOR], calls=[call("t", "actor", "ppo_actor", ["p", "q"])], dataset_keys=["p", "q"])
+    with pytest.raises(GraphError, match="interface 'sft' produces at most 0 output keys"):
+        DataflowGraph(models=[ACTOR], calls=[call("t", "actor", "sft", ["p"], ["stats"])], dataset_keys=["p"])
 
 
 def test_duplicate_model_role():

@@ -122,15 +122,17 @@ defaults:
 name: custom
 models:
   reward: {rule: arithmetic_exact}
+  ref: {arch: "${models.actor.arch}", init_from: actor}
 graph:
   template: null
   calls:
     gen: {model: actor, kind: generate, interface: generate, args: {max_new_tokens: 4}, inputs: [prompts], outputs: [seq, logp]}
     score: {model: reward, kind: inference, interface: rule_reward, inputs: [seq, answers], outputs: [rewards]}
-    train: {model: actor, kind: train, interface: ppo_actor, args: {lr: 0.01}, inputs: [seq, logp, rewards]}
+    refp: {model: ref, kind: inference, interface: logprobs, inputs: [seq], outputs: [rlogp]}
+    train: {model: actor, kind: train, interface: ppo_actor, args: {lr: 0.01}, inputs: [seq, logp, rlogp, rewards]}
 """)
     g = load_experiment(path).graph
-    assert g.topological_order() == ("gen", "score", "train")
+    assert g.topological_order() == ("gen", "score", "refp", "train")
     assert g.call("train").args.lr == 0.01 and g.call("gen").max_new_tokens == 4
     assert g.call("score").response_len == 4
     bad = write(tmp_path, "b.yaml", open(path).read().replace("kind: train", "kind: trian"))
