@@ -1,0 +1,316 @@
+"""The plan executor: every rank walks the same global step order (SPMD).
+
+Per iteration, for each call in the graph's topological order:
+
+1. **reallocate** the call's model into the call's layout when that replica is stale
+   (the model's home is its train call's layout, or its first call's): the home and
+   replica ranks execute the cost model's TransferPlan;
+2. **move data**: ranks of the call's mesh that lack an input key receive it from a
+   rank of the producer's mesh (every rank of a layout holds a call's whole result);
+3. **run** the call on its mesh.
+
+Every step names its participants, and every rank visits the steps in the same order,
+so the point-to-point messages pair up and no step waits on a later one: the order is
+deadlock-free by construction. A rank skips the steps it is not in, which is how calls
+on disjoint meshes run at the same time. At the end of an iteration rank 0 gathers
+the metrics and appends them to metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from cost_model.layout import Layout
+from cost_model.transfer import TransferPlan, plan_transfer
+from graph.dataflow import DataflowGraph
+from graph.spec import Call, CallKind, ModelSpec
+from runtime.binding import Field, Payload, assemble_inputs, dataset_payloads, extract_outputs
+from runtime.datasets import batches, load_records
+from runtime.launch import WorkerContext
+from runtime.realloc import StagingPool, execute_transfer
+from runtime.rundir import MetricsWriter, plot_curves
+from runtime.tokenizer import load_tokenizer
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSettings:
+    """Where the records come from (plain copy of the experiment's data section)."""
+
+    format: str
+    path: str | None
+    generator: str | None
+    num_records: int
+    seed: int
+    tokenizer: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """Everything a worker needs: plain data, pickled to every rank."""
+
+    name: str
+    graph: DataflowGraph
+    layouts: Mapping[str, Layout]
+    data: DataSettings
+    iterations: int
+    seed: int
+    run_dir: str
+    log_every: int = 1
+    plot_every: int = 5
+
+
+@dataclass
+class _IterationLog:
+    call_time_s: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    rewards: dict[str, float] = field(default_factory=dict)
+    response_len: dict[str, float] = field(default_factory=dict)
+    realloc_time_s: float = 0.0
+    realloc_bytes: int = 0
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def home_layouts(graph: DataflowGraph, layouts: Mapping[str, Layout]) -> dict[str, Layout]:
+    """Where each model's weights live: its train call's layout, else its first call's."""
+    homes = {}
+    for role in graph.models:
+        calls = graph.calls_of(role)
+        if not calls:
+            continue
+        trainer = graph.train_call(role)
+        homes[role] = layouts[(trainer or calls[0]).name]
+    return homes
+
+
+def model_seed(graph: DataflowGraph, role: str, seed: int) -> int:
+    """Initial-weight seed of a model; `init_from` shares the source's seed (and weights)."""
+    roles = list(graph.models)
+    source = graph.models[role].init_from or role
+    return seed * 1009 + roles.index(source)
+
+
+class Engines:
+    """Every (model, layout) engine this rank holds, built world-collectively in one order."""
+
+    def __init__(self, graph: DataflowGraph, layouts: Mapping[str, Layout], rank: int, seed: int) -> None:
+        from runtime.engine import build_engine
+
+        self.homes = home_layouts(graph, layouts)
+        self.by_key: dict[tuple[str, Layout], Any] = {}
+        for role, model in graph.models.items():
+            if model.is_rule or role not in self.homes:
+                continue
+            wanted = [self.homes[role]] + [layouts[c.name] for c in graph.calls_of(role)]
+            for layout in dict.fromkeys(wanted):  # unique, home first
+                self.by_key[(role, layout)] = build_engine(model, layout, rank,
+                                                           seed=model_seed(graph, role, seed))
+        # replicas start from the same initial weights as their home, so none is stale yet
+        self.stale: set[tuple[str, Layout]] = set()
+
+    def get(self, role: str, layout: Layout) -> Any:
+        return self.by_key.get((role, layout))
+
+    def replicas(self, role: str) -> list[Layout]:
+        return [lay for (r, lay) in self.by_key if r == role and lay != self.homes[role]]
+
+
+def _shards(engine: Any) -> dict[str, torch.Tensor] | None:
+    return None if engine is None else {n: s.tensor for n, s in engine.named_local_shards().items()}
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+class Worker:
+    """One rank's executor."""
+
+    def __init__(self, ctx: WorkerContext, job: Job) -> None:
+        from runtime import platform
+
+        platform.apply_platform_patches()
+        self.ctx, self.job, self.rank = ctx, job, ctx.rank
+        self.graph = job.graph
+        self.layouts = job.layouts
+        torch.manual_seed(job.seed)
+        self.engines = Engines(self.graph, self.layouts, self.rank, job.seed)
+        vocab = min((m.arch.vocab_size for m in self.graph.models.values() if m.arch is not None), default=None)
+        self.tok = load_tokenizer(job.data.tokenizer, vocab)
+        d = job.data
+        self.records = load_records(fmt=d.format, path=d.path, generator=d.generator,
+                                    num_records=d.num_records, seed=d.seed)
+        self.plans: dict[tuple[str, Layout], TransferPlan] = {}
+        self.dtype_bytes = 2 if platform.has_cuda() else 4
+        self.staging = StagingPool()
+        self.metrics = MetricsWriter(Path(job.run_dir) / "metrics.jsonl") if self.rank == 0 else None
+        self.history: list[dict[str, Any]] = []
+
+    # ---------------------------------------------------------------- steps
+
+    def _reallocate(self, model: ModelSpec, layout: Layout, log: _IterationLog) -> None:
+        role = model.role
+        if (role, layout) not in self.engines.stale:
+            return
+        home = self.engines.homes[role]
+        self.engines.stale.discard((role, layout))
+        if self.rank not in home.mesh.devices and self.rank not in layout.mesh.devices:
+            return
+        plan = self.plans.get((role, layout))
+        if plan is None:
+            assert model.arch is not None
+            # every rank derives the same plan (its byte counts set the chunking), so the
+            # dtype comes from the platform, not from whether this rank holds an engine
+            plan = plan_transfer(model.arch, home, layout, model=role, value_head=model.value_head,
+                                 dtype_bytes=self.dtype_bytes)
+            self.plans[(role, layout)] = plan
+        replica = self.engines.get(role, layout)
+        stats = execute_transfer(plan, model.arch, self.rank, src_shards=_shards(self.engines.get(role, home)),
+                                 dst_shards=_shards(replica), value_head=model.value_head, staging=self.staging)
+        if replica is not None:
+            replica.weights_changed()
+        log.realloc_time_s += stats.time_s
+        log.realloc_bytes += stats.bytes_received
+
+    def _move_inputs(self, call: Call, layout: Layout, payloads: dict[str, Payload],
+                     holders: dict[str, set[int]]) -> None:
+        for key in dict.fromkeys(call.inputs):
+            have = holders[key]
+            needers = [d for d in layout.mesh.devices if d not in have]
+            senders = sorted(have)
+            for i, dst in enumerate(needers):
+                src = senders[i % len(senders)]
+                if self.rank == src:
+                    dist.send_object_list([payloads[key]], dst=dst)
+                elif self.rank == dst:
+                    box: list[Any] = [None]
+                    dist.recv_object_list(box, src=src)
+                    payloads[key] = box[0]
+            have.update(needers)
+
+    def _run(self, call: Call, layout: Layout, payloads: dict[str, Payload], it: int,
+             log: _IterationLog) -> None:
+        from runtime.interfaces.registry import CallContext, run_interface
+
+        model = self.graph.models[call.model]
+        engine = self.engines.get(call.model, layout)
+        ctx = CallContext(eos_ids=(self.tok.eos_id,), decode=self.tok.decode, rule=model.rule,
+                          seed=self.job.seed, step=it, total_steps=self.job.iterations)
+        batch = assemble_inputs(call, payloads)
+        start = time.perf_counter()
+        result = run_interface(call.interface, engine, batch, call.args, ctx)
+        elapsed = time.perf_counter() - start
+        payloads.update(extract_outputs(call, result))
+        if self.rank != layout.mesh.devices[0]:
+            return
+        log.call_time_s[call.name] = elapsed
+        if isinstance(result, dict):
+            log.stats[call.name] = {k: float(v) for k, v in result.items()}
+        for key, role in zip(call.outputs, _output_roles(call)):
+            payload = payloads[key]
+            if role == "rewards" and isinstance(payload, Field):
+                log.rewards[call.name] = float(payload.values.float().mean())
+            if role == "sequences" and not isinstance(payload, Field):
+                log.response_len[call.name] = float((payload.seq_lens - payload.prompt_lens).float().mean())
+
+    # ---------------------------------------------------------------- iterations
+
+    def iteration(self, it: int, indices: list[int]) -> None:
+        log = _IterationLog()
+        start = time.perf_counter()
+        ids = [it * len(indices) + j for j in range(len(indices))]
+        records = [self.records[i] for i in indices]
+        payloads: dict[str, Payload] = {}
+        holders: dict[str, set[int]] = defaultdict(set)
+        for key, value in dataset_payloads(self.job.data.format, records, ids, self.tok).items():
+            payloads[key] = value  # every rank builds the dataset keys itself
+            holders[key] = set(range(self.ctx.world_size))
+        for call in self.graph.calls:
+            layout = self.layouts[call.name]
+            model = self.graph.models[call.model]
+            if not model.is_rule:
+                self._reallocate(model, layout, log)
+            self._move_inputs(call, layout, payloads, holders)
+            if self.rank in layout.mesh.devices:
+                self._run(call, layout, payloads, it, log)
+            for key in call.outputs:
+                holders[key] = set(layout.mesh.devices)
+            if call.kind is CallKind.TRAIN:
+                self.engines.stale.update((call.model, lay) for lay in self.engines.replicas(call.model))
+        self._report(it, log, time.perf_counter() - start)
+
+    def _report(self, it: int, log: _IterationLog, elapsed: float) -> None:
+        gathered: list[Any] = [None] * self.ctx.world_size if self.rank == 0 else []
+        dist.gather_object(log, gathered if self.rank == 0 else None, dst=0)
+        if self.rank != 0:
+            return
+        record: dict[str, Any] = {"iteration": it + 1, "iter_time_s": elapsed, "call_time_s": {},
+                                  "realloc_time_s": 0.0, "realloc_bytes": 0}
+        for part in gathered:
+            record["call_time_s"].update(part.call_time_s)
+            record["realloc_time_s"] = max(record["realloc_time_s"], part.realloc_time_s)
+            record["realloc_bytes"] += part.realloc_bytes
+            for call, stats in part.stats.items():
+                for k, v in stats.items():
+                    record[f"{call}/{k}"] = v
+            for call, value in part.rewards.items():
+                record[f"{call}/reward"] = value
+            for call, value in part.response_len.items():
+                record[f"{call}/response_len"] = value
+        record.update(_headline(self.graph, record))
+        assert self.metrics is not None
+        self.metrics.write(record)
+        self.history.append(record)
+        if (it + 1) % self.job.plot_every == 0 or it + 1 == self.job.iterations:
+            plot_curves(self.history, Path(self.job.run_dir) / "curves.png", title=self.job.name)
+
+    def run(self) -> list[dict[str, Any]]:
+        batch_size = _dataset_batch_size(self.graph)
+        for it, indices in zip(range(self.job.iterations), batches(len(self.records), batch_size, self.job.data.seed)):
+            self.iteration(it, indices)
+        return self.history
+
+
+def _output_roles(call: Call) -> tuple[str, ...]:
+    from graph.interfaces import get_interface
+
+    return get_interface(call.interface).outputs
+
+
+def _dataset_batch_size(graph: DataflowGraph) -> int:
+    """Records per iteration: the batch of the calls that read the dataset."""
+    for call in graph.calls:
+        if call.inputs and call.inputs[0] in graph.dataset_keys:
+            per_record = 2 if call.inputs[0] == "pairs" else 1
+            return call.batch_size // per_record
+    raise ValueError("no call reads the dataset; the graph needs a call whose first input is a dataset key")
+
+
+def _headline(graph: DataflowGraph, record: Mapping[str, Any]) -> dict[str, float]:
+    """The console's summary numbers: reward, KL and the losses of the train calls."""
+    out: dict[str, float] = {}
+    for call in graph.calls:
+        if f"{call.name}/reward" in record and "reward" not in out:
+            out["reward"] = record[f"{call.name}/reward"]
+        if call.kind is CallKind.TRAIN:
+            loss = record.get(f"{call.name}/loss")
+            if loss is not None:
+                key = "critic_loss" if graph.models[call.model].value_head else "actor_loss"
+                out[key if len(graph.calls) > 1 else "loss"] = loss
+            kl = record.get(f"{call.name}/kl")
+            if kl is not None and "kl" not in out:
+                out["kl"] = kl
+    return out
+
+
+def worker_main(ctx: WorkerContext, job: Job) -> list[dict[str, Any]]:
+    """Entry point of every rank (see runtime.launch)."""
+    return Worker(ctx, job).run()
