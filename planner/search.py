@@ -1,0 +1,395 @@
+"""Search over plans: simulated annealing with structured moves, and an exact search.
+
+A state gives every call one candidate layout (an index into its `CallSpace`). The
+energy is the simulated steady-state iteration time; a state whose devices run out of
+memory gets its time multiplied by `2 + 10 x overflow ratio`, so a chain can walk
+through it but it is never returned.
+
+Annealing: a proposal that is not worse is always accepted; a worse one with
+probability exp(-(E_new / E_cur - 1) / T), relative to the current energy, with T
+cooling geometrically from `t_start` to `t_end` over the chain's budget (ReaLHF's
+released search rounded this test so that small worsenings were always accepted).
+Moves: change the strategy on the same mesh, move a call to another mesh, colocate two
+calls (same placement when possible), separate two calls that share devices, swap the
+meshes of two calls. Chains start from the best heuristic plan, the fastest layout
+per call, and then randomised fastest-per-call starts; a final deterministic greedy
+pass (one call at a time, every candidate) polishes the best state.
+
+Budget and determinism: the budget is counted in simulation *work units*, not seconds.
+One evaluation costs `20 x calls + sum of mesh sizes` units (what the simulator
+spends, measured), a cached state 20. `time_budget_s x units_per_second` units are
+split over the chains, so the same seed and the same budget give the same plan on any
+machine; `units_per_second` is calibrated to about one CPU core. A wall-clock guard
+stops the search at `wall_clock_factor x time_budget_s`; if it fires the result says
+so (`SearchStats.wall_clock_stop`) and is then not reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from planner.simulator import SimResult, Simulator
+from planner.space import Candidate, CallSpace
+
+CACHED_UNITS = 20
+PER_CALL_UNITS = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions:
+    """Budget, seed and schedule of the annealing search."""
+
+    time_budget_s: float = 20.0
+    """Nominal search time; converted to deterministic work units (see module docstring)."""
+    seed: int = 0
+    """Seed of every chain's random stream."""
+    num_chains: int = 4
+    """Independent annealing chains (run one after another)."""
+    units_per_second: float = 3.0e6
+    """Work units one CPU core simulates per second (calibration of the budget)."""
+    t_start: float = 0.05
+    """Initial temperature: a 5% worsening is accepted with probability 1/e."""
+    t_end: float = 1e-4
+    """Final temperature."""
+    polish_share: float = 0.1
+    """Share of the budget kept for the final greedy pass."""
+    wall_clock_factor: float = 3.0
+    """Hard stop at this multiple of time_budget_s (breaks reproducibility if hit)."""
+
+    def __post_init__(self) -> None:
+        if not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be > 0, got {self.time_budget_s}")
+        if self.num_chains < 1:
+            raise ValueError(f"num_chains must be >= 1, got {self.num_chains}")
+        if not 0 < self.t_end <= self.t_start:
+            raise ValueError(f"need 0 < t_end <= t_start, got t_start={self.t_start} t_end={self.t_end}")
+        if not 0 <= self.polish_share < 1:
+            raise ValueError(f"polish_share must be in [0, 1), got {self.polish_share}")
+        if self.units_per_second <= 0 or self.wall_clock_factor < 1:
+            raise ValueError("units_per_second must be > 0 and wall_clock_factor >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchStats:
+    """How the search went."""
+
+    num_steps: int
+    num_evaluations: int
+    """Distinct states simulated."""
+    num_accepted: int
+    chain_best: tuple[float, ...]
+    """Best feasible energy each chain found (inf when none)."""
+    trace: tuple[tuple[float, int, float], ...]
+    """(wall seconds, work units, best feasible iteration time) at each improvement."""
+    wall_s: float
+    wall_clock_stop: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchResult:
+    """The best state found."""
+
+    choice: tuple[int, ...]
+    """Candidate index per call, in `graph.calls` order."""
+    candidates: tuple[Candidate, ...]
+    sim: SimResult
+    stats: SearchStats
+
+
+class _Problem:
+    """Candidates, move tables and the energy cache of one search."""
+
+    def __init__(self, sim: Simulator, spaces: Mapping[str, CallSpace]) -> None:
+        self.sim = sim
+        self.names = [c.name for c in sim.calls]
+        missing = [n for n in self.names if n not in spaces or not spaces[n].candidates]
+        if missing:
+            raise ValueError(f"no feasible candidate for call(s) {', '.join(missing)}")
+        self.cands: list[tuple[Candidate, ...]] = [spaces[n].candidates for n in self.names]
+        self.by_mesh: list[dict[tuple, list[int]]] = []
+        self.by_key: list[dict[tuple, int]] = []
+        for cands in self.cands:
+            mesh_map: dict[tuple, list[int]] = {}
+            key_map: dict[tuple, int] = {}
+            for j, c in enumerate(cands):  # fastest first, so [0] of a group is its fastest
+                mesh_map.setdefault(c.key[0], []).append(j)
+                key_map.setdefault(c.key, j)
+            self.by_mesh.append(mesh_map)
+            self.by_key.append(key_map)
+        self.meshes = [list(m) for m in self.by_mesh]
+        self.cache: dict[tuple[int, ...], tuple[float, bool]] = {}
+        self.units = 0
+        self.num_evaluations = 0
+
+    def add(self, i: int, cand: Candidate) -> int:
+        """Append a candidate to call i's list (e.g. a heuristic's layout); its index."""
+        j = len(self.cands[i])
+        self.cands[i] = (*self.cands[i], cand)
+        group = self.by_mesh[i].setdefault(cand.key[0], [])
+        if not group:
+            self.meshes[i].append(cand.key[0])
+        group.append(j)
+        self.by_key[i].setdefault(cand.key, j)
+        return j
+
+    def state_cands(self, state: Sequence[int]) -> list[Candidate]:
+        return [self.cands[i][j] for i, j in enumerate(state)]
+
+    def energy(self, state: tuple[int, ...]) -> tuple[float, bool]:
+        hit = self.cache.get(state)
+        if hit is not None:
+            self.units += CACHED_UNITS
+            return hit
+        cands = self.state_cands(state)
+        self.units += PER_CALL_UNITS * len(cands) + sum(len(c.key[0]) for c in cands)
+        self.num_evaluations += 1
+        res = self.sim.simulate(cands)
+        e = res.iteration_time_s
+        if not res.feasible:
+            e *= 2.0 + 10.0 * res.overflow_ratio
+        hit = (e, res.feasible)
+        self.cache[state] = hit
+        return hit
+
+    # ------------------------------------------------------------------ moves
+
+    def _on_mesh(self, rng: random.Random, i: int, mesh: tuple, like: tuple | None) -> int | None:
+        if like is not None:
+            j = self.by_key[i].get((mesh, *like[1:]))
+            if j is not None:
+                return j
+        group = self.by_mesh[i].get(mesh)
+        if not group:
+            return None
+        return group[0] if rng.random() < 0.5 else rng.choice(group)
+
+    def propose(self, rng: random.Random, state: tuple[int, ...]) -> tuple[int, ...] | None:
+        n = len(state)
+        new = list(state)
+        move = rng.randrange(5)
+        i = rng.randrange(n)
+        cur = self.cands[i][state[i]]
+        if move == 0 or n == 1:  # strategy change on the same mesh
+            group = self.by_mesh[i][cur.key[0]]
+            if len(group) < 2:
+                return None
+            new[i] = rng.choice(group)
+        elif move == 1:  # move to another mesh
+            meshes = self.meshes[i]
+            if len(meshes) < 2:
+                return None
+            j = self._on_mesh(rng, i, meshes[rng.randrange(len(meshes))], None)
+            new[i] = j if j is not None else new[i]
+        else:
+            k = rng.randrange(n - 1)
+            k += k >= i
+            other = self.cands[k][state[k]]
+            if move == 2:  # colocate k with i, keeping i's strategy when k has it
+                j = self._on_mesh(rng, k, cur.key[0], cur.key)
+                if j is None:
+                    return None
+                new[k] = j
+            elif move == 3:  # separate: k to a mesh disjoint from i's
+                taken = set(cur.key[0])
+                free = [m for m in self.meshes[k] if taken.isdisjoint(m)]
+                if not free:
+                    return None
+                j = self._on_mesh(rng, k, free[rng.randrange(len(free))], None)
+                new[k] = j if j is not None else new[k]
+            else:  # swap meshes
+                if cur.key[0] == other.key[0]:
+                    return None
+                a = self._on_mesh(rng, i, other.key[0], cur.key)
+                b = self._on_mesh(rng, k, cur.key[0], other.key)
+                if a is None or b is None:
+                    return None
+                new[i], new[k] = a, b
+        out = tuple(new)
+        return None if out == state else out
+
+
+class _Tracker:
+    def __init__(self, problem: _Problem, t0: float) -> None:
+        self.problem = problem
+        self.t0 = t0
+        self.best: tuple[int, ...] | None = None
+        self.best_e = math.inf
+        self.trace: list[tuple[float, int, float]] = []
+
+    def offer(self, state: tuple[int, ...], e: float, feasible: bool) -> None:
+        if feasible and e < self.best_e:
+            self.best, self.best_e = state, e
+            self.trace.append((time.perf_counter() - self.t0, self.problem.units, e))
+
+
+def _anneal(problem: _Problem, tracker: _Tracker, start: tuple[int, ...], rng: random.Random,
+            units: int, opts: SearchOptions, deadline: float) -> tuple[float, int, int, bool]:
+    """One chain; returns (best feasible energy, steps, accepted, wall stop)."""
+    state = start
+    e, ok = problem.energy(state)
+    tracker.offer(state, e, ok)
+    chain_best = e if ok else math.inf
+    begin = problem.units
+    steps = accepted = 0
+    ratio = opts.t_end / opts.t_start
+    while problem.units - begin < units:
+        if steps % 64 == 0 and time.perf_counter() > deadline:
+            return chain_best, steps, accepted, True
+        steps += 1
+        temp = opts.t_start * ratio ** ((problem.units - begin) / units)
+        cand = problem.propose(rng, state)
+        if cand is None:
+            problem.units += CACHED_UNITS
+            continue
+        e_new, ok_new = problem.energy(cand)
+        if e_new <= e or rng.random() < math.exp(-(e_new / e - 1.0) / temp):
+            state, e = cand, e_new
+            accepted += 1
+            tracker.offer(state, e, ok_new)
+            if ok_new:
+                chain_best = min(chain_best, e)
+    return chain_best, steps, accepted, False
+
+
+def _polish(problem: _Problem, tracker: _Tracker, units: int, deadline: float) -> bool:
+    """Greedy: try every candidate of one call at a time while it improves."""
+    if tracker.best is None:
+        return False
+    begin = problem.units
+    improved = True
+    while improved:
+        improved = False
+        for i in range(len(tracker.best)):
+            for j in range(len(problem.cands[i])):
+                if problem.units - begin >= units:
+                    return False
+                if time.perf_counter() > deadline:
+                    return True
+                state = tracker.best[:i] + (j,) + tracker.best[i + 1:]
+                e, ok = problem.energy(state)
+                if ok and e < tracker.best_e * (1 - 1e-12):
+                    tracker.offer(state, e, ok)
+                    improved = True
+    return False
+
+
+def fastest_state(problem: _Problem) -> tuple[int, ...]:
+    """The fastest layout of every call (candidates are sorted fastest first)."""
+    return tuple(0 for _ in problem.cands)
+
+
+def anneal_search(sim: Simulator, spaces: Mapping[str, CallSpace],
+                  starts: Sequence[Sequence[Candidate]] = (),
+                  options: SearchOptions | None = None) -> SearchResult:
+    """Simulated annealing from `starts` (e.g. heuristic plans) and the fastest layouts."""
+    opts = options or SearchOptions()
+    problem = _Problem(sim, spaces)
+    t0 = time.perf_counter()
+    deadline = t0 + opts.wall_clock_factor * opts.time_budget_s
+    tracker = _Tracker(problem, t0)
+    total = int(opts.time_budget_s * opts.units_per_second)
+    per_chain = max(1, int(total * (1 - opts.polish_share)) // opts.num_chains)
+    seeds = [_state_of(problem, s) for s in starts]
+    seeds = [s for s in seeds if s is not None]
+    seeds.append(fastest_state(problem))
+    steps = accepted = 0
+    chain_best = []
+    wall_stop = False
+    for chain in range(opts.num_chains):
+        rng = random.Random(opts.seed * 1_000_003 + chain)
+        start = seeds[chain] if chain < len(seeds) else _random_start(problem, rng)
+        best, s, a, stop = _anneal(problem, tracker, start, rng, per_chain, opts, deadline)
+        chain_best.append(best)
+        steps, accepted = steps + s, accepted + a
+        if stop:
+            wall_stop = True
+            break
+    if not wall_stop:
+        wall_stop = _polish(problem, tracker, max(1, total - problem.units), deadline)
+    if tracker.best is None:
+        raise ValueError(_no_feasible_message(problem, seeds[0]))
+    stats = SearchStats(num_steps=steps, num_evaluations=problem.num_evaluations,
+                        num_accepted=accepted, chain_best=tuple(chain_best),
+                        trace=tuple(tracker.trace), wall_s=time.perf_counter() - t0,
+                        wall_clock_stop=wall_stop)
+    return _result(problem, tracker.best, stats)
+
+
+def _result(problem: _Problem, state: tuple[int, ...], stats: SearchStats) -> SearchResult:
+    cands = tuple(problem.state_cands(state))
+    return SearchResult(choice=state, candidates=cands,
+                        sim=problem.sim.simulate(cands, detail=True), stats=stats)
+
+
+def _state_of(problem: _Problem, cands: Sequence[Candidate]) -> tuple[int, ...] | None:
+    """Indices of given candidates, adding feasible ones the space lacks; None if one is not."""
+    out = []
+    for i, c in enumerate(cands):
+        found = next((j for j, o in enumerate(problem.cands[i]) if o.layout == c.layout), None)
+        if found is None:
+            if not c.estimate.feasible:
+                return None
+            found = problem.add(i, c)
+        out.append(found)
+    return tuple(out)
+
+
+def _random_start(problem: _Problem, rng: random.Random) -> tuple[int, ...]:
+    """Fastest layout per call on a random mesh of each call."""
+    out = []
+    for i in range(len(problem.cands)):
+        meshes = problem.meshes[i]
+        out.append(problem.by_mesh[i][meshes[rng.randrange(len(meshes))]][0])
+    return tuple(out)
+
+
+def _no_feasible_message(problem: _Problem, state: tuple[int, ...]) -> str:
+    res = problem.sim.simulate(problem.state_cands(state))
+    why = "; ".join(res.reasons) or "every plan tried overflows device memory"
+    return (f"no feasible plan found: {why}; every call fits alone but not together: add devices "
+            "or memory, or raise the search budget")
+
+
+def exact_search(sim: Simulator, spaces: Mapping[str, CallSpace], *,
+                 max_plans: int = 200_000) -> SearchResult:
+    """Every plan of the space (memory-infeasible prefixes pruned); small instances only."""
+    problem = _Problem(sim, spaces)
+    sizes = [len(c) for c in problem.cands]
+    if math.prod(sizes) > max_plans:
+        raise ValueError(
+            f"exact search over {math.prod(sizes)} plans exceeds max_plans={max_plans}; use the "
+            "annealing search (mode: search) or a smaller cluster"
+        )
+    t0 = time.perf_counter()
+    tracker = _Tracker(problem, t0)
+    cap = sim.cost.device_memory_bytes
+    best_e = math.inf
+    best: tuple[int, ...] | None = None
+
+    def visit(prefix: tuple[int, ...]) -> None:
+        nonlocal best_e, best
+        depth = len(prefix)
+        if depth and max(sim.memory(problem.state_cands(prefix))) > cap:
+            return  # memory only grows as calls are added
+        if depth == len(sizes):
+            e, ok = problem.energy(prefix)
+            if ok and e < best_e:
+                best_e, best = e, prefix
+            return
+        for j in range(sizes[depth]):
+            visit(prefix + (j,))
+
+    visit(())
+    if best is None:
+        raise ValueError("no feasible plan exists: every combination overflows device memory")
+    tracker.offer(best, best_e, True)
+    stats = SearchStats(num_steps=0, num_evaluations=problem.num_evaluations, num_accepted=0,
+                        chain_best=(best_e,), trace=tuple(tracker.trace),
+                        wall_s=time.perf_counter() - t0, wall_clock_stop=False)
+    return _result(problem, best, stats)
+
+
