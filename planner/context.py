@@ -17,10 +17,10 @@ from planner.plan import CallPlan, Plan
 from planner.simulator import SimResult, Simulator
 from planner.space import (
     GIB,
-    Candidate,
     CallSpace,
+    Candidate,
+    Pricer,
     SpaceOptions,
-    _Pricer,
     build_space,
     make_candidate,
     tp_allowed,
@@ -36,7 +36,7 @@ class PlanContext:
         self.cost = cost
         self.space_options = space_options or SpaceOptions()
         self.sim = Simulator(graph, cost, num_iterations=num_iterations)
-        self.pricer = _Pricer(cost)
+        self.pricer = Pricer(cost)
 
     @cached_property
     def spaces(self) -> Mapping[str, CallSpace]:

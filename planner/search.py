@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from planner.simulator import SimResult, Simulator
-from planner.space import Candidate, CallSpace
+from planner.space import CallSpace, Candidate
 
 CACHED_UNITS = 20
 PER_CALL_UNITS = 20

@@ -185,7 +185,7 @@ def _miss_text(call: Call, layout: Layout, est: CallEstimate, memory: float) -> 
     return f"call {call.name!r} does not fit: even its best layout {layout} fails: {why}"
 
 
-class _Pricer:
+class Pricer:
     """Prices layouts, reusing estimates across meshes of the same shape."""
 
     def __init__(self, cost: CostProvider) -> None:
@@ -204,9 +204,9 @@ class _Pricer:
 
 def build_call_space(call: Call, model: ModelSpec, cost: CostProvider,
                      meshes: tuple[DeviceMesh, ...], options: SpaceOptions,
-                     pricer: _Pricer | None = None) -> CallSpace:
+                     pricer: Pricer | None = None) -> CallSpace:
     """Price every layout of `call` over `meshes` and keep the feasible, non-dominated ones."""
-    pricer = pricer or _Pricer(cost)
+    pricer = pricer or Pricer(cost)
     memory = cost.device_memory_bytes
     kept: list[Candidate] = []
     num_priced = 0
@@ -237,7 +237,7 @@ def build_space(graph: DataflowGraph, cost: CostProvider,
     """Feasible candidates for every call; ValueError naming a call that fits nowhere."""
     options = options or SpaceOptions()
     meshes = enumerate_meshes(cost.cluster, max_mesh_nodes=options.max_mesh_nodes)
-    pricer = _Pricer(cost)
+    pricer = Pricer(cost)
     out: dict[str, CallSpace] = {}
     for call in graph.calls:
         model = graph.models[call.model]
