@@ -226,6 +226,15 @@ class _Tracker:
             self.trace.append((time.perf_counter() - self.t0, self.problem.units, e))
 
 
+def accept_probability(e_new: float, e_cur: float, temp: float) -> float:
+    """Metropolis acceptance relative to the current energy: exp(-(e_new / e_cur - 1) / temp)."""
+    if e_new <= e_cur:
+        return 1.0
+    if math.isinf(e_new):
+        return 0.0
+    return math.exp(-(e_new / e_cur - 1.0) / temp)
+
+
 def _anneal(problem: _Problem, tracker: _Tracker, start: tuple[int, ...], rng: random.Random,
             units: int, opts: SearchOptions, deadline: float) -> tuple[float, int, int, bool]:
     """One chain; returns (best feasible energy, steps, accepted, wall stop)."""
@@ -246,7 +255,7 @@ def _anneal(problem: _Problem, tracker: _Tracker, start: tuple[int, ...], rng: r
             problem.units += CACHED_UNITS
             continue
         e_new, ok_new = problem.energy(cand)
-        if e_new <= e or rng.random() < math.exp(-(e_new / e - 1.0) / temp):
+        if e_new <= e or rng.random() < accept_probability(e_new, e, temp):
             state, e = cand, e_new
             accepted += 1
             tracker.offer(state, e, ok_new)
