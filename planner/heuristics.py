@@ -12,7 +12,9 @@
   memory (parameters, x8 for a trained model's grads and Adam states; whole nodes when
   the share reaches a node, else aligned power-of-two blocks);
   each call then takes the layout on its group that simulates fastest. A rule-based
-  reward runs on the last device.
+  reward runs on the last device. When that has no feasible plan, each frozen model
+  shares the group of the trained model with the same architecture (OpenRLHF's
+  colocated actor+ref and critic+reward); the faster feasible variant wins.
 
 Each heuristic is `fn(ctx: PlanContext) -> Plan` and raises ValueError when it has no
 feasible plan for the experiment, saying why.
@@ -21,6 +23,7 @@ feasible plan for the experiment, saying why.
 from __future__ import annotations
 
 import difflib
+import itertools
 from collections.abc import Callable
 
 from cost_model.layout import DeviceMesh, Layout
@@ -71,15 +74,19 @@ def run_heuristic(name: str, ctx: PlanContext) -> Plan:
 
 
 def _fastest_mb(ctx: PlanContext, call_name: str, mesh: DeviceMesh,
-                strategy: tuple[int, int, int]) -> Candidate | None:
+                strategy: tuple[int, int, int], *, lean: bool = False) -> Candidate | None:
+    """The fastest micro-batch count for the strategy (the smallest peak when `lean`)."""
     call = ctx.graph.call(call_name)
     dp, tp, pp = strategy
     best = None
     for m in micro_batch_counts(call, dp, ctx.space_options) or [call.micro_batches]:
         c = ctx.try_candidate(call, Layout(mesh=mesh, dp=dp, tp=tp, pp=pp, micro_batches=m))
-        if c is not None and (best is None or c.estimate.time_s < best.estimate.time_s):
-            best = c
-    return best
+        if c is None:
+            continue
+        score = (c.estimate.peak_bytes, c.estimate.time_s) if lean else (c.estimate.time_s,)
+        if best is None or score < best[0]:
+            best = (score, c)
+    return None if best is None else best[1]
 
 
 def _rule_candidate(ctx: PlanContext, call_name: str, device: int) -> Candidate:
@@ -127,7 +134,7 @@ def symmetric(ctx: PlanContext) -> Plan:
                                  ctx.cost.cluster, loose))
         shared = allowed if shared is None else shared & allowed
     options = []
-    for strategy in sorted(shared or ()):
+    for strategy, lean in itertools.product(sorted(shared or ()), (False, True)):
         cands = []
         for call in ctx.graph.calls:
             if _is_rule(ctx, call.name):
@@ -136,7 +143,7 @@ def symmetric(ctx: PlanContext) -> Plan:
             dp, tp, pp = strategy
             if call.kind is CallKind.GENERATE and pp > 1 and not ctx.space_options.allow_pp_generate:
                 dp, pp = dp * pp, 1
-            c = _fastest_mb(ctx, call.name, mesh, (dp, tp, pp))
+            c = _fastest_mb(ctx, call.name, mesh, (dp, tp, pp), lean=lean)
             if c is None:
                 break
             cands.append(c)
@@ -160,14 +167,14 @@ def colocated_dp(ctx: PlanContext) -> Plan:
     reason = "no tensor-parallel size suits every model"
     for train_tp in tps:  # pure dp first; more tp only when the plan does not fit
         options = []
-        for gen_tp in tps:
+        for gen_tp, lean in itertools.product(tps, (False, True)):
             cands = []
             for call in ctx.graph.calls:
                 if _is_rule(ctx, call.name):
                     cands.append(_rule_candidate(ctx, call.name, 0))
                     continue
                 tp = gen_tp if call.kind is CallKind.GENERATE else train_tp
-                c = _fastest_mb(ctx, call.name, mesh, (n // tp, tp, 1))
+                c = _fastest_mb(ctx, call.name, mesh, (n // tp, tp, 1), lean=lean)
                 if c is None:
                     break
                 cands.append(c)
@@ -189,17 +196,44 @@ def _tps(ctx: PlanContext, model, n: int) -> list[int]:
 
 @register_heuristic("disaggregated")
 def disaggregated(ctx: PlanContext) -> Plan:
-    """Each model on its own device group, sized by parameter count."""
-    cluster = ctx.cost.cluster
+    """Each model on its own device group, sized by memory; frozen twins share as a fallback."""
     roles = [r for r, m in ctx.graph.models.items()
              if m.arch is not None and ctx.graph.calls_of(r)]
-    weights = [float(ctx.graph.models[r].num_params) * (8 if ctx.graph.train_call(r) else 1)
-               for r in roles]
+    errors = []
+    plans = []
+    for groups in _groupings(ctx, roles):
+        try:
+            plans.append(_disaggregated_plan(ctx, groups))
+        except ValueError as exc:
+            errors.append(str(exc))
+    if not plans:
+        raise ValueError(f"heuristic 'disaggregated' has no feasible plan: {errors[0]}")
+    return min(plans, key=lambda p: p.iteration_time_s or float("inf"))
+
+
+def _groupings(ctx: PlanContext, roles: list[str]) -> list[list[list[str]]]:
+    """One group per model; then each frozen model with the trained model of the same arch
+    (OpenRLHF's colocated actor+ref and critic+reward)."""
+    alone = [[r] for r in roles]
+    trained = [r for r in roles if ctx.graph.train_call(r) is not None]
+    paired: dict[str, list[str]] = {r: [r] for r in trained}
+    for r in roles:
+        if r in paired:
+            continue
+        twin = next((t for t in trained if ctx.graph.models[t].arch == ctx.graph.models[r].arch), None)
+        paired.setdefault(twin or r, [twin] if twin else []).append(r)
+    shared = list(paired.values())
+    return [alone] if len(shared) == len(alone) else [alone, shared]
+
+
+def _disaggregated_plan(ctx: PlanContext, groups: list[list[str]]) -> Plan:
+    cluster = ctx.cost.cluster
+    weights = [sum(float(ctx.graph.models[r].num_params) * (8 if ctx.graph.train_call(r) else 1)
+                   for r in g) for g in groups]
     meshes = split_devices(cluster.num_devices, cluster.devices_per_node, weights)
     if meshes is None:
-        raise ValueError(f"heuristic 'disaggregated' needs a device group per model: "
-                         f"{len(roles)} models but {cluster.num_devices} devices")
-    group = dict(zip(roles, meshes))
+        raise ValueError(f"{len(groups)} device groups do not fit in {cluster.num_devices} devices")
+    group = {r: mesh for g, mesh in zip(groups, meshes) for r in g}
     choice: dict[str, list[Candidate]] = {}
     for call in ctx.graph.calls:
         if _is_rule(ctx, call.name):
@@ -208,13 +242,13 @@ def disaggregated(ctx: PlanContext) -> Plan:
         mesh = group[call.model]
         model = ctx.graph.models[call.model]
         opts = []
-        for strategy in strategies(call, model, mesh.size, cluster, ctx.space_options):
-            c = _fastest_mb(ctx, call.name, mesh, strategy)
-            if c is not None:
+        for strategy, lean in itertools.product(
+                strategies(call, model, mesh.size, cluster, ctx.space_options), (False, True)):
+            c = _fastest_mb(ctx, call.name, mesh, strategy, lean=lean)
+            if c is not None and c not in opts:
                 opts.append(c)
         if not opts:
-            raise ValueError(f"heuristic 'disaggregated' has no feasible plan: call {call.name!r} "
-                             f"does not fit its group {mesh} of {mesh.size} devices")
+            raise ValueError(f"call {call.name!r} does not fit its group {mesh} of {mesh.size} devices")
         choice[call.name] = sorted(opts, key=lambda c: c.estimate.time_s)
     return _coordinate_descent(ctx, choice, "disaggregated")
 

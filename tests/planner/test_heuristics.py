@@ -78,18 +78,35 @@ def test_colocated_dp_raises_tp_when_pure_dp_does_not_fit():
     assert plan.layout("actor_train").tp > 1
 
 
-def test_disaggregated_gives_each_model_its_own_devices():
+def test_disaggregated_gives_each_model_group_its_own_devices():
     ctx = _ctx(nodes=2, dpn=8)
     plan = run_heuristic("disaggregated", ctx)
     mesh_of = {}
     for c in plan.calls:
         mesh_of.setdefault(c.model, set()).add(c.layout.mesh.devices)
     assert all(len(m) == 1 for m in mesh_of.values())  # a model's calls share its group
-    groups = [next(iter(m)) for m in mesh_of.values()]
+    models = ctx.graph.models
+    for a, b in itertools.combinations(mesh_of, 2):
+        ma, mb = next(iter(mesh_of[a])), next(iter(mesh_of[b]))
+        if ma == mb:  # only a frozen model next to its trained twin
+            frozen, trained = sorted((a, b), key=lambda r: ctx.graph.train_call(r) is not None)
+            assert ctx.graph.train_call(frozen) is None and ctx.graph.train_call(trained) is not None
+            assert models[frozen].arch == models[trained].arch
+        else:
+            assert set(ma).isdisjoint(mb)
+    # the trained 16-layer actor gets the largest group
+    assert len(next(iter(mesh_of["actor"]))) == max(len(next(iter(m))) for m in mesh_of.values())
+
+
+def test_disaggregated_one_group_per_model_when_it_is_faster():
+    ctx = _ctx(nodes=2, dpn=8)
+    from planner.heuristics import _disaggregated_plan
+
+    alone = _disaggregated_plan(ctx, [["actor"], ["critic"], ["ref"], ["reward"]])
+    groups = [c.layout.mesh.devices for c in alone.calls if c.name in ("gen", "values", "ref_inf", "rew")]
     for a, b in itertools.combinations(groups, 2):
         assert set(a).isdisjoint(b)
-    # the trained 16-layer actor gets the largest group
-    assert len(next(iter(mesh_of["actor"]))) == max(len(g) for g in groups)
+    assert run_heuristic("disaggregated", ctx).iteration_time_s <= alone.iteration_time_s
 
 
 def test_split_devices_by_hand():
