@@ -16,10 +16,11 @@ per call, and then randomised fastest-per-call starts; a final deterministic gre
 pass (one call at a time, every candidate) polishes the best state.
 
 Budget and determinism: the budget is counted in simulation *work units*, not seconds.
-One evaluation costs `20 x calls + sum of mesh sizes` units (what the simulator
-spends, measured), a cached state 20. `time_budget_s x units_per_second` units are
+A unit is a reference microsecond: one simulation costs 44 + 0.24 x (sum of the calls'
+mesh sizes) + 0.26 x (devices) units, a cached state or a failed proposal 6 (fitted on
+one core of the development machine). `time_budget_s x units_per_second` units are
 split over the chains, so the same seed and the same budget give the same plan on any
-machine; `units_per_second` is calibrated to about one CPU core. A wall-clock guard
+machine, and the search takes about `time_budget_s` on a similar core. A wall-clock guard
 stops the search at `wall_clock_factor x time_budget_s`; if it fires the result says
 so (`SearchStats.wall_clock_stop`) and is then not reproducible.
 """
@@ -35,8 +36,12 @@ from dataclasses import dataclass
 from planner.simulator import SimResult, Simulator
 from planner.space import CallSpace, Candidate
 
-CACHED_UNITS = 20
-PER_CALL_UNITS = 20
+# Work units are reference microseconds, fitted on one core of the development machine:
+# one simulation costs about 44 + 0.24 x (sum of the calls' mesh sizes) + 0.26 x devices.
+EVAL_BASE_UNITS = 44.0
+EVAL_MESH_UNITS = 0.24
+EVAL_DEVICE_UNITS = 0.26
+CACHED_UNITS = 6.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,8 +54,8 @@ class SearchOptions:
     """Seed of every chain's random stream."""
     num_chains: int = 4
     """Independent annealing chains (run one after another)."""
-    units_per_second: float = 3.0e6
-    """Work units one CPU core simulates per second (calibration of the budget)."""
+    units_per_second: float = 1.0e6
+    """Work units per nominal second; units are reference microseconds (see module docstring)."""
     t_start: float = 0.05
     """Initial temperature: a 5% worsening is accepted with probability 1/e."""
     t_end: float = 1e-4
@@ -83,7 +88,7 @@ class SearchStats:
     num_accepted: int
     chain_best: tuple[float, ...]
     """Best feasible energy each chain found (inf when none)."""
-    trace: tuple[tuple[float, int, float], ...]
+    trace: tuple[tuple[float, float, float], ...]
     """(wall seconds, work units, best feasible iteration time) at each improvement."""
     wall_s: float
     wall_clock_stop: bool
@@ -122,7 +127,7 @@ class _Problem:
             self.by_key.append(key_map)
         self.meshes = [list(m) for m in self.by_mesh]
         self.cache: dict[tuple[int, ...], tuple[float, bool]] = {}
-        self.units = 0
+        self.units = 0.0
         self.num_evaluations = 0
 
     def add(self, i: int, cand: Candidate) -> int:
@@ -145,7 +150,8 @@ class _Problem:
             self.units += CACHED_UNITS
             return hit
         cands = self.state_cands(state)
-        self.units += PER_CALL_UNITS * len(cands) + sum(len(c.key[0]) for c in cands)
+        self.units += (EVAL_BASE_UNITS + EVAL_DEVICE_UNITS * self.sim.num_devices
+                       + EVAL_MESH_UNITS * sum(len(c.key[0]) for c in cands))
         self.num_evaluations += 1
         res = self.sim.simulate(cands)
         e = res.iteration_time_s
@@ -218,7 +224,7 @@ class _Tracker:
         self.t0 = t0
         self.best: tuple[int, ...] | None = None
         self.best_e = math.inf
-        self.trace: list[tuple[float, int, float]] = []
+        self.trace: list[tuple[float, float, float]] = []
 
     def offer(self, state: tuple[int, ...], e: float, feasible: bool) -> None:
         if feasible and e < self.best_e:
@@ -236,7 +242,7 @@ def accept_probability(e_new: float, e_cur: float, temp: float) -> float:
 
 
 def _anneal(problem: _Problem, tracker: _Tracker, start: tuple[int, ...], rng: random.Random,
-            units: int, opts: SearchOptions, deadline: float) -> tuple[float, int, int, bool]:
+            units: float, opts: SearchOptions, deadline: float) -> tuple[float, int, int, bool]:
     """One chain; returns (best feasible energy, steps, accepted, wall stop)."""
     state = start
     e, ok = problem.energy(state)
@@ -264,7 +270,7 @@ def _anneal(problem: _Problem, tracker: _Tracker, start: tuple[int, ...], rng: r
     return chain_best, steps, accepted, False
 
 
-def _polish(problem: _Problem, tracker: _Tracker, units: int, deadline: float) -> bool:
+def _polish(problem: _Problem, tracker: _Tracker, units: float, deadline: float) -> bool:
     """Greedy: try every candidate of one call at a time while it improves."""
     if tracker.best is None:
         return False
@@ -300,8 +306,8 @@ def anneal_search(sim: Simulator, spaces: Mapping[str, CallSpace],
     t0 = time.perf_counter()
     deadline = t0 + opts.wall_clock_factor * opts.time_budget_s
     tracker = _Tracker(problem, t0)
-    total = int(opts.time_budget_s * opts.units_per_second)
-    per_chain = max(1, int(total * (1 - opts.polish_share)) // opts.num_chains)
+    total = opts.time_budget_s * opts.units_per_second
+    per_chain = total * (1 - opts.polish_share) / opts.num_chains
     seeds = [_state_of(problem, s) for s in starts]
     seeds = [s for s in seeds if s is not None]
     seeds.append(fastest_state(problem))
@@ -318,7 +324,7 @@ def anneal_search(sim: Simulator, spaces: Mapping[str, CallSpace],
             wall_stop = True
             break
     if not wall_stop:
-        wall_stop = _polish(problem, tracker, max(1, total - problem.units), deadline)
+        wall_stop = _polish(problem, tracker, max(1.0, total - problem.units), deadline)
     if tracker.best is None:
         raise ValueError(_no_feasible_message(problem, seeds[0]))
     stats = SearchStats(num_steps=steps, num_evaluations=problem.num_evaluations,
