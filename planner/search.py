@@ -105,7 +105,7 @@ class SearchResult:
     stats: SearchStats
 
 
-class _Problem:
+class Problem:
     """Candidates, move tables and the energy cache of one search."""
 
     def __init__(self, sim: Simulator, spaces: Mapping[str, CallSpace]) -> None:
@@ -174,52 +174,64 @@ class _Problem:
         return group[0] if rng.random() < 0.5 else rng.choice(group)
 
     def propose(self, rng: random.Random, state: tuple[int, ...]) -> tuple[int, ...] | None:
+        """A random structured move from `state`; None when the drawn move does not apply."""
         n = len(state)
-        new = list(state)
-        move = rng.randrange(5)
+        move = rng.randrange(5) if n > 1 else rng.randrange(2)
         i = rng.randrange(n)
-        cur = self.cands[i][state[i]]
-        if move == 0 or n == 1:  # strategy change on the same mesh
-            group = self.by_mesh[i][cur.key[0]]
-            if len(group) < 2:
-                return None
-            new[i] = rng.choice(group)
-        elif move == 1:  # move to another mesh
-            meshes = self.meshes[i]
-            if len(meshes) < 2:
-                return None
-            j = self._on_mesh(rng, i, meshes[rng.randrange(len(meshes))], None)
-            new[i] = j if j is not None else new[i]
-        else:
-            k = rng.randrange(n - 1)
-            k += k >= i
-            other = self.cands[k][state[k]]
-            if move == 2:  # colocate k with i, keeping i's strategy when k has it
-                j = self._on_mesh(rng, k, cur.key[0], cur.key)
-                if j is None:
-                    return None
-                new[k] = j
-            elif move == 3:  # separate: k to a mesh disjoint from i's
-                taken = set(cur.key[0])
-                free = [m for m in self.meshes[k] if taken.isdisjoint(m)]
-                if not free:
-                    return None
-                j = self._on_mesh(rng, k, free[rng.randrange(len(free))], None)
-                new[k] = j if j is not None else new[k]
-            else:  # swap meshes
-                if cur.key[0] == other.key[0]:
-                    return None
-                a = self._on_mesh(rng, i, other.key[0], cur.key)
-                b = self._on_mesh(rng, k, cur.key[0], other.key)
-                if a is None or b is None:
-                    return None
-                new[i], new[k] = a, b
+        if move == 0:
+            return self.change_strategy(rng, state, i)
+        if move == 1:
+            return self.change_mesh(rng, state, i)
+        k = rng.randrange(n - 1)
+        k += k >= i
+        return (self.colocate, self.separate, self.swap)[move - 2](rng, state, i, k)
+
+    @staticmethod
+    def _set(state: tuple[int, ...], changes: dict[int, int]) -> tuple[int, ...] | None:
+        new = list(state)
+        for i, j in changes.items():
+            new[i] = j
         out = tuple(new)
         return None if out == state else out
 
+    def change_strategy(self, rng: random.Random, state: tuple[int, ...], i: int) -> tuple[int, ...] | None:
+        """Call i takes another strategy (or micro-batch count) on the same mesh."""
+        group = self.by_mesh[i][self.cands[i][state[i]].key[0]]
+        return self._set(state, {i: rng.choice(group)}) if len(group) > 1 else None
+
+    def change_mesh(self, rng: random.Random, state: tuple[int, ...], i: int) -> tuple[int, ...] | None:
+        """Call i moves to another mesh (its fastest layout there, or a random one)."""
+        meshes = self.meshes[i]
+        j = self._on_mesh(rng, i, meshes[rng.randrange(len(meshes))], None)
+        return None if j is None else self._set(state, {i: j})
+
+    def colocate(self, rng: random.Random, state: tuple[int, ...], i: int, k: int) -> tuple[int, ...] | None:
+        """Call k joins call i's mesh, with i's strategy when k has it."""
+        cur = self.cands[i][state[i]]
+        j = self._on_mesh(rng, k, cur.key[0], cur.key)
+        return None if j is None else self._set(state, {k: j})
+
+    def separate(self, rng: random.Random, state: tuple[int, ...], i: int, k: int) -> tuple[int, ...] | None:
+        """Call k moves to a mesh that shares no device with call i's."""
+        taken = set(self.cands[i][state[i]].key[0])
+        free = [m for m in self.meshes[k] if taken.isdisjoint(m)]
+        if not free:
+            return None
+        j = self._on_mesh(rng, k, free[rng.randrange(len(free))], None)
+        return None if j is None else self._set(state, {k: j})
+
+    def swap(self, rng: random.Random, state: tuple[int, ...], i: int, k: int) -> tuple[int, ...] | None:
+        """Calls i and k exchange meshes (each keeps its strategy where it can)."""
+        ci, ck = self.cands[i][state[i]], self.cands[k][state[k]]
+        if ci.key[0] == ck.key[0]:
+            return None
+        a = self._on_mesh(rng, i, ck.key[0], ci.key)
+        b = self._on_mesh(rng, k, ci.key[0], ck.key)
+        return None if a is None or b is None else self._set(state, {i: a, k: b})
+
 
 class _Tracker:
-    def __init__(self, problem: _Problem, t0: float) -> None:
+    def __init__(self, problem: Problem, t0: float) -> None:
         self.problem = problem
         self.t0 = t0
         self.best: tuple[int, ...] | None = None
@@ -241,7 +253,7 @@ def accept_probability(e_new: float, e_cur: float, temp: float) -> float:
     return math.exp(-(e_new / e_cur - 1.0) / temp)
 
 
-def _anneal(problem: _Problem, tracker: _Tracker, start: tuple[int, ...], rng: random.Random,
+def _anneal(problem: Problem, tracker: _Tracker, start: tuple[int, ...], rng: random.Random,
             units: float, opts: SearchOptions, deadline: float) -> tuple[float, int, int, bool]:
     """One chain; returns (best feasible energy, steps, accepted, wall stop)."""
     state = start
@@ -270,7 +282,7 @@ def _anneal(problem: _Problem, tracker: _Tracker, start: tuple[int, ...], rng: r
     return chain_best, steps, accepted, False
 
 
-def _polish(problem: _Problem, tracker: _Tracker, units: float, deadline: float) -> bool:
+def _polish(problem: Problem, tracker: _Tracker, units: float, deadline: float) -> bool:
     """Greedy: try every candidate of one call at a time while it improves."""
     if tracker.best is None:
         return False
@@ -292,7 +304,7 @@ def _polish(problem: _Problem, tracker: _Tracker, units: float, deadline: float)
     return False
 
 
-def fastest_state(problem: _Problem) -> tuple[int, ...]:
+def fastest_state(problem: Problem) -> tuple[int, ...]:
     """The fastest layout of every call (candidates are sorted fastest first)."""
     return tuple(0 for _ in problem.cands)
 
@@ -302,7 +314,7 @@ def anneal_search(sim: Simulator, spaces: Mapping[str, CallSpace],
                   options: SearchOptions | None = None) -> SearchResult:
     """Simulated annealing from `starts` (e.g. heuristic plans) and the fastest layouts."""
     opts = options or SearchOptions()
-    problem = _Problem(sim, spaces)
+    problem = Problem(sim, spaces)
     t0 = time.perf_counter()
     deadline = t0 + opts.wall_clock_factor * opts.time_budget_s
     tracker = _Tracker(problem, t0)
@@ -334,13 +346,13 @@ def anneal_search(sim: Simulator, spaces: Mapping[str, CallSpace],
     return _result(problem, tracker.best, stats)
 
 
-def _result(problem: _Problem, state: tuple[int, ...], stats: SearchStats) -> SearchResult:
+def _result(problem: Problem, state: tuple[int, ...], stats: SearchStats) -> SearchResult:
     cands = tuple(problem.state_cands(state))
     return SearchResult(choice=state, candidates=cands,
                         sim=problem.sim.simulate(cands, detail=True), stats=stats)
 
 
-def _state_of(problem: _Problem, cands: Sequence[Candidate]) -> tuple[int, ...] | None:
+def _state_of(problem: Problem, cands: Sequence[Candidate]) -> tuple[int, ...] | None:
     """Indices of given candidates, adding feasible ones the space lacks; None if one is not."""
     out = []
     for i, c in enumerate(cands):
@@ -353,7 +365,7 @@ def _state_of(problem: _Problem, cands: Sequence[Candidate]) -> tuple[int, ...] 
     return tuple(out)
 
 
-def _random_start(problem: _Problem, rng: random.Random) -> tuple[int, ...]:
+def _random_start(problem: Problem, rng: random.Random) -> tuple[int, ...]:
     """Fastest layout per call on a random mesh of each call."""
     out = []
     for i in range(len(problem.cands)):
@@ -362,7 +374,7 @@ def _random_start(problem: _Problem, rng: random.Random) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _no_feasible_message(problem: _Problem, state: tuple[int, ...]) -> str:
+def _no_feasible_message(problem: Problem, state: tuple[int, ...]) -> str:
     res = problem.sim.simulate(problem.state_cands(state))
     why = "; ".join(res.reasons) or "every plan tried overflows device memory"
     return (f"no feasible plan found: {why}; every call fits alone but not together: add devices "
@@ -372,7 +384,7 @@ def _no_feasible_message(problem: _Problem, state: tuple[int, ...]) -> str:
 def exact_search(sim: Simulator, spaces: Mapping[str, CallSpace], *,
                  max_plans: int = 200_000) -> SearchResult:
     """Every plan of the space (memory-infeasible prefixes pruned); small instances only."""
-    problem = _Problem(sim, spaces)
+    problem = Problem(sim, spaces)
     sizes = [len(c) for c in problem.cands]
     if math.prod(sizes) > max_plans:
         raise ValueError(

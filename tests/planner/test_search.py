@@ -107,3 +107,48 @@ def test_search_options_are_checked():
         SearchOptions(time_budget_s=0)
     with pytest.raises(ValueError, match="t_end"):
         SearchOptions(t_start=0.01, t_end=0.1)
+
+
+def _problem():
+    from planner.search import Problem
+
+    ctx = _ppo_ctx(devices_per_node=4)
+    return ctx, Problem(ctx.sim, ctx.spaces)
+
+
+def _mesh(problem, state, i):
+    return problem.cands[i][state[i]].key[0]
+
+
+def test_structured_moves_do_what_they_say():
+    import random
+
+    ctx, problem = _problem()
+    rng = random.Random(0)
+    n = len(problem.cands)
+    for _ in range(300):
+        state = tuple(rng.randrange(len(c)) for c in problem.cands)
+        i, k = rng.sample(range(n), 2)
+        new = problem.change_strategy(rng, state, i)
+        if new is not None:
+            assert [a != b for a, b in zip(state, new)].count(True) == 1
+            assert _mesh(problem, new, i) == _mesh(problem, state, i)
+        new = problem.change_mesh(rng, state, i)
+        if new is not None:
+            assert all(a == b for j, (a, b) in enumerate(zip(state, new)) if j != i)
+        new = problem.colocate(rng, state, i, k)
+        if new is not None:
+            assert _mesh(problem, new, k) == _mesh(problem, state, i)
+            ci, ck = problem.cands[i][state[i]], problem.cands[k][new[k]]
+            if ci.key in problem.by_key[k]:
+                assert ck.key == ci.key  # same placement: no reallocation between them
+        new = problem.separate(rng, state, i, k)
+        if new is not None:
+            assert set(_mesh(problem, new, k)).isdisjoint(_mesh(problem, state, i))
+        new = problem.swap(rng, state, i, k)
+        if new is not None:
+            assert _mesh(problem, new, i) == _mesh(problem, state, k)
+            assert _mesh(problem, new, k) == _mesh(problem, state, i)
+        for new in (problem.propose(rng, state) for _ in range(5)):
+            if new is not None:
+                assert new != state and all(0 <= j < len(c) for j, c in zip(new, problem.cands))
