@@ -111,3 +111,18 @@ def test_cluster_too_small_says_which_call_and_by_how_much():
         make_plan(g, cost, PlanOptions(time_budget_s=0.1))
     with pytest.raises(ValueError, match=r"call 'actor_train' does not fit"):
         make_plan(g, cost, PlanOptions(mode=PlanMode.HEURISTIC, heuristic="symmetric"))
+
+
+def test_make_plan_is_deterministic_and_handles_odd_clusters():
+    g = ppo_graph(actor=arch(12, 1536, 12, 4), critic=arch(6, 768, 6, 6), batch_size=48, rule_reward=True)
+    cost = SyntheticCost(Cluster(num_nodes=2, devices_per_node=3), device_memory_bytes=24 * GIB)
+    a = make_plan(g, cost, PlanOptions(time_budget_s=0.2, seed=5))
+    b = make_plan(g, SyntheticCost(Cluster(num_nodes=2, devices_per_node=3), device_memory_bytes=24 * GIB),
+                  PlanOptions(time_budget_s=0.2, seed=5))
+    assert a.plan.layouts == b.plan.layouts
+    assert a.plan.iteration_time_s == b.plan.iteration_time_s
+    for c in a.plan.calls:  # meshes are blocks of 1 or 2 inside a node of 3, or whole nodes
+        mesh = c.layout.mesh
+        assert mesh.size in (1, 2, 3, 6)
+        if mesh.size == 2:
+            assert mesh.devices[0] % 3 == 0
