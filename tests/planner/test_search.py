@@ -152,3 +152,21 @@ def test_structured_moves_do_what_they_say():
         for new in (problem.propose(rng, state) for _ in range(5)):
             if new is not None:
                 assert new != state and all(0 <= j < len(c) for j, c in zip(new, problem.cands))
+
+
+def test_no_feasible_plan_is_an_error_not_a_plan():
+    from planner.space import build_space
+    from tests.planner.graphs import frozen_replica_graph
+    from tests.planner.synthetic import FixedCost
+
+    g = frozen_replica_graph()
+    cost = FixedCost(Cluster(num_nodes=1, devices_per_node=1),
+                     times={"gen": 1, "ref1": 1, "ref2": 1, "train": 1},
+                     resident={"gen": 60, "train": 60, "ref1": 60, "ref2": 60},
+                     peak={"gen": 60, "train": 60, "ref1": 60, "ref2": 60})
+    ctx = PlanContext(g, cost)
+    spaces = build_space(g, cost)  # every call fits alone
+    with pytest.raises(ValueError, match=r"no feasible plan found: device 0 needs"):
+        anneal_search(ctx.sim, spaces, options=SearchOptions(time_budget_s=0.01))
+    with pytest.raises(ValueError, match="no feasible plan exists"):
+        exact_search(ctx.sim, spaces)
