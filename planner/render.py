@@ -23,7 +23,9 @@ changes meaning or disappears; new fields may be added):
                     | {"error": "why the heuristic has no plan"}},
       "search": null | {"wall_s", "num_steps", "num_evaluations", "num_accepted",
                         "wall_clock_stop", "trace": [[wall_s, work_units, best_s], ...]},
-      "plan": {...}                          # Plan.to_dict(): the plan file's content
+      "plan": {...},                         # Plan.to_dict(): the plan file's content
+      "timeline": null | [[device, start_s, end_s, what, label, iteration], ...]
+                                             # with timeline=True; what: call|realloc|transfer
     }
 
 LAYOUT is {"devices": [..], "dp", "tp", "pp", "micro_batches"}.
@@ -111,22 +113,28 @@ def summary_text(result: PlanResult) -> Text:
     return text
 
 
-def render_report(result: PlanResult) -> Group:
-    """Everything `--dry-run` prints, as one rich renderable."""
+def render_report(result: PlanResult, *, baseline_tables: bool = True) -> Group:
+    """Everything `--dry-run` prints, as one rich renderable: the plan's tables and summary,
+    then (with `baseline_tables`) each heuristic's call table, then the speedup table."""
     parts: list[Any] = [call_table(result.plan), moves_table(result.plan), summary_text(result)]
+    if baseline_tables:
+        for name, base in result.baselines.items():
+            parts.append(call_table(base, title=f"heuristic {name}: {base.iteration_time_s:.3f} s "
+                                                f"per iteration ({len(base.reallocations)} "
+                                                f"reallocations, {len(base.transfers)} transfers)"))
     if result.baselines or result.baseline_errors:
         parts.append(baselines_table(result))
     return Group(*parts)
 
 
-def report_text(result: PlanResult, *, width: int = 120) -> str:
+def report_text(result: PlanResult, *, width: int = 120, baseline_tables: bool = True) -> str:
     """The report as plain text."""
     console = Console(width=width, file=io.StringIO(), color_system=None)
-    console.print(render_report(result))
+    console.print(render_report(result, baseline_tables=baseline_tables))
     return console.file.getvalue()
 
 
-def plan_report_json(result: PlanResult) -> dict[str, Any]:
+def plan_report_json(result: PlanResult, *, timeline: bool = False) -> dict[str, Any]:
     """The machine-readable report (schema in the module docstring)."""
     plan = result.plan
     data = plan.to_dict()
@@ -158,6 +166,8 @@ def plan_report_json(result: PlanResult) -> dict[str, Any]:
         "baselines": baselines,
         "search": search,
         "plan": data,
+        "timeline": [[e.device, e.start, e.end, e.what, e.label, e.iteration]
+                     for e in result.plan.timeline] if timeline else None,
     }
 
 

@@ -42,6 +42,9 @@ def test_text_report_shows_time_and_speedups(result):
         assert f"{result.speedup_over(name):.2f}x" in text
     for c in result.plan.calls:
         assert c.name in text
+    for name, base in result.baselines.items():
+        assert f"heuristic {name}: {base.iteration_time_s:.3f} s per iteration" in text
+    assert "heuristic symmetric:" not in report_text(result, baseline_tables=False)
 
 
 def test_json_report_schema(result):
@@ -58,6 +61,10 @@ def test_json_report_schema(result):
     assert data["search"]["num_evaluations"] == result.search.num_evaluations
     assert data["plan"]["version"] == 1
     assert len(data["device_peak_bytes"]) == 4
+    assert data["timeline"] is None
+    rows = plan_report_json(result, timeline=True)["timeline"]
+    assert len(rows) == len(result.plan.timeline)
+    assert {r[3] for r in rows} <= {"call", "realloc", "transfer"}
 
 
 def test_timeline_png(result, tmp_path):
