@@ -56,7 +56,10 @@ class TimelineEntry:
     what: str
     """call, realloc or transfer."""
     label: str
+    """The call's name; "MODEL->CALL" for the reallocation before CALL; "KEY:PRODUCER->CONSUMER"
+    for a transfer."""
     iteration: int
+    """Unrolled iteration, from 0."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -67,3 +67,14 @@ def test_bad_files_say_what_is_wrong(tmp_path):
         load_plan(bad)
     with pytest.raises(ValueError, match="suffix"):
         _plan().save(tmp_path / "plan.txt")
+
+
+def test_hand_written_minimal_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("version: 1\ncluster: {num_nodes: 1, devices_per_node: 2}\ncalls:\n"
+                    "  - {name: gen, model: actor, devices: [0, 1], dp: 1, tp: 2, pp: 1}\n"
+                    "  - {name: train, model: actor, devices: [0, 1], dp: 2, tp: 1, pp: 1, micro_batches: 2}\n")
+    plan = load_plan(path)
+    assert plan.layouts == {"gen": on(0, 2, tp=2), "train": on(0, 2, mb=2)}
+    assert plan.iteration_time_s is None and plan.reallocations == ()
+    plan.check_matches(gen_train_graph(), CLUSTER)
