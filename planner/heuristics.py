@@ -27,7 +27,7 @@ import itertools
 from collections.abc import Callable
 
 from cost_model.layout import DeviceMesh, Layout
-from graph.spec import CallKind
+from graph.spec import Call, CallKind
 from planner.context import PlanContext
 from planner.plan import Plan
 from planner.space import Candidate, SpaceOptions, micro_batch_counts, strategies, tp_allowed
@@ -162,12 +162,12 @@ def colocated_dp(ctx: PlanContext) -> Plan:
     n = ctx.cost.cluster.num_devices
     mesh = DeviceMesh.span(0, n)
     weighted = [c for c in ctx.graph.calls if not _is_rule(ctx, c.name)]
-    tps = sorted(set.intersection(*[set(_tps(ctx, ctx.graph.models[c.model], n)) for c in weighted])
-                 if weighted else {1})
+    gen_tps = _common_tps(ctx, [c for c in weighted if c.kind is CallKind.GENERATE], n)
+    train_tps = _common_tps(ctx, [c for c in weighted if c.kind is not CallKind.GENERATE], n)
     reason = "no tensor-parallel size suits every model"
-    for train_tp in tps:  # pure dp first; more tp only when the plan does not fit
+    for train_tp in train_tps:  # pure dp first; more tp only when the plan does not fit
         options = []
-        for gen_tp, lean in itertools.product(tps, (False, True)):
+        for gen_tp, lean in itertools.product(gen_tps, (False, True)):
             cands = []
             for call in ctx.graph.calls:
                 if _is_rule(ctx, call.name):
@@ -187,8 +187,10 @@ def colocated_dp(ctx: PlanContext) -> Plan:
     raise ValueError(f"heuristic 'colocated-dp' has no feasible plan: {reason}")
 
 
-def _tps(ctx: PlanContext, model, n: int) -> list[int]:
-    return [tp for tp in range(1, n + 1) if n % tp == 0 and tp_allowed(model, tp, ctx.cost.cluster)]
+def _common_tps(ctx: PlanContext, calls: list[Call], n: int) -> list[int]:
+    """Tensor-parallel sizes dividing n that suit the models of every call in `calls`."""
+    return [tp for tp in range(1, n + 1) if n % tp == 0 and all(
+        tp_allowed(ctx.graph.models[c.model], tp, ctx.cost.cluster) for c in calls)]
 
 
 # --------------------------------------------------------------------------- disaggregated

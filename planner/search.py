@@ -248,7 +248,7 @@ def accept_probability(e_new: float, e_cur: float, temp: float) -> float:
     """Metropolis acceptance relative to the current energy: exp(-(e_new / e_cur - 1) / temp)."""
     if e_new <= e_cur:
         return 1.0
-    if math.isinf(e_new):
+    if math.isinf(e_new) or e_cur <= 0:
         return 0.0
     return math.exp(-(e_new / e_cur - 1.0) / temp)
 

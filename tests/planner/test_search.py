@@ -55,6 +55,7 @@ def test_acceptance_is_relative_and_cools():
     # a 1% worsening is (almost) never accepted once cold: ReaLHF's search always took it
     assert accept_probability(10.1, 10.0, 1e-4) < 1e-40
     assert accept_probability(math.inf, 10.0, 1.0) == 0.0
+    assert accept_probability(1.0, 0.0, 1.0) == 0.0
 
 
 def _ppo_ctx(devices_per_node: int = 8, memory_gib: float = 80) -> PlanContext:
