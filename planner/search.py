@@ -10,7 +10,8 @@ probability exp(-(E_new / E_cur - 1) / T), relative to the current energy, with 
 cooling geometrically from `t_start` to `t_end` over the chain's budget (ReaLHF's
 released search rounded this test so that small worsenings were always accepted).
 Moves: change the strategy on the same mesh, move a call to another mesh, colocate two
-calls (same placement when possible), separate two calls that share devices, swap the
+calls (same placement when possible), separate two calls (move one off the other's
+devices, or give them the two halves of one mesh so they run side by side), swap the
 meshes of two calls. Chains start from the best heuristic plan, the fastest layout
 per call, and then randomised fastest-per-call starts; a final deterministic greedy
 pass (one call at a time, every candidate) polishes the best state.
@@ -176,7 +177,7 @@ class Problem:
     def propose(self, rng: random.Random, state: tuple[int, ...]) -> tuple[int, ...] | None:
         """A random structured move from `state`; None when the drawn move does not apply."""
         n = len(state)
-        move = rng.randrange(5) if n > 1 else rng.randrange(2)
+        move = rng.randrange(6) if n > 1 else rng.randrange(2)
         i = rng.randrange(n)
         if move == 0:
             return self.change_strategy(rng, state, i)
@@ -184,7 +185,7 @@ class Problem:
             return self.change_mesh(rng, state, i)
         k = rng.randrange(n - 1)
         k += k >= i
-        return (self.colocate, self.separate, self.swap)[move - 2](rng, state, i, k)
+        return (self.colocate, self.separate, self.split, self.swap)[move - 2](rng, state, i, k)
 
     @staticmethod
     def _set(state: tuple[int, ...], changes: dict[int, int]) -> tuple[int, ...] | None:
@@ -220,6 +221,16 @@ class Problem:
         j = self._on_mesh(rng, k, free[rng.randrange(len(free))], None)
         return None if j is None else self._set(state, {k: j})
 
+    def split(self, rng: random.Random, state: tuple[int, ...], i: int, k: int) -> tuple[int, ...] | None:
+        """Calls i and k take the two halves of call i's mesh (so they can run side by side)."""
+        halves = _halves(self.cands[i][state[i]].key[0], self.sim.cost.cluster.devices_per_node)
+        if halves is None:
+            return None
+        first, second = halves if rng.random() < 0.5 else halves[::-1]
+        a = self._on_mesh(rng, i, first, None)
+        b = self._on_mesh(rng, k, second, None)
+        return None if a is None or b is None else self._set(state, {i: a, k: b})
+
     def swap(self, rng: random.Random, state: tuple[int, ...], i: int, k: int) -> tuple[int, ...] | None:
         """Calls i and k exchange meshes (each keeps its strategy where it can)."""
         ci, ck = self.cands[i][state[i]], self.cands[k][state[k]]
@@ -228,6 +239,20 @@ class Problem:
         a = self._on_mesh(rng, i, ck.key[0], ci.key)
         b = self._on_mesh(rng, k, ci.key[0], ck.key)
         return None if a is None or b is None else self._set(state, {i: a, k: b})
+
+
+def _halves(mesh: tuple[int, ...], devices_per_node: int) -> tuple[tuple, tuple] | None:
+    """The two halves of a mesh: whole nodes when it spans several, else two equal blocks."""
+    size = len(mesh)
+    if size < 2:
+        return None
+    if size > devices_per_node and size % devices_per_node == 0:
+        cut = (size // devices_per_node // 2) * devices_per_node
+    elif size % 2 == 0:
+        cut = size // 2
+    else:
+        return None
+    return mesh[:cut], mesh[cut:]
 
 
 class _Tracker:

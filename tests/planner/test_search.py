@@ -146,6 +146,11 @@ def test_structured_moves_do_what_they_say():
         new = problem.separate(rng, state, i, k)
         if new is not None:
             assert set(_mesh(problem, new, k)).isdisjoint(_mesh(problem, state, i))
+        new = problem.split(rng, state, i, k)
+        if new is not None:  # the two halves of i's old mesh
+            mi, mk = _mesh(problem, new, i), _mesh(problem, new, k)
+            assert set(mi).isdisjoint(mk) and len(mi) == len(mk)
+            assert tuple(sorted(mi + mk)) == _mesh(problem, state, i)
         new = problem.swap(rng, state, i, k)
         if new is not None:
             assert _mesh(problem, new, i) == _mesh(problem, state, k)
