@@ -9,7 +9,8 @@ Annealing: a proposal that is not worse is always accepted; a worse one with
 probability exp(-(E_new / E_cur - 1) / T), relative to the current energy, with T
 cooling geometrically from `t_start` to `t_end` over the chain's budget (ReaLHF's
 released search rounded this test so that small worsenings were always accepted).
-Moves: change the strategy on the same mesh, move a call to another mesh, colocate two
+Moves: change the strategy on the same mesh, move a call (or every call of its model) to
+another mesh, colocate two
 calls (same placement when possible), separate two calls (move one off the other's
 devices, or give them the two halves of one mesh so they run side by side), swap the
 meshes of two calls. Chains start from the best heuristic plan, the fastest layout
@@ -61,6 +62,8 @@ class SearchOptions:
     """Initial temperature: a 5% worsening is accepted with probability 1/e."""
     t_end: float = 1e-4
     """Final temperature."""
+    reheat_best: bool = True
+    """Chains beyond the given starts alternate: best plan so far (reheated), random start."""
     polish_share: float = 0.1
     """Share of the budget kept for the final greedy pass."""
     wall_clock_factor: float = 3.0
@@ -127,6 +130,8 @@ class Problem:
             self.by_mesh.append(mesh_map)
             self.by_key.append(key_map)
         self.meshes = [list(m) for m in self.by_mesh]
+        models = [c.model for c in sim.calls]
+        self.same_model = [[k for k, m in enumerate(models) if m == models[i]] for i in range(len(models))]
         self.cache: dict[tuple[int, ...], tuple[float, bool]] = {}
         self.units = 0.0
         self.num_evaluations = 0
@@ -177,15 +182,17 @@ class Problem:
     def propose(self, rng: random.Random, state: tuple[int, ...]) -> tuple[int, ...] | None:
         """A random structured move from `state`; None when the drawn move does not apply."""
         n = len(state)
-        move = rng.randrange(6) if n > 1 else rng.randrange(2)
+        move = rng.randrange(7) if n > 1 else rng.randrange(3)
         i = rng.randrange(n)
         if move == 0:
             return self.change_strategy(rng, state, i)
         if move == 1:
             return self.change_mesh(rng, state, i)
+        if move == 2:
+            return self.move_model(rng, state, i)
         k = rng.randrange(n - 1)
         k += k >= i
-        return (self.colocate, self.separate, self.split, self.swap)[move - 2](rng, state, i, k)
+        return (self.colocate, self.separate, self.split, self.swap)[move - 3](rng, state, i, k)
 
     @staticmethod
     def _set(state: tuple[int, ...], changes: dict[int, int]) -> tuple[int, ...] | None:
@@ -205,6 +212,18 @@ class Problem:
         meshes = self.meshes[i]
         j = self._on_mesh(rng, i, meshes[rng.randrange(len(meshes))], None)
         return None if j is None else self._set(state, {i: j})
+
+    def move_model(self, rng: random.Random, state: tuple[int, ...], i: int) -> tuple[int, ...] | None:
+        """Every call on call i's model moves to one other mesh, keeping strategies it can."""
+        meshes = self.meshes[i]
+        mesh = meshes[rng.randrange(len(meshes))]
+        changes = {}
+        for k in self.same_model[i]:
+            j = self._on_mesh(rng, k, mesh, self.cands[k][state[k]].key)
+            if j is None:
+                return None
+            changes[k] = j
+        return self._set(state, changes)
 
     def colocate(self, rng: random.Random, state: tuple[int, ...], i: int, k: int) -> tuple[int, ...] | None:
         """Call k joins call i's mesh, with i's strategy when k has it."""
@@ -353,7 +372,12 @@ def anneal_search(sim: Simulator, spaces: Mapping[str, CallSpace],
     wall_stop = False
     for chain in range(opts.num_chains):
         rng = random.Random(opts.seed * 1_000_003 + chain)
-        start = seeds[chain] if chain < len(seeds) else _random_start(problem, rng)
+        if chain < len(seeds):
+            start = seeds[chain]
+        elif opts.reheat_best and tracker.best is not None and chain % 2 == 0:
+            start = tracker.best  # intensify: anneal again from the best plan so far
+        else:
+            start = _random_start(problem, rng)
         best, s, a, stop = _anneal(problem, tracker, start, rng, per_chain, opts, deadline)
         chain_best.append(best)
         steps, accepted = steps + s, accepted + a

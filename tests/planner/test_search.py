@@ -137,6 +137,11 @@ def test_structured_moves_do_what_they_say():
         new = problem.change_mesh(rng, state, i)
         if new is not None:
             assert all(a == b for j, (a, b) in enumerate(zip(state, new)) if j != i)
+        new = problem.move_model(rng, state, i)
+        if new is not None:  # the model's calls move together; the others stay
+            same = [j for j in range(n) if ctx.graph.calls[j].model == ctx.graph.calls[i].model]
+            assert len({_mesh(problem, new, j) for j in same}) == 1
+            assert all(new[j] == state[j] for j in range(n) if j not in same)
         new = problem.colocate(rng, state, i, k)
         if new is not None:
             assert _mesh(problem, new, k) == _mesh(problem, state, i)
