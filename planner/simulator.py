@@ -1,0 +1,350 @@
+"""Discrete-event simulation of a plan: several unrolled iterations on every device.
+
+Semantics (the contract the search and the runtime share):
+
+- **Replicas.** A model's parameters live in its train call's layout ("a trained model
+  keeps its training layout"), or, without a train call, in the layout of its first
+  call. Layouts are compared by placement: mesh devices and dp/tp/pp (micro-batches
+  do not move parameters). Any other placement a call uses is a replica, filled by a
+  reallocation from the primary placement before the first call that uses it. For a
+  trained model the replica is stale after the train call, so it is refreshed every
+  iteration (after the previous iteration's train); for a frozen model only in the
+  first iteration (steady state: the replica stays, costing memory).
+- **Tasks.** Each iteration is, in topological order, for every call: its
+  reallocation (if any), the data transfers into it (one per data key whose producer
+  runs in a different placement), then the call itself. Reallocations and transfers
+  occupy the devices of both placements. Data transfers are asynchronous: they start
+  when the producer ends and delay the consumer by their time, but hold no device
+  (data is small next to parameters and moves by non-blocking sends; the timeline
+  shows them on the consumer's devices). Every device runs its tasks in that order
+  (iteration by iteration, as the runtime's per-rank step list does); a task starts
+  when its dependencies are done and all its devices are free. Dependencies: data
+  edges (through the transfer when there is one), parameter edges (readers of M before
+  M's train), cross-iteration edges (M's train in iteration i-1 before every call on M
+  in iteration i) and the reallocation that fills the call's replica.
+- **Steady state.** `num_iterations` (>= 3) iterations are unrolled; the iteration time
+  is (end of the last iteration - end of the second) / (num_iterations - 2), which
+  leaves out the first iteration's one-off reallocations and start-up.
+- **Memory** per device: every replica it holds (each replica's resident bytes: the
+  largest `resident_bytes` among the calls using it, so a train layout counts its grads
+  and optimizer states) plus the largest transient (`peak_bytes - resident_bytes`) of
+  the calls it runs. Replicas are counted as held for the whole iteration
+  (conservative). A device over `device_memory_bytes` makes the plan infeasible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from cost_model.api import CostProvider
+from cost_model.layout import Layout
+from graph.dataflow import DataflowGraph
+from graph.spec import CallKind
+from planner.space import GIB, Candidate
+
+CALL, REALLOC, TRANSFER = "call", "realloc", "transfer"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimelineEntry:
+    """One task on one device."""
+
+    device: int
+    start: float
+    end: float
+    what: str
+    """call, realloc or transfer."""
+    label: str
+    """The call's name; "MODEL->CALL" for the reallocation before CALL; "KEY:PRODUCER->CONSUMER"
+    for a transfer."""
+    iteration: int
+    """Unrolled iteration, from 0."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReallocStep:
+    """Model `model` moves from layout `src` to `dst` before call `before_call`."""
+
+    model: str
+    before_call: str
+    src: Layout
+    dst: Layout
+    time_s: float
+    bytes_total: float
+    every_iteration: bool
+    """True for a trained model (the replica goes stale); False: first iteration only."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataTransfer:
+    """Data key `key` moves from `producer`'s layout to `consumer`'s."""
+
+    key: str
+    producer: str
+    consumer: str
+    src: Layout
+    dst: Layout
+    time_s: float
+    bytes_total: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimResult:
+    """What the simulation of one plan found."""
+
+    iteration_time_s: float
+    """Steady-state seconds per iteration."""
+    feasible: bool
+    reasons: tuple[str, ...]
+    """Why the plan is infeasible (empty when feasible)."""
+    overflow_ratio: float
+    """Largest (memory - capacity) / capacity over devices; 0 when everything fits."""
+    device_peak_bytes: tuple[float, ...]
+    iteration_ends: tuple[float, ...]
+    reallocations: tuple[ReallocStep, ...] = ()
+    transfers: tuple[DataTransfer, ...] = ()
+    timeline: tuple[TimelineEntry, ...] = ()
+    """Per-device entries of every unrolled iteration (only with detail=True)."""
+    call_times: Mapping[str, float] = field(default_factory=dict)
+
+
+class _Task:
+    __slots__ = ("kind", "label", "devices", "shown", "duration", "deps", "first_only", "ref")
+
+    def __init__(self, kind: str, label: str, devices: tuple[int, ...], duration: float,
+                 deps: list[tuple[int, int]], first_only: bool = False, ref: object = None,
+                 shown: tuple[int, ...] | None = None) -> None:
+        self.kind = kind
+        self.label = label
+        self.devices = devices  # held while the task runs
+        self.shown = devices if shown is None else shown  # where the timeline draws it
+        self.duration = duration
+        self.deps = deps  # (task index, iteration offset: 0 same, -1 previous)
+        self.first_only = first_only
+        self.ref = ref
+
+
+def _union(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    return a if a == b else tuple(sorted(set(a) | set(b)))
+
+
+class Simulator:
+    """Simulates plans of one graph under one cost provider (caches move costs)."""
+
+    def __init__(self, graph: DataflowGraph, cost: CostProvider, *, num_iterations: int = 4) -> None:
+        if num_iterations < 3:
+            raise ValueError(f"num_iterations must be >= 3 to measure a steady state, got {num_iterations}")
+        self.graph = graph
+        self.cost = cost
+        self.num_iterations = num_iterations
+        self.calls = graph.calls
+        self.index = {c.name: i for i, c in enumerate(self.calls)}
+        self.models = graph.models
+        self.train_index: dict[str, int] = {}
+        for i, c in enumerate(self.calls):
+            if c.kind is CallKind.TRAIN:
+                self.train_index[c.model] = i
+        self.data_in: list[list[tuple[int, str]]] = [[] for _ in self.calls]
+        for e in graph.data_edges():
+            self.data_in[self.index[e.dst]].append((self.index[e.src], e.key))
+        self.param_in: list[list[int]] = [[] for _ in self.calls]
+        for e in graph.param_edges():
+            self.param_in[self.index[e.dst]].append(self.index[e.src])
+        self._realloc_cache: dict[tuple, tuple[float, float]] = {}
+        self._data_cache: dict[tuple, tuple[float, float]] = {}
+        self.num_devices = cost.cluster.num_devices
+
+    # ------------------------------------------------------------------ moves
+
+    def _realloc(self, model: str, src: Candidate, dst: Candidate) -> tuple[float, float]:
+        key = (model, src.key, dst.key)
+        hit = self._realloc_cache.get(key)
+        if hit is None:
+            est = self.cost.realloc_estimate(self.models[model], src.layout, dst.layout)
+            hit = (est.time_s, est.bytes_total)
+            self._realloc_cache[key] = hit
+        return hit
+
+    def _data(self, p: int, c: int, key: str, src: Candidate, dst: Candidate) -> tuple[float, float]:
+        ck = (p, c, key, src.key, dst.key)
+        hit = self._data_cache.get(ck)
+        if hit is None:
+            est = self.cost.data_estimate(self.calls[p], self.calls[c], key, src.layout, dst.layout)
+            hit = (est.time_s, est.bytes_total)
+            self._data_cache[ck] = hit
+        return hit
+
+    def primaries(self, cands: Sequence[Candidate]) -> dict[str, Candidate]:
+        """The placement holding each weighted model's parameters."""
+        out: dict[str, Candidate] = {}
+        for i, c in enumerate(self.calls):
+            if self.models[c.model].arch is None:
+                continue
+            t = self.train_index.get(c.model)
+            if t is not None:
+                out[c.model] = cands[t]
+            elif c.model not in out:
+                out[c.model] = cands[i]
+        return out
+
+    def _tasks(self, cands: Sequence[Candidate], primaries: dict[str, Candidate]) -> list[_Task]:
+        tasks: list[_Task] = []
+        call_task: dict[int, int] = {}
+        replica_task: dict[tuple, int] = {}
+        pending: list[tuple[int, str]] = []
+        for i, call in enumerate(self.calls):
+            cand = cands[i]
+            deps: list[tuple[int, int]] = []
+            prim = primaries.get(call.model)
+            trained = call.model in self.train_index
+            if prim is not None and cand.key != prim.key:
+                rkey = (call.model, cand.key)
+                if rkey not in replica_task:
+                    dur, nbytes = self._realloc(call.model, prim, cand)
+                    replica_task[rkey] = len(tasks)
+                    if trained:  # after the previous iteration's train, patched in below
+                        pending.append((len(tasks), call.model))
+                    step = (call.model, call.name, prim.layout, cand.layout, dur, nbytes, trained)
+                    tasks.append(_Task(REALLOC, f"{call.model}->{call.name}",
+                                       _union(prim.key[0], cand.key[0]), dur, [],
+                                       first_only=not trained, ref=step))
+                deps.append((replica_task[rkey], 0))
+            for p, key in self.data_in[i]:
+                src = cands[p]
+                if src.key == cand.key:
+                    deps.append((call_task[p], 0))
+                    continue
+                dur, nbytes = self._data(p, i, key, src, cand)
+                tasks.append(_Task(TRANSFER, f"{key}:{self.calls[p].name}->{call.name}",
+                                   (), dur, [(call_task[p], 0)],
+                                   ref=(key, self.calls[p].name, call.name, src.layout,
+                                        cand.layout, dur, nbytes), shown=cand.key[0]))
+                deps.append((len(tasks) - 1, 0))
+            for p in self.param_in[i]:
+                deps.append((call_task[p], 0))
+            call_task[i] = len(tasks)
+            tasks.append(_Task(CALL, call.name, cand.key[0], cand.estimate.time_s, deps))
+        # cross-iteration edges need the train's task index, known only now
+        for k, model in pending:
+            tasks[k].deps.append((call_task[self.train_index[model]], -1))
+        for i, call in enumerate(self.calls):
+            t = self.train_index.get(call.model)
+            if t is not None:
+                tasks[call_task[i]].deps.append((call_task[t], -1))
+        return tasks
+
+    # ------------------------------------------------------------------ memory
+
+    def memory(self, cands: Sequence[Candidate]) -> list[float]:
+        """Peak bytes per device (see the module docstring); a prefix of the calls is allowed."""
+        resident: dict[tuple, float] = {}
+        devices_of: dict[tuple, tuple[int, ...]] = {}
+        transient = [0.0] * self.num_devices
+        for call, cand in zip(self.calls, cands):
+            est = cand.estimate
+            if self.models[call.model].arch is not None:
+                rk = (call.model, cand.key)
+                resident[rk] = max(resident.get(rk, 0.0), est.resident_bytes)
+                devices_of[rk] = cand.key[0]
+                extra = max(0.0, est.peak_bytes - est.resident_bytes)
+            else:
+                extra = est.peak_bytes
+            for d in cand.key[0]:
+                if extra > transient[d]:
+                    transient[d] = extra
+        total = transient
+        for rk, nbytes in resident.items():
+            for d in devices_of[rk]:
+                total[d] += nbytes
+        return total
+
+    # ------------------------------------------------------------------ run
+
+    def _schedule(self, tasks: list[_Task], detail: bool) -> tuple[list[float], list[tuple]]:
+        n = self.num_iterations
+        avail = [0.0] * self.num_devices
+        ends_prev: list[float | None] = [None] * len(tasks)
+        iteration_ends: list[float] = []
+        events: list[tuple] = []
+        for it in range(n):
+            ends: list[float | None] = [None] * len(tasks)
+            finish = 0.0
+            for k, task in enumerate(tasks):
+                if task.first_only and it > 0:
+                    continue
+                start = 0.0
+                for j, off in task.deps:
+                    e = ends[j] if off == 0 else ends_prev[j]
+                    if e is not None and e > start:
+                        start = e
+                for d in task.devices:
+                    if avail[d] > start:
+                        start = avail[d]
+                end = start + task.duration
+                for d in task.devices:
+                    avail[d] = end
+                ends[k] = end
+                if end > finish:
+                    finish = end
+                if detail:
+                    events.append((task, start, end, it))
+            iteration_ends.append(finish)
+            ends_prev = ends
+        return iteration_ends, events
+
+    def simulate(self, cands: Sequence[Candidate], *, detail: bool = False) -> SimResult:
+        """Simulate the plan given by one candidate per call (in `graph.calls` order)."""
+        if len(cands) != len(self.calls):
+            raise ValueError(f"expected {len(self.calls)} layouts, one per call, got {len(cands)}")
+        primaries = self.primaries(cands)
+        tasks = self._tasks(cands, primaries)
+        ends, events = self._schedule(tasks, detail)
+        n = self.num_iterations
+        iteration_time = (ends[-1] - ends[1]) / (n - 2)
+        mem = self.memory(cands)
+        cap = self.cost.device_memory_bytes
+        worst = max(mem)
+        overflow = max(0.0, (worst - cap) / cap)
+        reasons = []
+        for i, c in enumerate(cands):
+            if not c.estimate.feasible:
+                reasons.append(f"call {self.calls[i].name!r}: {c.estimate.reason or 'infeasible layout'}")
+        if worst > cap:
+            d = mem.index(worst)
+            held = [self.calls[i].name for i, c in enumerate(cands) if d in c.key[0]]
+            reasons.append(
+                f"device {d} needs {worst / GIB:.2f} GiB (replicas and peaks of {', '.join(held)}) "
+                f"but has {cap / GIB:.2f} GiB"
+            )
+        result = SimResult(iteration_time_s=iteration_time, feasible=not reasons,
+                           reasons=tuple(reasons), overflow_ratio=overflow,
+                           device_peak_bytes=tuple(mem), iteration_ends=tuple(ends))
+        if not detail:
+            return result
+        return _with_detail(result, self.calls, cands, tasks, events)
+
+
+def _with_detail(result: SimResult, calls: Sequence, cands: Sequence[Candidate],
+                 tasks: list[_Task], events: list[tuple]) -> SimResult:
+    reallocs = tuple(
+        ReallocStep(model=r[0], before_call=r[1], src=r[2], dst=r[3], time_s=r[4],
+                    bytes_total=r[5], every_iteration=r[6])
+        for r in (t.ref for t in tasks if t.kind == REALLOC)
+    )
+    transfers = tuple(
+        DataTransfer(key=r[0], producer=r[1], consumer=r[2], src=r[3], dst=r[4], time_s=r[5],
+                     bytes_total=r[6])
+        for r in (t.ref for t in tasks if t.kind == TRANSFER)
+    )
+    timeline = tuple(
+        TimelineEntry(device=d, start=start, end=end, what=task.kind, label=task.label, iteration=it)
+        for task, start, end, it in events if end > start
+        for d in task.shown
+    )
+    call_times = {c.name: cands[i].estimate.time_s for i, c in enumerate(calls)}
+    return SimResult(iteration_time_s=result.iteration_time_s, feasible=result.feasible,
+                     reasons=result.reasons, overflow_ratio=result.overflow_ratio,
+                     device_peak_bytes=result.device_peak_bytes,
+                     iteration_ends=result.iteration_ends, reallocations=reallocs,
+                     transfers=transfers, timeline=timeline, call_times=call_times)

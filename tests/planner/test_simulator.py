@@ -1,0 +1,152 @@
+"""Simulator timelines checked against schedules worked out by hand (see each docstring)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from cost_model.layout import Cluster
+from planner.context import PlanContext
+from planner.simulator import Simulator
+from tests.planner.graphs import fan_graph, frozen_replica_graph, gen_train_graph, on, rule_graph
+from tests.planner.synthetic import FixedCost, SyntheticCost, ppo_graph
+
+
+def _entries(plan, label, iteration):
+    return sorted({(e.start, e.end) for e in plan.timeline
+                   if e.label == label and e.iteration == iteration})
+
+
+def test_same_layout_runs_back_to_back():
+    """gen 2 s then train 3 s on the same placement: no moves, 5 s per iteration."""
+    g = gen_train_graph()
+    cost = FixedCost(Cluster(num_nodes=1, devices_per_node=2), times={"gen": 2.0, "train": 3.0})
+    plan = PlanContext(g, cost).evaluate({"gen": on(0, 2), "train": on(0, 2)}, "t")
+    assert plan.iteration_time_s == pytest.approx(5.0)
+    assert plan.reallocations == () and plan.transfers == ()
+    assert _entries(plan, "gen", 1) == [(5.0, 7.0)]
+    assert _entries(plan, "train", 3) == [(17.0, 20.0)]
+
+
+def test_trained_model_replica_is_refreshed_every_iteration():
+    """gen at tp2, train at dp2: realloc 1 + gen 2 + transfer 0.5 + train 3 = 6.5 s."""
+    g = gen_train_graph()
+    cost = FixedCost(Cluster(num_nodes=1, devices_per_node=2), times={"gen": 2.0, "train": 3.0})
+    plan = PlanContext(g, cost).evaluate({"gen": on(0, 2, tp=2), "train": on(0, 2)}, "t")
+    assert plan.iteration_time_s == pytest.approx(6.5)
+    (step,) = plan.reallocations
+    assert (step.model, step.before_call, step.every_iteration) == ("actor", "gen", True)
+    assert step.src == on(0, 2) and step.dst == on(0, 2, tp=2)
+    (move,) = plan.transfers
+    assert (move.key, move.producer, move.consumer) == ("seq", "gen", "train")
+    # iteration 1: realloc after train(0) ends at 6.5, gen 7.5-9.5, transfer, train 10-13
+    assert _entries(plan, "actor->gen", 1) == [(6.5, 7.5)]
+    assert _entries(plan, "gen", 1) == [(7.5, 9.5)]
+    assert _entries(plan, "train", 1) == [(10.0, 13.0)]
+
+
+def test_disjoint_meshes_overlap_and_transfers_delay_consumers():
+    """The fan graph on two single-device meshes (worked in the docstring of the module).
+
+    Iteration 0: gen [0] 0-2; seq -> ref_inf 2-2.5; ref_inf [1] 2.5-3.5; values [1]
+    3.5-5; actor_train waits for val (5 + 0.5): 5.5-8.5; critic_train [1] 5-7.
+    Iteration 1 starts gen at 8.5 (after actor_train): the period is the critical path
+    2 + 0.5 + 1 + 1.5 + 0.5 + 3 = 8.5.
+    """
+    g = fan_graph()
+    cost = FixedCost(Cluster(num_nodes=1, devices_per_node=2),
+                     times={"gen": 2.0, "ref_inf": 1.0, "values": 1.5, "actor_train": 3.0,
+                            "critic_train": 2.0})
+    layouts = {"gen": on(0, 1), "actor_train": on(0, 1), "ref_inf": on(1, 1), "values": on(1, 1),
+               "critic_train": on(1, 1)}
+    plan = PlanContext(g, cost).evaluate(layouts, "t")
+    assert _entries(plan, "values", 0) == [(3.5, 5.0)]
+    assert _entries(plan, "actor_train", 0) == [(5.5, 8.5)]
+    assert _entries(plan, "critic_train", 0) == [(5.0, 7.0)]
+    assert _entries(plan, "critic_train", 1) == [(13.5, 15.5)]
+    assert plan.iteration_time_s == pytest.approx(8.5)
+    assert plan.reallocations == ()
+    assert {(t.key, t.consumer) for t in plan.transfers} == {
+        ("seq", "ref_inf"), ("seq", "values"), ("ref_logp", "actor_train"), ("val", "actor_train"),
+        ("seq", "critic_train")}
+
+
+def test_frozen_model_replica_is_filled_once():
+    """ref lives on [1] (its first call); ref2 on [0] gets it in iteration 0 only.
+
+    Iteration 0: gen 0-2, ref1 2.5-3.5, realloc [0,1] 3.5-4.5, ref2 4.5-5.5, train 5.5-8.5.
+    Iteration 1: gen 8.5-10.5, ref1 11-12, ref2 10.5-11.5, train 12.5-15.5; then a 7 s period.
+    """
+    g = frozen_replica_graph()
+    cost = FixedCost(Cluster(num_nodes=1, devices_per_node=2),
+                     times={"gen": 2.0, "ref1": 1.0, "ref2": 1.0, "train": 3.0})
+    layouts = {"gen": on(0, 1), "train": on(0, 1), "ref1": on(1, 1), "ref2": on(0, 1)}
+    plan = PlanContext(g, cost).evaluate(layouts, "t")
+    (step,) = plan.reallocations
+    assert (step.model, step.before_call, step.every_iteration) == ("ref", "ref2", False)
+    assert _entries(plan, "ref->ref2", 0) == [(3.5, 4.5)]
+    assert _entries(plan, "ref->ref2", 1) == []
+    assert _entries(plan, "train", 1) == [(12.5, 15.5)]
+    assert plan.iteration_time_s == pytest.approx(7.0)
+
+
+def test_memory_counts_replicas_and_the_largest_transient():
+    """Device 0: actor replica max(10, 40) + transient max(25-10, 45-40) = 55.
+    Device 1: ref 10 + critic max(10, 30) + transient max(2, 1, 5) = 45."""
+    g = fan_graph()
+    times = {"gen": 1.0, "ref_inf": 1.0, "values": 1.0, "actor_train": 1.0, "critic_train": 1.0}
+    resident = {"gen": 10, "actor_train": 40, "ref_inf": 10, "values": 10, "critic_train": 30}
+    peak = {"gen": 25, "actor_train": 45, "ref_inf": 12, "values": 11, "critic_train": 35}
+    layouts = {"gen": on(0, 1), "actor_train": on(0, 1), "ref_inf": on(1, 1), "values": on(1, 1),
+               "critic_train": on(1, 1)}
+    cost = FixedCost(Cluster(num_nodes=1, devices_per_node=2), times=times, resident=resident,
+                     peak=peak, device_memory_bytes=100.0)
+    plan = PlanContext(g, cost).evaluate(layouts, "t")
+    assert plan.device_peak_bytes == (55.0, 45.0)
+    assert plan.feasible
+    tight = FixedCost(Cluster(num_nodes=1, devices_per_node=2), times=times, resident=resident,
+                      peak=peak, device_memory_bytes=50.0)
+    bad = PlanContext(g, tight).evaluate(layouts, "t")
+    assert not bad.feasible
+    assert "device 0" in bad.reasons[0] and "actor_train" in bad.reasons[0]
+
+
+def test_rule_reward_holds_no_replica():
+    g = rule_graph()
+    cost = FixedCost(Cluster(num_nodes=1, devices_per_node=2), times={"gen": 2, "rew": 1, "train": 3},
+                     resident={"rew": 50.0}, peak={"rew": 7.0})
+    plan = PlanContext(g, cost).evaluate({"gen": on(0, 2), "rew": on(1, 1), "train": on(0, 2)}, "t")
+    assert plan.reallocations == ()
+    assert plan.device_peak_bytes == (0.0, 7.0)
+    # gen 0-2, score moves 2-2.5 ... seq needs none; rew [1] waits for the seq transfer
+    assert plan.iteration_time_s == pytest.approx(2 + 0.5 + 1 + 0.5 + 3)
+
+
+def test_blocking_tasks_never_overlap_on_a_device():
+    """Random plans of the PPO graph: calls and reallocations on one device are disjoint."""
+    g = ppo_graph(batch_size=32)
+    cost = SyntheticCost(Cluster(num_nodes=1, devices_per_node=4))
+    ctx = PlanContext(g, cost)
+    rng = random.Random(3)
+    sim = Simulator(g, cost)
+    for _ in range(20):
+        cands = [rng.choice(ctx.spaces[c.name].candidates) for c in g.calls]
+        res = sim.simulate(cands, detail=True)
+        by_device: dict[int, list[tuple[float, float]]] = {}
+        for e in res.timeline:
+            if e.what != "transfer":
+                by_device.setdefault(e.device, []).append((e.start, e.end))
+        for spans in by_device.values():
+            spans.sort()
+            for (_, end), (start, _) in itertools.pairwise(spans):
+                assert start >= end - 1e-9
+        assert res.iteration_time_s > 0
+        assert res.iteration_time_s >= max(c.estimate.time_s for c in cands) - 1e-9
+
+
+def test_needs_three_iterations():
+    with pytest.raises(ValueError, match="num_iterations"):
+        Simulator(gen_train_graph(), FixedCost(Cluster(num_nodes=1, devices_per_node=1), times={}),
+                  num_iterations=2)
