@@ -64,26 +64,35 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from realloc.planning import plan_experiment
     from realloc.report import plan_json, print_plan
 
     experiment = _load(args, required=True)
+    result = plan_experiment(experiment, quiet=args.json)
+    if args.out:
+        path = result.plan.save(args.out)
+        if not args.json:
+            print(f"wrote plan {path}")
+    if args.timeline:
+        from planner.render import draw_timeline
+
+        path = draw_timeline(result.plan, args.timeline)
+        if not args.json:
+            print(f"wrote timeline {path}")
     if args.json:
-        print(json.dumps(plan_json(experiment), indent=2, sort_keys=False))
+        print(json.dumps(plan_json(experiment, result), indent=2))
     else:
-        print_plan(experiment)
+        print_plan(experiment, result)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from realloc.report import print_plan
+    from realloc.run import run_experiment
 
-    experiment = _load(args, required=False)
-    print_plan(experiment)
-    print(
-        "\nrealloc run: planning done; the executor (parameter reallocation and training on "
-        "Megatron-core) is not built yet, so the run stops here."
-    )
-    return 0
+    exp, overrides = _split_exp(args)
+    if args.plan:
+        overrides = [*overrides, "plan.mode=file", f"plan.file={args.plan}"]
+    return run_experiment(load_experiment(exp, overrides))
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -138,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Plan an experiment, then train it (default experiment: "
                                    f"{DEFAULT_EXPERIMENT}).")
     _add_exp(p, optional=True)
+    p.add_argument("--plan", metavar="FILE", help="run a saved plan (from `realloc plan --out`) unchanged")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plan", parents=[common], help="show the execution plan without running it", epilog=_EPILOG_OVERRIDES,
@@ -147,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="estimate only (the default: planning never starts workers)")
     p.add_argument("--json", action="store_true", help="print the stable JSON report (see README)")
+    p.add_argument("--out", metavar="FILE", help="save the plan (.yaml or .json) for `realloc run --plan`")
+    p.add_argument("--timeline", metavar="FILE.png", help="draw a Gantt chart of devices over time")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("validate", parents=[common], help="check an experiment and its graph", epilog=_EPILOG_OVERRIDES)

@@ -137,9 +137,11 @@ class ClusterConfig:
     device: str = "cpu"
     """Device type: cpu (gloo) or cuda (NCCL)."""
     hardware: str = "cpu-gloo"
-    """Hardware preset the cost model uses (e.g. cpu-gloo, a100-80g, h100-80g, h200)."""
+    """Hardware preset the cost model uses (cpu-gloo, a100-40g, a100-80g, h100-80g, h200)."""
     profile: str | None = None
-    """Measured profile file; overrides the preset's figures."""
+    """Measured profile file (JSON); used instead of the preset when given."""
+    port: int = 0
+    """Rendezvous port of the workers; 0 picks a free one."""
 
 
 @dataclass
@@ -158,8 +160,8 @@ class ManualLayoutConfig:
     """Tensor-parallel degree."""
     pp: int = 1
     """Pipeline-parallel degree."""
-    micro_batches: int | None = None
-    """Micro-batches; null takes the call's."""
+    micro_batches: int = 1
+    """Micro-batches per data-parallel rank."""
 
 
 @dataclass
@@ -174,8 +176,8 @@ class PlanConfig:
     """Search seed; the same seed and budget give the same plan."""
     file: str | None = None
     """Plan file to run unchanged (mode=file)."""
-    manual: dict[str, ManualLayoutConfig] = field(default_factory=dict)
-    """Per-call layouts (mode=manual)."""
+    layouts: dict[str, ManualLayoutConfig] = field(default_factory=dict)
+    """Per-call layouts (mode=manual), by call name."""
     allow_pp_generate: bool = False
     """Let generate calls use pipeline parallelism."""
     compare_heuristics: bool = True

@@ -292,8 +292,8 @@ def _check_sections(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"plan.mode: unknown heuristic {name!r}; known: {', '.join(HEURISTICS)}")
     if mode == "file" and not cfg.plan.file:
         raise ConfigError("plan.mode=file needs plan.file=PATH")
-    if mode == "manual" and not cfg.plan.manual:
-        raise ConfigError("plan.mode=manual needs a layout per call under plan.manual")
+    if mode == "manual" and not cfg.plan.layouts:
+        raise ConfigError("plan.mode=manual needs a layout per call under plan.layouts")
     if cfg.plan.time_budget_s <= 0:
         raise ConfigError(f"plan.time_budget_s must be > 0, got {cfg.plan.time_budget_s}")
     if cfg.train.iterations < 1:

@@ -16,7 +16,7 @@ JSON report (`realloc plan EXP --json`), schema_version 1:
         "edges": [{"src", "dst", "kind": "data"|"param", "key"}],
         "cross_iteration_edges": [{"src", "dst", "kind": "param", "key"}]
       },
-      "plan": null | {...}              # filled once the planner chooses layouts
+      "plan": {...}                     # the planner's report: planner.render.plan_report_json
     }
 
 Keys are only ever added within a schema version; a removal or change of meaning
@@ -82,9 +82,11 @@ def graph_json(graph: DataflowGraph) -> dict[str, Any]:
     }
 
 
-def plan_json(experiment: Experiment) -> dict[str, Any]:
+def plan_json(experiment: Experiment, result: Any) -> dict[str, Any]:
     """The stable JSON report of `realloc plan --json`."""
     from omegaconf import OmegaConf
+
+    from planner.render import plan_report_json
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -95,26 +97,19 @@ def plan_json(experiment: Experiment) -> dict[str, Any]:
         },
         "config": OmegaConf.to_container(OmegaConf.structured(experiment.config), resolve=True),
         "graph": graph_json(experiment.graph),
-        "plan": None,
+        "plan": plan_report_json(result),
     }
 
 
-def print_plan(experiment: Experiment) -> None:
-    """Print the resolved config and the graph (layouts come with the planner)."""
+def print_plan(experiment: Experiment, result: Any) -> None:
+    """The experiment in one line, then the planner's report."""
     from rich.console import Console
-    from rich.table import Table
 
-    from graph.render import graph_text
+    from planner.render import render_report
 
     console = Console(highlight=False)
+    c = experiment.config.cluster
     console.rule(f"[bold]{experiment.config.name}[/] ({experiment.path.name})")
-    console.print(experiment.to_yaml().rstrip(), markup=False)
-    console.rule("dataflow graph")
-    console.print(graph_text(experiment.graph), markup=False)
-    table = Table(title="calls", show_lines=False)
-    for col in ("call", "kind", "model", "interface", "batch", "tokens/iter"):
-        table.add_column(col)
-    for call in experiment.graph.calls:
-        table.add_row(call.name, call.kind.value, call.model, call.interface, str(call.batch_size),
-                      f"{call.num_tokens:,}")
-    console.print(table)
+    console.print(summary_line(experiment), markup=False)
+    console.print(f"cost model: {c.profile or c.hardware}, {c.nodes} x {c.devices_per_node} devices", markup=False)
+    console.print(render_report(result))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cost_model.layout import DeviceMesh, Layout
 from graph.dataflow import DataflowGraph
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
-from tests.planner.synthetic import arch
+from tests.planner.synthetic import arch, fitted_graph
 
 
 def on(start: int, size: int, dp: int = 0, tp: int = 1, pp: int = 1, mb: int = 1) -> Layout:
@@ -24,7 +24,7 @@ def _call(name: str, model: str, kind: CallKind, interface: str, inputs: tuple[s
 def gen_train_graph(a: ModelArch | None = None) -> DataflowGraph:
     """gen (actor) -> actor_train."""
     a = a or arch()
-    return DataflowGraph(
+    return fitted_graph(
         models=[ModelSpec(role="actor", arch=a, trainable=True)],
         calls=[_call("gen", "actor", CallKind.GENERATE, "generate", ("prompts",), ("seq",)),
                _call("train", "actor", CallKind.TRAIN, "ppo_actor", ("seq",), ())],
@@ -33,7 +33,7 @@ def gen_train_graph(a: ModelArch | None = None) -> DataflowGraph:
 
 def fan_graph() -> DataflowGraph:
     """gen -> ref_inf, values -> actor_train, critic_train (actor and critic trained)."""
-    return DataflowGraph(
+    return fitted_graph(
         models=[ModelSpec(role="actor", arch=arch(), trainable=True),
                 ModelSpec(role="ref", arch=arch()),
                 ModelSpec(role="critic", arch=arch(), trainable=True, value_head=True)],
@@ -48,7 +48,7 @@ def fan_graph() -> DataflowGraph:
 
 def frozen_replica_graph() -> DataflowGraph:
     """gen -> ref1, ref2 (both on the frozen ref) -> train."""
-    return DataflowGraph(
+    return fitted_graph(
         models=[ModelSpec(role="actor", arch=arch(), trainable=True),
                 ModelSpec(role="ref", arch=arch())],
         calls=[_call("gen", "actor", CallKind.GENERATE, "generate", ("prompts",), ("seq",)),
@@ -60,7 +60,7 @@ def frozen_replica_graph() -> DataflowGraph:
 
 def rule_graph() -> DataflowGraph:
     """gen -> rule reward -> train."""
-    return DataflowGraph(
+    return fitted_graph(
         models=[ModelSpec(role="actor", arch=arch(), trainable=True),
                 ModelSpec(role="reward", arch=None, rule="math")],
         calls=[_call("gen", "actor", CallKind.GENERATE, "generate", ("prompts",), ("seq",)),

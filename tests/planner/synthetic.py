@@ -141,6 +141,26 @@ class FixedCost:
         return MoveEstimate(time_s=0.0 if same else self.data_s, bytes_total=0.0 if same else 1.0)
 
 
+def fitted_graph(*, models: list[ModelSpec], calls: list[Call], dataset_keys: tuple[str, ...]) -> DataflowGraph:
+    """A DataflowGraph whose calls are padded with dataset keys up to their interface's input count.
+
+    Planner tests use interfaces as labels; padding with dataset keys satisfies the
+    interface's input roles without adding a dependency between calls.
+    """
+    from dataclasses import replace
+
+    from graph.interfaces import get_interface
+
+    pads: set[str] = set()
+    fitted = []
+    for c in calls:
+        missing = get_interface(c.interface).required_inputs - len(c.inputs)
+        extra = tuple(f"pad_{i}" for i in range(max(0, missing)))
+        pads.update(extra)
+        fitted.append(replace(c, inputs=c.inputs + extra))
+    return DataflowGraph(models=models, calls=fitted, dataset_keys=tuple(dataset_keys) + tuple(sorted(pads)))
+
+
 def ppo_graph(*, actor: ModelArch | None = None, critic: ModelArch | None = None,
               ref: ModelArch | None = None, reward: ModelArch | None = None,
               batch_size: int = 64, prompt_len: int = 128, response_len: int = 128,
@@ -173,4 +193,4 @@ def ppo_graph(*, actor: ModelArch | None = None, critic: ModelArch | None = None
         Call(name="critic_train", model="critic", kind=CallKind.TRAIN, interface="ppo_critic",
              inputs=("seq", "score", "val"), outputs=(), **lens),
     ]
-    return DataflowGraph(models=models, calls=calls, dataset_keys=("prompts",))
+    return fitted_graph(models=models, calls=calls, dataset_keys=("prompts",))

@@ -56,10 +56,25 @@ def test_validate_graph_keys_list(capsys, tmp_path):
     assert code == 0 and len(out.splitlines()) == 12
 
 
-def test_plan_prints_config_and_calls(capsys):
-    code, out, _ = run_cli(capsys, "plan", "ppo_tiny", "--dry-run")
+def test_plan_prints_layouts_estimates_and_baselines(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "plan", "ppo_tiny", "--dry-run", "--out", str(tmp_path / "p.yaml"),
+                           "--timeline", str(tmp_path / "t.png"))
     assert code == 0
-    assert "template: ppo" in out and "actor_train" in out and "tokens/iter" in out
+    assert "estimated iteration time" in out and "heuristic baselines" in out
+    for name in ("actor_gen", "critic_train", "symmetric", "colocated-dp", "disaggregated"):
+        assert name in out
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    # the saved plan runs unchanged: planning from the file gives the same layouts
+    code, out2, _ = run_cli(capsys, "plan", "ppo_tiny", "plan.mode=file", f"plan.file={tmp_path / 'p.yaml'}")
+    assert code == 0 and "plan (file:" in out2
+
+
+def test_plan_errors(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "plan", "ppo_tiny", "plan.mode=manual", "+plan.layouts.actor_gen.size=2",
+                           "+plan.layouts.actor_gen.start=0")
+    assert code == 2 and "no layout for call(s)" in err
+    code, _, err = run_cli(capsys, "plan", "ppo_tiny", "plan.mode=file", f"plan.file={tmp_path / 'none.yaml'}")
+    assert code == 2 and "none.yaml" in err
 
 
 def test_help_for_every_command(capsys):
@@ -87,6 +102,8 @@ def test_plan_json_is_stable_and_torch_free():
     report = result["report"]
     assert report["schema_version"] == 1
     assert set(report) == {"schema_version", "experiment", "config", "graph", "plan"}
+    assert report["plan"]["schema"] == "realloc.plan_report" and report["plan"]["feasible"]
+    assert {c["name"] for c in report["plan"]["calls"]} == {c["name"] for c in report["graph"]["calls"]}
     calls = report["graph"]["calls"]
     assert [c["name"] for c in calls][0] == "actor_gen"
     assert calls[0]["args"]["max_new_tokens"] == 6

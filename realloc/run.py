@@ -1,0 +1,73 @@
+"""`realloc run`: plan, write the run directory, launch the workers, follow their metrics."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from realloc.experiment import ConfigError, Experiment
+from realloc.planning import plan_experiment
+
+
+def _job(experiment: Experiment, layouts: dict[str, Any]) -> Any:
+    from runtime.executor import DataSettings, Job
+
+    cfg = experiment.config
+    d = cfg.data
+    if d.path is None and d.generator is None:
+        raise ConfigError("data: set data.path to a JSONL file or data.generator to a built-in generator")
+    return Job(
+        name=cfg.name, graph=experiment.graph, layouts=layouts,
+        data=DataSettings(format=d.format, path=d.path, generator=d.generator, num_records=d.num_records,
+                          seed=d.seed, tokenizer=d.tokenizer),
+        iterations=cfg.train.iterations, seed=cfg.seed, run_dir=str(Path(cfg.train.run_dir).resolve()),
+        log_every=cfg.train.log_every,
+    )
+
+
+def run_experiment(experiment: Experiment) -> int:
+    """Train the experiment; returns the process exit code."""
+    from rich.console import Console
+
+    from planner.render import call_table
+    from runtime.console import MetricsFollower
+    from runtime.executor import worker_main
+    from runtime.launch import LaunchSpec, WorkerFailed, launch
+    from runtime.rundir import RunDir, atomic_write, read_metrics
+
+    cfg = experiment.config
+    console = Console(highlight=False)
+    if cfg.cluster.nodes > 1:
+        raise ConfigError(
+            f"cluster.nodes={cfg.cluster.nodes}: `realloc run` starts the workers of one machine; on several "
+            "machines start them with torchrun (see the README, 'Several machines')"
+        )
+    if cfg.train.resume:
+        raise ConfigError("train.resume=true is not supported yet; start a new run_dir")
+    backend = "nccl" if cfg.cluster.device == "cuda" else "gloo"
+    spec = LaunchSpec(nproc_per_node=cfg.cluster.devices_per_node, backend=backend, port=cfg.cluster.port,
+                      log_dir=None)
+    result = plan_experiment(experiment, compare=False)
+    plan = result.plan
+    job = _job(experiment, dict(plan.layouts))
+    run = RunDir(job.run_dir).create(resume=False)
+    atomic_write(run.config, experiment.to_yaml())
+    plan.save(run.plan)
+    console.print(call_table(plan, title=f"plan ({plan.source}), estimated {plan.iteration_time_s:.3f} s per iteration"))
+    console.print(f"run directory: {run.root}")
+    spec = LaunchSpec(nproc_per_node=spec.nproc_per_node, backend=backend, port=spec.port, log_dir=str(run.logs))
+    try:
+        with MetricsFollower(run.metrics, total=job.iterations):
+            launch(worker_main, (job,), spec)
+    except WorkerFailed as exc:
+        print(f"realloc: error: {exc} (worker logs: {run.logs})", file=sys.stderr)
+        return 1
+    records = read_metrics(run.metrics)
+    rewards = [r["reward"] for r in records if r.get("reward") is not None]
+    if rewards:
+        head, tail = rewards[: max(1, len(rewards) // 5)], rewards[-max(1, len(rewards) // 5):]
+        console.print(f"mean reward: first {len(head)} iterations {sum(head) / len(head):.3f}, "
+                      f"last {len(tail)} iterations {sum(tail) / len(tail):.3f}")
+    console.print(f"done: {len(records)} iterations; metrics {run.metrics}, curves {run.curves}")
+    return 0
