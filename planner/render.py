@@ -177,6 +177,9 @@ COLORS = {"call": None, "realloc": "#d62728", "transfer": "#7f7f7f"}
 def draw_timeline(plan: Plan, path: str | Path, *, max_devices: int = 64) -> Path:
     """A Gantt chart (devices x time) of calls, reallocations and transfers, saved to `path`.
 
+    Every simulated iteration is drawn; only the first `max_devices` devices (the title says
+    so). Transfers are thin bars on the consumer's devices (they hold no device).
+
     Needs matplotlib (not a dependency of realloc): ValueError when it is missing.
     """
     try:
@@ -208,7 +211,9 @@ def draw_timeline(plan: Plan, path: str | Path, *, max_devices: int = 64) -> Pat
     ax.set_ylabel("device")
     ax.set_ylim(0, num_devices)
     ax.invert_yaxis()
-    ax.set_title(f"{plan.source}: {plan.iteration_time_s or 0:.3f} s per iteration")
+    shown = "" if num_devices == plan.cluster.num_devices else \
+        f" (first {num_devices} of {plan.cluster.num_devices} devices)"
+    ax.set_title(f"{plan.source}: {plan.iteration_time_s or 0:.3f} s per iteration{shown}")
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=120)

@@ -23,8 +23,9 @@ mesh sizes) + 0.26 x (devices) units, a cached state or a failed proposal 6 (fit
 one core of the development machine). `time_budget_s x units_per_second` units are
 split over the chains, so the same seed and the same budget give the same plan on any
 machine, and the search takes about `time_budget_s` on a similar core. A wall-clock guard
-stops the search at `wall_clock_factor x time_budget_s`; if it fires the result says
-so (`SearchStats.wall_clock_stop`) and is then not reproducible.
+stops the search at max(`wall_clock_factor x time_budget_s`, `time_budget_s +
+wall_clock_slack_s`); if it fires the result says so (`SearchStats.wall_clock_stop`)
+and is then not reproducible.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class SearchOptions:
     polish_share: float = 0.1
     """Share of the budget kept for the final greedy pass."""
     wall_clock_factor: float = 3.0
-    """Hard stop at this multiple of time_budget_s (breaks reproducibility if hit)."""
+    """Hard stop at this multiple of time_budget_s (breaks reproducibility if hit)..."""
+    wall_clock_slack_s: float = 30.0
+    """...but never sooner than this many seconds past the budget (small budgets, busy CPUs)."""
 
     def __post_init__(self) -> None:
         if not self.time_budget_s > 0:
@@ -360,7 +363,8 @@ def anneal_search(sim: Simulator, spaces: Mapping[str, CallSpace],
     opts = options or SearchOptions()
     problem = Problem(sim, spaces)
     t0 = time.perf_counter()
-    deadline = t0 + opts.wall_clock_factor * opts.time_budget_s
+    deadline = t0 + max(opts.wall_clock_factor * opts.time_budget_s,
+                        opts.time_budget_s + opts.wall_clock_slack_s)
     tracker = _Tracker(problem, t0)
     total = opts.time_budget_s * opts.units_per_second
     per_chain = total * (1 - opts.polish_share) / opts.num_chains

@@ -119,6 +119,7 @@ def test_make_plan_is_deterministic_and_handles_odd_clusters():
     a = make_plan(g, cost, PlanOptions(time_budget_s=0.2, seed=5))
     b = make_plan(g, SyntheticCost(Cluster(num_nodes=2, devices_per_node=3), device_memory_bytes=24 * GIB),
                   PlanOptions(time_budget_s=0.2, seed=5))
+    assert not a.search.wall_clock_stop and not b.search.wall_clock_stop
     assert a.plan.layouts == b.plan.layouts
     assert a.plan.iteration_time_s == b.plan.iteration_time_s
     for c in a.plan.calls:  # meshes are blocks of 1 or 2 inside a node of 3, or whole nodes
