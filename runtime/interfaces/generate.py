@@ -4,7 +4,8 @@ Prompts of different lengths are decoded together (Megatron's legacy static sche
 shortest prompt is prefilled, then one position per step; a row still inside its prompt
 takes its prompt token instead of the sampled one. Pipeline stages pass hidden states
 with point-to-point sends; the last stage samples (on full-vocabulary logits Megatron gathers
-over TP, with a generator every TP rank seeds alike) and broadcasts the tokens.
+over TP) and broadcasts the tokens. Sampling draws come from `sample_uniform(seed,
+iteration, sample id, position)`, so a sample's tokens do not depend on the layout.
 
 Output: a SeqBatch of prompt + response per sample (prompt repeated `num_samples` times,
 consecutively; sample id = prompt id * num_samples + k), with token field `logprobs`
@@ -44,13 +45,38 @@ def filter_logits(logits: torch.Tensor, *, top_k: int, top_p: float) -> torch.Te
     return logits
 
 
-def sample_next(logits: torch.Tensor, args: GenerateArgs, gen: torch.Generator) -> torch.Tensor:
-    """Next token per row from full-vocabulary logits [B, V]."""
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser: a well-spread 64-bit hash of x."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def sample_uniform(seed: int, step: int, sample_id: int, position: int) -> float:
+    """A uniform draw in [0, 1) that depends only on (seed, iteration, sample, position).
+
+    Tying the randomness to the sample, not to the rank or the batch it lands in, makes
+    generation give the same tokens under every layout and data-parallel split.
+    """
+    x = seed & _MASK64
+    for key in (step, sample_id, position):
+        x = _mix(x ^ (key & _MASK64))
+    return (x >> 11) * (1.0 / (1 << 53))
+
+
+def sample_next(logits: torch.Tensor, args: GenerateArgs, uniforms: torch.Tensor) -> torch.Tensor:
+    """Next token per row from full-vocabulary logits [B, V], by inverse CDF at `uniforms` [B]."""
     if args.greedy:
         return logits.argmax(dim=-1)
     scaled = filter_logits(logits / args.temperature, top_k=args.top_k, top_p=args.top_p)
-    probs = torch.softmax(scaled, dim=-1)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+    cdf = torch.softmax(scaled.double(), dim=-1).cumsum(dim=-1)
+    # right=True: the first token whose cumulative mass exceeds u, so zero-mass tokens are never picked
+    picked = torch.searchsorted(cdf, (uniforms.double() * cdf[:, -1])[:, None], right=True).squeeze(-1)
+    return picked.clamp(max=logits.shape[-1] - 1)
 
 
 def expand_samples(batch: SeqBatch, num_samples: int) -> SeqBatch:
@@ -120,7 +146,6 @@ def generate_local(engine: Any, prompts: SeqBatch, args: GenerateArgs, ctx: Call
     truncated = torch.zeros(b)
     generated = torch.zeros(b, dtype=torch.long)
     eos = torch.tensor(sorted(ctx.eos_ids), dtype=torch.long)
-    gen = torch.Generator().manual_seed(ctx.seed * 100_003 + ctx.step * 1_009 + engine.coords.dp_rank)
     stepper = _Stepper(engine, b, total)
     prev, cur = 0, int(lens.min())
     last_pp = engine.stage_rank(engine.layout.pp - 1)
@@ -133,7 +158,9 @@ def generate_local(engine: Any, prompts: SeqBatch, args: GenerateArgs, ctx: Call
             if args.min_new_tokens and len(eos):
                 early = generated < args.min_new_tokens
                 full[early.nonzero().squeeze(-1)[:, None], eos[None, :]] = float("-inf")
-            picked = sample_next(full, args, gen)
+            uniforms = torch.tensor([sample_uniform(ctx.seed, ctx.step, sid, cur) for sid in prompts.ids],
+                                    dtype=torch.float64)
+            picked = sample_next(full, args, uniforms)
             temp = 1.0 if args.greedy else args.temperature
             lp = torch.log_softmax(full / temp, dim=-1).gather(-1, picked[:, None]).squeeze(-1)
         if engine.layout.pp > 1:
