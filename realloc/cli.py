@@ -92,7 +92,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     exp, overrides = _split_exp(args)
     if args.plan:
         overrides = [*overrides, "plan.mode=file", f"plan.file={args.plan}"]
-    return run_experiment(load_experiment(exp, overrides))
+    return run_experiment(load_experiment(exp, overrides), debug=bool(getattr(args, "debug", False)))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from realloc.run import worker_entry
+
+    exp, overrides = _split_exp(args)
+    return worker_entry(load_experiment(exp, overrides), args.plan)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -169,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_exp(p, optional=False)
     p.add_argument("--out", metavar="FILE", help="write .dot, .png, .svg or .pdf instead of printing")
     p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("worker", parents=[common], help="one worker under torchrun (several machines)",
+                       description="Run as one of the workers torchrun starts on each machine: "
+                                   "torchrun --nnodes N --nproc-per-node D --rdzv-backend c10d "
+                                   "--rdzv-endpoint HOST:PORT -m realloc.cli worker EXP --plan PLAN.yaml")
+    _add_exp(p, optional=False)
+    p.add_argument("--plan", metavar="FILE", required=True, help="the plan every worker runs (realloc plan --out)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("keys", parents=[common], help="list the configuration keys with their meaning and defaults")
     p.add_argument("section", nargs="?", help="only this section, e.g. graph or models.<name>")

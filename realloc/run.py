@@ -26,7 +26,53 @@ def _job(experiment: Experiment, layouts: dict[str, Any]) -> Any:
     )
 
 
-def run_experiment(experiment: Experiment) -> int:
+def worker_entry(experiment: Experiment, plan_file: str) -> int:
+    """One worker under torchrun: join the process group torchrun set up and run the saved plan.
+
+    Every worker of every node loads the same plan file, so all run the same plan.
+    """
+    import datetime
+    import os
+
+    import torch.distributed as dist
+
+    from planner import load_plan
+    from realloc.planning import cost_model_for
+    from runtime.executor import Worker
+    from runtime.launch import WorkerContext
+    from runtime.rundir import RunDir, atomic_write
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise ConfigError("realloc worker runs under torchrun (it reads RANK and WORLD_SIZE); use `realloc run` on one machine")
+    cfg = experiment.config
+    plan = load_plan(plan_file)
+    plan.check_matches(experiment.graph, cost_model_for(experiment).cluster)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if world != cfg.cluster.nodes * cfg.cluster.devices_per_node:
+        raise ConfigError(
+            f"torchrun started {world} workers but the experiment's cluster has "
+            f"{cfg.cluster.nodes} x {cfg.cluster.devices_per_node}; make --nnodes x --nproc-per-node match"
+        )
+    backend = "nccl" if cfg.cluster.device == "cuda" else "gloo"
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if backend == "nccl":
+        import torch
+
+        torch.cuda.set_device(local_rank)
+    job = _job(experiment, dict(plan.layouts))
+    if rank == 0:
+        run = RunDir(job.run_dir).create(resume=False)
+        atomic_write(run.config, experiment.to_yaml())
+        plan.save(run.plan)
+    dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
+    try:
+        Worker(WorkerContext(rank, world, local_rank, backend), job).run()
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
     """Train the experiment; returns the process exit code."""
     from rich.console import Console
 
@@ -56,7 +102,8 @@ def run_experiment(experiment: Experiment) -> int:
     plan.save(run.plan)
     console.print(call_table(plan, title=f"plan ({plan.source}), estimated {plan.iteration_time_s:.3f} s per iteration"))
     console.print(f"run directory: {run.root}")
-    spec = LaunchSpec(nproc_per_node=spec.nproc_per_node, backend=backend, port=spec.port, log_dir=str(run.logs))
+    spec = LaunchSpec(nproc_per_node=spec.nproc_per_node, backend=backend, port=spec.port, log_dir=str(run.logs),
+                      verbose=debug)
     try:
         with MetricsFollower(run.metrics, total=job.iterations):
             launch(worker_main, (job,), spec)

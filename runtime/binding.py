@@ -42,14 +42,24 @@ class Field:
     ids: tuple[int, ...]
 
     def aligned(self, ids: Sequence[int]) -> torch.Tensor:
-        """The values in the order of `ids` (which must be the same samples)."""
+        """The values in the order of `ids`.
+
+        `ids` are the same samples, or the samples generated from them: a prompt with id
+        p that was sampled n times gives samples p * n + k (k < n), which take p's value.
+        """
         if tuple(ids) == self.ids:
             return self.values
         where = {sid: i for i, sid in enumerate(self.ids)}
-        try:
-            return self.values[[where[sid] for sid in ids]]
-        except KeyError as exc:
-            raise ValueError(f"field lacks sample id {exc.args[0]}: keys of one call must cover the same samples") from None
+        group = len(ids) // len(self.ids) if self.ids and len(ids) % len(self.ids) == 0 else 1
+        index = []
+        for sid in ids:
+            if sid in where and group == 1:
+                index.append(where[sid])
+            elif sid // group in where:
+                index.append(where[sid // group])
+            else:
+                raise ValueError(f"field lacks sample id {sid}: keys of one call must cover the same samples")
+        return self.values[index]
 
 
 Payload = SeqBatch | Field

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import signal
 import socket
@@ -60,6 +61,8 @@ class LaunchSpec:
     """Grace period between SIGTERM and SIGKILL when stopping workers."""
     collective_timeout_s: float = 120.0
     """Timeout of process-group collectives, so a lost peer cannot hang a worker forever."""
+    verbose: bool = False
+    """Let the launcher log worker failures with their tracebacks (--debug)."""
 
     def __post_init__(self) -> None:
         if self.nproc_per_node < 1 or self.nnodes < 1:
@@ -208,9 +211,17 @@ def launch(fn: Callable[..., Any], args: tuple[Any, ...], spec: LaunchSpec) -> d
         logs_specs=DefaultLogsSpecs(log_dir=log_dir, redirects=Std.ALL),
         shutdown_timeout=spec.shutdown_timeout_s,
     )
+    # the agent logs every failure with its traceback; the error we raise says it in one line,
+    # and the worker's own log file keeps the traceback
+    quiet = logging.getLogger("torch.distributed.elastic")
+    level = quiet.level
+    if not spec.verbose:
+        quiet.setLevel(logging.CRITICAL)
     try:
         results = elastic_launch(config, _worker)(fn, args, spec.backend, spec.collective_timeout_s)
     except ChildFailedError as exc:
         rank, message = _root_cause(exc.failures, Path(log_dir))
         raise WorkerFailed(rank, message) from None
+    finally:
+        quiet.setLevel(level)
     return dict(results)
