@@ -55,3 +55,27 @@ def test_a_killed_worker_ends_the_run(tmp_path):
     assert "worker logs:" in last
     # what was written before the failure is intact
     assert len(metrics.read_text().splitlines()) >= 2
+
+
+def test_two_torchrun_agents_run_one_plan(tmp_path):
+    """Several machines: two torchrun agents on loopback, each a node of 2 workers, run a saved plan."""
+    from runtime.launch import free_port
+
+    root = Path(__file__).parents[2]
+    common = ["ppo_tiny", "cluster.nodes=2", "cluster.devices_per_node=2", "train.iterations=2",
+              "graph.batch_size=8", f"train.run_dir={tmp_path / 'run'}"]
+    plan = tmp_path / "plan.yaml"
+    subprocess.run([sys.executable, "-m", "realloc.cli", "plan", *common, "--out", str(plan)],
+                   check=True, capture_output=True, cwd=root)
+    port = free_port()
+    agents = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--max-restarts", "0",
+         "-m", "realloc.cli", "worker", *common, "--plan", str(plan)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root) for _ in range(2)]
+    outs = [a.communicate(timeout=300) for a in agents]
+    for agent, (_, err) in zip(agents, outs):
+        assert agent.returncode == 0, err[-3000:]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    assert (tmp_path / "run" / "plan.yaml").exists()
