@@ -79,7 +79,7 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
     from planner.render import call_table
     from runtime.console import MetricsFollower
     from runtime.executor import worker_main
-    from runtime.launch import LaunchSpec, WorkerFailed, launch
+    from runtime.launch import LaunchSpec, WorkerFailed, check_devices, check_port, launch
     from runtime.rundir import RunDir, atomic_write, read_metrics
 
     cfg = experiment.config
@@ -94,6 +94,10 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
     backend = "nccl" if cfg.cluster.device == "cuda" else "gloo"
     spec = LaunchSpec(nproc_per_node=cfg.cluster.devices_per_node, backend=backend, port=cfg.cluster.port,
                       log_dir=None)
+    # what can fail before any work starts, does
+    check_devices(spec)
+    if spec.port:
+        check_port(spec.host, spec.port)
     result = plan_experiment(experiment, compare=False)
     plan = result.plan
     job = _job(experiment, dict(plan.layouts))

@@ -34,6 +34,28 @@ def test_errors_are_one_line_with_exit_2(capsys, argv, message):
     assert "Traceback" not in err
 
 
+def test_run_refuses_bad_resources_before_any_work(capsys, tmp_path):
+    import socket
+
+    import torch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code, _, err = run_cli(capsys, "run", "ppo_tiny", f"cluster.port={port}", f"train.run_dir={tmp_path / 'r'}")
+    assert code == 2 and f"port {port} on 127.0.0.1 is already in use; set cluster.port" in err
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    code, _, err = run_cli(capsys, "run", "ppo_tiny", "cluster.device=cuda", f"cluster.devices_per_node={gpus + 1}",
+                           f"train.run_dir={tmp_path / 'r'}")
+    assert code == 2 and f"this machine has {gpus} CUDA device(s)" in err
+    assert not (tmp_path / "r").exists()  # nothing written
+    code, _, err = run_cli(capsys, "run", "ppo_tiny", "cluster.nodes=2", f"train.run_dir={tmp_path / 'r'}")
+    assert code == 2 and "start them with torchrun" in err
+    code, _, err = run_cli(capsys, "worker", "ppo_tiny", "--plan", str(tmp_path / "p.yaml"))
+    assert code == 2 and "runs under torchrun" in err
+
+
 def test_debug_shows_the_traceback():
     from realloc.experiment import ConfigError
 
