@@ -11,8 +11,12 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from cost_model.layout import DeviceMesh, Layout
+from graph.spec import ModelArch, ModelSpec
+from runtime.engine import build_engine
 from tests.runtime import dist_checks
 
 WORLD = 4
@@ -73,3 +77,28 @@ def test_hf_save_load_roundtrip_is_bitexact(results: dict) -> None:
 def test_random_init_is_layout_independent(results: dict) -> None:
     assert results["init/same_names"] is True
     assert results["init/bitexact"] is True
+
+
+ARCH = ModelArch(family="llama", num_layers=2, hidden_size=32, ffn_hidden_size=64, num_heads=4,
+                 num_kv_heads=2, vocab_size=50)
+
+
+@pytest.mark.parametrize(("tp", "pp", "checkpoint", "message"), [
+    (3, 1, None, "tp=3 does not divide num_heads 4"),
+    (4, 1, None, "tp=4 does not divide num_kv_heads 2"),
+    (1, 4, None, "pp=4 is larger than num_layers 2"),
+    (1, 1, "/nonexistent/ckpt", "checkpoint '/nonexistent/ckpt' does not exist"),
+])
+def test_bad_layouts_fail_before_any_process_group(tp: int, pp: int, checkpoint: str | None,
+                                                   message: str) -> None:
+    spec = ModelSpec(role="actor", arch=ARCH, checkpoint=checkpoint)
+    layout = Layout(mesh=DeviceMesh.span(0, tp * pp), dp=1, tp=tp, pp=pp)
+    with pytest.raises(ValueError, match=message):
+        build_engine(spec, layout, 0)
+    assert not dist.is_initialized()
+
+
+def test_rule_reward_model_has_no_engine() -> None:
+    spec = ModelSpec(role="reward", arch=None, rule="arithmetic_exact")
+    with pytest.raises(ValueError, match="rule-based reward; it has no engine"):
+        build_engine(spec, Layout(mesh=DeviceMesh.span(0, 1), dp=1, tp=1, pp=1), 0)
