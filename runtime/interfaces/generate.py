@@ -87,8 +87,9 @@ class _Stepper:
             dist.recv(hidden, src=eng.stage_rank(eng.coords.pp_rank - 1))
             eng.module.set_input_tensor(hidden)
         pos = torch.arange(start, start + s, device=self.device).expand(b, s)
-        out = eng.module(tokens.to(self.device), pos, None, inference_context=ctx,
-                         runtime_gather_output=True)
+        with platform.without_cuda_rewrites():  # the forward needs none; saves ~30% on CPU
+            out = eng.module(tokens.to(self.device), pos, None, inference_context=ctx,
+                             runtime_gather_output=True)
         ctx.increment_sequence_len_offset(s)
         if not eng.is_last_stage:
             dist.send(out.contiguous(), dst=eng.stage_rank(eng.coords.pp_rank + 1))
