@@ -47,14 +47,26 @@ def hf_model(arch: Any, state: dict[str, torch.Tensor]) -> Any:
     return model.eval()
 
 
+def hf_scorer(arch: Any, state: dict[str, torch.Tensor]) -> Any:
+    import transformers
+
+    config = transformers.AutoConfig.for_model(**arch.to_hf_config(), num_labels=1)
+    config.pad_token_id = 0
+    model = transformers.AutoModelForSequenceClassification.from_config(config)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 def write_checkpoints(root: Path) -> None:
-    """HF checkpoints of the tiny models, written by transformers itself."""
+    """HF checkpoints of the tiny models (and a Llama scorer), written by transformers."""
     from runtime.convert import random_hf_state
 
     for i, family in enumerate(FAMILIES):
         arch = tiny_arch(family)
         hf_model(arch, random_hf_state(arch, seed=100 + i, value_head=False)).save_pretrained(
             root / family)
+    arch = tiny_arch("llama")
+    hf_scorer(arch, random_hf_state(arch, seed=200, value_head=True)).save_pretrained(root / "scorer")
 
 
 def _layout(dp: int, tp: int, pp: int, start: int, micro_batches: int = 1) -> Any:
@@ -111,6 +123,85 @@ def check_logits_and_generate(rank: int, ckpt: Path, res: dict[str, Any]) -> Non
                                 GenerateArgs(max_new_tokens=6, greedy=True), CallContext())
             same = all(out.tokens(i) == ref_gen[i] for i in range(prompts.size))
             res[f"generate/{family}/{name}"] = same
+
+
+def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
+    """logprobs, values and reward_model against transformers at tp2 and pp2 x dp... layouts."""
+    from graph.spec import ModelSpec
+    from runtime.batch import SeqBatch
+    from runtime.checkpoint import read_hf_checkpoint
+    from runtime.engine import build_engine
+    from runtime.interfaces import run_interface
+
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(1, 101, (n,), generator=g).tolist() for n in (9, 5, 12, 7)]
+    batch = SeqBatch.from_lists(seqs, [3, 2, 4, 1])
+    arch = tiny_arch("llama")
+    lm = hf_model(arch, read_hf_checkpoint(str(ckpt / "llama"), arch))
+    scorer = hf_scorer(arch, read_hf_checkpoint(str(ckpt / "scorer"), arch))
+    with torch.no_grad():
+        ref_lp = [torch.log_softmax(lm(torch.tensor([s])).logits[0, :-1], -1)
+                  .gather(-1, torch.tensor(s[1:])[:, None])[:, 0] for s in seqs]
+        ref_v = [scorer.score(scorer.model(torch.tensor([s])).last_hidden_state)[0, :-1, 0]
+                 for s in seqs]
+        ref_r = [float(scorer(torch.tensor([s])).logits[0, 0]) for s in seqs]
+    for name, dp, tp, pp in (("tp2", 1, 2, 1), ("dp2pp2", 2, 1, 2)):
+        layout = _layout(dp, tp, pp, 0, micro_batches=2)
+        actor = build_engine(ModelSpec(role="ref", arch=arch, checkpoint=str(ckpt / "llama")),
+                             layout, rank)
+        critic = build_engine(ModelSpec(role="critic", arch=arch, value_head=True,
+                                        checkpoint=str(ckpt / "scorer")), layout, rank)
+        if actor is None:
+            continue
+        lp = run_interface("logprobs", actor, batch).token_fields["logprobs"]
+        vals = run_interface("values", critic, batch).token_fields["values"]
+        rew = run_interface("reward_model", critic, batch).seq_fields["rewards"]
+        res[f"infer/logprobs/{name}"] = max(float((lp[i, 1:len(s)] - ref_lp[i]).abs().max())
+                                            for i, s in enumerate(seqs))
+        res[f"infer/values/{name}"] = max(float((vals[i, 1:len(s)] - ref_v[i]).abs().max())
+                                          for i, s in enumerate(seqs))
+        res[f"infer/rewards/{name}"] = max(abs(float(rew[i]) - ref_r[i]) for i in range(len(seqs)))
+        res[f"infer/zero_outside/{name}"] = float(lp[~batch.valid_mask()].abs().sum()
+                                                  + lp[:, 0].abs().sum())
+
+
+def check_generate_controls(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
+    """EOS, min_new_tokens, truncation, and seeded sampling that is the same at tp1 and tp2."""
+    from graph.interfaces import GenerateArgs
+    from graph.spec import ModelSpec
+    from runtime.batch import SeqBatch
+    from runtime.engine import build_engine
+    from runtime.interfaces import CallContext, run_interface
+
+    spec = ModelSpec(role="actor", arch=tiny_arch("qwen2"), checkpoint=str(ckpt / "qwen2"))
+    prompts = SeqBatch.from_lists([list(p) for p in PROMPTS], [len(p) for p in PROMPTS])
+    greedy = GenerateArgs(max_new_tokens=6, greedy=True)
+    sample = GenerateArgs(max_new_tokens=6, temperature=0.9, top_k=20, top_p=0.9, num_samples=2)
+    outs: dict[str, Any] = {}
+    for name, tp in (("tp1", 1), ("tp2", 2)):
+        engine = build_engine(spec, _layout(1, tp, 1, 0), rank)
+        if engine is None:
+            continue
+        free = run_interface("generate", engine, prompts, greedy, CallContext())
+        eos = free.response(0)[2]  # the third greedy token of prompt 0 becomes EOS
+        stop = run_interface("generate", engine, prompts, greedy, CallContext(eos_ids=(eos,)))
+        late = run_interface("generate", engine, prompts,
+                             GenerateArgs(max_new_tokens=6, greedy=True, min_new_tokens=4),
+                             CallContext(eos_ids=(eos,)))
+        drawn = run_interface("generate", engine, prompts, sample, CallContext(seed=5))
+        outs[name] = drawn
+        if rank == 0:
+            first = free.response(0).index(eos)  # greedy tiny models repeat tokens
+            res[f"gen/eos_stops/{name}"] = stop.response(0) == free.response(0)[: first + 1]
+            res[f"gen/truncated/{name}"] = [float(x) for x in free.seq_fields["truncated"]]
+            res[f"gen/min_new/{name}"] = (len(late.response(0)) >= 4
+                                          and eos not in late.response(0)[:4])
+            lp = drawn.token_fields["logprobs"]
+            res[f"gen/sample_lp_ok/{name}"] = bool((lp[drawn.response_mask()] < 0).all())
+            res[f"gen/sample_ids/{name}"] = list(drawn.ids)
+    if rank == 0:
+        a, b = outs["tp1"], outs["tp2"]
+        res["gen/sampling_layout_invariant"] = all(a.tokens(i) == b.tokens(i) for i in range(a.size))
 
 
 def _train_batch() -> Any:
@@ -218,6 +309,8 @@ def worker(rank: int, world: int, port: int, tmp: str) -> None:
     res: dict[str, Any] = {}
     root = Path(tmp)
     check_logits_and_generate(rank, root / "ckpt", res)
+    check_inference(rank, root / "ckpt", res)
+    check_generate_controls(rank, root / "ckpt", res)
     check_random_init(rank, res)
     check_training(rank, root, res)
     (root / f"rank{rank}.json").write_text(json.dumps(res))

@@ -55,6 +55,30 @@ def test_greedy_generation_matches_transformers(results: dict, family: str) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("layout", ["tp2", "dp2pp2"])
+def test_inference_matches_transformers(results: dict, layout: str) -> None:
+    for what in ("logprobs", "values", "rewards"):
+        err = results[f"infer/{what}/{layout}"]
+        assert err < 1e-4, f"{what} at {layout}: max diff {err}"
+    assert results[f"infer/zero_outside/{layout}"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["tp1", "tp2"])
+def test_generation_controls(results: dict, layout: str) -> None:
+    assert results[f"gen/eos_stops/{layout}"] is True
+    assert results[f"gen/truncated/{layout}"] == [1.0] * len(dist_checks.PROMPTS)
+    assert results[f"gen/min_new/{layout}"] is True
+    assert results[f"gen/sample_lp_ok/{layout}"] is True
+    assert results[f"gen/sample_ids/{layout}"] == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+@pytest.mark.slow
+def test_seeded_sampling_is_layout_independent(results: dict) -> None:
+    assert results["gen/sampling_layout_invariant"] is True
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("interface", [c[0] for c in dist_checks.TRAIN_CASES])
 def test_train_losses_equal_at_every_layout(results: dict, interface: str) -> None:
     ref = results[f"train/{interface}/single"]
