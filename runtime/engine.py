@@ -105,7 +105,11 @@ class LocalShard:
     spec: convert.ShardSpec
     """How the global tensor splits over TP."""
     global_shape: tuple[int, ...]
-    """Shape of the whole (unsharded) tensor."""
+    """Shape of the whole (unsharded) tensor, true vocabulary (layout-independent)."""
+    ranges: tuple[tuple[int, int], ...]
+    """[start, stop) ranges along `spec.dim` of the global tensor this shard holds, in
+    local order; empty when replicated (the shard is the whole tensor). For vocab-parallel tensors the coordinates are those of the vocabulary
+    padded to a multiple of tp: rows >= vocab_size are zero padding."""
 
 
 class ModelEngine:
@@ -187,9 +191,13 @@ class ModelEngine:
             shape = list(param.shape)
             if spec.dim is not None:
                 shape[spec.dim] *= self.layout.tp
+            padded_len = shape[spec.dim] if spec.dim is not None else 0
             if name in convert.VOCAB_PARALLEL:
                 shape[0] = self.arch.vocab_size  # local rows past it are zero padding
-            out[name] = LocalShard(name=name, tensor=param.data, spec=spec, global_shape=tuple(shape))
+            ranges = () if spec.dim is None else convert.shard_ranges(
+                spec, padded_len, self.layout.tp, self.coords.tp_rank)
+            out[name] = LocalShard(name=name, tensor=param.data, spec=spec,
+                                   global_shape=tuple(shape), ranges=ranges)
         return out
 
     def load_global_state(self, mg: dict[str, torch.Tensor]) -> None:

@@ -278,11 +278,24 @@ def check_random_init(rank: int, res: dict[str, Any]) -> None:
     from graph.spec import ModelSpec
     from runtime.engine import build_engine
 
+    from runtime import convert
+
     spec = ModelSpec(role="critic", arch=tiny_arch("qwen2"), value_head=True)
+    mg = convert.hf_to_megatron(convert.random_hf_state(spec.arch, seed=9, value_head=True),
+                                spec.arch, value_head=True)
     states = []
     for dp, tp, pp in ((1, 1, 1), (1, 2, 1), (1, 2, 2)):
         engine = build_engine(spec, _layout(dp, tp, pp, 0), rank, seed=9)
         states.append(engine.global_state() if engine is not None else None)
+        if engine is not None:  # every local shard is the global tensor at its ranges
+            ok = True
+            for name, sh in engine.named_local_shards().items():
+                full = convert.pad_vocab(name, mg[name], spec.arch, tp)
+                if sh.spec.dim is not None:
+                    idx = torch.tensor([i for a, b in sh.ranges for i in range(a, b)])
+                    full = full.index_select(sh.spec.dim, idx)
+                ok = ok and torch.equal(full, sh.tensor) and list(sh.global_shape) == list(mg[name].shape)
+            res[f"init/shard_ranges/tp{tp}pp{pp}/rank{rank}"] = ok
     if rank == 0:
         ref = states[0]
         res["init/same_names"] = all(sorted(s) == sorted(ref) for s in states)

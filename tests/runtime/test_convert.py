@@ -50,6 +50,9 @@ def test_strided_shards_hold_gate_and_up_slices(tp: int) -> None:
     for r, s in enumerate(shards):
         assert s.flatten().tolist() == list(range(r * n, (r + 1) * n)) + list(range(f + r * n, f + (r + 1) * n))
     assert torch.equal(convert.unshard(shards, spec), full)
+    for r, s in enumerate(shards):
+        rows = [i for a, b in convert.shard_ranges(spec, 2 * f, tp, r) for i in range(a, b)]
+        assert torch.equal(full[rows], s)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])

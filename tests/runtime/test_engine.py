@@ -101,6 +101,9 @@ def test_hf_save_load_roundtrip_is_bitexact(results: dict) -> None:
 def test_random_init_is_layout_independent(results: dict) -> None:
     assert results["init/same_names"] is True
     assert results["init/bitexact"] is True
+    ranges = {k: v for k, v in results.items() if k.startswith("init/shard_ranges/")}
+    assert len(ranges) == 1 + 2 + 4  # every rank of the tp1, tp2 and tp2 x pp2 layouts
+    assert all(v is True for v in ranges.values()), ranges
 
 
 ARCH = ModelArch(family="llama", num_layers=2, hidden_size=32, ffn_hidden_size=64, num_heads=4,
