@@ -276,9 +276,8 @@ def _check_roundtrip(engine: Any, rank: int, tmp: Path, res: dict[str, Any]) -> 
 def check_random_init(rank: int, res: dict[str, Any]) -> None:
     """Same seed, same global weights at tp1, tp2 and tp2 x pp2."""
     from graph.spec import ModelSpec
-    from runtime.engine import build_engine
-
     from runtime import convert
+    from runtime.engine import build_engine
 
     spec = ModelSpec(role="critic", arch=tiny_arch("qwen2"), value_head=True)
     mg = convert.hf_to_megatron(convert.random_hf_state(spec.arch, seed=9, value_head=True),
