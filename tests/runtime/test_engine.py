@@ -129,3 +129,51 @@ def test_rule_reward_model_has_no_engine() -> None:
     spec = ModelSpec(role="reward", arch=None, rule="arithmetic_exact")
     with pytest.raises(ValueError, match="rule-based reward; it has no engine"):
         build_engine(spec, Layout(mesh=DeviceMesh.span(0, 1), dp=1, tp=1, pp=1), 0)
+
+
+def _gpu_worker(rank: int, port: int, out: str) -> None:
+    import json
+    import os
+
+    import torch
+
+    from graph.interfaces import SFTArgs
+    from runtime import platform
+    from runtime.batch import SeqBatch
+    from runtime.convert import megatron_to_hf
+    from runtime.interfaces import run_interface
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    platform.apply_platform_patches()
+    dist.init_process_group(platform.backend(), rank=0, world_size=1)
+    spec = ModelSpec(role="actor", arch=dist_checks.tiny_arch("llama"), trainable=True)
+    engine = build_engine(spec, Layout(mesh=DeviceMesh.span(0, 1), dp=1, tp=1, pp=1), 0, seed=1)
+    hf = dist_checks.hf_model(spec.arch, megatron_to_hf(engine.global_state(), spec.arch,
+                                                         value_head=False)).cuda()
+    seqs = [[5, 9, 33, 2, 71, 8], [40, 41, 42]]
+    batch = SeqBatch.from_lists(seqs, [2, 1])
+    logits = dist_checks._full_logits(engine, batch).float().cpu()
+    with torch.no_grad():
+        ref = hf(torch.tensor([seqs[0]]).cuda()).logits[0].float().cpu()
+    losses = [run_interface("sft", engine, batch, SFTArgs(lr=1e-3))["loss"] for _ in range(3)]
+    result = {"dtype": str(engine.dtype), "logit_err": float((logits[0] - ref).abs().max()),
+              "losses": losses}
+    with open(out, "w") as fh:
+        json.dump(result, fh)
+    dist.destroy_process_group()
+
+
+@pytest.mark.gpu
+def test_bf16_engine_on_cuda(tmp_path) -> None:
+    import json
+
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    out = tmp_path / "gpu.json"
+    mp.spawn(_gpu_worker, args=(_free_port(), str(out)), nprocs=1, join=True)
+    res = json.loads(out.read_text())
+    assert res["dtype"] == "torch.bfloat16"
+    assert res["logit_err"] < 0.1, res  # bf16 weights and activations vs fp32 transformers
+    assert all(x == x for x in res["losses"]) and res["losses"][-1] < res["losses"][0], res
