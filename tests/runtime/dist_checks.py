@@ -163,6 +163,20 @@ def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
         res[f"infer/rewards/{name}"] = max(abs(float(rew[i]) - ref_r[i]) for i in range(len(seqs)))
         res[f"infer/zero_outside/{name}"] = float(lp[~batch.valid_mask()].abs().sum()
                                                   + lp[:, 0].abs().sum())
+    # a critic initialised from a causal-LM checkpoint: trunk copied, head from the seed
+    from runtime import convert
+
+    critic = build_engine(ModelSpec(role="critic", arch=arch, value_head=True,
+                                    checkpoint=str(ckpt / "llama")), _layout(1, 2, 1, 0), rank, seed=4)
+    state = critic.global_state() if critic is not None else None
+    if state is not None:
+        lm_state = convert.hf_to_megatron(read_hf_checkpoint(str(ckpt / "llama"), arch), arch,
+                                          value_head=False)
+        head = convert.init_tensor("score.weight", (1, arch.hidden_size), 4)
+        res["infer/critic_from_lm"] = (
+            torch.equal(state.pop(convert.VALUE_HEAD), head)
+            and sorted(state) == sorted(k for k in lm_state if k != "output_layer.weight")
+            and all(torch.equal(v, lm_state[k]) for k, v in state.items()))
 
 
 def check_generate_controls(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
@@ -216,8 +230,9 @@ def _train_batch() -> Any:
     ref = torch.where(mask, old + 0.05 * torch.randn(batch.input_ids.shape, generator=g), 0.0)
     vals = torch.where(mask, 0.1 * torch.randn(batch.input_ids.shape, generator=g), 0.0)
     rewards = torch.tensor([1.0, 0.0, 0.5, -1.0, 0.3, 0.9, -0.2, 0.0])
+    baseline = torch.tensor([0.5, 0.5, 0.0, 0.0, 0.2, 0.2, 0.1, 0.1])
     return batch.with_fields(token_fields={"logprobs": old, "ref_logprobs": ref, "values": vals},
-                             seq_fields={"rewards": rewards})
+                             seq_fields={"rewards": rewards, "baseline_rewards": baseline})
 
 
 TRAIN_CASES = (  # (interface, family, value_head, args)
@@ -227,6 +242,7 @@ TRAIN_CASES = (  # (interface, family, value_head, args)
     ("dpo", "llama", False, {"lr": 1e-3}),
     ("rw_pairwise", "qwen2", True, {"lr": 1e-3}),
     ("ppo_critic", "llama", True, {"lr": 1e-3}),
+    ("remax_actor", "qwen2", False, {"lr": 1e-3}),
 )
 
 

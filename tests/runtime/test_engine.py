@@ -64,6 +64,11 @@ def test_inference_matches_transformers(results: dict, layout: str) -> None:
 
 
 @pytest.mark.slow
+def test_critic_initialised_from_causal_lm_checkpoint(results: dict) -> None:
+    assert results["infer/critic_from_lm"] is True
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["tp1", "tp2"])
 def test_generation_controls(results: dict, layout: str) -> None:
     assert results[f"gen/eos_stops/{layout}"] is True
