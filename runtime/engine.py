@@ -130,7 +130,9 @@ class ModelEngine:
         self.config = transformer_config(self.arch, layout, bf16=self.bf16)
         if parallel_state._GLOBAL_MEMORY_BUFFER is None:
             parallel_state._set_global_memory_buffer()
+        cpu_rng = torch.get_rng_state()  # on CPU the tracker would reseed the global generator
         model_parallel_cuda_manual_seed(seed, tp_rank=coords.tp_rank, ep_rank=0, etp_rank=0)
+        torch.set_rng_state(cpu_rng)
         gpt2 = self.arch.family == "gpt2"
         self.vocab = convert.padded_vocab(self.arch, layout.tp)
         self.model = GPTModel(

@@ -115,7 +115,9 @@ def generate_local(engine: Any, prompts: SeqBatch, args: GenerateArgs, ctx: Call
         raise ValueError(f"prompt + max_new_tokens = {total} exceeds the model's "
                          f"max_position_embeddings {engine.arch.max_position_embeddings}")
     tokens = torch.full((b, total), prompts.pad_id, dtype=torch.long)
-    tokens[:, : prompts.input_ids.shape[1]] = prompts.input_ids[:, :total]
+    width = min(prompts.input_ids.shape[1], total)
+    tokens[:, :width] = torch.where(prompts.prompt_mask()[:, :width],
+                                    prompts.input_ids[:, :width], prompts.pad_id)
     logprobs = torch.zeros(b, total)
     done = torch.zeros(b, dtype=torch.bool)
     truncated = torch.zeros(b)
