@@ -170,6 +170,8 @@ def generate_local(engine: Any, prompts: SeqBatch, args: GenerateArgs, ctx: Call
 @register("generate")
 def generate(engine: Any, batch: SeqBatch, args: GenerateArgs, ctx: CallContext) -> SeqBatch:
     """Responses to the batch's prompts (its prompt part; any response is ignored)."""
+    if args.stop_strings and ctx.decode is None:
+        raise ValueError("generate: stop_strings need a detokeniser; pass CallContext(decode=...)")
     prompts = SeqBatch(input_ids=batch.input_ids, seq_lens=batch.prompt_lens.clone(),
                        prompt_lens=batch.prompt_lens.clone(), ids=batch.ids,
                        seq_fields=batch.seq_fields, pad_id=batch.pad_id)

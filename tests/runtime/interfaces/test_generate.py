@@ -39,3 +39,24 @@ def test_expand_samples_repeats_prompts_consecutively() -> None:
     assert e.ids == (12, 13, 14, 21, 22, 23)
     assert [e.tokens(i) for i in range(6)] == [[1, 2]] * 3 + [[3]] * 3
     assert e.seq_fields["answer"].tolist() == [9.0] * 3 + [8.0] * 3
+
+
+def test_stop_strings_are_checked_on_decoded_text() -> None:
+    from runtime.interfaces.generate import _stop_hit
+    from runtime.interfaces.registry import CallContext
+
+    ctx = CallContext(decode=lambda ids: "".join(chr(96 + i) for i in ids))
+    assert _stop_hit([1, 2, 3], ("bc",), ctx) is True
+    assert _stop_hit([1, 2, 3], ("cb", "z"), ctx) is False
+    assert _stop_hit([1, 2, 3], (), ctx) is False
+    assert _stop_hit([1, 2, 3], ("bc",), CallContext()) is False  # no detokeniser: no stop
+
+
+def test_stop_strings_without_detokeniser_raise() -> None:
+    import pytest
+
+    from runtime.interfaces import CallContext, run_interface
+
+    b = SeqBatch.from_lists([[1, 2]], [2])
+    with pytest.raises(ValueError, match="stop_strings need a detokeniser"):
+        run_interface("generate", None, b, GenerateArgs(stop_strings=("x",)), CallContext())
