@@ -235,14 +235,18 @@ def _train_batch() -> Any:
                              seq_fields={"rewards": rewards, "baseline_rewards": baseline})
 
 
-TRAIN_CASES = (  # (interface, family, value_head, args)
-    ("sft", "llama", False, {"lr": 1e-3}),
-    ("ppo_actor", "qwen2", False, {"lr": 1e-3, "kl_in_reward": False, "entropy_coef": 0.01}),
-    ("grpo_actor", "gpt2", False, {"lr": 1e-3, "group_size": 2}),
-    ("dpo", "llama", False, {"lr": 1e-3}),
-    ("rw_pairwise", "qwen2", True, {"lr": 1e-3}),
-    ("ppo_critic", "llama", True, {"lr": 1e-3}),
-    ("remax_actor", "qwen2", False, {"lr": 1e-3}),
+TRAIN_CASES = (  # (label, interface, family, value_head, args)
+    ("sft", "sft", "llama", False, {"lr": 1e-3}),
+    ("ppo_actor", "ppo_actor", "qwen2", False,
+     {"lr": 1e-3, "kl_in_reward": False, "entropy_coef": 0.01}),
+    ("ppo_actor_minibatch", "ppo_actor", "llama", False,
+     {"lr": 1e-3, "mini_batches": 2, "ppo_epochs": 2, "weight_decay": 0.1, "lr_schedule": "cosine",
+      "warmup_steps": 1}),
+    ("grpo_actor", "grpo_actor", "gpt2", False, {"lr": 1e-3, "group_size": 2}),
+    ("dpo", "dpo", "llama", False, {"lr": 1e-3}),
+    ("rw_pairwise", "rw_pairwise", "qwen2", True, {"lr": 1e-3}),
+    ("ppo_critic", "ppo_critic", "llama", True, {"lr": 1e-3}),
+    ("remax_actor", "remax_actor", "qwen2", False, {"lr": 1e-3}),
 )
 
 
@@ -253,7 +257,7 @@ def check_training(rank: int, tmp: Path, res: dict[str, Any]) -> None:
     from runtime.interfaces import run_interface
 
     batch = _train_batch()
-    for interface, family, value_head, args in TRAIN_CASES:
+    for label, interface, family, value_head, args in TRAIN_CASES:
         spec = ModelSpec(role="critic" if value_head else "actor", arch=tiny_arch(family),
                          trainable=True, value_head=value_head)
         typed = make_args(interface, args)
@@ -262,8 +266,8 @@ def check_training(rank: int, tmp: Path, res: dict[str, Any]) -> None:
             if engine is None:
                 continue
             losses = [run_interface(interface, engine, batch, typed)["loss"] for _ in range(TRAIN_STEPS)]
-            res[f"train/{interface}/{name}"] = losses
-            if interface == "sft" and name == "dp2pp2":
+            res[f"train/{label}/{name}"] = losses
+            if label == "sft" and name == "dp2pp2":
                 _check_roundtrip(engine, rank, tmp, res)
 
 

@@ -84,15 +84,15 @@ def test_seeded_sampling_is_layout_independent(results: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("interface", [c[0] for c in dist_checks.TRAIN_CASES])
-def test_train_losses_equal_at_every_layout(results: dict, interface: str) -> None:
-    ref = results[f"train/{interface}/single"]
+@pytest.mark.parametrize("case", [c[0] for c in dist_checks.TRAIN_CASES])
+def test_train_losses_equal_at_every_layout(results: dict, case: str) -> None:
+    ref = results[f"train/{case}/single"]
     assert len(ref) == dist_checks.TRAIN_STEPS
     assert ref[-1] != ref[0], "the optimizer did not change the loss"
     for name, *_ in dist_checks.TRAIN_LAYOUTS[1:]:
-        got = results[f"train/{interface}/{name}"]
+        got = results[f"train/{case}/{name}"]
         diff = max(abs(a - b) for a, b in zip(got, ref))
-        assert diff < 1e-5, f"{interface} at {name}: losses {got} vs 1-process {ref}"
+        assert diff < 1e-5, f"{case} at {name}: losses {got} vs 1-process {ref}"
 
 
 @pytest.mark.slow
