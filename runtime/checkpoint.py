@@ -46,6 +46,13 @@ def _strip_prefix(shapes: dict, arch: ModelArch) -> dict:
             for k, v in shapes.items()}
 
 
+def hf_rope_theta(config: dict) -> float:
+    """RoPE base of a HF config, top-level (transformers 4) or in rope_parameters (5)."""
+    if "rope_theta" in config:
+        return float(config["rope_theta"])
+    return float((config.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+
+
 def validate_checkpoint(path: str, arch: ModelArch, *, value_head: bool) -> None:
     """Raise ValueError unless `path` is a HF checkpoint of exactly `arch`.
 
@@ -63,6 +70,10 @@ def validate_checkpoint(path: str, arch: ModelArch, *, value_head: bool) -> None
     if found.family != arch.family:
         raise ValueError(f"checkpoint {path!r} is a {found.family} model but the spec says "
                          f"{arch.family}; fix the model's family or checkpoint")
+    theta = hf_rope_theta(json.loads(config_file.read_text()))
+    if arch.family != "gpt2" and abs(theta - arch.rope_theta) > 1e-6 * theta:
+        raise ValueError(f"checkpoint {path!r} has rope_theta {theta:g} but the spec says "
+                         f"{arch.rope_theta:g}; set rope_theta: {theta:g} on the model")
     files = _weight_files(directory)
     if not files:
         raise ValueError(f"checkpoint {path!r} holds no *.safetensors weights")

@@ -66,6 +66,17 @@ def shard(full: torch.Tensor, spec: ShardSpec, tp: int, tp_rank: int) -> torch.T
     return torch.cat([p.chunk(tp, dim=spec.dim)[tp_rank] for p in parts], dim=spec.dim)
 
 
+def shard_ranges(spec: ShardSpec, global_len: int, tp: int, tp_rank: int) -> tuple[tuple[int, int], ...]:
+    """[start, stop) index ranges along `spec.dim` of the global tensor that rank `tp_rank`
+    holds, in local order (one range per stride part; the whole length when replicated)."""
+    if spec.dim is None or tp == 1:
+        return ((0, global_len),)
+    part = global_len // spec.stride
+    chunk = part // tp
+    return tuple((k * part + tp_rank * chunk, k * part + (tp_rank + 1) * chunk)
+                 for k in range(spec.stride))
+
+
 def unshard(shards: list[torch.Tensor], spec: ShardSpec) -> torch.Tensor:
     """Inverse of `shard`: the global tensor from every TP rank's part, in rank order."""
     if spec.dim is None or len(shards) == 1:

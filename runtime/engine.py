@@ -105,7 +105,11 @@ class LocalShard:
     spec: convert.ShardSpec
     """How the global tensor splits over TP."""
     global_shape: tuple[int, ...]
-    """Shape of the whole (unsharded) tensor."""
+    """Shape of the whole (unsharded) tensor, true vocabulary (layout-independent)."""
+    ranges: tuple[tuple[int, int], ...]
+    """[start, stop) ranges along `spec.dim` of the global tensor this shard holds, in
+    local order; empty when replicated (the shard is the whole tensor). For vocab-parallel tensors the coordinates are those of the vocabulary
+    padded to a multiple of tp: rows >= vocab_size are zero padding."""
 
 
 class ModelEngine:
@@ -126,7 +130,9 @@ class ModelEngine:
         self.config = transformer_config(self.arch, layout, bf16=self.bf16)
         if parallel_state._GLOBAL_MEMORY_BUFFER is None:
             parallel_state._set_global_memory_buffer()
+        cpu_rng = torch.get_rng_state()  # on CPU the tracker would reseed the global generator
         model_parallel_cuda_manual_seed(seed, tp_rank=coords.tp_rank, ep_rank=0, etp_rank=0)
+        torch.set_rng_state(cpu_rng)
         gpt2 = self.arch.family == "gpt2"
         self.vocab = convert.padded_vocab(self.arch, layout.tp)
         self.model = GPTModel(
@@ -187,9 +193,13 @@ class ModelEngine:
             shape = list(param.shape)
             if spec.dim is not None:
                 shape[spec.dim] *= self.layout.tp
+            padded_len = shape[spec.dim] if spec.dim is not None else 0
             if name in convert.VOCAB_PARALLEL:
                 shape[0] = self.arch.vocab_size  # local rows past it are zero padding
-            out[name] = LocalShard(name=name, tensor=param.data, spec=spec, global_shape=tuple(shape))
+            ranges = () if spec.dim is None else convert.shard_ranges(
+                spec, padded_len, self.layout.tp, self.coords.tp_rank)
+            out[name] = LocalShard(name=name, tensor=param.data, spec=spec,
+                                   global_shape=tuple(shape), ranges=ranges)
         return out
 
     def load_global_state(self, mg: dict[str, torch.Tensor]) -> None:

@@ -44,7 +44,8 @@ def run_micro_batches(engine: Any, mbs: list[SeqBatch], loss_fn: LossFn, *,
     def forward_step(data_iterator: Any, model: Any) -> tuple[torch.Tensor, Any]:
         mb = next(data_iterator)
         ids = mb.input_ids.to(device)
-        out = model(ids, mb.positions().to(device), None)
+        with platform.without_cuda_rewrites():  # the forward needs none; saves ~30% on CPU
+            out = model(ids, mb.positions().to(device), None)
         return out, lambda output: loss_fn(mb, output)
 
     pgc = engine.pgc
@@ -133,10 +134,10 @@ class Trainer:
     def _apply_args(self, args: OptimArgs) -> None:
         lr = lr_at(self.step, lr=args.lr, warmup_steps=args.warmup_steps,
                    schedule=args.lr_schedule, total_steps=self.total_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-            group["weight_decay"] = args.weight_decay
-        self.optimizer.config.clip_grad = args.grad_clip
+        for group in self.optimizer.param_groups:  # keep Megatron's per-group multipliers
+            group["lr"] = lr * group.get("lr_mult", 1.0)
+            group["weight_decay"] = args.weight_decay * group.get("wd_mult", 1.0)
+        self.opt_config.clip_grad = args.grad_clip  # the config object the optimizers share
         self.last_lr = lr
 
     def train_step(self, mbs: list[SeqBatch], loss_fn: LossFn, args: OptimArgs) -> dict[str, float]:

@@ -11,6 +11,8 @@ patches nothing. On a CPU-only torch it routes Megatron's CUDA calls to the CPU:
    makes `Tensor.cuda()` a no-op (Megatron hard-codes CUDA in schedules and optimizers).
 4. The same mode reports CUDA type names from `Tensor.type()` (Megatron asserts them).
 5. `torch.cuda.Event` gets a stand-in timed with `time.perf_counter`.
+6. The causal-mask helper gets a CPU version, so forward passes can run without the mode
+   (`without_cuda_rewrites()`), which costs ~30% on small models.
 
 Sequence parallelism needs no patch here: the engine never enables it on CPU.
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -135,6 +139,21 @@ class _DropCpuRngWarning(logging.Filter):
         return "CPU RNG state changed" not in record.getMessage()
 
 
+def _patch_megatron_cuda_literals() -> None:
+    """Megatron helpers on the forward path that hard-code device="cuda"."""
+    import functools
+
+    from megatron.core.fusions import fused_softmax
+    from megatron.core.transformer import utils as tutils
+
+    @functools.lru_cache(maxsize=32)
+    def causal_mask(sq: int) -> torch.Tensor:
+        return torch.triu(torch.ones(sq, sq, device=_CPU), diagonal=1).bool()
+
+    tutils.get_default_causal_mask = causal_mask
+    fused_softmax.get_default_causal_mask = causal_mask
+
+
 def apply_platform_patches() -> str:
     """Make Megatron-core run on this platform; idempotent. Returns the dist backend."""
     if _STATE["applied"]:
@@ -142,12 +161,23 @@ def apply_platform_patches() -> str:
     if not has_cuda():
         _patch_cuda_module()
         _patch_megatron_rng()
+        _patch_megatron_cuda_literals()
         logging.getLogger("megatron.core.tensor_parallel.random").addFilter(_DropCpuRngWarning())
         mode = _CpuAsCudaMode()
         mode.__enter__()  # process-wide, for the rest of the process
         _STATE["mode"] = mode
     _STATE["applied"] = True
     return backend()
+
+
+@contextmanager
+def without_cuda_rewrites() -> Iterator[None]:
+    """Run plain torch code (e.g. a transformers baseline) without the CPU device mode."""
+    if _STATE["mode"] is None:
+        yield
+        return
+    with torch._C.DisableTorchFunction():
+        yield
 
 
 def patches_applied() -> bool:

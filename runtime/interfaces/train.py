@@ -81,16 +81,17 @@ def _step(engine: Any, trainer: Trainer, batch: SeqBatch, terms: Terms, args: Op
 
 def _train(engine: Any, batch: SeqBatch, args: OptimArgs, ctx: CallContext, terms: Terms, *,
            unit: int = 1, count: Callable[[SeqBatch], int] | None = None,
-           epochs: int = 1, mini_batches: int = 1, local: bool = False) -> dict[str, float]:
-    """Optimizer steps over the batch (`local`: it is already this replica's part)."""
+           epochs: int = 1, mini_batches: int = 1) -> dict[str, float]:
+    """Optimizer steps over the FULL batch: mini-batches are cut from the whole batch (so
+    they are the same at every layout), then each is split over data parallelism."""
     trainer = _trainer(engine, args, ctx)
     count = count or (lambda b: int(loss_mask(b).sum()))
-    part = batch if local else local_part(engine, batch, unit=unit)
+    minis = batch.split(mini_batches, unit=unit) if mini_batches > 1 else [batch]
     history: list[dict[str, float]] = []
     for _ in range(epochs):
-        minis = part.split(mini_batches, unit=unit) if mini_batches > 1 else [part]
         for mini in minis:
-            history.append(_step(engine, trainer, mini, terms, args, unit=unit, count=count))
+            part = local_part(engine, mini, unit=unit)
+            history.append(_step(engine, trainer, part, terms, args, unit=unit, count=count))
     out = {k: sum(h[k] for h in history) / len(history) for k in history[0]}
     out["steps"] = float(len(history))
     return out
@@ -147,15 +148,10 @@ def dpo(engine: Any, batch: SeqBatch, args: DPOArgs, ctx: CallContext) -> dict[s
     return _train(engine, batch, args, ctx, terms, unit=2, count=lambda b: b.size // 2)
 
 
-def _dp_moments(engine: Any, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    local = torch.stack([mask.sum().float(), rl_math.masked_sum(x, mask),
-                         rl_math.masked_sum(x * x, mask)])
-    return all_reduce_sum(local, engine.pgc.dp)
-
-
-def ppo_targets(engine: Any, part: SeqBatch, *, kl_coef: float, gamma: float, lam: float,
+def ppo_targets(part: SeqBatch, *, kl_coef: float, gamma: float, lam: float,
                 reward_clip: float, whiten: bool) -> SeqBatch:
-    """Adds token fields `advantages` and `returns` (GAE on KL-penalised rewards)."""
+    """Adds token fields `advantages` and `returns` (GAE on KL-penalised rewards), computed
+    over the whole batch on every rank (cheap), so whitening needs no communication."""
     mask = loss_mask(part)
     old = _field(part, "logprobs", "ppo")
     ref = _field(part, "ref_logprobs", "ppo")
@@ -164,7 +160,7 @@ def ppo_targets(engine: Any, part: SeqBatch, *, kl_coef: float, gamma: float, la
     values = part.token_fields.get("values", torch.zeros_like(old))
     adv, ret = rl_math.gae(rewards, values, mask, gamma=gamma, lam=lam)
     if whiten:
-        adv = rl_math.whiten(adv, mask, total=_dp_moments(engine, adv, mask))
+        adv = rl_math.whiten(adv, mask)
     return part.with_fields(token_fields={"advantages": adv, "returns": ret})
 
 
@@ -206,13 +202,12 @@ def ppo_actor(engine: Any, batch: SeqBatch, args: PPOActorArgs, ctx: CallContext
     """PPO clipped-ratio update; KL in the reward or as a loss term; entropy bonus."""
     _unsupported("ppo_actor", adaptive_kl_target=args.adaptive_kl_target > 0,
                  normalize_reward=args.normalize_reward, ptx_coef=args.ptx_coef > 0)
-    part = ppo_targets(engine, local_part(engine, batch),
-                       kl_coef=args.kl_coef if args.kl_in_reward else 0.0, gamma=args.gamma,
+    prepared = ppo_targets(batch, kl_coef=args.kl_coef if args.kl_in_reward else 0.0, gamma=args.gamma,
                        lam=args.lam, reward_clip=args.reward_clip, whiten=args.whiten_advantages)
     terms = _policy_terms(engine, args.eps_clip, 0.0 if args.kl_in_reward else args.kl_coef,
                           "k1", args.entropy_coef)
-    return _train(engine, part, args, ctx, terms, epochs=args.ppo_epochs,
-                  mini_batches=args.mini_batches, local=True)
+    return _train(engine, prepared, args, ctx, terms, epochs=args.ppo_epochs,
+                  mini_batches=args.mini_batches)
 
 
 @register("ppo_critic")
@@ -229,41 +224,41 @@ def ppo_critic(engine: Any, batch: SeqBatch, args: PPOCriticArgs, ctx: CallConte
                                           value_clip=args.value_clip)
         return {"loss": loss.sum()}
 
-    part = ppo_targets(engine, local_part(engine, batch), kl_coef=args.kl_coef, gamma=args.gamma,
+    prepared = ppo_targets(batch, kl_coef=args.kl_coef, gamma=args.gamma,
                        lam=args.lam, reward_clip=float("inf"), whiten=False)
-    return _train(engine, part, args, ctx, terms, epochs=args.ppo_epochs,
-                  mini_batches=args.mini_batches, local=True)
+    return _train(engine, prepared, args, ctx, terms, epochs=args.ppo_epochs,
+                  mini_batches=args.mini_batches)
 
 
 @register("grpo_actor")
 def grpo_actor(engine: Any, batch: SeqBatch, args: GRPOActorArgs, ctx: CallContext) -> dict[str, float]:
     """GRPO: group-normalised sequence advantages, clipped ratio, KL loss to the reference."""
     _unsupported("grpo_actor", variance_increase=args.variance_increase)
-    part = local_part(engine, batch, unit=args.group_size)
-    adv_seq = rl_math.group_advantages(_field(part, "rewards", "grpo_actor"), args.group_size)
-    mask = loss_mask(part)
+    prepared = batch
+    adv_seq = rl_math.group_advantages(_field(prepared, "rewards", "grpo_actor"), args.group_size)
+    mask = loss_mask(prepared)
     adv = torch.where(mask, adv_seq[:, None].expand_as(mask), torch.zeros(mask.shape))
-    part = part.with_fields(token_fields={"advantages": adv})
+    prepared = prepared.with_fields(token_fields={"advantages": adv})
     terms = _policy_terms(engine, args.eps_clip, args.kl_coef, args.kl_estimator, 0.0)
-    return _train(engine, part, args, ctx, terms, unit=args.group_size, epochs=args.ppo_epochs,
-                  mini_batches=args.mini_batches, local=True)
+    return _train(engine, prepared, args, ctx, terms, unit=args.group_size, epochs=args.ppo_epochs,
+                  mini_batches=args.mini_batches)
 
 
 @register("remax_actor")
 def remax_actor(engine: Any, batch: SeqBatch, args: ReMaxActorArgs, ctx: CallContext) -> dict[str, float]:
     """ReMax: REINFORCE with the greedy response's reward (`baseline_rewards`) as baseline."""
-    part = local_part(engine, batch)
-    mask = loss_mask(part)
-    old, ref = _field(part, "logprobs", "remax_actor"), _field(part, "ref_logprobs", "remax_actor")
-    tok = rl_math.token_rewards(_field(part, "rewards", "remax_actor")
-                                - _field(part, "baseline_rewards", "remax_actor"),
+    prepared = batch
+    mask = loss_mask(prepared)
+    old, ref = _field(prepared, "logprobs", "remax_actor"), _field(prepared, "ref_logprobs", "remax_actor")
+    tok = rl_math.token_rewards(_field(prepared, "rewards", "remax_actor")
+                                - _field(prepared, "baseline_rewards", "remax_actor"),
                                 old, ref, mask, kl_coef=args.kl_coef)
     to_go = torch.flip(torch.cumsum(torch.flip(tok, [1]), 1), [1])
-    part = part.with_fields(token_fields={"advantages": torch.where(mask, to_go, torch.zeros_like(to_go))})
+    prepared = prepared.with_fields(token_fields={"advantages": torch.where(mask, to_go, torch.zeros_like(to_go))})
 
     def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
         m = loss_mask(mb).to(out.device)
         lp = _lp(engine, mb, out)
         return {"loss": rl_math.masked_sum(-lp * mb.token_fields["advantages"].to(out.device), m)}
 
-    return _train(engine, part, args, ctx, terms, local=True)
+    return _train(engine, prepared, args, ctx, terms)

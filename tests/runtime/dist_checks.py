@@ -47,14 +47,26 @@ def hf_model(arch: Any, state: dict[str, torch.Tensor]) -> Any:
     return model.eval()
 
 
+def hf_scorer(arch: Any, state: dict[str, torch.Tensor]) -> Any:
+    import transformers
+
+    config = transformers.AutoConfig.for_model(**arch.to_hf_config(), num_labels=1)
+    config.pad_token_id = 0
+    model = transformers.AutoModelForSequenceClassification.from_config(config)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 def write_checkpoints(root: Path) -> None:
-    """HF checkpoints of the tiny models, written by transformers itself."""
+    """HF checkpoints of the tiny models (and a Llama scorer), written by transformers."""
     from runtime.convert import random_hf_state
 
     for i, family in enumerate(FAMILIES):
         arch = tiny_arch(family)
         hf_model(arch, random_hf_state(arch, seed=100 + i, value_head=False)).save_pretrained(
             root / family)
+    arch = tiny_arch("llama")
+    hf_scorer(arch, random_hf_state(arch, seed=200, value_head=True)).save_pretrained(root / "scorer")
 
 
 def _layout(dp: int, tp: int, pp: int, start: int, micro_batches: int = 1) -> Any:
@@ -113,6 +125,99 @@ def check_logits_and_generate(rank: int, ckpt: Path, res: dict[str, Any]) -> Non
             res[f"generate/{family}/{name}"] = same
 
 
+def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
+    """logprobs, values and reward_model against transformers at tp2 and pp2 x dp... layouts."""
+    from graph.spec import ModelSpec
+    from runtime.batch import SeqBatch
+    from runtime.checkpoint import read_hf_checkpoint
+    from runtime.engine import build_engine
+    from runtime.interfaces import run_interface
+
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(1, 101, (n,), generator=g).tolist() for n in (9, 5, 12, 7)]
+    batch = SeqBatch.from_lists(seqs, [3, 2, 4, 1])
+    arch = tiny_arch("llama")
+    lm = hf_model(arch, read_hf_checkpoint(str(ckpt / "llama"), arch))
+    scorer = hf_scorer(arch, read_hf_checkpoint(str(ckpt / "scorer"), arch))
+    with torch.no_grad():
+        ref_lp = [torch.log_softmax(lm(torch.tensor([s])).logits[0, :-1], -1)
+                  .gather(-1, torch.tensor(s[1:])[:, None])[:, 0] for s in seqs]
+        ref_v = [scorer.score(scorer.model(torch.tensor([s])).last_hidden_state)[0, :-1, 0]
+                 for s in seqs]
+        ref_r = [float(scorer(torch.tensor([s])).logits[0, 0]) for s in seqs]
+    for name, dp, tp, pp in (("tp2", 1, 2, 1), ("dp2pp2", 2, 1, 2)):
+        layout = _layout(dp, tp, pp, 0, micro_batches=2)
+        actor = build_engine(ModelSpec(role="ref", arch=arch, checkpoint=str(ckpt / "llama")),
+                             layout, rank)
+        critic = build_engine(ModelSpec(role="critic", arch=arch, value_head=True,
+                                        checkpoint=str(ckpt / "scorer")), layout, rank)
+        if actor is None:
+            continue
+        lp = run_interface("logprobs", actor, batch).token_fields["logprobs"]
+        vals = run_interface("values", critic, batch).token_fields["values"]
+        rew = run_interface("reward_model", critic, batch).seq_fields["rewards"]
+        res[f"infer/logprobs/{name}"] = max(float((lp[i, 1:len(s)] - ref_lp[i]).abs().max())
+                                            for i, s in enumerate(seqs))
+        res[f"infer/values/{name}"] = max(float((vals[i, 1:len(s)] - ref_v[i]).abs().max())
+                                          for i, s in enumerate(seqs))
+        res[f"infer/rewards/{name}"] = max(abs(float(rew[i]) - ref_r[i]) for i in range(len(seqs)))
+        res[f"infer/zero_outside/{name}"] = float(lp[~batch.valid_mask()].abs().sum()
+                                                  + lp[:, 0].abs().sum())
+    # a critic initialised from a causal-LM checkpoint: trunk copied, head from the seed
+    from runtime import convert
+
+    critic = build_engine(ModelSpec(role="critic", arch=arch, value_head=True,
+                                    checkpoint=str(ckpt / "llama")), _layout(1, 2, 1, 0), rank, seed=4)
+    state = critic.global_state() if critic is not None else None
+    if state is not None:
+        lm_state = convert.hf_to_megatron(read_hf_checkpoint(str(ckpt / "llama"), arch), arch,
+                                          value_head=False)
+        head = convert.init_tensor("score.weight", (1, arch.hidden_size), 4)
+        res["infer/critic_from_lm"] = (
+            torch.equal(state.pop(convert.VALUE_HEAD), head)
+            and sorted(state) == sorted(k for k in lm_state if k != "output_layer.weight")
+            and all(torch.equal(v, lm_state[k]) for k, v in state.items()))
+
+
+def check_generate_controls(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
+    """EOS, min_new_tokens, truncation, and seeded sampling that is the same at tp1 and tp2."""
+    from graph.interfaces import GenerateArgs
+    from graph.spec import ModelSpec
+    from runtime.batch import SeqBatch
+    from runtime.engine import build_engine
+    from runtime.interfaces import CallContext, run_interface
+
+    spec = ModelSpec(role="actor", arch=tiny_arch("qwen2"), checkpoint=str(ckpt / "qwen2"))
+    prompts = SeqBatch.from_lists([list(p) for p in PROMPTS], [len(p) for p in PROMPTS])
+    greedy = GenerateArgs(max_new_tokens=6, greedy=True)
+    sample = GenerateArgs(max_new_tokens=6, temperature=0.9, top_k=20, top_p=0.9, num_samples=2)
+    outs: dict[str, Any] = {}
+    for name, tp in (("tp1", 1), ("tp2", 2)):
+        engine = build_engine(spec, _layout(1, tp, 1, 0), rank)
+        if engine is None:
+            continue
+        free = run_interface("generate", engine, prompts, greedy, CallContext())
+        eos = free.response(0)[2]  # the third greedy token of prompt 0 becomes EOS
+        stop = run_interface("generate", engine, prompts, greedy, CallContext(eos_ids=(eos,)))
+        late = run_interface("generate", engine, prompts,
+                             GenerateArgs(max_new_tokens=6, greedy=True, min_new_tokens=4),
+                             CallContext(eos_ids=(eos,)))
+        drawn = run_interface("generate", engine, prompts, sample, CallContext(seed=5))
+        outs[name] = drawn
+        if rank == 0:
+            first = free.response(0).index(eos)  # greedy tiny models repeat tokens
+            res[f"gen/eos_stops/{name}"] = stop.response(0) == free.response(0)[: first + 1]
+            res[f"gen/truncated/{name}"] = [float(x) for x in free.seq_fields["truncated"]]
+            res[f"gen/min_new/{name}"] = (len(late.response(0)) >= 4
+                                          and eos not in late.response(0)[:4])
+            lp = drawn.token_fields["logprobs"]
+            res[f"gen/sample_lp_ok/{name}"] = bool((lp[drawn.response_mask()] < 0).all())
+            res[f"gen/sample_ids/{name}"] = list(drawn.ids)
+    if rank == 0:
+        a, b = outs["tp1"], outs["tp2"]
+        res["gen/sampling_layout_invariant"] = all(a.tokens(i) == b.tokens(i) for i in range(a.size))
+
+
 def _train_batch() -> Any:
     from runtime.batch import SeqBatch
 
@@ -125,17 +230,23 @@ def _train_batch() -> Any:
     ref = torch.where(mask, old + 0.05 * torch.randn(batch.input_ids.shape, generator=g), 0.0)
     vals = torch.where(mask, 0.1 * torch.randn(batch.input_ids.shape, generator=g), 0.0)
     rewards = torch.tensor([1.0, 0.0, 0.5, -1.0, 0.3, 0.9, -0.2, 0.0])
+    baseline = torch.tensor([0.5, 0.5, 0.0, 0.0, 0.2, 0.2, 0.1, 0.1])
     return batch.with_fields(token_fields={"logprobs": old, "ref_logprobs": ref, "values": vals},
-                             seq_fields={"rewards": rewards})
+                             seq_fields={"rewards": rewards, "baseline_rewards": baseline})
 
 
-TRAIN_CASES = (  # (interface, family, value_head, args)
-    ("sft", "llama", False, {"lr": 1e-3}),
-    ("ppo_actor", "qwen2", False, {"lr": 1e-3, "kl_in_reward": False, "entropy_coef": 0.01}),
-    ("grpo_actor", "gpt2", False, {"lr": 1e-3, "group_size": 2}),
-    ("dpo", "llama", False, {"lr": 1e-3}),
-    ("rw_pairwise", "qwen2", True, {"lr": 1e-3}),
-    ("ppo_critic", "llama", True, {"lr": 1e-3}),
+TRAIN_CASES = (  # (label, interface, family, value_head, args)
+    ("sft", "sft", "llama", False, {"lr": 1e-3}),
+    ("ppo_actor", "ppo_actor", "qwen2", False,
+     {"lr": 1e-3, "kl_in_reward": False, "entropy_coef": 0.01}),
+    ("ppo_actor_minibatch", "ppo_actor", "llama", False,
+     {"lr": 1e-3, "mini_batches": 2, "ppo_epochs": 2, "weight_decay": 0.1, "lr_schedule": "cosine",
+      "warmup_steps": 1}),
+    ("grpo_actor", "grpo_actor", "gpt2", False, {"lr": 1e-3, "group_size": 2}),
+    ("dpo", "dpo", "llama", False, {"lr": 1e-3}),
+    ("rw_pairwise", "rw_pairwise", "qwen2", True, {"lr": 1e-3}),
+    ("ppo_critic", "ppo_critic", "llama", True, {"lr": 1e-3}),
+    ("remax_actor", "remax_actor", "qwen2", False, {"lr": 1e-3}),
 )
 
 
@@ -146,7 +257,7 @@ def check_training(rank: int, tmp: Path, res: dict[str, Any]) -> None:
     from runtime.interfaces import run_interface
 
     batch = _train_batch()
-    for interface, family, value_head, args in TRAIN_CASES:
+    for label, interface, family, value_head, args in TRAIN_CASES:
         spec = ModelSpec(role="critic" if value_head else "actor", arch=tiny_arch(family),
                          trainable=True, value_head=value_head)
         typed = make_args(interface, args)
@@ -155,8 +266,8 @@ def check_training(rank: int, tmp: Path, res: dict[str, Any]) -> None:
             if engine is None:
                 continue
             losses = [run_interface(interface, engine, batch, typed)["loss"] for _ in range(TRAIN_STEPS)]
-            res[f"train/{interface}/{name}"] = losses
-            if interface == "sft" and name == "dp2pp2":
+            res[f"train/{label}/{name}"] = losses
+            if label == "sft" and name == "dp2pp2":
                 _check_roundtrip(engine, rank, tmp, res)
 
 
@@ -185,13 +296,25 @@ def _check_roundtrip(engine: Any, rank: int, tmp: Path, res: dict[str, Any]) -> 
 def check_random_init(rank: int, res: dict[str, Any]) -> None:
     """Same seed, same global weights at tp1, tp2 and tp2 x pp2."""
     from graph.spec import ModelSpec
+    from runtime import convert
     from runtime.engine import build_engine
 
     spec = ModelSpec(role="critic", arch=tiny_arch("qwen2"), value_head=True)
+    mg = convert.hf_to_megatron(convert.random_hf_state(spec.arch, seed=9, value_head=True),
+                                spec.arch, value_head=True)
     states = []
     for dp, tp, pp in ((1, 1, 1), (1, 2, 1), (1, 2, 2)):
         engine = build_engine(spec, _layout(dp, tp, pp, 0), rank, seed=9)
         states.append(engine.global_state() if engine is not None else None)
+        if engine is not None:  # every local shard is the global tensor at its ranges
+            ok = True
+            for name, sh in engine.named_local_shards().items():
+                full = convert.pad_vocab(name, mg[name], spec.arch, tp)
+                if sh.spec.dim is not None:
+                    idx = torch.tensor([i for a, b in sh.ranges for i in range(a, b)])
+                    full = full.index_select(sh.spec.dim, idx)
+                ok = ok and torch.equal(full, sh.tensor) and list(sh.global_shape) == list(mg[name].shape)
+            res[f"init/shard_ranges/tp{tp}pp{pp}/rank{rank}"] = ok
     if rank == 0:
         ref = states[0]
         res["init/same_names"] = all(sorted(s) == sorted(ref) for s in states)
@@ -218,6 +341,8 @@ def worker(rank: int, world: int, port: int, tmp: str) -> None:
     res: dict[str, Any] = {}
     root = Path(tmp)
     check_logits_and_generate(rank, root / "ckpt", res)
+    check_inference(rank, root / "ckpt", res)
+    check_generate_controls(rank, root / "ckpt", res)
     check_random_init(rank, res)
     check_training(rank, root, res)
     (root / f"rank{rank}.json").write_text(json.dumps(res))

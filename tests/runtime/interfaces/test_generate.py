@@ -1,0 +1,62 @@
+"""Tests of runtime/interfaces/generate.py's sampling pieces (the decoding loop itself is
+checked against transformers' generate in tests/runtime/test_engine.py)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from graph.interfaces import GenerateArgs
+from runtime.batch import SeqBatch
+from runtime.interfaces.generate import expand_samples, filter_logits, sample_next
+
+
+def test_top_k_and_top_p_filters_by_hand() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.1]]))
+    top2 = filter_logits(logits, top_k=2, top_p=1.0)
+    assert torch.isinf(top2[0, 2:]).all() and torch.isfinite(top2[0, :2]).all()
+    # nucleus 0.7: 0.5 alone < 0.7, so 0.25 is kept too; 0.15 starts after 0.75 >= 0.7
+    nuc = filter_logits(logits, top_k=0, top_p=0.7)
+    assert torch.isfinite(nuc[0, :2]).all() and torch.isinf(nuc[0, 2:]).all()
+
+
+def test_sampling_frequencies_follow_temperature() -> None:
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]])).expand(20000, 3)
+    gen = torch.Generator().manual_seed(0)
+    draws = sample_next(logits, GenerateArgs(temperature=2.0), gen)
+    p = torch.softmax(logits[0] / 2.0, -1)
+    freq = torch.bincount(draws, minlength=3).float() / draws.numel()
+    assert torch.allclose(freq, p, atol=0.015)
+    assert sample_next(logits[:1], GenerateArgs(greedy=True), gen).item() == 0
+    assert not math.isnan(float(freq.sum()))
+
+
+def test_expand_samples_repeats_prompts_consecutively() -> None:
+    b = SeqBatch.from_lists([[1, 2], [3]], [2, 1], ids=[4, 7])
+    b = b.with_fields(seq_fields={"answer": torch.tensor([9.0, 8.0])})
+    e = expand_samples(b, 3)
+    assert e.ids == (12, 13, 14, 21, 22, 23)
+    assert [e.tokens(i) for i in range(6)] == [[1, 2]] * 3 + [[3]] * 3
+    assert e.seq_fields["answer"].tolist() == [9.0] * 3 + [8.0] * 3
+
+
+def test_stop_strings_are_checked_on_decoded_text() -> None:
+    from runtime.interfaces.generate import _stop_hit
+    from runtime.interfaces.registry import CallContext
+
+    ctx = CallContext(decode=lambda ids: "".join(chr(96 + i) for i in ids))
+    assert _stop_hit([1, 2, 3], ("bc",), ctx) is True
+    assert _stop_hit([1, 2, 3], ("cb", "z"), ctx) is False
+    assert _stop_hit([1, 2, 3], (), ctx) is False
+    assert _stop_hit([1, 2, 3], ("bc",), CallContext()) is False  # no detokeniser: no stop
+
+
+def test_stop_strings_without_detokeniser_raise() -> None:
+    import pytest
+
+    from runtime.interfaces import CallContext, run_interface
+
+    b = SeqBatch.from_lists([[1, 2]], [2])
+    with pytest.raises(ValueError, match="stop_strings need a detokeniser"):
+        run_interface("generate", None, b, GenerateArgs(stop_strings=("x",)), CallContext())

@@ -1,0 +1,37 @@
+"""Tests of runtime/interfaces/inference.py that need no model: rule rewards, alignment."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from graph.interfaces import RuleRewardArgs
+from runtime.batch import SeqBatch
+from runtime.interfaces import CallContext, run_interface
+from runtime.interfaces.inference import last_token_scores, shifted_values
+
+VOCAB = {1: "What is 2+3?", 2: " 5", 3: " 6", 4: " so"}
+
+
+def _decode(ids: list[int]) -> str:
+    return "".join(VOCAB[i] for i in ids)
+
+
+def test_rule_reward_scores_each_response() -> None:
+    b = SeqBatch.from_lists([[1, 2], [1, 3], [1, 4, 2]], [1, 1, 1])
+    out = run_interface("rule_reward", None, b, RuleRewardArgs(correct=2.0, wrong=-1.0),
+                        CallContext(rule="arithmetic_exact", decode=_decode))
+    assert out.seq_fields["rewards"].tolist() == [2.0, -1.0, 2.0]
+
+
+def test_rule_reward_needs_rule_and_decoder() -> None:
+    b = SeqBatch.from_lists([[1, 2]], [1])
+    with pytest.raises(ValueError, match="needs the model's rule name"):
+        run_interface("rule_reward", None, b, RuleRewardArgs(), CallContext())
+
+
+def test_value_alignment() -> None:
+    out = torch.tensor([[[1.0], [2.0], [3.0]], [[4.0], [5.0], [6.0]]])
+    assert shifted_values(out).tolist() == [[0.0, 1.0, 2.0], [0.0, 4.0, 5.0]]
+    b = SeqBatch.from_lists([[1, 2, 3], [1, 2]], [1, 1])
+    assert last_token_scores(b, out).tolist() == [3.0, 5.0]
