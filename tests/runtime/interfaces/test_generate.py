@@ -9,7 +9,7 @@ import torch
 
 from graph.interfaces import GenerateArgs
 from runtime.batch import SeqBatch
-from runtime.interfaces.generate import expand_samples, filter_logits, sample_next
+from runtime.interfaces.generate import expand_samples, filter_logits, sample_next, sample_uniform
 
 
 def test_top_k_and_top_p_filters_by_hand() -> None:
@@ -23,12 +23,12 @@ def test_top_k_and_top_p_filters_by_hand() -> None:
 
 def test_sampling_frequencies_follow_temperature() -> None:
     logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]])).expand(20000, 3)
-    gen = torch.Generator().manual_seed(0)
-    draws = sample_next(logits, GenerateArgs(temperature=2.0), gen)
+    uniforms = torch.tensor([sample_uniform(0, 0, sid, 0) for sid in range(20000)], dtype=torch.float64)
+    draws = sample_next(logits, GenerateArgs(temperature=2.0), uniforms)
     p = torch.softmax(logits[0] / 2.0, -1)
     freq = torch.bincount(draws, minlength=3).float() / draws.numel()
     assert torch.allclose(freq, p, atol=0.015)
-    assert sample_next(logits[:1], GenerateArgs(greedy=True), gen).item() == 0
+    assert sample_next(logits[:1], GenerateArgs(greedy=True), uniforms[:1]).item() == 0
     assert not math.isnan(float(freq.sum()))
 
 
