@@ -1,25 +1,25 @@
 """Moving a data key from the layout of the call that produces it to the consumer's.
 
-Sizes: a key holds `num_sequences(producer)` sequences of `tokens_per_sequence` tokens.
-Its bytes per token follow its name (the graph's keys are plain names):
-- names with "ids" (token ids): int64, 8 bytes per token;
-- names with "mask": bool, 1 byte per token;
-- per-sequence scalars ("reward", "score", "seqlen", "advantage_seq"): 4 bytes per sequence;
-- anything else (logprobs, values, advantages, ...): float32, 4 bytes per token.
+Sizes: a key holds `num_sequences(producer)` sequences of `tokens_per_sequence` tokens;
+its bytes follow the role the producer's interface gives that output (graph.interfaces):
+- sequences: int64 token ids, 8 bytes per token, plus two int64 lengths per sequence;
+- per-sequence values (rewards): 4 bytes per sequence;
+- per-token values (logprobs, values, ...): float32, 4 bytes per token.
 
-Placement: the producer leaves DP rank i's share on its last pipeline stage, TP rank
-0; the consumer needs DP rank j's share on every device of its first and last stage.
-Shares are token-balanced contiguous fractions: rank i of dp holds [i/dp, (i+1)/dp)
-of the batch's tokens, so the bytes from source i to destination j are the overlap
-of the two fractions. A destination that already holds a share locally receives nothing.
+Placement follows the executor (runtime.executor): every device of a layout holds a
+call's whole result, and each device of the consumer's mesh that is not in the
+producer's mesh receives the whole key from one producer device, chosen round-robin
+over the producer's mesh in device order. Devices in both meshes receive nothing.
 """
 
 from __future__ import annotations
 
 from cost_model.layout import Layout
+from graph.interfaces import get_interface
 from graph.spec import Call, CallKind
 
-SEQUENCE_SCALARS = ("reward", "score", "seqlen", "advantage_seq")
+SEQUENCE_ROLES = ("sequences", "prompts", "pairs")
+PER_SEQUENCE_ROLES = ("rewards", "baseline_rewards", "answers")
 
 
 def num_sequences(call: Call) -> int:
@@ -29,35 +29,30 @@ def num_sequences(call: Call) -> int:
     return call.batch_size
 
 
+def key_role(producer: Call, key: str) -> str:
+    """The role the producer's interface gives output `key` ("" when it is not an output)."""
+    roles = get_interface(producer.interface).outputs
+    return dict(zip(producer.outputs, roles)).get(key, "")
+
+
 def key_bytes(producer: Call, consumer: Call, key: str) -> float:
     """Bytes of data key `key` per iteration, as `producer` emits it for `consumer`."""
     n_seq = num_sequences(producer)
-    name = key.lower()
-    if any(s in name for s in SEQUENCE_SCALARS):
+    role = key_role(producer, key)
+    if role in PER_SEQUENCE_ROLES:
         return 4.0 * n_seq
     tokens = max(producer.seq_len, consumer.seq_len)
     if producer.kind == CallKind.GENERATE:
         tokens = producer.prompt_len + (producer.response_len or producer.max_new_tokens)
-    per_token = 8.0 if "ids" in name else 1.0 if "mask" in name else 4.0
-    return per_token * n_seq * max(tokens, 1)
+    if role in SEQUENCE_ROLES:
+        return 8.0 * n_seq * max(tokens, 1) + 16.0 * n_seq
+    return 4.0 * n_seq * max(tokens, 1)
 
 
 def data_flows(producer: Call, consumer: Call, key: str, src: Layout,
                dst: Layout) -> list[tuple[int, int, float]]:
     """(src device, dst device, bytes) flows moving `key` from `src` to `dst`."""
     total = key_bytes(producer, consumer, key)
-    stages = sorted({0, dst.pp - 1})
-    flows = []
-    for i in range(src.dp):
-        s_lo, s_hi = i / src.dp, (i + 1) / src.dp
-        sender = src.device(dp_rank=i, tp_rank=0, pp_rank=src.pp - 1)
-        for j in range(dst.dp):
-            share = min(s_hi, (j + 1) / dst.dp) - max(s_lo, j / dst.dp)
-            if share <= 0:
-                continue
-            for stage in stages:
-                for t in range(dst.tp):
-                    receiver = dst.device(dp_rank=j, tp_rank=t, pp_rank=stage)
-                    if receiver != sender:
-                        flows.append((sender, receiver, share * total))
-    return flows
+    senders = src.mesh.devices
+    needers = [d for d in dst.mesh.devices if d not in senders]
+    return [(senders[i % len(senders)], d, total) for i, d in enumerate(needers)]
