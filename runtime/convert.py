@@ -117,11 +117,6 @@ def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([t, t.new_zeros(rows - t.shape[0], *t.shape[1:])], dim=0)
 
 
-def hf_prefix(arch: ModelArch) -> str:
-    """Prefix of the trunk's parameters in a HF checkpoint."""
-    return "transformer." if arch.family == "gpt2" else "model."
-
-
 VOCAB_PARALLEL = ("embedding.word_embeddings.weight", "output_layer.weight")
 
 

@@ -265,6 +265,16 @@ class ModelEngine:
             save_hf_checkpoint(path, hf, self.arch, value_head=self.spec.value_head)
         dist.barrier(group=self.pgc.mesh)
 
+    def release(self) -> None:
+        """Drop this rank's parameters, gradients and optimizer state (e.g. after moving the
+        weights to another layout); the engine cannot be used afterwards."""
+        for hook in ("no_sync_func", "finalize_model_grads_func", "grad_scale_func"):
+            setattr(self.config, hook, None)
+        self.trainer = None
+        self.model = self.module = None
+        if platform.has_cuda():
+            torch.cuda.empty_cache()
+
     # ------------------------------------------------------------------ forward
 
     def forward_stage(self, input_ids: torch.Tensor, position_ids: torch.Tensor,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -160,7 +159,3 @@ class Trainer:
         out.update(grad_norm=float(grad_norm or 0.0), lr=self.last_lr, update_ok=float(bool(ok)))
         return out
 
-
-def with_args(args: OptimArgs, **changes: Any) -> OptimArgs:
-    """A copy of frozen train args with some fields changed."""
-    return replace(args, **changes)
