@@ -25,6 +25,14 @@ FAMILIES = ("llama", "qwen2", "gpt2")
 _HF_MODEL_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gpt2": "gpt2"}
 
 
+def _rope_theta(config: Mapping[str, Any]) -> float:
+    """RoPE base: top-level `rope_theta`, or transformers 5's `rope_parameters["rope_theta"]`."""
+    if config.get("rope_theta") is not None:
+        return float(config["rope_theta"])
+    params = config.get("rope_parameters") or {}
+    return float(params.get("rope_theta", 10000.0)) if isinstance(params, Mapping) else 10000.0
+
+
 class CallKind(enum.StrEnum):
     """What a call does with its model: sample, score, or update it."""
 
@@ -132,7 +140,7 @@ class ModelArch:
             tied_embeddings=bool(config.get("tie_word_embeddings", False)),
             qkv_bias=family == "qwen2" or bool(config.get("attention_bias", False)),
             norm_eps=float(config.get("rms_norm_eps", 1e-6 if family == "qwen2" else 1e-5)),
-            rope_theta=float(config.get("rope_theta", 10000.0)),
+            rope_theta=_rope_theta(config),
         )
 
     @classmethod

@@ -94,3 +94,16 @@ def increase_variance(rewards: np.ndarray, group_size: int, low: float, high: fl
         out[g * group_size:(g + 1) * group_size] = increase_variance_group(
             group, low, high, None if w is None else w[g])
     return out
+
+
+def adjusted_group_rewards(rewards, group_size: int, low: float, high: float):
+    """GRPOVI's rewards for a torch tensor of consecutive groups (uniform weights in a group).
+
+    The paper weights a group's responses by the initial policy's probabilities; with
+    uniform weights the adjustment keeps each group's mean reward exactly.
+    """
+    import torch
+
+    adjusted = increase_variance(rewards.detach().double().cpu().numpy(), group_size, low, high)
+    return torch.as_tensor(adjusted, dtype=rewards.dtype, device=rewards.device)
+

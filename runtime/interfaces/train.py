@@ -35,6 +35,7 @@ from runtime.interfaces.dp import local_part
 from runtime.interfaces.inference import last_token_scores, shifted_logprobs, shifted_values
 from runtime.interfaces.registry import CallContext, register
 from runtime.pipeline import Trainer, all_reduce_sum, micro_batch_split
+from runtime.reward_variance import adjusted_group_rewards
 
 Terms = Callable[[SeqBatch, torch.Tensor], dict[str, torch.Tensor]]
 """(micro-batch, output) -> summed terms; key 'loss' is optimised, the rest reported."""
@@ -233,9 +234,11 @@ def ppo_critic(engine: Any, batch: SeqBatch, args: PPOCriticArgs, ctx: CallConte
 @register("grpo_actor")
 def grpo_actor(engine: Any, batch: SeqBatch, args: GRPOActorArgs, ctx: CallContext) -> dict[str, float]:
     """GRPO: group-normalised sequence advantages, clipped ratio, KL loss to the reference."""
-    _unsupported("grpo_actor", variance_increase=args.variance_increase)
     prepared = batch
-    adv_seq = rl_math.group_advantages(_field(prepared, "rewards", "grpo_actor"), args.group_size)
+    rewards = _field(prepared, "rewards", "grpo_actor")
+    if args.variance_increase:  # GRPOVI: raise each group's reward variance, same mean and order
+        rewards = adjusted_group_rewards(rewards, args.group_size, args.reward_min, args.reward_max)
+    adv_seq = rl_math.group_advantages(rewards, args.group_size)
     mask = loss_mask(prepared)
     adv = torch.where(mask, adv_seq[:, None].expand_as(mask), torch.zeros(mask.shape))
     prepared = prepared.with_fields(token_fields={"advantages": adv})

@@ -80,3 +80,10 @@ def test_call_validation_and_token_counts():
         Call(name="c", model="m", kind=CallKind.INFERENCE, interface="logprobs", outputs=("a", "a"))
     with pytest.raises(ValueError, match="kind"):
         Call(name="c", model="m", kind="generate", interface="generate")
+
+
+def test_rope_theta_from_transformers5_config():
+    cfg = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+           "num_attention_heads": 4, "vocab_size": 50, "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}}
+    assert ModelArch.from_hf_config(cfg).rope_theta == 100000.0
+    assert ModelArch.from_hf_config({**cfg, "rope_theta": 500.0}).rope_theta == 500.0

@@ -103,3 +103,21 @@ def test_batch_of_groups_and_errors():
         increase_variance_group(np.array([0.5]), 1.0, 1.0)
     with pytest.raises(ValueError, match="weights must be non-negative"):
         increase_variance_group(np.array([0.5, 0.6]), 0.0, 1.0, np.array([-1.0, 1.0]))
+
+
+def test_grpovi_rewards_feed_group_advantages():
+    """The tensor path grpo_actor takes with variance_increase: adjusted rewards, then advantages."""
+    import torch
+
+    from runtime.reward_variance import adjusted_group_rewards
+    from runtime.rl_math import group_advantages
+
+    rewards = torch.tensor([0.2, 0.5, 0.9, 1.0, 0.0, 1.0])
+    adjusted = adjusted_group_rewards(rewards, 3, 0.0, 1.0)
+    assert torch.allclose(adjusted, torch.tensor([0.0, 0.6, 1.0, 1.0, 0.0, 1.0]))
+    # by hand: (0, 0.6, 1) has mean 0.5333 and sample std sqrt(0.50667 / 2) = 0.50332, so the
+    # advantages are (-1.0596, 0.1325, 0.9272); the middle response now sits above the mean
+    after = group_advantages(adjusted, 3)
+    assert torch.allclose(after[:3], torch.tensor([-1.0596, 0.1325, 0.9272]), atol=1e-4)
+    # the second group (already 0/1) is unchanged
+    assert torch.equal(after[3:], group_advantages(rewards, 3)[3:])

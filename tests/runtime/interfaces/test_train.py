@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graph.interfaces import GRPOActorArgs, PPOActorArgs
+from graph.interfaces import PPOActorArgs
 from runtime.batch import SeqBatch
 from runtime.interfaces import run_interface
 from runtime.interfaces.train import _field, loss_mask
@@ -26,7 +26,6 @@ def test_missing_field_is_named() -> None:
 @pytest.mark.parametrize(("name", "args", "flag"), [
     ("ppo_actor", PPOActorArgs(ptx_coef=0.5), "ptx_coef"),
     ("ppo_actor", PPOActorArgs(adaptive_kl_target=6.0), "adaptive_kl_target"),
-    ("grpo_actor", GRPOActorArgs(variance_increase=True), "variance_increase"),
 ])
 def test_unimplemented_options_raise_instead_of_being_ignored(name: str, args: object, flag: str) -> None:
     b = SeqBatch.from_lists([[1, 2, 3]] * 4, [1] * 4).with_fields(seq_fields={"rewards": torch.zeros(4)})
