@@ -9,6 +9,7 @@ present, is the expected value instead.
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -78,13 +79,19 @@ def evaluate_arithmetic(text: str) -> Fraction | None:
 def last_number(text: str) -> Fraction | None:
     """The last number written in `text` (integer, decimal or a/b), exactly."""
     found = _NUMBER_RE.findall(text.replace(",", ""))
-    return Fraction(found[-1]) if found else None
+    if not found:
+        return None
+    try:
+        return Fraction(found[-1])
+    except ZeroDivisionError:  # "7/0" is no number
+        return None
 
 
 @register_rule("arithmetic_exact")
 def arithmetic_exact(prompt: str, response: str, meta: dict[str, Any]) -> bool:
     """Exact match of the response's last number with the prompt's arithmetic value."""
     expected = meta.get("answer")
-    target = Fraction(str(float(expected))) if expected is not None else evaluate_arithmetic(prompt)
+    known = expected is not None and math.isfinite(float(expected))  # NaN: no usable answer given
+    target = Fraction(str(float(expected))) if known else evaluate_arithmetic(prompt)
     got = last_number(response)
     return target is not None and got is not None and got == target

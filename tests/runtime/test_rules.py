@@ -33,3 +33,14 @@ def test_registry_errors() -> None:
         rules.get_rule("nope")
     with pytest.raises(ValueError, match="registered twice"):
         rules.register_rule("arithmetic_exact")(lambda p, r, m: True)
+
+
+def test_degenerate_responses_score_wrong_instead_of_failing() -> None:
+    import math
+
+    from runtime.rules import arithmetic_exact, last_number
+
+    # a sampled "7/0" once crashed a GRPO run with ZeroDivisionError
+    assert last_number("7/0") is None
+    assert arithmetic_exact("3+4=", "7/0", {}) is False
+    assert arithmetic_exact("3+4=", "7", {"answer": math.nan}) is True  # NaN answer: use the prompt
