@@ -67,9 +67,10 @@ class MetricsFollower:
         )
 
         console = Console(highlight=False)
-        columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("train", total=self.total, completed=self.start_at)
+            task = progress.add_task("starting workers and building engines", total=self.total,
+                                     completed=self.start_at)
             while True:
                 stopping = self._stop.wait(self.interval_s)
                 records = read_metrics(self.path)
@@ -77,7 +78,7 @@ class MetricsFollower:
                     if int(record.get("iteration", 0)) <= self.start_at:
                         continue
                     progress.console.print(format_line(record), markup=False)
-                    progress.update(task, completed=int(record.get("iteration", 0)))
+                    progress.update(task, completed=int(record.get("iteration", 0)), description="training")
                 self.seen = records
                 if stopping:
                     break

@@ -137,12 +137,16 @@ class Worker:
     def __init__(self, ctx: WorkerContext, job: Job) -> None:
         from runtime import platform
 
+        start = time.perf_counter()
         platform.apply_platform_patches()
         self.ctx, self.job, self.rank = ctx, job, ctx.rank
         self.graph = job.graph
         self.layouts = job.layouts
         torch.manual_seed(job.seed)
         self.engines = Engines(self.graph, self.layouts, self.rank, job.seed)
+        held = sum(e is not None for e in self.engines.by_key.values())
+        print(f"rank {self.rank}: built {len(self.engines.by_key)} engines ({held} on this rank) in "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
         vocab = min((m.arch.vocab_size for m in self.graph.models.values() if m.arch is not None), default=None)
         self.tok = load_tokenizer(job.data.tokenizer, vocab)
         d = job.data
@@ -275,7 +279,9 @@ class Worker:
     def run(self) -> list[dict[str, Any]]:
         batch_size = _dataset_batch_size(self.graph)
         for it, indices in zip(range(self.job.iterations), batches(len(self.records), batch_size, self.job.data.seed)):
+            start = time.perf_counter()
             self.iteration(it, indices)
+            print(f"rank {self.rank}: iteration {it + 1} in {time.perf_counter() - start:.2f} s", flush=True)
         return self.history
 
 
