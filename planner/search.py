@@ -162,7 +162,9 @@ class Problem:
         self.units += (EVAL_BASE_UNITS + EVAL_DEVICE_UNITS * self.sim.num_devices
                        + EVAL_MESH_UNITS * sum(len(c.key[0]) for c in cands))
         self.num_evaluations += 1
+        moves = self.sim.work_units
         res = self.sim.simulate(cands)
+        self.units += self.sim.work_units - moves  # pricing moves the caches lacked
         e = res.iteration_time_s
         if not res.feasible:
             e *= 2.0 + 10.0 * res.overflow_ratio
