@@ -4,11 +4,12 @@
   layout by simulation), as hand-tuned Megatron setups do. Where generation may not
   use pp > 1, generate calls fold pp into dp (same tp).
 - `colocated-dp`: DeepSpeed-Chat style: every model on all devices, data-parallel
-  (pp = 1) with the optimizer states sharded over dp (the cost model's distributed
-  optimizer, ZeRO-1), generation at its own tensor-parallel degree. The cost model does
-  not price ZeRO-3, so inference and training may use tensor parallelism too (pure dp
-  rarely fits with four models resident): the fastest (train tp, generation tp,
-  micro-batches) combination that fits wins.
+  (tp = pp = 1) for inference and training with the optimizer states sharded over dp
+  (the cost model's distributed optimizer, ZeRO-1, which it prices by default),
+  generation at the tensor-parallel degree that simulates fastest. The cost model does
+  not price ZeRO-3's parameter and gradient sharding, so when pure dp does not fit
+  (four 7B models resident need ~100 GB per device on 8 GPUs), inference and training
+  use the smallest tp with which the whole plan fits, standing in for it.
 - `disaggregated`: OpenRLHF style: each weighted model (actor with its generation,
   critic, ref, reward) on its own device group, sized in proportion to its parameter
   memory (parameters, x8 for a trained model's grads and Adam states; whole nodes when
@@ -167,8 +168,8 @@ def colocated_dp(ctx: PlanContext) -> Plan:
     gen_tps = _common_tps(ctx, [c for c in weighted if c.kind is CallKind.GENERATE], n)
     train_tps = _common_tps(ctx, [c for c in weighted if c.kind is not CallKind.GENERATE], n)
     reason = "no tensor-parallel size suits every model"
-    options = []
-    for train_tp in train_tps:  # every tp: pure dp rarely fits with four models resident
+    for train_tp in train_tps:  # pure dp first; more tp only when the plan does not fit
+        options = []
         for gen_tp, lean in itertools.product(gen_tps, (False, True)):
             cands = []
             for call in ctx.graph.calls:
@@ -182,10 +183,11 @@ def colocated_dp(ctx: PlanContext) -> Plan:
                 cands.append(c)
             else:
                 options.append(cands)
-    best, why = _best_of(ctx, options)
-    if best is not None:
-        return ctx.plan_from(best, "heuristic:colocated-dp")
-    raise ValueError(f"heuristic 'colocated-dp' has no feasible plan: {why or reason}")
+        best, why = _best_of(ctx, options)
+        if best is not None:
+            return ctx.plan_from(best, "heuristic:colocated-dp")
+        reason = why or reason
+    raise ValueError(f"heuristic 'colocated-dp' has no feasible plan: {reason}")
 
 
 def _common_tps(ctx: PlanContext, calls: list[Call], n: int) -> list[int]:
