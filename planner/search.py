@@ -20,7 +20,9 @@ pass (one call at a time, every candidate) polishes the best state.
 Budget and determinism: the budget is counted in simulation *work units*, not seconds.
 A unit is a reference microsecond: one simulation costs 44 + 0.24 x (sum of the calls'
 mesh sizes) + 0.26 x (devices) units, a cached state or a failed proposal 6 (fitted on
-one core of the development machine). `time_budget_s x units_per_second` units are
+one core of the development machine), and pricing a reallocation or data transfer the
+simulator has not seen adds `Simulator.work_units` (see planner.simulator: at 128 GPUs
+one 70B reallocation costs as much as hundreds of simulations). `time_budget_s x units_per_second` units are
 split over the chains, so the same seed and the same budget give the same plan on any
 machine, and the search takes about `time_budget_s` on a similar core. A wall-clock guard
 stops the search at max(`wall_clock_factor x time_budget_s`, `time_budget_s +
