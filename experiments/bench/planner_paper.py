@@ -175,7 +175,13 @@ def main() -> None:
     parser.add_argument("--json", help="write the rows and the summary to this file")
     parser.add_argument("--wall-guard", action="store_true",
                         help="keep the search's wall-clock guard (off: busy machines would cut it short)")
+    parser.add_argument("--show", nargs="+", metavar="JSON",
+                        help="print the table of earlier --json files instead of planning")
     args = parser.parse_args()
+    if args.show:
+        rows = [r for f in args.show for r in json.loads(Path(f).read_text())["rows"]]
+        report(rows, args.json)
+        return
     cores = {int(c) for c in args.cores.split(",")}
     os.sched_setaffinity(0, cores)
     names = paper_experiments()
@@ -195,13 +201,20 @@ def main() -> None:
               flush=True)
         if args.json:  # keep what is done if a later experiment is interrupted
             Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))
+    report(rows, args.json)
+
+
+def report(rows: list[dict], json_path: str | None) -> None:
+    """Print the table and the comparison with the paper; write them to `json_path`."""
+    names = paper_experiments()
+    rows = sorted(rows, key=lambda r: names.index(r["experiment"]) if r["experiment"] in names else 99)
     heuristics = sorted({h for r in rows for h in (*r["heuristics"], *r["heuristic_errors"])},
                         key=lambda h: list(PAPER_CLAIMS).index(h) if h in PAPER_CLAIMS else 99)
     print()
     print_table(rows, heuristics)
     summary = print_claims(rows, heuristics)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
 
 
 if __name__ == "__main__":
