@@ -14,9 +14,11 @@
   critic, ref, reward) on its own device group, sized in proportion to its parameter
   memory (parameters, x8 for a trained model's grads and Adam states; whole nodes when
   the share reaches a node, else aligned power-of-two blocks);
-  each call then takes the layout on its group that simulates fastest. A rule-based
-  reward runs on the last device. When that has no feasible plan, each frozen model
-  shares the group of the trained model with the same architecture (OpenRLHF's
+  each call then takes a layout on its group by coordinate descent from the fastest
+  ones, ranking memory overflow before time (the fastest layouts together often do not
+  fit: actor generation next to actor training). A rule-based reward runs on the last
+  device. Also tried: each frozen model shares the group of its trained twin (the
+  model it is initialised from, else the same architecture and head: OpenRLHF's
   colocated actor+ref and critic+reward); the faster feasible variant wins.
 
 Each heuristic is `fn(ctx: PlanContext) -> Plan` and raises ValueError when it has no
