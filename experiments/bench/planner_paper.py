@@ -1,23 +1,27 @@
 """Benchmark the planner on the published-scale paper experiments with the real cost model.
 
     PYTHONPATH=$PWD python experiments/bench/planner_paper.py [--budget S] [--only NAME] \
-        [--seed 0] [--json out.json] [--cores 0]
+        [--seed 0] [--json out.json] [--cores 0] [--cold] [--wall-guard]
+    PYTHONPATH=$PWD python experiments/bench/planner_paper.py --show a.json b.json
 
 Every `experiments/paper/*.yaml` experiment (or those named by `--only`, e.g.
 `ppo-70b-7b-128gpu`) is loaded with `realloc.experiment.load_experiment`, priced with
 `realloc.planning.cost_model_for` (the analytic cost model of its cluster) and planned
 with `planner.make_plan` in search mode, the heuristics priced alongside. The process is
 pinned to one CPU core (`--cores`, default core 0), as the issue's goal is stated per core.
+The search's budget is deterministic work; its wall-clock guard is off unless
+`--wall-guard` (on a shared machine it would cut the search short and change the plan).
 
-Printed per experiment: make_plan wall and CPU time (heuristics + plan space + search), the
-search's own wall time, plans simulated, the time at which the best plan first came within
-1% of the final one (99% of its quality: iteration time <= final / 0.99; wall seconds and
-nominal seconds of deterministic work), the estimated iteration time of the searched plan,
-of each heuristic, and the speedup over each (or why a heuristic has no plan). At the end,
-the geometric-mean speedups next to the ReaLHF paper's claims (~1.26x over heuristic
-Megatron-style plans; 2-10x over DeepSpeed-Chat / OpenRLHF-style systems). These are
-estimates of our analytic cost model against measured results in the paper: a comparison,
-not a reproduction.
+Printed per experiment: CPU (and wall) seconds of the search and of all of make_plan
+(heuristics + plan space + search), plans simulated, the nominal seconds of search work
+until the best plan first came within 1% of the final one (99% of its quality: iteration
+time <= final / 0.99), the estimated iteration time of the searched plan, of each
+heuristic, and the speedup over each (or why a heuristic has no plan). `--cold` also runs
+the annealing without the heuristic start and says when it came within 1% of the warm
+plan. At the end, the geometric-mean speedups next to the ReaLHF paper's claims (~1.26x
+over heuristic Megatron-style plans; 2-10x over DeepSpeed-Chat / OpenRLHF-style systems).
+These are estimates of our analytic cost model, with idealised heuristics priced by the
+same model, against measured systems in the paper: a comparison, not a reproduction.
 """
 
 from __future__ import annotations
