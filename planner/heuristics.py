@@ -4,16 +4,21 @@
   layout by simulation), as hand-tuned Megatron setups do. Where generation may not
   use pp > 1, generate calls fold pp into dp (same tp).
 - `colocated-dp`: DeepSpeed-Chat style: every model on all devices, data-parallel
-  (tp = pp = 1) for inference and training, generation at the tensor-parallel degree
-  that simulates fastest. When pure dp does not fit, inference and training use the
-  smallest tp with which the whole plan fits (the cost model does not price ZeRO-3).
+  (tp = pp = 1) for inference and training with the optimizer states sharded over dp
+  (the cost model's distributed optimizer, ZeRO-1, which it prices by default),
+  generation at the tensor-parallel degree that simulates fastest. The cost model does
+  not price ZeRO-3's parameter and gradient sharding, so when pure dp does not fit
+  (four 7B models resident need ~100 GB per device on 8 GPUs), inference and training
+  use the smallest tp with which the whole plan fits, standing in for it.
 - `disaggregated`: OpenRLHF style: each weighted model (actor with its generation,
   critic, ref, reward) on its own device group, sized in proportion to its parameter
   memory (parameters, x8 for a trained model's grads and Adam states; whole nodes when
   the share reaches a node, else aligned power-of-two blocks);
-  each call then takes the layout on its group that simulates fastest. A rule-based
-  reward runs on the last device. When that has no feasible plan, each frozen model
-  shares the group of the trained model with the same architecture (OpenRLHF's
+  each call then takes a layout on its group by coordinate descent from the fastest
+  ones, ranking memory overflow before time (the fastest layouts together often do not
+  fit: actor generation next to actor training). A rule-based reward runs on the last
+  device. Also tried: each frozen model shares the group of its trained twin (the
+  model it is initialised from, else the same architecture and head: OpenRLHF's
   colocated actor+ref and critic+reward); the faster feasible variant wins.
 
 Each heuristic is `fn(ctx: PlanContext) -> Plan` and raises ValueError when it has no
@@ -209,7 +214,7 @@ def disaggregated(ctx: PlanContext) -> Plan:
         except ValueError as exc:
             errors.append(str(exc))
     if not plans:
-        raise ValueError(f"heuristic 'disaggregated' has no feasible plan: {errors[0]}")
+        raise ValueError(f"heuristic 'disaggregated' has no feasible plan: {'; or '.join(errors)}")
     return min(plans, key=lambda p: p.iteration_time_s or float("inf"))
 
 
@@ -222,10 +227,21 @@ def _groupings(ctx: PlanContext, roles: list[str]) -> list[list[list[str]]]:
     for r in roles:
         if r in paired:
             continue
-        twin = next((t for t in trained if ctx.graph.models[t].arch == ctx.graph.models[r].arch), None)
+        twin = _twin(ctx, r, trained)
         paired.setdefault(twin or r, [twin] if twin else []).append(r)
     shared = list(paired.values())
     return [alone] if len(shared) == len(alone) else [alone, shared]
+
+
+def _twin(ctx: PlanContext, role: str, trained: list[str]) -> str | None:
+    """The trained model a frozen one shares a group with: the one it is initialised from,
+    else the same architecture and head (reward with critic), else the same architecture."""
+    spec = ctx.graph.models[role]
+    if spec.init_from in trained:
+        return spec.init_from
+    same = [t for t in trained if ctx.graph.models[t].arch == spec.arch]
+    head = [t for t in same if ctx.graph.models[t].value_head == spec.value_head]
+    return (head or same or [None])[0]
 
 
 def _disaggregated_plan(ctx: PlanContext, groups: list[list[str]]) -> Plan:
@@ -256,19 +272,32 @@ def _disaggregated_plan(ctx: PlanContext, groups: list[list[str]]) -> Plan:
 
 
 def _coordinate_descent(ctx: PlanContext, choice: dict[str, list[Candidate]], name: str) -> Plan:
+    """One call at a time, the option that most reduces memory overflow, then time.
+
+    Ranking overflow first walks out of an infeasible start (e.g. every call at its
+    fastest, which together overflow) towards a plan that fits; ValueError with the
+    simulator's reasons when none does.
+    """
     names = [c.name for c in ctx.graph.calls]
+
+    def score(cands: list[Candidate]) -> tuple[float, float]:
+        res = ctx.sim.simulate(cands)
+        return (0.0 if res.feasible else 1.0 + res.overflow_ratio, res.iteration_time_s)
+
     cur = [choice[n][0] for n in names]
-    best_t = ctx.time_of(cur)
-    for _ in range(2):
+    best = score(cur)
+    for _ in range(3):
+        moved = False
         for i, n in enumerate(names):
             for c in choice[n]:
                 trial = cur[:i] + [c] + cur[i + 1:]
-                t = ctx.time_of(trial)
-                if t < best_t:
-                    cur, best_t = trial, t
-    if best_t == float("inf"):
-        res = ctx.sim.simulate(cur)
-        raise ValueError(f"heuristic {name!r} has no feasible plan: {'; '.join(res.reasons)}")
+                s = score(trial)
+                if s < best:
+                    cur, best, moved = trial, s, True
+        if not moved:
+            break
+    if best[0] > 0:
+        raise ValueError("; ".join(ctx.sim.simulate(cur).reasons))
     return ctx.plan_from(cur, f"heuristic:{name}")
 
 

@@ -30,20 +30,49 @@ Semantics (the contract the search and the runtime share):
   and optimizer states) plus the largest transient (`peak_bytes - resident_bytes`) of
   the calls it runs. Replicas are counted as held for the whole iteration
   (conservative). A device over `device_memory_bytes` makes the plan infeasible.
+- **Move prices** are cached per move with the nodes it touches renumbered 0, 1, ...
+  (a homogeneous cluster: only which devices share a node matters), and each price the
+  caches lack adds its work units to `Simulator.work_units`, which the search's budget
+  counts (pricing a 70B reallocation on 128 GPUs costs far more than a simulation).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cost_model.api import CostProvider
-from cost_model.layout import Layout
+from cost_model.layout import DeviceMesh, Layout
 from graph.dataflow import DataflowGraph
 from graph.spec import CallKind
-from planner.space import GIB, Candidate
+from planner.space import GIB, Candidate, placement_key
 
 CALL, REALLOC, TRANSFER = "call", "realloc", "transfer"
+
+# Work units (reference microseconds, as in planner.search) of pricing one move the caches
+# lack, fitted to the analytic cost model on one core: a reallocation's cost grows with the
+# representative layers (lcm of the pp degrees) times the shards held and sent; a data
+# transfer's with the flows between dp ranks. Cheaper providers are over-charged (safe).
+REALLOC_BASE_UNITS = 200.0
+REALLOC_SHARD_UNITS = 8.0
+DATA_BASE_UNITS = 30.0
+DATA_FLOW_UNITS = 1.5
+
+
+def realloc_units(src: Layout, dst: Layout) -> float:
+    """Work units of pricing one reallocation from `src` to `dst`."""
+    reps = math.lcm(src.pp, dst.pp)
+    per_dst = dst.dp * dst.tp
+    fan_in = src.dp * max(1.0, src.tp / dst.tp)
+    return REALLOC_BASE_UNITS + REALLOC_SHARD_UNITS * reps * (src.dp * src.tp + per_dst * (1 + fan_in))
+
+
+def data_units(src: Layout, dst: Layout) -> float:
+    """Work units of pricing one data transfer from `src` to `dst`."""
+    flows = (src.dp + dst.dp) * dst.tp * (2 if dst.pp > 1 else 1)
+    return DATA_BASE_UNITS + DATA_FLOW_UNITS * flows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,25 +183,50 @@ class Simulator:
         self._realloc_cache: dict[tuple, tuple[float, float]] = {}
         self._data_cache: dict[tuple, tuple[float, float]] = {}
         self.num_devices = cost.cluster.num_devices
+        self.work_units = 0.0
+        """Work units (see `realloc_units`) spent pricing moves the caches did not hold."""
 
     # ------------------------------------------------------------------ moves
 
+    def _canonical(self, src: Layout, dst: Layout) -> tuple[Layout, Layout]:
+        """The same move with the nodes it touches renumbered 0, 1, ... in order.
+
+        Move costs depend on which devices share a node, not on which nodes they are
+        (a homogeneous cluster), so moves that differ only by whole nodes share one
+        estimate and one cache entry.
+        """
+        dpn = self.cost.cluster.devices_per_node
+        nodes = sorted({d // dpn for d in src.mesh.devices} | {d // dpn for d in dst.mesh.devices})
+        if nodes == list(range(len(nodes))):
+            return src, dst
+        rank = {n: k for k, n in enumerate(nodes)}
+
+        def moved(lay: Layout) -> Layout:
+            devices = tuple(rank[d // dpn] * dpn + d % dpn for d in lay.mesh.devices)
+            return dataclasses.replace(lay, mesh=DeviceMesh(devices=devices))
+
+        return moved(src), moved(dst)
+
     def _realloc(self, model: str, src: Candidate, dst: Candidate) -> tuple[float, float]:
-        key = (model, src.key, dst.key)
+        a, b = self._canonical(src.layout, dst.layout)
+        key = (model, placement_key(a), placement_key(b))
         hit = self._realloc_cache.get(key)
         if hit is None:
-            est = self.cost.realloc_estimate(self.models[model], src.layout, dst.layout)
+            est = self.cost.realloc_estimate(self.models[model], a, b)
             hit = (est.time_s, est.bytes_total)
             self._realloc_cache[key] = hit
+            self.work_units += realloc_units(a, b)
         return hit
 
     def _data(self, p: int, c: int, key: str, src: Candidate, dst: Candidate) -> tuple[float, float]:
-        ck = (p, c, key, src.key, dst.key)
+        a, b = self._canonical(src.layout, dst.layout)
+        ck = (p, c, key, placement_key(a), placement_key(b))
         hit = self._data_cache.get(ck)
         if hit is None:
-            est = self.cost.data_estimate(self.calls[p], self.calls[c], key, src.layout, dst.layout)
+            est = self.cost.data_estimate(self.calls[p], self.calls[c], key, a, b)
             hit = (est.time_s, est.bytes_total)
             self._data_cache[ck] = hit
+            self.work_units += data_units(a, b)
         return hit
 
     def primaries(self, cands: Sequence[Candidate]) -> dict[str, Candidate]:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 
+from cost_model.estimator import AnalyticCostModel
 from cost_model.layout import Cluster, DeviceMesh, Layout
+from cost_model.profile import load_hardware
+from graph.dataflow import DataflowGraph
+from graph.interfaces import PPOActorArgs, PPOCriticArgs
+from graph.spec import ModelArch
 from planner.context import PlanContext
 from planner.heuristics import (
     get_heuristic,
@@ -119,5 +125,55 @@ def test_split_devices_by_hand():
 
 def test_heuristic_without_a_plan_says_why():
     ctx = _ctx(nodes=1, dpn=2, memory_gib=3)
-    with pytest.raises(ValueError, match="heuristic 'disaggregated'"):
+    with pytest.raises(ValueError, match="heuristic 'disaggregated'") as err:
         run_heuristic("disaggregated", ctx)
+    assert str(err.value).count("has no feasible plan") == 1  # said once, not once per layer
+
+
+LLAMA_7B = ModelArch(family="llama", num_layers=32, hidden_size=4096, ffn_hidden_size=11008,
+                     num_heads=32, num_kv_heads=32, vocab_size=32000, max_position_embeddings=4096)
+
+
+def _paper_7b_ctx() -> PlanContext:
+    """7B actor / critic / ref / reward PPO on one node of 8 H100s with the analytic cost
+    model, shaped like experiments/paper/ppo-7b-7b-8gpu (512 prompts, up to 512 new tokens,
+    4 mini-batches)."""
+    g = ppo_graph(actor=LLAMA_7B, critic=LLAMA_7B, batch_size=512, prompt_len=128, response_len=256)
+    args = {"actor_train": PPOActorArgs(mini_batches=4), "critic_train": PPOCriticArgs(mini_batches=4)}
+    calls = [dataclasses.replace(c, args=args[c.name]) if c.name in args
+             else dataclasses.replace(c, max_new_tokens=512) if c.name == "gen" else c for c in g.calls]
+    g = DataflowGraph(models=list(g.models.values()), calls=calls, dataset_keys=g.dataset_keys)
+    return PlanContext(g, AnalyticCostModel(load_hardware("h100-80g"), Cluster(num_nodes=1, devices_per_node=8)))
+
+
+def test_disaggregated_pairs_frozen_models_with_their_trained_twin():
+    ctx = _paper_7b_ctx()  # all four models share one architecture: heads decide
+    from planner.heuristics import _groupings
+
+    alone, paired = _groupings(ctx, ["actor", "critic", "ref", "reward"])
+    assert alone == [["actor"], ["critic"], ["ref"], ["reward"]]
+    assert sorted(map(sorted, paired)) == [["actor", "ref"], ["critic", "reward"]]
+
+
+def test_disaggregated_walks_out_of_an_overflowing_start():
+    """With the analytic cost model the fastest layout of each call on its group overflows
+    memory (actor_gen next to actor_train); the heuristic still finds a plan that fits, and
+    no other single-call change of its layouts makes it faster."""
+    ctx = _paper_7b_ctx()
+    from planner.heuristics import _disaggregated_plan
+
+    plan = run_heuristic("disaggregated", ctx)
+    assert plan.feasible and max(plan.device_peak_bytes) <= ctx.cost.device_memory_bytes
+    groups = [["actor"], ["ref"], ["critic"], ["reward"]]
+    alone = _disaggregated_plan(ctx, groups)
+    meshes = {c.model: c.layout.mesh for c in alone.calls}
+    fastest = []
+    for call in ctx.graph.calls:  # every call at its fastest layout on its group
+        mesh = meshes[call.model]
+        opts = [ctx.try_candidate(call, Layout(mesh=mesh, dp=mesh.size // (tp * pp), tp=tp, pp=pp,
+                                               micro_batches=m))
+                for tp in (1, 2, 4, 8) for pp in (1, 2, 4, 8) for m in (1, 2, 4)
+                if mesh.size % (tp * pp) == 0 and (pp == 1 or call.name != "gen")]
+        fastest.append(min((o for o in opts if o is not None), key=lambda o: o.estimate.time_s))
+    assert not ctx.sim.simulate(fastest).feasible  # the start the old descent stuck in
+    assert alone.feasible

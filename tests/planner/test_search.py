@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -181,3 +182,70 @@ def test_no_feasible_plan_is_an_error_not_a_plan():
         anneal_search(ctx.sim, spaces, options=SearchOptions(time_budget_s=0.01))
     with pytest.raises(ValueError, match="no feasible plan exists"):
         exact_search(ctx.sim, spaces)
+
+
+def _analytic_ppo_ctx(memory_gib: float) -> PlanContext:
+    """A ~1B-parameter PPO on one node of 8 H100s (memory cut to `memory_gib`), analytic costs."""
+    import dataclasses
+
+    from cost_model.estimator import AnalyticCostModel
+    from cost_model.profile import load_hardware
+
+    hw = load_hardware("h100-80g")
+    hw = dataclasses.replace(hw, memory_bytes=memory_gib * GIB + hw.reserved_bytes)
+    g = ppo_graph(actor=arch(16, 2048, 16, 16), critic=arch(8, 1024, 8, 8), batch_size=64,
+                  prompt_len=128, response_len=128)
+    return PlanContext(g, AnalyticCostModel(hw, Cluster(num_nodes=1, devices_per_node=8)))
+
+
+@pytest.mark.parametrize("memory_gib", [6.0, 10.0])
+def test_search_with_the_analytic_cost_model_beats_every_heuristic(memory_gib):
+    from planner.api import make_plan
+    from planner.options import PlanOptions
+
+    ctx = _analytic_ppo_ctx(memory_gib)
+    result = make_plan(ctx.graph, ctx.cost, PlanOptions(time_budget_s=0.3))
+    assert result.plan.feasible and result.baselines
+    assert max(result.plan.device_peak_bytes) <= ctx.cost.device_memory_bytes
+    for name, base in result.baselines.items():
+        assert result.plan.iteration_time_s <= base.iteration_time_s * (1 + 1e-12), name
+
+
+def _fastest_per_mesh(space, k: int):
+    """The fastest candidate on each of the k meshes whose best candidate is fastest."""
+    best = {}
+    for c in space.candidates:  # fastest first
+        best.setdefault(c.key[0], c)
+    return dataclasses.replace(space, candidates=tuple(list(best.values())[:k]))
+
+
+@pytest.mark.parametrize("memory_gib", [8.0, 10.0])
+def test_search_with_the_analytic_cost_model_equals_exact_search(memory_gib):
+    """Each call chooses among its fastest layouts on 4 different meshes (4^6 = 4096 plans),
+    so the exact search can enumerate them all; memory is tight enough that every call at
+    its fastest does not fit."""
+    ctx = _analytic_ppo_ctx(memory_gib)
+    spaces = {name: _fastest_per_mesh(s, 4) for name, s in ctx.spaces.items()}
+    assert not ctx.sim.simulate([s.candidates[0] for s in spaces.values()]).feasible
+    exact = exact_search(ctx.sim, spaces)
+    for seed in range(3):
+        found = anneal_search(ctx.sim, spaces, options=SearchOptions(time_budget_s=0.2, seed=seed))
+        assert found.sim.feasible
+        assert found.sim.iteration_time_s == pytest.approx(exact.sim.iteration_time_s, rel=1e-12)
+
+
+def test_the_budget_counts_pricing_the_moves(monkeypatch):
+    """Pricing a move the simulator has not seen is charged to the budget (at 128 GPUs it
+    costs far more than a simulation): dearer moves leave room for fewer plans."""
+    import planner.simulator as simulator
+
+    def evaluations() -> tuple[int, float]:
+        ctx = _analytic_ppo_ctx(10.0)
+        found = anneal_search(ctx.sim, ctx.spaces, options=SearchOptions(time_budget_s=0.05, seed=1))
+        return found.stats.num_evaluations, ctx.sim.work_units
+
+    cheap, cheap_units = evaluations()
+    monkeypatch.setattr(simulator, "REALLOC_BASE_UNITS", 100 * simulator.REALLOC_BASE_UNITS)
+    dear, dear_units = evaluations()
+    assert cheap_units > 0 and dear_units > cheap_units
+    assert dear < cheap / 2

@@ -150,3 +150,40 @@ def test_needs_three_iterations():
     with pytest.raises(ValueError, match="num_iterations"):
         Simulator(gen_train_graph(), FixedCost(Cluster(num_nodes=1, devices_per_node=1), times={}),
                   num_iterations=2)
+
+
+def test_move_prices_are_shared_across_node_shifts_and_match_the_cost_model():
+    """Moves that differ only in which nodes they use are priced once; each price equals the
+    analytic cost model's own estimate of the original (unshifted) move."""
+    from cost_model.estimator import AnalyticCostModel
+    from cost_model.profile import load_hardware
+    from planner.space import make_candidate
+
+    g = fan_graph()
+    cluster = Cluster(num_nodes=4, devices_per_node=2)
+    cost = AnalyticCostModel(load_hardware("h100-80g"), cluster)
+    sim = Simulator(g, cost)
+    actor = g.models["actor"]
+    gen, train = g.call("gen"), g.call("actor_train")
+    rng = random.Random(3)
+    meshes = [(0, 2), (2, 2), (4, 2), (6, 2), (0, 4), (2, 4), (4, 4), (0, 8), (1, 1), (5, 1)]
+    for _ in range(30):
+        (s0, sn), (d0, dn) = rng.choice(meshes), rng.choice(meshes)
+        src = on(s0, sn, tp=rng.choice([t for t in (1, 2) if sn % t == 0]))
+        dst = on(d0, dn, tp=rng.choice([t for t in (1, 2) if dn % t == 0]))
+        a = make_candidate(src, cost.call_estimate(train, actor, src))
+        b = make_candidate(dst, cost.call_estimate(gen, actor, dst))
+        direct = cost.realloc_estimate(actor, src, dst)
+        assert sim._realloc("actor", a, b) == pytest.approx((direct.time_s, direct.bytes_total))
+        moved = cost.data_estimate(gen, train, "seq", dst, src)
+        assert sim._data(0, 3, "seq", b, a) == pytest.approx((moved.time_s, moved.bytes_total))
+    # [0-1] -> [2-3] and [4-5] -> [6-7] are one move (nodes 0->1 and 2->3), priced once
+    units = sim.work_units
+    one = make_candidate(on(0, 2), cost.call_estimate(train, actor, on(0, 2)))
+    two = make_candidate(on(2, 2), cost.call_estimate(gen, actor, on(2, 2)))
+    three = make_candidate(on(4, 2), cost.call_estimate(train, actor, on(4, 2)))
+    four = make_candidate(on(6, 2), cost.call_estimate(gen, actor, on(6, 2)))
+    first = sim._realloc("actor", one, two)
+    spent = sim.work_units
+    assert sim._realloc("actor", three, four) == first
+    assert sim.work_units == spent >= units
