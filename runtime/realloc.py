@@ -81,6 +81,13 @@ class StagingPool:
             self._buffers[key] = buf
         return buf[:numel]
 
+    def nbytes(self, direction: str | None = None) -> int:
+        """Bytes the pool holds: all, or those of one direction ("send" or "recv")."""
+        if direction not in (None, "send", "recv"):
+            raise ValueError(f"direction={direction!r}: use 'send', 'recv' or None")
+        return sum(b.numel() * b.element_size() for (role, *_), b in self._buffers.items()
+                   if direction is None or role.startswith(direction))
+
 
 def _chunks(ops: tuple[TransferOp, ...], chunk_bytes: int) -> list[list[TransferOp]]:
     """Split the op list, in order, into runs of at most `chunk_bytes` (one op may exceed it)."""

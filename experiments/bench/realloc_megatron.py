@@ -152,10 +152,12 @@ def _pair(ctx, arch, mg, service, a, b, repeats, chunk_bytes):
     return out
 
 
-def _bench(ctx, arch, repeats, chunk_bytes):
+def _bench(ctx, arch, repeats, chunk_bytes, threads):
     from runtime import platform
 
     platform.apply_platform_patches()
+    if threads:
+        torch.set_num_threads(threads)  # Megatron's copies too, as ours run (copy_threads=1)
     with without_cuda_rewrites():
         mg = convert.hf_to_megatron(convert.random_hf_state(arch, seed=SRC_SEED, value_head=False), arch,
                                     value_head=False)
@@ -173,12 +175,14 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk-mib", type=int, default=64, help="our chunk size")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per worker (0: leave torch's default; ours caps its copies at 1 anyway)")
     args = parser.parse_args()
     arch = ModelArch(family="llama", num_layers=args.layers, hidden_size=args.hidden,
                      ffn_hidden_size=args.hidden * 3, num_heads=16, num_kv_heads=4, vocab_size=32000)
     print(f"model: {arch.num_params() / 1e6:.0f}M parameters (fp32), engines on 4 gloo workers, "
-          f"median of {args.repeats}, load {os.getloadavg()[0]:.1f}")
-    results = launch(_bench, (arch, args.repeats, args.chunk_mib * 2**20), LaunchSpec(nproc_per_node=4))
+          f"median of {args.repeats}, torch threads {args.threads or 'default'}, load {os.getloadavg()[0]:.1f}")
+    results = launch(_bench, (arch, args.repeats, args.chunk_mib * 2**20, args.threads), LaunchSpec(nproc_per_node=4))
     print(f"{'pair':<34} {'plan MiB':>8} {'mcore MiB':>9} {'ours s':>7} {'mcore s':>7} {'raw s':>7} "
           f"{'raw/ours':>8} {'raw/mcore':>9} {'mcore plan+1st s':>16}  bit-exact")
     for i, (name, r0) in enumerate(results[0]):
