@@ -4,7 +4,8 @@ Runs 4 gloo workers (CPU) or one worker per GPU. For each layout pair it times
 `runtime.realloc.execute_transfer` on a model's shards, then a raw transfer that sends
 the same bytes between the same rank pairs as one contiguous buffer per pair, and
 prints the ratio raw_time / realloc_time (1.0 = as fast as raw; the goal is >= 0.7).
-Variants timed in the same run, interleaved: `v0` (the first transport, see realloc_v0.py),
+Variants timed in the same run, interleaved: `v0` (the first transport, see realloc_v0.py;
+`v0-1thread` the same on one torch thread),
 `new` (runtime.realloc: overlapped chunks, copies on one thread), `no-overlap` and
 `all-threads` (new without one of the two), `raw`, and `raw+local` (raw plus a memcpy of
 the bytes the plan copies locally, which no transport can skip).
@@ -85,12 +86,16 @@ def _raw_local(buffers, rank, local):
         local[1].copy_(local[0])
 
 
-VARIANTS = ("v0", "new", "no-overlap", "all-threads")
+VARIANTS = ("v0", "v0-1thread", "new", "no-overlap", "all-threads")
 
 
 def _run_variant(variant, plan, arch, rank, src, dst, pool, chunk_bytes):
-    if variant == "v0":
+    if variant.startswith("v0"):
+        threads = torch.get_num_threads()
+        if variant == "v0-1thread":
+            torch.set_num_threads(1)
         execute_transfer_v0(plan, arch, rank, src_shards=src, dst_shards=dst, staging=pool, chunk_bytes=chunk_bytes)
+        torch.set_num_threads(threads)
     else:
         execute_transfer(plan, arch, rank, src_shards=src, dst_shards=dst, staging=pool,
                          chunk_bytes=chunk_bytes, overlap=variant != "no-overlap",
@@ -105,7 +110,7 @@ def _timed(fn, *args):
     return time.perf_counter() - t0
 
 
-def _bench(ctx, arch, repeats, chunk_bytes, profile=False, threads=0, only=None):
+def _bench(ctx, arch, repeats, chunk_bytes, profile=False, threads=0, only=None, variants=VARIANTS):
     import cProfile
     import io
     import pstats
@@ -114,7 +119,7 @@ def _bench(ctx, arch, repeats, chunk_bytes, profile=False, threads=0, only=None)
         torch.set_num_threads(threads)
     profiler = cProfile.Profile() if profile and ctx.rank == 0 else None
     rows = []
-    pools = {v: StagingPool() for v in VARIANTS}
+    pools = {v: StagingPool() for v in variants}
     for name, a_spec, b_spec in [PAIRS[i] for i in (only or range(len(PAIRS)))]:
         a, b = _layout(*a_spec), _layout(*b_spec)
         plan = plan_transfer(arch, a, b, dtype_bytes=4)
@@ -127,7 +132,7 @@ def _bench(ctx, arch, repeats, chunk_bytes, profile=False, threads=0, only=None)
         local = (torch.ones(nlocal), torch.zeros(nlocal)) if nlocal else None
         times = defaultdict(list)
         for _ in range(repeats):
-            for v in VARIANTS:
+            for v in variants:
                 if profiler and v == "new":
                     profiler.enable()
                 times[v].append(_timed(_run_variant, v, plan, arch, ctx.rank, src, dst, pools[v], chunk_bytes))
@@ -151,21 +156,24 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print rank 0's profile of the reallocations")
     parser.add_argument("--chunk-mib", type=int, default=64, help="reallocation chunk size")
     parser.add_argument("--pairs", type=int, nargs="*", help="indices of the pairs to run (default: all)")
+    parser.add_argument("--variants", nargs="*", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in each worker (0: leave)")
     args = parser.parse_args()
     arch = ModelArch(family="llama", num_layers=args.layers, hidden_size=args.hidden,
                      ffn_hidden_size=args.hidden * 3, num_heads=16, num_kv_heads=4, vocab_size=32000)
     print(f"model: {arch.num_params() / 1e6:.0f}M parameters (fp32), 4 gloo workers, "
           f"chunks of {args.chunk_mib} MiB, median of {args.repeats}, load {os.getloadavg()[0]:.1f}")
-    rows = launch(_bench, (arch, args.repeats, args.chunk_mib * 2**20, args.profile, args.threads, args.pairs),
+    rows = launch(_bench, (arch, args.repeats, args.chunk_mib * 2**20, args.profile, args.threads, args.pairs,
+                                  tuple(args.variants)),
                   LaunchSpec(nproc_per_node=4))[0]
     profile = rows.pop() if args.profile else ""
-    cols = (*VARIANTS, "raw", "raw+local")
+    variants = tuple(args.variants)
+    cols = (*variants, "raw", "raw+local")
     print(f"{'pair':<34} {'MiB':>6} " + " ".join(f"{c + ' s':>9}" for c in cols)
-          + " " + " ".join(f"{'raw/' + v:>10}" for v in VARIANTS))
+          + " " + " ".join(f"{'raw/' + v:>10}" for v in variants))
     for name, nbytes, t in rows:
         print(f"{name:<34} {nbytes / 2**20:>6.0f} " + " ".join(f"{t[c]:>9.3f}" for c in cols)
-              + " " + " ".join(f"{t['raw'] / t[v]:>10.2f}" for v in VARIANTS))
+              + " " + " ".join(f"{t['raw'] / t[v]:>10.2f}" for v in variants))
     print(f"load after: {os.getloadavg()[0]:.1f}")
     if profile:
         print(profile)
