@@ -102,7 +102,6 @@ def _chunks(ops: tuple[TransferOp, ...], chunk_bytes: int) -> list[list[Transfer
     return [c for c in out if c]
 
 
-
 @dataclass(frozen=True)
 class _Step:
     """One op as this rank sees it: a send from its source shard or a receive into its destination shard."""
@@ -193,7 +192,8 @@ def execute_transfer(plan: TransferPlan, arch: ModelArch, rank: int, *,
 
     With `overlap`, chunk k+1 is packed and posted before chunk k is awaited and
     unpacked, and the local copies run while the first chunk is in flight; staging then
-    holds at most two chunks per direction (4 * chunk_bytes), one chunk per direction without.
+    holds at most two chunks per direction, one chunk per direction without (a chunk is
+    `chunk_bytes`, or one op where a single op is larger).
 
     `copy_threads` caps torch's intra-op threads for the duration (restored after; None
     leaves them): the copies are memory-bound, and extra OpenMP threads only compete
