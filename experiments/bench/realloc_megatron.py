@@ -103,7 +103,7 @@ def _fill_nan(shards):
         t.fill_(float("nan"))
 
 
-def _pair(ctx, arch, mg, service, a, b, repeats, chunk_bytes):
+def _pair(ctx, arch, mg, service, a, b, repeats, chunk_bytes, profiler=None):
     from megatron.core.resharding import swap_model_weights
 
     rank = ctx.rank
@@ -124,8 +124,12 @@ def _pair(ctx, arch, mg, service, a, b, repeats, chunk_bytes):
         execute_transfer(plan, arch, rank, src_shards=src, dst_shards=dst, staging=pool, chunk_bytes=chunk_bytes)
 
     def megatron():
+        if profiler:
+            profiler.enable()
         with torch.no_grad(), without_cuda_rewrites():
             swap_model_weights(src_mod, dst_mod, service)
+        if profiler:
+            profiler.disable()
 
     out = {"errors": []}
     with torch.no_grad():
@@ -152,7 +156,11 @@ def _pair(ctx, arch, mg, service, a, b, repeats, chunk_bytes):
     return out
 
 
-def _bench(ctx, arch, repeats, chunk_bytes, threads):
+def _bench(ctx, arch, repeats, chunk_bytes, threads, only=None, profile=False):
+    import cProfile
+    import io
+    import pstats
+
     from runtime import platform
 
     platform.apply_platform_patches()
@@ -162,10 +170,15 @@ def _bench(ctx, arch, repeats, chunk_bytes, threads):
         mg = convert.hf_to_megatron(convert.random_hf_state(arch, seed=SRC_SEED, value_head=False), arch,
                                     value_head=False)
     service = _copy_service()
+    profiler = cProfile.Profile() if profile and ctx.rank == 0 else None
     rows = []
-    for name, a_spec, b_spec in PAIRS:
-        res = _pair(ctx, arch, mg, service, _layout(*a_spec), _layout(*b_spec), repeats, chunk_bytes)
+    for name, a_spec, b_spec in [PAIRS[i] for i in (only or range(len(PAIRS)))]:
+        res = _pair(ctx, arch, mg, service, _layout(*a_spec), _layout(*b_spec), repeats, chunk_bytes, profiler)
         rows.append((name, res))
+    if profiler:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(14)
+        rows.append(("profile", out.getvalue()))
     return rows
 
 
@@ -175,6 +188,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk-mib", type=int, default=64, help="our chunk size")
+    parser.add_argument("--pairs", type=int, nargs="*", help="indices of the pairs to run (default: all)")
+    parser.add_argument("--profile", action="store_true", help="print rank 0's profile of Megatron's calls")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per worker (0: leave torch's default; ours caps its copies at 1 anyway)")
     args = parser.parse_args()
@@ -182,9 +197,11 @@ def main() -> None:
                      ffn_hidden_size=args.hidden * 3, num_heads=16, num_kv_heads=4, vocab_size=32000)
     print(f"model: {arch.num_params() / 1e6:.0f}M parameters (fp32), engines on 4 gloo workers, "
           f"median of {args.repeats}, torch threads {args.threads or 'default'}, load {os.getloadavg()[0]:.1f}")
-    results = launch(_bench, (arch, args.repeats, args.chunk_mib * 2**20, args.threads), LaunchSpec(nproc_per_node=4))
+    results = launch(_bench, (arch, args.repeats, args.chunk_mib * 2**20, args.threads, args.pairs,
+                                     args.profile), LaunchSpec(nproc_per_node=4))
     print(f"{'pair':<34} {'plan MiB':>8} {'mcore MiB':>9} {'ours s':>7} {'mcore s':>7} {'raw s':>7} "
           f"{'raw/ours':>8} {'raw/mcore':>9} {'mcore plan+1st s':>16}  bit-exact")
+    profile = results[0].pop()[1] if args.profile else ""
     for i, (name, r0) in enumerate(results[0]):
         per_rank = [results[r][i][1] for r in sorted(results)]
         errors = [e for r in per_rank for e in r["errors"]]
@@ -199,6 +216,8 @@ def main() -> None:
               f"{r0['megatron']:>7.3f} {r0['raw']:>7.3f} {r0['raw'] / r0['ours']:>8.2f} "
               f"{r0['raw'] / r0['megatron']:>9.2f} {r0['megatron_first_s']:>16.3f}  {exact}")
     print(f"load after: {os.getloadavg()[0]:.1f}")
+    if profile:
+        print(profile)
 
 
 if __name__ == "__main__":
