@@ -12,6 +12,13 @@ Both results are checked bit-exact against the destination shards cut directly f
 the source's global weights (an independent reference). Bytes: the plan's (the lower
 bound: what destinations lack) and what Megatron's plan sends between ranks.
 
+Workarounds Megatron 0.16.1 needs here: every world rank calls it (world gathers, a
+broadcast, a barrier); ranks outside a layout pass a parameter-less stand-in with
+`.config` and `.pg_collection.dp`; its GlooCopyService is built without the CUDA stream
+it creates (CPU torch has none); engines keep perform_initialization=True (the
+partition_dim attributes it plans from). The llama here is untied, so the PP>1
+tied-embedding failure of 0.16.1 does not arise.
+
     PYTHONPATH=$PWD python experiments/bench/realloc_megatron.py [--layers 4] [--repeats 3]
 """
 
