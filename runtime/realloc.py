@@ -4,11 +4,12 @@ The plan (`cost_model.transfer.plan_transfer`) says which device sends which glo
 slice of which parameter to which device; data a destination already holds is a local
 copy. This module only executes it. It does not derive transfers a second way:
 
-- every op is one strided copy out of the sender's local shard and one into the
-  receiver's; the ops of a chunk between two ranks travel as one message (packed into a
-  flat buffer, or sent straight from a lone contiguous view and received into it);
+- every op is one message: the op's slice in row-major order. A side whose local view
+  is contiguous sends from it or receives into it in place; only a side whose view is
+  strided copies through a reused staging buffer (each side decides on its own);
 - ops go out in chunks of at most `chunk_bytes` through `batch_isend_irecv`, so the
-  staging memory of a rank stays bounded whatever the model size;
+  staging memory of a rank stays bounded whatever the model size; chunk k+1 is packed
+  and posted before chunk k is awaited, and local copies run while the first is in flight;
 - every rank walks the same op list in the same order, so sends and receives pair up
   and only the ranks of an op take part (no world barrier).
 
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,29 +81,12 @@ class StagingPool:
             self._buffers[key] = buf
         return buf[:numel]
 
-
-def slice_is_contiguous(shape: tuple[int, ...], local: Slice) -> bool:
-    """Whether `local` of a contiguous row-major tensor of `shape` is one contiguous run."""
-    sizes = [b - a for a, b in local]
-    for k in range(len(shape)):
-        if all(s == 1 for s in sizes[:k]) and all(sizes[d] == shape[d] for d in range(k + 1, len(shape))):
-            return True
-    return len(shape) == 0
-
-
-def _pack(views: list[torch.Tensor], flat: torch.Tensor) -> torch.Tensor:
-    offset = 0
-    for v in views:
-        flat[offset:offset + v.numel()].view(v.shape).copy_(v)
-        offset += v.numel()
-    return flat
-
-
-def _unpack(flat: torch.Tensor, views: list[torch.Tensor]) -> None:
-    offset = 0
-    for v in views:
-        v.copy_(flat[offset:offset + v.numel()].view(v.shape))
-        offset += v.numel()
+    def nbytes(self, direction: str | None = None) -> int:
+        """Bytes the pool holds: all, or those of one direction ("send" or "recv")."""
+        if direction not in (None, "send", "recv"):
+            raise ValueError(f"direction={direction!r}: use 'send', 'recv' or None")
+        return sum(b.numel() * b.element_size() for (role, *_), b in self._buffers.items()
+                   if direction is None or role.startswith(direction))
 
 
 def _chunks(ops: tuple[TransferOp, ...], chunk_bytes: int) -> list[list[TransferOp]]:
@@ -117,18 +102,105 @@ def _chunks(ops: tuple[TransferOp, ...], chunk_bytes: int) -> list[list[Transfer
     return [c for c in out if c]
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One op as this rank sees it: a send from its source shard or a receive into its destination shard."""
+
+    send: bool
+    peer: int
+    view: torch.Tensor
+    nbytes: int
+
+
+@dataclass
+class _Posted:
+    """A chunk in flight: its requests and the strided views to fill from staging once they finish."""
+
+    works: list[Any]
+    landing: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _post(steps: list[_Step], pool: StagingPool, parity: int, group: Any) -> _Posted:
+    """Post one chunk: every op is one message, copied through staging only on a side whose view is strided.
+
+    Sender and receiver choose independently: the message is the op's slice in row-major
+    order, whether it is read from a contiguous view, packed from a strided one, received
+    in place or unpacked later.
+    """
+    staged: dict[tuple[bool, torch.dtype], int] = defaultdict(int)
+    for s in steps:
+        if not s.view.is_contiguous():
+            staged[(s.send, s.view.dtype)] += s.view.numel()
+    flats = {key: pool.get(("send" if key[0] else "recv") + str(parity), -1, numel, _like(steps, key))
+             for key, numel in staged.items()}
+    offsets: dict[tuple[bool, torch.dtype], int] = defaultdict(int)
+    p2p, landing = [], []
+    for s in steps:
+        buf = s.view
+        if not buf.is_contiguous():
+            key = (s.send, buf.dtype)
+            at = offsets[key]
+            offsets[key] = at + buf.numel()
+            flat = flats[key][at:at + buf.numel()].view(buf.shape)
+            if s.send:
+                flat.copy_(buf)
+            else:
+                landing.append((buf, flat))
+            buf = flat
+        p2p.append(dist.P2POp(dist.isend if s.send else dist.irecv, buf, s.peer, group=group))
+    return _Posted(works=dist.batch_isend_irecv(p2p) if p2p else [], landing=landing)
+
+
+def _like(steps: list[_Step], key: tuple[bool, torch.dtype]) -> torch.Tensor:
+    return next(s.view for s in steps if (s.send, s.view.dtype) == key)
+
+
+def _finish(posted: _Posted | None) -> None:
+    if posted is None:
+        return
+    for work in posted.works:
+        work.wait()
+    for view, flat in posted.landing:
+        view.copy_(flat)
+
+
+def _rank_chunks(plan: TransferPlan, rank: int, chunk_bytes: int,
+                 src_view: Any, dst_view: Any) -> list[list[_Step]]:
+    """This rank's steps of every chunk of the plan (chunks cut the same way on every rank)."""
+    out = []
+    for chunk in _chunks(plan.ops, chunk_bytes):
+        steps = [_Step(send=True, peer=op.dst, view=src_view(op), nbytes=op.nbytes) if op.src == rank
+                 else _Step(send=False, peer=op.src, view=dst_view(op), nbytes=op.nbytes)
+                 for op in chunk if rank in (op.src, op.dst)]
+        if steps:
+            out.append(steps)
+    return out
+
+
 def execute_transfer(plan: TransferPlan, arch: ModelArch, rank: int, *,
                      src_shards: Mapping[str, torch.Tensor] | None,
                      dst_shards: Mapping[str, torch.Tensor] | None,
                      value_head: bool = False, vocab_size: int | None = None,
                      chunk_bytes: int = 64 * 2**20, group: Any = None,
-                     staging: StagingPool | None = None) -> ReallocStats:
+                     staging: StagingPool | None = None, overlap: bool = True,
+                     copy_threads: int | None = 1) -> ReallocStats:
     """Run `plan` on this rank: send what it holds in the source layout, fill its destination shards.
 
     Call it on every rank of src.mesh and dst.mesh with the same plan (other ranks may
     call it too; they do nothing). `dst_shards` tensors are written in place. Pass the
     same `staging` pool to every call of a process to reuse its packing buffers.
+
+    With `overlap`, chunk k+1 is packed and posted before chunk k is awaited and
+    unpacked, and the local copies run while the first chunk is in flight; staging then
+    holds at most two chunks per direction, one chunk per direction without (a chunk is
+    `chunk_bytes`, or one op where a single op is larger).
+
+    `copy_threads` caps torch's intra-op threads for the duration (restored after; None
+    leaves them): the copies are memory-bound, and extra OpenMP threads only compete
+    with the transport's own threads and the other ranks on the same cores.
     """
+    if copy_threads is not None and copy_threads < 1:
+        raise ValueError(f"copy_threads={copy_threads}: give a positive number of threads, or None")
     pool = staging if staging is not None else StagingPool()
     start = time.perf_counter()
     src_info, dst_info = manifests(arch, plan, value_head=value_head, vocab_size=vocab_size)
@@ -148,65 +220,50 @@ def execute_transfer(plan: TransferPlan, arch: ModelArch, rank: int, *,
         info = dst_info[op.param]
         return _view(dst_shards[op.param], info.to_local(plan.dst.tp, dst_tp, op.slice))  # type: ignore[index]
 
-    def _both_contiguous(op: TransferOp) -> bool:
-        s_info, d_info = src_info[op.src_param], dst_info[op.param]
-        s_tp, d_tp = plan.src.coords(op.src)[1], plan.dst.coords(op.dst)[1]
-        return (slice_is_contiguous(s_info.local_shape(plan.src.tp), s_info.to_local(plan.src.tp, s_tp, op.slice))
-                and slice_is_contiguous(d_info.local_shape(plan.dst.tp), d_info.to_local(plan.dst.tp, d_tp, op.slice)))
-
-    copied = 0
-    with torch.no_grad():
+    def local_copies() -> int:
+        done = 0
         for op in plan.local_copies:  # data this rank already holds in the source layout
             if op.dst == rank:
                 value = src_view(op)
                 dst_view(op).copy_(value)
-                copied += value.numel() * value.element_size()
-        sent = received = 0
-        for chunk in _chunks(plan.ops, chunk_bytes):
-            # an op travels on its own only when both ends are contiguous (both sides decide
-            # this from the plan alone, so their messages pair up); the others of a chunk
-            # between two ranks are packed into one reused staging buffer
-            direct: list[tuple[int, torch.Tensor, bool]] = []
-            packed_out: dict[int, list[torch.Tensor]] = defaultdict(list)
-            packed_in: dict[int, list[torch.Tensor]] = defaultdict(list)
-            for op in chunk:
-                if rank not in (op.src, op.dst):
-                    continue
-                whole = _both_contiguous(op)
-                if op.src == rank:
-                    view = src_view(op)
-                    if whole:
-                        direct.append((op.dst, view, True))
-                    else:
-                        packed_out[op.dst].append(view)
-                else:
-                    view = dst_view(op)
-                    if whole:
-                        direct.append((op.src, view, False))
-                    else:
-                        packed_in[op.src].append(view)
-            p2p, landing = [], []
-            for peer, view, is_send in direct:
-                p2p.append(dist.P2POp(dist.isend if is_send else dist.irecv, view, peer, group=group))
-            for peer in sorted(packed_out):
-                views = packed_out[peer]
-                flat = _pack(views, pool.get("send", peer, sum(v.numel() for v in views), views[0]))
-                p2p.append(dist.P2POp(dist.isend, flat, peer, group=group))
-            for peer in sorted(packed_in):
-                views = packed_in[peer]
-                flat = pool.get("recv", peer, sum(v.numel() for v in views), views[0])
-                p2p.append(dist.P2POp(dist.irecv, flat, peer, group=group))
-                landing.append((views, flat))
-            if not p2p:
+                done += value.numel() * value.element_size()
+        return done
+
+    with torch.no_grad(), _plain_torch(), _threads(copy_threads):
+        chunks = _rank_chunks(plan, rank, chunk_bytes, src_view, dst_view)
+        copied = 0 if chunks and overlap else local_copies()
+        pending: _Posted | None = None
+        for k, steps in enumerate(chunks):
+            if not overlap:
+                _finish(_post(steps, pool, 0, group))
                 continue
-            for work in dist.batch_isend_irecv(p2p):
-                work.wait()
-            for views, flat in landing:
-                _unpack(flat, views)
-            for op in chunk:
-                if op.src == rank:
-                    sent += op.nbytes
-                elif op.dst == rank:
-                    received += op.nbytes
+            posted = _post(steps, pool, k % 2, group)
+            if k == 0:
+                copied = local_copies()
+            _finish(pending)
+            pending = posted
+        _finish(pending)
+    sent = sum(s.nbytes for steps in chunks for s in steps if s.send)
+    received = sum(s.nbytes for steps in chunks for s in steps if not s.send)
     return ReallocStats(bytes_sent=sent, bytes_received=received, bytes_copied_locally=copied,
                         time_s=time.perf_counter() - start)
+
+
+def _plain_torch() -> Any:
+    """Skip the CPU platform's torch-function mode (pure overhead for copies and p2p)."""
+    from runtime.platform import without_cuda_rewrites
+
+    return without_cuda_rewrites()
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if n is None or n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

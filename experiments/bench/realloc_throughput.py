@@ -4,6 +4,11 @@ Runs 4 gloo workers (CPU) or one worker per GPU. For each layout pair it times
 `runtime.realloc.execute_transfer` on a model's shards, then a raw transfer that sends
 the same bytes between the same rank pairs as one contiguous buffer per pair, and
 prints the ratio raw_time / realloc_time (1.0 = as fast as raw; the goal is >= 0.7).
+Variants timed in the same run, interleaved: `v0` (the first transport, see realloc_v0.py;
+`v0-1thread` the same on one torch thread),
+`new` (runtime.realloc: overlapped chunks, copies on one thread), `no-overlap` and
+`all-threads` (new without one of the two), `raw`, and `raw+local` (raw plus a memcpy of
+the bytes the plan copies locally, which no transport can skip).
 
     python experiments/bench/realloc_throughput.py [--hidden 1024] [--layers 8] [--repeats 3]
 """
@@ -11,6 +16,7 @@ prints the ratio raw_time / realloc_time (1.0 = as fast as raw; the goal is >= 0
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -21,6 +27,7 @@ import torch.distributed as dist
 from cost_model.layout import DeviceMesh, Layout
 from cost_model.params import param_manifest
 from cost_model.transfer import plan_transfer
+from experiments.bench.realloc_v0 import execute_transfer_v0
 from graph.spec import ModelArch
 from runtime.launch import LaunchSpec, launch
 from runtime.realloc import StagingPool, execute_transfer, local_shard
@@ -68,15 +75,52 @@ def _raw(buffers, rank):
             w.wait()
 
 
-def _bench(ctx, arch, repeats, chunk_bytes, profile=False):
+def _local_bytes(plan, rank):
+    return sum(op.nbytes for op in plan.local_copies if op.dst == rank)
+
+
+def _raw_local(buffers, rank, local):
+    """Raw transfer plus a contiguous memcpy of the bytes the plan copies locally on this rank."""
+    _raw(buffers, rank)
+    if local is not None:
+        local[1].copy_(local[0])
+
+
+VARIANTS = ("v0", "v0-1thread", "new", "no-overlap", "all-threads")
+
+
+def _run_variant(variant, plan, arch, rank, src, dst, pool, chunk_bytes):
+    if variant.startswith("v0"):
+        threads = torch.get_num_threads()
+        if variant == "v0-1thread":
+            torch.set_num_threads(1)
+        execute_transfer_v0(plan, arch, rank, src_shards=src, dst_shards=dst, staging=pool, chunk_bytes=chunk_bytes)
+        torch.set_num_threads(threads)
+    else:
+        execute_transfer(plan, arch, rank, src_shards=src, dst_shards=dst, staging=pool,
+                         chunk_bytes=chunk_bytes, overlap=variant != "no-overlap",
+                         copy_threads=None if variant == "all-threads" else 1)
+
+
+def _timed(fn, *args):
+    dist.barrier()
+    t0 = time.perf_counter()
+    fn(*args)
+    dist.barrier()
+    return time.perf_counter() - t0
+
+
+def _bench(ctx, arch, repeats, chunk_bytes, profile=False, threads=0, only=None, variants=VARIANTS):
     import cProfile
     import io
     import pstats
 
+    if threads:
+        torch.set_num_threads(threads)
     profiler = cProfile.Profile() if profile and ctx.rank == 0 else None
     rows = []
-    pool = StagingPool()
-    for name, a_spec, b_spec in PAIRS:
+    pools = {v: StagingPool() for v in variants}
+    for name, a_spec, b_spec in [PAIRS[i] for i in (only or range(len(PAIRS)))]:
         a, b = _layout(*a_spec), _layout(*b_spec)
         plan = plan_transfer(arch, a, b, dtype_bytes=4)
         flows = defaultdict(int)
@@ -84,23 +128,19 @@ def _bench(ctx, arch, repeats, chunk_bytes, profile=False):
             flows[(op.src, op.dst)] += op.nbytes
         src, dst = _shards(arch, a, ctx.rank), _shards(arch, b, ctx.rank)
         buffers = _raw_buffers(flows, ctx.rank)
-        t_realloc, t_raw = [], []
+        nlocal = _local_bytes(plan, ctx.rank) // 4
+        local = (torch.ones(nlocal), torch.zeros(nlocal)) if nlocal else None
+        times = defaultdict(list)
         for _ in range(repeats):
-            dist.barrier()
-            t0 = time.perf_counter()
-            if profiler:
-                profiler.enable()
-            execute_transfer(plan, arch, ctx.rank, src_shards=src, dst_shards=dst, staging=pool,
-                             chunk_bytes=chunk_bytes)
-            if profiler:
-                profiler.disable()
-            dist.barrier()
-            t_realloc.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            _raw(buffers, ctx.rank)
-            dist.barrier()
-            t_raw.append(time.perf_counter() - t0)
-        rows.append((name, plan.bytes_total, statistics.median(t_realloc), statistics.median(t_raw)))
+            for v in variants:
+                if profiler and v == "new":
+                    profiler.enable()
+                times[v].append(_timed(_run_variant, v, plan, arch, ctx.rank, src, dst, pools[v], chunk_bytes))
+                if profiler:
+                    profiler.disable()
+            times["raw"].append(_timed(_raw, buffers, ctx.rank))
+            times["raw+local"].append(_timed(_raw_local, buffers, ctx.rank, local))
+        rows.append((name, plan.bytes_total, {k: statistics.median(t) for k, t in times.items()}))
     if profiler:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
@@ -115,17 +155,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print rank 0's profile of the reallocations")
     parser.add_argument("--chunk-mib", type=int, default=64, help="reallocation chunk size")
+    parser.add_argument("--pairs", type=int, nargs="*", help="indices of the pairs to run (default: all)")
+    parser.add_argument("--variants", nargs="*", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in each worker (0: leave)")
     args = parser.parse_args()
     arch = ModelArch(family="llama", num_layers=args.layers, hidden_size=args.hidden,
                      ffn_hidden_size=args.hidden * 3, num_heads=16, num_kv_heads=4, vocab_size=32000)
     print(f"model: {arch.num_params() / 1e6:.0f}M parameters (fp32), 4 gloo workers, "
-          f"chunks of {args.chunk_mib} MiB, median of {args.repeats}")
-    rows = launch(_bench, (arch, args.repeats, args.chunk_mib * 2**20, args.profile), LaunchSpec(nproc_per_node=4))[0]
-    print(f"{'pair':<36} {'MiB sent':>9} {'realloc s':>10} {'raw s':>8} {'raw/realloc':>12}")
+          f"chunks of {args.chunk_mib} MiB, median of {args.repeats}, load {os.getloadavg()[0]:.1f}")
+    rows = launch(_bench, (arch, args.repeats, args.chunk_mib * 2**20, args.profile, args.threads, args.pairs,
+                                  tuple(args.variants)),
+                  LaunchSpec(nproc_per_node=4))[0]
     profile = rows.pop() if args.profile else ""
-    for name, nbytes, t_re, t_raw in rows:
-        print(f"{name:<36} {nbytes / 2**20:>9.1f} {t_re:>10.3f} {t_raw:>8.3f} {t_raw / t_re:>12.2f}")
-
+    variants = tuple(args.variants)
+    cols = (*variants, "raw", "raw+local")
+    print(f"{'pair':<34} {'MiB':>6} " + " ".join(f"{c + ' s':>9}" for c in cols)
+          + " " + " ".join(f"{'raw/' + v:>10}" for v in variants))
+    for name, nbytes, t in rows:
+        print(f"{name:<34} {nbytes / 2**20:>6.0f} " + " ".join(f"{t[c]:>9.3f}" for c in cols)
+              + " " + " ".join(f"{t['raw'] / t[v]:>10.2f}" for v in variants))
+    print(f"load after: {os.getloadavg()[0]:.1f}")
     if profile:
         print(profile)
 

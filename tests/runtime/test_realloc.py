@@ -11,7 +11,7 @@ from cost_model.params import param_manifest
 from cost_model.transfer import plan_transfer
 from graph.spec import ModelArch
 from runtime.launch import LaunchSpec, launch
-from runtime.realloc import execute_transfer, local_shard
+from runtime.realloc import StagingPool, execute_transfer, local_shard
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ def _zeros_like(shards):
     return None if shards is None else {k: torch.full_like(v, float("nan")) for k, v in shards.items()}
 
 
-def _round_trips(ctx, arch, pairs, value_head):
+def _round_trips(ctx, arch, pairs, value_head, options=None):
     weights = _global_weights(arch, value_head, seed=7)
     failures, moved = [], 0
     for a, b in pairs:
@@ -80,7 +80,7 @@ def _round_trips(ctx, arch, pairs, value_head):
         got_b = _zeros_like(expected_b)
         forward = plan_transfer(arch, a, b, value_head=value_head, dtype_bytes=4)
         stats = execute_transfer(forward, arch, ctx.rank, src_shards=src, dst_shards=got_b,
-                                 value_head=value_head, chunk_bytes=8192)
+                                 value_head=value_head, chunk_bytes=8192, **(options or {}))
         moved += stats.bytes_received
         back = _zeros_like(src)
         backward = plan_transfer(arch, b, a, value_head=value_head, dtype_bytes=4)
@@ -97,20 +97,69 @@ def _round_trips(ctx, arch, pairs, value_head):
     return failures, moved
 
 
+# column-sharded weights (linear_proj, linear_fc2): a TP2 shard is a whole, contiguous
+# tensor; the same columns of a TP1 replica are a strided view of it
+TP2 = Layout(mesh=DeviceMesh.span(0, 2), dp=1, tp=2, pp=1)
+TP1 = Layout(mesh=DeviceMesh.span(2, 1), dp=1, tp=1, pp=1)
+
+
+def _staging_choice(ctx):
+    """Who copies through staging: only the side whose view is strided.
+
+    TP2 -> TP1: the senders' views are whole shards (sent as they are); the receiver's
+    column views are strided (received into staging). TP1 -> TP2 is the mirror image.
+    Returns, per direction, (send bytes staged, recv bytes staged, results exact).
+    """
+    weights = _global_weights(ARCH, False, seed=3)
+    out = []
+    for a, b in ((TP2, TP1), (TP1, TP2)):
+        pool = StagingPool()
+        src = _shards(ARCH, weights, a, ctx.rank, False)
+        expected = _shards(ARCH, weights, b, ctx.rank, False)
+        got = _zeros_like(expected)
+        plan = plan_transfer(ARCH, a, b, dtype_bytes=4)
+        threads = torch.get_num_threads()
+        execute_transfer(plan, ARCH, ctx.rank, src_shards=src, dst_shards=got, staging=pool, chunk_bytes=4096)
+        exact = all(torch.equal(got[n], expected[n]) for n in (expected or {}))
+        bound = 4 * max(4096, max(op.nbytes for op in plan.ops))  # two chunks in flight per direction
+        out.append((pool.nbytes("send"), pool.nbytes("recv"), exact, pool.nbytes() <= bound,
+                    torch.get_num_threads() == threads))
+    return out
+
+
 def _scenarios(ctx, scenarios):
-    return [_round_trips(ctx, *s) for s in scenarios]
+    return [_round_trips(ctx, *s) for s in scenarios], _staging_choice(ctx)
 
 
 def test_round_trips_are_bit_exact(tmp_path):
-    """One launch of 4 workers: random pairs of every mesh relation, then a tied model and a value head."""
+    """One launch of 4 workers: random pairs of every mesh relation, a tied model, a value head,
+    the transport without overlap or thread cap; then which side stages a strided op."""
     pairs = _pairs(6, seed=0)
     assert len(pairs) == 18
     pp_changes = [(Layout(mesh=DeviceMesh.span(0, 2), dp=1, tp=2, pp=1), Layout(mesh=DeviceMesh.span(0, 4), dp=1, tp=2, pp=2)),
                   (Layout(mesh=DeviceMesh.span(0, 4), dp=2, tp=1, pp=2), Layout(mesh=DeviceMesh.span(2, 2), dp=1, tp=1, pp=2)),
                   (Layout(mesh=DeviceMesh.span(0, 4), dp=1, tp=4, pp=1), Layout(mesh=DeviceMesh.span(1, 2), dp=2, tp=1, pp=1))]
-    scenarios = [(ARCH, pairs, False), (TIED, pp_changes, False), (ARCH, pp_changes, True)]
+    plain = {"overlap": False, "copy_threads": None}
+    scenarios = [(ARCH, pairs, False), (TIED, pp_changes, False), (ARCH, pp_changes, True),
+                 (ARCH, _pairs(2, seed=1), False, plain)]
     results = launch(_scenarios, (scenarios,), LaunchSpec(nproc_per_node=WORLD, log_dir=str(tmp_path)))
-    for i, name in enumerate(("random pairs", "tied embeddings", "value head")):
-        failures = [f for r in results.values() for f in r[i][0]]
+    for i, name in enumerate(("random pairs", "tied embeddings", "value head", "no overlap, all threads")):
+        failures = [f for r in results.values() for f in r[0][i][0]]
         assert failures == [], name
-        assert sum(r[i][1] for r in results.values()) > 0, name
+        assert sum(r[0][i][1] for r in results.values()) > 0, name
+    to_tp1, to_tp2 = ([results[r][1][k] for r in range(WORLD)] for k in (0, 1))
+    # TP2 -> TP1: senders 0 and 1 stage nothing, receiver 2 stages its strided columns
+    assert [x[:2] for x in to_tp1] == [(0, 0), (0, 0), (0, to_tp1[2][1]), (0, 0)]
+    assert to_tp1[2][1] > 0
+    # TP1 -> TP2: sender 2 packs its strided columns, receivers 0 and 1 take them in place
+    assert [x[:2] for x in to_tp2] == [(0, 0), (0, 0), (to_tp2[2][0], 0), (0, 0)]
+    assert to_tp2[2][0] > 0
+    assert all(exact and bounded and threads for r in (to_tp1, to_tp2) for _, _, exact, bounded, threads in r)
+
+
+def test_bad_copy_threads_is_rejected():
+    plan = plan_transfer(ARCH, TP2, TP1, dtype_bytes=4)
+    with pytest.raises(ValueError, match="copy_threads=0"):
+        execute_transfer(plan, ARCH, 3, src_shards=None, dst_shards=None, copy_threads=0)
+    with pytest.raises(ValueError, match="direction='both'"):
+        StagingPool().nbytes("both")
