@@ -39,7 +39,7 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
     from planner import load_plan
     from realloc.planning import cost_model_for
     from runtime.executor import Worker
-    from runtime.launch import WorkerContext
+    from runtime.launch import WorkerContext, set_worker_threads
     from runtime.rundir import RunDir, atomic_write
 
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
@@ -59,6 +59,7 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
         import torch
 
         torch.cuda.set_device(local_rank)
+    set_worker_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     job = _job(experiment, dict(plan.layouts))
     if rank == 0:
         run = RunDir(job.run_dir).create(resume=False)

@@ -97,3 +97,14 @@ def test_two_agents_on_loopback_form_one_world(tmp_path):
     # 4 workers over 2 agents: world size 4, and the all-reduce sums 1+2+3+4
     assert sorted(int(r) for r in seen) == [0, 1, 2, 3]
     assert all(v["world"] == 4 and v["sum"] == 10.0 for v in seen.values())
+
+
+def _threads(ctx):
+    return torch.get_num_threads()
+
+
+def test_workers_share_the_cores(tmp_path):
+    import os
+
+    results = launch(_threads, (), LaunchSpec(nproc_per_node=2, log_dir=str(tmp_path)))
+    assert set(results.values()) == {max(1, (os.cpu_count() or 1) // 2)}
