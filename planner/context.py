@@ -81,8 +81,10 @@ class PlanContext:
         if not est.feasible or est.peak_bytes > memory:
             why = est.reason or (f"peak {est.peak_bytes / GIB:.2f} GiB exceeds "
                                  f"{memory / GIB:.2f} GiB by {(est.peak_bytes - memory) / GIB:.2f} GiB")
-            raise ValueError(f"call {call.name!r}: layout {layout} does not fit: {why}; "
-                             "use more devices, more tp/pp or more micro-batches")
+            memory_bound = "exceed" in why or (est.feasible and est.peak_bytes > memory)
+            fix = ("use more devices, more tp/pp or more micro-batches" if memory_bound
+                   else "pick a tp that divides it")
+            raise ValueError(f"call {call.name!r}: layout {layout} does not fit: {why}; {fix}")
         return make_candidate(layout, est)
 
     def try_candidate(self, call: Call, layout: Layout) -> Candidate | None:

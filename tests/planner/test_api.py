@@ -127,3 +127,15 @@ def test_make_plan_is_deterministic_and_handles_odd_clusters():
         assert mesh.size in (1, 2, 3, 6)
         if mesh.size == 2:
             assert mesh.devices[0] % 3 == 0
+
+
+def test_manual_layout_that_does_not_divide_the_heads_says_so() -> None:
+    """A tp that does not divide the kv heads is named with a fix about tp, not about memory."""
+    from realloc.experiment import load_experiment
+    from realloc.planning import plan_experiment
+
+    layouts = ("+plan.layouts={actor_gen:{start:0,size:4,dp:1,tp:4,pp:1},reward_inf:{start:0,size:1},"
+               "ref_inf:{start:0,size:1},critic_inf:{start:0,size:1},actor_train:{start:0,size:1},"
+               "critic_train:{start:0,size:1}}")
+    with pytest.raises(ValueError, match="num_kv_heads=2 is not divisible by tp=4; pick a tp that divides it"):
+        plan_experiment(load_experiment("ppo_tiny", ["plan.mode=manual", layouts]), quiet=True)
