@@ -75,6 +75,7 @@ class _IterationLog:
     response_len: dict[str, float] = field(default_factory=dict)
     realloc_time_s: float = 0.0
     realloc_bytes: int = 0
+    elapsed_s: float = 0.0
 
 
 # --------------------------------------------------------------------------- engines
@@ -252,12 +253,14 @@ class Worker:
         self._report(it, log, time.perf_counter() - start)
 
     def _report(self, it: int, log: _IterationLog, elapsed: float) -> None:
+        log.elapsed_s = elapsed
         gathered: list[Any] = [None] * self.ctx.world_size if self.rank == 0 else []
         dist.gather_object(log, gathered if self.rank == 0 else None, dst=0)
         if self.rank != 0:
             return
-        record: dict[str, Any] = {"iteration": it + 1, "iter_time_s": elapsed, "call_time_s": {},
-                                  "realloc_time_s": 0.0, "realloc_bytes": 0}
+        # an iteration lasts as long as its slowest rank (rank 0 may run no call at all)
+        record: dict[str, Any] = {"iteration": it + 1, "iter_time_s": max(p.elapsed_s for p in gathered),
+                                  "call_time_s": {}, "realloc_time_s": 0.0, "realloc_bytes": 0}
         for part in gathered:
             record["call_time_s"].update(part.call_time_s)
             record["realloc_time_s"] = max(record["realloc_time_s"], part.realloc_time_s)
