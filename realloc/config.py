@@ -200,6 +200,8 @@ class TrainConfig:
     """Parameter dtype: auto (bf16 on cuda, fp32 on cpu), fp32 or bf16."""
     resume: bool = False
     """Resume from the latest checkpoint in run_dir."""
+    free_replicas: bool = True
+    """Free a trained model's extra replicas between uses (reallocation refreshes them anyway)."""
 
 
 @dataclass

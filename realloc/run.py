@@ -22,7 +22,7 @@ def _job(experiment: Experiment, layouts: dict[str, Any]) -> Any:
         data=DataSettings(format=d.format, path=d.path, generator=d.generator, num_records=d.num_records,
                           seed=d.seed, tokenizer=d.tokenizer),
         iterations=cfg.train.iterations, seed=cfg.seed, run_dir=str(Path(cfg.train.run_dir).resolve()),
-        log_every=cfg.train.log_every,
+        log_every=cfg.train.log_every, free_replicas=cfg.train.free_replicas,
     )
 
 

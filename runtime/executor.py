@@ -4,7 +4,9 @@ Per iteration, for each call in the graph's topological order:
 
 1. **reallocate** the call's model into the call's layout when that replica is stale
    (the model's home is its train call's layout, or its first call's): the home and
-   replica ranks execute the cost model's TransferPlan;
+   replica ranks execute the cost model's TransferPlan. A trained model's replica is
+   freed after its last use in an iteration and given storage again just before this
+   refresh, so it holds memory only while it is in use;
 2. **move data**: ranks of the call's mesh that lack an input key receive it from a
    rank of the producer's mesh (every rank of a layout holds a call's whole result);
 3. **run** the call on its mesh.
@@ -65,6 +67,7 @@ class Job:
     run_dir: str
     log_every: int = 1
     plot_every: int = 5
+    free_replicas: bool = True
 
 
 @dataclass
@@ -75,6 +78,7 @@ class _IterationLog:
     response_len: dict[str, float] = field(default_factory=dict)
     realloc_time_s: float = 0.0
     realloc_bytes: int = 0
+    freed_bytes: int = 0
     elapsed_s: float = 0.0
 
 
@@ -91,6 +95,23 @@ def home_layouts(graph: DataflowGraph, layouts: Mapping[str, Layout]) -> dict[st
         trainer = graph.train_call(role)
         homes[role] = layouts[(trainer or calls[0]).name]
     return homes
+
+
+def replica_last_uses(graph: DataflowGraph, layouts: Mapping[str, Layout]) -> set[str]:
+    """Calls after which a trained model's replica can be freed.
+
+    Every call that reads a model's weights precedes its train call (parameter-version
+    edges), so after the last call on a replica layout the replica is stale, and the
+    next iteration's reallocation rewrites all of it: its storage is not needed meanwhile.
+    """
+    homes = home_layouts(graph, layouts)
+    last: dict[tuple[str, Layout], str] = {}
+    for call in graph.calls:
+        model = graph.models[call.model]
+        layout = layouts[call.name]
+        if graph.train_call(call.model) is not None and not model.is_rule and layout != homes[call.model]:
+            last[(call.model, layout)] = call.name
+    return set(last.values())
 
 
 def model_seed(graph: DataflowGraph, role: str, seed: int) -> int:
@@ -117,9 +138,32 @@ class Engines:
                                                            seed=model_seed(graph, role, seed))
         # replicas start from the same initial weights as their home, so none is stale yet
         self.stale: set[tuple[str, Layout]] = set()
+        self.freed: dict[tuple[str, Layout], list[torch.Size]] = {}
 
     def get(self, role: str, layout: Layout) -> Any:
         return self.by_key.get((role, layout))
+
+    def free(self, role: str, layout: Layout) -> int:
+        """Drop a replica's parameter storage until its next refresh; returns the bytes freed."""
+        engine = self.get(role, layout)
+        if engine is None or (role, layout) in self.freed:
+            return 0
+        params = list(engine.module.parameters())
+        self.freed[(role, layout)] = [p.shape for p in params]
+        freed = 0
+        for param in params:
+            freed += param.numel() * param.element_size()
+            param.data = torch.empty(0, dtype=param.dtype, device=param.device)
+        return freed
+
+    def materialize(self, role: str, layout: Layout) -> None:
+        """Give a freed replica storage again (its contents are about to be overwritten)."""
+        shapes = self.freed.pop((role, layout), None)
+        engine = self.get(role, layout)
+        if shapes is None or engine is None:
+            return
+        for param, shape in zip(engine.module.parameters(), shapes):
+            param.data = torch.empty(shape, dtype=param.dtype, device=param.device)
 
     def replicas(self, role: str) -> list[Layout]:
         return [lay for (r, lay) in self.by_key if r == role and lay != self.homes[role]]
@@ -157,6 +201,7 @@ class Worker:
         self.dtype_bytes = 2 if platform.has_cuda() else 4
         self.staging = StagingPool()
         self.metrics = MetricsWriter(Path(job.run_dir) / "metrics.jsonl") if self.rank == 0 else None
+        self.free_after = replica_last_uses(self.graph, self.layouts) if job.free_replicas else set()
         self.history: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------- steps
@@ -177,6 +222,7 @@ class Worker:
             plan = plan_transfer(model.arch, home, layout, model=role, value_head=model.value_head,
                                  dtype_bytes=self.dtype_bytes)
             self.plans[(role, layout)] = plan
+        self.engines.materialize(role, layout)
         replica = self.engines.get(role, layout)
         stats = execute_transfer(plan, model.arch, self.rank, src_shards=_shards(self.engines.get(role, home)),
                                  dst_shards=_shards(replica), value_head=model.value_head, staging=self.staging)
@@ -248,6 +294,8 @@ class Worker:
                 self._run(call, layout, payloads, it, log)
             for key in call.outputs:
                 holders[key] = set(layout.mesh.devices)
+            if call.name in self.free_after:
+                log.freed_bytes += self.engines.free(call.model, layout)
             if call.kind is CallKind.TRAIN:
                 self.engines.stale.update((call.model, lay) for lay in self.engines.replicas(call.model))
         self._report(it, log, time.perf_counter() - start)
@@ -265,6 +313,7 @@ class Worker:
             record["call_time_s"].update(part.call_time_s)
             record["realloc_time_s"] = max(record["realloc_time_s"], part.realloc_time_s)
             record["realloc_bytes"] += part.realloc_bytes
+            record["freed_bytes"] = record.get("freed_bytes", 0) + part.freed_bytes
             for call, stats in part.stats.items():
                 for k, v in stats.items():
                     record[f"{call}/{k}"] = v

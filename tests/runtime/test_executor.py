@@ -64,6 +64,9 @@ def test_every_plan_ran_and_wrote_metrics(runs):
     assert histories["manual"][0]["realloc_bytes"] == 0
     assert all(r["realloc_bytes"] > 0 for r in histories["manual"][1:])
     assert all(r["realloc_bytes"] == 0 for r in histories["single"])
+    # replicas of the trained actor and critic are freed after their last use, every iteration
+    assert all(r["freed_bytes"] > 0 for r in histories["manual"])
+    assert all(r["freed_bytes"] == 0 for r in histories["single"])
     assert len({str(lay) for lay in plans["manual"].values()}) == 6
 
 
@@ -77,3 +80,16 @@ def test_plan_independence(runs, other):
         for key in ("actor_train/loss", "critic_train/loss", "critic_inf/values_mean"):
             if key in ref:
                 assert got[key] == pytest.approx(ref[key], abs=1e-4, rel=1e-4), (other, key, got["iteration"])
+
+
+def test_replica_last_uses():
+    from runtime.executor import replica_last_uses
+
+    exp = load_experiment("ppo_tiny")
+    one = Layout(mesh=DeviceMesh.span(0, 1), dp=1, tp=1, pp=1)
+    two = Layout(mesh=DeviceMesh.span(0, 2), dp=2, tp=1, pp=1)
+    layouts = {c.name: one for c in exp.graph.calls}
+    assert replica_last_uses(exp.graph, layouts) == set()  # everything at home: nothing to free
+    # the actor generates elsewhere than it trains; the ref (frozen) is never freed
+    layouts = {**layouts, "actor_gen": two, "ref_inf": two}
+    assert replica_last_uses(exp.graph, layouts) == {"actor_gen"}
