@@ -21,7 +21,6 @@ the metrics and appends them to metrics.jsonl.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from graph.spec import Call, CallKind, ModelSpec
 from runtime.binding import Field, Payload, assemble_inputs, dataset_payloads, extract_outputs
 from runtime.datasets import batches, load_records
 from runtime.launch import WorkerContext
+from runtime.program import Step, compile_iteration, home_layouts, rank_program
 from runtime.realloc import StagingPool, execute_transfer
 from runtime.rundir import MetricsWriter, plot_curves
 from runtime.tokenizer import load_tokenizer
@@ -85,35 +85,6 @@ class _IterationLog:
 # --------------------------------------------------------------------------- engines
 
 
-def home_layouts(graph: DataflowGraph, layouts: Mapping[str, Layout]) -> dict[str, Layout]:
-    """Where each model's weights live: its train call's layout, else its first call's."""
-    homes = {}
-    for role in graph.models:
-        calls = graph.calls_of(role)
-        if not calls:
-            continue
-        trainer = graph.train_call(role)
-        homes[role] = layouts[(trainer or calls[0]).name]
-    return homes
-
-
-def replica_last_uses(graph: DataflowGraph, layouts: Mapping[str, Layout]) -> set[str]:
-    """Calls after which a trained model's replica can be freed.
-
-    Every call that reads a model's weights precedes its train call (parameter-version
-    edges), so after the last call on a replica layout the replica is stale, and the
-    next iteration's reallocation rewrites all of it: its storage is not needed meanwhile.
-    """
-    homes = home_layouts(graph, layouts)
-    last: dict[tuple[str, Layout], str] = {}
-    for call in graph.calls:
-        model = graph.models[call.model]
-        layout = layouts[call.name]
-        if graph.train_call(call.model) is not None and not model.is_rule and layout != homes[call.model]:
-            last[(call.model, layout)] = call.name
-    return set(last.values())
-
-
 def model_seed(graph: DataflowGraph, role: str, seed: int) -> int:
     """Initial-weight seed of a model; `init_from` shares the source's seed (and weights)."""
     roles = list(graph.models)
@@ -136,8 +107,6 @@ class Engines:
             for layout in dict.fromkeys(wanted):  # unique, home first
                 self.by_key[(role, layout)] = build_engine(model, layout, rank,
                                                            seed=model_seed(graph, role, seed))
-        # replicas start from the same initial weights as their home, so none is stale yet
-        self.stale: set[tuple[str, Layout]] = set()
         self.freed: dict[tuple[str, Layout], list[torch.Size]] = {}
 
     def get(self, role: str, layout: Layout) -> Any:
@@ -165,8 +134,6 @@ class Engines:
         for param, shape in zip(engine.module.parameters(), shapes):
             param.data = torch.empty(shape, dtype=param.dtype, device=param.device)
 
-    def replicas(self, role: str) -> list[Layout]:
-        return [lay for (r, lay) in self.by_key if r == role and lay != self.homes[role]]
 
 
 def _shards(engine: Any) -> dict[str, torch.Tensor] | None:
@@ -201,19 +168,18 @@ class Worker:
         self.dtype_bytes = 2 if platform.has_cuda() else 4
         self.staging = StagingPool()
         self.metrics = MetricsWriter(Path(job.run_dir) / "metrics.jsonl") if self.rank == 0 else None
-        self.free_after = replica_last_uses(self.graph, self.layouts) if job.free_replicas else set()
+        self.programs = {
+            first: rank_program(compile_iteration(self.graph, self.layouts, world_size=ctx.world_size,
+                                                  first=first, free_replicas=job.free_replicas), self.rank)
+            for first in (True, False)
+        }
         self.history: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------- steps
 
     def _reallocate(self, model: ModelSpec, layout: Layout, log: _IterationLog) -> None:
         role = model.role
-        if (role, layout) not in self.engines.stale:
-            return
         home = self.engines.homes[role]
-        self.engines.stale.discard((role, layout))
-        if self.rank not in home.mesh.devices and self.rank not in layout.mesh.devices:
-            return
         plan = self.plans.get((role, layout))
         if plan is None:
             assert model.arch is not None
@@ -231,21 +197,13 @@ class Worker:
         log.realloc_time_s += stats.time_s
         log.realloc_bytes += stats.bytes_received
 
-    def _move_inputs(self, call: Call, layout: Layout, payloads: dict[str, Payload],
-                     holders: dict[str, set[int]]) -> None:
-        for key in dict.fromkeys(call.inputs):
-            have = holders[key]
-            needers = [d for d in layout.mesh.devices if d not in have]
-            senders = sorted(have)
-            for i, dst in enumerate(needers):
-                src = senders[i % len(senders)]
-                if self.rank == src:
-                    dist.send_object_list([payloads[key]], dst=dst)
-                elif self.rank == dst:
-                    box: list[Any] = [None]
-                    dist.recv_object_list(box, src=src)
-                    payloads[key] = box[0]
-            have.update(needers)
+    def _send(self, step: Step, payloads: dict[str, Payload]) -> None:
+        if self.rank == step.src:
+            dist.send_object_list([payloads[step.key]], dst=step.dst)
+        else:
+            box: list[Any] = [None]
+            dist.recv_object_list(box, src=step.src)
+            payloads[step.key] = box[0]
 
     def _run(self, call: Call, layout: Layout, payloads: dict[str, Payload], it: int,
              log: _IterationLog) -> None:
@@ -279,25 +237,19 @@ class Worker:
         start = time.perf_counter()
         ids = [it * len(indices) + j for j in range(len(indices))]
         records = [self.records[i] for i in indices]
-        payloads: dict[str, Payload] = {}
-        holders: dict[str, set[int]] = defaultdict(set)
-        for key, value in dataset_payloads(self.job.data.format, records, ids, self.tok).items():
-            payloads[key] = value  # every rank builds the dataset keys itself
-            holders[key] = set(range(self.ctx.world_size))
-        for call in self.graph.calls:
-            layout = self.layouts[call.name]
-            model = self.graph.models[call.model]
-            if not model.is_rule:
-                self._reallocate(model, layout, log)
-            self._move_inputs(call, layout, payloads, holders)
-            if self.rank in layout.mesh.devices:
+        # every rank builds the dataset keys itself
+        payloads: dict[str, Payload] = dict(dataset_payloads(self.job.data.format, records, ids, self.tok))
+        for step in self.programs[it == 0]:
+            call = self.graph.call(step.call)
+            layout = self.layouts[step.call]
+            if step.kind == "realloc":
+                self._reallocate(self.graph.models[call.model], layout, log)
+            elif step.kind == "send":
+                self._send(step, payloads)
+            elif step.kind == "run":
                 self._run(call, layout, payloads, it, log)
-            for key in call.outputs:
-                holders[key] = set(layout.mesh.devices)
-            if call.name in self.free_after:
+            else:
                 log.freed_bytes += self.engines.free(call.model, layout)
-            if call.kind is CallKind.TRAIN:
-                self.engines.stale.update((call.model, lay) for lay in self.engines.replicas(call.model))
         self._report(it, log, time.perf_counter() - start)
 
     def _report(self, it: int, log: _IterationLog, elapsed: float) -> None:

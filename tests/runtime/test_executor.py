@@ -81,15 +81,3 @@ def test_plan_independence(runs, other):
             if key in ref:
                 assert got[key] == pytest.approx(ref[key], abs=1e-4, rel=1e-4), (other, key, got["iteration"])
 
-
-def test_replica_last_uses():
-    from runtime.executor import replica_last_uses
-
-    exp = load_experiment("ppo_tiny")
-    one = Layout(mesh=DeviceMesh.span(0, 1), dp=1, tp=1, pp=1)
-    two = Layout(mesh=DeviceMesh.span(0, 2), dp=2, tp=1, pp=1)
-    layouts = {c.name: one for c in exp.graph.calls}
-    assert replica_last_uses(exp.graph, layouts) == set()  # everything at home: nothing to free
-    # the actor generates elsewhere than it trains; the ref (frozen) is never freed
-    layouts = {**layouts, "actor_gen": two, "ref_inf": two}
-    assert replica_last_uses(exp.graph, layouts) == {"actor_gen"}
