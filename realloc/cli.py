@@ -83,6 +83,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(plan_json(experiment, result), indent=2))
     else:
         print_plan(experiment, result)
+    if args.steps and not args.json:
+        from runtime.program import compile_iteration
+
+        c = experiment.config.cluster
+        steps = compile_iteration(experiment.graph, result.plan.layouts, world_size=c.nodes * c.devices_per_node,
+                                  first=False, free_replicas=experiment.config.train.free_replicas)
+        print("\nsteps of a steady iteration (every rank runs its own steps in this order):")
+        for i, step in enumerate(steps, 1):
+            print(f"{i:4}. {step}")
     return 0
 
 
@@ -166,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the stable JSON report (see README)")
     p.add_argument("--out", metavar="FILE", help="save the plan (.yaml or .json) for `realloc run --plan`")
     p.add_argument("--timeline", metavar="FILE.png", help="draw a Gantt chart of devices over time")
+    p.add_argument("--steps", action="store_true",
+                   help="also list the steps an iteration compiles to (reallocations, sends, runs, frees)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("validate", parents=[common], help="check an experiment and its graph", epilog=_EPILOG_OVERRIDES)

@@ -36,7 +36,7 @@ from graph.spec import Call, CallKind, ModelSpec
 from runtime.binding import Field, Payload, assemble_inputs, dataset_payloads, extract_outputs
 from runtime.datasets import batches, load_records
 from runtime.launch import WorkerContext
-from runtime.program import Step, compile_iteration, home_layouts, rank_program
+from runtime.program import Step, compile_iteration, home_layouts, placement, rank_program
 from runtime.realloc import StagingPool, execute_transfer
 from runtime.rundir import MetricsWriter, plot_curves
 from runtime.tokenizer import load_tokenizer
@@ -103,22 +103,22 @@ class Engines:
         for role, model in graph.models.items():
             if model.is_rule or role not in self.homes:
                 continue
-            wanted = [self.homes[role]] + [layouts[c.name] for c in graph.calls_of(role)]
+            wanted = [self.homes[role]] + [placement(layouts[c.name]) for c in graph.calls_of(role)]
             for layout in dict.fromkeys(wanted):  # unique, home first
                 self.by_key[(role, layout)] = build_engine(model, layout, rank,
                                                            seed=model_seed(graph, role, seed))
         self.freed: dict[tuple[str, Layout], list[torch.Size]] = {}
 
     def get(self, role: str, layout: Layout) -> Any:
-        return self.by_key.get((role, layout))
+        return self.by_key.get((role, placement(layout)))
 
     def free(self, role: str, layout: Layout) -> int:
         """Drop a replica's parameter storage until its next refresh; returns the bytes freed."""
-        engine = self.get(role, layout)
-        if engine is None or (role, layout) in self.freed:
+        engine, key = self.get(role, layout), (role, placement(layout))
+        if engine is None or key in self.freed:
             return 0
         params = list(engine.module.parameters())
-        self.freed[(role, layout)] = [p.shape for p in params]
+        self.freed[key] = [p.shape for p in params]
         freed = 0
         for param in params:
             freed += param.numel() * param.element_size()
@@ -127,7 +127,7 @@ class Engines:
 
     def materialize(self, role: str, layout: Layout) -> None:
         """Give a freed replica storage again (its contents are about to be overwritten)."""
-        shapes = self.freed.pop((role, layout), None)
+        shapes = self.freed.pop((role, placement(layout)), None)
         engine = self.get(role, layout)
         if shapes is None or engine is None:
             return
@@ -178,7 +178,7 @@ class Worker:
     # ---------------------------------------------------------------- steps
 
     def _reallocate(self, model: ModelSpec, layout: Layout, log: _IterationLog) -> None:
-        role = model.role
+        role, layout = model.role, placement(layout)
         home = self.engines.homes[role]
         plan = self.plans.get((role, layout))
         if plan is None:
@@ -212,7 +212,8 @@ class Worker:
         model = self.graph.models[call.model]
         engine = self.engines.get(call.model, layout)
         ctx = CallContext(eos_ids=(self.tok.eos_id,), decode=self.tok.decode, rule=model.rule,
-                          seed=self.job.seed, step=it, total_steps=self.job.iterations)
+                          seed=self.job.seed, step=it, total_steps=self.job.iterations,
+                          micro_batches=layout.micro_batches)
         batch = assemble_inputs(call, payloads)
         start = time.perf_counter()
         result = run_interface(call.interface, engine, batch, call.args, ctx)

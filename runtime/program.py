@@ -21,6 +21,7 @@ replica starts from the same initial weights as its home).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -51,13 +52,18 @@ class Step:
         return f"{self.kind} {self.model} for {self.call} on {list(self.ranks)}"
 
 
+def placement(layout: Layout) -> Layout:
+    """A layout without its micro-batch count: calls with equal placements share one engine."""
+    return dataclasses.replace(layout, micro_batches=1)
+
+
 def home_layouts(graph: DataflowGraph, layouts: Mapping[str, Layout]) -> dict[str, Layout]:
-    """Where each model's weights live: its train call's layout, else its first call's."""
+    """Where each model's weights live: its train call's placement, else its first call's."""
     homes = {}
     for role in graph.models:
         calls = graph.calls_of(role)
         if calls:
-            homes[role] = layouts[(graph.train_call(role) or calls[0]).name]
+            homes[role] = placement(layouts[(graph.train_call(role) or calls[0]).name])
     return homes
 
 
@@ -71,7 +77,7 @@ def replica_last_uses(graph: DataflowGraph, layouts: Mapping[str, Layout]) -> se
     homes = home_layouts(graph, layouts)
     last: dict[tuple[str, Layout], str] = {}
     for call in graph.calls:
-        layout = layouts[call.name]
+        layout = placement(layouts[call.name])
         model = graph.models[call.model]
         if graph.train_call(call.model) is not None and not model.is_rule and layout != homes[call.model]:
             last[(call.model, layout)] = call.name
@@ -82,6 +88,7 @@ def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, wo
                       first: bool, free_replicas: bool = True) -> tuple[Step, ...]:
     """The global step order of one iteration."""
     homes = home_layouts(graph, layouts)
+    layouts = {name: placement(layout) for name, layout in layouts.items()}
     trained = {role for role in graph.models if graph.train_call(role) is not None}
     # after a train step every replica of that model is stale: in a steady iteration all are
     stale = set() if first else {(c.model, layouts[c.name]) for c in graph.calls

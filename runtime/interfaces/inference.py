@@ -36,9 +36,9 @@ def shifted_values(values: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(values[..., 0].float()[:, :-1], (1, 0))
 
 
-def _forward_fields(engine: Any, batch: SeqBatch, extract: Any) -> list[dict[str, Any]]:
+def _forward_fields(engine: Any, batch: SeqBatch, extract: Any, micro_batches: int = 0) -> list[dict[str, Any]]:
     """Forward this replica's part in micro-batches; `extract(mb, out)` -> dict of tensors."""
-    mbs = micro_batch_split(batch, engine.layout.micro_batches)
+    mbs = micro_batch_split(batch, micro_batches or engine.layout.micro_batches)
 
     def loss_fn(mb: SeqBatch, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         with torch.no_grad():
@@ -70,9 +70,9 @@ def _assemble(part: SeqBatch, reports: list[dict[str, Any]], token_keys: tuple[s
 
 
 def _run(engine: Any, batch: SeqBatch, extract: Any, token_keys: tuple[str, ...],
-         seq_keys: tuple[str, ...]) -> SeqBatch:
+         seq_keys: tuple[str, ...], micro_batches: int = 0) -> SeqBatch:
     part = local_part(engine, batch)
-    reports = _forward_fields(engine, part, extract)
+    reports = _forward_fields(engine, part, extract, micro_batches)
     return gather_parts(engine, _assemble(part, reports, token_keys, seq_keys), batch.ids)
 
 
@@ -83,7 +83,7 @@ def logprobs(engine: Any, batch: SeqBatch, args: LogprobsArgs, ctx: CallContext)
         raise ValueError(f"logprobs needs a language-model head; model {engine.spec.role!r} "
                          "has a value head")
     return _run(engine, batch, lambda mb, out: {
-        "logprobs": shifted_logprobs(engine, mb, out, args.temperature)}, ("logprobs",), ())
+        "logprobs": shifted_logprobs(engine, mb, out, args.temperature)}, ("logprobs",), (), ctx.micro_batches)
 
 
 def _need_value_head(engine: Any, name: str) -> None:
@@ -96,7 +96,8 @@ def _need_value_head(engine: Any, name: str) -> None:
 def values(engine: Any, batch: SeqBatch, args: ValuesArgs, ctx: CallContext) -> SeqBatch:
     """Token field `values` from a critic."""
     _need_value_head(engine, "values")
-    return _run(engine, batch, lambda mb, out: {"values": shifted_values(out)}, ("values",), ())
+    return _run(engine, batch, lambda mb, out: {"values": shifted_values(out)}, ("values",), (),
+                ctx.micro_batches)
 
 
 def last_token_scores(mb: SeqBatch, out: torch.Tensor) -> torch.Tensor:
@@ -109,7 +110,8 @@ def last_token_scores(mb: SeqBatch, out: torch.Tensor) -> torch.Tensor:
 def reward_model(engine: Any, batch: SeqBatch, args: RewardModelArgs, ctx: CallContext) -> SeqBatch:
     """Sequence field `rewards` from a reward model."""
     _need_value_head(engine, "reward_model")
-    return _run(engine, batch, lambda mb, out: {"rewards": last_token_scores(mb, out)}, (), ("rewards",))
+    return _run(engine, batch, lambda mb, out: {"rewards": last_token_scores(mb, out)}, (), ("rewards",),
+                ctx.micro_batches)
 
 
 @register("rule_reward")

@@ -34,6 +34,8 @@ class CallContext:
     """Iteration number (varies the sampling seed; sets the LR schedule's horizon use)."""
     total_steps: int = 1000
     """Optimizer steps the LR schedule decays over (linear / cosine)."""
+    micro_batches: int = 0
+    """Micro-batches of this call; 0 takes the engine layout's (calls may share an engine)."""
 
 
 def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

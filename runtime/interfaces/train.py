@@ -64,12 +64,12 @@ def _trainer(engine: Any, args: OptimArgs, ctx: CallContext) -> Trainer:
 
 
 def _step(engine: Any, trainer: Trainer, batch: SeqBatch, terms: Terms, args: OptimArgs, *,
-          unit: int, count: Callable[[SeqBatch], int]) -> dict[str, float]:
+          unit: int, count: Callable[[SeqBatch], int], micro_batches: int = 0) -> dict[str, float]:
     """One optimizer step on this replica's mini-batch; losses normalised globally."""
     total_units = float(all_reduce_sum(torch.tensor(float(count(batch))), engine.pgc.dp))
     if total_units == 0:
         raise ValueError("train step with no loss tokens: every response is empty")
-    mbs = micro_batch_split(batch, engine.layout.micro_batches, unit=unit)
+    mbs = micro_batch_split(batch, micro_batches or engine.layout.micro_batches, unit=unit)
     scale = len(mbs) * engine.layout.dp / total_units
 
     def loss_fn(mb: SeqBatch, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -92,7 +92,8 @@ def _train(engine: Any, batch: SeqBatch, args: OptimArgs, ctx: CallContext, term
     for _ in range(epochs):
         for mini in minis:
             part = local_part(engine, mini, unit=unit)
-            history.append(_step(engine, trainer, part, terms, args, unit=unit, count=count))
+            history.append(_step(engine, trainer, part, terms, args, unit=unit, count=count,
+                                 micro_batches=ctx.micro_batches))
     out = {k: sum(h[k] for h in history) / len(history) for k in history[0]}
     out["steps"] = float(len(history))
     return out

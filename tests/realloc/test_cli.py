@@ -86,6 +86,9 @@ def test_plan_prints_layouts_estimates_and_baselines(capsys, tmp_path):
     for name in ("actor_gen", "critic_train", "symmetric", "colocated-dp", "disaggregated"):
         assert name in out
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    code, out_steps, _ = run_cli(capsys, "plan", "ppo_tiny", "plan.mode=heuristic:symmetric", "--steps")
+    assert code == 0 and "steps of a steady iteration" in out_steps
+    assert "run actor_gen on [0, 1, 2, 3]" in out_steps and "run critic_train on [0, 1, 2, 3]" in out_steps
     # the saved plan runs unchanged: planning from the file gives the same layouts
     code, out2, _ = run_cli(capsys, "plan", "ppo_tiny", "plan.mode=file", f"plan.file={tmp_path / 'p.yaml'}")
     assert code == 0 and "(plan from file:" in " ".join(out2.split())  # rich may wrap long paths
