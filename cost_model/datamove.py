@@ -15,11 +15,8 @@ over the producer's mesh in device order. Devices in both meshes receive nothing
 from __future__ import annotations
 
 from cost_model.layout import Layout
-from graph.interfaces import get_interface
+from graph.interfaces import PER_SEQUENCE_ROLES, SEQUENCE_ROLES, get_interface
 from graph.spec import Call, CallKind
-
-SEQUENCE_ROLES = ("sequences", "prompts", "pairs")
-PER_SEQUENCE_ROLES = ("rewards", "baseline_rewards", "answers")
 
 
 def num_sequences(call: Call) -> int:

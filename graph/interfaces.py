@@ -38,6 +38,11 @@ class InterfaceInfo:
 
 _CATALOG: dict[str, InterfaceInfo] = {}
 
+SEQUENCE_ROLES = frozenset({"prompts", "sequences", "pairs"})
+"""Roles whose data are sequences of tokens; every other role is a value over sequences."""
+PER_SEQUENCE_ROLES = frozenset({"rewards", "baseline_rewards", "answers"})
+"""Roles holding one value per sequence; the remaining value roles hold one per token."""
+
 
 def interface(name: str, kind: CallKind, *, inputs: tuple[str, ...], outputs: tuple[str, ...] = (),
               required: int | None = None, needs_weights: bool = True) -> Callable[[type], type]:

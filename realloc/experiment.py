@@ -21,6 +21,7 @@ from graph.datasets import dataset_keys
 from graph.interfaces import get_interface, make_args
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 from graph.templates import TemplateParams, build_template
+from planner import known_heuristics
 from realloc import schema
 from realloc.config import ArchConfig, ExperimentConfig, ModelConfig
 
@@ -30,8 +31,6 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 DEFAULT_EXPERIMENT = "ppo_tiny"
 """The experiment `realloc run` uses when none is given."""
 
-HEURISTICS = ("symmetric", "colocated-dp", "disaggregated")
-"""Heuristic baselines a plan can use."""
 
 
 class ConfigError(ValueError):
@@ -288,8 +287,8 @@ def _check_sections(cfg: ExperimentConfig) -> None:
     name = mode.split(":", 1)[1] if mode.startswith("heuristic:") else None
     if mode not in ("search", "manual", "file") and name is None:
         raise ConfigError(f"plan.mode: {mode!r} is not one of search, heuristic:NAME, manual, file")
-    if name is not None and name not in HEURISTICS:
-        raise ConfigError(f"plan.mode: unknown heuristic {name!r}; known: {', '.join(HEURISTICS)}")
+    if name is not None and name not in known_heuristics():
+        raise ConfigError(f"plan.mode: unknown heuristic {name!r}; known: {', '.join(known_heuristics())}")
     if mode == "file" and not cfg.plan.file:
         raise ConfigError("plan.mode=file needs plan.file=PATH")
     if mode == "manual" and not cfg.plan.layouts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from realloc.experiment import ConfigError, Experiment
 from realloc.planning import plan_experiment
 
 
-def _job(experiment: Experiment, layouts: dict[str, Any]) -> Any:
+def make_job(experiment: Experiment, layouts: dict[str, Any]) -> Any:
     from runtime.executor import DataSettings, Job
 
     cfg = experiment.config
@@ -60,7 +61,7 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
 
         torch.cuda.set_device(local_rank)
     set_worker_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    job = _job(experiment, dict(plan.layouts))
+    job = make_job(experiment, dict(plan.layouts))
     if rank == 0:
         run = RunDir(job.run_dir).create(resume=False)
         atomic_write(run.config, experiment.to_yaml())
@@ -101,14 +102,13 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
         check_port(spec.host, spec.port)
     result = plan_experiment(experiment, compare=False)
     plan = result.plan
-    job = _job(experiment, dict(plan.layouts))
+    job = make_job(experiment, dict(plan.layouts))
     run = RunDir(job.run_dir).create(resume=False)
     atomic_write(run.config, experiment.to_yaml())
     plan.save(run.plan)
     console.print(call_table(plan, title=f"plan ({plan.source}), estimated {plan.iteration_time_s:.3f} s per iteration"))
     console.print(f"run directory: {run.root}")
-    spec = LaunchSpec(nproc_per_node=spec.nproc_per_node, backend=backend, port=spec.port, log_dir=str(run.logs),
-                      verbose=debug)
+    spec = dataclasses.replace(spec, log_dir=str(run.logs), verbose=debug)
     try:
         with MetricsFollower(run.metrics, total=job.iterations):
             launch(worker_main, (job,), spec)

@@ -20,14 +20,11 @@ from typing import Any
 
 import torch
 
-from graph.interfaces import get_interface
+from graph.interfaces import SEQUENCE_ROLES, get_interface
 from graph.spec import Call
 from runtime.batch import SeqBatch
 from runtime.datasets import Record
 from runtime.tokenizer import Tokenizer
-
-SEQUENCE_ROLES = frozenset({"prompts", "sequences", "pairs"})
-"""Roles whose payload is a batch of sequences."""
 
 _FIELD_NAMES = {"answers": "answer"}
 """Batch field name of a role, where it differs from the role (the rules read `answer`)."""

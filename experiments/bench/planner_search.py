@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from cost_model.api import CostProvider
 from cost_model.layout import Cluster
 from graph.dataflow import DataflowGraph
-from graph.spec import Call, CallKind, ModelArch, ModelSpec
+from graph.spec import ModelArch, ModelSpec
 from planner.api import make_plan
 from planner.options import PlanOptions
 
@@ -70,27 +70,18 @@ EXPERIMENTS = (
 
 def ppo_graph(actor: ModelArch, critic: ModelArch, *, batch_size: int, prompt_len: int,
               response_len: int) -> DataflowGraph:
-    """PPO: generate, reward / ref / values inference, actor and critic training."""
-    lens = {"batch_size": batch_size, "prompt_len": prompt_len, "response_len": response_len}
-    models = [ModelSpec(role="actor", arch=actor, trainable=True),
-              ModelSpec(role="critic", arch=critic, trainable=True, value_head=True),
-              ModelSpec(role="ref", arch=actor),
-              ModelSpec(role="reward", arch=critic, value_head=True)]
-    calls = [
-        Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate",
-             inputs=("prompts",), outputs=("seq", "logp"), max_new_tokens=response_len, **lens),
-        Call(name="rew", model="reward", kind=CallKind.INFERENCE, interface="reward_model",
-             inputs=("seq",), outputs=("score",), **lens),
-        Call(name="ref_inf", model="ref", kind=CallKind.INFERENCE, interface="logprobs",
-             inputs=("seq",), outputs=("ref_logp",), **lens),
-        Call(name="values", model="critic", kind=CallKind.INFERENCE, interface="values",
-             inputs=("seq",), outputs=("val",), **lens),
-        Call(name="actor_train", model="actor", kind=CallKind.TRAIN, interface="ppo_actor",
-             inputs=("seq", "logp", "ref_logp", "score", "val"), **lens),
-        Call(name="critic_train", model="critic", kind=CallKind.TRAIN, interface="ppo_critic",
-             inputs=("seq", "score", "val"), **lens),
-    ]
-    return DataflowGraph(models=models, calls=calls, dataset_keys=("prompts",))
+    """PPO from the project's template: generate, reward / ref / values inference, two trains."""
+    from graph.datasets import dataset_keys
+    from graph.templates import TemplateParams, build_template
+
+    models = {"actor": ModelSpec(role="actor", arch=actor, trainable=True),
+              "critic": ModelSpec(role="critic", arch=critic, trainable=True, value_head=True),
+              "ref": ModelSpec(role="ref", arch=actor),
+              "reward": ModelSpec(role="reward", arch=critic, value_head=True)}
+    params = TemplateParams(batch_size=batch_size, prompt_len=prompt_len, response_len=response_len,
+                            generate={"max_new_tokens": response_len})
+    return DataflowGraph(models=models.values(), calls=build_template("ppo", params, models),
+                         dataset_keys=dataset_keys("prompts"))
 
 
 def load_factory(spec: str) -> Callable[[Cluster], CostProvider]:

@@ -11,6 +11,7 @@ the cost model's estimate, with the measured speedup of the searched plan.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from planner import known_heuristics
 from realloc.experiment import load_experiment
 from realloc.planning import plan_experiment
-from realloc.run import _job
+from realloc.run import make_job
 from runtime.executor import Worker
 from runtime.launch import LaunchSpec, launch
 
@@ -46,8 +47,8 @@ def main() -> None:
     exp = load_experiment(args.exp, overrides)
     jobs = []
     for name, plan in plans.items():
-        job = _job(exp, dict(plan.layouts))
-        jobs.append(type(job)(**{**job.__dict__, "run_dir": str(root / name)}))
+        job = make_job(exp, dict(plan.layouts))
+        jobs.append(dataclasses.replace(job, run_dir=str(root / name)))
     histories = launch(_run_all, (jobs,), LaunchSpec(nproc_per_node=exp.config.cluster.devices_per_node))[0]
     measured = {}
     for name, history in zip(plans, histories):

@@ -1,6 +1,7 @@
 """The executor: PPO gives the same rewards and losses under a searched plan, a heuristic plan
 and on one device, because sampling is tied to the sample and not to the rank."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,7 +9,8 @@ import pytest
 from cost_model.layout import DeviceMesh, Layout
 from realloc.experiment import load_experiment
 from realloc.planning import plan_experiment
-from runtime.executor import DataSettings, Job, Worker
+from realloc.run import make_job
+from runtime.executor import Worker
 from runtime.launch import LaunchSpec, launch
 
 pytestmark = pytest.mark.slow
@@ -17,11 +19,7 @@ ITERATIONS = 3
 
 
 def _job(exp, layouts, run_dir):
-    d = exp.config.data
-    return Job(name=exp.config.name, graph=exp.graph, layouts=layouts,
-               data=DataSettings(format=d.format, path=d.path, generator=d.generator, num_records=d.num_records,
-                                 seed=d.seed, tokenizer=d.tokenizer),
-               iterations=ITERATIONS, seed=exp.config.seed, run_dir=str(run_dir))
+    return dataclasses.replace(make_job(exp, layouts), run_dir=str(run_dir))
 
 
 def _run_all(ctx, jobs):
