@@ -150,6 +150,9 @@ class ModelEngine:
         self.layer_offset = coords.pp_rank * (self.arch.num_layers // layout.pp)
         self.module = self.model  # the bare GPTModel; `model` may become a DDP wrapper
         self.trainer: Any = None
+        self.state: dict[str, Any] = {}
+        """JSON-able state of the interfaces that train this model (e.g. a KL controller):
+        it survives across iterations and is saved in checkpoints."""
         self._load_initial_weights()
 
     # ------------------------------------------------------------------ topology

@@ -287,7 +287,25 @@ class Worker:
             start = time.perf_counter()
             self.iteration(it, indices)
             print(f"rank {self.rank}: iteration {it + 1} in {time.perf_counter() - start:.2f} s", flush=True)
+        self.save_models(Path(self.job.run_dir) / "models")
         return self.history
+
+    def save_models(self, root: Path) -> None:
+        """Write every trained model, from its home layout, as a HF checkpoint `root/ROLE`."""
+        trained = _trained_models(self.graph)
+        for role in trained:
+            engine = self.engines.get(role, self.engines.homes[role])
+            if engine is not None:
+                engine.save_hf(str(root / role))
+        dist.barrier()
+        if self.rank == 0 and trained:
+            print(f"rank 0: saved {', '.join(trained)} under {root}", flush=True)
+
+
+def _trained_models(graph: DataflowGraph) -> list[str]:
+    """Roles of the models some call trains, in graph order."""
+    return [role for role in graph.models
+            if any(c.kind is CallKind.TRAIN for c in graph.calls_of(role))]
 
 
 def _output_roles(call: Call) -> tuple[str, ...]:

@@ -65,6 +65,11 @@ class RunDir:
     def curves(self) -> Path:
         return self.root / "curves.png"
 
+    @property
+    def models(self) -> Path:
+        """Final HF checkpoints of the trained models: `models/ROLE/`."""
+        return self.root / "models"
+
     def create(self, *, resume: bool) -> RunDir:
         """Make the directory; a fresh run refuses to overwrite an earlier run's metrics."""
         if self.metrics.exists() and not resume:

@@ -79,3 +79,10 @@ def test_two_torchrun_agents_run_one_plan(tmp_path):
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
     assert (tmp_path / "run" / "plan.yaml").exists()
+    # the trained models are saved at the end as HF checkpoints transformers loads
+    import transformers
+
+    actor = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "models" / "actor")
+    critic = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "models" / "critic")
+    assert actor.config.num_hidden_layers >= 1 and critic.config.num_labels == 1
+    assert not (tmp_path / "run" / "models" / "ref").exists()
