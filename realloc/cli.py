@@ -1,4 +1,4 @@
-"""The `realloc` command line: run, plan, validate, graph, keys, list.
+"""The `realloc` command line: run, plan, validate, graph, export, chat, keys, list.
 
 Every user error prints one line (`realloc: error: ...`) and exits 2; `--debug`
 shows the traceback instead.
@@ -111,6 +111,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return worker_entry(load_experiment(exp, overrides), args.plan)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from realloc.export import export_model
+
+    done = export_model(args.run_dir, args.out, role=args.model, force=args.force)
+    print(f"exported {done.role} to {done.out} ({', '.join(done.files)})")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from realloc.export import Chat, ChatSettings, chat_loop, interactive_lines
+
+    settings = ChatSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                            top_p=args.top_p, greedy=args.greedy, seed=args.seed, prompt_format=args.format)
+    chat = Chat(args.model_dir, settings)
+    if args.prompt is not None:
+        print(chat.reply(args.prompt))
+        return 0
+    if sys.stdin.isatty():
+        print(f"chatting with {chat.dir} (prompt format: {chat.format}); /exit or Ctrl-D ends")
+    chat_loop(chat, interactive_lines(), lambda text: print(f"model> {text}" if sys.stdin.isatty() else text))
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from realloc.schema import reference
 
@@ -195,6 +218,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_exp(p, optional=False)
     p.add_argument("--plan", metavar="FILE", required=True, help="the plan every worker runs (realloc plan --out)")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("export", parents=[common], help="write a trained model as a HF checkpoint",
+                       description="Copy a trained model of a finished run, with the run's tokenizer, to a "
+                                   "directory transformers (and `realloc chat`) loads.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run's train.run_dir")
+    p.add_argument("--out", metavar="DIR", required=True, help="directory to write (must not exist or be empty)")
+    p.add_argument("--model", metavar="ROLE", help="which trained model (default: actor, or the only one)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("chat", parents=[common], help="talk to a trained or exported model",
+                       description="Interactive chat with a HF model directory (from `realloc export`) or a run "
+                                   "directory; --prompt answers one prompt and exits (for scripts). Reads lines "
+                                   "from standard input when it is not a terminal.")
+    p.add_argument("model_dir", metavar="DIR", help="exported model directory or run directory")
+    p.add_argument("--prompt", help="answer this one prompt, print the answer and exit")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens (default 64)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--format", choices=("auto", "bos", "chat"), default="auto",
+                   help="prompt encoding: bos+text as realloc trains, the tokenizer's chat template, or "
+                        "auto (as the model was trained; else the chat template when there is one)")
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("keys", parents=[common], help="list the configuration keys with their meaning and defaults")
     p.add_argument("section", nargs="?", help="only this section, e.g. graph or models.<name>")
