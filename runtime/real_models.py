@@ -78,6 +78,17 @@ def smollm2_checkpoint(cache_dir: str | Path | None = None) -> Path:
     return gguf_to_hf_checkpoint(gguf_file, root / "smollm2-135m-instruct")
 
 
+SHIPPED_MODELS = {"smollm2": smollm2_checkpoint}
+"""Real models experiments can name as `${model_dir:NAME}`."""
+
+
+def shipped_model_dir(name: str) -> Path:
+    """HF directory (weights, config, tokenizer) of shipped model `name`, converted on first use."""
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"unknown shipped model {name!r}; known: {', '.join(sorted(SHIPPED_MODELS))}")
+    return SHIPPED_MODELS[name]()
+
+
 def load_tokenizer(checkpoint: str | Path) -> Any:
     """The tokenizer saved next to a converted checkpoint."""
     import transformers

@@ -13,6 +13,10 @@ from realloc.schema import field_docs, reference, resolve, suggest
 
 @pytest.mark.parametrize("name", known_experiments())
 def test_every_shipped_experiment_loads(name):
+    from runtime.real_models import smollm2_available
+
+    if "smollm2" in name and not smollm2_available():
+        pytest.skip("optional extra 'smollm2' absent")
     exp = load_experiment(name)
     assert exp.graph.calls
     assert exp.config.name == name.split("/")[-1]
@@ -23,6 +27,25 @@ def test_required_experiments_are_shipped():
     assert {"ppo_tiny", "grpo_tiny", "sft_tiny", "rm_tiny", "dpo_tiny", "remax_tiny"} <= names
     for actor, gpus in [("7b", 8), ("13b", 16), ("34b", 32), ("70b", 64), ("70b", 128)]:
         assert f"paper/ppo-{actor}-7b-{gpus}gpu" in names
+
+
+def test_shipped_model_resolver_names_unknown_models():
+    with pytest.raises(ConfigError, match=r"data.tokenizer: unknown shipped model 'nope'; known: smollm2"):
+        load_experiment("grpo_tiny", ["data.tokenizer=${model_dir:nope}"])
+
+
+def test_smollm2_experiments_are_the_tiny_ones_on_the_real_model():
+    from runtime.real_models import smollm2_available
+
+    if not smollm2_available():
+        pytest.skip("optional extra 'smollm2' absent")
+    for name, tiny in (("ppo_smollm2", "ppo_tiny"), ("grpo_smollm2", "grpo_tiny")):
+        exp, base = load_experiment(name), load_experiment(tiny)
+        assert [c.name for c in exp.graph.calls] == [c.name for c in base.graph.calls]
+        for role, model in exp.graph.models.items():
+            if model.arch is not None:  # every model with weights is SmolLM2 (vocab 49152, 30 layers)
+                assert (model.arch.vocab_size, model.arch.num_layers) == (49152, 30), role
+        assert exp.config.data.tokenizer.endswith("smollm2-135m-instruct")
 
 
 def test_paper_experiment_sizes():
