@@ -26,6 +26,15 @@ def num_sequences(call: Call) -> int:
     return call.batch_size
 
 
+def side_sequences(call: Call) -> int:
+    """Sequences a call processes besides its main batch: `batch_size` for each further
+    sequence-role input (the PPO actor's ptx batch, as the executor sizes it). A train
+    call's compute grows by these sequences (forward and backward, same micro-batching)."""
+    roles = get_interface(call.interface).inputs
+    extra = [r for r in roles[1:len(call.inputs)] if r in SEQUENCE_ROLES]
+    return call.batch_size * len(extra)
+
+
 def key_role(producer: Call, key: str) -> str:
     """The role the producer's interface gives output `key` ("" when it is not an output)."""
     roles = get_interface(producer.interface).outputs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cost_model.datamove import data_flows, dataset_key_bytes, key_bytes
+from cost_model.datamove import data_flows, dataset_key_bytes, key_bytes, side_sequences
 from cost_model.estimator import AnalyticCostModel
 from cost_model.hardware import preset
 from cost_model.layout import Cluster, DeviceMesh, Layout
@@ -57,3 +57,4 @@ def test_ptx_key_is_sized_as_token_ids_by_the_consumers_role() -> None:
     assert dataset_key_bytes(train, "ptx") == 8 * 32 * 128 + 16 * 32
     assert dataset_key_bytes(train, "score") == 4 * 32  # a per-sequence role
     assert dataset_key_bytes(train, "logp") == 4 * 32 * 128  # a per-token role
+    assert side_sequences(train) == 32 and side_sequences(TRAIN) == 0 and side_sequences(GEN) == 0
