@@ -289,7 +289,7 @@ def _check_reward_shaping(args: Any) -> None:
            required=4)
 @dataclass(frozen=True, kw_only=True)
 class PPOActorArgs(OptimArgs):
-    """PPO policy update: clipped ratio, KL to the reference, entropy bonus."""
+    """PPO policy update: clipped ratio, KL to the reference (fixed or adaptive), entropy bonus, ptx."""
 
     eps_clip: float = 0.2
     """Ratio clip range."""
