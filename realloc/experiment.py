@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from graph.dataflow import DataflowGraph
-from graph.datasets import dataset_keys
+from graph.datasets import PTX_KEY, dataset_keys
 from graph.interfaces import get_interface, make_args
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 from graph.templates import TemplateParams, build_template, check_ppo_calls
@@ -286,7 +286,7 @@ def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
     return DataflowGraph(models=models, calls=calls, dataset_keys=keys)
 
 
-def check_data(cfg: ExperimentConfig) -> None:
+def check_data(cfg: ExperimentConfig, graph: DataflowGraph) -> None:
     """Read the datasets once (JSONL files, generators) so that a bad record fails at load
     with one line naming the file, the line and the field, before any worker starts
     (the workers read them again; a JSONL file is read twice)."""
@@ -298,11 +298,17 @@ def check_data(cfg: ExperimentConfig) -> None:
     for key, fmt, d in sources:
         if d.path is None and d.generator is None:
             continue  # a plan-only experiment; `realloc run` asks for data
+        where = f"{key}.path" if d.path is not None else key
         try:
-            load_records(fmt=fmt, path=d.path, generator=d.generator, num_records=d.num_records, seed=d.seed)
+            records = load_records(fmt=fmt, path=d.path, generator=d.generator,
+                                   num_records=d.num_records, seed=d.seed)
         except (ValueError, FileNotFoundError) as exc:
-            where = f"{key}.path" if d.path is not None else key
             raise ConfigError(f"{where}: {exc}") from None
+        if key == "data.ptx":
+            need = max((c.batch_size for c in graph.calls if PTX_KEY in c.inputs), default=0)
+            if len(records) < need:
+                raise ConfigError(f"{where}: {len(records)} ptx records cannot fill one iteration's ptx "
+                                  f"batch of {need} (as many as the actor trains on); give more records")
 
 
 def _check_sections(cfg: ExperimentConfig) -> None:
@@ -356,5 +362,5 @@ def load_experiment(exp: str | None, overrides: list[str] | tuple[str, ...] = ()
     _check_sections(cfg)
     experiment = Experiment(path=path, overrides=tuple(overrides), config=cfg)
     experiment.graph  # noqa: B018 - build and validate now
-    check_data(cfg)
+    check_data(cfg, experiment.graph)
     return experiment
