@@ -26,16 +26,34 @@ def num_sequences(call: Call) -> int:
     return call.batch_size
 
 
+def side_sequences(call: Call) -> int:
+    """Sequences a call processes besides its main batch: `batch_size` for each further
+    sequence-role input (the PPO actor's ptx batch, as the executor sizes it). A train
+    call's compute grows by these sequences (forward and backward, same micro-batching)."""
+    roles = get_interface(call.interface).inputs
+    extra = [r for r in roles[1:len(call.inputs)] if r in SEQUENCE_ROLES]
+    return call.batch_size * len(extra)
+
+
 def key_role(producer: Call, key: str) -> str:
     """The role the producer's interface gives output `key` ("" when it is not an output)."""
     roles = get_interface(producer.interface).outputs
     return dict(zip(producer.outputs, roles)).get(key, "")
 
 
+def input_role(consumer: Call, key: str) -> str:
+    """The role the consumer's interface gives input `key` ("" when it is not an input)."""
+    roles = get_interface(consumer.interface).inputs
+    return dict(zip(consumer.inputs, roles)).get(key, "")
+
+
 def key_bytes(producer: Call, consumer: Call, key: str) -> float:
-    """Bytes of data key `key` per iteration, as `producer` emits it for `consumer`."""
+    """Bytes of data key `key` per iteration, as `producer` emits it for `consumer`.
+
+    A key the producer does not output (a dataset key such as `ptx`, which every rank
+    builds itself today) is sized by the role the consumer reads it as."""
     n_seq = num_sequences(producer)
-    role = key_role(producer, key)
+    role = key_role(producer, key) or input_role(consumer, key)
     if role in PER_SEQUENCE_ROLES:
         return 4.0 * n_seq
     tokens = max(producer.seq_len, consumer.seq_len)
@@ -44,6 +62,19 @@ def key_bytes(producer: Call, consumer: Call, key: str) -> float:
     if role in SEQUENCE_ROLES:
         return 8.0 * n_seq * max(tokens, 1) + 16.0 * n_seq
     return 4.0 * n_seq * max(tokens, 1)
+
+
+def dataset_key_bytes(consumer: Call, key: str) -> float:
+    """Bytes of dataset key `key` (e.g. `ptx`) per iteration as `consumer` reads it: every
+    rank builds the dataset keys itself, so this is memory on each rank of the consumer's
+    mesh, not a transfer. Sized by the consumer's input role, its batch and sequence length."""
+    role = input_role(consumer, key)
+    n_seq = consumer.batch_size
+    if role in PER_SEQUENCE_ROLES:
+        return 4.0 * n_seq
+    if role in SEQUENCE_ROLES:
+        return 8.0 * n_seq * max(consumer.seq_len, 1) + 16.0 * n_seq
+    return 4.0 * n_seq * max(consumer.seq_len, 1)
 
 
 def data_flows(producer: Call, consumer: Call, key: str, src: Layout,

@@ -38,8 +38,10 @@ class InterfaceInfo:
 
 _CATALOG: dict[str, InterfaceInfo] = {}
 
-SEQUENCE_ROLES = frozenset({"prompts", "sequences", "pairs"})
-"""Roles whose data are sequences of tokens; every other role is a value over sequences."""
+SEQUENCE_ROLES = frozenset({"prompts", "sequences", "pairs", "ptx"})
+"""Roles whose data are sequences of tokens; every other role is a value over sequences.
+A sequence role after a call's first input is a batch of its own (ptx: pretraining/SFT
+sequences mixed into the PPO actor loss), not a field of the first input."""
 PER_SEQUENCE_ROLES = frozenset({"rewards", "baseline_rewards", "answers"})
 """Roles holding one value per sequence; the remaining value roles hold one per token."""
 
@@ -261,10 +263,33 @@ class RewardPairwiseArgs(OptimArgs):
     """Reward-model training with the Bradley-Terry pairwise loss."""
 
 
-@interface("ppo_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values"), required=4)
+REWARD_SHAPING_ARGS = ("kl_coef", "kl_in_reward", "adaptive_kl_target", "adaptive_kl_horizon",
+                      "reward_clip", "normalize_reward", "gamma", "lam")
+"""Arguments ppo_actor and ppo_critic must share: both compute the same GAE targets from the
+same (normalised, clipped, KL-penalised) rewards, each on its own engine, from the same
+batch statistics (see runtime.interfaces.train.shape_rewards)."""
+
+
+def _check_reward_shaping(args: Any) -> None:
+    if args.kl_coef < 0:
+        raise ValueError(f"kl_coef must be >= 0, got {args.kl_coef}")
+    if args.adaptive_kl_target < 0:
+        raise ValueError(f"adaptive_kl_target must be >= 0 (0 keeps kl_coef fixed), got {args.adaptive_kl_target}")
+    if args.adaptive_kl_horizon < 1:
+        raise ValueError(f"adaptive_kl_horizon must be >= 1, got {args.adaptive_kl_horizon}")
+    if args.adaptive_kl_target > 0 and args.kl_coef == 0:
+        raise ValueError("adaptive_kl_target needs kl_coef > 0 (the controller scales it)")
+    if args.reward_clip <= 0:
+        raise ValueError(f"reward_clip must be > 0, got {args.reward_clip}")
+    _check_range("gamma", args.gamma, 0.0, 1.0)
+    _check_range("lam", args.lam, 0.0, 1.0)
+
+
+@interface("ppo_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values", "ptx"),
+           required=4)
 @dataclass(frozen=True, kw_only=True)
 class PPOActorArgs(OptimArgs):
-    """PPO policy update: clipped ratio, KL to the reference, entropy bonus."""
+    """PPO policy update: clipped ratio, KL to the reference (fixed or adaptive), entropy bonus, ptx."""
 
     eps_clip: float = 0.2
     """Ratio clip range."""
@@ -275,7 +300,7 @@ class PPOActorArgs(OptimArgs):
     adaptive_kl_target: float = 0.0
     """Target KL of the adaptive controller (0 keeps the coefficient fixed)."""
     adaptive_kl_horizon: int = 10000
-    """Horizon of the adaptive KL controller."""
+    """Horizon of the adaptive KL controller, in samples: coef *= 1 + clip(kl/target - 1, +-0.2) * batch/horizon."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient."""
     gamma: float = 1.0
@@ -285,7 +310,7 @@ class PPOActorArgs(OptimArgs):
     reward_clip: float = 10.0
     """Clip rewards to [-reward_clip, reward_clip]."""
     normalize_reward: bool = False
-    """Normalise rewards by running statistics."""
+    """Normalise sequence rewards by their running mean and std over all batches so far (before clipping)."""
     whiten_advantages: bool = True
     """Whiten advantages over the batch."""
     ppo_epochs: int = 1
@@ -293,15 +318,16 @@ class PPOActorArgs(OptimArgs):
     mini_batches: int = 1
     """Optimizer steps per pass."""
     ptx_coef: float = 0.0
-    """Weight of a pretraining loss mixed into the actor loss (0 disables ptx)."""
+    """Weight of the pretraining/SFT loss on data.ptx mixed into the actor loss (0 disables ptx)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_range("eps_clip", self.eps_clip, 0.0, 1.0)
-        _check_range("gamma", self.gamma, 0.0, 1.0)
-        _check_range("lam", self.lam, 0.0, 1.0)
+        _check_reward_shaping(self)
         if self.ppo_epochs < 1 or self.mini_batches < 1:
             raise ValueError("ppo_epochs and mini_batches must be >= 1")
+        if self.entropy_coef < 0 or self.ptx_coef < 0:
+            raise ValueError("entropy_coef and ptx_coef must be >= 0")
 
 
 @interface("ppo_critic", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values"))
@@ -316,11 +342,29 @@ class PPOCriticArgs(OptimArgs):
     lam: float = 0.95
     """GAE lambda."""
     kl_coef: float = 0.1
-    """KL penalty folded into the reward (must match the actor's)."""
+    """KL penalty folded into the reward (the PPO template copies it from the actor)."""
+    kl_in_reward: bool = True
+    """Whether the actor folds the KL penalty into the reward (copied from the actor)."""
+    adaptive_kl_target: float = 0.0
+    """Target KL of the adaptive controller (copied from the actor)."""
+    adaptive_kl_horizon: int = 10000
+    """Horizon of the adaptive KL controller (copied from the actor)."""
+    reward_clip: float = 10.0
+    """Clip rewards to [-reward_clip, reward_clip] (copied from the actor)."""
+    normalize_reward: bool = False
+    """Normalise rewards by running statistics (copied from the actor)."""
     ppo_epochs: int = 1
     """Passes over the batch per iteration."""
     mini_batches: int = 1
     """Optimizer steps per pass."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_reward_shaping(self)
+        if self.value_clip <= 0:
+            raise ValueError(f"value_clip must be > 0, got {self.value_clip}")
+        if self.ppo_epochs < 1 or self.mini_batches < 1:
+            raise ValueError("ppo_epochs and mini_batches must be >= 1")
 
 
 @interface("grpo_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards"))

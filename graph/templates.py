@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from graph.datasets import PTX_KEY
 from graph.errors import GraphError
-from graph.interfaces import make_args
+from graph.interfaces import REWARD_SHAPING_ARGS, make_args
 from graph.spec import Call, CallKind, ModelSpec
 
 
@@ -37,6 +38,8 @@ class TemplateParams:
     """Arguments of the main train interface (actor, or the reward model for RM)."""
     critic_train: Mapping[str, Any] = field(default_factory=dict)
     """Arguments of the critic's train interface (PPO)."""
+    ptx: bool = False
+    """Whether the dataset provides the `ptx` key (data.ptx), mixed into the PPO actor's loss."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "micro_batches", "group_size"):
@@ -98,6 +101,9 @@ def build_template(name: str, params: TemplateParams,
                    models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
     """The calls of template `name`, after checking that its models exist."""
     info = get_template(name)
+    if params.ptx and name != "ppo":
+        raise GraphError(f"data.ptx is mixed into the PPO actor loss; template {name!r} does not use it "
+                         "(set data.ptx=null)")
     missing = [role for role in info.roles if role not in models]
     if missing:
         raise GraphError(
@@ -185,16 +191,58 @@ def ppo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, 
     lengths = _lengths(params, gen)
     n = params.batch_size
     rl_inputs = ("seq", "old_logp", "ref_logp", "rewards", "values")
+    actor_inputs = rl_inputs + ((PTX_KEY,) if params.ptx else ())
+    actor = _train("actor_train", "actor", "ppo_actor", params.train, "graph.train", params,
+                   actor_inputs, n, lengths)
+    critic_values = _shared_reward_args(actor.args, params.critic_train)
     return (
         _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
         _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
         _infer("critic_inf", "critic", "values", params, ("seq",), ("values",), n, lengths),
-        _train("actor_train", "actor", "ppo_actor", params.train, "graph.train", params,
-               rl_inputs, n, lengths),
-        _train("critic_train", "critic", "ppo_critic", params.critic_train,
+        actor,
+        _train("critic_train", "critic", "ppo_critic", critic_values,
                "graph.critic_train", params, rl_inputs, n, lengths),
     )
+
+
+def _shared_reward_args(actor_args: Any, critic_values: Mapping[str, Any]) -> dict[str, Any]:
+    """The critic's arguments with the actor's reward shaping copied in (REWARD_SHAPING_ARGS):
+    both compute the same GAE targets, so a differing value set on the critic is an error."""
+    values = dict(critic_values)
+    for key in REWARD_SHAPING_ARGS:
+        want = getattr(actor_args, key)
+        if key in values and values[key] != want:
+            raise GraphError(
+                f"graph.critic_train.{key}={values[key]!r} disagrees with the actor's {key}={want!r}; "
+                f"the critic takes it from graph.train, so set it there only"
+            )
+        values[key] = want
+    return values
+
+
+def check_ppo_calls(calls: tuple[Call, ...] | list[Call], dataset_keys: frozenset[str] | set[str]) -> None:
+    """Checks templates pass by construction, for custom graphs too: a ppo_critic shares the
+    reward shaping of the ppo_actor, and ptx input and ptx_coef go together."""
+    actors = [c for c in calls if c.interface == "ppo_actor"]
+    for actor in actors:
+        has_ptx = len(actor.inputs) > 5
+        if has_ptx and actor.inputs[5] not in dataset_keys:
+            raise GraphError(f"call {actor.name!r}: its ptx input {actor.inputs[5]!r} must be a dataset key "
+                             f"(set data.ptx; it provides {PTX_KEY!r})")
+        if has_ptx and actor.args.ptx_coef == 0:
+            raise GraphError(f"call {actor.name!r} reads ptx data but ptx_coef is 0; set "
+                             "graph.train.ptx_coef > 0 or data.ptx=null")
+        if not has_ptx and actor.args.ptx_coef > 0:
+            raise GraphError(f"call {actor.name!r}: ptx_coef={actor.args.ptx_coef} needs ptx data; "
+                             "set data.ptx (a JSONL path or a generator)")
+    for critic in (c for c in calls if c.interface == "ppo_critic"):
+        for actor in actors:
+            for key in REWARD_SHAPING_ARGS:
+                a, c = getattr(actor.args, key), getattr(critic.args, key)
+                if a != c:
+                    raise GraphError(f"call {critic.name!r}: {key}={c!r} differs from {key}={a!r} of "
+                                     f"{actor.name!r}; actor and critic must shape rewards alike")
 
 
 @template("grpo", roles=("actor", "ref", "reward"))

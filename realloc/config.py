@@ -105,6 +105,22 @@ class GraphConfig:
 
 
 @dataclass
+class PtxConfig:
+    """The ptx dataset: SFT/pretraining text whose loss the PPO actor mixes in (graph.train.ptx_coef)."""
+
+    format: str = "prompt_answer"
+    """Record format: prompt_answer (loss on the answer; an empty prompt trains on the whole text)."""
+    path: str | None = None
+    """JSONL file of records; null uses the generator."""
+    generator: str | None = "arithmetic"
+    """Built-in generator, used when path is null."""
+    num_records: int = 512
+    """Records the generator makes."""
+    seed: int = 2
+    """Seed of the generator and of the ptx data order."""
+
+
+@dataclass
 class DataConfig:
     """Where the training data comes from and how long its sequences are."""
 
@@ -124,6 +140,8 @@ class DataConfig:
     """Tokenizer: 'char' (the project's character tokenizer) or a HF tokenizer directory."""
     seed: int = 1
     """Seed of the generator and of the data order."""
+    ptx: PtxConfig | None = None
+    """Pretraining/SFT data mixed into the PPO actor loss (needs graph.train.ptx_coef > 0); each iteration reads as many ptx records as the actor trains on."""
 
 
 @dataclass

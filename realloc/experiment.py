@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from graph.dataflow import DataflowGraph
-from graph.datasets import dataset_keys
+from graph.datasets import PTX_KEY, dataset_keys
 from graph.interfaces import get_interface, make_args
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
-from graph.templates import TemplateParams, build_template
+from graph.templates import TemplateParams, build_template, check_ppo_calls
 from planner import known_heuristics
 from realloc import schema
 from realloc.config import ArchConfig, ExperimentConfig, ModelConfig
@@ -227,9 +227,16 @@ def build_models(cfg: ExperimentConfig, exp_dir: Path) -> list[ModelSpec]:
     """ModelSpecs from the `models` section."""
     if not cfg.models:
         raise ConfigError("no models defined; add a `models:` section (e.g. models.actor.arch)")
+    from runtime.rules import known_rules  # pure Python: no torch
+
     specs = []
     for role, mc in cfg.models.items():
         arch = _arch(role, mc, exp_dir)
+        if mc.rule is not None and mc.rule not in known_rules():
+            close = difflib.get_close_matches(mc.rule, known_rules(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"models.{role}.rule: unknown reward rule {mc.rule!r}{hint}; "
+                              f"known: {', '.join(known_rules())}")
         checkpoint = None
         if mc.checkpoint is not None:
             checkpoint = str(_resolve_path(mc.checkpoint, f"models.{role}.checkpoint", exp_dir, kind="checkpoint"))
@@ -281,7 +288,8 @@ def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
     """The validated dataflow graph of an experiment."""
     models = build_models(cfg, exp_dir)
     by_role = {m.role: m for m in models}
-    keys = dataset_keys(cfg.data.format)
+    ptx = cfg.data.ptx
+    keys = dataset_keys(cfg.data.format, ptx_format=None if ptx is None else ptx.format)
     if cfg.graph.template is None:
         calls = _custom_calls(cfg)
     else:
@@ -291,10 +299,36 @@ def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
         params = TemplateParams(
             batch_size=g.batch_size, prompt_len=cfg.data.prompt_len, response_len=cfg.data.response_len,
             micro_batches=g.micro_batches, group_size=g.group_size, generate=g.generate,
-            train=g.train, critic_train=g.critic_train,
+            train=g.train, critic_train=g.critic_train, ptx=ptx is not None,
         )
         calls = list(build_template(g.template, params, by_role))
+    check_ppo_calls(calls, frozenset(keys))
     return DataflowGraph(models=models, calls=calls, dataset_keys=keys)
+
+
+def check_data(cfg: ExperimentConfig, graph: DataflowGraph) -> None:
+    """Read the datasets once (JSONL files, generators) so that a bad record fails at load
+    with one line naming the file, the line and the field, before any worker starts
+    (the workers read them again; a JSONL file is read twice)."""
+    from runtime.datasets import load_records  # pure Python: no torch
+
+    sources = [("data", cfg.data.format, cfg.data)]
+    if cfg.data.ptx is not None:
+        sources.append(("data.ptx", cfg.data.ptx.format, cfg.data.ptx))
+    for key, fmt, d in sources:
+        if d.path is None and d.generator is None:
+            continue  # a plan-only experiment; `realloc run` asks for data
+        where = f"{key}.path" if d.path is not None else key
+        try:
+            records = load_records(fmt=fmt, path=d.path, generator=d.generator,
+                                   num_records=d.num_records, seed=d.seed)
+        except (ValueError, FileNotFoundError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if key == "data.ptx":
+            need = max((c.batch_size for c in graph.calls if PTX_KEY in c.inputs), default=0)
+            if len(records) < need:
+                raise ConfigError(f"{where}: {len(records)} ptx records cannot fill one iteration's ptx "
+                                  f"batch of {need} (as many as the actor trains on); give more records")
 
 
 def _check_sections(cfg: ExperimentConfig) -> None:
@@ -348,4 +382,5 @@ def load_experiment(exp: str | None, overrides: list[str] | tuple[str, ...] = ()
     _check_sections(cfg)
     experiment = Experiment(path=path, overrides=tuple(overrides), config=cfg)
     experiment.graph  # noqa: B018 - build and validate now
+    check_data(cfg, experiment.graph)
     return experiment

@@ -12,7 +12,7 @@ from realloc.planning import plan_experiment
 
 
 def make_job(experiment: Experiment, layouts: dict[str, Any]) -> Any:
-    from runtime.executor import DataSettings, Job
+    from runtime.executor import DataSettings, Job, PtxSettings
 
     cfg = experiment.config
     d = cfg.data
@@ -21,7 +21,8 @@ def make_job(experiment: Experiment, layouts: dict[str, Any]) -> Any:
     return Job(
         name=cfg.name, graph=experiment.graph, layouts=layouts,
         data=DataSettings(format=d.format, path=d.path, generator=d.generator, num_records=d.num_records,
-                          seed=d.seed, tokenizer=d.tokenizer),
+                          seed=d.seed, tokenizer=d.tokenizer,
+                          ptx=None if d.ptx is None else PtxSettings(**dataclasses.asdict(d.ptx))),
         iterations=cfg.train.iterations, seed=cfg.seed, run_dir=str(Path(cfg.train.run_dir).resolve()),
         log_every=cfg.train.log_every, free_replicas=cfg.train.free_replicas,
     )

@@ -8,7 +8,8 @@ A data key holds one of two payloads:
 
 A call's input keys bind to its interface's roles by position (graph.interfaces): the
 first input is the sequences the call runs on; every further input is attached to them
-as the field its role names. A call's output keys bind to the interface's output roles
+as the field its role names, except a further sequence role (ptx), which is a batch of
+its own that the interface receives in `CallContext.side_inputs` (see `side_inputs`). A call's output keys bind to the interface's output roles
 the same way.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from graph.datasets import PTX_FORMATS, PTX_KEY
 from graph.interfaces import SEQUENCE_ROLES, get_interface
 from graph.spec import Call
 from runtime.batch import SeqBatch
@@ -110,6 +112,14 @@ def dataset_payloads(fmt: str, records: Sequence[Record], ids: Sequence[int],
     raise ValueError(f"unknown data format {fmt!r}")
 
 
+def ptx_payloads(fmt: str, records: Sequence[Record], ids: Sequence[int],
+                 tok: Tokenizer) -> dict[str, Payload]:
+    """Payload of the `ptx` key: the ptx records as prompt/answer sequences (graph.datasets)."""
+    if fmt not in PTX_FORMATS:
+        raise ValueError(f"data.ptx.format: {fmt!r} is not one of {', '.join(PTX_FORMATS)}")
+    return {PTX_KEY: dataset_payloads(fmt, records, ids, tok)["prompt_answer"]}
+
+
 # --------------------------------------------------------------------------- calls
 
 
@@ -122,6 +132,8 @@ def assemble_inputs(call: Call, payloads: Mapping[str, Payload]) -> SeqBatch:
     token_fields: dict[str, torch.Tensor] = {}
     seq_fields: dict[str, torch.Tensor] = {}
     for key, role in zip(call.inputs[1:], info.inputs[1:]):
+        if role in SEQUENCE_ROLES:  # a batch of its own: see side_inputs
+            continue
         payload = payloads[key]
         if not isinstance(payload, Field):
             raise ValueError(f"call {call.name!r}: input {key!r} (role {role}) must be a field, got sequences")
@@ -134,6 +146,21 @@ def assemble_inputs(call: Call, payloads: Mapping[str, Payload]) -> SeqBatch:
         else:
             seq_fields[name] = values
     return base.with_fields(token_fields=token_fields, seq_fields=seq_fields)
+
+
+def side_inputs(call: Call, payloads: Mapping[str, Payload]) -> dict[str, SeqBatch]:
+    """A call's sequence inputs after the first, by role (ptx): batches the interface runs
+    besides its main batch (CallContext.side_inputs)."""
+    info = get_interface(call.interface)
+    out: dict[str, SeqBatch] = {}
+    for key, role in zip(call.inputs[1:], info.inputs[1:]):
+        if role not in SEQUENCE_ROLES:
+            continue
+        payload = payloads[key]
+        if not isinstance(payload, SeqBatch):
+            raise ValueError(f"call {call.name!r}: input {key!r} (role {role}) must be sequences, got a field")
+        out[role] = payload
+    return out
 
 
 def extract_outputs(call: Call, result: Any) -> dict[str, Payload]:

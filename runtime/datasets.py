@@ -159,6 +159,16 @@ def epoch_order(num_records: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
+def batch_at(num_records: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Record indices of batch number `step` of the endless epoch-by-epoch stream `batches`
+    yields (a pure function of step, so a resumed run needs no saved position)."""
+    if batch_size > num_records:
+        raise ValueError(f"batch of {batch_size} records exceeds the {num_records} records of the dataset")
+    per_epoch = num_records // batch_size
+    epoch, pos = divmod(step, per_epoch)
+    return epoch_order(num_records, seed, epoch)[pos * batch_size:(pos + 1) * batch_size]
+
+
 def batches(num_records: int, batch_size: int, seed: int, start: int = 0) -> Iterator[list[int]]:
     """Index batches forever, epoch after epoch, from batch number `start` (for resume)."""
     if batch_size > num_records:

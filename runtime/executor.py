@@ -33,13 +33,32 @@ from cost_model.layout import Layout
 from cost_model.transfer import TransferPlan, plan_transfer
 from graph.dataflow import DataflowGraph
 from graph.spec import Call, CallKind, ModelSpec
-from runtime.binding import Field, Payload, assemble_inputs, dataset_payloads, extract_outputs
-from runtime.datasets import batches, load_records
+from runtime.binding import (
+    Field,
+    Payload,
+    assemble_inputs,
+    dataset_payloads,
+    extract_outputs,
+    ptx_payloads,
+    side_inputs,
+)
+from runtime.datasets import batch_at, batches, load_records
 from runtime.launch import WorkerContext
 from runtime.program import Step, compile_iteration, home_layouts, placement, rank_program
 from runtime.realloc import StagingPool, execute_transfer
-from runtime.rundir import MetricsWriter, plot_curves
+from runtime.rundir import MetricsWriter, TensorBoardWriter, plot_curves
 from runtime.tokenizer import load_tokenizer
+
+
+@dataclass(frozen=True, kw_only=True)
+class PtxSettings:
+    """Where the ptx records come from (plain copy of data.ptx)."""
+
+    format: str
+    path: str | None
+    generator: str | None
+    num_records: int
+    seed: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +71,8 @@ class DataSettings:
     num_records: int
     seed: int
     tokenizer: str
+    ptx: PtxSettings | None = None
+    """The ptx dataset (data.ptx), when the PPO actor mixes in a pretraining/SFT loss."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,10 +185,14 @@ class Worker:
         d = job.data
         self.records = load_records(fmt=d.format, path=d.path, generator=d.generator,
                                     num_records=d.num_records, seed=d.seed)
+        p = d.ptx
+        self.ptx_records = None if p is None else load_records(
+            fmt=p.format, path=p.path, generator=p.generator, num_records=p.num_records, seed=p.seed)
         self.plans: dict[tuple[str, Layout], TransferPlan] = {}
         self.dtype_bytes = 2 if platform.has_cuda() else 4
         self.staging = StagingPool()
         self.metrics = MetricsWriter(Path(job.run_dir) / "metrics.jsonl") if self.rank == 0 else None
+        self.tensorboard = TensorBoardWriter(Path(job.run_dir) / "tensorboard") if self.rank == 0 else None
         self.programs = {
             first: rank_program(compile_iteration(self.graph, self.layouts, world_size=ctx.world_size,
                                                   first=first, free_replicas=job.free_replicas), self.rank)
@@ -213,7 +238,7 @@ class Worker:
         engine = self.engines.get(call.model, layout)
         ctx = CallContext(eos_ids=(self.tok.eos_id,), decode=self.tok.decode, rule=model.rule,
                           seed=self.job.seed, step=it, total_steps=self.job.iterations,
-                          micro_batches=layout.micro_batches)
+                          micro_batches=layout.micro_batches, side_inputs=side_inputs(call, payloads))
         batch = assemble_inputs(call, payloads)
         start = time.perf_counter()
         result = run_interface(call.interface, engine, batch, call.args, ctx)
@@ -240,6 +265,7 @@ class Worker:
         records = [self.records[i] for i in indices]
         # every rank builds the dataset keys itself
         payloads: dict[str, Payload] = dict(dataset_payloads(self.job.data.format, records, ids, self.tok))
+        payloads.update(self._ptx_payloads(it))
         for step in self.programs[it == 0]:
             call = self.graph.call(step.call)
             layout = self.layouts[step.call]
@@ -252,6 +278,18 @@ class Worker:
             else:
                 log.freed_bytes += self.engines.free(call.model, layout)
         self._report(it, log, time.perf_counter() - start)
+
+    def _ptx_payloads(self, it: int) -> dict[str, Payload]:
+        """The ptx key of iteration `it`: as many ptx records as the call reading them trains on."""
+        ptx = self.job.data.ptx
+        if ptx is None or self.ptx_records is None:
+            return {}
+        from graph.datasets import PTX_KEY
+
+        size = max(c.batch_size for c in self.graph.calls if PTX_KEY in c.inputs)
+        indices = batch_at(len(self.ptx_records), size, ptx.seed, it)
+        records = [self.ptx_records[i] for i in indices]
+        return ptx_payloads(ptx.format, records, [it * size + j for j in range(size)], self.tok)
 
     def _report(self, it: int, log: _IterationLog, elapsed: float) -> None:
         log.elapsed_s = elapsed
@@ -277,6 +315,8 @@ class Worker:
         record.update(_headline(self.graph, record))
         assert self.metrics is not None
         self.metrics.write(record)
+        if self.tensorboard is not None:
+            self.tensorboard.write(record)
         self.history.append(record)
         if (it + 1) % self.job.plot_every == 0 or it + 1 == self.job.iterations:
             plot_curves(self.history, Path(self.job.run_dir) / "curves.png", title=self.job.name)
@@ -287,6 +327,8 @@ class Worker:
             start = time.perf_counter()
             self.iteration(it, indices)
             print(f"rank {self.rank}: iteration {it + 1} in {time.perf_counter() - start:.2f} s", flush=True)
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         self.save_models(Path(self.job.run_dir) / "models")
         return self.history
 

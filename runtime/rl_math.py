@@ -143,3 +143,48 @@ def lr_at(step: int, *, lr: float, warmup_steps: int, schedule: str, total_steps
     else:
         raise ValueError(f"unknown lr_schedule {schedule!r}; known: constant, linear, cosine")
     return lr * (min_ratio + (1.0 - min_ratio) * decay)
+
+
+# --------------------------------------------------------------------------- reward shaping
+
+
+def adaptive_kl_coef(coef: float, observed_kl: float, *, target: float, horizon: int,
+                     num_steps: int) -> float:
+    """Ziegler et al. (2019) proportional controller: the coefficient for the next batch.
+
+    error = clip(observed / target - 1, -0.2, 0.2); coef * (1 + error * num_steps / horizon),
+    where num_steps counts the samples (sequences) the KL was measured on.
+    """
+    if target <= 0 or horizon < 1:
+        raise ValueError(f"adaptive KL needs target > 0 and horizon >= 1, got {target}, {horizon}")
+    error = min(max(observed_kl / target - 1.0, -0.2), 0.2)
+    return coef * (1.0 + error * num_steps / horizon)
+
+
+def sequence_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean over sequences of the summed per-token k1 KL estimate on the masked tokens."""
+    per_seq = torch.where(mask, logp - ref_logp, torch.zeros_like(logp)).sum(dim=1)
+    return float(per_seq.double().mean()) if per_seq.numel() else 0.0
+
+
+def merge_moments(count: float, mean: float, m2: float,
+                  values: torch.Tensor) -> tuple[float, float, float]:
+    """Running (count, mean, sum of squared deviations) after adding `values` (Chan et al.).
+
+    Plain floats in and out, in float64, so the state is JSON-able and reproducible.
+    """
+    x = values.detach().double().flatten()
+    n = float(x.numel())
+    if n == 0:
+        return count, mean, m2
+    b_mean = float(x.mean())
+    b_m2 = float(((x - b_mean) ** 2).sum())
+    total = count + n
+    delta = b_mean - mean
+    return total, mean + delta * n / total, m2 + b_m2 + delta * delta * count * n / total
+
+
+def normalize_rewards(rewards: torch.Tensor, mean: float, var: float,
+                      eps: float = 1e-8) -> torch.Tensor:
+    """(r - mean) / sqrt(var + eps), in the rewards' dtype."""
+    return ((rewards.double() - mean) / math.sqrt(var + eps)).to(rewards.dtype)

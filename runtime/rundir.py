@@ -5,6 +5,7 @@
       plan.yaml          the plan that ran (plan.json for tools)
       logs/              per-rank stdout/stderr of the workers
       metrics.jsonl      one JSON object per iteration (see `MetricsWriter`)
+      tensorboard/       the same metrics as TensorBoard scalars (see `TensorBoardWriter`)
       curves.png         reward / KL / loss curves, redrawn as the run goes
 
 Files are written atomically (a temporary file renamed into place), so a run killed at
@@ -110,6 +111,44 @@ class MetricsWriter:
         """Drop records past `iteration` (used when resuming from an earlier checkpoint)."""
         kept = [r for r in read_metrics(self.path) if int(r.get("iteration", 0)) <= iteration]
         atomic_write(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+
+def scalars(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a metrics record by tag; nested dicts become `outer/inner` tags."""
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        tag = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(scalars(value, tag + "/"))
+        elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            out[tag] = float(value)
+    return out
+
+
+class TensorBoardWriter:
+    """Every metrics record as TensorBoard scalars in `root` (step = the record's iteration),
+    flushed after each record so a killed run keeps what it logged.
+
+    `purge_step` (a resumed run's first iteration) hides the events a previous attempt
+    logged from that step on, as metrics.jsonl's `truncate_after` drops them.
+    """
+
+    def __init__(self, root: str | Path, *, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._writer = SummaryWriter(log_dir=str(self.root), purge_step=purge_step)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        step = int(record["iteration"])
+        for tag, value in scalars(record).items():
+            if tag != "iteration":
+                self._writer.add_scalar(tag, value, global_step=step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

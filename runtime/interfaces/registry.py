@@ -9,8 +9,8 @@ returns the same, complete result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from graph.interfaces import get_interface, known_interfaces
@@ -36,6 +36,8 @@ class CallContext:
     """Optimizer steps the LR schedule decays over (linear / cosine)."""
     micro_batches: int = 0
     """Micro-batches of this call; 0 takes the engine layout's (calls may share an engine)."""
+    side_inputs: Mapping[str, Any] = field(default_factory=dict)
+    """Sequence inputs after the first, by role (e.g. `ptx`): whole SeqBatches of their own."""
 
 
 def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

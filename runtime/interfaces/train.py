@@ -14,7 +14,8 @@ Returns the mean over optimizer steps of `loss` and the interface's statistics.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -63,37 +64,70 @@ def _trainer(engine: Any, args: OptimArgs, ctx: CallContext) -> Trainer:
     return engine.trainer
 
 
-def _step(engine: Any, trainer: Trainer, batch: SeqBatch, terms: Terms, args: OptimArgs, *,
-          unit: int, count: Callable[[SeqBatch], int], micro_batches: int = 0) -> dict[str, float]:
-    """One optimizer step on this replica's mini-batch; losses normalised globally."""
-    total_units = float(all_reduce_sum(torch.tensor(float(count(batch))), engine.pgc.dp))
-    if total_units == 0:
+@dataclass(frozen=True)
+class LossPart:
+    """One loss over a batch, normalised by its own global count (sum over data parallelism):
+    the PPO loss over response tokens, the ptx loss over the ptx batch's answer tokens."""
+
+    batch: SeqBatch
+    """This replica's share of the mini-batch."""
+    terms: Terms
+    count: Callable[[SeqBatch], int]
+    unit: int = 1
+
+
+def _step(engine: Any, trainer: Trainer, parts: list[LossPart], args: OptimArgs, *,
+          micro_batches: int = 0) -> dict[str, float]:
+    """One optimizer step on this replica's mini-batch(es): each part's summed terms are
+    divided by that part's global count, so the loss is the sum of the parts' global means."""
+    local = torch.tensor([float(p.count(p.batch)) for p in parts])
+    totals = [float(t) for t in all_reduce_sum(local, engine.pgc.dp)]
+    if totals[0] == 0:
         raise ValueError("train step with no loss tokens: every response is empty")
-    mbs = micro_batch_split(batch, micro_batches or engine.layout.micro_batches, unit=unit)
-    scale = len(mbs) * engine.layout.dp / total_units
+    if any(t == 0 for t in totals):
+        raise ValueError("train step with an empty extra batch (ptx): its sequences have no answer tokens")
+    num = micro_batches or engine.layout.micro_batches
+    mbs: list[SeqBatch] = []
+    owner: dict[int, int] = {}
+    for k, part in enumerate(parts):
+        for mb in micro_batch_split(part.batch, num, unit=part.unit):
+            owner[id(mb)] = k
+            mbs.append(mb)
 
     def loss_fn(mb: SeqBatch, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        t = terms(mb, out)
-        report = {k: (v.detach() / total_units).clone() for k, v in t.items()}
-        return t["loss"] * scale, report
+        k = owner[id(mb)]
+        t = parts[k].terms(mb, out)
+        report = {key: (v.detach() / totals[k]).clone() for key, v in t.items()}
+        # the schedule divides by len(mbs) and DDP by dp: undo both, then take the global mean
+        return t["loss"] * (len(mbs) * engine.layout.dp / totals[k]), report
 
     return trainer.train_step(mbs, loss_fn, args)
 
 
 def _train(engine: Any, batch: SeqBatch, args: OptimArgs, ctx: CallContext, terms: Terms, *,
            unit: int = 1, count: Callable[[SeqBatch], int] | None = None,
-           epochs: int = 1, mini_batches: int = 1) -> dict[str, float]:
+           epochs: int = 1, mini_batches: int = 1,
+           extra: tuple[SeqBatch, Terms] | None = None) -> dict[str, float]:
     """Optimizer steps over the FULL batch: mini-batches are cut from the whole batch (so
-    they are the same at every layout), then each is split over data parallelism."""
+    they are the same at every layout), then each is split over data parallelism. `extra`
+    (ptx) is cut into as many mini-batches, and step i mixes in extra mini-batch i."""
     trainer = _trainer(engine, args, ctx)
     count = count or (lambda b: int(loss_mask(b).sum()))
     minis = batch.split(mini_batches, unit=unit) if mini_batches > 1 else [batch]
+    extras: list[SeqBatch | None] = [None] * len(minis)
+    if extra is not None:
+        if extra[0].size < len(minis) * engine.layout.dp:
+            raise ValueError(f"the ptx batch of {extra[0].size} sequences cannot feed {len(minis)} "
+                             f"mini-batches x dp={engine.layout.dp}; give more ptx sequences")
+        extras = list(extra[0].split(len(minis))) if len(minis) > 1 else [extra[0]]
     history: list[dict[str, float]] = []
     for _ in range(epochs):
-        for mini in minis:
-            part = local_part(engine, mini, unit=unit)
-            history.append(_step(engine, trainer, part, terms, args, unit=unit, count=count,
-                                 micro_batches=ctx.micro_batches))
+        for mini, more in zip(minis, extras):
+            parts = [LossPart(local_part(engine, mini, unit=unit), terms, count, unit)]
+            if more is not None and extra is not None:
+                parts.append(LossPart(local_part(engine, more), extra[1],
+                                      lambda b: int(loss_mask(b).sum())))
+            history.append(_step(engine, trainer, parts, args, micro_batches=ctx.micro_batches))
     out = {k: sum(h[k] for h in history) / len(history) for k in history[0]}
     out["steps"] = float(len(history))
     return out
@@ -150,20 +184,64 @@ def dpo(engine: Any, batch: SeqBatch, args: DPOArgs, ctx: CallContext) -> dict[s
     return _train(engine, batch, args, ctx, terms, unit=2, count=lambda b: b.size // 2)
 
 
-def ppo_targets(part: SeqBatch, *, kl_coef: float, gamma: float, lam: float,
-                reward_clip: float, whiten: bool) -> SeqBatch:
-    """Adds token fields `advantages` and `returns` (GAE on KL-penalised rewards), computed
-    over the whole batch on every rank (cheap), so whitening needs no communication."""
+def shape_rewards(state: MutableMapping[str, Any], part: SeqBatch, args: PPOActorArgs | PPOCriticArgs
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-token rewards of a PPO batch, and the reward-shaping statistics; updates `state`.
+
+    ppo_actor and ppo_critic both call this, each on its own engine with its own `state`
+    (engine.state), on the same batch with the same REWARD_SHAPING_ARGS: the controller and
+    the normaliser are deterministic functions of the batches seen so far, so both engines
+    hold the same state and compute the same rewards, with no message between them. In order:
+    1. normalise (normalize_reward): fold this batch's sequence rewards into the running
+       moments, then (r - mean) / std with the updated moments;
+    2. clip to +-reward_clip and add -kl_coef * (logp - ref_logp) per response token, with
+       the coefficient in force (the initial kl_coef, or the controller's);
+    3. adapt (adaptive_kl_target > 0): the measured KL (mean over sequences of the summed
+       k1 estimate between the sampling policy and the reference) sets the next batch's coef.
+    """
     mask = loss_mask(part)
     old = _field(part, "logprobs", "ppo")
     ref = _field(part, "ref_logprobs", "ppo")
-    rewards = rl_math.token_rewards(_field(part, "rewards", "ppo"), old, ref, mask,
-                                    kl_coef=kl_coef, reward_clip=reward_clip)
-    values = part.token_fields.get("values", torch.zeros_like(old))
+    seq_rewards = _field(part, "rewards", "ppo").float()
+    coef = float(state.get("ppo/kl_coef", args.kl_coef))
+    stats: dict[str, float] = {"kl_coef": coef}
+    if args.normalize_reward:
+        count, mean, m2 = rl_math.merge_moments(float(state.get("ppo/reward_count", 0.0)),
+                                                float(state.get("ppo/reward_mean", 0.0)),
+                                                float(state.get("ppo/reward_m2", 0.0)), seq_rewards)
+        state.update({"ppo/reward_count": count, "ppo/reward_mean": mean, "ppo/reward_m2": m2})
+        var = m2 / count
+        seq_rewards = rl_math.normalize_rewards(seq_rewards, mean, var)
+        stats.update(reward_running_mean=mean, reward_running_std=var ** 0.5)
+    kl = rl_math.sequence_kl(old, ref, mask)
+    stats["ref_kl"] = kl
+    if args.adaptive_kl_target > 0:
+        state["ppo/kl_coef"] = rl_math.adaptive_kl_coef(
+            coef, kl, target=args.adaptive_kl_target, horizon=args.adaptive_kl_horizon,
+            num_steps=part.size)
+    rewards = rl_math.token_rewards(seq_rewards, old, ref, mask,
+                                    kl_coef=coef if args.kl_in_reward else 0.0,
+                                    reward_clip=args.reward_clip)
+    return rewards, stats
+
+
+def ppo_targets(part: SeqBatch, rewards: torch.Tensor, *, gamma: float, lam: float,
+                whiten: bool) -> SeqBatch:
+    """Adds token fields `advantages` and `returns` (GAE on the shaped per-token rewards),
+    computed over the whole batch on every rank (cheap), so whitening needs no communication."""
+    mask = loss_mask(part)
+    values = part.token_fields.get("values", torch.zeros_like(rewards))
     adv, ret = rl_math.gae(rewards, values, mask, gamma=gamma, lam=lam)
     if whiten:
         adv = rl_math.whiten(adv, mask)
     return part.with_fields(token_fields={"advantages": adv, "returns": ret})
+
+
+def _engine_state(engine: Any) -> MutableMapping[str, Any]:
+    state = getattr(engine, "state", None)
+    if state is None:
+        raise ValueError("PPO needs an engine with a `state` dict (runtime.engine.ModelEngine)")
+    return state
 
 
 def _policy_terms(engine: Any, eps_clip: float, kl_coef: float, kl_estimator: str,
@@ -192,29 +270,43 @@ def _policy_terms(engine: Any, eps_clip: float, kl_coef: float, kl_estimator: st
     return terms
 
 
-def _unsupported(interface: str, **flags: Any) -> None:
-    on = [k for k, v in flags.items() if v]
-    if on:
-        raise ValueError(f"{interface}: {', '.join(on)} is not supported by this runtime yet; "
-                         "leave it at its default")
+def _sft_terms(engine: Any, coef: float) -> Terms:
+    """ptx: coef x cross-entropy on the answer tokens; reported unweighted as `ptx_loss`."""
+
+    def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        ce = rl_math.masked_sum(-_lp(engine, mb, out), loss_mask(mb).to(out.device))
+        return {"loss": coef * ce, "ptx_loss": ce}
+
+    return terms
 
 
 @register("ppo_actor")
 def ppo_actor(engine: Any, batch: SeqBatch, args: PPOActorArgs, ctx: CallContext) -> dict[str, float]:
-    """PPO clipped-ratio update; KL in the reward or as a loss term; entropy bonus."""
-    _unsupported("ppo_actor", adaptive_kl_target=args.adaptive_kl_target > 0,
-                 normalize_reward=args.normalize_reward, ptx_coef=args.ptx_coef > 0)
-    prepared = ppo_targets(batch, kl_coef=args.kl_coef if args.kl_in_reward else 0.0, gamma=args.gamma,
-                       lam=args.lam, reward_clip=args.reward_clip, whiten=args.whiten_advantages)
-    terms = _policy_terms(engine, args.eps_clip, 0.0 if args.kl_in_reward else args.kl_coef,
-                          "k1", args.entropy_coef)
-    return _train(engine, prepared, args, ctx, terms, epochs=args.ppo_epochs,
-                  mini_batches=args.mini_batches)
+    """PPO clipped-ratio update; KL in the reward or as a loss term (fixed or adaptive
+    coefficient); reward normalisation and clipping; entropy bonus; ptx loss mixed in.
+
+    Reports `kl_coef` (the coefficient this batch used) and `ref_kl` (the measured KL the
+    controller sees); `loss` is the PPO loss plus ptx_coef x `ptx_loss`.
+    """
+    ptx = ctx.side_inputs.get("ptx")
+    if args.ptx_coef > 0 and ptx is None:
+        raise ValueError(f"ppo_actor: ptx_coef={args.ptx_coef} but the call has no ptx input; "
+                         "set data.ptx or ptx_coef=0")
+    rewards, shaping = shape_rewards(_engine_state(engine), batch, args)
+    prepared = ppo_targets(batch, rewards, gamma=args.gamma, lam=args.lam,
+                           whiten=args.whiten_advantages)
+    kl_loss_coef = 0.0 if args.kl_in_reward else shaping["kl_coef"]
+    terms = _policy_terms(engine, args.eps_clip, kl_loss_coef, "k1", args.entropy_coef)
+    extra = (ptx, _sft_terms(engine, args.ptx_coef)) if ptx is not None and args.ptx_coef > 0 else None
+    out = _train(engine, prepared, args, ctx, terms, epochs=args.ppo_epochs,
+                 mini_batches=args.mini_batches, extra=extra)
+    return {**out, **shaping}
 
 
 @register("ppo_critic")
 def ppo_critic(engine: Any, batch: SeqBatch, args: PPOCriticArgs, ctx: CallContext) -> dict[str, float]:
-    """Clipped value loss toward GAE returns; needs `values`, `rewards`, `logprobs`, `ref_logprobs`."""
+    """Clipped value loss toward GAE returns of the same shaped rewards as the actor's;
+    needs `values`, `rewards`, `logprobs`, `ref_logprobs`."""
     if not engine.spec.value_head:
         raise ValueError(f"ppo_critic needs a value head on model {engine.spec.role!r}")
 
@@ -226,10 +318,11 @@ def ppo_critic(engine: Any, batch: SeqBatch, args: PPOCriticArgs, ctx: CallConte
                                           value_clip=args.value_clip)
         return {"loss": loss.sum()}
 
-    prepared = ppo_targets(batch, kl_coef=args.kl_coef, gamma=args.gamma,
-                       lam=args.lam, reward_clip=float("inf"), whiten=False)
-    return _train(engine, prepared, args, ctx, terms, epochs=args.ppo_epochs,
-                  mini_batches=args.mini_batches)
+    rewards, shaping = shape_rewards(_engine_state(engine), batch, args)
+    prepared = ppo_targets(batch, rewards, gamma=args.gamma, lam=args.lam, whiten=False)
+    out = _train(engine, prepared, args, ctx, terms, epochs=args.ppo_epochs,
+                 mini_batches=args.mini_batches)
+    return {**out, "kl_coef": shaping["kl_coef"]}
 
 
 @register("grpo_actor")

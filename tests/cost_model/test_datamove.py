@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from cost_model.datamove import data_flows, key_bytes
+from cost_model.datamove import data_flows, dataset_key_bytes, key_bytes, side_sequences
 from cost_model.estimator import AnalyticCostModel
 from cost_model.hardware import preset
 from cost_model.layout import Cluster, DeviceMesh, Layout
-from graph.interfaces import GenerateArgs
+from graph.interfaces import GenerateArgs, PPOActorArgs
 from graph.spec import Call, CallKind
 
 GEN = Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate",
@@ -46,3 +46,15 @@ def test_data_estimate_prices_flows() -> None:
     # each of the 4 consumer devices on the other node gets the whole key
     assert move.bytes_total == pytest.approx(4 * total) == pytest.approx(move.bytes_inter_node)
     assert move.time_s > 0
+
+
+def test_ptx_key_is_sized_as_token_ids_by_the_consumers_role() -> None:
+    train = Call(name="train", model="actor", kind=CallKind.TRAIN, interface="ppo_actor",
+                 args=PPOActorArgs(ptx_coef=0.5), batch_size=32, prompt_len=100, response_len=28,
+                 inputs=("seq", "logp", "ref", "score", "values", "ptx"))
+    # 32 ptx sequences of 100 + 28 tokens as int64 ids plus two int64 lengths each
+    assert key_bytes(GEN, train, "ptx") == 8 * 32 * 128 + 16 * 32
+    assert dataset_key_bytes(train, "ptx") == 8 * 32 * 128 + 16 * 32
+    assert dataset_key_bytes(train, "score") == 4 * 32  # a per-sequence role
+    assert dataset_key_bytes(train, "logp") == 4 * 32 * 128  # a per-token role
+    assert side_sequences(train) == 32 and side_sequences(TRAIN) == 0 and side_sequences(GEN) == 0

@@ -1,12 +1,14 @@
 """Every template's graph shape: calls, kinds, keys, batch sizes and dependencies."""
 
+import dataclasses
+
 import pytest
 
 from graph.dataflow import DataflowGraph
 from graph.datasets import dataset_keys
 from graph.errors import GraphError
 from graph.spec import CallKind
-from graph.templates import TemplateParams, build_template, known_templates
+from graph.templates import TemplateParams, build_template, check_ppo_calls, known_templates
 from tests.graph.helpers import model
 
 MODELS = {
@@ -111,3 +113,46 @@ def test_template_errors():
         build("ppo", MODELS, "prompts", train={"eps": 0.1})
     with pytest.raises(GraphError, match="exceeds graph.generate.max_new_tokens"):
         build("ppo", MODELS, "prompts", response_len=64)
+
+
+def test_ppo_critic_takes_the_actors_reward_shaping():
+    train = {"kl_coef": 0.05, "adaptive_kl_target": 2.0, "adaptive_kl_horizon": 500,
+             "normalize_reward": True, "reward_clip": 3.0, "gamma": 0.99, "lam": 0.9, "kl_in_reward": False}
+    g = build("ppo", RULE, "prompts_with_answers", train=train, critic_train={"lr": 1e-4, "kl_coef": 0.05})
+    critic = g.call("critic_train").args
+    assert {k: getattr(critic, k) for k in train} == train and critic.lr == 1e-4
+    with pytest.raises(GraphError, match="graph.critic_train.gamma=0.5 disagrees with the actor's gamma=0.99"):
+        build("ppo", RULE, "prompts_with_answers", train=train, critic_train={"gamma": 0.5})
+
+
+def test_ppo_with_ptx_reads_the_ptx_dataset_key():
+    calls = build_template("ppo", TemplateParams(batch_size=8, prompt_len=10, ptx=True,
+                                                 train={"ptx_coef": 0.5}), RULE)
+    g = DataflowGraph(models=list(RULE.values()), calls=calls,
+                      dataset_keys=dataset_keys("prompts_with_answers", ptx_format="prompt_answer"))
+    assert g.call("actor_train").inputs[-1] == "ptx" and "ptx" in g.dataset_keys
+    assert g.producer("ptx") is None and "ptx" not in g.call("critic_train").inputs
+    with pytest.raises(GraphError, match="template 'grpo' does not use it"):
+        build_template("grpo", TemplateParams(batch_size=8, prompt_len=10, group_size=2, ptx=True), RULE)
+    with pytest.raises(GraphError, match="data.ptx.format: 'preference' is not one of prompt_answer"):
+        dataset_keys("prompts", ptx_format="preference")
+
+
+def test_check_ppo_calls_for_custom_graphs():
+    keys = frozenset(dataset_keys("prompts_with_answers", ptx_format="prompt_answer"))
+    calls = build_template("ppo", TemplateParams(batch_size=8, prompt_len=10, ptx=True,
+                                                 train={"ptx_coef": 0.5}), RULE)
+    check_ppo_calls(calls, keys)  # the template's own graph passes
+    with pytest.raises(GraphError, match="ptx input 'ptx' must be a dataset key"):
+        check_ppo_calls(calls, frozenset({"prompts", "answers"}))
+    no_ptx = build_template("ppo", TemplateParams(batch_size=8, prompt_len=10, train={"ptx_coef": 0.5}), RULE)
+    with pytest.raises(GraphError, match="ptx_coef=0.5 needs ptx data"):
+        check_ppo_calls(no_ptx, keys)
+    unused = build_template("ppo", TemplateParams(batch_size=8, prompt_len=10, ptx=True), RULE)
+    with pytest.raises(GraphError, match="reads ptx data but ptx_coef is 0"):
+        check_ppo_calls(unused, keys)
+    plain = build_template("ppo", TemplateParams(batch_size=8, prompt_len=10), RULE)
+    critic = next(c for c in plain if c.interface == "ppo_critic")
+    odd = dataclasses.replace(critic, args=dataclasses.replace(critic.args, reward_clip=1.0))
+    with pytest.raises(GraphError, match="reward_clip=1.0 differs from reward_clip=10.0 of 'actor_train'"):
+        check_ppo_calls([c for c in plain if c is not critic] + [odd], keys)

@@ -188,3 +188,28 @@ def test_schema_paths_and_reference():
     assert typing.get_type_hints(schema_module.ExperimentConfig)["models"]
     with pytest.raises(ValueError, match="unknown config section"):
         reference("clustr")
+
+
+def test_unknown_reward_rule_is_named_at_load():
+    with pytest.raises(ConfigError, match="models.reward.rule: unknown reward rule 'arithmetc' "
+                                          "\\(did you mean 'arithmetic_exact'\\?\\); known: arithmetic_exact"):
+        load_experiment("ppo_tiny", ["models.reward.rule=arithmetc"])
+
+
+def test_dataset_with_a_missing_field_fails_at_load_naming_file_line_and_field(tmp_path):
+    data = write(tmp_path, "d.jsonl", '{"prompt": "1+1=", "answer": "2"}\n\n{"prompt": "2+2="}\n')
+    with pytest.raises(ConfigError, match=f"data.path: {data}:3: missing field 'answer'") as info:
+        load_experiment("ppo_tiny", [f"data.path={data}"])
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=f"data.ptx.path: {data}:3: missing field 'answer'"):
+        load_experiment("ppo_tiny", [f"+data.ptx.path={data}", "graph.train.ptx_coef=0.1"])
+
+
+def test_ptx_config_binds_the_ptx_key():
+    exp = load_experiment("ppo_tiny", ["+data.ptx.generator=arithmetic", "graph.train.ptx_coef=0.1"])
+    assert "ptx" in exp.graph.dataset_keys and exp.graph.call("actor_train").inputs[-1] == "ptx"
+    assert exp.config.data.ptx.format == "prompt_answer"
+    with pytest.raises(GraphError, match="ptx_coef=0.5 needs ptx data"):
+        load_experiment("ppo_tiny", ["graph.train.ptx_coef=0.5"])
+    with pytest.raises(ConfigError, match="data.ptx: 10 ptx records cannot fill one iteration's ptx batch of 16"):
+        load_experiment("ppo_tiny", ["+data.ptx.num_records=10", "graph.train.ptx_coef=0.1"])

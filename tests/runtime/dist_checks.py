@@ -248,14 +248,27 @@ TRAIN_CASES = (  # (label, interface, family, value_head, args[, layouts])
     ("rw_pairwise", "rw_pairwise", "qwen2", True, {"lr": 1e-3}, SHORT),
     ("ppo_critic", "ppo_critic", "llama", True, {"lr": 1e-3}),
     ("remax_actor", "remax_actor", "qwen2", False, {"lr": 1e-3}, SHORT),
+    ("ppo_actor_ptx", "ppo_actor", "llama", False,  # ptx micro-batches beside PPO's; controller state
+     {"lr": 1e-3, "ptx_coef": 0.5, "mini_batches": 2, "adaptive_kl_target": 0.01,
+      "adaptive_kl_horizon": 10, "normalize_reward": True}, SHORT),
 )
+
+
+def _ptx_batch() -> Any:
+    """Eight prompt/answer sequences of another length mix than the PPO batch."""
+    from runtime.batch import SeqBatch
+
+    g = torch.Generator().manual_seed(13)
+    lens = [5, 9, 4, 7, 6, 10, 3, 8]
+    seqs = [torch.randint(0, 101, (n,), generator=g).tolist() for n in lens]
+    return SeqBatch.from_lists(seqs, [1, 3, 2, 1, 2, 4, 1, 3], ids=list(range(100, 108)))
 
 
 def check_training(rank: int, tmp: Path, res: dict[str, Any]) -> None:
     from graph.interfaces import make_args
     from graph.spec import ModelSpec
     from runtime.engine import build_engine
-    from runtime.interfaces import run_interface
+    from runtime.interfaces import CallContext, run_interface
 
     batch = _train_batch()
     for label, interface, family, value_head, args, *only in TRAIN_CASES:
@@ -268,7 +281,8 @@ def check_training(rank: int, tmp: Path, res: dict[str, Any]) -> None:
             engine = build_engine(spec, _layout(dp, tp, pp, start, micro_batches=2), rank, seed=5)
             if engine is None:
                 continue
-            losses = [run_interface(interface, engine, batch, typed)["loss"] for _ in range(TRAIN_STEPS)]
+            ctx = CallContext(side_inputs={"ptx": _ptx_batch()} if args.get("ptx_coef") else {})
+            losses = [run_interface(interface, engine, batch, typed, ctx)["loss"] for _ in range(TRAIN_STEPS)]
             res[f"train/{label}/{name}"] = losses
             if label == "sft" and name == "dp2pp2":
                 _check_roundtrip(engine, rank, tmp, res)

@@ -72,3 +72,14 @@ def test_char_tokenizer():
     assert tok.vocab_size == 52 and max(tok.encode("z")) < tok.vocab_size
     with pytest.raises(ValueError, match="the model's vocab_size is 16"):
         load_tokenizer("char", vocab_size=16)
+
+
+def test_batch_at_is_the_stream_of_batches():
+    from itertools import islice
+
+    from runtime.datasets import batch_at
+
+    stream = list(islice(batches(10, 3, seed=4), 7))
+    assert [batch_at(10, 3, 4, step) for step in range(7)] == stream
+    with pytest.raises(ValueError, match="batch of 11 records exceeds the 10 records"):
+        batch_at(10, 11, 4, 0)

@@ -85,3 +85,59 @@ def test_lr_schedule() -> None:
     assert rl_math.lr_at(7, schedule="linear", **kw) == pytest.approx(0.5)
     assert rl_math.lr_at(7, schedule="cosine", **kw) == pytest.approx(0.5)
     assert rl_math.lr_at(12, schedule="cosine", **kw) == pytest.approx(0.0)
+
+
+def test_clipped_value_loss_takes_the_larger_branch() -> None:
+    # token 0: v = 2 (old 0, clipped to 0.2), R = 1: unclipped (2-1)^2 = 1 beats clipped
+    # (0.2-1)^2 = 0.64 -> 0.5; token 1: v = -0.5 clipped to -0.2, R = -1: unclipped 0.25
+    # loses to clipped 0.64 -> 0.32
+    v, old, ret = torch.tensor([[2.0, -0.5]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, -1.0]])
+    loss = rl_math.clipped_value_loss(v, old, ret, torch.ones(1, 2, dtype=torch.bool), value_clip=0.2)
+    assert loss.tolist()[0] == pytest.approx([0.5, 0.32])
+
+
+def test_gae_by_hand_three_tokens() -> None:
+    # rewards (0, 0, 1), values (0.5, 0.2, 0.4), gamma 0.9, lam 0.5, value after the end 0
+    r = torch.tensor([[0.0, 0.0, 1.0]])
+    v = torch.tensor([[0.5, 0.2, 0.4]])
+    adv, ret = rl_math.gae(r, v, torch.ones(1, 3, dtype=torch.bool), gamma=0.9, lam=0.5)
+    d2 = 1.0 - 0.4
+    d1 = 0.0 + 0.9 * 0.4 - 0.2
+    d0 = 0.0 + 0.9 * 0.2 - 0.5
+    a2, a1 = d2, d1 + 0.45 * d2
+    a0 = d0 + 0.45 * a1
+    assert adv.tolist()[0] == pytest.approx([a0, a1, a2])
+    assert ret.tolist()[0] == pytest.approx([a0 + 0.5, a1 + 0.2, a2 + 0.4])
+
+
+def test_adaptive_kl_coef_by_hand() -> None:
+    # error clip(kl / target - 1, +-0.2); coef * (1 + error * n / horizon)
+    assert rl_math.adaptive_kl_coef(0.1, 9.0, target=6.0, horizon=100, num_steps=10) == pytest.approx(0.1 * 1.02)
+    assert rl_math.adaptive_kl_coef(0.1, 6.6, target=6.0, horizon=100, num_steps=10) == pytest.approx(0.1 * 1.01)
+    assert rl_math.adaptive_kl_coef(0.1, 0.0, target=6.0, horizon=100, num_steps=10) == pytest.approx(0.1 * 0.98)
+    assert rl_math.adaptive_kl_coef(0.1, 6.0, target=6.0, horizon=100, num_steps=10) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="target > 0"):
+        rl_math.adaptive_kl_coef(0.1, 1.0, target=0.0, horizon=100, num_steps=10)
+
+
+def test_sequence_kl_sums_tokens_and_averages_sequences() -> None:
+    lp = torch.tensor([[0.0, -1.0, -1.0], [0.0, -2.0, 0.0]])
+    ref = torch.tensor([[0.0, -1.5, -2.0], [0.0, -1.0, 0.0]])
+    mask = torch.tensor([[False, True, True], [False, True, False]])
+    assert rl_math.sequence_kl(lp, ref, mask) == pytest.approx(((0.5 + 1.0) + (-1.0)) / 2)
+
+
+def test_running_moments_match_numpy_over_batches() -> None:
+    rng = np.random.default_rng(3)
+    state = (0.0, 0.0, 0.0)
+    seen: list[float] = []
+    for size in (5, 1, 7, 3):
+        x = rng.normal(2.0, 3.0, size=size)
+        seen.extend(x.tolist())
+        state = rl_math.merge_moments(*state, torch.tensor(x, dtype=torch.float32))
+        count, mean, m2 = state
+        assert count == len(seen)
+        assert mean == pytest.approx(np.mean(np.float32(seen)), rel=1e-6)
+        assert m2 / count == pytest.approx(np.var(np.float32(seen)), rel=1e-5)
+    z = rl_math.normalize_rewards(torch.tensor([1.0, 4.0]), 2.0, 4.0)
+    assert z.tolist() == pytest.approx([-0.5, 1.0])

@@ -60,3 +60,23 @@ def test_follower_prints_new_records(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "reward +0.500" in out and "reward +0.750" in out
     assert len(follower.seen) == 2
+
+
+def test_tensorboard_scalars_read_back(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from runtime.rundir import TensorBoardWriter
+
+    records = [{"iteration": 1, "reward": 0.25, "call_time_s": {"actor_gen": 1.5}, "flag": True,
+                "note": "x", "kl": float("nan")},
+               {"iteration": 2, "reward": 0.75, "call_time_s": {"actor_gen": 1.25}, "kl": 0.1}]
+    writer = TensorBoardWriter(tmp_path / "tensorboard")
+    for r in records:
+        writer.write(r)
+    writer.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["call_time_s/actor_gen", "kl", "reward"]
+    assert [(e.step, e.value) for e in events.Scalars("reward")] == [(1, 0.25), (2, 0.75)]
+    assert [(e.step, e.value) for e in events.Scalars("call_time_s/actor_gen")] == [(1, 1.5), (2, 1.25)]
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars("kl")] == [(2, 0.1)]  # NaN skipped
