@@ -211,11 +211,14 @@ class ModelEngine:
                                    global_shape=tuple(shape), ranges=ranges)
         return out
 
-    def load_global_state(self, mg: dict[str, torch.Tensor]) -> None:
-        """Copy this rank's shards out of Megatron-global tensors (any superset works)."""
+    def load_global_state(self, mg: dict[str, torch.Tensor], *, partial: bool = False) -> None:
+        """Copy this rank's shards out of Megatron-global tensors (any superset works; with
+        `partial`, parameters `mg` lacks keep their values, e.g. to load LoRA adapters alone)."""
         tp, tp_rank = self.layout.tp, self.coords.tp_rank
         with torch.no_grad():
             for name, local in self.named_local_shards().items():
+                if partial and name not in mg:
+                    continue
                 source = name
                 if name == "output_layer.weight" and name not in mg:
                     source = "embedding.word_embeddings.weight"  # tied, last stage of pp > 1
