@@ -286,14 +286,11 @@ class ModelEngine:
         """
         mg = self.global_state()
         if mg is not None:
+            weights = mg if self.spec.lora is None else lora.merge_lora(mg, self.spec.lora)
+            hf = convert.megatron_to_hf(weights, self.arch, value_head=self.spec.value_head)
+            save_hf_checkpoint(path, hf, self.arch, value_head=self.spec.value_head)
             if self.spec.lora is not None:
-                merged = lora.merge_lora(mg, self.spec.lora)
-                hf = convert.megatron_to_hf(merged, self.arch, value_head=self.spec.value_head)
-                save_hf_checkpoint(path, hf, self.arch, value_head=self.spec.value_head)
                 lora.save_adapters(path, mg, self.spec.lora)
-            else:
-                hf = convert.megatron_to_hf(mg, self.arch, value_head=self.spec.value_head)
-                save_hf_checkpoint(path, hf, self.arch, value_head=self.spec.value_head)
         dist.barrier(group=self.pgc.mesh)
 
     def release(self) -> None:
