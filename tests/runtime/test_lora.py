@@ -9,6 +9,8 @@ of 4 gloo workers:
   engine's logits; the adapters alone are saved beside it;
 - a replica refreshed with the adapters-only plan equals the trained home bit for bit,
   having received exactly the adapter bytes its shards hold (hand-counted from shapes).
+
+Plus one-process checks of the pure helpers (merge against numpy, initial adapters).
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ import torch
 from graph.spec import LoraSpec, ModelSpec
 from runtime.launch import LaunchSpec, launch
 from tests.runtime import dist_checks
-
-pytestmark = pytest.mark.slow
 
 LORA = LoraSpec(rank=4, alpha=8.0)
 MLP_ONLY = LoraSpec(rank=2, alpha=2.0, targets=("linear_fc1", "linear_fc2"))
@@ -206,6 +206,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return merged
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
 @pytest.mark.parametrize("layout", ["tp1", "tp2"])
 def test_logits_equal_transformers_on_the_merged_model(results: dict, family: str, layout: str) -> None:
@@ -213,6 +214,7 @@ def test_logits_equal_transformers_on_the_merged_model(results: dict, family: st
     assert results[f"base_differs/{family}/{layout}"] is True  # the adapters matter
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["sft", "ppo_critic"])
 def test_train_step_changes_adapters_only(results: dict, case: str) -> None:
     ref = results[f"train/{case}/single"]
@@ -226,12 +228,14 @@ def test_train_step_changes_adapters_only(results: dict, case: str) -> None:
     assert len(trained) == 2 * 4 * 2 + (case == "ppo_critic")  # A, B x 4 targets x 2 layers (+ head)
 
 
+@pytest.mark.slow
 def test_saved_checkpoint_is_the_merged_model(results: dict) -> None:
     assert results["save/merged_logits"] < 1e-4
     assert results["save/plain_hf"] is True
     assert results["save/adapters"] is True
 
 
+@pytest.mark.slow
 def test_refresh_moves_only_the_adapters_and_is_bitexact(results: dict) -> None:
     assert results["refresh/bitexact"] is True
     arch = dist_checks.tiny_arch("llama")  # llama: h 64, f 128, 4 heads / 2 kv heads of 16
@@ -242,3 +246,35 @@ def test_refresh_moves_only_the_adapters_and_is_bitexact(results: dict) -> None:
     # disjoint meshes: each replica rank (dp2 x tp1) receives the whole adapter set once
     assert [results[f"refresh/received/rank{r}"] for r in range(4)] == [0, 0, per_replica, per_replica]
     assert per_replica * 10 < results["refresh/full_model_bytes"]  # 12x fewer bytes on this tiny model
+
+
+def test_merge_lora_against_numpy() -> None:
+    import numpy as np
+
+    from runtime.lora import merge_lora
+
+    gen = torch.Generator().manual_seed(4)
+    w, a, b = (torch.randn(shape, generator=gen) for shape in ((6, 5), (3, 5), (6, 3)))
+    stem = "decoder.layers.0.mlp.linear_fc2"
+    mg = {stem + ".weight": w, stem + ".lora_a": a, stem + ".lora_b": b, "other.weight": w}
+    merged = merge_lora(mg, LoraSpec(rank=3, alpha=1.5, targets=("linear_fc2",)))
+    assert sorted(merged) == [stem + ".weight", "other.weight"]
+    expected = w.numpy() + 0.5 * b.numpy() @ a.numpy()
+    assert np.allclose(merged[stem + ".weight"].numpy(), expected, atol=1e-6)
+    assert torch.equal(merged["other.weight"], w)
+
+
+def test_initial_adapters_start_at_the_base_model() -> None:
+    from runtime.lora import init_adapters
+
+    arch = dist_checks.tiny_arch("llama")
+    first, again, other = (init_adapters(arch, LORA, seed) for seed in (3, 3, 4))
+    assert len(first) == 2 * 4 * 2
+    for name, value in first.items():
+        assert torch.equal(value, again[name])  # a function of (seed, name) only
+        if name.endswith(".lora_b"):
+            assert not value.any()  # B = 0: the adapted model starts equal to its base
+        else:
+            bound = 1 / value.shape[1] ** 0.5
+            assert value.abs().max() <= bound and value.std() > bound / 4
+            assert not torch.equal(value, other[name])
