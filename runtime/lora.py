@@ -116,6 +116,8 @@ def attach_lora(model: torch.nn.Module, lora: LoraSpec, *, family: str, tp_group
     linear layer of a GPTModel stage; returns the local names of the layers adapted."""
     from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
 
+    if getattr(getattr(model, "config", None), "sequence_parallel", False):
+        raise ValueError("LoRA adapters do not support sequence parallelism; turn it off")
     adapted = []
     for name, module in model.named_modules():
         if name.rsplit(".", 1)[-1] not in lora.targets:

@@ -91,6 +91,13 @@ def check_logits(rank: int, res: dict[str, Any]) -> None:
 
 
 TRAIN_LAYOUTS = (("single", 1, 1, 1), ("tp2", 1, 2, 1), ("dp2pp2", 2, 1, 2))
+ALL = tuple(name for name, *_ in TRAIN_LAYOUTS)
+TRAIN_CASES = (  # (label, interface, family, value head, layouts): gpt2 and the tied qwen2 at pp2
+    ("sft", "sft", "llama", False, ALL),                 # freeze their embeddings' shared copies
+    ("ppo_critic", "ppo_critic", "llama", True, ALL),
+    ("sft_gpt2", "sft", "gpt2", False, ("single", "dp2pp2")),
+    ("sft_qwen2_tied", "sft", "qwen2", False, ("single", "dp2pp2")),
+)
 
 
 def check_training(rank: int, tmp: Path, res: dict[str, Any]) -> None:
@@ -99,13 +106,14 @@ def check_training(rank: int, tmp: Path, res: dict[str, Any]) -> None:
     from runtime.interfaces import run_interface
 
     batch = dist_checks._train_batch()
-    cases = (("sft", "sft", False, {"lr": 1e-2, "weight_decay": 0.1}),
-             ("ppo_critic", "ppo_critic", True, {"lr": 1e-2, "weight_decay": 0.1}))
-    arch = dist_checks.tiny_arch("llama")
-    for label, interface, value_head, args in cases:
+    for label, interface, family, value_head, layouts in TRAIN_CASES:
+        arch = dist_checks.tiny_arch(family)
+        args = {"lr": 1e-2, "weight_decay": 0.1}
         spec = ModelSpec(role="critic" if value_head else "actor", arch=arch, trainable=True,
                          value_head=value_head, lora=LORA)
         for name, dp, tp, pp in TRAIN_LAYOUTS:
+            if name not in layouts:
+                continue
             engine = build_engine(spec, _layout(dp, tp, pp, 0, micro_batches=2), rank, seed=5)
             if engine is None:
                 continue
@@ -215,11 +223,11 @@ def test_logits_equal_transformers_on_the_merged_model(results: dict, family: st
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["sft", "ppo_critic"])
-def test_train_step_changes_adapters_only(results: dict, case: str) -> None:
+@pytest.mark.parametrize(("case", "layouts"), [(c[0], c[4]) for c in TRAIN_CASES])
+def test_train_step_changes_adapters_only(results: dict, case: str, layouts: tuple) -> None:
     ref = results[f"train/{case}/single"]
     assert ref[1] != ref[0]
-    for name, *_ in TRAIN_LAYOUTS:
+    for name in layouts:
         assert results[f"frozen/{case}/{name}"] is True, name
         assert results[f"changed/{case}/{name}"] == results[f"trained/{case}/{name}"], name
         got = results[f"train/{case}/{name}"]
