@@ -22,6 +22,9 @@ Memory: bf16 weights, grads (param dtype, Megatron's default grad_reduce_in_fp32
 Adam states as fp32 master + m + v = 12 bytes/param (sharded over DP with the
 distributed optimizer), activations of the micro-batches 1F1B keeps in flight, KV cache,
 and logits (bf16 + an fp32 copy for the loss / log-softmax).
+LoRA (`ModelSpec.lora`): weights count base + adapters, but grads, optimizer states, the
+DP gradient sync and the Adam step count only the trained adapters (+ a value head), and
+a refresh of a replica moves only those (the frozen base stays in every replica).
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ class _Shape:
     vocab: int
     layers_per_stage: int
     stage_params: tuple[float, ...]
+    trained_params: tuple[float, ...]
+    """Per stage, the parameters a train step updates (all of them without LoRA)."""
 
 
 class AnalyticCostModel:
@@ -140,11 +145,13 @@ class AnalyticCostModel:
         """
         if model.arch is None or src == dst:
             return MoveEstimate(time_s=0.0, bytes_total=0.0)
-        key = (model.arch, model.value_head, src, dst)
+        key = (model.arch, model.value_head, model.lora, src, dst)
         if key not in self._realloc_cache:
             vocab = padded_vocab(model.arch.vocab_size, math.lcm(src.tp, dst.tp), self.options.vocab_multiple)
+            # a LoRA model's replicas keep the frozen base: only adapters (+ value head) move
             flows = transfer_flows(model.arch, src, dst, value_head=model.value_head, cluster=self.cluster,
-                                   dtype_bytes=self.options.dtype_bytes, vocab_size=vocab)
+                                   dtype_bytes=self.options.dtype_bytes, vocab_size=vocab,
+                                   lora=model.lora, trainable_only=model.lora is not None)
             self._realloc_cache[key] = price_flows(flows, self.hardware, self.cluster)
         return self._realloc_cache[key]
 
@@ -176,10 +183,12 @@ class AnalyticCostModel:
         arch = model.arch
         assert arch is not None
         vocab = padded_vocab(arch.vocab_size, layout.tp, self.options.vocab_multiple)
+        which = {"value_head": model.value_head, "tp": layout.tp, "pp": layout.pp, "vocab_size": vocab,
+                 "lora": model.lora}
         return _Shape(arch=arch, value_head=model.value_head, layout=layout, vocab=vocab,
                       layers_per_stage=arch.num_layers // layout.pp,
-                      stage_params=stage_params(arch, value_head=model.value_head, tp=layout.tp,
-                                                pp=layout.pp, vocab_size=vocab))
+                      stage_params=stage_params(arch, **which),
+                      trained_params=stage_params(arch, **which, trainable_only=True))
 
     def _verdict(self, time_terms: dict[str, float], mem_terms: dict[str, float],
                  resident: float) -> CallEstimate:
@@ -254,7 +263,7 @@ class AnalyticCostModel:
         compute, tp_comm, p2p = stages[worst]
         t_mb = compute + tp_comm + p2p
         dp_sync = optimizer = 0.0
-        params_dev = max(s.stage_params)
+        params_dev = max(s.trained_params)
         if lay.dp > 1:
             group = self._group(lay, "dp")
             grads = params_dev * opts.grad_bytes
@@ -273,10 +282,10 @@ class AnalyticCostModel:
         }
         per_stage = []
         for k in range(lay.pp):
-            p = s.stage_params[k]
+            p, trained = s.stage_params[k], s.trained_params[k]
             in_flight = min(m, lay.pp - k)
-            terms = {"weights_bytes": p * opts.dtype_bytes, "grads_bytes": p * opts.grad_bytes,
-                     "optimizer_states_bytes": p * ADAM_STATE_BYTES / (lay.dp if opts.distributed_optimizer else 1)}
+            terms = {"weights_bytes": p * opts.dtype_bytes, "grads_bytes": trained * opts.grad_bytes,
+                     "optimizer_states_bytes": trained * ADAM_STATE_BYTES / (lay.dp if opts.distributed_optimizer else 1)}
             if opts.recompute:
                 seq_div = lay.tp if opts.sequence_parallel else 1
                 stored = s.arch.hidden_size * opts.dtype_bytes / seq_div

@@ -21,6 +21,13 @@ Megatron keeps a copy of the word embeddings as `output_layer.weight` on the las
 stage when pp > 1 (`tied_to` names the parameter it copies); with pp == 1 there is no
 separate output weight. A value-head model has `value_head.weight`, [1, hidden],
 replicated across TP, in place of the output layer (the runtime's engine uses that name).
+
+LoRA (`lora=LoraSpec`): each targeted linear layer `X` gains adapters `X.lora_a` [r, in]
+and `X.lora_b` [out, r], cut like their base under TP: a column-parallel base
+(linear_qkv, linear_fc1) has B cut like its weight (contiguous, or gate_up for SwiGLU)
+and A replicated; a row-parallel base (linear_proj, linear_fc2) has A cut along `in`
+(dim 1) and B replicated. With `trainable_only=True` a LoRA manifest keeps only what a
+train step changes, the adapters and a value head: what a replica's refresh moves.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from graph.spec import ModelArch
+from graph.spec import LoraSpec, ModelArch
 
 Run = tuple[int, int]
 Slice = tuple[tuple[int, int], ...]
@@ -58,6 +65,8 @@ class ParamInfo:
     """Global layer index for place == "layer"."""
     tied_to: str | None = None
     """Name of the parameter this one is a copy of (tied output layer), else None."""
+    adapter: bool = False
+    """A LoRA adapter (`.lora_a` / `.lora_b` of a linear layer)."""
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -183,14 +192,49 @@ def _layer_params(arch: ModelArch, i: int) -> list[ParamInfo]:
     return out
 
 
+def lora_layer_params(arch: ModelArch, i: int, lora: LoraSpec) -> list[ParamInfo]:
+    """The adapters of layer `i`: (A, B) per target, cut like the base layer under TP."""
+    h, f, d, r = arch.hidden_size, arch.ffn_hidden_size, arch.head_dim, lora.rank
+    fc1_rows, fc1_split = (f, "contiguous") if arch.family == "gpt2" else (2 * f, "gate_up")
+    # target -> (module path, in, out, column-parallel, split of the column-parallel B)
+    linears = {
+        "linear_qkv": ("self_attention.linear_qkv", h, (arch.num_heads + 2 * arch.num_kv_heads) * d,
+                       True, "contiguous"),
+        "linear_proj": ("self_attention.linear_proj", arch.num_heads * d, h, False, ""),
+        "linear_fc1": ("mlp.linear_fc1", h, fc1_rows, True, fc1_split),
+        "linear_fc2": ("mlp.linear_fc2", f, h, False, ""),
+    }
+    out = []
+    p = f"decoder.layers.{i}."
+    for target in lora.targets:
+        path, n_in, n_out, column, split = linears[target]
+        a_cut = (None, "replicated") if column else (1, "contiguous")
+        b_cut = (0, split) if column else (None, "replicated")
+        for leaf, shape, (dim, kind) in (("lora_a", (r, n_in), a_cut), ("lora_b", (n_out, r), b_cut)):
+            out.append(ParamInfo(name=f"{p}{path}.{leaf}", shape=shape, tp_dim=dim, split=kind,
+                                 place="layer", layer=i, adapter=True))
+    return out
+
+
 @functools.lru_cache(maxsize=256)
 def param_manifest(arch: ModelArch, *, value_head: bool = False, pp: int = 1,
-                   vocab_size: int | None = None) -> tuple[ParamInfo, ...]:
+                   vocab_size: int | None = None, lora: LoraSpec | None = None,
+                   trainable_only: bool = False) -> tuple[ParamInfo, ...]:
     """Every parameter of GPTModel for `arch` under `pp` stages, in module order.
 
     `vocab_size` overrides the arch's vocabulary (e.g. Megatron's padded vocabulary).
     `pp` only matters for tied embeddings, which add a last-stage copy when pp > 1.
+    `lora` adds the adapters of its targets to every layer; with `trainable_only` a LoRA
+    manifest keeps only the adapters and a value head (without LoRA it changes nothing).
     """
+    full = _full_manifest(arch, value_head=value_head, pp=pp, vocab_size=vocab_size, lora=lora)
+    if lora is None or not trainable_only:
+        return full
+    return tuple(p for p in full if p.adapter or p.name == VALUE_HEAD)
+
+
+def _full_manifest(arch: ModelArch, *, value_head: bool, pp: int, vocab_size: int | None,
+                   lora: LoraSpec | None) -> tuple[ParamInfo, ...]:
     if pp < 1 or arch.num_layers % pp:
         raise ValueError(
             f"pp={pp} must be >= 1 and divide num_layers={arch.num_layers} (layers are split evenly)"
@@ -205,6 +249,8 @@ def param_manifest(arch: ModelArch, *, value_head: bool = False, pp: int = 1,
                              split="replicated", place="first"))
     for i in range(arch.num_layers):
         out.extend(_layer_params(arch, i))
+        if lora is not None:
+            out.extend(lora_layer_params(arch, i, lora))
     out.append(ParamInfo(name="decoder.final_layernorm.weight", shape=(h,), tp_dim=None,
                          split="replicated", place="last"))
     if arch.family == "gpt2":
@@ -243,10 +289,13 @@ def padded_vocab(vocab_size: int, tp: int, multiple: int = 128) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def stage_params(arch: ModelArch, *, value_head: bool, tp: int, pp: int,
-                 vocab_size: int | None = None) -> tuple[float, ...]:
-    """Parameters one device of each pipeline stage holds (its TP shard of the stage)."""
+                 vocab_size: int | None = None, lora: LoraSpec | None = None,
+                 trainable_only: bool = False) -> tuple[float, ...]:
+    """Parameters one device of each pipeline stage holds (its TP shard of the stage);
+    with `trainable_only`, only those a LoRA model trains (see `param_manifest`)."""
     out = [0.0] * pp
-    for p in param_manifest(arch, value_head=value_head, pp=pp, vocab_size=vocab_size):
+    for p in param_manifest(arch, value_head=value_head, pp=pp, vocab_size=vocab_size, lora=lora,
+                            trainable_only=trainable_only):
         share = p.numel / tp if p.tp_dim is not None else p.numel
         for stage in p.stages(pp, arch.num_layers):
             out[stage] += share

@@ -16,6 +16,9 @@ Rules of the derivation:
   `TransferOp.src_local` / `dst_local`), and applying an op is one strided copy.
 
 Slices are tuples of (start, stop) per dimension, in global (unsharded) coordinates.
+
+A LoRA model (`lora=`) whose replicas already hold the frozen base refreshes with
+`trainable_only=True`: the plan then covers only the adapters and a value head.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from cost_model.api import MoveEstimate
 from cost_model.hardware import HardwareSpec
 from cost_model.layout import Cluster, DeviceMesh, Layout
 from cost_model.params import ParamInfo, Slice, param_manifest
-from graph.spec import ModelArch
+from graph.spec import LoraSpec, ModelArch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,14 +220,17 @@ def _dst_devices(p: ParamInfo, dst: Layout, num_layers: int) -> Iterator[tuple[i
 
 def plan_transfer(arch: ModelArch, src: Layout, dst: Layout, *, model: str = "model",
                   value_head: bool = False, cluster: Cluster | None = None, dtype_bytes: int = 2,
-                  vocab_size: int | None = None) -> TransferPlan:
+                  vocab_size: int | None = None, lora: LoraSpec | None = None,
+                  trainable_only: bool = False) -> TransferPlan:
     """Derive the TransferPlan moving `arch`'s parameters from layout `src` to layout `dst`.
 
-    `cluster` decides which devices share a node (default: all on one node).
+    `cluster` decides which devices share a node (default: all on one node). `lora` and
+    `trainable_only` pick the parameters moved (see `cost_model.params.param_manifest`).
     """
     node_of = cluster.node_of if cluster is not None else (lambda _d: 0)
-    src_manifest = param_manifest(arch, value_head=value_head, pp=src.pp, vocab_size=vocab_size)
-    dst_manifest = param_manifest(arch, value_head=value_head, pp=dst.pp, vocab_size=vocab_size)
+    which = {"value_head": value_head, "vocab_size": vocab_size, "lora": lora, "trainable_only": trainable_only}
+    src_manifest = param_manifest(arch, pp=src.pp, **which)
+    dst_manifest = param_manifest(arch, pp=dst.pp, **which)
     holders = _holders(arch, src, src_manifest)
     load: dict[int, int] = defaultdict(int)
     ops: list[TransferOp] = []
@@ -250,7 +256,8 @@ def plan_transfer(arch: ModelArch, src: Layout, dst: Layout, *, model: str = "mo
 
 def transfer_flows(arch: ModelArch, src: Layout, dst: Layout, *, value_head: bool = False,
                    cluster: Cluster | None = None, dtype_bytes: int = 2,
-                   vocab_size: int | None = None) -> list[tuple[int, int, float]]:
+                   vocab_size: int | None = None, lora: LoraSpec | None = None,
+                   trainable_only: bool = False) -> list[tuple[int, int, float]]:
     """Fast (src, dst, bytes) flows of the plan `plan_transfer` derives, for pricing.
 
     Same bytes per destination and per node pair as the plan; instead of the plan's
@@ -265,9 +272,10 @@ def transfer_flows(arch: ModelArch, src: Layout, dst: Layout, *, value_head: boo
         raise ValueError(f"num_layers={arch.num_layers} is not divisible by pp={src.pp} and pp={dst.pp}")
     small = dataclasses.replace(arch, num_layers=reps)
     scale = arch.num_layers // reps
-    holders = _holders(small, src, param_manifest(small, value_head=value_head, pp=src.pp, vocab_size=vocab_size))
+    which = {"value_head": value_head, "vocab_size": vocab_size, "lora": lora, "trainable_only": trainable_only}
+    holders = _holders(small, src, param_manifest(small, pp=src.pp, **which))
     flows: dict[tuple[int, int], float] = defaultdict(float)
-    for p in param_manifest(small, value_head=value_head, pp=dst.pp, vocab_size=vocab_size):
+    for p in param_manifest(small, pp=dst.pp, **which):
         weight = scale if p.layer is not None else 1
         sources = _Sources(holders[p.data_name], (r for t in range(dst.tp) for r in p.shard_runs(dst.tp, t)))
         for dev, tp_rank in _dst_devices(p, dst, reps):

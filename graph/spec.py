@@ -215,6 +215,40 @@ class ModelArch:
         return total
 
 
+LORA_TARGETS = ("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2")
+"""Linear layers LoRA can adapt (Megatron names): fused QKV, attention output, MLP in, MLP out."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoraSpec:
+    """Low-rank adapters W + (alpha / rank) * B @ A on some linear layers; the base stays frozen."""
+
+    rank: int
+    """Rank r of the adapters: A is [r, in], B is [out, r]."""
+    alpha: float
+    """Scale numerator: the update is (alpha / rank) * B @ A."""
+    targets: tuple[str, ...] = LORA_TARGETS
+    """Megatron linear layers that get adapters (see LORA_TARGETS)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
+            raise ValueError(f"lora.rank={self.rank!r}: must be an integer >= 1 (e.g. 8)")
+        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+            raise ValueError(f"lora.alpha={self.alpha!r}: must be a number > 0 (e.g. 2 * rank)")
+        if not self.targets:
+            raise ValueError(f"lora.targets is empty; list some of {', '.join(LORA_TARGETS)}")
+        for target in self.targets:
+            if target not in LORA_TARGETS:
+                raise ValueError(f"lora.targets: unknown target {target!r}; known: {', '.join(LORA_TARGETS)}")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"lora.targets lists a target twice: {list(self.targets)}; list each once")
+
+    @property
+    def scale(self) -> float:
+        """alpha / rank, the factor on B @ A."""
+        return self.alpha / self.rank
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """One model of the experiment, named by its role (actor, critic, ref, reward, ...)."""
@@ -233,6 +267,8 @@ class ModelSpec:
     """Name of a rule-based reward function; set instead of an architecture."""
     init_from: str | None = None
     """Role whose initial weights this model copies (e.g. ref from actor)."""
+    lora: LoraSpec | None = None
+    """LoRA adapters (train only them, plus a value head); None trains every weight."""
 
     def __post_init__(self) -> None:
         check_name("model role", self.role)
@@ -242,6 +278,9 @@ class ModelSpec:
             )
         if self.rule is not None and self.trainable:
             raise ValueError(f"model {self.role!r}: a rule-based reward cannot be trainable")
+        if self.lora is not None and not self.trainable:
+            raise ValueError(f"model {self.role!r}: lora is set on a model that is not trainable; "
+                             "set trainable: true or drop lora")
 
     @property
     def is_rule(self) -> bool:

@@ -41,6 +41,18 @@ class ArchConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters of a trainable model (under `models.ROLE.lora`)."""
+
+    rank: int = 8
+    """Rank r of the adapters (>= 1)."""
+    alpha: float = 16.0
+    """Scale numerator: the update is alpha / rank * B @ A."""
+    targets: list[str] = field(default_factory=lambda: ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"])
+    """Linear layers to adapt: linear_qkv, linear_proj, linear_fc1, linear_fc2."""
+
+
+@dataclass
 class ModelConfig:
     """One model, named by its role under `models:`."""
 
@@ -58,6 +70,8 @@ class ModelConfig:
     """Name of a rule-based reward function (no weights)."""
     init_from: str | None = None
     """Role whose initial weights this model copies, e.g. ref from actor."""
+    lora: LoraConfig | None = None
+    """LoRA adapters (rank, alpha, targets); null trains every weight. Needs trainable: true."""
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 from graph.dataflow import DataflowGraph
 from graph.datasets import PTX_KEY, dataset_keys
 from graph.interfaces import get_interface, make_args
-from graph.spec import Call, CallKind, ModelArch, ModelSpec
+from graph.spec import Call, CallKind, LoraSpec, ModelArch, ModelSpec
 from graph.templates import TemplateParams, build_template, check_ppo_calls
 from planner import known_heuristics
 from realloc import schema
@@ -223,6 +223,21 @@ def _arch(role: str, mc: ModelConfig, exp_dir: Path) -> ModelArch | None:
         raise ConfigError(f"{key}: {exc}") from None
 
 
+def _lora(role: str, mc: ModelConfig) -> LoraSpec | None:
+    """The LoraSpec of `models.ROLE.lora` (None when null), checked with one-line errors."""
+    key = f"models.{role}.lora"
+    if mc.lora is None:
+        return None
+    if not mc.trainable:
+        raise ConfigError(f"{key} is set but models.{role}.trainable is false; set trainable: true "
+                          f"or {key}: null (only trained models take adapters)")
+    lc = mc.lora
+    try:
+        return LoraSpec(rank=lc.rank, alpha=float(lc.alpha), targets=tuple(lc.targets))
+    except ValueError as exc:
+        raise ConfigError(f"models.{role}.{exc}") from None
+
+
 def build_models(cfg: ExperimentConfig, exp_dir: Path) -> list[ModelSpec]:
     """ModelSpecs from the `models` section."""
     if not cfg.models:
@@ -244,9 +259,11 @@ def build_models(cfg: ExperimentConfig, exp_dir: Path) -> list[ModelSpec]:
             raise ConfigError(
                 f"models.{role}.init_from: unknown role {mc.init_from!r}; defined: {', '.join(cfg.models)}"
             )
+        lora = _lora(role, mc)
         try:
             specs.append(ModelSpec(role=role, arch=arch, checkpoint=checkpoint, trainable=mc.trainable,
-                                   value_head=mc.value_head, rule=mc.rule, init_from=mc.init_from))
+                                   value_head=mc.value_head, rule=mc.rule, init_from=mc.init_from,
+                                   lora=lora))
         except ValueError as exc:
             raise ConfigError(f"models.{role}: {exc}") from None
     return specs

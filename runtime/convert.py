@@ -55,6 +55,13 @@ def shard_spec(global_name: str, family: str) -> ShardSpec:
         return ShardSpec(dim=0, stride=1 if family == "gpt2" else 2)
     if last2 in ("linear_proj.weight", "linear_fc2.weight"):
         return ShardSpec(dim=1)
+    # LoRA adapters (runtime.lora) are cut like their base layer
+    if last2 == "linear_qkv.lora_b":
+        return ShardSpec(dim=0)
+    if last2 == "linear_fc1.lora_b":
+        return ShardSpec(dim=0, stride=1 if family == "gpt2" else 2)
+    if last2 in ("linear_proj.lora_a", "linear_fc2.lora_a"):
+        return ShardSpec(dim=1)
     return ShardSpec(dim=None)
 
 

@@ -7,6 +7,9 @@ owns a `ProcessGroupCollection`, so several models and layouts live in one proce
 Weights travel by **global name** (Megatron parameter names with global layer indices,
 see `runtime.convert`): `named_local_shards()` exposes this rank's shards in place,
 `global_state()` gathers the whole model, `save_hf()` writes a HF checkpoint.
+
+A spec with `lora` gets adapters on its target layers (`runtime.lora`), its base frozen;
+its global state holds the adapters by name, and `save_hf` writes the merged weights.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 
 from cost_model.layout import Layout
 from graph.spec import ModelArch, ModelSpec
-from runtime import convert, platform
+from runtime import convert, lora, platform
 from runtime.checkpoint import read_hf_checkpoint, save_hf_checkpoint, validate_checkpoint
 from runtime.groups import RankCoords, build_layout_groups
 
@@ -147,6 +150,9 @@ class ModelEngine:
         ).to(platform.device())
         if spec.value_head and self.is_last_stage:
             self.model.output_layer = ValueHead(self.arch.hidden_size, self.dtype).to(platform.device())
+        if spec.lora is not None:
+            lora.attach_lora(self.model, spec.lora, family=self.arch.family, tp_group=pgc.tp)
+            lora.freeze_base(self.model, keep=("output_layer.weight",) if spec.value_head else ())
         self.layer_offset = coords.pp_rank * (self.arch.num_layers // layout.pp)
         self.module = self.model  # the bare GPTModel; `model` may become a DDP wrapper
         self.trainer: Any = None
@@ -205,11 +211,14 @@ class ModelEngine:
                                    global_shape=tuple(shape), ranges=ranges)
         return out
 
-    def load_global_state(self, mg: dict[str, torch.Tensor]) -> None:
-        """Copy this rank's shards out of Megatron-global tensors (any superset works)."""
+    def load_global_state(self, mg: dict[str, torch.Tensor], *, partial: bool = False) -> None:
+        """Copy this rank's shards out of Megatron-global tensors (any superset works; with
+        `partial`, parameters `mg` lacks keep their values, e.g. to load LoRA adapters alone)."""
         tp, tp_rank = self.layout.tp, self.coords.tp_rank
         with torch.no_grad():
             for name, local in self.named_local_shards().items():
+                if partial and name not in mg:
+                    continue
                 source = name
                 if name == "output_layer.weight" and name not in mg:
                     source = "embedding.word_embeddings.weight"  # tied, last stage of pp > 1
@@ -220,6 +229,12 @@ class ModelEngine:
                                      f"rank holds {list(local.tensor.shape)}")
                 local.tensor.copy_(value)
         self.weights_changed()
+
+    def refreshed_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters a refresh of this replica rewrites: all of them, or with LoRA only
+        the trained ones (adapters, value head); the frozen base stays in place."""
+        params = list(self.module.parameters())
+        return params if self.spec.lora is None else [p for p in params if p.requires_grad]
 
     def weights_changed(self) -> None:
         """Call after writing shards in place: refreshes the optimizer's main params."""
@@ -234,7 +249,10 @@ class ModelEngine:
                 hf["score.weight"] = convert.init_tensor("score.weight", (1, arch.hidden_size), self.seed)
         else:
             hf = convert.random_hf_state(arch, seed=self.seed, value_head=spec.value_head)
-        self.load_global_state(convert.hf_to_megatron(hf, arch, value_head=spec.value_head))
+        mg = convert.hf_to_megatron(hf, arch, value_head=spec.value_head)
+        if spec.lora is not None:
+            mg.update(lora.init_adapters(arch, spec.lora, self.seed))
+        self.load_global_state(mg)
 
     def global_state(self) -> dict[str, torch.Tensor] | None:
         """Gather every Megatron-global tensor (fp32, CPU) onto the layout's first rank.
@@ -261,11 +279,18 @@ class ModelEngine:
         return out
 
     def save_hf(self, path: str) -> None:
-        """Write the model as a HF checkpoint (collective over the mesh; first rank writes)."""
+        """Write the model as a HF checkpoint (collective over the mesh; first rank writes).
+
+        A LoRA model is written merged (W + alpha/r * B @ A: a plain HF model), with its
+        adapters alone beside it (`runtime.lora.save_adapters`).
+        """
         mg = self.global_state()
         if mg is not None:
-            hf = convert.megatron_to_hf(mg, self.arch, value_head=self.spec.value_head)
+            weights = mg if self.spec.lora is None else lora.merge_lora(mg, self.spec.lora)
+            hf = convert.megatron_to_hf(weights, self.arch, value_head=self.spec.value_head)
             save_hf_checkpoint(path, hf, self.arch, value_head=self.spec.value_head)
+            if self.spec.lora is not None:
+                lora.save_adapters(path, mg, self.spec.lora)
         dist.barrier(group=self.pgc.mesh)
 
     def release(self) -> None:

@@ -138,7 +138,7 @@ class Engines:
         engine, key = self.get(role, layout), (role, placement(layout))
         if engine is None or key in self.freed:
             return 0
-        params = list(engine.module.parameters())
+        params = engine.refreshed_parameters()  # a LoRA replica keeps its frozen base
         self.freed[key] = [p.shape for p in params]
         freed = 0
         for param in params:
@@ -152,7 +152,7 @@ class Engines:
         engine = self.get(role, layout)
         if shapes is None or engine is None:
             return
-        for param, shape in zip(engine.module.parameters(), shapes):
+        for param, shape in zip(engine.refreshed_parameters(), shapes):
             param.data = torch.empty(shape, dtype=param.dtype, device=param.device)
 
 
@@ -210,13 +210,16 @@ class Worker:
             assert model.arch is not None
             # every rank derives the same plan (its byte counts set the chunking), so the
             # dtype comes from the platform, not from whether this rank holds an engine
+            # a LoRA model's replicas keep their frozen base: only adapters (+ value head) move
             plan = plan_transfer(model.arch, home, layout, model=role, value_head=model.value_head,
-                                 dtype_bytes=self.dtype_bytes)
+                                 dtype_bytes=self.dtype_bytes, lora=model.lora,
+                                 trainable_only=model.lora is not None)
             self.plans[(role, layout)] = plan
         self.engines.materialize(role, layout)
         replica = self.engines.get(role, layout)
         stats = execute_transfer(plan, model.arch, self.rank, src_shards=_shards(self.engines.get(role, home)),
-                                 dst_shards=_shards(replica), value_head=model.value_head, staging=self.staging)
+                                 dst_shards=_shards(replica), value_head=model.value_head, staging=self.staging,
+                                 lora=model.lora)
         if replica is not None:
             replica.weights_changed()
         log.realloc_time_s += stats.time_s

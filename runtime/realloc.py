@@ -31,7 +31,7 @@ import torch.distributed as dist
 
 from cost_model.params import ParamInfo, Slice, param_manifest
 from cost_model.transfer import TransferOp, TransferPlan
-from graph.spec import ModelArch
+from graph.spec import LoraSpec, ModelArch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,11 +56,12 @@ def local_shard(global_tensor: torch.Tensor, info: ParamInfo, tp: int, tp_rank: 
     return torch.cat(parts, dim=info.tp_dim).contiguous()
 
 
-def manifests(arch: ModelArch, plan: TransferPlan, *, value_head: bool,
-              vocab_size: int | None) -> tuple[dict[str, ParamInfo], dict[str, ParamInfo]]:
-    """Parameter info by name in the source and the destination layout."""
-    src = {p.name: p for p in param_manifest(arch, value_head=value_head, pp=plan.src.pp, vocab_size=vocab_size)}
-    dst = {p.name: p for p in param_manifest(arch, value_head=value_head, pp=plan.dst.pp, vocab_size=vocab_size)}
+def manifests(arch: ModelArch, plan: TransferPlan, *, value_head: bool, vocab_size: int | None,
+              lora: LoraSpec | None = None) -> tuple[dict[str, ParamInfo], dict[str, ParamInfo]]:
+    """Parameter info by name in the source and the destination layout (LoRA adapters included)."""
+    which = {"value_head": value_head, "vocab_size": vocab_size, "lora": lora}
+    src = {p.name: p for p in param_manifest(arch, pp=plan.src.pp, **which)}
+    dst = {p.name: p for p in param_manifest(arch, pp=plan.dst.pp, **which)}
     return src, dst
 
 
@@ -181,14 +182,15 @@ def execute_transfer(plan: TransferPlan, arch: ModelArch, rank: int, *,
                      src_shards: Mapping[str, torch.Tensor] | None,
                      dst_shards: Mapping[str, torch.Tensor] | None,
                      value_head: bool = False, vocab_size: int | None = None,
-                     chunk_bytes: int = 64 * 2**20, group: Any = None,
+                     lora: LoraSpec | None = None, chunk_bytes: int = 64 * 2**20, group: Any = None,
                      staging: StagingPool | None = None, overlap: bool = True,
                      copy_threads: int | None = 1) -> ReallocStats:
     """Run `plan` on this rank: send what it holds in the source layout, fill its destination shards.
 
     Call it on every rank of src.mesh and dst.mesh with the same plan (other ranks may
     call it too; they do nothing). `dst_shards` tensors are written in place. Pass the
-    same `staging` pool to every call of a process to reuse its packing buffers.
+    same `staging` pool to every call of a process to reuse its packing buffers. A plan
+    that moves LoRA adapters needs the model's `lora` to find them.
 
     With `overlap`, chunk k+1 is packed and posted before chunk k is awaited and
     unpacked, and the local copies run while the first chunk is in flight; staging then
@@ -203,7 +205,7 @@ def execute_transfer(plan: TransferPlan, arch: ModelArch, rank: int, *,
         raise ValueError(f"copy_threads={copy_threads}: give a positive number of threads, or None")
     pool = staging if staging is not None else StagingPool()
     start = time.perf_counter()
-    src_info, dst_info = manifests(arch, plan, value_head=value_head, vocab_size=vocab_size)
+    src_info, dst_info = manifests(arch, plan, value_head=value_head, vocab_size=vocab_size, lora=lora)
     in_src, in_dst = rank in plan.src.mesh.devices, rank in plan.dst.mesh.devices
     if in_src and src_shards is None:
         raise ValueError(f"rank {rank} is in the source layout of {plan.model!r} but has no source shards")

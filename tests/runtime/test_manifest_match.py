@@ -8,7 +8,7 @@ head and with tied embeddings.
 import pytest
 
 from cost_model.params import param_manifest
-from graph.spec import ModelArch, ModelSpec
+from graph.spec import LoraSpec, ModelArch, ModelSpec
 from runtime.launch import LaunchSpec, launch
 
 pytestmark = pytest.mark.slow
@@ -23,6 +23,13 @@ ARCHS = {
                       tied_embeddings=True),
 }
 
+LORA = LoraSpec(rank=3, alpha=6.0)
+TWO_TARGETS = LoraSpec(rank=2, alpha=2.0, targets=("linear_qkv", "linear_fc2"))
+
+
+def _trainable(engine):
+    return {engine.global_name(n) for n, p in engine.module.named_parameters() if p.requires_grad}
+
 
 def _engine_params(ctx):
     from cost_model.layout import DeviceMesh, Layout
@@ -32,22 +39,35 @@ def _engine_params(ctx):
     out = {}
     for key, arch in ARCHS.items():
         for value_head in (False, True):
-            spec = ModelSpec(role="m", arch=arch, trainable=True, value_head=value_head)
+            spec = ModelSpec(role="m", arch=arch, trainable=True, value_head=value_head,
+                             lora=LORA if value_head else None)  # LoRA with and without a value head
             engine = build_engine(spec, layout, ctx.rank)
             out[(key, value_head)] = {
-                name: (tuple(s.global_shape), s.spec.dim, s.spec.stride)
+                name: (tuple(s.global_shape), s.spec.dim, s.spec.stride, name in _trainable(engine))
                 for name, s in engine.named_local_shards().items()
             }
+            if key == "llama" and not value_head:  # and a LoRA LM on two targets
+                spec = ModelSpec(role="m", arch=arch, trainable=True, lora=TWO_TARGETS)
+                engine = build_engine(spec, layout, ctx.rank)
+                out[(key, "lora")] = {
+                    name: (tuple(s.global_shape), s.spec.dim, s.spec.stride, name in _trainable(engine))
+                    for name, s in engine.named_local_shards().items()
+                }
     return out
 
 
 def test_engine_shards_match_the_manifest(tmp_path):
     found = launch(_engine_params, (), LaunchSpec(nproc_per_node=1, log_dir=str(tmp_path)))[0]
+    assert len(found) == 7
     for (key, value_head), engine in found.items():
-        manifest = {p.name: p for p in param_manifest(ARCHS[key], value_head=value_head)}
+        lora = TWO_TARGETS if value_head == "lora" else (LORA if value_head else None)
+        manifest = {p.name: p for p in param_manifest(ARCHS[key], value_head=value_head is True, lora=lora)}
+        trained = {p.name for p in param_manifest(ARCHS[key], value_head=value_head is True, lora=lora,
+                                                  trainable_only=True)}
         assert set(engine) == set(manifest), (key, value_head, set(engine) ^ set(manifest))
-        for name, (shape, dim, stride) in engine.items():
+        for name, (shape, dim, stride, requires_grad) in engine.items():
             info = manifest[name]
             assert shape == info.shape, (key, name)
             assert dim == info.tp_dim, (key, name)
             assert (stride == 2) == (info.split == "gate_up"), (key, name)
+            assert requires_grad == (name in trained), (key, name)  # LoRA freezes the base

@@ -1,4 +1,5 @@
-"""Reallocation executes the TransferPlan bit-exactly: A -> B -> A over many layout pairs on 4 ranks."""
+"""Reallocation executes the TransferPlan bit-exactly: A -> B -> A over many layout pairs on 4 ranks
+(LoRA refreshes too: adapters only, each rank receiving exactly the adapter bytes it lacks)."""
 
 import itertools
 import random
@@ -9,7 +10,7 @@ import torch
 from cost_model.layout import DeviceMesh, Layout
 from cost_model.params import param_manifest
 from cost_model.transfer import plan_transfer
-from graph.spec import ModelArch
+from graph.spec import LoraSpec, ModelArch
 from runtime.launch import LaunchSpec, launch
 from runtime.realloc import StagingPool, execute_transfer, local_shard
 
@@ -19,6 +20,7 @@ ARCH = ModelArch(family="llama", num_layers=4, hidden_size=64, ffn_hidden_size=9
                  num_kv_heads=4, vocab_size=64)
 TIED = ModelArch(family="qwen2", num_layers=2, hidden_size=32, ffn_hidden_size=64, num_heads=4,
                  num_kv_heads=4, vocab_size=64, tied_embeddings=True, qkv_bias=True)
+LORA = LoraSpec(rank=4, alpha=8.0)
 WORLD = 4
 
 
@@ -51,17 +53,18 @@ def _pairs(num, seed):
     return pairs
 
 
-def _global_weights(arch, value_head, seed):
+def _global_weights(arch, value_head, seed, lora=None):
     gen = torch.Generator().manual_seed(seed)
-    return {p.name: torch.randn(p.shape, generator=gen) for p in param_manifest(arch, value_head=value_head)}
+    return {p.name: torch.randn(p.shape, generator=gen)
+            for p in param_manifest(arch, value_head=value_head, lora=lora, trainable_only=True)}
 
 
-def _shards(arch, weights, layout, rank, value_head):
+def _shards(arch, weights, layout, rank, value_head, lora=None):
     if rank not in layout.mesh.devices:
         return None
     _, tp_rank, pp_rank = layout.coords(rank)
     out = {}
-    for p in param_manifest(arch, value_head=value_head, pp=layout.pp):
+    for p in param_manifest(arch, value_head=value_head, pp=layout.pp, lora=lora, trainable_only=True):
         if pp_rank in p.stages(layout.pp, arch.num_layers):
             out[p.name] = local_shard(weights[p.data_name], p, layout.tp, tp_rank)
     return out
@@ -71,20 +74,47 @@ def _zeros_like(shards):
     return None if shards is None else {k: torch.full_like(v, float("nan")) for k, v in shards.items()}
 
 
-def _round_trips(ctx, arch, pairs, value_head, options=None):
-    weights = _global_weights(arch, value_head, seed=7)
+def _lacking_bytes(arch, a, b, rank, value_head, lora):
+    """Brute force: bytes of `rank`'s shards in layout b that it does not hold in layout a,
+    counted index by index along each parameter's cut dimension (fp32)."""
+    if rank not in b.mesh.devices:
+        return 0
+    def held(layout, p_name):
+        if rank not in layout.mesh.devices:
+            return set()
+        _, tp_rank, pp_rank = layout.coords(rank)
+        out = set()
+        for q in param_manifest(arch, value_head=value_head, pp=layout.pp, lora=lora, trainable_only=True):
+            if q.data_name == p_name and pp_rank in q.stages(layout.pp, arch.num_layers):
+                out |= {i for lo, hi in q.shard_runs(layout.tp, tp_rank) for i in range(lo, hi)}
+        return out
+    total = 0
+    for p in param_manifest(arch, value_head=value_head, pp=b.pp, lora=lora, trainable_only=True):
+        missing = held(b, p.name) - held(a, p.data_name)
+        total += 4 * len(missing) * (p.numel // p.shape[0 if p.tp_dim is None else p.tp_dim])
+    return total
+
+
+def _round_trips(ctx, arch, pairs, value_head, options=None, lora=None):
+    """A -> B -> A over `pairs`; with `lora`, only the adapters (+ value head) move, as in a
+    refresh of a LoRA model's replica, and each rank must receive exactly what it lacked."""
+    weights = _global_weights(arch, value_head, seed=7, lora=lora)
     failures, moved = [], 0
+    which = {"value_head": value_head, "lora": lora, "trainable_only": lora is not None}
     for a, b in pairs:
-        src = _shards(arch, weights, a, ctx.rank, value_head)
-        expected_b = _shards(arch, weights, b, ctx.rank, value_head)
+        src = _shards(arch, weights, a, ctx.rank, value_head, lora)
+        expected_b = _shards(arch, weights, b, ctx.rank, value_head, lora)
         got_b = _zeros_like(expected_b)
-        forward = plan_transfer(arch, a, b, value_head=value_head, dtype_bytes=4)
+        forward = plan_transfer(arch, a, b, dtype_bytes=4, **which)
         stats = execute_transfer(forward, arch, ctx.rank, src_shards=src, dst_shards=got_b,
-                                 value_head=value_head, chunk_bytes=8192, **(options or {}))
+                                 value_head=value_head, chunk_bytes=8192, lora=lora, **(options or {}))
         moved += stats.bytes_received
+        if lora is not None and stats.bytes_received != _lacking_bytes(arch, a, b, ctx.rank, value_head, lora):
+            failures.append(f"{a} -> {b}: rank {ctx.rank} received more than the adapter bytes it lacked")
         back = _zeros_like(src)
-        backward = plan_transfer(arch, b, a, value_head=value_head, dtype_bytes=4)
-        execute_transfer(backward, arch, ctx.rank, src_shards=got_b, dst_shards=back, value_head=value_head)
+        backward = plan_transfer(arch, b, a, dtype_bytes=4, **which)
+        execute_transfer(backward, arch, ctx.rank, src_shards=got_b, dst_shards=back, value_head=value_head,
+                         lora=lora)
         for name in (expected_b or {}):
             if not torch.equal(got_b[name], expected_b[name]):
                 failures.append(f"{a} -> {b}: {name} differs on rank {ctx.rank}")
@@ -141,9 +171,10 @@ def test_round_trips_are_bit_exact(tmp_path):
                   (Layout(mesh=DeviceMesh.span(0, 4), dp=1, tp=4, pp=1), Layout(mesh=DeviceMesh.span(1, 2), dp=2, tp=1, pp=1))]
     plain = {"overlap": False, "copy_threads": None}
     scenarios = [(ARCH, pairs, False), (TIED, pp_changes, False), (ARCH, pp_changes, True),
-                 (ARCH, _pairs(2, seed=1), False, plain)]
+                 (ARCH, _pairs(2, seed=1), False, plain), (ARCH, _pairs(3, seed=2) + pp_changes, True, None, LORA)]
     results = launch(_scenarios, (scenarios,), LaunchSpec(nproc_per_node=WORLD, log_dir=str(tmp_path)))
-    for i, name in enumerate(("random pairs", "tied embeddings", "value head", "no overlap, all threads")):
+    names = ("random pairs", "tied embeddings", "value head", "no overlap, all threads", "LoRA refresh")
+    for i, name in enumerate(names):
         failures = [f for r in results.values() for f in r[0][i][0]]
         assert failures == [], name
         assert sum(r[0][i][1] for r in results.values()) > 0, name
