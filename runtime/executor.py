@@ -224,13 +224,16 @@ class Worker:
         """Write RUN_DIR/checkpoints/iter_NNNNNN (world-collective)."""
         from runtime import run_checkpoint, train_state
 
+        start = time.perf_counter()
         state = train_state.collect(self.engines, _trained_models(self.graph))
         path = train_state.save_checkpoint(
             Path(self.job.run_dir) / "checkpoints", iteration, state, rank=self.rank,
             world_size=self.ctx.world_size, fingerprint=self.job.fingerprint,
             layouts=run_checkpoint.plan_layouts(self.layouts), keep=self.job.keep_checkpoints)
         if path is not None:
-            print(f"rank 0: checkpoint {path}", flush=True)
+            size = sum(f.stat().st_size for f in path.iterdir())
+            print(f"rank 0: checkpoint {path} ({size / 2**20:.1f} MiB) in {time.perf_counter() - start:.2f} s",
+                  flush=True)
 
     def _save_due(self, iteration: int) -> bool:
         every = self.job.save_every

@@ -197,5 +197,7 @@ class Trainer:
                     raise ValueError(f"optimizer shard of shape {list(value.shape)} does not fit "
                                      f"{list(p.shape)}; resharding a checkpoint is not supported")
                 p.copy_(value)
-                inner.state[p] = {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
+                # like torch's own loading: `step` stays where it was saved (CPU), moments go to the param
+                inner.state[p] = {k: (v.clone() if k == "step" else v.to(p.device, copy=True))
+                                  if torch.is_tensor(v) else v for k, v in state.items()}
         self.step = int(saved["step"])

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from realloc.experiment import ConfigError, load_experiment
 from realloc.run import run_experiment
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 ROOT = Path(__file__).parents[2]
 ITERATIONS = 8
@@ -116,12 +116,14 @@ def _without_times(record: dict) -> dict:
     return {k: v for k, v in record.items() if "time" not in k}
 
 
+@slow
 def test_the_run_was_killed_mid_run_after_a_checkpoint(runs):
     at_kill = runs["at_kill"]
     assert not at_kill["models"] and not at_kill["last"]
     assert 4 <= at_kill["lines"] < ITERATIONS
 
 
+@slow
 def test_a_corrupt_checkpoint_is_skipped_with_one_warning(runs):
     warnings = [line for line in runs["stderr"].splitlines() if "warning" in line]
     assert warnings == ["realloc: warning: checkpoint iter_000004 is unusable (corrupt: rank1.pt fails its "
@@ -129,6 +131,7 @@ def test_a_corrupt_checkpoint_is_skipped_with_one_warning(runs):
     assert "resuming from" in runs["stdout"] and "iter_000002" in runs["stdout"]
 
 
+@slow
 def test_resumed_metrics_equal_the_uninterrupted_run(runs):
     full, resumed = _metrics(runs["full"]), _metrics(runs["killed"])
     assert [r["iteration"] for r in resumed] == list(range(1, ITERATIONS + 1))
@@ -138,6 +141,7 @@ def test_resumed_metrics_equal_the_uninterrupted_run(runs):
     assert full[-1]["actor_train/grad_norm"] > 0
 
 
+@slow
 def test_resumed_models_and_ema_equal_the_uninterrupted_run(runs):
     for role in ("actor", "critic", "actor_ema"):
         a = load_file(runs["full"] / "models" / role / "model.safetensors")
@@ -154,6 +158,7 @@ def _rank_state(run_dir: Path, iteration: int, rank: int) -> dict:
     return torch.load(path, weights_only=True)
 
 
+@slow
 def test_ema_follows_its_recurrence_on_every_rank(runs):
     """ema_k = d * ema_(k-1) + (1 - d) * w_k, by hand in float64, on each rank's shards."""
     for rank in (0, 1):  # actor_train is dp=2: both ranks hold the actor and its EMA
@@ -169,6 +174,7 @@ def test_ema_follows_its_recurrence_on_every_rank(runs):
             prev = cur
 
 
+@slow
 def test_ema_is_saved_beside_the_actor(runs):
     from graph.spec import ModelArch
     from runtime import convert
@@ -184,6 +190,7 @@ def test_ema_is_saved_beside_the_actor(runs):
     assert any(not torch.equal(got[n], actor[n]) for n in got)  # the EMA lags the weights
 
 
+@slow
 def test_resume_refuses_another_experiment_world_size_or_a_finished_run(runs):
     """Checked before any worker starts (no launch)."""
     killed = runs["killed"]
@@ -194,3 +201,23 @@ def test_resume_refuses_another_experiment_world_size_or_a_finished_run(runs):
                                                               "cluster.devices_per_node=4")))
     with pytest.raises(ConfigError, match=f"already at iteration {ITERATIONS}"):
         run_experiment(load_experiment("ppo_tiny", _overrides(killed, "train.resume=true")))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.ema_decay=1.0", r"train.ema_decay must be in \[0, 1\)"),
+    ("train.ema_models=[ref]", "train.ema_models: 'ref' is not a model a call trains; trained: actor, critic"),
+    ("train.keep_checkpoints=0", "train.keep_checkpoints must be >= 1"),
+    ("train.save_every=-1", "train.save_every must be >= 0"),
+])
+def test_bad_checkpoint_and_ema_keys_are_refused_before_launch(tmp_path, override, message):
+    from realloc.run import make_job
+
+    exp = load_experiment("ppo_tiny", ["train.ema_decay=0.5", f"train.run_dir={tmp_path}", override])
+    with pytest.raises(ConfigError, match=message):
+        make_job(exp, {})
+
+
+def test_resume_without_checkpoints_says_how_to_write_them(tmp_path):
+    exp = load_experiment("ppo_tiny", [f"train.run_dir={tmp_path}", "train.resume=true"])
+    with pytest.raises(ConfigError, match="holds no checkpoint; set train.save_every=N"):
+        run_experiment(exp)
