@@ -115,7 +115,6 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
     from realloc.planning import cost_model_for
     from runtime.executor import Worker
     from runtime.launch import WorkerContext, set_worker_threads
-    from runtime.rundir import MetricsWriter, RunDir, atomic_write
 
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise ConfigError("realloc worker runs under torchrun (it reads RANK and WORLD_SIZE); use `realloc run` on one machine")
@@ -135,24 +134,47 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
 
         torch.cuda.set_device(local_rank)
     set_worker_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    resume_from = None
-    if cfg.train.resume:
-        point, _ = resume_point(experiment, world_size=world, plan=plan, warn=rank == 0)
-        resume_from = str(point.path)
-    job = make_job(experiment, dict(plan.layouts), resume_from=resume_from)
-    if rank == 0:
-        run = RunDir(job.run_dir).create(resume=cfg.train.resume)
-        atomic_write(run.config, experiment.to_yaml())
-        if cfg.train.resume:
-            MetricsWriter(run.metrics).truncate_after(point.meta.iteration)
-        else:
-            plan.save(run.plan)
+    job = make_job(experiment, dict(plan.layouts))  # checks the config on every rank, before joining
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
+    # rank 0 prepares the run directory (and verifies the checkpoint to resume) and tells the others
+    box: list[Any] = [None]
+    if rank == 0:
+        try:
+            box = [("ok", _prepare_run_dir(experiment, plan, world))]
+        except ValueError as exc:
+            box = [("error", str(exc))]
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        dist.destroy_process_group()
+        raise ConfigError(value)
+    job = dataclasses.replace(job, resume_from=value)
     try:
         Worker(WorkerContext(rank, world, local_rank, backend), job).run()
     finally:
         dist.destroy_process_group()
     return 0
+
+
+def _prepare_run_dir(experiment: Experiment, plan: Any, world: int) -> str | None:
+    """Create the run directory of a torchrun worker group; the checkpoint to resume from."""
+    from runtime.run_checkpoint import discard_newer
+    from runtime.rundir import MetricsWriter, RunDir, atomic_write
+
+    cfg = experiment.config
+    run = RunDir(Path(cfg.train.run_dir).resolve())
+    resume_from = None
+    if cfg.train.resume:
+        point, _ = resume_point(experiment, world_size=world, plan=plan)
+        run.create(resume=True)
+        MetricsWriter(run.metrics).truncate_after(point.meta.iteration)
+        discard_newer(run.checkpoints, point)
+        resume_from = str(point.path)
+    else:
+        run.create(resume=False)
+        plan.save(run.plan)
+    atomic_write(run.config, experiment.to_yaml())
+    return resume_from
 
 
 def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
@@ -163,6 +185,7 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
     from runtime.console import MetricsFollower
     from runtime.executor import worker_main
     from runtime.launch import LaunchSpec, WorkerFailed, check_devices, check_port, launch
+    from runtime.run_checkpoint import discard_newer
     from runtime.rundir import MetricsWriter, RunDir, atomic_write, read_metrics
 
     cfg = experiment.config
@@ -186,6 +209,7 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
         job = make_job(experiment, dict(plan.layouts), resume_from=str(point.path))
         run.create(resume=True)
         MetricsWriter(run.metrics).truncate_after(point.meta.iteration)
+        discard_newer(run.checkpoints, point)
         start = point.meta.iteration
         console.print(f"resuming from {point.path} (iteration {start})")
     else:

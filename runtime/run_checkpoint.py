@@ -299,12 +299,21 @@ def find_resume_point(root: str | Path) -> ResumePoint:
         except ValueError as exc:
             skipped.append((path.name, str(exc)))
             continue
-        warnings = tuple(f"checkpoint {name} is unusable ({why}); falling back to {path.name}"
-                         for name, why in skipped)
+        warnings = tuple(f"checkpoint {name} is unusable ({why}); falling back to {path.name} "
+                         "(the unusable one is removed when the run resumes)" for name, why in skipped)
         return ResumePoint(path=path, meta=meta, warnings=warnings)
     reasons = "; ".join(f"{name}: {why}" for name, why in skipped)
     raise CheckpointError(f"train.resume=true but no checkpoint in {str(root)!r} is usable ({reasons}); "
                           "start a fresh run with a new train.run_dir")
+
+
+def discard_newer(root: str | Path, point: ResumePoint) -> list[Path]:
+    """Remove the checkpoint directories newer than `point` (all unusable, or it would not
+    have been chosen) before a resumed run writes its own; returns what was removed."""
+    removed = [p for it, p in _numbered(Path(root)) if it > point.meta.iteration]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
 
 
 def check_compatible(meta: CheckpointMeta, *, name: str, world_size: int, fingerprint: Mapping[str, Any],

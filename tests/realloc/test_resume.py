@@ -127,7 +127,8 @@ def test_the_run_was_killed_mid_run_after_a_checkpoint(runs):
 def test_a_corrupt_checkpoint_is_skipped_with_one_warning(runs):
     warnings = [line for line in runs["stderr"].splitlines() if "warning" in line]
     assert warnings == ["realloc: warning: checkpoint iter_000004 is unusable (corrupt: rank1.pt fails its "
-                        "SHA-256 check); falling back to iter_000002"]
+                        "SHA-256 check); falling back to iter_000002 (the unusable one is removed when the "
+                        "run resumes)"]
     assert "resuming from" in runs["stdout"] and "iter_000002" in runs["stdout"]
 
 

@@ -53,7 +53,11 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one_saying_so(tm
     point = rc.find_resume_point(tmp_path)
     assert point.path.name == "iter_000002" and point.meta.iteration == 2
     assert point.warnings == ("checkpoint iter_000004 is unusable (corrupt: rank1.pt fails its SHA-256 "
-                              "check); falling back to iter_000002",)
+                              "check); falling back to iter_000002 (the unusable one is removed when the "
+                              "run resumes)",)
+    _write(tmp_path, 1, [b"eeee", b"ffff"])  # an older, complete one stays
+    assert rc.discard_newer(tmp_path, point) == [newest]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_000001", "iter_000002"]
 
 
 @pytest.mark.parametrize("damage, why", [
