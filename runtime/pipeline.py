@@ -180,8 +180,8 @@ class Trainer:
         the same model on the same layout can load it."""
         params, states = [], []
         for inner, p in self._main_params():
-            params.append(p.detach().clone())
-            states.append({k: v.detach().clone() if torch.is_tensor(v) else v
+            params.append(p.detach().to("cpu", copy=True))  # compact host copies (shards are views)
+            states.append({k: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v
                            for k, v in inner.state.get(p, {}).items()})
         return {"step": self.step, "main_params": params, "state": states}
 

@@ -127,6 +127,12 @@ def engine_key(role: str, layout: Any) -> str:
     return f"{role}@{layout}"
 
 
+def _host(t: torch.Tensor) -> torch.Tensor:
+    """A compact host copy (parameters are views into DDP's buffer: saving the view would
+    write the whole buffer; on GPUs the copy goes straight to host memory)."""
+    return t.detach().to("cpu", copy=True)
+
+
 def collect(engines: Any, trained: Iterable[str]) -> dict[str, Any]:
     """This rank's part of a checkpoint (see the module docstring); `engines` is an executor
     `Engines` (by_key, homes, get)."""
@@ -138,9 +144,9 @@ def collect(engines: Any, trained: Iterable[str]) -> dict[str, Any]:
         ema = getattr(engine, "ema", None)
         models[role] = {
             "layout": str(engines.homes[role]),
-            "weights": {n: s.tensor.detach().clone() for n, s in engine.named_local_shards().items()},
+            "weights": {n: _host(s.tensor) for n, s in engine.named_local_shards().items()},
             "optimizer": engine.trainer.state_dict() if engine.trainer is not None else None,
-            "ema": {n: t.clone() for n, t in ema.shadow.items()} if ema is not None else None,
+            "ema": {n: _host(t) for n, t in ema.shadow.items()} if ema is not None else None,
         }
     states = {engine_key(role, layout): dict(engine.state)
               for (role, layout), engine in engines.by_key.items() if engine is not None and engine.state}

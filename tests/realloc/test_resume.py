@@ -222,3 +222,23 @@ def test_resume_without_checkpoints_says_how_to_write_them(tmp_path):
     exp = load_experiment("ppo_tiny", [f"train.run_dir={tmp_path}", "train.resume=true"])
     with pytest.raises(ConfigError, match="holds no checkpoint; set train.save_every=N"):
         run_experiment(exp)
+
+
+def _tensor_bytes(obj) -> int:
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+@slow
+def test_rank_files_hold_compact_copies_not_whole_buffers(runs):
+    """Parameters are views into DDP's flat buffer; saving a view would write the whole buffer."""
+    for rank in (0, 1):
+        path = runs["full"] / "checkpoints" / f"iter_{ITERATIONS:06d}" / f"rank{rank}.pt"
+        payload = _tensor_bytes(torch.load(path, weights_only=True))
+        assert payload > 100_000
+        assert path.stat().st_size < 1.2 * payload + 256 * 1024
