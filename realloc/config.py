@@ -225,13 +225,19 @@ class TrainConfig:
     run_dir: str = "runs/${name}"
     """Where the config, plan, logs, metrics and checkpoints go."""
     save_every: int = 0
-    """Checkpoint every N iterations (0: only at the end)."""
+    """Checkpoint every N iterations into run_dir/checkpoints (0: only after the last iteration)."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints to keep (the newest ones)."""
     log_every: int = 1
     """Print a metrics line every N iterations."""
     dtype: str = "auto"
     """Parameter dtype: auto (bf16 on cuda, fp32 on cpu), fp32 or bf16."""
     resume: bool = False
-    """Resume from the latest checkpoint in run_dir."""
+    """Resume from the newest complete checkpoint in run_dir (same experiment and plan)."""
+    ema_decay: float = 0.0
+    """EMA decay d of the ema_models (ema = d*ema + (1-d)*w after each optimizer step); 0 is off."""
+    ema_models: list[str] = field(default_factory=lambda: ["actor"])
+    """Trained models that keep an EMA when ema_decay > 0; saved as run_dir/models/ROLE_ema."""
     free_replicas: bool = True
     """Free a trained model's extra replicas between uses (reallocation refreshes them anyway)."""
 

@@ -11,13 +11,39 @@ from realloc.experiment import ConfigError, Experiment
 from realloc.planning import plan_experiment
 
 
-def make_job(experiment: Experiment, layouts: dict[str, Any]) -> Any:
+def fingerprint(experiment: Experiment) -> dict[str, Any]:
+    """The experiment's identity for checkpoints (see runtime.run_checkpoint)."""
+    from omegaconf import OmegaConf
+
+    from runtime.run_checkpoint import experiment_fingerprint
+
+    return experiment_fingerprint(OmegaConf.to_container(OmegaConf.structured(experiment.config), resolve=True))
+
+
+def _check_train_keys(experiment: Experiment) -> None:
+    t, graph = experiment.config.train, experiment.graph
+    if t.save_every < 0:
+        raise ConfigError(f"train.save_every must be >= 0 (0: only at the end), got {t.save_every}")
+    if t.keep_checkpoints < 1:
+        raise ConfigError(f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1) (0: no EMA; 0.99 is typical), got {t.ema_decay}")
+    if t.ema_decay > 0:
+        trained = [r for r in graph.models if any(c.kind.value == "train" for c in graph.calls_of(r))]
+        for role in t.ema_models:
+            if role not in trained:
+                raise ConfigError(f"train.ema_models: {role!r} is not a model a call trains; "
+                                  f"trained: {', '.join(trained) or 'none'}")
+
+
+def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: str | None = None) -> Any:
     from runtime.executor import DataSettings, Job, PtxSettings
 
     cfg = experiment.config
     d = cfg.data
     if d.path is None and d.generator is None:
         raise ConfigError("data: set data.path to a JSONL file or data.generator to a built-in generator")
+    _check_train_keys(experiment)
     return Job(
         name=cfg.name, graph=experiment.graph, layouts=layouts,
         data=DataSettings(format=d.format, path=d.path, generator=d.generator, num_records=d.num_records,
@@ -25,7 +51,55 @@ def make_job(experiment: Experiment, layouts: dict[str, Any]) -> Any:
                           ptx=None if d.ptx is None else PtxSettings(**dataclasses.asdict(d.ptx))),
         iterations=cfg.train.iterations, seed=cfg.seed, run_dir=str(Path(cfg.train.run_dir).resolve()),
         log_every=cfg.train.log_every, free_replicas=cfg.train.free_replicas,
+        save_every=cfg.train.save_every, keep_checkpoints=cfg.train.keep_checkpoints, resume_from=resume_from,
+        fingerprint=fingerprint(experiment), ema_decay=cfg.train.ema_decay,
+        ema_models=tuple(cfg.train.ema_models) if cfg.train.ema_decay > 0 else (),
     )
+
+
+def resume_point(experiment: Experiment, *, world_size: int, plan: Any = None, warn: bool = True) -> tuple[Any, Any]:
+    """(checkpoint, plan) that `train.resume=true` starts from: the newest complete checkpoint
+    and the run's saved plan.yaml (or `plan`). ConfigError when there is none, or it belongs to
+    another experiment, plan or world size. Prints one line per newer checkpoint skipped."""
+    from runtime.run_checkpoint import (
+        CheckpointError,
+        check_compatible,
+        find_resume_point,
+        plan_layouts,
+    )
+    from runtime.rundir import RunDir
+
+    cfg = experiment.config
+    run = RunDir(Path(cfg.train.run_dir).resolve())
+    try:
+        point = find_resume_point(run.checkpoints)
+        for line in point.warnings if warn else ():
+            print(f"realloc: warning: {line}", file=sys.stderr, flush=True)
+        check_compatible(point.meta, name=point.path.name, world_size=world_size,
+                         fingerprint=fingerprint(experiment), layouts=None)
+        plan = plan if plan is not None else _saved_plan(experiment, run)
+        check_compatible(point.meta, name=point.path.name, world_size=world_size,
+                         fingerprint=fingerprint(experiment), layouts=plan_layouts(plan.layouts))
+    except CheckpointError as exc:
+        raise ConfigError(str(exc)) from None
+    if point.meta.iteration >= cfg.train.iterations:
+        raise ConfigError(f"train.resume: checkpoint {point.path.name} is already at iteration "
+                          f"{point.meta.iteration} of train.iterations={cfg.train.iterations}; raise "
+                          "train.iterations to train further")
+    return point, plan
+
+
+def _saved_plan(experiment: Experiment, run: Any) -> Any:
+    """The plan the resumed run ran (its plan.yaml), checked against the experiment."""
+    from planner import load_plan
+    from realloc.planning import cost_model_for
+
+    try:
+        plan = load_plan(run.plan)
+        plan.check_matches(experiment.graph, cost_model_for(experiment).cluster)
+    except ValueError as exc:
+        raise ConfigError(f"train.resume: {exc}") from None
+    return plan
 
 
 def worker_entry(experiment: Experiment, plan_file: str) -> int:
@@ -42,7 +116,6 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
     from realloc.planning import cost_model_for
     from runtime.executor import Worker
     from runtime.launch import WorkerContext, set_worker_threads
-    from runtime.rundir import RunDir, atomic_write
 
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise ConfigError("realloc worker runs under torchrun (it reads RANK and WORLD_SIZE); use `realloc run` on one machine")
@@ -62,17 +135,47 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
 
         torch.cuda.set_device(local_rank)
     set_worker_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    job = make_job(experiment, dict(plan.layouts))
-    if rank == 0:
-        run = RunDir(job.run_dir).create(resume=False)
-        atomic_write(run.config, experiment.to_yaml())
-        plan.save(run.plan)
+    job = make_job(experiment, dict(plan.layouts))  # checks the config on every rank, before joining
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
+    # rank 0 prepares the run directory (and verifies the checkpoint to resume) and tells the others
+    box: list[Any] = [None]
+    if rank == 0:
+        try:
+            box = [("ok", _prepare_run_dir(experiment, plan, world))]
+        except ValueError as exc:
+            box = [("error", str(exc))]
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        dist.destroy_process_group()
+        raise ConfigError(value)
+    job = dataclasses.replace(job, resume_from=value)
     try:
         Worker(WorkerContext(rank, world, local_rank, backend), job).run()
     finally:
         dist.destroy_process_group()
     return 0
+
+
+def _prepare_run_dir(experiment: Experiment, plan: Any, world: int) -> str | None:
+    """Create the run directory of a torchrun worker group; the checkpoint to resume from."""
+    from runtime.run_checkpoint import discard_newer
+    from runtime.rundir import MetricsWriter, RunDir, atomic_write
+
+    cfg = experiment.config
+    run = RunDir(Path(cfg.train.run_dir).resolve())
+    resume_from = None
+    if cfg.train.resume:
+        point, _ = resume_point(experiment, world_size=world, plan=plan)
+        run.create(resume=True)
+        MetricsWriter(run.metrics).truncate_after(point.meta.iteration)
+        discard_newer(run.checkpoints, point)
+        resume_from = str(point.path)
+    else:
+        run.create(resume=False)
+        plan.save(run.plan)
+    atomic_write(run.config, experiment.to_yaml())
+    return resume_from
 
 
 def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
@@ -83,7 +186,8 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
     from runtime.console import MetricsFollower
     from runtime.executor import worker_main
     from runtime.launch import LaunchSpec, WorkerFailed, check_devices, check_port, launch
-    from runtime.rundir import RunDir, atomic_write, read_metrics
+    from runtime.run_checkpoint import discard_newer
+    from runtime.rundir import MetricsWriter, RunDir, atomic_write, read_metrics
 
     cfg = experiment.config
     console = Console(highlight=False)
@@ -92,8 +196,6 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
             f"cluster.nodes={cfg.cluster.nodes}: `realloc run` starts the workers of one machine; on several "
             "machines start them with torchrun (see the README, 'Several machines')"
         )
-    if cfg.train.resume:
-        raise ConfigError("train.resume=true is not supported yet; start a new run_dir")
     backend = "nccl" if cfg.cluster.device == "cuda" else "gloo"
     spec = LaunchSpec(nproc_per_node=cfg.cluster.devices_per_node, backend=backend, port=cfg.cluster.port,
                       log_dir=None)
@@ -101,17 +203,27 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
     check_devices(spec)
     if spec.port:
         check_port(spec.host, spec.port)
-    result = plan_experiment(experiment, compare=False)
-    plan = result.plan
-    job = make_job(experiment, dict(plan.layouts))
-    run = RunDir(job.run_dir).create(resume=False)
+    start = 0
+    if cfg.train.resume:  # the plan that ran, the newest usable checkpoint, metrics cut back to it
+        run = RunDir(Path(cfg.train.run_dir).resolve())
+        point, plan = resume_point(experiment, world_size=spec.nproc_per_node)
+        job = make_job(experiment, dict(plan.layouts), resume_from=str(point.path))
+        run.create(resume=True)
+        MetricsWriter(run.metrics).truncate_after(point.meta.iteration)
+        discard_newer(run.checkpoints, point)
+        start = point.meta.iteration
+        console.print(f"resuming from {point.path} (iteration {start})")
+    else:
+        plan = plan_experiment(experiment, compare=False).plan
+        job = make_job(experiment, dict(plan.layouts))
+        run = RunDir(job.run_dir).create(resume=False)
+        plan.save(run.plan)
     atomic_write(run.config, experiment.to_yaml())
-    plan.save(run.plan)
     console.print(call_table(plan, title=f"plan ({plan.source}), estimated {plan.iteration_time_s:.3f} s per iteration"))
     console.print(f"run directory: {run.root}")
     spec = dataclasses.replace(spec, log_dir=str(run.logs), verbose=debug)
     try:
-        with MetricsFollower(run.metrics, total=job.iterations):
+        with MetricsFollower(run.metrics, total=job.iterations, start=start):
             launch(worker_main, (job,), spec)
     except WorkerFailed as exc:
         print(f"realloc: error: {exc} (worker logs: {run.logs})", file=sys.stderr)

@@ -156,6 +156,8 @@ class ModelEngine:
         self.layer_offset = coords.pp_rank * (self.arch.num_layers // layout.pp)
         self.module = self.model  # the bare GPTModel; `model` may become a DDP wrapper
         self.trainer: Any = None
+        self.ema: Any = None
+        """The EMA of the weights (runtime.train_state.EMA) when the run keeps one."""
         self.state: dict[str, Any] = {}
         """JSON-able state of the interfaces that train this model (e.g. a KL controller):
         it survives across iterations and is saved in checkpoints."""

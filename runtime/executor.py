@@ -89,6 +89,18 @@ class Job:
     log_every: int = 1
     plot_every: int = 5
     free_replicas: bool = True
+    save_every: int = 0
+    """Checkpoint every N iterations (0: only after the last); see runtime.train_state."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints kept under RUN_DIR/checkpoints."""
+    resume_from: str | None = None
+    """A verified checkpoint directory to restore before the first iteration."""
+    fingerprint: Mapping[str, Any] = field(default_factory=dict)
+    """The experiment's fingerprint, recorded in every checkpoint's meta.json."""
+    ema_decay: float = 0.0
+    """EMA decay of the models in `ema_models` (0: no EMA)."""
+    ema_models: tuple[str, ...] = ()
+    """Roles whose home engine keeps an EMA of its weights."""
 
 
 @dataclass
@@ -192,13 +204,68 @@ class Worker:
         self.dtype_bytes = 2 if platform.has_cuda() else 4
         self.staging = StagingPool()
         self.metrics = MetricsWriter(Path(job.run_dir) / "metrics.jsonl") if self.rank == 0 else None
-        self.tensorboard = TensorBoardWriter(Path(job.run_dir) / "tensorboard") if self.rank == 0 else None
         self.programs = {
             first: rank_program(compile_iteration(self.graph, self.layouts, world_size=ctx.world_size,
                                                   first=first, free_replicas=job.free_replicas), self.rank)
             for first in (True, False)
         }
         self.history: list[dict[str, Any]] = []
+        self.start = 0
+        self._attach_ema()
+        if job.resume_from is not None:
+            self._restore(Path(job.resume_from))
+        # a resumed run hides the events a killed attempt logged after its checkpoint
+        self.tensorboard = TensorBoardWriter(Path(job.run_dir) / "tensorboard",
+                                             purge_step=self.start + 1 if self.start else None) \
+            if self.rank == 0 else None
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _attach_ema(self) -> None:
+        from runtime.train_state import EMA
+
+        for role in self.job.ema_models if self.job.ema_decay > 0 else ():
+            engine = self.engines.get(role, self.engines.homes[role])
+            if engine is not None:
+                engine.ema = EMA(engine, self.job.ema_decay)
+
+    def _make_trainer(self, role: str, engine: Any) -> Any:
+        from runtime.pipeline import Trainer
+
+        call = next(c for c in self.graph.calls_of(role) if c.kind is CallKind.TRAIN)
+        return Trainer(engine, call.args, total_steps=self.job.iterations)
+
+    def _restore(self, path: Path) -> None:
+        from runtime import run_checkpoint, train_state
+        from runtime.rundir import read_metrics
+
+        meta = run_checkpoint.CheckpointMeta.from_json((path / run_checkpoint.META).read_text())
+        state = train_state.read_rank_file(path / run_checkpoint.rank_file(self.rank))
+        train_state.restore(state, self.engines, _trained_models(self.graph), self._make_trainer)
+        self.start = meta.data_position
+        if self.rank == 0:
+            self.history = [r for r in read_metrics(Path(self.job.run_dir) / "metrics.jsonl")
+                            if int(r.get("iteration", 0)) <= meta.iteration]
+            print(f"rank 0: resumed from {path} (iteration {meta.iteration})", flush=True)
+
+    def save_checkpoint(self, iteration: int) -> None:
+        """Write RUN_DIR/checkpoints/iter_NNNNNN (world-collective)."""
+        from runtime import run_checkpoint, train_state
+
+        start = time.perf_counter()
+        state = train_state.collect(self.engines, _trained_models(self.graph))
+        path = train_state.save_checkpoint(
+            Path(self.job.run_dir) / "checkpoints", iteration, state, rank=self.rank,
+            world_size=self.ctx.world_size, fingerprint=self.job.fingerprint,
+            layouts=run_checkpoint.plan_layouts(self.layouts), keep=self.job.keep_checkpoints)
+        if path is not None:
+            size = sum(f.stat().st_size for f in path.iterdir())
+            print(f"rank 0: checkpoint {path} ({size / 2**20:.1f} MiB) in {time.perf_counter() - start:.2f} s",
+                  flush=True)
+
+    def _save_due(self, iteration: int) -> bool:
+        every = self.job.save_every
+        return iteration == self.job.iterations or (every > 0 and iteration % every == 0)
 
     # ---------------------------------------------------------------- steps
 
@@ -326,10 +393,13 @@ class Worker:
 
     def run(self) -> list[dict[str, Any]]:
         batch_size = _dataset_batch_size(self.graph)
-        for it, indices in zip(range(self.job.iterations), batches(len(self.records), batch_size, self.job.data.seed)):
+        order = batches(len(self.records), batch_size, self.job.data.seed, start=self.start)
+        for it, indices in zip(range(self.start, self.job.iterations), order):
             start = time.perf_counter()
             self.iteration(it, indices)
             print(f"rank {self.rank}: iteration {it + 1} in {time.perf_counter() - start:.2f} s", flush=True)
+            if self._save_due(it + 1):
+                self.save_checkpoint(it + 1)
         if self.tensorboard is not None:
             self.tensorboard.close()
         self.save_models(Path(self.job.run_dir) / "models")
@@ -337,14 +407,21 @@ class Worker:
 
     def save_models(self, root: Path) -> None:
         """Write every trained model, from its home layout, as a HF checkpoint `root/ROLE`."""
+        from runtime.train_state import save_ema_hf
+
         trained = _trained_models(self.graph)
+        saved = list(trained)
         for role in trained:
             engine = self.engines.get(role, self.engines.homes[role])
             if engine is not None:
                 engine.save_hf(str(root / role))
+            if role in self.job.ema_models and self.job.ema_decay > 0:
+                saved.append(f"{role}_ema")
+                if engine is not None:
+                    save_ema_hf(engine, engine.ema, root / f"{role}_ema")
         dist.barrier()
         if self.rank == 0 and trained:
-            print(f"rank 0: saved {', '.join(trained)} under {root}", flush=True)
+            print(f"rank 0: saved {', '.join(saved)} under {root}", flush=True)
 
 
 def _trained_models(graph: DataflowGraph) -> list[str]:

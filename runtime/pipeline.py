@@ -149,6 +149,9 @@ class Trainer:
         reports = run_micro_batches(engine, mbs, loss_fn, forward_only=False)
         ok, grad_norm, _ = self.optimizer.step()
         self.step += 1
+        ema = getattr(engine, "ema", None)  # runtime.train_state.EMA, set by the executor
+        if ema is not None:
+            ema.update(engine)
         totals: dict[str, float] = {}
         for rep in reports:
             for k, v in rep.items():
@@ -159,3 +162,42 @@ class Trainer:
         out.update(grad_norm=float(grad_norm or 0.0), lr=self.last_lr, update_ok=float(bool(ok)))
         return out
 
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _main_params(self) -> list[tuple[Any, torch.Tensor]]:
+        """(inner optimizer, main-param shard) of this rank, in a fixed order."""
+        opt = self.optimizer
+        out = []
+        for part in getattr(opt, "chained_optimizers", [opt]):
+            for group in part.optimizer.param_groups:
+                out.extend((part.optimizer, p) for p in group["params"])
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's optimizer state: step counter (it sets the LR), the fp32 main-param
+        shards and the Adam moments, in the distributed optimizer's order. Only a Trainer of
+        the same model on the same layout can load it."""
+        params, states = [], []
+        for inner, p in self._main_params():
+            params.append(p.detach().to("cpu", copy=True))  # compact host copies (shards are views)
+            states.append({k: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v
+                           for k, v in inner.state.get(p, {}).items()})
+        return {"step": self.step, "main_params": params, "state": states}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore `state_dict()` output (after the model weights are loaded)."""
+        mine = self._main_params()
+        if len(mine) != len(saved["main_params"]):
+            raise ValueError(f"optimizer state holds {len(saved['main_params'])} parameter shards, this "
+                             f"rank's optimizer has {len(mine)}; resharding a checkpoint is not supported")
+        with torch.no_grad():
+            for (inner, p), value, state in zip(mine, saved["main_params"], saved["state"]):
+                if p.shape != value.shape:
+                    raise ValueError(f"optimizer shard of shape {list(value.shape)} does not fit "
+                                     f"{list(p.shape)}; resharding a checkpoint is not supported")
+                p.copy_(value)
+                # like torch's own loading: `step` stays where it was saved (CPU), moments go to the param
+                inner.state[p] = {k: (v.clone() if k == "step" else v.to(p.device, copy=True))
+                                  if torch.is_tensor(v) else v for k, v in state.items()}
+        self.step = int(saved["step"])

@@ -7,6 +7,8 @@
       metrics.jsonl      one JSON object per iteration (see `MetricsWriter`)
       tensorboard/       the same metrics as TensorBoard scalars (see `TensorBoardWriter`)
       curves.png         reward / KL / loss curves, redrawn as the run goes
+      checkpoints/       iter_NNNNNN/ training checkpoints (see runtime.run_checkpoint)
+      models/            HF checkpoints of the trained models (and ROLE_ema) at the end
 
 Files are written atomically (a temporary file renamed into place), so a run killed at
 any moment leaves complete files behind.
@@ -65,6 +67,11 @@ class RunDir:
     @property
     def curves(self) -> Path:
         return self.root / "curves.png"
+
+    @property
+    def checkpoints(self) -> Path:
+        """Training checkpoints: `checkpoints/iter_NNNNNN/`."""
+        return self.root / "checkpoints"
 
     @property
     def models(self) -> Path:

@@ -1,5 +1,6 @@
 """`realloc run` end to end: a killed worker ends the run with a clear message, quickly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -86,3 +87,20 @@ def test_two_torchrun_agents_run_one_plan(tmp_path):
     critic = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "models" / "critic")
     assert actor.config.num_hidden_layers >= 1 and critic.config.num_labels == 1
     assert not (tmp_path / "run" / "models" / "ref").exists()
+    # the same agents resume the run from its final checkpoint and train one iteration more
+    resume = [*common[:3], "train.iterations=3", *common[4:], "train.resume=true"]
+    port = free_port()
+    agents = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--max-restarts", "0",
+         "-m", "realloc.cli", "worker", *resume, "--plan", str(plan)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root) for _ in range(2)]
+    outs = [a.communicate(timeout=300) for a in agents]
+    for agent, (_, err) in zip(agents, outs):
+        assert agent.returncode == 0, err[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2, 3] and lines == [json.dumps(r, sort_keys=True)
+                                                                       for r in records[:2]]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["iter_000002", "iter_000003"]
+    assert json.loads((checkpoints / "iter_000003" / "meta.json").read_text())["world_size"] == 4

@@ -1,0 +1,232 @@
+"""What one rank saves in a training checkpoint and restores from it; the EMA of a model.
+
+A rank's file (`rank{r}.pt`, a torch.save of plain containers and tensors, loaded with
+`weights_only=True`) holds, for every trained model whose HOME engine (the layout its
+train call runs in) lives on this rank:
+
+- `weights`: the engine's local shards by global name (exact copies),
+- `optimizer`: `Trainer.state_dict()` (step counter, which sets the LR schedule; the
+  distributed optimizer's fp32 main-parameter shards and Adam moments of this rank),
+- `ema`: the EMA's local shards (fp32), when the model has one;
+
+and, for every engine on the rank, its `engine.state` (interface state such as a KL
+controller), plus the rank's RNG states. Replicas of trained models in other layouts
+are not saved: the first iteration after a restore refreshes them from the home
+engine, as every iteration after the first does. Models nobody trains rebuild from
+their seed or checkpoint. The layout must be the one that wrote the file; resharding
+is not supported.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from runtime import convert, platform
+from runtime import run_checkpoint as store
+
+# --------------------------------------------------------------------------- EMA
+
+
+class EMA:
+    """Exponential moving average of an engine's local shards, in fp32:
+    `ema = decay * ema + (1 - decay) * w` after every optimizer step."""
+
+    def __init__(self, engine: Any, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in (0, 1) to keep an EMA, got {decay}")
+        self.decay = decay
+        self.shadow = {n: s.tensor.detach().float().clone() for n, s in engine.named_local_shards().items()}
+
+    def update(self, engine: Any) -> None:
+        with torch.no_grad():
+            for name, shard in engine.named_local_shards().items():
+                self.shadow[name].mul_(self.decay).add_(shard.tensor.detach().float(), alpha=1.0 - self.decay)
+
+    def load(self, saved: Mapping[str, torch.Tensor]) -> None:
+        _check_same(self.shadow, saved, "EMA")
+        for name, tensor in saved.items():
+            self.shadow[name].copy_(tensor)
+
+
+def gather_global(engine: Any, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """Megatron-global tensors from this rank's shards `tensors` (named like the engine's
+    local shards), on the layout's first rank; None elsewhere. Collective over the mesh."""
+    shards = {n: t.detach().float().cpu() for n, t in tensors.items()} if engine.coords.dp_rank == 0 else None
+    dst = engine.layout.mesh.devices[0]
+    me = dist.get_rank()
+    gathered: list[Any] = [None] * engine.layout.mesh.size if me == dst else []
+    dist.gather_object((engine.coords, shards), gathered if me == dst else None, dst=dst, group=engine.pgc.mesh)
+    if me != dst:
+        return None
+    by_name: dict[str, dict[int, torch.Tensor]] = {}
+    for coords, part in gathered:
+        for name, tensor in (part or {}).items():
+            by_name.setdefault(name, {})[coords.tp_rank] = tensor
+    specs = {n: s.spec for n, s in engine.named_local_shards().items()}
+    out = {}
+    for name, parts in by_name.items():
+        spec = specs.get(name) or engine._shard_spec(name)  # other pipeline stages' names
+        full = convert.unshard([parts[r] for r in sorted(parts)], spec)
+        out[name] = convert.unpad_vocab(name, full, engine.arch)
+    return out
+
+
+def save_ema_hf(engine: Any, ema: EMA | None, path: str | Path) -> None:
+    """Write the EMA as a HF checkpoint (collective over the engine's mesh; every rank of the
+    mesh passes its own EMA)."""
+    from runtime.checkpoint import save_hf_checkpoint
+
+    mg = gather_global(engine, ema.shadow if ema is not None else {})
+    if mg is not None:
+        if engine.spec.lora is not None:  # a plain HF model, as engine.save_hf writes it
+            from runtime.lora import merge_lora
+
+            mg = merge_lora(mg, engine.spec.lora)
+        hf = convert.megatron_to_hf(mg, engine.arch, value_head=engine.spec.value_head)
+        save_hf_checkpoint(str(path), hf, engine.arch, value_head=engine.spec.value_head)
+    dist.barrier(group=engine.pgc.mesh)
+
+
+# --------------------------------------------------------------------------- rank state
+
+
+def _check_same(mine: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor], what: str) -> None:
+    if set(mine) != set(saved):
+        odd = sorted(set(mine) ^ set(saved))[0]
+        raise ValueError(f"checkpoint {what} does not match the model: tensor {odd!r} on one side only; "
+                         "resume with the config that wrote the checkpoint")
+    for name, tensor in saved.items():
+        if tuple(tensor.shape) != tuple(mine[name].shape):
+            raise ValueError(f"checkpoint {what}: tensor {name!r} has shape {list(tensor.shape)}, this rank "
+                             f"holds {list(mine[name].shape)}; resharding a checkpoint is not supported")
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (CPU, CUDA, Megatron's tracker)."""
+    from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+
+    out: dict[str, Any] = {"cpu": torch.get_rng_state(), "tracker": dict(get_cuda_rng_tracker().get_states())}
+    if platform.has_cuda():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+
+    torch.set_rng_state(state["cpu"])
+    if state.get("tracker"):
+        get_cuda_rng_tracker().set_states(dict(state["tracker"]))
+    if "cuda" in state and platform.has_cuda():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def engine_key(role: str, layout: Any) -> str:
+    return f"{role}@{layout}"
+
+
+def _host(t: torch.Tensor) -> torch.Tensor:
+    """A compact host copy (parameters are views into DDP's buffer: saving the view would
+    write the whole buffer; on GPUs the copy goes straight to host memory)."""
+    return t.detach().to("cpu", copy=True)
+
+
+def collect(engines: Any, trained: Iterable[str]) -> dict[str, Any]:
+    """This rank's part of a checkpoint (see the module docstring); `engines` is an executor
+    `Engines` (by_key, homes, get)."""
+    models: dict[str, Any] = {}
+    for role in trained:
+        engine = engines.get(role, engines.homes[role])
+        if engine is None:
+            continue
+        ema = getattr(engine, "ema", None)
+        models[role] = {
+            "layout": str(engines.homes[role]),
+            "weights": {n: _host(s.tensor) for n, s in engine.named_local_shards().items()},
+            "optimizer": engine.trainer.state_dict() if engine.trainer is not None else None,
+            "ema": {n: _host(t) for n, t in ema.shadow.items()} if ema is not None else None,
+        }
+    states = {engine_key(role, layout): dict(engine.state)
+              for (role, layout), engine in engines.by_key.items() if engine is not None and engine.state}
+    return {"models": models, "engine_state": states, "rng": rng_state()}
+
+
+def to_bytes(state: Mapping[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(dict(state), buf)
+    return buf.getvalue()
+
+
+def read_rank_file(path: str | Path) -> dict[str, Any]:
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def restore(state: Mapping[str, Any], engines: Any, trained: Iterable[str],
+            make_trainer: Callable[[str, Any], Any]) -> None:
+    """Put a rank's saved state back: weights, then a fresh trainer (`make_trainer(role,
+    engine)`) loaded with the optimizer state, the EMA, engine states and RNG states."""
+    models = state["models"]
+    for role in trained:
+        engine = engines.get(role, engines.homes[role])
+        if engine is None:
+            continue
+        if role not in models:
+            raise ValueError(f"checkpoint has no state of model {role!r} for this rank; resume with the "
+                             "plan that wrote it")
+        saved = models[role]
+        if saved["layout"] != str(engines.homes[role]):
+            raise ValueError(f"checkpoint holds {role!r} in layout {saved['layout']}, this run trains it in "
+                             f"{engines.homes[role]}; resharding a checkpoint is not supported")
+        shards = {n: s.tensor for n, s in engine.named_local_shards().items()}
+        _check_same(shards, saved["weights"], f"weights of {role!r}")
+        with torch.no_grad():
+            for name, tensor in saved["weights"].items():
+                shards[name].copy_(tensor)
+        engine.weights_changed()
+        if saved["optimizer"] is not None:
+            if engine.trainer is None:
+                engine.trainer = make_trainer(role, engine)
+            engine.trainer.load_state_dict(saved["optimizer"])
+        ema = getattr(engine, "ema", None)
+        if (ema is None) != (saved["ema"] is None):
+            raise ValueError(f"checkpoint {'has' if saved['ema'] is not None else 'lacks'} an EMA of {role!r} "
+                             "but this run's train.ema_decay/ema_models say otherwise; resume with the same EMA settings")
+        if ema is not None:
+            ema.load(saved["ema"])
+    for (role, layout), engine in engines.by_key.items():
+        if engine is not None:
+            engine.state.clear()
+            engine.state.update(state["engine_state"].get(engine_key(role, layout), {}))
+    set_rng_state(state["rng"])
+
+
+# --------------------------------------------------------------------------- collective save
+
+
+def save_checkpoint(root: str | Path, iteration: int, state: Mapping[str, Any], *, rank: int, world_size: int,
+                    fingerprint: Mapping[str, Any], layouts: Mapping[str, str], keep: int,
+                    group: Any = None) -> Path | None:
+    """Every rank calls this with its `collect()`ed state; rank 0 commits. Returns the
+    checkpoint's path on rank 0, None elsewhere. Collective over the world (or `group`)."""
+    root = Path(root)
+    if rank == 0:
+        store.begin(root, iteration)
+    dist.barrier(group=group)
+    entry = store.write_rank_file(store.temp_dir(root, iteration), rank, to_bytes(state))
+    entries: list[Any] = [None] * world_size if rank == 0 else []
+    dist.gather_object((rank, entry), entries if rank == 0 else None, dst=0, group=group)
+    path = None
+    if rank == 0:
+        meta = store.CheckpointMeta(
+            iteration=iteration, world_size=world_size, data_position=iteration,
+            fingerprint=dict(fingerprint), layouts=dict(layouts),
+            files={store.rank_file(r): e for r, e in entries})
+        path = store.commit(root, meta, keep=keep)
+    dist.barrier(group=group)
+    return path

@@ -1,0 +1,244 @@
+"""Checkpoint and resume end to end: a run killed with SIGKILL after a checkpoint, its newest
+checkpoint then corrupted, resumes from the previous one and ends with the same metrics,
+models and EMA as an uninterrupted run; the EMA follows its recurrence.
+
+Three launches of 2 workers: the uninterrupted run and the run to kill go at the same time,
+then the resumption. The plan puts the calls on different layouts (TP, DP, PP), so the
+checkpoint holds sharded optimizer state and the resumed run re-fills replicas by
+reallocation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from realloc.experiment import ConfigError, load_experiment
+from realloc.run import run_experiment
+
+slow = pytest.mark.slow
+
+ROOT = Path(__file__).parents[2]
+ITERATIONS = 8
+DECAY = 0.9
+LAYOUTS = {"actor_gen": "tp=2", "reward_inf": None, "ref_inf": "dp=2", "critic_inf": "tp=2",
+           "actor_train": "dp=2", "critic_train": "pp=2"}
+
+
+def _overrides(run_dir: Path, *extra: str) -> list[str]:
+    out = ["cluster.devices_per_node=2", f"train.iterations={ITERATIONS}", "graph.batch_size=8",
+           f"train.ema_decay={DECAY}", f"train.run_dir={run_dir}", "plan.mode=manual"]
+    for call, strategy in LAYOUTS.items():
+        if strategy is None:  # one device
+            out += [f"plan.layouts.{call}.start=1", f"plan.layouts.{call}.size=1"]
+        else:
+            out += [f"plan.layouts.{call}.start=0", f"plan.layouts.{call}.size=2", f"plan.layouts.{call}.{strategy}"]
+    return out + list(extra)
+
+
+def _start(run_dir: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "realloc.cli", "run", "ppo_tiny", *_overrides(run_dir, *extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                            start_new_session=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [p for c in children for p in (int(c), *_descendants(int(c)))]
+
+
+def _kill_when(proc: subprocess.Popen, ready: Path, timeout_s: float = 400) -> None:
+    """SIGKILL the launcher and every worker at once as soon as `ready` exists."""
+    deadline = time.monotonic() + timeout_s
+    while not ready.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{ready} never appeared"
+        time.sleep(0.02)
+    pids = [proc.pid, *_descendants(proc.pid)]
+    os.killpg(proc.pid, signal.SIGKILL)  # the session this test started
+    for pid in pids:  # anything that left the process group
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.communicate(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    full, killed = root / "full", root / "killed"
+    a = _start(full, "train.save_every=1", f"train.keep_checkpoints={ITERATIONS}")
+    b = _start(killed, "train.save_every=2")
+    try:
+        _kill_when(b, killed / "checkpoints" / "iter_000004" / "meta.json")
+        _, a_err = a.communicate(timeout=600)
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.kill()
+    assert a.returncode == 0, a_err[-3000:]
+    assert b.returncode == -signal.SIGKILL
+    state_at_kill = {
+        "lines": len((killed / "metrics.jsonl").read_text().splitlines()),
+        "models": (killed / "models").exists(),
+        "last": (killed / "checkpoints" / f"iter_{ITERATIONS:06d}").exists(),
+    }
+    # corrupt the newest checkpoint without changing its size: resume must fall back
+    victim = killed / "checkpoints" / "iter_000004" / "rank1.pt"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    c = _start(killed, "train.save_every=2", "train.resume=true")
+    out, err = c.communicate(timeout=600)
+    assert c.returncode == 0, err[-3000:]
+    return {"full": full, "killed": killed, "at_kill": state_at_kill, "stdout": out, "stderr": err}
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _without_times(record: dict) -> dict:
+    return {k: v for k, v in record.items() if "time" not in k}
+
+
+@slow
+def test_the_run_was_killed_mid_run_after_a_checkpoint(runs):
+    at_kill = runs["at_kill"]
+    assert not at_kill["models"] and not at_kill["last"]
+    assert 4 <= at_kill["lines"] < ITERATIONS
+
+
+@slow
+def test_a_corrupt_checkpoint_is_skipped_with_one_warning(runs):
+    warnings = [line for line in runs["stderr"].splitlines() if "warning" in line]
+    assert warnings == ["realloc: warning: checkpoint iter_000004 is unusable (corrupt: rank1.pt fails its "
+                        "SHA-256 check); falling back to iter_000002 (the unusable one is removed when the "
+                        "run resumes)"]
+    assert "resuming from" in runs["stdout"] and "iter_000002" in runs["stdout"]
+
+
+@slow
+def test_resumed_metrics_equal_the_uninterrupted_run(runs):
+    full, resumed = _metrics(runs["full"]), _metrics(runs["killed"])
+    assert [r["iteration"] for r in resumed] == list(range(1, ITERATIONS + 1))
+    for a, b in zip(full, resumed):
+        assert _without_times(a) == _without_times(b), a["iteration"]  # bitwise: JSON floats round-trip
+    assert len({r["reward"] for r in full}) > 1  # the values are not trivially constant
+    assert full[-1]["actor_train/grad_norm"] > 0
+
+
+@slow
+def test_resumed_models_and_ema_equal_the_uninterrupted_run(runs):
+    for role in ("actor", "critic", "actor_ema"):
+        a = load_file(runs["full"] / "models" / role / "model.safetensors")
+        b = load_file(runs["killed"] / "models" / role / "model.safetensors")
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), (role, name)
+    # the killed run kept only the newest complete checkpoints (train.keep_checkpoints=2)
+    assert sorted(p.name for p in (runs["killed"] / "checkpoints").iterdir()) == ["iter_000006", "iter_000008"]
+
+
+def _rank_state(run_dir: Path, iteration: int, rank: int) -> dict:
+    path = run_dir / "checkpoints" / f"iter_{iteration:06d}" / f"rank{rank}.pt"
+    return torch.load(path, weights_only=True)
+
+
+@slow
+def test_ema_follows_its_recurrence_on_every_rank(runs):
+    """ema_k = d * ema_(k-1) + (1 - d) * w_k, by hand in float64, on each rank's shards."""
+    for rank in (0, 1):  # actor_train is dp=2: both ranks hold the actor and its EMA
+        prev = _rank_state(runs["full"], 1, rank)["models"]["actor"]
+        for it in (2, 3, 4):
+            cur = _rank_state(runs["full"], it, rank)["models"]["actor"]
+            moved = False
+            for name, ema in cur["ema"].items():
+                want = DECAY * prev["ema"][name].double() + (1 - DECAY) * cur["weights"][name].double()
+                torch.testing.assert_close(ema.double(), want, rtol=0, atol=1e-6)
+                moved |= not torch.equal(cur["weights"][name], prev["weights"][name])
+            assert moved
+            prev = cur
+
+
+@slow
+def test_ema_is_saved_beside_the_actor(runs):
+    from graph.spec import ModelArch
+    from runtime import convert
+
+    final = _rank_state(runs["full"], ITERATIONS, 0)["models"]["actor"]
+    arch = ModelArch.from_config_file(runs["full"] / "models" / "actor_ema" / "config.json")
+    want = convert.megatron_to_hf(dict(final["ema"]), arch, value_head=False)
+    got = load_file(runs["full"] / "models" / "actor_ema" / "model.safetensors")
+    actor = load_file(runs["full"] / "models" / "actor" / "model.safetensors")
+    assert got.keys() == want.keys()
+    for name in got:
+        assert torch.equal(got[name], want[name]), name
+    assert any(not torch.equal(got[n], actor[n]) for n in got)  # the EMA lags the weights
+
+
+@slow
+def test_resume_refuses_another_experiment_world_size_or_a_finished_run(runs):
+    """Checked before any worker starts (no launch)."""
+    killed = runs["killed"]
+    with pytest.raises(ConfigError, match=r"different experiment \(graph\.batch_size is 8 there, 16 now\)"):
+        run_experiment(load_experiment("ppo_tiny", _overrides(killed, "train.resume=true", "graph.batch_size=16")))
+    with pytest.raises(ConfigError, match="written by 2 workers, this run has 4; resharding"):
+        run_experiment(load_experiment("ppo_tiny", _overrides(killed, "train.resume=true",
+                                                              "cluster.devices_per_node=4")))
+    with pytest.raises(ConfigError, match=f"already at iteration {ITERATIONS}"):
+        run_experiment(load_experiment("ppo_tiny", _overrides(killed, "train.resume=true")))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.ema_decay=1.0", r"train.ema_decay must be in \[0, 1\)"),
+    ("train.ema_models=[ref]", "train.ema_models: 'ref' is not a model a call trains; trained: actor, critic"),
+    ("train.keep_checkpoints=0", "train.keep_checkpoints must be >= 1"),
+    ("train.save_every=-1", "train.save_every must be >= 0"),
+])
+def test_bad_checkpoint_and_ema_keys_are_refused_before_launch(tmp_path, override, message):
+    from realloc.run import make_job
+
+    exp = load_experiment("ppo_tiny", ["train.ema_decay=0.5", f"train.run_dir={tmp_path}", override])
+    with pytest.raises(ConfigError, match=message):
+        make_job(exp, {})
+
+
+def test_resume_without_checkpoints_says_how_to_write_them(tmp_path):
+    exp = load_experiment("ppo_tiny", [f"train.run_dir={tmp_path}", "train.resume=true"])
+    with pytest.raises(ConfigError, match="holds no checkpoint; set train.save_every=N"):
+        run_experiment(exp)
+
+
+def _tensor_bytes(obj) -> int:
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+@slow
+def test_rank_files_hold_compact_copies_not_whole_buffers(runs):
+    """Parameters are views into DDP's flat buffer; saving a view would write the whole buffer."""
+    for rank in (0, 1):
+        path = runs["full"] / "checkpoints" / f"iter_{ITERATIONS:06d}" / f"rank{rank}.pt"
+        payload = _tensor_bytes(torch.load(path, weights_only=True))
+        assert payload > 100_000
+        assert path.stat().st_size < 1.2 * payload + 256 * 1024
