@@ -104,6 +104,8 @@ class AnalyticCostModel:
         self.cluster = cluster
         self.options = options or EstimatorOptions(**option_values)
         self.device_memory_bytes = hardware.usable_memory_bytes
+        self.host_cores = hardware.host_cores
+        """Cores a node's devices share (0: none); the simulator slows overlapping calls down."""
         self._realloc_cache: dict[tuple[Any, ...], MoveEstimate] = {}
 
     # ------------------------------------------------------------------ CostProvider
@@ -211,6 +213,7 @@ class AnalyticCostModel:
         hw, opts, lay = self.hardware, self.options, s.layout
         flops = shapes.layer_forward_flops(s.arch, tokens, ctx) / lay.tp
         compute = s.layers_per_stage * (flops / hw.flops(opts.dtype) + hw.layer_overhead_s)
+        compute += hw.micro_batch_overhead_s
         if stage == lay.pp - 1:
             head = shapes.head_params(s.arch, value_head=s.value_head)
             head = head if s.value_head else s.vocab * s.arch.hidden_size
@@ -236,6 +239,14 @@ class AnalyticCostModel:
     def _logits_bytes(self, s: _Shape, tokens: float, per_elem: float = LOGITS_BYTES) -> float:
         width = 1 if s.value_head else s.vocab / s.layout.tp
         return tokens * width * per_elem
+
+    def _overheads(self, kind: CallKind, lay: Layout, **extra: float) -> dict[str, float]:
+        """Fixed per-call (and per-step) terms; absent when the hardware has none (GPU presets)."""
+        terms = {k: v for k, v in extra.items() if v > 0}
+        call = self.hardware.call_overhead(kind.value, lay.dp)
+        if call > 0:
+            terms["call_overhead_s"] = call
+        return terms
 
     def _worst_stage(self, per_stage: list[dict[str, float]]) -> dict[str, float]:
         return max(per_stage, key=lambda terms: sum(terms.values()))
@@ -264,13 +275,17 @@ class AnalyticCostModel:
             else:
                 dp_sync = collective_time("all_reduce", grads, group, hw, self.cluster)
         local = params_dev / (lay.dp if opts.distributed_optimizer else 1)
-        optimizer = local * ADAM_TRAFFIC_BYTES / hw.achieved_memory_bandwidth
+        if hw.optimizer_param_time_s > 0:
+            optimizer = local * hw.optimizer_param_time_s
+        else:
+            optimizer = local * ADAM_TRAFFIC_BYTES / hw.achieved_memory_bandwidth
         m = lay.micro_batches
         time_terms = {
             "compute_s": steps * m * compute, "tp_comm_s": steps * m * tp_comm,
             "pp_p2p_s": steps * m * p2p, "pipeline_bubble_s": steps * (lay.pp - 1) * t_mb,
             "dp_grad_sync_s": steps * dp_sync, "optimizer_s": steps * optimizer,
         }
+        time_terms.update(self._overheads(CallKind.TRAIN, lay, step_overhead_s=steps * hw.train_step_overhead_s))
         per_stage = []
         for k in range(lay.pp):
             p = s.stage_params[k]
@@ -299,6 +314,7 @@ class AnalyticCostModel:
         m = lay.micro_batches
         time_terms = {"compute_s": m * compute, "tp_comm_s": m * tp_comm, "pp_p2p_s": m * p2p,
                       "pipeline_bubble_s": (lay.pp - 1) * (compute + tp_comm + p2p)}
+        time_terms.update(self._overheads(CallKind.INFERENCE, lay))
         per_stage = []
         for k in range(lay.pp):
             per_stage.append({
@@ -327,10 +343,13 @@ class AnalyticCostModel:
         for k in range(lay.pp):
             compute, tp_comm, p2p = self._forward_pass(s, k, b, ctx, b, 1.0)
             read = s.stage_params[k] * opts.dtype_bytes + s.layers_per_stage * b * ctx * kv_layer
-            overhead = s.layers_per_stage * hw.layer_overhead_s
-            step_stage.append(max(compute - overhead, read / bw) + overhead + tp_comm + p2p)
-        t_decode = expected * max(m, lay.pp) * max(step_stage)
+            overhead = s.layers_per_stage * hw.layer_overhead_s + hw.micro_batch_overhead_s
+            sampling = hw.decode_step_overhead_s + b * hw.decode_sample_overhead_s if k == lay.pp - 1 else 0.0
+            step_stage.append(max(compute - overhead, read / bw) + overhead + sampling + tp_comm + p2p)
+        # n new tokens take n forward passes: the prefill samples the first, n - 1 decode steps the rest
+        t_decode = max(expected - 1, 0) * max(m, lay.pp) * max(step_stage)
         time_terms = {"prefill_s": t_prefill, "decode_s": t_decode}
+        time_terms.update(self._overheads(CallKind.GENERATE, lay))
         per_stage = []
         for k in range(lay.pp):
             per_stage.append({

@@ -183,6 +183,9 @@ class Simulator:
         self._realloc_cache: dict[tuple, tuple[float, float]] = {}
         self._data_cache: dict[tuple, tuple[float, float]] = {}
         self.num_devices = cost.cluster.num_devices
+        cores = float(getattr(cost, "host_cores", 0.0) or 0.0)
+        self.host_cores = cores if 0 < cores < cost.cluster.devices_per_node else 0.0
+        """Cores a node's devices share; 0 when they never run short (see `_schedule_shared`)."""
         self.work_units = 0.0
         """Work units (see `realloc_units`) spent pricing moves the caches did not hold."""
 
@@ -347,13 +350,81 @@ class Simulator:
             ends_prev = ends
         return iteration_ends, events
 
+    def _schedule_shared(self, tasks: list[_Task], detail: bool) -> tuple[list[float], list[tuple]]:
+        """`_schedule` for devices that share `host_cores` cores per node (processor sharing).
+
+        Same order and dependencies, but while more of a node's devices are busy than it has
+        cores, every task running there progresses at cores / busy of its solo speed (a task
+        spanning nodes at the slowest of its nodes' rates). Transfers hold no device and
+        run at full speed. Event-driven: rates change only when a task starts or ends.
+        """
+        n, dpn, cores = self.num_iterations, self.cost.cluster.devices_per_node, self.host_cores
+        inst = [(it, k) for it in range(n) for k, t in enumerate(tasks) if not (t.first_only and it > 0)]
+        index = {key: i for i, key in enumerate(inst)}
+        queues: list[list[int]] = [[] for _ in range(self.num_devices)]
+        for i, (_it, k) in enumerate(inst):
+            for d in tasks[k].devices:
+                queues[d].append(i)
+        deps = [[index[(it + off, j)] for j, off in tasks[k].deps if (it + off, j) in index]
+                for it, k in inst]
+        head = [0] * self.num_devices
+        start: list[float | None] = [None] * len(inst)
+        end: list[float | None] = [None] * len(inst)
+        left = [tasks[k].duration for _it, k in inst]
+        running: set[int] = set()
+        waiting = set(range(len(inst)))
+        now = 0.0
+        while waiting or running:
+            started = True
+            while started:  # start everything that can start now (zero-length tasks end at once)
+                started = False
+                for i in sorted(waiting):
+                    devs = tasks[inst[i][1]].devices
+                    if any(end[j] is None for j in deps[i]) or any(queues[d][head[d]] != i for d in devs):
+                        continue
+                    waiting.discard(i)
+                    start[i], started = now, True
+                    if left[i] <= 0:
+                        end[i] = now
+                        for d in devs:
+                            head[d] += 1
+                    else:
+                        running.add(i)
+            if not running:
+                if waiting:
+                    raise AssertionError("simulator: tasks wait on each other (cyclic plan order)")
+                break
+            busy = [0] * (self.num_devices // dpn + 1)
+            for i in running:
+                for d in tasks[inst[i][1]].devices:
+                    busy[d // dpn] += 1
+            rate = {i: min((min(1.0, cores / busy[d // dpn]) for d in tasks[inst[i][1]].devices), default=1.0)
+                    for i in running}
+            step = min(left[i] / rate[i] for i in running)
+            now += step
+            for i in list(running):
+                left[i] -= step * rate[i]
+                if left[i] <= 1e-12 * max(1.0, tasks[inst[i][1]].duration):
+                    running.discard(i)
+                    end[i] = now
+                    for d in tasks[inst[i][1]].devices:
+                        head[d] += 1
+        iteration_ends = [0.0] * n
+        events = []
+        for i, (it, k) in enumerate(inst):
+            iteration_ends[it] = max(iteration_ends[it], end[i] or 0.0)
+            if detail:
+                events.append((tasks[k], start[i], end[i], it))
+        return iteration_ends, events
+
     def simulate(self, cands: Sequence[Candidate], *, detail: bool = False) -> SimResult:
         """Simulate the plan given by one candidate per call (in `graph.calls` order)."""
         if len(cands) != len(self.calls):
             raise ValueError(f"expected {len(self.calls)} layouts, one per call, got {len(cands)}")
         primaries = self.primaries(cands)
         tasks = self._tasks(cands, primaries)
-        ends, events = self._schedule(tasks, detail)
+        schedule = self._schedule_shared if self.host_cores else self._schedule
+        ends, events = schedule(tasks, detail)
         n = self.num_iterations
         iteration_time = (ends[-1] - ends[1]) / (n - 2)
         mem = self.memory(cands)

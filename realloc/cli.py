@@ -1,4 +1,4 @@
-"""The `realloc` command line: run, plan, validate, graph, keys, list.
+"""The `realloc` command line: run, plan, profile, validate, graph, keys, list.
 
 Every user error prints one line (`realloc: error: ...`) and exits 2; `--debug`
 shows the traceback instead.
@@ -111,6 +111,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return worker_entry(load_experiment(exp, overrides), args.plan)
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from runtime.profiling import profile_machine, summary
+
+    out = args.out or f"profile-{args.devices}proc.json"
+    profile = profile_machine(devices=args.devices, quick=args.quick, out=out)
+    print(f"wrote profile {out} ({profile.measured.get('wall_s', 0):.0f} s)")
+    print(summary(profile))
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from realloc.schema import reference
 
@@ -195,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_exp(p, optional=False)
     p.add_argument("--plan", metavar="FILE", required=True, help="the plan every worker runs (realloc plan --out)")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("profile", parents=[common], help="measure this machine and write a hardware profile",
+                       description="Launch worker processes as `realloc run` does and measure per-layer "
+                                   "forward/backward/decode times, collectives, the optimizer step and call "
+                                   "overheads; write the profile JSON that cluster.profile loads.")
+    p.add_argument("--out", metavar="FILE", help="profile JSON to write (default: profile-Nproc.json)")
+    p.add_argument("--devices", type=int, default=4, metavar="N", help="worker processes (default: 4)")
+    p.add_argument("--quick", action="store_true", help="a small grid (under a minute), e.g. for tests")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("keys", parents=[common], help="list the configuration keys with their meaning and defaults")
     p.add_argument("section", nargs="?", help="only this section, e.g. graph or models.<name>")

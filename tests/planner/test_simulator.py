@@ -187,3 +187,60 @@ def test_move_prices_are_shared_across_node_shifts_and_match_the_cost_model():
     spent = sim.work_units
     assert sim._realloc("actor", three, four) == first
     assert sim.work_units == spent >= units
+
+
+# ---------------------------------------------------------------------- devices sharing host cores
+import dataclasses  # noqa: E402
+
+
+@dataclasses.dataclass
+class _SharedCoresCost(FixedCost):
+    host_cores: float = 1.0
+
+
+def _fan_cost(cls=FixedCost, **extra):
+    return cls(Cluster(num_nodes=1, devices_per_node=2),
+               times={"gen": 2.0, "ref_inf": 1.0, "values": 1.5, "actor_train": 3.0, "critic_train": 2.0},
+               **extra)
+
+
+FAN_LAYOUTS = {"gen": on(0, 1), "actor_train": on(0, 1), "ref_inf": on(1, 1), "values": on(1, 1),
+               "critic_train": on(1, 1)}
+
+
+def test_overlapping_calls_share_one_core():
+    """The fan graph of `test_disjoint_meshes_overlap_and_transfers_delay_consumers` with both
+    devices on ONE core: identical until 5.5, when actor_train [0] starts while critic_train [1]
+    (from 5.0, 1.5 s of work left) runs: both at half speed, critic ends at 5.5 + 2 x 1.5 = 8.5,
+    actor_train has 1.5 s left and runs alone to 10.0. Next gen waits for actor_train: period 10.
+    """
+    plan = PlanContext(fan_graph(), _fan_cost(_SharedCoresCost, host_cores=1.0)).evaluate(FAN_LAYOUTS, "t")
+    assert _entries(plan, "values", 0) == [(3.5, 5.0)]
+    assert _entries(plan, "critic_train", 0) == [(5.0, 8.5)]
+    assert _entries(plan, "actor_train", 0) == [(5.5, 10.0)]
+    assert _entries(plan, "gen", 1) == [(10.0, 12.0)]
+    assert plan.iteration_time_s == pytest.approx(10.0)
+    # with a core per device nothing changes: the 8.5 s of the unshared schedule
+    enough = PlanContext(fan_graph(), _fan_cost(_SharedCoresCost, host_cores=2.0)).evaluate(FAN_LAYOUTS, "t")
+    assert enough.iteration_time_s == pytest.approx(8.5)
+
+
+def test_shared_schedule_without_shortage_equals_the_plain_one():
+    """Processor sharing at full speed is the list schedule: the same start and end per task."""
+    g = fan_graph()
+    ctx = PlanContext(g, _fan_cost())
+    for layouts in (FAN_LAYOUTS, {**FAN_LAYOUTS, "gen": on(0, 2, tp=2)}, {k: on(0, 2) for k in FAN_LAYOUTS}):
+        cands = ctx.candidates_of(layouts)
+        sim = Simulator(g, _fan_cost())
+        tasks = sim._tasks(cands, sim.primaries(cands))
+        plain_ends, plain_events = sim._schedule(tasks, True)
+        sim.host_cores = 1e9
+        shared_ends, shared_events = sim._schedule_shared(tasks, True)
+        assert shared_ends == pytest.approx(plain_ends)
+
+        def spans(events):
+            return sorted((it, task.label, start, end) for task, start, end, it in events)
+
+        assert [s[:2] for s in spans(shared_events)] == [s[:2] for s in spans(plain_events)]
+        assert [t for s in spans(shared_events) for t in s[2:]] == pytest.approx(
+            [t for s in spans(plain_events) for t in s[2:]])
