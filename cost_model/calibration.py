@@ -30,6 +30,9 @@ overlaps calls).
   minus the measured forward / train step / generation of the same batch) on `dp` ranks;
   kind "train_step" is a train step beyond its forward+backward and optimizer step.
   Fitted per kind as overhead = fixed + (dp - 1) * per_rank.
+- MoveSample: one reallocation or data transfer: what it took beyond the fitted link time
+  of its busiest rank (peers x latency + bytes / bandwidth) is its kind's fixed overhead
+  (the median over samples).
 
 `apply_calibration` rewrites a HardwareSpec so that its achieved rates equal the
 fitted ones (efficiency = fitted / peak; a peak below the fitted rate is raised) and
@@ -203,10 +206,35 @@ class CallSample:
                self.dp >= 1 and self.busy >= 1 and math.isfinite(self.overhead_s), self)
 
 
+MOVE_KINDS = ("realloc", "data")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoveSample:
+    """Measured time of one parameter reallocation or one data transfer between calls."""
+
+    kind: str
+    """realloc or data."""
+    busiest_bytes: float
+    """Bytes the busiest rank sends or receives over links (0 when every copy is local)."""
+    peers: int
+    """Most distinct peers one rank exchanges messages with."""
+    time_s: float
+    """Measured seconds."""
+    busy: int = 1
+    """Devices of the node computing while it was measured."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in MOVE_KINDS:
+            raise ValueError(f"move sample kind {self.kind!r} unknown; use one of {', '.join(MOVE_KINDS)}")
+        _check("needs busiest_bytes >= 0, peers >= 0, time_s > 0, busy >= 1",
+               self.busiest_bytes >= 0 and self.peers >= 0 and self.time_s > 0 and self.busy >= 1, self)
+
+
 SAMPLE_KINDS: dict[str, type] = {
     "contention": ContentionSample, "compute": ComputeSample, "memory": MemorySample,
     "decode": DecodeSample, "collectives": CollectiveSample, "optimizer": OptimizerSample,
-    "calls": CallSample,
+    "calls": CallSample, "moves": MoveSample,
 }
 
 
@@ -221,6 +249,7 @@ class Samples:
     collectives: tuple[CollectiveSample, ...] = ()
     optimizer: tuple[OptimizerSample, ...] = ()
     calls: tuple[CallSample, ...] = ()
+    moves: tuple[MoveSample, ...] = ()
 
     def __bool__(self) -> bool:
         return any(getattr(self, k) for k in SAMPLE_KINDS)
@@ -272,6 +301,10 @@ class Calibration:
     """Fixed seconds per call by kind."""
     call_dp_overhead_s: Mapping[str, float] = field(default_factory=dict)
     """Seconds per call by kind per data-parallel rank beyond the first."""
+    realloc_overhead_s: float | None = None
+    """Fixed seconds per reallocation beyond its link time."""
+    data_overhead_s: float | None = None
+    """Fixed seconds per data transfer beyond its link time."""
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -288,7 +321,7 @@ class Calibration:
         return cls(**d)
 
 
-def _fit_nonneg(design: np.ndarray, t: np.ndarray) -> np.ndarray:
+def _nonneg_lstsq(design: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Least squares t ~ design @ coef with coef >= 0 (drops negative columns and refits)."""
     keep = list(range(design.shape[1]))
     out = np.zeros(design.shape[1])
@@ -299,6 +332,30 @@ def _fit_nonneg(design: np.ndarray, t: np.ndarray) -> np.ndarray:
             return out
         keep = [k for k, c in zip(keep, sub) if c > 0]
     return out
+
+
+OUTLIER_FACTOR = 4.0
+"""A sample whose relative residual exceeds this many times the median one is dropped (once)."""
+
+
+def _fit_nonneg(design: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Non-negative fit of t ~ design @ coef minimising RELATIVE errors, robust to outliers.
+
+    Rows are weighted by 1 / t (so a 1 ms sample counts as much as a 1 s one: the estimates
+    are judged by relative error), then samples far off the first fit (timing noise from
+    other processes on a busy machine) are dropped and the fit repeated.
+    """
+    positive = t > 0
+    if not np.all(positive) or len(t) < design.shape[1] + 2:
+        return _nonneg_lstsq(design, t)
+    w = 1.0 / t
+    coef = _nonneg_lstsq(design * w[:, None], t * w)
+    resid = np.abs(design @ coef - t) / t
+    cut = OUTLIER_FACTOR * max(float(np.median(resid)), 1e-9)
+    keep = resid <= cut
+    if keep.all() or keep.sum() < design.shape[1] + 1:
+        return coef
+    return _nonneg_lstsq(design[keep] * w[keep, None], t[keep] * w[keep])
 
 
 def slowdown(busy: int, host_cores: float) -> float:
@@ -417,6 +474,12 @@ def fit_calibration(samples: Samples) -> Calibration:
     if step_fixed is not None:
         values["train_step_overhead_s"] = step_fixed
     call_dp.pop("train_step", None)
+    for kind in MOVE_KINDS:
+        group = [m for m in samples.moves if m.kind == kind]
+        if group:
+            lat, bw = lats.get("intra", 0.0), bws.get("intra", math.inf)
+            extra = [m.time_s / slowdown(m.busy, cores) - m.peers * lat - m.busiest_bytes / bw for m in group]
+            values[f"{kind}_overhead_s"] = max(0.0, float(np.median(extra)))
     return Calibration(flops=flops, layer_overhead_s=layer, memory_bandwidth=memory_bw, link_bandwidth=bws,
                        link_latency=lats, host_cores=cores if samples.contention else None,
                        micro_batch_overhead_s=mb, call_overhead_s=call_fixed, call_dp_overhead_s=call_dp,
@@ -431,7 +494,8 @@ def _rate(peak: float, achieved: float) -> tuple[float, float]:
 
 
 SCALAR_OVERHEADS = ("layer_overhead_s", "host_cores", "micro_batch_overhead_s", "decode_step_overhead_s",
-                    "decode_sample_overhead_s", "train_step_overhead_s", "optimizer_param_time_s")
+                    "decode_sample_overhead_s", "train_step_overhead_s", "optimizer_param_time_s",
+                    "realloc_overhead_s", "data_overhead_s")
 
 
 def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:

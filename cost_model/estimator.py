@@ -147,12 +147,18 @@ class AnalyticCostModel:
             vocab = padded_vocab(model.arch.vocab_size, math.lcm(src.tp, dst.tp), self.options.vocab_multiple)
             flows = transfer_flows(model.arch, src, dst, value_head=model.value_head, cluster=self.cluster,
                                    dtype_bytes=self.options.dtype_bytes, vocab_size=vocab)
-            self._realloc_cache[key] = price_flows(flows, self.hardware, self.cluster)
+            est = price_flows(flows, self.hardware, self.cluster)
+            if self.hardware.realloc_overhead_s > 0:  # paid even when every copy is local
+                est = dataclasses.replace(est, time_s=est.time_s + self.hardware.realloc_overhead_s)
+            self._realloc_cache[key] = est
         return self._realloc_cache[key]
 
     def data_estimate(self, producer: Call, consumer: Call, key: str, src: Layout, dst: Layout) -> MoveEstimate:
         """Cost of moving data key `key` from `producer`'s layout to `consumer`'s."""
-        return price_flows(data_flows(producer, consumer, key, src, dst), self.hardware, self.cluster)
+        est = price_flows(data_flows(producer, consumer, key, src, dst), self.hardware, self.cluster)
+        if est.bytes_total > 0 and self.hardware.data_overhead_s > 0:
+            est = dataclasses.replace(est, time_s=est.time_s + self.hardware.data_overhead_s)
+        return est
 
     # ------------------------------------------------------------------ checks
     def _structural_check(self, call: Call, model: ModelSpec, layout: Layout) -> str:
@@ -208,8 +214,12 @@ class AnalyticCostModel:
         return [layout.device(dp_rank=d, tp_rank=tp_rank, pp_rank=pp_rank) for d in range(layout.dp)]
 
     def _forward_pass(self, s: _Shape, stage: int, tokens: float, ctx: float, head_tokens: float,
-                      passes: float) -> tuple[float, float, float]:
-        """(compute, tp collectives, pipeline p2p) seconds of `passes` forward-equivalents of one stage."""
+                      passes: float, *, sampling: bool = False) -> tuple[float, float, float]:
+        """(compute, tp collectives, pipeline p2p) seconds of `passes` forward-equivalents of one stage.
+
+        At tp > 1 an LM head adds its vocabulary-parallel collectives: three small all-reduces
+        (max, sum of exponentials, target logit) for log-probs, or one all-gather of the logits
+        when sampling."""
         hw, opts, lay = self.hardware, self.options, s.layout
         flops = shapes.layer_forward_flops(s.arch, tokens, ctx) / lay.tp
         compute = s.layers_per_stage * (flops / hw.flops(opts.dtype) + hw.layer_overhead_s)
@@ -223,6 +233,11 @@ class AnalyticCostModel:
         if lay.tp > 1:
             group = self._group(lay, "tp", pp_rank=stage)
             tp_comm = 2 * s.layers_per_stage * collective_time("all_reduce", act, group, hw, self.cluster)
+            if stage == lay.pp - 1 and not s.value_head:
+                if sampling:
+                    tp_comm += collective_time("all_gather", head_tokens * s.vocab * 4, group, hw, self.cluster)
+                else:
+                    tp_comm += 3 * collective_time("all_reduce", head_tokens * 4, group, hw, self.cluster)
         p2p = 0.0
         if lay.pp > 1 and stage < lay.pp - 1:
             pair = [lay.device(dp_rank=0, tp_rank=0, pp_rank=stage),
@@ -333,7 +348,7 @@ class AnalyticCostModel:
         prompt = call.prompt_len
         max_new = call.max_new_tokens or getattr(call.args, "max_new_tokens", 0) or call.response_len
         expected = call.response_len or max_new
-        prefill = [self._forward_pass(s, k, b * max(prompt, 1), shapes.causal_ctx(prompt), b, 1.0)
+        prefill = [self._forward_pass(s, k, b * max(prompt, 1), shapes.causal_ctx(prompt), b, 1.0, sampling=True)
                    for k in range(lay.pp)]
         t_prefill = (m + lay.pp - 1) * max(sum(x) for x in prefill)
         ctx = prompt + expected / 2
@@ -341,7 +356,7 @@ class AnalyticCostModel:
         bw = hw.achieved_memory_bandwidth
         step_stage = []
         for k in range(lay.pp):
-            compute, tp_comm, p2p = self._forward_pass(s, k, b, ctx, b, 1.0)
+            compute, tp_comm, p2p = self._forward_pass(s, k, b, ctx, b, 1.0, sampling=True)
             read = s.stage_params[k] * opts.dtype_bytes + s.layers_per_stage * b * ctx * kv_layer
             overhead = s.layers_per_stage * hw.layer_overhead_s + hw.micro_batch_overhead_s
             sampling = hw.decode_step_overhead_s + b * hw.decode_sample_overhead_s if k == lay.pp - 1 else 0.0

@@ -23,7 +23,7 @@ KINDS = ("gpu", "cpu-gloo")
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 CALL_KINDS = ("generate", "inference", "train")
 OVERHEAD_FIELDS = ("micro_batch_overhead_s", "decode_step_overhead_s", "decode_sample_overhead_s",
-                   "train_step_overhead_s", "optimizer_param_time_s")
+                   "train_step_overhead_s", "optimizer_param_time_s", "realloc_overhead_s", "data_overhead_s")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +79,10 @@ class HardwareSpec:
     call_dp_overhead_s: Mapping[str, float] = field(default_factory=dict)
     """Extra seconds per call by kind for each data-parallel rank beyond the first
     (gathering the replicas' results, reducing loss statistics)."""
+    realloc_overhead_s: float = 0.0
+    """Fixed seconds per reallocation beyond its link time (planning, packing, local copies)."""
+    data_overhead_s: float = 0.0
+    """Fixed seconds per data transfer between calls beyond its link time (serialising the batch)."""
     host_cores: float = 0.0
     """Cores the devices of one node share (CPU workers); 0 when devices do not share cores.
     With more devices busy than cores the simulator slows every busy device down."""

@@ -59,6 +59,9 @@ REALLOC_BASE_UNITS = 200.0
 REALLOC_SHARD_UNITS = 8.0
 DATA_BASE_UNITS = 30.0
 DATA_FLOW_UNITS = 1.5
+# The processor-sharing schedule (devices sharing host cores) costs about this many more work
+# units per task instance than the list schedule the search's evaluation units assume.
+SHARED_TASK_UNITS = 2.5
 
 
 def realloc_units(src: Layout, dst: Layout) -> float:
@@ -360,59 +363,80 @@ class Simulator:
         """
         n, dpn, cores = self.num_iterations, self.cost.cluster.devices_per_node, self.host_cores
         inst = [(it, k) for it in range(n) for k, t in enumerate(tasks) if not (t.first_only and it > 0)]
+        self.work_units += SHARED_TASK_UNITS * len(inst)
         index = {key: i for i, key in enumerate(inst)}
+        devs = [tasks[k].devices for _it, k in inst]
         queues: list[list[int]] = [[] for _ in range(self.num_devices)]
-        for i, (_it, k) in enumerate(inst):
-            for d in tasks[k].devices:
+        for i, d_list in enumerate(devs):
+            for d in d_list:
                 queues[d].append(i)
-        deps = [[index[(it + off, j)] for j, off in tasks[k].deps if (it + off, j) in index]
-                for it, k in inst]
+        dependents: list[list[int]] = [[] for _ in inst]
+        unmet = [0] * len(inst)
+        for i, (it, k) in enumerate(inst):
+            for j, off in tasks[k].deps:
+                src = index.get((it + off, j))
+                if src is not None:
+                    dependents[src].append(i)
+                    unmet[i] += 1
+        at_head = [0] * len(inst)
+        for q in queues:
+            if q:
+                at_head[q[0]] += 1
         head = [0] * self.num_devices
-        start: list[float | None] = [None] * len(inst)
-        end: list[float | None] = [None] * len(inst)
+        start: list[float] = [0.0] * len(inst)
+        end: list[float] = [0.0] * len(inst)
         left = [tasks[k].duration for _it, k in inst]
-        running: set[int] = set()
-        waiting = set(range(len(inst)))
-        now = 0.0
-        while waiting or running:
-            started = True
-            while started:  # start everything that can start now (zero-length tasks end at once)
-                started = False
-                for i in sorted(waiting):
-                    devs = tasks[inst[i][1]].devices
-                    if any(end[j] is None for j in deps[i]) or any(queues[d][head[d]] != i for d in devs):
-                        continue
-                    waiting.discard(i)
-                    start[i], started = now, True
-                    if left[i] <= 0:
-                        end[i] = now
-                        for d in devs:
-                            head[d] += 1
-                    else:
-                        running.add(i)
+        ready = [i for i in range(len(inst)) if unmet[i] == 0 and at_head[i] == len(devs[i])]
+        running: list[int] = []
+        now, finished = 0.0, 0
+
+        def finish(i: int) -> None:
+            end[i] = now
+            for x in dependents[i]:
+                unmet[x] -= 1
+                if unmet[x] == 0 and at_head[x] == len(devs[x]):
+                    ready.append(x)
+            for d in devs[i]:
+                head[d] += 1
+                if head[d] < len(queues[d]):
+                    x = queues[d][head[d]]
+                    at_head[x] += 1
+                    if unmet[x] == 0 and at_head[x] == len(devs[x]):
+                        ready.append(x)
+
+        while finished < len(inst):
+            while ready:  # start everything that can start now (zero-length tasks end at once)
+                i = ready.pop()
+                start[i] = now
+                if left[i] <= 0:
+                    finished += 1
+                    finish(i)
+                else:
+                    running.append(i)
             if not running:
-                if waiting:
+                if finished < len(inst):
                     raise AssertionError("simulator: tasks wait on each other (cyclic plan order)")
                 break
-            busy = [0] * (self.num_devices // dpn + 1)
+            busy: dict[int, int] = {}
             for i in running:
-                for d in tasks[inst[i][1]].devices:
-                    busy[d // dpn] += 1
-            rate = {i: min((min(1.0, cores / busy[d // dpn]) for d in tasks[inst[i][1]].devices), default=1.0)
-                    for i in running}
-            step = min(left[i] / rate[i] for i in running)
+                for d in devs[i]:
+                    busy[d // dpn] = busy.get(d // dpn, 0) + 1
+            rate = [min((min(1.0, cores / busy[d // dpn]) for d in devs[i]), default=1.0) for i in running]
+            step = min(left[i] / r for i, r in zip(running, rate))
             now += step
-            for i in list(running):
-                left[i] -= step * rate[i]
+            still = []
+            for i, r in zip(running, rate):
+                left[i] -= step * r
                 if left[i] <= 1e-12 * max(1.0, tasks[inst[i][1]].duration):
-                    running.discard(i)
-                    end[i] = now
-                    for d in tasks[inst[i][1]].devices:
-                        head[d] += 1
+                    finished += 1
+                    finish(i)
+                else:
+                    still.append(i)
+            running = still
         iteration_ends = [0.0] * n
         events = []
         for i, (it, k) in enumerate(inst):
-            iteration_ends[it] = max(iteration_ends[it], end[i] or 0.0)
+            iteration_ends[it] = max(iteration_ends[it], end[i])
             if detail:
                 events.append((tasks[k], start[i], end[i], it))
         return iteration_ends, events

@@ -12,7 +12,8 @@ that `cluster.profile` loads. What is measured, on a synthetic Llama-style model
 - decode: whole KV-cached generations (`generate_local`) at a grid of batch and steps;
 - collectives: all_reduce, all_gather and p2p within groups of 2..N ranks;
 - optimizer: one Adam step (distributed optimizer) at two model sizes;
-- calls: the real interfaces (logprobs, sft, generate) minus their core work, at dp 1 and N.
+- calls: the real interfaces (logprobs, sft, generate) minus their core work, at dp 1 and N;
+- moves: parameter reallocations between three layouts, and one batch sent between calls.
 
 Each timing is the median of `repeats` runs after a warm-up; the ranks outside the
 measured group wait at a barrier meanwhile.
@@ -43,6 +44,7 @@ from cost_model.calibration import (
     ComputeSample,
     ContentionSample,
     DecodeSample,
+    MoveSample,
     OptimizerSample,
     Samples,
     fit_calibration,
@@ -89,10 +91,10 @@ FULL = ProfileGrid(hidden_sizes=(64, 128), shapes=((2, 16), (4, 16), (8, 32), (1
                    collective_bytes=(4096, 65536, 1 << 20, 4 << 20))
 
 
-def synthetic_arch(hidden: int, layers: int, vocab: int) -> ModelArch:
-    """The Llama-style model the profile measures."""
+def synthetic_arch(hidden: int, layers: int, vocab: int, tp: int = 1) -> ModelArch:
+    """The Llama-style model the profile measures (GQA 4 / 2 heads; 4 KV heads at tp 4)."""
     return ModelArch(family="llama", num_layers=layers, hidden_size=hidden, ffn_hidden_size=2 * hidden,
-                     num_heads=4, num_kv_heads=2, vocab_size=vocab, max_position_embeddings=256)
+                     num_heads=4, num_kv_heads=max(2, tp), vocab_size=vocab, max_position_embeddings=256)
 
 
 # --------------------------------------------------------------------------- timing helpers
@@ -166,10 +168,10 @@ class _Profiler:
         self.dtype_bytes = 2 if platform.has_cuda() else 4
         self.tps = [t for t in grid.tp_degrees if t <= self.n and 4 % t == 0]
         total = (1 + len(self.tps) * len(grid.hidden_sizes) * len(grid.layers) + (self.n - 1)
-                 + len(grid.hidden_sizes) + (self.n > 1))
+                 + len(grid.hidden_sizes) + (self.n > 1) + 1)
         self.progress = _Progress(progress if self.rank == 0 else None, total)
         self.samples: dict[str, list[Any]] = {k: [] for k in ("contention", "compute", "decode", "collectives",
-                                                               "optimizer", "calls")}
+                                                               "optimizer", "calls", "moves")}
 
     def _engine(self, arch: ModelArch, layout: Layout) -> Any:
         from runtime.engine import build_engine
@@ -222,7 +224,7 @@ class _Profiler:
         for tp in self.tps:
             for hidden in g.hidden_sizes:
                 for layers in g.layers:
-                    arch = synthetic_arch(hidden, layers, g.vocab_size)
+                    arch = synthetic_arch(hidden, layers, g.vocab_size, tp)
                     engine = self._engine(arch, _layout(tuple(range(tp)), tp=tp))
                     if engine is not None:
                         self._measure_engine(engine, arch, tp)
@@ -361,11 +363,76 @@ class _Profiler:
             if keep:
                 self.samples["calls"].append(CallSample(kind=kind, dp=dp, overhead_s=overhead, busy=dp))
 
+    # ---------------------------------------------------------------- reallocations and data
+
+    def moves(self) -> None:
+        """Reallocations between layouts of a 2-layer model, and one data transfer."""
+        from cost_model.transfer import plan_transfer
+        from runtime.realloc import StagingPool, execute_transfer
+
+        arch = synthetic_arch(self.grid.hidden_sizes[0], 2, self.grid.vocab_size)
+        n = self.n
+        layouts = [_layout((0,))]
+        if n > 1:
+            layouts.append(_layout(tuple(range(1, n)), dp=n - 1))
+        if n % 2 == 0:
+            layouts.append(_layout(tuple(range(n)), dp=n // 2, tp=2))
+        engines = [self._engine(arch, lay) for lay in layouts]
+        staging = StagingPool()
+
+        def shards(engine: Any) -> dict[str, torch.Tensor] | None:
+            return None if engine is None else {k: v.tensor for k, v in engine.named_local_shards().items()}
+
+        for a, b in zip(range(len(layouts)), [*range(1, len(layouts)), 0]):
+            if a == b:
+                continue
+            plan = plan_transfer(arch, layouts[a], layouts[b], model="profile", dtype_bytes=self.dtype_bytes)
+            t = _timed(lambda a=a, b=b, plan=plan: execute_transfer(
+                plan, arch, self.rank, src_shards=shards(engines[a]), dst_shards=shards(engines[b]),
+                staging=staging), self.grid.repeats, dist.group.WORLD)
+            if self.rank == 0:
+                sent: dict[int, float] = {}
+                peers: dict[int, set[int]] = {}
+                for src, dst, nbytes in plan.flows():
+                    if src != dst:
+                        sent[src] = sent.get(src, 0.0) + nbytes
+                        sent[dst] = sent.get(dst, 0.0) + nbytes
+                        peers.setdefault(src, set()).add(dst)
+                        peers.setdefault(dst, set()).add(src)
+                self.samples["moves"].append(MoveSample(
+                    kind="realloc", busiest_bytes=max(sent.values(), default=0.0),
+                    peers=max((len(p) for p in peers.values()), default=0), time_s=t, busy=n))
+        if n > 1:
+            self._data_move()
+        dist.barrier()
+        self.progress.step("reallocations and data")
+
+    def _data_move(self) -> None:
+        """One SeqBatch (16 sequences with a token field) from rank 0 to rank 1, as the executor sends it."""
+        import pickle
+
+        batch = _batch(16, 16, self.grid.vocab_size)
+        batch = batch.with_fields(token_fields={"logprobs": torch.zeros(batch.input_ids.shape)})
+        group = self._group(2)
+
+        def send() -> None:
+            if self.rank == 0:
+                dist.send_object_list([batch], dst=1)
+            elif self.rank == 1:
+                dist.recv_object_list([None], src=0)
+
+        if self.rank < 2:
+            t = _timed(send, self.grid.repeats, group)
+            if self.rank == 0:
+                self.samples["moves"].append(MoveSample(kind="data", busiest_bytes=len(pickle.dumps(batch)),
+                                                        peers=1, time_s=t, busy=2))
+
     def run(self) -> dict[str, Any] | None:
         self.contention()
         self.compute_and_decode()
         self.collectives()
         self.optimizer_and_calls()
+        self.moves()
         if self.rank != 0:
             return None
         return {k: [s.__dict__ for s in v] for k, v in self.samples.items()}
@@ -472,6 +539,7 @@ def summary(profile: Profile) -> str:
             "optimizer s/param": cal.optimizer_param_time_s,
             "link latency s": dict(cal.link_latency), "link bandwidth B/s": dict(cal.link_bandwidth),
             "call overhead s": dict(cal.call_overhead_s), "call overhead per extra dp rank s":
-            dict(cal.call_dp_overhead_s)}
+            dict(cal.call_dp_overhead_s), "reallocation overhead s": cal.realloc_overhead_s,
+            "data transfer overhead s": cal.data_overhead_s}
     return "\n".join(f"  {k}: {json.dumps(v) if isinstance(v, dict) else (f'{v:.4g}' if v is not None else '-')}"
                      for k, v in rows.items())

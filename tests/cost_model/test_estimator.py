@@ -200,7 +200,7 @@ def test_tp_across_nodes_pays_the_slower_link() -> None:
     across = AnalyticCostModel(preset("a100-80g"), Cluster(num_nodes=4, devices_per_node=2))
     a = inside.call_estimate(call, ACTOR, _layout(1, 4, 1)).breakdown["tp_comm_s"]
     b = across.call_estimate(call, ACTOR, _layout(1, 4, 1)).breakdown["tp_comm_s"]
-    assert b > 5 * a > 0
+    assert b > 4 * a > 0  # the vocabulary-parallel loss all-reduces are latency-bound: 4x, not 10x
 
 
 def test_realloc_estimate_pads_the_vocabulary_and_is_free_in_place() -> None:
