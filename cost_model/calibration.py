@@ -29,7 +29,8 @@ overlaps calls).
 - CallSample: what a call of `kind` costs beyond its core work (measured interface time
   minus the measured forward / train step / generation of the same batch) on `dp` ranks;
   kind "train_step" is a train step beyond its forward+backward and optimizer step.
-  Fitted per kind as overhead = fixed + (dp - 1) * per_rank.
+  Fitted per kind as overhead = fixed + (dp - 1) * per_rank + seqs * per_sequence, with
+  `seqs` the sequences per data-parallel rank.
 - MoveSample: one reallocation or data transfer: what it took beyond the fitted link time
   of its busiest rank (peers x latency + bytes / bandwidth) is its kind's fixed overhead
   (the median over samples).
@@ -98,11 +99,14 @@ class ComputeSample:
     """Micro-batches of the pass."""
     busy: int = 1
     """Devices of the node computing while it was measured."""
+    tp: int = 1
+    """Tensor-parallel degree (flops are per device); only tp=1 samples are fitted when there
+    are any, since at tp > 1 the time includes the TP collectives the estimator prices apart."""
 
     def __post_init__(self) -> None:
-        _check("needs flops > 0, time_s > 0, passes, layers, micro_batches, busy >= 1",
+        _check("needs flops > 0, time_s > 0, passes, layers, micro_batches, busy, tp >= 1",
                self.flops > 0 and self.time_s > 0 and min(self.passes, self.layers, self.micro_batches,
-                                                          self.busy) >= 1, self)
+                                                          self.busy, self.tp) >= 1, self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,10 +142,12 @@ class DecodeSample:
     """Dtype of the GEMMs."""
     busy: int = 1
     """Devices of the node computing while it was measured."""
+    tp: int = 1
+    """Tensor-parallel degree; only tp=1 samples are fitted when there are any (see ComputeSample)."""
 
     def __post_init__(self) -> None:
-        _check("needs steps >= 0, batch, layers, busy >= 1, bytes >= 0, prefill_flops >= 0, time_s > 0",
-               self.steps >= 0 and min(self.batch, self.layers, self.busy) >= 1 and self.bytes >= 0
+        _check("needs steps >= 0, batch, layers, busy, tp >= 1, bytes >= 0, prefill_flops >= 0, time_s > 0",
+               self.steps >= 0 and min(self.batch, self.layers, self.busy, self.tp) >= 1 and self.bytes >= 0
                and self.prefill_flops >= 0 and self.time_s > 0, self)
 
 
@@ -196,6 +202,8 @@ class CallSample:
     """Data-parallel ranks of the call."""
     overhead_s: float
     """Measured call time minus the measured core work of the same batch (noise may make it < 0)."""
+    seqs: float = 0.0
+    """Sequences per data-parallel rank."""
     busy: int = 1
     """Devices of the node computing while it was measured."""
 
@@ -301,6 +309,8 @@ class Calibration:
     """Fixed seconds per call by kind."""
     call_dp_overhead_s: Mapping[str, float] = field(default_factory=dict)
     """Seconds per call by kind per data-parallel rank beyond the first."""
+    call_seq_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    """Seconds per call by kind per sequence per data-parallel rank."""
     realloc_overhead_s: float | None = None
     """Fixed seconds per reallocation beyond its link time."""
     data_overhead_s: float | None = None
@@ -308,7 +318,8 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for name in ("flops", "link_bandwidth", "link_latency", "call_overhead_s", "call_dp_overhead_s"):
+        for name in ("flops", "link_bandwidth", "link_latency", "call_overhead_s", "call_dp_overhead_s",
+                     "call_seq_overhead_s"):
             out[name] = dict(getattr(self, name))
         return out
 
@@ -432,25 +443,32 @@ def _fit_decode(samples: Sequence[DecodeSample], cores: float, flops: Mapping[st
     return float(coef[0]), float(coef[1]), float(coef[2]), bw
 
 
-def _fit_calls(samples: Sequence[CallSample], cores: float) -> tuple[dict[str, float], dict[str, float]]:
+def _fit_calls(samples: Sequence[CallSample], cores: float) -> tuple[dict[str, float], dict[str, float],
+                                                                   dict[str, float]]:
+    """(fixed, per extra dp rank, per sequence per rank) seconds by kind."""
     fixed: dict[str, float] = {}
     per_rank: dict[str, float] = {}
+    per_seq: dict[str, float] = {}
     for kind in CALL_SAMPLE_KINDS:
         group = [s for s in samples if s.kind == kind]
         if not group:
             continue
-        design = np.array([[1.0, s.dp - 1] for s in group])
-        coef = _fit_nonneg(design, np.array([s.overhead_s / slowdown(s.busy, cores) for s in group]))
+        design = np.array([[1.0, s.dp - 1, s.seqs] for s in group])
+        coef = _nonneg_lstsq(design, np.array([s.overhead_s / slowdown(s.busy, cores) for s in group]))
         fixed[kind] = float(coef[0])
         if any(s.dp > 1 for s in group):
             per_rank[kind] = float(coef[1])
-    return fixed, per_rank
+        if len({s.seqs for s in group}) > 1:
+            per_seq[kind] = float(coef[2])
+    return fixed, per_rank, per_seq
 
 
 def fit_calibration(samples: Samples) -> Calibration:
     """Fit achieved rates and overheads from samples (each fit needs its kind of sample)."""
     cores = fit_host_cores(samples.contention) if samples.contention else 0.0
-    flops, layer, mb = _fit_compute(samples.compute, cores)
+    compute = [s for s in samples.compute if s.tp == 1] or samples.compute
+    decode = [s for s in samples.decode if s.tp == 1] or samples.decode
+    flops, layer, mb = _fit_compute(compute, cores)
     memory_bw = None
     if samples.memory:
         design = np.array([[1.0, s.bytes] for s in samples.memory])
@@ -458,9 +476,9 @@ def fit_calibration(samples: Samples) -> Calibration:
         memory_bw = float(1.0 / coef[1]) if coef[1] > 0 else None
     bws, lats = _fit_links(samples.collectives, cores)
     values: dict[str, Any] = {}
-    call_fixed, call_dp = _fit_calls(samples.calls, cores)
-    if samples.decode:
-        fixed, step, per_seq, bw = _fit_decode(samples.decode, cores, flops, layer or 0.0, mb or 0.0)
+    call_fixed, call_dp, call_seq = _fit_calls(samples.calls, cores)
+    if decode:
+        fixed, step, per_seq, bw = _fit_decode(decode, cores, flops, layer or 0.0, mb or 0.0)
         values.update(decode_step_overhead_s=step, decode_sample_overhead_s=per_seq)
         call_fixed["generate"] = call_fixed.get("generate", 0.0) + fixed
         memory_bw = bw or memory_bw
@@ -474,6 +492,7 @@ def fit_calibration(samples: Samples) -> Calibration:
     if step_fixed is not None:
         values["train_step_overhead_s"] = step_fixed
     call_dp.pop("train_step", None)
+    call_seq.pop("train_step", None)
     for kind in MOVE_KINDS:
         group = [m for m in samples.moves if m.kind == kind]
         if group:
@@ -483,6 +502,7 @@ def fit_calibration(samples: Samples) -> Calibration:
     return Calibration(flops=flops, layer_overhead_s=layer, memory_bandwidth=memory_bw, link_bandwidth=bws,
                        link_latency=lats, host_cores=cores if samples.contention else None,
                        micro_batch_overhead_s=mb, call_overhead_s=call_fixed, call_dp_overhead_s=call_dp,
+                       call_seq_overhead_s=call_seq,
                        **values)
 
 
@@ -513,7 +533,7 @@ def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:
     for name in SCALAR_OVERHEADS:
         if getattr(cal, name) is not None:
             changes[name] = getattr(cal, name)
-    for name in ("call_overhead_s", "call_dp_overhead_s"):
+    for name in ("call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s"):
         if getattr(cal, name):
             changes[name] = {**getattr(spec, name), **getattr(cal, name)}
     if cal.memory_bandwidth is not None:

@@ -97,7 +97,7 @@ class AnalyticCostModel:
     """CostProvider from analytic formulas over a HardwareSpec (optionally calibrated)."""
 
     def __init__(self, hardware: HardwareSpec, cluster: Cluster, *, options: EstimatorOptions | None = None,
-                 **option_values: Any) -> None:
+                 iteration_barrier: bool = False, **option_values: Any) -> None:
         if options is not None and option_values:
             raise ValueError("give either options= or option keywords, not both")
         self.hardware = hardware
@@ -106,6 +106,9 @@ class AnalyticCostModel:
         self.device_memory_bytes = hardware.usable_memory_bytes
         self.host_cores = hardware.host_cores
         """Cores a node's devices share (0: none); the simulator slows overlapping calls down."""
+        self.iteration_barrier = iteration_barrier
+        """The runtime synchronises all ranks at the end of every iteration (the simulator then
+        does not overlap iterations)."""
         self._realloc_cache: dict[tuple[Any, ...], MoveEstimate] = {}
 
     # ------------------------------------------------------------------ CostProvider
@@ -255,10 +258,10 @@ class AnalyticCostModel:
         width = 1 if s.value_head else s.vocab / s.layout.tp
         return tokens * width * per_elem
 
-    def _overheads(self, kind: CallKind, lay: Layout, **extra: float) -> dict[str, float]:
+    def _overheads(self, call_: Call, lay: Layout, **extra: float) -> dict[str, float]:
         """Fixed per-call (and per-step) terms; absent when the hardware has none (GPU presets)."""
         terms = {k: v for k, v in extra.items() if v > 0}
-        call = self.hardware.call_overhead(kind.value, lay.dp)
+        call = self.hardware.call_overhead(call_.kind.value, lay.dp, num_sequences(call_) / lay.dp)
         if call > 0:
             terms["call_overhead_s"] = call
         return terms
@@ -300,7 +303,7 @@ class AnalyticCostModel:
             "pp_p2p_s": steps * m * p2p, "pipeline_bubble_s": steps * (lay.pp - 1) * t_mb,
             "dp_grad_sync_s": steps * dp_sync, "optimizer_s": steps * optimizer,
         }
-        time_terms.update(self._overheads(CallKind.TRAIN, lay, step_overhead_s=steps * hw.train_step_overhead_s))
+        time_terms.update(self._overheads(call, lay, step_overhead_s=steps * hw.train_step_overhead_s))
         per_stage = []
         for k in range(lay.pp):
             p = s.stage_params[k]
@@ -329,7 +332,7 @@ class AnalyticCostModel:
         m = lay.micro_batches
         time_terms = {"compute_s": m * compute, "tp_comm_s": m * tp_comm, "pp_p2p_s": m * p2p,
                       "pipeline_bubble_s": (lay.pp - 1) * (compute + tp_comm + p2p)}
-        time_terms.update(self._overheads(CallKind.INFERENCE, lay))
+        time_terms.update(self._overheads(call, lay))
         per_stage = []
         for k in range(lay.pp):
             per_stage.append({
@@ -364,7 +367,7 @@ class AnalyticCostModel:
         # n new tokens take n forward passes: the prefill samples the first, n - 1 decode steps the rest
         t_decode = max(expected - 1, 0) * max(m, lay.pp) * max(step_stage)
         time_terms = {"prefill_s": t_prefill, "decode_s": t_decode}
-        time_terms.update(self._overheads(CallKind.GENERATE, lay))
+        time_terms.update(self._overheads(call, lay))
         per_stage = []
         for k in range(lay.pp):
             per_stage.append({

@@ -189,6 +189,9 @@ class Simulator:
         cores = float(getattr(cost, "host_cores", 0.0) or 0.0)
         self.host_cores = cores if 0 < cores < cost.cluster.devices_per_node else 0.0
         """Cores a node's devices share; 0 when they never run short (see `_schedule_shared`)."""
+        self.iteration_barrier = bool(getattr(cost, "iteration_barrier", False))
+        """Iterations do not overlap: every task of iteration i waits for all of iteration i-1
+        (a runtime that synchronises every rank at the end of each iteration)."""
         self.work_units = 0.0
         """Work units (see `realloc_units`) spent pricing moves the caches did not hold."""
 
@@ -329,11 +332,12 @@ class Simulator:
         events: list[tuple] = []
         for it in range(n):
             ends: list[float | None] = [None] * len(tasks)
+            floor = iteration_ends[-1] if self.iteration_barrier and iteration_ends else 0.0
             finish = 0.0
             for k, task in enumerate(tasks):
                 if task.first_only and it > 0:
                     continue
-                start = 0.0
+                start = floor
                 for j, off in task.deps:
                     e = ends[j] if off == 0 else ends_prev[j]
                     if e is not None and e > start:
@@ -353,16 +357,12 @@ class Simulator:
             ends_prev = ends
         return iteration_ends, events
 
-    def _schedule_shared(self, tasks: list[_Task], detail: bool) -> tuple[list[float], list[tuple]]:
-        """`_schedule` for devices that share `host_cores` cores per node (processor sharing).
-
-        Same order and dependencies, but while more of a node's devices are busy than it has
-        cores, every task running there progresses at cores / busy of its solo speed (a task
-        spanning nodes at the slowest of its nodes' rates). Transfers hold no device and
-        run at full speed. Event-driven: rates change only when a task starts or ends.
-        """
-        n, dpn, cores = self.num_iterations, self.cost.cluster.devices_per_node, self.host_cores
-        inst = [(it, k) for it in range(n) for k, t in enumerate(tasks) if not (t.first_only and it > 0)]
+    def _instances(self, tasks: list[_Task]) -> tuple[list[tuple[int, int]], list[tuple[int, ...]],
+                                                      list[list[int]], list[list[int]], list[int]]:
+        """Unrolled (iteration, task) instances with their devices, each device's queue in
+        order, each instance's dependents and its count of unmet dependencies."""
+        inst = [(it, k) for it in range(self.num_iterations) for k, t in enumerate(tasks)
+                if not (t.first_only and it > 0)]
         self.work_units += SHARED_TASK_UNITS * len(inst)
         index = {key: i for i, key in enumerate(inst)}
         devs = [tasks[k].devices for _it, k in inst]
@@ -378,6 +378,18 @@ class Simulator:
                 if src is not None:
                     dependents[src].append(i)
                     unmet[i] += 1
+        return inst, devs, queues, dependents, unmet
+
+    def _schedule_shared(self, tasks: list[_Task], detail: bool) -> tuple[list[float], list[tuple]]:
+        """`_schedule` for devices that share `host_cores` cores per node (processor sharing).
+
+        Same order and dependencies, but while more of a node's devices are busy than it has
+        cores, every task running there progresses at cores / busy of its solo speed (a task
+        spanning nodes at the slowest of its nodes' rates). Transfers hold no device and
+        run at full speed. Event-driven: rates change only when a task starts or ends.
+        """
+        n, dpn, cores = self.num_iterations, self.cost.cluster.devices_per_node, self.host_cores
+        inst, devs, queues, dependents, unmet = self._instances(tasks)
         at_head = [0] * len(inst)
         for q in queues:
             if q:
@@ -386,12 +398,26 @@ class Simulator:
         start: list[float] = [0.0] * len(inst)
         end: list[float] = [0.0] * len(inst)
         left = [tasks[k].duration for _it, k in inst]
+        left_in = [0] * n  # unfinished instances per iteration (for the barrier)
+        for it, _k in inst:
+            left_in[it] += 1
+        if self.iteration_barrier:
+            for i, (it, _k) in enumerate(inst):
+                unmet[i] += it > 0
         ready = [i for i in range(len(inst)) if unmet[i] == 0 and at_head[i] == len(devs[i])]
         running: list[int] = []
         now, finished = 0.0, 0
 
         def finish(i: int) -> None:
             end[i] = now
+            it = inst[i][0]
+            left_in[it] -= 1
+            if self.iteration_barrier and left_in[it] == 0 and it + 1 < n:
+                for x, (it2, _k) in enumerate(inst):
+                    if it2 == it + 1:
+                        unmet[x] -= 1
+                        if unmet[x] == 0 and at_head[x] == len(devs[x]):
+                            ready.append(x)
             for x in dependents[i]:
                 unmet[x] -= 1
                 if unmet[x] == 0 and at_head[x] == len(devs[x]):

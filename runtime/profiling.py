@@ -54,6 +54,7 @@ from cost_model.layout import DeviceMesh, Layout
 from cost_model.params import stage_params
 from cost_model.profile import Profile, save_profile
 from graph.spec import ModelArch, ModelSpec
+from runtime.interfaces.registry import CallContext
 from runtime.launch import LaunchSpec, WorkerContext, launch
 
 
@@ -239,7 +240,7 @@ class _Profiler:
             fwd = self._passes(engine, b, s, forward_only=True)
             both = self._passes(engine, b, s, forward_only=False)
             if keep:
-                common = {"dtype": self.dtype, "layers": arch.num_layers, "busy": tp}
+                common = {"dtype": self.dtype, "layers": arch.num_layers, "busy": tp, "tp": tp}
                 self.samples["compute"].append(ComputeSample(flops=flops, time_s=fwd, passes=1, **common))
                 self.samples["compute"].append(ComputeSample(flops=3 * flops, time_s=both, passes=3, **common))
         kv = shapes.kv_cache_bytes_per_token(arch, self.dtype_bytes) / tp
@@ -252,7 +253,7 @@ class _Profiler:
                     prefill = self._flops(arch, tp, b * g.prompt_len, shapes.causal_ctx(g.prompt_len))
                     self.samples["decode"].append(DecodeSample(
                         steps=steps - 1, batch=b, layers=arch.num_layers, bytes=weights + b * ctx_len * kv,
-                        prefill_flops=prefill, time_s=t, dtype=self.dtype, busy=tp))
+                        prefill_flops=prefill, time_s=t, dtype=self.dtype, busy=tp, tp=tp))
 
     # ---------------------------------------------------------------- contention
 
@@ -313,29 +314,39 @@ class _Profiler:
                 self.progress.step(f"optimizer and calls: dp={dp} hidden={hidden}")
 
     def _measure_calls(self, engine: Any, arch: ModelArch, dp: int, *, optimizer_only: bool) -> None:
-        from graph.interfaces import GenerateArgs, LogprobsArgs, SFTArgs
-        from runtime.interfaces.dp import local_part
-        from runtime.interfaces.generate import generate_local
-        from runtime.interfaces.registry import CallContext, run_interface
-        from runtime.pipeline import Trainer, run_micro_batches
+        from graph.interfaces import SFTArgs
+        from runtime.pipeline import Trainer
 
         g, group = self.grid, engine.pgc.dp if dp > 1 else None
-        keep = self.rank == 0
-        b, s = 4 * dp, 16
-        batch = _batch(b, s, g.vocab_size)
-        part = local_part(engine, batch)
         args, call_ctx = SFTArgs(lr=1e-5), CallContext(total_steps=10_000)
         trainer = engine.trainer = Trainer(engine, args, total_steps=call_ctx.total_steps)
-
-        def loss_fn(_mb: Any, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-            return out.float().mean() * 0.0, {}
-
         opt = _timed(lambda: trainer.optimizer.step(), g.repeats, group)
         params = sum(p.numel() for p in engine.module.parameters()) / dp
-        if keep:
+        if self.rank == 0:
             self.samples["optimizer"].append(OptimizerSample(params=params, time_s=opt, busy=dp))
         if optimizer_only:
             return
+        for seqs in (4, 16):
+            for kind, overhead in self._call_overheads(engine, trainer, args, call_ctx, seqs * dp, group).items():
+                if self.rank == 0:
+                    self.samples["calls"].append(CallSample(kind=kind, dp=dp, overhead_s=overhead, seqs=seqs,
+                                                            busy=dp))
+
+    def _call_overheads(self, engine: Any, trainer: Any, args: Any, call_ctx: Any, b: int,
+                        group: Any) -> dict[str, float]:
+        """What each interface costs beyond its core work, on a batch of `b` sequences."""
+        from graph.interfaces import GenerateArgs, LogprobsArgs
+        from runtime.interfaces.dp import local_part
+        from runtime.interfaces.generate import generate_local
+        from runtime.interfaces.registry import run_interface
+        from runtime.pipeline import run_micro_batches
+
+        g = self.grid
+        batch = _batch(b, 14, g.vocab_size)
+        part = local_part(engine, batch)
+
+        def loss_fn(_mb: Any, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+            return out.float().mean() * 0.0, {}
 
         def fwd_bwd() -> None:
             engine.module.train()
@@ -350,7 +361,7 @@ class _Profiler:
         prompts = _batch(b, g.prompt_len, g.vocab_size, prompt=g.prompt_len)
         gen_args = GenerateArgs(max_new_tokens=4)
         local_prompts = local_part(engine, prompts)
-        extra = {
+        pairs = {
             "train_step": (fwd_bwd, lambda: trainer.train_step([part], loss_fn, args)),
             "train": (lambda: trainer.train_step([part], loss_fn, args),
                       lambda: run_interface("sft", engine, batch, args, call_ctx)),
@@ -358,10 +369,7 @@ class _Profiler:
             "generate": (lambda: generate_local(engine, local_prompts, gen_args, call_ctx),
                          lambda: run_interface("generate", engine, prompts, gen_args, call_ctx)),
         }
-        for kind, (core, whole) in extra.items():
-            overhead = _timed_extra(core, whole, g.repeats, group)
-            if keep:
-                self.samples["calls"].append(CallSample(kind=kind, dp=dp, overhead_s=overhead, busy=dp))
+        return {kind: _timed_extra(core, whole, g.repeats, group) for kind, (core, whole) in pairs.items()}
 
     # ---------------------------------------------------------------- reallocations and data
 
@@ -539,7 +547,8 @@ def summary(profile: Profile) -> str:
             "optimizer s/param": cal.optimizer_param_time_s,
             "link latency s": dict(cal.link_latency), "link bandwidth B/s": dict(cal.link_bandwidth),
             "call overhead s": dict(cal.call_overhead_s), "call overhead per extra dp rank s":
-            dict(cal.call_dp_overhead_s), "reallocation overhead s": cal.realloc_overhead_s,
+            dict(cal.call_dp_overhead_s), "call overhead per sequence s": dict(cal.call_seq_overhead_s),
+            "reallocation overhead s": cal.realloc_overhead_s,
             "data transfer overhead s": cal.data_overhead_s}
     return "\n".join(f"  {k}: {json.dumps(v) if isinstance(v, dict) else (f'{v:.4g}' if v is not None else '-')}"
                      for k, v in rows.items())

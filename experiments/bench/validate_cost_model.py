@@ -140,20 +140,29 @@ def _plans(exp_name: str, profile: Path, iterations: int) -> tuple[Any, dict[str
 
 
 def predicted_times(plan: Any, graph: Any) -> dict[str, Any]:
-    """Per call, realloc and iteration seconds of the plan's steady-state simulated iteration."""
+    """Per call, realloc and iteration seconds of the plan's steady-state simulated iteration.
+
+    A call's time is what its mesh's first rank measures: from when that rank is free (its
+    previous task on the timeline ended, or the iteration began) to the call's end; it
+    includes waiting for the call's other ranks, as the runtime's `call_time_s` does.
+    """
     entries = plan.timeline
     steady = max(e.iteration for e in entries) - 1 if entries else 0
+    begin = max((e.end for e in entries if e.iteration == steady - 1), default=0.0)
     calls: dict[str, float] = {}
     realloc_per_device: dict[int, float] = {}
-    for e in entries:
-        if e.iteration != steady:
-            continue
-        if e.what == "call":
-            calls[e.label] = max(calls.get(e.label, 0.0), e.end - e.start)
-        elif e.what == "realloc":
-            realloc_per_device[e.device] = realloc_per_device.get(e.device, 0.0) + e.end - e.start
     for call in graph.calls:
-        calls.setdefault(call.name, 0.0)
+        mine = [e for e in entries if e.label == call.name and e.what == "call" and e.iteration == steady]
+        if not mine:
+            calls[call.name] = 0.0
+            continue
+        first = min(mine, key=lambda e: e.device)
+        free = max([begin] + [e.end for e in entries if e.device == first.device and e.end <= first.start + 1e-12
+                              and e is not first])
+        calls[call.name] = first.end - min(free, first.start)
+    for e in entries:
+        if e.iteration == steady and e.what == "realloc":
+            realloc_per_device[e.device] = realloc_per_device.get(e.device, 0.0) + e.end - e.start
     return {"calls": calls, "realloc": max(realloc_per_device.values(), default=0.0),
             "iteration": float(plan.iteration_time_s or 0.0)}
 
@@ -166,6 +175,28 @@ def measured_times(history: list[dict[str, Any]], warmup: int) -> dict[str, Any]
         calls[name] = statistics.median(r["call_time_s"][name] for r in rows if name in r["call_time_s"])
     return {"calls": calls, "realloc": statistics.median(r["realloc_time_s"] for r in rows),
             "iteration": statistics.median(r["iter_time_s"] for r in rows)}
+
+
+def _layout_dict(lay: Any) -> dict[str, Any]:
+    return {"devices": list(lay.mesh.devices), "dp": lay.dp, "tp": lay.tp, "pp": lay.pp,
+            "micro_batches": lay.micro_batches}
+
+
+def reevaluate(report: dict[str, Any], profile: str | Path | None = None) -> dict[str, Any]:
+    """The same measurements against the estimates of (another) profile, without running anything."""
+    from planner import PlanOptions, make_plan
+    from realloc.experiment import load_experiment
+    from realloc.planning import cost_model_for
+
+    profile = Path(profile or report["profile"])
+    graphs, results = {}, []
+    for r in report["plans"]:
+        exp = load_experiment(r["experiment"], [f"cluster.profile={profile}"])
+        graphs[r["experiment"]] = exp.graph
+        options = PlanOptions.from_dict({"mode": "manual", "layouts": r["layouts"]})
+        plan = make_plan(exp.graph, cost_model_for(exp), options).plan
+        results.append({**r, "predicted": predicted_times(plan, exp.graph)})
+    return {**report, "profile": str(profile), "plans": results, "summary": compare(results, graphs)}
 
 
 def _run_all(ctx: Any, jobs: list[Any]) -> list[Any]:
@@ -294,7 +325,7 @@ def run_validation(*, quick: bool = False, out: Path | None = None, profile: str
         loads.append(os.getloadavg()[0])
         for plan_name, plan in plans.items():
             results.append({"experiment": exp.config.name, "plan": plan_name,
-                            "layouts": {c: str(lay) for c, lay in plan.layouts.items()},
+                            "layouts": {c: _layout_dict(lay) for c, lay in plan.layouts.items()},
                             "measured": measured_times(histories[plan_name], warmup),
                             "predicted": predicted_times(plan, exp.graph)})
     report = {"profile": str(profile), "iterations": iterations, "warmup": warmup,
@@ -315,7 +346,15 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, help="iterations per plan (default 12, quick 5)")
     parser.add_argument("--warmup", type=int, help="iterations left out of the medians (default 3, quick 2)")
     parser.add_argument("--experiments", nargs="+", default=["ppo_tiny", "grpo_tiny"])
+    parser.add_argument("--reevaluate", type=Path, metavar="REPORT.json",
+                        help="no runs: compare the measurements of an earlier report with --profile's estimates")
     args = parser.parse_args()
+    if args.reevaluate:
+        report = reevaluate(json.loads(args.reevaluate.read_text()), args.profile)
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print_report(report)
+        return
     run_validation(quick=args.quick, out=args.out, profile=args.profile, experiments=args.experiments,
                    iterations=args.iterations, warmup=args.warmup, show=True)
 
