@@ -112,8 +112,9 @@ def _overhead_samples() -> Samples:
                                            prefill_flops=1e6 * batch, time_s=t, dtype="fp32"))
     optimizer = [OptimizerSample(params=p, time_s=4e-3 + p * 1e-7) for p in (1e4, 1e5)]
     calls = [CallSample(kind="train_step", dp=1, overhead_s=6e-3),
-             CallSample(kind="inference", dp=1, overhead_s=0.02),
-             CallSample(kind="inference", dp=4, overhead_s=2 * (0.02 + 3 * 0.01), busy=4),
+             CallSample(kind="inference", dp=1, overhead_s=0.02 + 4 * 1e-3, seqs=4),
+             CallSample(kind="inference", dp=1, overhead_s=0.02 + 16 * 1e-3, seqs=16),
+             CallSample(kind="inference", dp=4, overhead_s=2 * (0.02 + 3 * 0.01 + 4 * 1e-3), seqs=4, busy=4),
              CallSample(kind="generate", dp=1, overhead_s=0.03)]
     contention = [ContentionSample(devices=4, alone_s=0.1, together_s=0.2)]
     return Samples(compute=tuple(compute), decode=tuple(decode), optimizer=tuple(optimizer),
@@ -142,9 +143,11 @@ def test_fit_recovers_overheads_by_hand() -> None:
     # inference: 0.02 fixed, 0.01 per extra dp rank (the dp=4 sample ran 2x slow: 4 busy on 2 cores)
     assert cal.call_overhead_s["inference"] == pytest.approx(0.02, rel=1e-6)
     assert cal.call_dp_overhead_s["inference"] == pytest.approx(0.01, rel=1e-6)
+    assert cal.call_seq_overhead_s["inference"] == pytest.approx(1e-3, rel=1e-6)  # per sequence per rank
     # generate: 0.03 measured around the generation plus the generation's own fixed 1e-2
     assert cal.call_overhead_s["generate"] == pytest.approx(0.04, rel=1e-6)
     spec = apply_calibration(preset("cpu-gloo"), cal)
     assert spec.host_cores == pytest.approx(2.0) and spec.slowdown(4) == pytest.approx(2.0)
     assert spec.call_overhead("inference", 3) == pytest.approx(0.04)
+    assert spec.call_overhead("inference", 3, seqs_per_rank=5) == pytest.approx(0.045)
     assert spec.train_step_overhead_s == pytest.approx(1e-2)

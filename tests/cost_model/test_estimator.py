@@ -220,7 +220,7 @@ def test_realloc_estimate_pads_the_vocabulary_and_is_free_in_place() -> None:
 OVERHEADS = ROUND.replace(micro_batch_overhead_s=0.01, train_step_overhead_s=0.02, optimizer_param_time_s=1e-6,
                           decode_step_overhead_s=0.003, decode_sample_overhead_s=0.001,
                           call_overhead_s={"train": 0.1, "inference": 0.05, "generate": 0.2},
-                          call_dp_overhead_s={"train": 0.01})
+                          call_dp_overhead_s={"train": 0.01}, call_seq_overhead_s={"inference": 0.001})
 
 
 def test_fixed_overhead_terms_by_hand() -> None:
@@ -234,7 +234,7 @@ def test_fixed_overhead_terms_by_hand() -> None:
                prompt_len=8, response_len=8)
     a, b = (m.call_estimate(inf, ACTOR, _layout(1, 1, 1, mb=2)).breakdown for m in (plain, over))
     assert b["compute_s"] - a["compute_s"] == pytest.approx(2 * 0.01)
-    assert b["call_overhead_s"] == pytest.approx(0.05)
+    assert b["call_overhead_s"] == pytest.approx(0.05 + 8 * 0.001)  # 8 sequences on the one rank
     gen = Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate",
                args=GenerateArgs(max_new_tokens=8, num_samples=2), batch_size=2, prompt_len=8,
                response_len=4, max_new_tokens=8)

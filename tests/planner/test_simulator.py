@@ -244,3 +244,31 @@ def test_shared_schedule_without_shortage_equals_the_plain_one():
         assert [s[:2] for s in spans(shared_events)] == [s[:2] for s in spans(plain_events)]
         assert [t for s in spans(shared_events) for t in s[2:]] == pytest.approx(
             [t for s in spans(plain_events) for t in s[2:]])
+
+
+@dataclasses.dataclass
+class _BarrierCost(FixedCost):
+    iteration_barrier: bool = True
+
+
+def test_iteration_barrier_stops_iterations_overlapping():
+    """Fan graph with a 5 s critic_train on [1]: iteration 0 ends at 10 (critic_train 5-10) while
+    actor_train [0] ends at 8.5. Overlapping, gen(1) starts at 8.5 and the steady period is 8.5
+    (critic_train 13.5-18.5, then 22-27); with the barrier gen(1) waits for 10 and every
+    iteration takes its 10 s makespan. The processor-sharing schedule agrees."""
+    times = {"gen": 2.0, "ref_inf": 1.0, "values": 1.5, "actor_train": 3.0, "critic_train": 5.0}
+    cluster = Cluster(num_nodes=1, devices_per_node=2)
+    free = PlanContext(fan_graph(), FixedCost(cluster, times=times)).evaluate(FAN_LAYOUTS, "t")
+    assert _entries(free, "gen", 1) == [(8.5, 10.5)]
+    assert _entries(free, "critic_train", 2) == [(22.0, 27.0)]
+    assert free.iteration_time_s == pytest.approx(8.5)
+    cost = _BarrierCost(cluster, times=times)
+    held = PlanContext(fan_graph(), cost).evaluate(FAN_LAYOUTS, "t")
+    assert _entries(held, "gen", 1) == [(10.0, 12.0)]
+    assert held.iteration_time_s == pytest.approx(10.0)
+    sim = Simulator(fan_graph(), cost)
+    cands = PlanContext(fan_graph(), cost).candidates_of(FAN_LAYOUTS)
+    tasks = sim._tasks(cands, sim.primaries(cands))
+    sim.host_cores = 1e9
+    ends, _ = sim._schedule_shared(tasks, False)
+    assert ends == pytest.approx([10.0, 20.0, 30.0, 40.0])
