@@ -8,7 +8,8 @@ those of a device running alone (the simulator applies the slowdown again when i
 overlaps calls).
 
 - ContentionSample: the same work on one device alone and on `devices` at once; the
-  effective host cores = devices * alone / together (0, "no sharing", below 15% slowdown).
+  effective host cores = devices * alone / together (median), at most the node's `cores`
+  (0, "no sharing", with a core per device, or below 15% slowdown when `cores` is unknown).
 - ComputeSample: `layers` transformer layers' forward (passes=1) or forward+backward
   (passes=3) over `micro_batches` micro-batches: `flops` and measured `time_s`. Fitted
   per dtype by least squares as time = passes * micro_batches * (micro_batch_overhead +
@@ -33,7 +34,9 @@ overlaps calls).
   `seqs` the sequences per data-parallel rank.
 - MoveSample: one reallocation or data transfer: what it took beyond the fitted link time
   of its busiest rank (peers x latency + bytes / bandwidth) is its kind's fixed overhead
-  (the median over samples).
+  (the median over data samples; the least over reallocations, since one that copies
+  locally only pays no messaging at all and the others' extra is messaging the link fit
+  underprices).
 
 `apply_calibration` rewrites a HardwareSpec so that its achieved rates equal the
 fitted ones (efficiency = fitted / peak; a peak below the fitted rate is raised) and
@@ -75,10 +78,13 @@ class ContentionSample:
     """Seconds on one device while the others idle."""
     together_s: float
     """Seconds per device while all `devices` compute."""
+    cores: int = 0
+    """Cores the node's workers may run on (0: unknown); the effective count never exceeds it
+    (outside load on a busy machine hides the slowdown and would suggest more)."""
 
     def __post_init__(self) -> None:
-        _check("needs devices >= 2, alone_s > 0, together_s > 0",
-               self.devices >= 2 and self.alone_s > 0 and self.together_s > 0, self)
+        _check("needs devices >= 2, alone_s > 0, together_s > 0, cores >= 0",
+               self.devices >= 2 and self.alone_s > 0 and self.together_s > 0 and self.cores >= 0, self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -380,9 +386,12 @@ def fit_host_cores(samples: Sequence[ContentionSample]) -> float:
     """Effective shared cores: median of devices * alone / together; 0 when the slowdown is small."""
     cores = [s.devices * s.alone_s / s.together_s for s in samples]
     slow = float(np.median([s.together_s / s.alone_s for s in samples]))
-    if slow < NO_SHARING_SLOWDOWN:
+    physical = min((s.cores for s in samples if s.cores > 0), default=0)
+    if physical and physical >= max(s.devices for s in samples):
+        return 0.0  # a core per device: nothing to share
+    if slow < NO_SHARING_SLOWDOWN and not physical:
         return 0.0
-    return float(np.median(cores))
+    return min(float(np.median(cores)), physical or math.inf)
 
 
 def _fit_compute(samples: Sequence[ComputeSample], cores: float) -> tuple[dict[str, float], float | None,
@@ -498,7 +507,7 @@ def fit_calibration(samples: Samples) -> Calibration:
         if group:
             lat, bw = lats.get("intra", 0.0), bws.get("intra", math.inf)
             extra = [m.time_s / slowdown(m.busy, cores) - m.peers * lat - m.busiest_bytes / bw for m in group]
-            values[f"{kind}_overhead_s"] = max(0.0, float(np.median(extra)))
+            values[f"{kind}_overhead_s"] = max(0.0, float(min(extra) if kind == "realloc" else np.median(extra)))
     return Calibration(flops=flops, layer_overhead_s=layer, memory_bandwidth=memory_bw, link_bandwidth=bws,
                        link_latency=lats, host_cores=cores if samples.contention else None,
                        micro_batch_overhead_s=mb, call_overhead_s=call_fixed, call_dp_overhead_s=call_dp,

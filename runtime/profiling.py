@@ -15,8 +15,9 @@ that `cluster.profile` loads. What is measured, on a synthetic Llama-style model
 - calls: the real interfaces (logprobs, sft, generate) minus their core work, at dp 1 and N;
 - moves: parameter reallocations between three layouts, and one batch sent between calls.
 
-Each timing is the median of `repeats` runs after a warm-up; the ranks outside the
-measured group wait at a barrier meanwhile.
+Each timing is the median of `repeats` runs after warm-ups; the ranks outside the measured
+group wait at a barrier meanwhile. Work on one CPU worker alone is timed in thread CPU time
+(robust to other processes loading the machine), work across ranks in wall time.
 """
 
 from __future__ import annotations
@@ -106,21 +107,26 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _once(fn: Callable[[], Any], group: Any) -> float:
+def _once(fn: Callable[[], Any], group: Any, wall: bool = False) -> float:
+    """Seconds of one run of `fn`: wall time in a group; alone (group None) on CPU, this
+    thread's CPU time, which other processes' load on the machine does not inflate (a worker
+    computes on its own thread: torch runs one intra-op thread per worker here)."""
     if group is not None:
         dist.barrier(group=group)
+    cpu_clock = not wall and group is None and not torch.cuda.is_available() and torch.get_num_threads() == 1
+    clock = time.thread_time if cpu_clock else time.perf_counter
     _sync()
-    start = time.perf_counter()
+    start = clock()
     fn()
     _sync()
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def _timed(fn: Callable[[], Any], repeats: int, group: Any) -> float:
+def _timed(fn: Callable[[], Any], repeats: int, group: Any, wall: bool = False) -> float:
     """Median seconds of `fn` after two warm-ups; the group aligns before every run."""
     fn()
     fn()
-    return statistics.median(_once(fn, group) for _ in range(repeats))
+    return statistics.median(_once(fn, group, wall) for _ in range(repeats))
 
 
 def _timed_extra(core: Callable[[], Any], whole: Callable[[], Any], repeats: int, group: Any) -> float:
@@ -140,6 +146,14 @@ class _Progress:
         self.done += 1
         if self.path:
             Path(self.path).write_text(f"{self.done} {self.total} {what}\n")
+
+
+def _cores() -> int:
+    """CPU cores this process may run on (the node's workers share them; on GPUs: unused)."""
+    if torch.cuda.is_available():
+        return 0
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else (os.cpu_count() or 0)
 
 
 def _batch(b: int, s: int, vocab: int, prompt: int | None = None) -> Any:
@@ -186,7 +200,7 @@ class _Profiler:
 
     # ---------------------------------------------------------------- compute and decode
 
-    def _passes(self, engine: Any, b: int, s: int, forward_only: bool) -> float:
+    def _passes(self, engine: Any, b: int, s: int, forward_only: bool, wall: bool = False) -> float:
         from runtime.pipeline import run_micro_batches
 
         mb = _batch(b, s, self.grid.vocab_size)
@@ -204,7 +218,7 @@ class _Profiler:
                 run_micro_batches(engine, [mb], loss_fn, forward_only=False)
                 engine.module.zero_grad(set_to_none=True)
 
-        return _timed(run, self.grid.repeats, engine.pgc.tp if engine.layout.tp > 1 else None)
+        return _timed(run, self.grid.repeats, engine.pgc.tp if engine.layout.tp > 1 else None, wall)
 
     def _flops(self, arch: ModelArch, tp: int, tokens: float, ctx: float) -> float:
         layer = shapes.layer_forward_flops(arch, tokens, ctx) * arch.num_layers
@@ -264,12 +278,14 @@ class _Profiler:
             engine = self._engine(arch, _layout((r,)))
             mine = engine if engine is not None else mine
         b, s = self.grid.shapes[-1]
-        alone = self._passes(mine, b, s, forward_only=False) if self.rank == 0 else 0.0
-        dist.barrier()
-        together = self._passes(mine, b, s, forward_only=False)
-        dist.barrier()
-        if self.rank == 0 and self.n >= 2:
-            self.samples["contention"].append(ContentionSample(devices=self.n, alone_s=alone, together_s=together))
+        for _ in range(3):  # alternating, so a burst of outside load does not decide it (median of 3)
+            alone = self._passes(mine, b, s, forward_only=False, wall=True) if self.rank == 0 else 0.0
+            dist.barrier()
+            together = self._passes(mine, b, s, forward_only=False, wall=True)
+            dist.barrier()
+            if self.rank == 0 and self.n >= 2:
+                self.samples["contention"].append(ContentionSample(devices=self.n, alone_s=alone,
+                                                                   together_s=together, cores=_cores()))
         self.progress.step("contention")
 
     # ---------------------------------------------------------------- collectives
@@ -385,6 +401,7 @@ class _Profiler:
             layouts.append(_layout(tuple(range(1, n)), dp=n - 1))
         if n % 2 == 0:
             layouts.append(_layout(tuple(range(n)), dp=n // 2, tp=2))
+            layouts.append(_layout(tuple(range(n)), dp=n))  # from it to tp2 every copy is local
         engines = [self._engine(arch, lay) for lay in layouts]
         staging = StagingPool()
 

@@ -297,9 +297,10 @@ def print_report(report: dict[str, Any]) -> None:
 
 def run_validation(*, quick: bool = False, out: Path | None = None, profile: str | Path | None = None,
                    experiments: Sequence[str] = ("ppo_tiny", "grpo_tiny"), iterations: int | None = None,
-                   warmup: int | None = None, show: bool = False) -> dict[str, Any]:
+                   warmup: int | None = None, show: bool = False, remeasure: bool = False) -> dict[str, Any]:
     """Run the plans for real, compare with the estimates; the JSON-able report.
 
+    With `remeasure`, `realloc profile --devices 4` runs first and writes `profile`.
     Returns {"profile", "iterations", "warmup", "load_average", "plans": [{"experiment",
     "plan", "layouts", "measured": {"calls", "realloc", "iteration"}, "predicted": {...},
     "errors": {call | "realloc" | "iteration": relative error}}], "summary": {"per_kind":
@@ -309,6 +310,10 @@ def run_validation(*, quick: bool = False, out: Path | None = None, profile: str
     import os
 
     profile = Path(profile or DEFAULT_PROFILE)
+    if remeasure:  # profile this machine first (in place of the committed file's numbers)
+        from runtime.profiling import profile_machine
+
+        profile_machine(devices=4, quick=quick, out=profile, show_progress=show)
     if not profile.is_file():
         raise ValueError(f"profile {str(profile)!r} does not exist; run `realloc profile --out {profile}`")
     iterations = iterations or (5 if quick else 12)
@@ -346,6 +351,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, help="iterations per plan (default 12, quick 5)")
     parser.add_argument("--warmup", type=int, help="iterations left out of the medians (default 3, quick 2)")
     parser.add_argument("--experiments", nargs="+", default=["ppo_tiny", "grpo_tiny"])
+    parser.add_argument("--remeasure", action="store_true",
+                        help="measure this machine into --profile first (do it on the machine you validate on)")
     parser.add_argument("--reevaluate", type=Path, metavar="REPORT.json",
                         help="no runs: compare the measurements of an earlier report with --profile's estimates")
     args = parser.parse_args()
@@ -356,7 +363,7 @@ def main() -> None:
         print_report(report)
         return
     run_validation(quick=args.quick, out=args.out, profile=args.profile, experiments=args.experiments,
-                   iterations=args.iterations, warmup=args.warmup, show=True)
+                   iterations=args.iterations, warmup=args.warmup, show=True, remeasure=args.remeasure)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,13 @@ def test_contention_gives_effective_cores_and_slowdown() -> None:
     # under 15% slower: the devices do not share cores
     assert fit_host_cores([ContentionSample(devices=4, alone_s=0.1, together_s=0.11)]) == 0.0
     assert slowdown(4, 2.0) == 2.0 and slowdown(2, 2.0) == 1.0 and slowdown(8, 0.0) == 1.0
+    # outside load hid most of the slowdown (4 x 0.1 / 0.12 = 3.3 cores) but the node has 2: 2
+    assert fit_host_cores([ContentionSample(devices=4, alone_s=0.1, together_s=0.12, cores=2)]) == 2.0
+    # as many cores as devices: nothing is shared, whatever the noise says
+    assert fit_host_cores([ContentionSample(devices=4, alone_s=0.1, together_s=0.3, cores=4)]) == 0.0
+    # the median of several samples: 4 x 0.1 / {0.2, 0.21, 0.5}
+    samples = [ContentionSample(devices=4, alone_s=0.1, together_s=t) for t in (0.2, 0.5, 0.21)]
+    assert fit_host_cores(samples) == pytest.approx(0.4 / 0.21)
 
 
 def test_fit_recovers_overheads_by_hand() -> None:

@@ -36,7 +36,11 @@ def test_realloc_profile_quick_writes_a_loadable_profile(tmp_path: Path) -> None
     assert ops == {("all_reduce", 2), ("all_gather", 2), ("p2p", 2)}
     assert {(s.kind, s.dp) for s in samples.calls} == {(k, d) for k in ("train_step", "train", "inference",
                                                                        "generate") for d in (1, 2)}
-    assert len(samples.optimizer) == 2 and len(samples.contention) == 1
+    assert {s.seqs for s in samples.calls} == {4, 16}  # two batch sizes separate per-sequence costs
+    assert len(samples.optimizer) == 2 and len(samples.contention) == 3
+    # reallocations around four layouts of 2 ranks (one of them local copies only) and one data transfer
+    assert [m.kind for m in samples.moves] == ["realloc"] * 4 + ["data"]
+    assert min(m.peers for m in samples.moves if m.kind == "realloc") == 0
     spec = profile.spec
     assert spec.kind == "cpu-gloo" and spec.devices_per_node == 2
     # the fitted numbers are what the estimator runs on, and every fitted rate is positive
