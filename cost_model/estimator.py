@@ -97,7 +97,8 @@ class AnalyticCostModel:
     """CostProvider from analytic formulas over a HardwareSpec (optionally calibrated)."""
 
     def __init__(self, hardware: HardwareSpec, cluster: Cluster, *, options: EstimatorOptions | None = None,
-                 iteration_barrier: bool = False, **option_values: Any) -> None:
+                 iteration_barrier: bool = False, blocking_transfers: bool = False,
+                 **option_values: Any) -> None:
         if options is not None and option_values:
             raise ValueError("give either options= or option keywords, not both")
         self.hardware = hardware
@@ -109,6 +110,9 @@ class AnalyticCostModel:
         self.iteration_barrier = iteration_barrier
         """The runtime synchronises all ranks at the end of every iteration (the simulator then
         does not overlap iterations)."""
+        self.blocking_transfers = blocking_transfers
+        """The runtime's data sends block the sending and receiving ranks (the simulator then
+        holds their devices during a transfer)."""
         self._realloc_cache: dict[tuple[Any, ...], MoveEstimate] = {}
 
     # ------------------------------------------------------------------ CostProvider
@@ -158,9 +162,12 @@ class AnalyticCostModel:
 
     def data_estimate(self, producer: Call, consumer: Call, key: str, src: Layout, dst: Layout) -> MoveEstimate:
         """Cost of moving data key `key` from `producer`'s layout to `consumer`'s."""
-        est = price_flows(data_flows(producer, consumer, key, src, dst), self.hardware, self.cluster)
+        flows = data_flows(producer, consumer, key, src, dst)
+        est = price_flows(flows, self.hardware, self.cluster)
         if est.bytes_total > 0 and self.hardware.data_overhead_s > 0:
-            est = dataclasses.replace(est, time_s=est.time_s + self.hardware.data_overhead_s)
+            # every send serialises the batch on its sender, one send after another
+            sends = max(sum(1 for s, d, _ in flows if s == sender and d != s) for sender, _, _ in flows)
+            est = dataclasses.replace(est, time_s=est.time_s + sends * self.hardware.data_overhead_s)
         return est
 
     # ------------------------------------------------------------------ checks

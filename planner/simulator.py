@@ -157,6 +157,15 @@ class _Task:
         self.ref = ref
 
 
+def _transfer_devices(src: Layout, dst: Layout) -> tuple[int, ...]:
+    """Ranks a blocking transfer occupies: each destination rank lacking the data and the
+    source rank serving it (round robin over the source mesh, as the executor assigns them)."""
+    senders = src.mesh.devices
+    needers = [d for d in dst.mesh.devices if d not in senders]
+    used = {senders[i % len(senders)] for i in range(len(needers))} | set(needers)
+    return tuple(sorted(used))
+
+
 def _union(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return a if a == b else tuple(sorted(set(a) | set(b)))
 
@@ -189,6 +198,9 @@ class Simulator:
         cores = float(getattr(cost, "host_cores", 0.0) or 0.0)
         self.host_cores = cores if 0 < cores < cost.cluster.devices_per_node else 0.0
         """Cores a node's devices share; 0 when they never run short (see `_schedule_shared`)."""
+        self.blocking_transfers = bool(getattr(cost, "blocking_transfers", False))
+        """Data transfers occupy their sending and receiving devices (a runtime whose sends
+        block both ranks) instead of running asynchronously beside them."""
         self.iteration_barrier = bool(getattr(cost, "iteration_barrier", False))
         """Iterations do not overlap: every task of iteration i waits for all of iteration i-1
         (a runtime that synchronises every rank at the end of each iteration)."""
@@ -279,8 +291,9 @@ class Simulator:
                     deps.append((call_task[p], 0))
                     continue
                 dur, nbytes = self._data(p, i, key, src, cand)
+                held = _transfer_devices(src.layout, cand.layout) if self.blocking_transfers and dur > 0 else ()
                 tasks.append(_Task(TRANSFER, f"{key}:{self.calls[p].name}->{call.name}",
-                                   (), dur, [(call_task[p], 0)],
+                                   held, dur, [(call_task[p], 0)],
                                    ref=(key, self.calls[p].name, call.name, src.layout,
                                         cand.layout, dur, nbytes), shown=cand.key[0]))
                 deps.append((len(tasks) - 1, 0))

@@ -252,3 +252,25 @@ def test_bad_overhead_fields_are_named() -> None:
         ROUND.replace(call_overhead_s={"trian": 0.1})
     with pytest.raises(ValueError, match="host_cores must be >= 0"):
         ROUND.replace(host_cores=-1.0)
+
+
+def test_moves_pay_their_fixed_overheads() -> None:
+    hw = ROUND.replace(data_overhead_s=0.01, realloc_overhead_s=0.02)
+    plain, over = AnalyticCostModel(ROUND, CLUSTER), AnalyticCostModel(hw, CLUSTER)
+    gen = Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate", outputs=("seq",),
+               batch_size=4, prompt_len=8, response_len=8, max_new_tokens=8)
+    inf = Call(name="lp", model="ref", kind=CallKind.INFERENCE, interface="logprobs", inputs=("seq",),
+               batch_size=4, prompt_len=8, response_len=8)
+    one = Layout(mesh=DeviceMesh.span(0, 1), dp=1, tp=1, pp=1)
+    three = Layout(mesh=DeviceMesh.span(1, 3), dp=3, tp=1, pp=1)
+    # one sender serialises the batch three times, one send after another
+    diff = over.data_estimate(gen, inf, "seq", one, three).time_s - plain.data_estimate(gen, inf, "seq", one,
+                                                                                        three).time_s
+    assert diff == pytest.approx(3 * 0.01)
+    two, other_two = _layout(2, 1, 1), _layout(2, 1, 1, start=2)
+    diff = (over.data_estimate(gen, inf, "seq", two, other_two).time_s
+            - plain.data_estimate(gen, inf, "seq", two, other_two).time_s)
+    assert diff == pytest.approx(0.01)  # two senders, one send each
+    # a reallocation pays its overhead even when every copy is local (dp2 -> tp2 on the same ranks)
+    est = over.realloc_estimate(ACTOR, _layout(2, 1, 1), _layout(1, 2, 1))
+    assert est.bytes_total == 0 and est.time_s == pytest.approx(0.02)

@@ -272,3 +272,20 @@ def test_iteration_barrier_stops_iterations_overlapping():
     sim.host_cores = 1e9
     ends, _ = sim._schedule_shared(tasks, False)
     assert ends == pytest.approx([10.0, 20.0, 30.0, 40.0])
+
+
+@dataclasses.dataclass
+class _BlockingCost(FixedCost):
+    blocking_transfers: bool = True
+
+
+def test_blocking_transfers_hold_sender_and_receiver():
+    """FAN_LAYOUTS when every send blocks its two ranks (transfers 0.5 s, in call order):
+    gen [0] 0-2; seq->ref_inf [0,1] 2-2.5; ref_inf 2.5-3.5; seq->values 3.5-4; values 4-5.5;
+    ref_logp->actor_train 5.5-6; val->actor_train 6-6.5; actor_train [0] 6.5-9.5; seq->critic_train
+    waits for its sender, rank 0, until 9.5: 9.5-10; critic_train [1] 10-12 (async: 5-7)."""
+    plan = PlanContext(fan_graph(), _fan_cost(_BlockingCost)).evaluate(FAN_LAYOUTS, "t")
+    assert _entries(plan, "values", 0) == [(4.0, 5.5)]
+    assert _entries(plan, "actor_train", 0) == [(6.5, 9.5)]
+    assert _entries(plan, "critic_train", 0) == [(10.0, 12.0)]
+    assert _entries(plan, "seq:gen->critic_train", 0) == [(9.5, 10.0)]
