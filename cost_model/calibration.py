@@ -33,10 +33,9 @@ overlaps calls).
   Fitted per kind as overhead = fixed + (dp - 1) * per_rank + seqs * per_sequence, with
   `seqs` the sequences per data-parallel rank.
 - MoveSample: one reallocation or data transfer: what it took beyond the fitted link time
-  of its busiest rank (peers x latency + bytes / bandwidth) is its kind's fixed overhead
-  (the median over data samples; the least over reallocations, since one that copies
-  locally only pays no messaging at all and the others' extra is messaging the link fit
-  underprices).
+  of its busiest rank (peers x latency + bytes / bandwidth) is fitted as fixed + peers x
+  per_peer for reallocations (a local-only one exchanges no messages), and as the median
+  fixed overhead of data transfers.
 
 `apply_calibration` rewrites a HardwareSpec so that its achieved rates equal the
 fitted ones (efficiency = fitted / peak; a peak below the fitted rate is raised) and
@@ -319,6 +318,8 @@ class Calibration:
     """Seconds per call by kind per sequence per data-parallel rank."""
     realloc_overhead_s: float | None = None
     """Fixed seconds per reallocation beyond its link time."""
+    realloc_peer_overhead_s: float | None = None
+    """Seconds per reallocation per peer of the busiest rank beyond its link time."""
     data_overhead_s: float | None = None
     """Fixed seconds per data transfer beyond its link time."""
 
@@ -507,7 +508,11 @@ def fit_calibration(samples: Samples) -> Calibration:
         if group:
             lat, bw = lats.get("intra", 0.0), bws.get("intra", math.inf)
             extra = [m.time_s / slowdown(m.busy, cores) - m.peers * lat - m.busiest_bytes / bw for m in group]
-            values[f"{kind}_overhead_s"] = max(0.0, float(min(extra) if kind == "realloc" else np.median(extra)))
+            if kind == "realloc":
+                coef = _nonneg_lstsq(np.array([[1.0, m.peers] for m in group]), np.array(extra))
+                values.update(realloc_overhead_s=float(coef[0]), realloc_peer_overhead_s=float(coef[1]))
+            else:
+                values["data_overhead_s"] = max(0.0, float(np.median(extra)))
     return Calibration(flops=flops, layer_overhead_s=layer, memory_bandwidth=memory_bw, link_bandwidth=bws,
                        link_latency=lats, host_cores=cores if samples.contention else None,
                        micro_batch_overhead_s=mb, call_overhead_s=call_fixed, call_dp_overhead_s=call_dp,
@@ -524,7 +529,7 @@ def _rate(peak: float, achieved: float) -> tuple[float, float]:
 
 SCALAR_OVERHEADS = ("layer_overhead_s", "host_cores", "micro_batch_overhead_s", "decode_step_overhead_s",
                     "decode_sample_overhead_s", "train_step_overhead_s", "optimizer_param_time_s",
-                    "realloc_overhead_s", "data_overhead_s")
+                    "realloc_overhead_s", "realloc_peer_overhead_s", "data_overhead_s")
 
 
 def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:

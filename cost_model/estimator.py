@@ -155,8 +155,16 @@ class AnalyticCostModel:
             flows = transfer_flows(model.arch, src, dst, value_head=model.value_head, cluster=self.cluster,
                                    dtype_bytes=self.options.dtype_bytes, vocab_size=vocab)
             est = price_flows(flows, self.hardware, self.cluster)
-            if self.hardware.realloc_overhead_s > 0:  # paid even when every copy is local
-                est = dataclasses.replace(est, time_s=est.time_s + self.hardware.realloc_overhead_s)
+            hw = self.hardware
+            if hw.realloc_overhead_s > 0 or hw.realloc_peer_overhead_s > 0:  # paid even when all copies are local
+                peers: dict[int, set[int]] = {}
+                for s, d, nbytes in flows:
+                    if s != d and nbytes > 0:
+                        peers.setdefault(s, set()).add(d)
+                        peers.setdefault(d, set()).add(s)
+                most = max((len(p) for p in peers.values()), default=0)
+                extra = hw.realloc_overhead_s + most * hw.realloc_peer_overhead_s
+                est = dataclasses.replace(est, time_s=est.time_s + extra)
             self._realloc_cache[key] = est
         return self._realloc_cache[key]
 

@@ -23,7 +23,8 @@ KINDS = ("gpu", "cpu-gloo")
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 CALL_KINDS = ("generate", "inference", "train")
 OVERHEAD_FIELDS = ("micro_batch_overhead_s", "decode_step_overhead_s", "decode_sample_overhead_s",
-                   "train_step_overhead_s", "optimizer_param_time_s", "realloc_overhead_s", "data_overhead_s")
+                   "train_step_overhead_s", "optimizer_param_time_s", "realloc_overhead_s", "realloc_peer_overhead_s",
+                   "data_overhead_s")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +85,8 @@ class HardwareSpec:
     (per-sequence Python: splitting, assembling fields, per-sequence statistics)."""
     realloc_overhead_s: float = 0.0
     """Fixed seconds per reallocation beyond its link time (planning, packing, local copies)."""
+    realloc_peer_overhead_s: float = 0.0
+    """Extra seconds per reallocation for each peer the busiest rank exchanges messages with."""
     data_overhead_s: float = 0.0
     """Fixed seconds per data transfer between calls beyond its link time (serialising the batch)."""
     host_cores: float = 0.0

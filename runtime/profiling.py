@@ -566,6 +566,7 @@ def summary(profile: Profile) -> str:
             "call overhead s": dict(cal.call_overhead_s), "call overhead per extra dp rank s":
             dict(cal.call_dp_overhead_s), "call overhead per sequence s": dict(cal.call_seq_overhead_s),
             "reallocation overhead s": cal.realloc_overhead_s,
+            "reallocation overhead per peer s": cal.realloc_peer_overhead_s,
             "data transfer overhead s": cal.data_overhead_s}
     return "\n".join(f"  {k}: {json.dumps(v) if isinstance(v, dict) else (f'{v:.4g}' if v is not None else '-')}"
                      for k, v in rows.items())

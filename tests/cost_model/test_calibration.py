@@ -81,6 +81,7 @@ from cost_model.calibration import (  # noqa: E402
     CallSample,
     ContentionSample,
     DecodeSample,
+    MoveSample,
     OptimizerSample,
     Samples,
     fit_host_cores,
@@ -117,8 +118,13 @@ def _overhead_samples() -> Samples:
              CallSample(kind="inference", dp=4, overhead_s=2 * (0.02 + 3 * 0.01 + 4 * 1e-3), seqs=4, busy=4),
              CallSample(kind="generate", dp=1, overhead_s=0.03)]
     contention = [ContentionSample(devices=4, alone_s=0.1, together_s=0.2)]
+    # no collective samples: no link time to take off; 2 ms per reallocation + 4 ms per peer (the
+    # 3-peer one measured with 4 busy devices: twice as long); 3 ms per data transfer
+    moves = [MoveSample(kind="realloc", busiest_bytes=0.0, peers=p, time_s=(0.002 + 0.004 * p) * (2 if p == 3 else 1),
+                        busy=4 if p == 3 else 1) for p in (0, 1, 3)]
+    moves.append(MoveSample(kind="data", busiest_bytes=1e4, peers=1, time_s=0.003))
     return Samples(compute=tuple(compute), decode=tuple(decode), optimizer=tuple(optimizer),
-                   calls=tuple(calls), contention=tuple(contention))
+                   calls=tuple(calls), contention=tuple(contention), moves=tuple(moves))
 
 
 def test_contention_gives_effective_cores_and_slowdown() -> None:
@@ -153,6 +159,8 @@ def test_fit_recovers_overheads_by_hand() -> None:
     assert cal.call_seq_overhead_s["inference"] == pytest.approx(1e-3, rel=1e-6)  # per sequence per rank
     # generate: 0.03 measured around the generation plus the generation's own fixed 1e-2
     assert cal.call_overhead_s["generate"] == pytest.approx(0.04, rel=1e-6)
+    assert cal.realloc_overhead_s == pytest.approx(0.002) and cal.realloc_peer_overhead_s == pytest.approx(0.004)
+    assert cal.data_overhead_s == pytest.approx(0.003)
     spec = apply_calibration(preset("cpu-gloo"), cal)
     assert spec.host_cores == pytest.approx(2.0) and spec.slowdown(4) == pytest.approx(2.0)
     assert spec.call_overhead("inference", 3) == pytest.approx(0.04)

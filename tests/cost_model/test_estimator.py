@@ -255,7 +255,7 @@ def test_bad_overhead_fields_are_named() -> None:
 
 
 def test_moves_pay_their_fixed_overheads() -> None:
-    hw = ROUND.replace(data_overhead_s=0.01, realloc_overhead_s=0.02)
+    hw = ROUND.replace(data_overhead_s=0.01, realloc_overhead_s=0.02, realloc_peer_overhead_s=0.005)
     plain, over = AnalyticCostModel(ROUND, CLUSTER), AnalyticCostModel(hw, CLUSTER)
     gen = Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate", outputs=("seq",),
                batch_size=4, prompt_len=8, response_len=8, max_new_tokens=8)
@@ -274,3 +274,7 @@ def test_moves_pay_their_fixed_overheads() -> None:
     # a reallocation pays its overhead even when every copy is local (dp2 -> tp2 on the same ranks)
     est = over.realloc_estimate(ACTOR, _layout(2, 1, 1), _layout(1, 2, 1))
     assert est.bytes_total == 0 and est.time_s == pytest.approx(0.02)
+    # tp2 on [0, 1] -> one replica on [2]: rank 2 gathers from both: 2 peers; the link part as without
+    base = plain.realloc_estimate(ACTOR, _layout(1, 2, 1), _layout(1, 1, 1, start=2)).time_s
+    est = over.realloc_estimate(ACTOR, _layout(1, 2, 1), _layout(1, 1, 1, start=2))
+    assert est.time_s - base == pytest.approx(0.02 + 2 * 0.005)

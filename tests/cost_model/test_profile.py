@@ -68,7 +68,13 @@ def test_shipped_example_profile_loads() -> None:
 
 
 def test_round_trip_with_overhead_samples_and_measurement_record(tmp_path: Path) -> None:
-    from cost_model.calibration import CallSample, ContentionSample, DecodeSample, OptimizerSample, fit_calibration
+    from cost_model.calibration import (
+        CallSample,
+        ContentionSample,
+        DecodeSample,
+        OptimizerSample,
+        fit_calibration,
+    )
 
     samples = Samples(
         contention=(ContentionSample(devices=4, alone_s=0.1, together_s=0.21),),

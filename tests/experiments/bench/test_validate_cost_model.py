@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.bench.validate_cost_model import compare, measured_times, ranks, relative_error, spearman
+from experiments.bench.validate_cost_model import (
+    compare,
+    measured_times,
+    ranks,
+    relative_error,
+    spearman,
+)
 
 
 def test_ranks_share_ties() -> None:
