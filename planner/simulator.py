@@ -157,6 +157,15 @@ class _Task:
         self.ref = ref
 
 
+def _share_rates(running: list[tuple[int, ...]], devices_per_node: int, cores: float) -> list[float]:
+    """Speed of each running task (given by its devices) when a node's busy devices share `cores`."""
+    busy: dict[int, int] = {}
+    for devs in running:
+        for d in devs:
+            busy[d // devices_per_node] = busy.get(d // devices_per_node, 0) + 1
+    return [min((min(1.0, cores / busy[d // devices_per_node]) for d in devs), default=1.0) for devs in running]
+
+
 def _transfer_devices(src: Layout, dst: Layout) -> tuple[int, ...]:
     """Ranks a blocking transfer occupies: each destination rank lacking the data and the
     source rank serving it (round robin over the source mesh, as the executor assigns them)."""
@@ -456,11 +465,7 @@ class Simulator:
                 if finished < len(inst):
                     raise AssertionError("simulator: tasks wait on each other (cyclic plan order)")
                 break
-            busy: dict[int, int] = {}
-            for i in running:
-                for d in devs[i]:
-                    busy[d // dpn] = busy.get(d // dpn, 0) + 1
-            rate = [min((min(1.0, cores / busy[d // dpn]) for d in devs[i]), default=1.0) for i in running]
+            rate = _share_rates([devs[i] for i in running], dpn, cores)
             step = min(left[i] / r for i, r in zip(running, rate))
             now += step
             still = []
