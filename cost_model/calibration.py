@@ -30,8 +30,8 @@ overlaps calls).
 - CallSample: what a call of `kind` costs beyond its core work (measured interface time
   minus the measured forward / train step / generation of the same batch) on `dp` ranks;
   kind "train_step" is a train step beyond its forward+backward and optimizer step.
-  Fitted per kind as overhead = fixed + (dp - 1) * per_rank + seqs * per_sequence, with
-  `seqs` the sequences per data-parallel rank.
+  Fitted per kind as overhead = fixed + seqs * per_sequence + (dp - 1) * (per_rank + seqs *
+  per_rank_sequence), with `seqs` the sequences per data-parallel rank.
 - MoveSample: one reallocation or data transfer: what it took beyond the fitted link time
   of its busiest rank (peers x latency + bytes / bandwidth) is fitted as fixed + peers x
   per_peer for reallocations (a local-only one exchanges no messages), and as the median
@@ -316,6 +316,8 @@ class Calibration:
     """Seconds per call by kind per data-parallel rank beyond the first."""
     call_seq_overhead_s: Mapping[str, float] = field(default_factory=dict)
     """Seconds per call by kind per sequence per data-parallel rank."""
+    call_dp_seq_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    """Seconds per call by kind per sequence per rank for each data-parallel rank beyond the first."""
     realloc_overhead_s: float | None = None
     """Fixed seconds per reallocation beyond its link time."""
     realloc_peer_overhead_s: float | None = None
@@ -326,7 +328,7 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         for name in ("flops", "link_bandwidth", "link_latency", "call_overhead_s", "call_dp_overhead_s",
-                     "call_seq_overhead_s"):
+                     "call_seq_overhead_s", "call_dp_seq_overhead_s"):
             out[name] = dict(getattr(self, name))
         return out
 
@@ -453,24 +455,27 @@ def _fit_decode(samples: Sequence[DecodeSample], cores: float, flops: Mapping[st
     return float(coef[0]), float(coef[1]), float(coef[2]), bw
 
 
-def _fit_calls(samples: Sequence[CallSample], cores: float) -> tuple[dict[str, float], dict[str, float],
-                                                                   dict[str, float]]:
-    """(fixed, per extra dp rank, per sequence per rank) seconds by kind."""
-    fixed: dict[str, float] = {}
-    per_rank: dict[str, float] = {}
-    per_seq: dict[str, float] = {}
+def _fit_calls(samples: Sequence[CallSample], cores: float) -> dict[str, dict[str, float]]:
+    """Per kind: fixed, per sequence, per extra dp rank, per extra dp rank per sequence (seconds).
+
+    overhead = fixed + seqs * per_seq + (dp - 1) * (per_rank + seqs * per_rank_seq); each term is
+    fitted only where the samples vary in it."""
+    out: dict[str, dict[str, float]] = {k: {} for k in ("fixed", "seq", "dp", "dp_seq")}
     for kind in CALL_SAMPLE_KINDS:
         group = [s for s in samples if s.kind == kind]
         if not group:
             continue
-        design = np.array([[1.0, s.dp - 1, s.seqs] for s in group])
-        coef = _nonneg_lstsq(design, np.array([s.overhead_s / slowdown(s.busy, cores) for s in group]))
-        fixed[kind] = float(coef[0])
-        if any(s.dp > 1 for s in group):
-            per_rank[kind] = float(coef[1])
-        if len({s.seqs for s in group}) > 1:
-            per_seq[kind] = float(coef[2])
-    return fixed, per_rank, per_seq
+        multi_dp = any(s.dp > 1 for s in group)
+        multi_seq = len({s.seqs for s in group}) > 1
+        design = np.array([[1.0, s.seqs, s.dp - 1, (s.dp - 1) * s.seqs] for s in group])
+        cols = [0] + ([1] if multi_seq else []) + ([2] if multi_dp else []) + ([3] if multi_dp and multi_seq else [])
+        coef = np.zeros(4)
+        coef[cols] = _nonneg_lstsq(design[:, cols],
+                                   np.array([s.overhead_s / slowdown(s.busy, cores) for s in group]))
+        for name, col in (("fixed", 0), ("seq", 1), ("dp", 2), ("dp_seq", 3)):
+            if col in cols:
+                out[name][kind] = float(coef[col])
+    return out
 
 
 def fit_calibration(samples: Samples) -> Calibration:
@@ -486,7 +491,8 @@ def fit_calibration(samples: Samples) -> Calibration:
         memory_bw = float(1.0 / coef[1]) if coef[1] > 0 else None
     bws, lats = _fit_links(samples.collectives, cores)
     values: dict[str, Any] = {}
-    call_fixed, call_dp, call_seq = _fit_calls(samples.calls, cores)
+    fitted = _fit_calls(samples.calls, cores)
+    call_fixed, call_dp, call_seq, call_dp_seq = fitted["fixed"], fitted["dp"], fitted["seq"], fitted["dp_seq"]
     if decode:
         fixed, step, per_seq, bw = _fit_decode(decode, cores, flops, layer or 0.0, mb or 0.0)
         values.update(decode_step_overhead_s=step, decode_sample_overhead_s=per_seq)
@@ -503,6 +509,7 @@ def fit_calibration(samples: Samples) -> Calibration:
         values["train_step_overhead_s"] = step_fixed
     call_dp.pop("train_step", None)
     call_seq.pop("train_step", None)
+    call_dp_seq.pop("train_step", None)
     for kind in MOVE_KINDS:
         group = [m for m in samples.moves if m.kind == kind]
         if group:
@@ -516,7 +523,7 @@ def fit_calibration(samples: Samples) -> Calibration:
     return Calibration(flops=flops, layer_overhead_s=layer, memory_bandwidth=memory_bw, link_bandwidth=bws,
                        link_latency=lats, host_cores=cores if samples.contention else None,
                        micro_batch_overhead_s=mb, call_overhead_s=call_fixed, call_dp_overhead_s=call_dp,
-                       call_seq_overhead_s=call_seq,
+                       call_seq_overhead_s=call_seq, call_dp_seq_overhead_s=call_dp_seq,
                        **values)
 
 
@@ -547,7 +554,7 @@ def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:
     for name in SCALAR_OVERHEADS:
         if getattr(cal, name) is not None:
             changes[name] = getattr(cal, name)
-    for name in ("call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s"):
+    for name in ("call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s", "call_dp_seq_overhead_s"):
         if getattr(cal, name):
             changes[name] = {**getattr(spec, name), **getattr(cal, name)}
     if cal.memory_bandwidth is not None:

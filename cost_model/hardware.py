@@ -83,6 +83,9 @@ class HardwareSpec:
     call_seq_overhead_s: Mapping[str, float] = field(default_factory=dict)
     """Extra seconds per call by kind for each sequence a data-parallel rank handles
     (per-sequence Python: splitting, assembling fields, per-sequence statistics)."""
+    call_dp_seq_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    """Extra seconds per call by kind per sequence per rank for each data-parallel rank beyond
+    the first (results gathered from every replica are serialised per sequence)."""
     realloc_overhead_s: float = 0.0
     """Fixed seconds per reallocation beyond its link time (planning, packing, local copies)."""
     realloc_peer_overhead_s: float = 0.0
@@ -116,7 +119,7 @@ class HardwareSpec:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0 or math.isnan(value):
                 raise ValueError(f"hardware {self.name!r}: {name} must be >= 0, got {value!r}")
-        for name in ("call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s"):
+        for name in ("call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s", "call_dp_seq_overhead_s"):
             for kind, value in getattr(self, name).items():
                 if kind not in CALL_KINDS or not isinstance(value, int | float) or value < 0 or math.isnan(value):
                     raise ValueError(f"hardware {self.name!r}: {name}[{kind!r}] = {value!r}; kinds are "
@@ -162,8 +165,9 @@ class HardwareSpec:
 
     def call_overhead(self, kind: str, dp: int, seqs_per_rank: float = 0.0) -> float:
         """Fixed seconds of one call of `kind` on `dp` data-parallel ranks of `seqs_per_rank` sequences."""
-        return (self.call_overhead_s.get(kind, 0.0) + (dp - 1) * self.call_dp_overhead_s.get(kind, 0.0)
-                + seqs_per_rank * self.call_seq_overhead_s.get(kind, 0.0))
+        per_rank = self.call_dp_overhead_s.get(kind, 0.0) + seqs_per_rank * self.call_dp_seq_overhead_s.get(kind, 0.0)
+        return (self.call_overhead_s.get(kind, 0.0) + seqs_per_rank * self.call_seq_overhead_s.get(kind, 0.0)
+                + (dp - 1) * per_rank)
 
     def slowdown(self, busy_devices: int) -> float:
         """How much slower each device runs when `busy_devices` of one node compute at once."""
@@ -175,7 +179,8 @@ class HardwareSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dictionary (the "hardware" section of a profile file)."""
         out = dataclasses.asdict(self)
-        for name in ("peak_flops", "call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s"):
+        for name in ("peak_flops", "call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s",
+                     "call_dp_seq_overhead_s"):
             out[name] = dict(getattr(self, name))
         return out
 
@@ -187,7 +192,8 @@ class HardwareSpec:
             if key not in known:
                 raise ValueError(f"{where}: unknown field {key!r}; known: {', '.join(sorted(known))}")
         values = dict(values)
-        for name in ("peak_flops", "call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s"):
+        for name in ("peak_flops", "call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s",
+                     "call_dp_seq_overhead_s"):
             if name in values:
                 values[name] = {str(k): float(v) for k, v in dict(values[name]).items()}
         return cls(**values)

@@ -565,6 +565,7 @@ def summary(profile: Profile) -> str:
             "link latency s": dict(cal.link_latency), "link bandwidth B/s": dict(cal.link_bandwidth),
             "call overhead s": dict(cal.call_overhead_s), "call overhead per extra dp rank s":
             dict(cal.call_dp_overhead_s), "call overhead per sequence s": dict(cal.call_seq_overhead_s),
+            "call overhead per extra dp rank per sequence s": dict(cal.call_dp_seq_overhead_s),
             "reallocation overhead s": cal.realloc_overhead_s,
             "reallocation overhead per peer s": cal.realloc_peer_overhead_s,
             "data transfer overhead s": cal.data_overhead_s}

@@ -115,7 +115,10 @@ def _overhead_samples() -> Samples:
     calls = [CallSample(kind="train_step", dp=1, overhead_s=6e-3),
              CallSample(kind="inference", dp=1, overhead_s=0.02 + 4 * 1e-3, seqs=4),
              CallSample(kind="inference", dp=1, overhead_s=0.02 + 16 * 1e-3, seqs=16),
-             CallSample(kind="inference", dp=4, overhead_s=2 * (0.02 + 3 * 0.01 + 4 * 1e-3), seqs=4, busy=4),
+             CallSample(kind="inference", dp=4, overhead_s=2 * (0.02 + 4e-3 + 3 * (0.01 + 4 * 5e-4)), seqs=4,
+                        busy=4),
+             CallSample(kind="inference", dp=4, overhead_s=2 * (0.02 + 16e-3 + 3 * (0.01 + 16 * 5e-4)), seqs=16,
+                        busy=4),
              CallSample(kind="generate", dp=1, overhead_s=0.03)]
     contention = [ContentionSample(devices=4, alone_s=0.1, together_s=0.2)]
     # no collective samples: no link time to take off; 2 ms per reallocation + 4 ms per peer (the
@@ -153,10 +156,11 @@ def test_fit_recovers_overheads_by_hand() -> None:
     assert cal.optimizer_param_time_s == pytest.approx(1e-7, rel=1e-6)
     # train step: 6e-3 measured beyond forward+backward and optimizer, plus the optimizer's fixed 4e-3
     assert cal.train_step_overhead_s == pytest.approx(1e-2, rel=1e-6)
-    # inference: 0.02 fixed, 0.01 per extra dp rank (the dp=4 sample ran 2x slow: 4 busy on 2 cores)
+    # inference: 0.02 fixed, 0.01 per extra dp rank (the dp=4 samples ran 2x slow: 4 busy on 2 cores)
     assert cal.call_overhead_s["inference"] == pytest.approx(0.02, rel=1e-6)
     assert cal.call_dp_overhead_s["inference"] == pytest.approx(0.01, rel=1e-6)
     assert cal.call_seq_overhead_s["inference"] == pytest.approx(1e-3, rel=1e-6)  # per sequence per rank
+    assert cal.call_dp_seq_overhead_s["inference"] == pytest.approx(5e-4, rel=1e-6)  # gathered per sequence
     # generate: 0.03 measured around the generation plus the generation's own fixed 1e-2
     assert cal.call_overhead_s["generate"] == pytest.approx(0.04, rel=1e-6)
     assert cal.realloc_overhead_s == pytest.approx(0.002) and cal.realloc_peer_overhead_s == pytest.approx(0.004)
@@ -164,5 +168,5 @@ def test_fit_recovers_overheads_by_hand() -> None:
     spec = apply_calibration(preset("cpu-gloo"), cal)
     assert spec.host_cores == pytest.approx(2.0) and spec.slowdown(4) == pytest.approx(2.0)
     assert spec.call_overhead("inference", 3) == pytest.approx(0.04)
-    assert spec.call_overhead("inference", 3, seqs_per_rank=5) == pytest.approx(0.045)
+    assert spec.call_overhead("inference", 3, seqs_per_rank=5) == pytest.approx(0.02 + 5e-3 + 2 * (0.01 + 5 * 5e-4))
     assert spec.train_step_overhead_s == pytest.approx(1e-2)
