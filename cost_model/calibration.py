@@ -26,7 +26,8 @@ overlaps calls).
   fitted per link as time = steps * latency + wire_bytes / achieved_bandwidth with the
   ring factors of `cost_model.collectives`.
 - OptimizerSample: one optimizer step over `params` local parameters; time = fixed +
-  params * optimizer_param_time (the fixed part joins train_step_overhead).
+  params * optimizer_param_time (the fixed part joins train_step_overhead); fitted on the
+  samples of one busy device when there are any.
 - CallSample: what a call of `kind` costs beyond its core work (measured interface time
   minus the measured forward / train step / generation of the same batch) on `dp` ranks;
   kind "train_step" is a train step beyond its forward+backward and optimizer step.
@@ -499,9 +500,10 @@ def fit_calibration(samples: Samples) -> Calibration:
         call_fixed["generate"] = call_fixed.get("generate", 0.0) + fixed
         memory_bw = bw or memory_bw
     step_fixed = call_fixed.pop("train_step", None)
-    if samples.optimizer:
-        design = np.array([[1.0, s.params] for s in samples.optimizer])
-        t = np.array([s.time_s / slowdown(s.busy, cores) for s in samples.optimizer])
+    optimizer = [s for s in samples.optimizer if s.busy == 1] or samples.optimizer
+    if optimizer:  # like compute and decode: samples of one worker alone when there are any
+        design = np.array([[1.0, s.params] for s in optimizer])
+        t = np.array([s.time_s / slowdown(s.busy, cores) for s in optimizer])
         coef = _fit_nonneg(design, t)
         values["optimizer_param_time_s"] = float(coef[1])
         step_fixed = (step_fixed or 0.0) + float(coef[0])
