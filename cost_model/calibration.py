@@ -1,23 +1,52 @@
-"""Calibration: fit achieved rates from measured samples; they override the analytic defaults.
+"""Calibration: fit achieved rates and fixed overheads from measured samples.
 
-Three kinds of samples, each a frozen dataclass (and a JSON object in a profile file):
-- ComputeSample: one transformer layer's forward (passes=1) or forward+backward
-  (passes=3) over some tokens: `flops` and measured `time_s`. Fitted per dtype by
-  least squares as time = passes * layer_overhead + flops / achieved_flops.
-- MemorySample: a memory-bound pass (a decode step of one layer): `bytes` read and
-  `time_s`; fitted as time = a + bytes / achieved_bandwidth.
+Kinds of samples, each a frozen dataclass (and a JSON object in a profile file). Every
+sample carries `busy`: how many devices of its node were computing while it was
+measured. Where the devices share fewer host cores (`ContentionSample`), a time is
+divided by the slowdown `busy / host_cores` before fitting, so the fitted numbers are
+those of a device running alone (the simulator applies the slowdown again when it
+overlaps calls).
+
+- ContentionSample: the same work on one device alone and on `devices` at once; the
+  effective host cores = devices * alone / together (median), at most the node's `cores`
+  (0, "no sharing", with a core per device, or below 15% slowdown when `cores` is unknown).
+- ComputeSample: `layers` transformer layers' forward (passes=1) or forward+backward
+  (passes=3) over `micro_batches` micro-batches: `flops` and measured `time_s`. Fitted
+  per dtype by least squares as time = passes * micro_batches * (micro_batch_overhead +
+  layers * layer_overhead) + flops / achieved_flops. (With every sample at one layer and
+  one micro-batch the two overheads cannot be told apart: all goes to layer_overhead.)
+- MemorySample: a memory-bound pass reading `bytes`; time = a + bytes / bandwidth.
+- DecodeSample: a whole KV-cached generation of `batch` sequences: one prefill
+  (`prefill_flops`) then `steps` decode steps each reading `bytes`. After the compute
+  fit prices the prefill and the per-layer overheads, time = fixed + steps *
+  (decode_step_overhead + batch * decode_sample_overhead + bytes / bandwidth); `fixed`
+  joins the generate call overhead.
 - CollectiveSample: `op` (all_reduce, all_gather, reduce_scatter, p2p) over
   `group_size` devices on an "intra" or "inter" node link, buffer `bytes`, `time_s`;
   fitted per link as time = steps * latency + wire_bytes / achieved_bandwidth with the
   ring factors of `cost_model.collectives`.
+- OptimizerSample: one optimizer step over `params` local parameters; time = fixed +
+  params * optimizer_param_time (the fixed part joins train_step_overhead); fitted on the
+  samples of one busy device when there are any.
+- CallSample: what a call of `kind` costs beyond its core work (measured interface time
+  minus the measured forward / train step / generation of the same batch) on `dp` ranks;
+  kind "train_step" is a train step beyond its forward+backward and optimizer step.
+  Fitted per kind as overhead = fixed + seqs * per_sequence + (dp - 1) * (per_rank + seqs *
+  per_rank_sequence), with `seqs` the sequences per data-parallel rank.
+- MoveSample: one reallocation or data transfer: what it took beyond the fitted link time
+  of its busiest rank (peers x latency + bytes / bandwidth) is fitted as fixed + peers x
+  per_peer for reallocations (a local-only one exchanges no messages), and as the median
+  fixed overhead of data transfers.
 
 `apply_calibration` rewrites a HardwareSpec so that its achieved rates equal the
-fitted ones (efficiency = fitted / peak; a peak below the fitted rate is raised).
+fitted ones (efficiency = fitted / peak; a peak below the fitted rate is raised) and
+its overhead fields equal the fitted overheads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,27 +55,64 @@ from typing import Any
 import numpy as np
 
 from cost_model.collectives import wire_factor
-from cost_model.hardware import HardwareSpec
+from cost_model.hardware import CALL_KINDS, HardwareSpec
 
 LINKS = ("intra", "inter")
+CALL_SAMPLE_KINDS = (*CALL_KINDS, "train_step")
+NO_SHARING_SLOWDOWN = 1.15
+"""Below this measured slowdown the devices are taken not to share cores."""
+
+
+def _check(name: str, ok: bool, sample: object) -> None:
+    if not ok:
+        raise ValueError(f"{type(sample).__name__}: {name}, got {sample}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContentionSample:
+    """The same work timed on one device alone and on `devices` devices at once."""
+
+    devices: int
+    """Devices of the node that computed at once."""
+    alone_s: float
+    """Seconds on one device while the others idle."""
+    together_s: float
+    """Seconds per device while all `devices` compute."""
+    cores: int = 0
+    """Cores the node's workers may run on (0: unknown); the effective count never exceeds it
+    (outside load on a busy machine hides the slowdown and would suggest more)."""
+
+    def __post_init__(self) -> None:
+        _check("needs devices >= 2, alone_s > 0, together_s > 0, cores >= 0",
+               self.devices >= 2 and self.alone_s > 0 and self.together_s > 0 and self.cores >= 0, self)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ComputeSample:
-    """Measured time of one layer's forward (passes=1) or forward+backward (passes=3)."""
+    """Measured time of `layers` layers' forward (passes=1) or forward+backward (passes=3)."""
 
     flops: float
-    """FLOPs of the pass (shapes.layer_forward_flops x passes)."""
+    """FLOPs of the pass (shapes.layer_forward_flops x layers x passes, plus the head)."""
     time_s: float
     """Measured seconds."""
     passes: int = 1
     """Forward-equivalent passes: 1 forward, 3 forward+backward, 4 with recomputation."""
     dtype: str = "bf16"
     """Dtype of the GEMMs."""
+    layers: int = 1
+    """Transformer layers the pass went through."""
+    micro_batches: int = 1
+    """Micro-batches of the pass."""
+    busy: int = 1
+    """Devices of the node computing while it was measured."""
+    tp: int = 1
+    """Tensor-parallel degree (flops are per device); only tp=1 samples are fitted when there
+    are any, since at tp > 1 the time includes the TP collectives the estimator prices apart."""
 
     def __post_init__(self) -> None:
-        if self.flops <= 0 or self.time_s <= 0 or self.passes < 1:
-            raise ValueError(f"compute sample needs flops > 0, time_s > 0, passes >= 1, got {self}")
+        _check("needs flops > 0, time_s > 0, passes, layers, micro_batches, busy, tp >= 1",
+               self.flops > 0 and self.time_s > 0 and min(self.passes, self.layers, self.micro_batches,
+                                                          self.busy, self.tp) >= 1, self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,8 +125,36 @@ class MemorySample:
     """Measured seconds."""
 
     def __post_init__(self) -> None:
-        if self.bytes <= 0 or self.time_s <= 0:
-            raise ValueError(f"memory sample needs bytes > 0 and time_s > 0, got {self}")
+        _check("needs bytes > 0 and time_s > 0", self.bytes > 0 and self.time_s > 0, self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeSample:
+    """Measured time of one KV-cached generation: a prefill, then `steps` decode steps."""
+
+    steps: int
+    """Decode steps after the prefill."""
+    batch: int
+    """Sequences decoded together."""
+    layers: int
+    """Transformer layers of the model (its shard on this device)."""
+    bytes: float
+    """Bytes one decode step reads (weights and the KV cache at the average context)."""
+    prefill_flops: float
+    """FLOPs of the prefill (layers and head)."""
+    time_s: float
+    """Measured seconds of the whole generation."""
+    dtype: str = "bf16"
+    """Dtype of the GEMMs."""
+    busy: int = 1
+    """Devices of the node computing while it was measured."""
+    tp: int = 1
+    """Tensor-parallel degree; only tp=1 samples are fitted when there are any (see ComputeSample)."""
+
+    def __post_init__(self) -> None:
+        _check("needs steps >= 0, batch, layers, busy, tp >= 1, bytes >= 0, prefill_flops >= 0, time_s > 0",
+               self.steps >= 0 and min(self.batch, self.layers, self.busy, self.tp) >= 1 and self.bytes >= 0
+               and self.prefill_flops >= 0 and self.time_s > 0, self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,38 +171,123 @@ class CollectiveSample:
     """Buffer bytes per device (the full gathered size for all_gather / reduce_scatter)."""
     time_s: float
     """Measured seconds."""
+    busy: int = 1
+    """Devices of the node computing while it was measured."""
 
     def __post_init__(self) -> None:
         wire_factor(self.op, self.group_size)  # validates op
         if self.link not in LINKS:
             raise ValueError(f"collective sample link {self.link!r} must be one of {LINKS}")
-        if self.group_size < 2 or self.bytes <= 0 or self.time_s <= 0:
-            raise ValueError(f"collective sample needs group_size >= 2, bytes > 0, time_s > 0, got {self}")
+        _check("needs group_size >= 2, bytes > 0, time_s > 0, busy >= 1",
+               self.group_size >= 2 and self.bytes > 0 and self.time_s > 0 and self.busy >= 1, self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerSample:
+    """Measured time of one optimizer step over `params` local parameters."""
+
+    params: float
+    """Parameters this device updates."""
+    time_s: float
+    """Measured seconds."""
+    busy: int = 1
+    """Devices of the node computing while it was measured."""
+
+    def __post_init__(self) -> None:
+        _check("needs params > 0, time_s > 0, busy >= 1",
+               self.params > 0 and self.time_s > 0 and self.busy >= 1, self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallSample:
+    """What a call costs beyond its core work, measured on `dp` data-parallel ranks."""
+
+    kind: str
+    """generate, inference, train (a whole call) or train_step (one optimizer step)."""
+    dp: int
+    """Data-parallel ranks of the call."""
+    overhead_s: float
+    """Measured call time minus the measured core work of the same batch (noise may make it < 0)."""
+    seqs: float = 0.0
+    """Sequences per data-parallel rank."""
+    busy: int = 1
+    """Devices of the node computing while it was measured."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in CALL_SAMPLE_KINDS:
+            raise ValueError(f"call sample kind {self.kind!r} unknown; use one of {', '.join(CALL_SAMPLE_KINDS)}")
+        _check("needs dp >= 1, busy >= 1 and a finite overhead_s",
+               self.dp >= 1 and self.busy >= 1 and math.isfinite(self.overhead_s), self)
+
+
+MOVE_KINDS = ("realloc", "data")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoveSample:
+    """Measured time of one parameter reallocation or one data transfer between calls."""
+
+    kind: str
+    """realloc or data."""
+    busiest_bytes: float
+    """Bytes the busiest rank sends or receives over links (0 when every copy is local)."""
+    peers: int
+    """Most distinct peers one rank exchanges messages with."""
+    time_s: float
+    """Measured seconds."""
+    busy: int = 1
+    """Devices of the node computing while it was measured."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in MOVE_KINDS:
+            raise ValueError(f"move sample kind {self.kind!r} unknown; use one of {', '.join(MOVE_KINDS)}")
+        _check("needs busiest_bytes >= 0, peers >= 0, time_s > 0, busy >= 1",
+               self.busiest_bytes >= 0 and self.peers >= 0 and self.time_s > 0 and self.busy >= 1, self)
+
+
+SAMPLE_KINDS: dict[str, type] = {
+    "contention": ContentionSample, "compute": ComputeSample, "memory": MemorySample,
+    "decode": DecodeSample, "collectives": CollectiveSample, "optimizer": OptimizerSample,
+    "calls": CallSample, "moves": MoveSample,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
 class Samples:
     """All measured samples of a profile."""
 
+    contention: tuple[ContentionSample, ...] = ()
     compute: tuple[ComputeSample, ...] = ()
     memory: tuple[MemorySample, ...] = ()
+    decode: tuple[DecodeSample, ...] = ()
     collectives: tuple[CollectiveSample, ...] = ()
+    optimizer: tuple[OptimizerSample, ...] = ()
+    calls: tuple[CallSample, ...] = ()
+    moves: tuple[MoveSample, ...] = ()
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, k) for k in SAMPLE_KINDS)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: [dataclasses.asdict(s) for s in getattr(self, k)] for k in ("compute", "memory", "collectives")}
+        return {k: [dataclasses.asdict(s) for s in getattr(self, k)] for k in SAMPLE_KINDS}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Samples:
-        kinds = {"compute": ComputeSample, "memory": MemorySample, "collectives": CollectiveSample}
         for key in d:
-            if key not in kinds:
-                raise ValueError(f"profile samples: unknown kind {key!r}; known: {', '.join(kinds)}")
-        return cls(**{k: tuple(kinds[k](**s) for s in d.get(k, ())) for k in kinds})
+            if key not in SAMPLE_KINDS:
+                raise ValueError(f"profile samples: unknown kind {key!r}; known: {', '.join(SAMPLE_KINDS)}")
+        out = {}
+        for key, kind in SAMPLE_KINDS.items():
+            try:
+                out[key] = tuple(kind(**s) for s in d.get(key, ()))
+            except TypeError as exc:
+                raise ValueError(f"profile samples[{key!r}]: {exc}") from None
+        return cls(**out)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Calibration:
-    """Fitted achieved rates; None where no sample measured them."""
+    """Fitted achieved rates and overheads; None (or empty) where no sample measured them."""
 
     flops: Mapping[str, float] = field(default_factory=dict)
     """Achieved GEMM FLOP/s per dtype."""
@@ -120,11 +299,39 @@ class Calibration:
     """Achieved bytes/s per link ("intra", "inter")."""
     link_latency: Mapping[str, float] = field(default_factory=dict)
     """Seconds per message step per link."""
+    host_cores: float | None = None
+    """Effective cores the devices of a node share (0: no sharing)."""
+    micro_batch_overhead_s: float | None = None
+    """Fixed seconds per micro-batch per pass outside the layers."""
+    decode_step_overhead_s: float | None = None
+    """Fixed seconds per decode step."""
+    decode_sample_overhead_s: float | None = None
+    """Seconds per decode step per sequence."""
+    train_step_overhead_s: float | None = None
+    """Fixed seconds per optimizer step."""
+    optimizer_param_time_s: float | None = None
+    """Optimizer seconds per local parameter."""
+    call_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    """Fixed seconds per call by kind."""
+    call_dp_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    """Seconds per call by kind per data-parallel rank beyond the first."""
+    call_seq_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    """Seconds per call by kind per sequence per data-parallel rank."""
+    call_dp_seq_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    """Seconds per call by kind per sequence per rank for each data-parallel rank beyond the first."""
+    realloc_overhead_s: float | None = None
+    """Fixed seconds per reallocation beyond its link time."""
+    realloc_peer_overhead_s: float | None = None
+    """Seconds per reallocation per peer of the busiest rank beyond its link time."""
+    data_overhead_s: float | None = None
+    """Fixed seconds per data transfer beyond its link time."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"flops": dict(self.flops), "layer_overhead_s": self.layer_overhead_s,
-                "memory_bandwidth": self.memory_bandwidth, "link_bandwidth": dict(self.link_bandwidth),
-                "link_latency": dict(self.link_latency)}
+        out = dataclasses.asdict(self)
+        for name in ("flops", "link_bandwidth", "link_latency", "call_overhead_s", "call_dp_overhead_s",
+                     "call_seq_overhead_s", "call_dp_seq_overhead_s"):
+            out[name] = dict(getattr(self, name))
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
@@ -135,52 +342,191 @@ class Calibration:
         return cls(**d)
 
 
-def _fit_nonneg(design: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Least squares t ~ design @ coef with coef >= 0 (drops a negative column and refits)."""
-    coef = np.linalg.lstsq(design, t, rcond=None)[0]
-    if np.all(coef >= 0):
-        return coef
+def _nonneg_lstsq(design: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Least squares t ~ design @ coef with coef >= 0 (drops negative columns and refits)."""
+    keep = list(range(design.shape[1]))
     out = np.zeros(design.shape[1])
-    keep = [i for i in range(design.shape[1]) if coef[i] > 0] or [design.shape[1] - 1]
-    sub = np.linalg.lstsq(design[:, keep], t, rcond=None)[0]
-    out[keep] = np.maximum(sub, 0.0)
+    while keep:
+        sub = np.linalg.lstsq(design[:, keep], t, rcond=None)[0]
+        if np.all(sub >= 0):
+            out[keep] = sub
+            return out
+        keep = [k for k, c in zip(keep, sub) if c > 0]
     return out
 
 
-def fit_calibration(samples: Samples) -> Calibration:
-    """Fit achieved rates from samples (each fit needs at least one sample)."""
+OUTLIER_FACTOR = 4.0
+"""A sample whose relative residual exceeds this many times the median one is dropped (once)."""
+
+
+def _fit_nonneg(design: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Non-negative fit of t ~ design @ coef minimising RELATIVE errors, robust to outliers.
+
+    Rows are weighted by 1 / t (so a 1 ms sample counts as much as a 1 s one: the estimates
+    are judged by relative error), then samples far off the first fit (timing noise from
+    other processes on a busy machine) are dropped and the fit repeated.
+    """
+    positive = t > 0
+    if not np.all(positive) or len(t) < design.shape[1] + 2:
+        return _nonneg_lstsq(design, t)
+    w = 1.0 / t
+    coef = _nonneg_lstsq(design * w[:, None], t * w)
+    resid = np.abs(design @ coef - t) / t
+    cut = OUTLIER_FACTOR * max(float(np.median(resid)), 1e-9)
+    keep = resid <= cut
+    if keep.all() or keep.sum() < design.shape[1] + 1:
+        return coef
+    return _nonneg_lstsq(design[keep] * w[keep, None], t[keep] * w[keep])
+
+
+def slowdown(busy: int, host_cores: float) -> float:
+    """Per-device slowdown with `busy` devices computing on `host_cores` shared cores (0: none)."""
+    if host_cores <= 0 or busy <= host_cores:
+        return 1.0
+    return busy / host_cores
+
+
+def fit_host_cores(samples: Sequence[ContentionSample]) -> float:
+    """Effective shared cores: median of devices * alone / together; 0 when the slowdown is small."""
+    cores = [s.devices * s.alone_s / s.together_s for s in samples]
+    slow = float(np.median([s.together_s / s.alone_s for s in samples]))
+    physical = min((s.cores for s in samples if s.cores > 0), default=0)
+    if physical and physical >= max(s.devices for s in samples):
+        return 0.0  # a core per device: nothing to share
+    if slow < NO_SHARING_SLOWDOWN and not physical:
+        return 0.0
+    return min(float(np.median(cores)), physical or math.inf)
+
+
+def _fit_compute(samples: Sequence[ComputeSample], cores: float) -> tuple[dict[str, float], float | None,
+                                                                           float | None]:
+    """(FLOP/s per dtype, layer overhead, micro-batch overhead)."""
     flops: dict[str, float] = {}
-    overheads = []
+    layer, mb = [], []
     by_dtype: dict[str, list[ComputeSample]] = defaultdict(list)
-    for s in samples.compute:
+    for s in samples:
         by_dtype[s.dtype].append(s)
     for dtype, group in by_dtype.items():
-        design = np.array([[s.passes, s.flops] for s in group], dtype=float)
-        coef = _fit_nonneg(design, np.array([s.time_s for s in group]))
-        if coef[1] > 0:
-            flops[dtype] = float(1.0 / coef[1])
-            overheads.append(float(coef[0]))
-    memory_bw = None
-    if samples.memory:
-        design = np.array([[1.0, s.bytes] for s in samples.memory])
-        coef = _fit_nonneg(design, np.array([s.time_s for s in samples.memory]))
-        memory_bw = float(1.0 / coef[1]) if coef[1] > 0 else None
+        t = np.array([s.time_s / slowdown(s.busy, cores) for s in group])
+        split = any(s.layers != 1 for s in group)
+        if split:
+            design = np.array([[s.passes * s.micro_batches, s.passes * s.micro_batches * s.layers, s.flops]
+                               for s in group], dtype=float)
+        else:
+            design = np.array([[s.passes * s.micro_batches, s.flops] for s in group], dtype=float)
+        coef = _fit_nonneg(design, t)
+        if coef[-1] > 0:
+            flops[dtype] = float(1.0 / coef[-1])
+        layer.append(float(coef[1] if split else coef[0]))
+        if split:
+            mb.append(float(coef[0]))
+    return (flops, float(np.mean(layer)) if layer else None, float(np.mean(mb)) if mb else None)
+
+
+def _fit_links(samples: Sequence[CollectiveSample], cores: float) -> tuple[dict[str, float], dict[str, float]]:
     bws: dict[str, float] = {}
     lats: dict[str, float] = {}
     for link in LINKS:
-        group = [s for s in samples.collectives if s.link == link]
+        group = [s for s in samples if s.link == link]
         if not group:
             continue
         rows = []
         for s in group:
             factor, steps = wire_factor(s.op, s.group_size)
             rows.append([steps, factor * s.bytes])
-        coef = _fit_nonneg(np.array(rows, dtype=float), np.array([s.time_s for s in group]))
+        t = np.array([s.time_s / slowdown(s.busy, cores) for s in group])
+        coef = _fit_nonneg(np.array(rows, dtype=float), t)
         if coef[1] > 0:
             bws[link] = float(1.0 / coef[1])
         lats[link] = float(coef[0])
-    return Calibration(flops=flops, layer_overhead_s=float(np.mean(overheads)) if overheads else None,
-                       memory_bandwidth=memory_bw, link_bandwidth=bws, link_latency=lats)
+    return bws, lats
+
+
+def _fit_decode(samples: Sequence[DecodeSample], cores: float, flops: Mapping[str, float],
+                layer: float, mb: float) -> tuple[float, float, float, float | None]:
+    """(fixed, per-step overhead, per-sequence-step overhead, bandwidth or None)."""
+    rows, t = [], []
+    for s in samples:
+        rate = flops.get(s.dtype) or (next(iter(flops.values())) if flops else math.inf)
+        prefill = mb + s.layers * layer + s.prefill_flops / rate
+        t.append(s.time_s / slowdown(s.busy, cores) - prefill - s.steps * s.layers * layer)
+        rows.append([1.0, s.steps, s.steps * s.batch, s.steps * s.bytes])
+    coef = _fit_nonneg(np.array(rows, dtype=float), np.array(t))
+    bw = float(1.0 / coef[3]) if coef[3] > 0 else None
+    return float(coef[0]), float(coef[1]), float(coef[2]), bw
+
+
+def _fit_calls(samples: Sequence[CallSample], cores: float) -> dict[str, dict[str, float]]:
+    """Per kind: fixed, per sequence, per extra dp rank, per extra dp rank per sequence (seconds).
+
+    overhead = fixed + seqs * per_seq + (dp - 1) * (per_rank + seqs * per_rank_seq); each term is
+    fitted only where the samples vary in it."""
+    out: dict[str, dict[str, float]] = {k: {} for k in ("fixed", "seq", "dp", "dp_seq")}
+    for kind in CALL_SAMPLE_KINDS:
+        group = [s for s in samples if s.kind == kind]
+        if not group:
+            continue
+        multi_dp = any(s.dp > 1 for s in group)
+        multi_seq = len({s.seqs for s in group}) > 1
+        design = np.array([[1.0, s.seqs, s.dp - 1, (s.dp - 1) * s.seqs] for s in group])
+        cols = [0] + ([1] if multi_seq else []) + ([2] if multi_dp else []) + ([3] if multi_dp and multi_seq else [])
+        coef = np.zeros(4)
+        coef[cols] = _nonneg_lstsq(design[:, cols],
+                                   np.array([s.overhead_s / slowdown(s.busy, cores) for s in group]))
+        for name, col in (("fixed", 0), ("seq", 1), ("dp", 2), ("dp_seq", 3)):
+            if col in cols:
+                out[name][kind] = float(coef[col])
+    return out
+
+
+def fit_calibration(samples: Samples) -> Calibration:
+    """Fit achieved rates and overheads from samples (each fit needs its kind of sample)."""
+    cores = fit_host_cores(samples.contention) if samples.contention else 0.0
+    compute = [s for s in samples.compute if s.tp == 1] or samples.compute
+    decode = [s for s in samples.decode if s.tp == 1] or samples.decode
+    flops, layer, mb = _fit_compute(compute, cores)
+    memory_bw = None
+    if samples.memory:
+        design = np.array([[1.0, s.bytes] for s in samples.memory])
+        coef = _fit_nonneg(design, np.array([s.time_s for s in samples.memory]))
+        memory_bw = float(1.0 / coef[1]) if coef[1] > 0 else None
+    bws, lats = _fit_links(samples.collectives, cores)
+    values: dict[str, Any] = {}
+    fitted = _fit_calls(samples.calls, cores)
+    call_fixed, call_dp, call_seq, call_dp_seq = fitted["fixed"], fitted["dp"], fitted["seq"], fitted["dp_seq"]
+    if decode:
+        fixed, step, per_seq, bw = _fit_decode(decode, cores, flops, layer or 0.0, mb or 0.0)
+        values.update(decode_step_overhead_s=step, decode_sample_overhead_s=per_seq)
+        call_fixed["generate"] = call_fixed.get("generate", 0.0) + fixed
+        memory_bw = bw or memory_bw
+    step_fixed = call_fixed.pop("train_step", None)
+    optimizer = [s for s in samples.optimizer if s.busy == 1] or samples.optimizer
+    if optimizer:  # like compute and decode: samples of one worker alone when there are any
+        design = np.array([[1.0, s.params] for s in optimizer])
+        t = np.array([s.time_s / slowdown(s.busy, cores) for s in optimizer])
+        coef = _fit_nonneg(design, t)
+        values["optimizer_param_time_s"] = float(coef[1])
+        step_fixed = (step_fixed or 0.0) + float(coef[0])
+    if step_fixed is not None:
+        values["train_step_overhead_s"] = step_fixed
+    call_dp.pop("train_step", None)
+    call_seq.pop("train_step", None)
+    call_dp_seq.pop("train_step", None)
+    for kind in MOVE_KINDS:
+        group = [m for m in samples.moves if m.kind == kind]
+        if group:
+            lat, bw = lats.get("intra", 0.0), bws.get("intra", math.inf)
+            extra = [m.time_s / slowdown(m.busy, cores) - m.peers * lat - m.busiest_bytes / bw for m in group]
+            if kind == "realloc":
+                coef = _nonneg_lstsq(np.array([[1.0, m.peers] for m in group]), np.array(extra))
+                values.update(realloc_overhead_s=float(coef[0]), realloc_peer_overhead_s=float(coef[1]))
+            else:
+                values["data_overhead_s"] = max(0.0, float(np.median(extra)))
+    return Calibration(flops=flops, layer_overhead_s=layer, memory_bandwidth=memory_bw, link_bandwidth=bws,
+                       link_latency=lats, host_cores=cores if samples.contention else None,
+                       micro_batch_overhead_s=mb, call_overhead_s=call_fixed, call_dp_overhead_s=call_dp,
+                       call_seq_overhead_s=call_seq, call_dp_seq_overhead_s=call_dp_seq,
+                       **values)
 
 
 def _rate(peak: float, achieved: float) -> tuple[float, float]:
@@ -190,8 +536,13 @@ def _rate(peak: float, achieved: float) -> tuple[float, float]:
     return peak, achieved / peak
 
 
+SCALAR_OVERHEADS = ("layer_overhead_s", "host_cores", "micro_batch_overhead_s", "decode_step_overhead_s",
+                    "decode_sample_overhead_s", "train_step_overhead_s", "optimizer_param_time_s",
+                    "realloc_overhead_s", "realloc_peer_overhead_s", "data_overhead_s")
+
+
 def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:
-    """`spec` with every fitted rate replacing its analytic default."""
+    """`spec` with every fitted rate and overhead replacing its analytic default."""
     changes: dict[str, Any] = {}
     if cal.flops:
         main = "bf16" if "bf16" in cal.flops else sorted(cal.flops)[0]
@@ -202,8 +553,12 @@ def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:
             if dtype != main:
                 peaks[dtype] = achieved / eff
         changes.update(peak_flops=peaks, matmul_efficiency=eff)
-    if cal.layer_overhead_s is not None:
-        changes["layer_overhead_s"] = cal.layer_overhead_s
+    for name in SCALAR_OVERHEADS:
+        if getattr(cal, name) is not None:
+            changes[name] = getattr(cal, name)
+    for name in ("call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s", "call_dp_seq_overhead_s"):
+        if getattr(cal, name):
+            changes[name] = {**getattr(spec, name), **getattr(cal, name)}
     if cal.memory_bandwidth is not None:
         changes["memory_bandwidth"], changes["memory_efficiency"] = _rate(spec.memory_bandwidth,
                                                                           cal.memory_bandwidth)
@@ -218,6 +573,7 @@ def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:
 
 
 def samples_from(compute: Sequence[ComputeSample] = (), memory: Sequence[MemorySample] = (),
-                 collectives: Sequence[CollectiveSample] = ()) -> Samples:
+                 collectives: Sequence[CollectiveSample] = (), **others: Sequence[Any]) -> Samples:
     """Convenience constructor from lists."""
-    return Samples(compute=tuple(compute), memory=tuple(memory), collectives=tuple(collectives))
+    return Samples(compute=tuple(compute), memory=tuple(memory), collectives=tuple(collectives),
+                   **{k: tuple(v) for k, v in others.items()})

@@ -102,6 +102,7 @@ class AnalyticCostModel:
     """CostProvider from analytic formulas over a HardwareSpec (optionally calibrated)."""
 
     def __init__(self, hardware: HardwareSpec, cluster: Cluster, *, options: EstimatorOptions | None = None,
+                 iteration_barrier: bool = False, blocking_transfers: bool = False,
                  **option_values: Any) -> None:
         if options is not None and option_values:
             raise ValueError("give either options= or option keywords, not both")
@@ -109,6 +110,14 @@ class AnalyticCostModel:
         self.cluster = cluster
         self.options = options or EstimatorOptions(**option_values)
         self.device_memory_bytes = hardware.usable_memory_bytes
+        self.host_cores = hardware.host_cores
+        """Cores a node's devices share (0: none); the simulator slows overlapping calls down."""
+        self.iteration_barrier = iteration_barrier
+        """The runtime synchronises all ranks at the end of every iteration (the simulator then
+        does not overlap iterations)."""
+        self.blocking_transfers = blocking_transfers
+        """The runtime's data sends block the sending and receiving ranks (the simulator then
+        holds their devices during a transfer)."""
         self._realloc_cache: dict[tuple[Any, ...], MoveEstimate] = {}
 
     # ------------------------------------------------------------------ CostProvider
@@ -152,12 +161,29 @@ class AnalyticCostModel:
             flows = transfer_flows(model.arch, src, dst, value_head=model.value_head, cluster=self.cluster,
                                    dtype_bytes=self.options.dtype_bytes, vocab_size=vocab,
                                    lora=model.lora, trainable_only=model.lora is not None)
-            self._realloc_cache[key] = price_flows(flows, self.hardware, self.cluster)
+            est = price_flows(flows, self.hardware, self.cluster)
+            hw = self.hardware
+            if hw.realloc_overhead_s > 0 or hw.realloc_peer_overhead_s > 0:  # paid even when all copies are local
+                peers: dict[int, set[int]] = {}
+                for s, d, nbytes in flows:
+                    if s != d and nbytes > 0:
+                        peers.setdefault(s, set()).add(d)
+                        peers.setdefault(d, set()).add(s)
+                most = max((len(p) for p in peers.values()), default=0)
+                extra = hw.realloc_overhead_s + most * hw.realloc_peer_overhead_s
+                est = dataclasses.replace(est, time_s=est.time_s + extra)
+            self._realloc_cache[key] = est
         return self._realloc_cache[key]
 
     def data_estimate(self, producer: Call, consumer: Call, key: str, src: Layout, dst: Layout) -> MoveEstimate:
         """Cost of moving data key `key` from `producer`'s layout to `consumer`'s."""
-        return price_flows(data_flows(producer, consumer, key, src, dst), self.hardware, self.cluster)
+        flows = data_flows(producer, consumer, key, src, dst)
+        est = price_flows(flows, self.hardware, self.cluster)
+        if est.bytes_total > 0 and self.hardware.data_overhead_s > 0:
+            # every send serialises the batch on its sender, one send after another
+            sends = max(sum(1 for s, d, _ in flows if s == sender and d != s) for sender, _, _ in flows)
+            est = dataclasses.replace(est, time_s=est.time_s + sends * self.hardware.data_overhead_s)
+        return est
 
     # ------------------------------------------------------------------ checks
     def _structural_check(self, call: Call, model: ModelSpec, layout: Layout) -> str:
@@ -215,11 +241,16 @@ class AnalyticCostModel:
         return [layout.device(dp_rank=d, tp_rank=tp_rank, pp_rank=pp_rank) for d in range(layout.dp)]
 
     def _forward_pass(self, s: _Shape, stage: int, tokens: float, ctx: float, head_tokens: float,
-                      passes: float) -> tuple[float, float, float]:
-        """(compute, tp collectives, pipeline p2p) seconds of `passes` forward-equivalents of one stage."""
+                      passes: float, *, sampling: bool = False) -> tuple[float, float, float]:
+        """(compute, tp collectives, pipeline p2p) seconds of `passes` forward-equivalents of one stage.
+
+        At tp > 1 an LM head adds its vocabulary-parallel collectives: three small all-reduces
+        (max, sum of exponentials, target logit) for log-probs, or one all-gather of the logits
+        when sampling."""
         hw, opts, lay = self.hardware, self.options, s.layout
         flops = shapes.layer_forward_flops(s.arch, tokens, ctx) / lay.tp
         compute = s.layers_per_stage * (flops / hw.flops(opts.dtype) + hw.layer_overhead_s)
+        compute += hw.micro_batch_overhead_s
         if stage == lay.pp - 1:
             head = shapes.head_params(s.arch, value_head=s.value_head)
             head = head if s.value_head else s.vocab * s.arch.hidden_size
@@ -229,6 +260,11 @@ class AnalyticCostModel:
         if lay.tp > 1:
             group = self._group(lay, "tp", pp_rank=stage)
             tp_comm = 2 * s.layers_per_stage * collective_time("all_reduce", act, group, hw, self.cluster)
+            if stage == lay.pp - 1 and not s.value_head:
+                if sampling:
+                    tp_comm += collective_time("all_gather", head_tokens * s.vocab * 4, group, hw, self.cluster)
+                else:
+                    tp_comm += 3 * collective_time("all_reduce", head_tokens * 4, group, hw, self.cluster)
         p2p = 0.0
         if lay.pp > 1 and stage < lay.pp - 1:
             pair = [lay.device(dp_rank=0, tp_rank=0, pp_rank=stage),
@@ -245,6 +281,14 @@ class AnalyticCostModel:
     def _logits_bytes(self, s: _Shape, tokens: float, per_elem: float = LOGITS_BYTES) -> float:
         width = 1 if s.value_head else s.vocab / s.layout.tp
         return tokens * width * per_elem
+
+    def _overheads(self, call_: Call, lay: Layout, **extra: float) -> dict[str, float]:
+        """Fixed per-call (and per-step) terms; absent when the hardware has none (GPU presets)."""
+        terms = {k: v for k, v in extra.items() if v > 0}
+        call = self.hardware.call_overhead(call_.kind.value, lay.dp, num_sequences(call_) / lay.dp)
+        if call > 0:
+            terms["call_overhead_s"] = call
+        return terms
 
     def _worst_stage(self, per_stage: list[dict[str, float]]) -> dict[str, float]:
         return max(per_stage, key=lambda terms: sum(terms.values()))
@@ -273,13 +317,17 @@ class AnalyticCostModel:
             else:
                 dp_sync = collective_time("all_reduce", grads, group, hw, self.cluster)
         local = params_dev / (lay.dp if opts.distributed_optimizer else 1)
-        optimizer = local * ADAM_TRAFFIC_BYTES / hw.achieved_memory_bandwidth
+        if hw.optimizer_param_time_s > 0:
+            optimizer = local * hw.optimizer_param_time_s
+        else:
+            optimizer = local * ADAM_TRAFFIC_BYTES / hw.achieved_memory_bandwidth
         m = lay.micro_batches
         time_terms = {
             "compute_s": steps * m * compute, "tp_comm_s": steps * m * tp_comm,
             "pp_p2p_s": steps * m * p2p, "pipeline_bubble_s": steps * (lay.pp - 1) * t_mb,
             "dp_grad_sync_s": steps * dp_sync, "optimizer_s": steps * optimizer,
         }
+        time_terms.update(self._overheads(call, lay, step_overhead_s=steps * hw.train_step_overhead_s))
         per_stage = []
         for k in range(lay.pp):
             p, trained = s.stage_params[k], s.trained_params[k]
@@ -308,6 +356,7 @@ class AnalyticCostModel:
         m = lay.micro_batches
         time_terms = {"compute_s": m * compute, "tp_comm_s": m * tp_comm, "pp_p2p_s": m * p2p,
                       "pipeline_bubble_s": (lay.pp - 1) * (compute + tp_comm + p2p)}
+        time_terms.update(self._overheads(call, lay))
         per_stage = []
         for k in range(lay.pp):
             per_stage.append({
@@ -326,7 +375,7 @@ class AnalyticCostModel:
         prompt = call.prompt_len
         max_new = call.max_new_tokens or getattr(call.args, "max_new_tokens", 0) or call.response_len
         expected = call.response_len or max_new
-        prefill = [self._forward_pass(s, k, b * max(prompt, 1), shapes.causal_ctx(prompt), b, 1.0)
+        prefill = [self._forward_pass(s, k, b * max(prompt, 1), shapes.causal_ctx(prompt), b, 1.0, sampling=True)
                    for k in range(lay.pp)]
         t_prefill = (m + lay.pp - 1) * max(sum(x) for x in prefill)
         ctx = prompt + expected / 2
@@ -334,12 +383,15 @@ class AnalyticCostModel:
         bw = hw.achieved_memory_bandwidth
         step_stage = []
         for k in range(lay.pp):
-            compute, tp_comm, p2p = self._forward_pass(s, k, b, ctx, b, 1.0)
+            compute, tp_comm, p2p = self._forward_pass(s, k, b, ctx, b, 1.0, sampling=True)
             read = s.stage_params[k] * opts.dtype_bytes + s.layers_per_stage * b * ctx * kv_layer
-            overhead = s.layers_per_stage * hw.layer_overhead_s
-            step_stage.append(max(compute - overhead, read / bw) + overhead + tp_comm + p2p)
-        t_decode = expected * max(m, lay.pp) * max(step_stage)
+            overhead = s.layers_per_stage * hw.layer_overhead_s + hw.micro_batch_overhead_s
+            sampling = hw.decode_step_overhead_s + b * hw.decode_sample_overhead_s if k == lay.pp - 1 else 0.0
+            step_stage.append(max(compute - overhead, read / bw) + overhead + sampling + tp_comm + p2p)
+        # n new tokens take n forward passes: the prefill samples the first, n - 1 decode steps the rest
+        t_decode = max(expected - 1, 0) * max(m, lay.pp) * max(step_stage)
         time_terms = {"prefill_s": t_prefill, "decode_s": t_decode}
+        time_terms.update(self._overheads(call, lay))
         per_stage = []
         for k in range(lay.pp):
             per_stage.append({

@@ -21,6 +21,10 @@ from typing import Any
 GiB = 1024**3
 KINDS = ("gpu", "cpu-gloo")
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+CALL_KINDS = ("generate", "inference", "train")
+OVERHEAD_FIELDS = ("micro_batch_overhead_s", "decode_step_overhead_s", "decode_sample_overhead_s",
+                   "train_step_overhead_s", "optimizer_param_time_s", "realloc_overhead_s", "realloc_peer_overhead_s",
+                   "data_overhead_s")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +63,38 @@ class HardwareSpec:
     """Achievable fraction of inter-node link bandwidth."""
     layer_overhead_s: float = 40e-6
     """Fixed time per layer per forward pass (kernel launches, small ops); dominates decoding."""
+    micro_batch_overhead_s: float = 0.0
+    """Fixed time per micro-batch per forward-equivalent pass outside the layers (schedule,
+    embedding, head and loss bookkeeping)."""
+    decode_step_overhead_s: float = 0.0
+    """Fixed time per decode step outside the layers (sampling, stop checks)."""
+    decode_sample_overhead_s: float = 0.0
+    """Time per decode step per sequence decoded (per-row sampling and bookkeeping)."""
+    train_step_overhead_s: float = 0.0
+    """Fixed time per optimizer step (zeroing and finalising grads, clipping, the step's fixed part)."""
+    optimizer_param_time_s: float = 0.0
+    """Optimizer seconds per local parameter; 0 prices Adam's memory traffic with memory_bandwidth."""
+    call_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    """Fixed seconds per call by kind ("generate", "inference", "train"): splitting and
+    gathering the batch, the interface's own Python work."""
+    call_dp_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    """Extra seconds per call by kind for each data-parallel rank beyond the first
+    (gathering the replicas' results, reducing loss statistics)."""
+    call_seq_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    """Extra seconds per call by kind for each sequence a data-parallel rank handles
+    (per-sequence Python: splitting, assembling fields, per-sequence statistics)."""
+    call_dp_seq_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    """Extra seconds per call by kind per sequence per rank for each data-parallel rank beyond
+    the first (results gathered from every replica are serialised per sequence)."""
+    realloc_overhead_s: float = 0.0
+    """Fixed seconds per reallocation beyond its link time (planning, packing, local copies)."""
+    realloc_peer_overhead_s: float = 0.0
+    """Extra seconds per reallocation for each peer the busiest rank exchanges messages with."""
+    data_overhead_s: float = 0.0
+    """Fixed seconds per data transfer between calls beyond its link time (serialising the batch)."""
+    host_cores: float = 0.0
+    """Cores the devices of one node share (CPU workers); 0 when devices do not share cores.
+    With more devices busy than cores the simulator slows every busy device down."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -78,10 +114,16 @@ class HardwareSpec:
                      "intra_link_efficiency", "inter_link_efficiency"):
             if not _positive(getattr(self, name)):
                 raise ValueError(f"hardware {self.name!r}: {name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("reserved_bytes", "intra_node_latency", "inter_node_latency", "layer_overhead_s"):
+        for name in ("reserved_bytes", "intra_node_latency", "inter_node_latency", "layer_overhead_s",
+                     *OVERHEAD_FIELDS, "host_cores"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0 or math.isnan(value):
                 raise ValueError(f"hardware {self.name!r}: {name} must be >= 0, got {value!r}")
+        for name in ("call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s", "call_dp_seq_overhead_s"):
+            for kind, value in getattr(self, name).items():
+                if kind not in CALL_KINDS or not isinstance(value, int | float) or value < 0 or math.isnan(value):
+                    raise ValueError(f"hardware {self.name!r}: {name}[{kind!r}] = {value!r}; kinds are "
+                                     f"{', '.join(CALL_KINDS)} with seconds >= 0")
         if self.reserved_bytes >= self.memory_bytes:
             raise ValueError(
                 f"hardware {self.name!r}: reserved_bytes {self.reserved_bytes:.3g} leaves no memory "
@@ -121,11 +163,25 @@ class HardwareSpec:
         """Latency of one message over an intra- or inter-node link."""
         return self.inter_node_latency if inter_node else self.intra_node_latency
 
+    def call_overhead(self, kind: str, dp: int, seqs_per_rank: float = 0.0) -> float:
+        """Fixed seconds of one call of `kind` on `dp` data-parallel ranks of `seqs_per_rank` sequences."""
+        per_rank = self.call_dp_overhead_s.get(kind, 0.0) + seqs_per_rank * self.call_dp_seq_overhead_s.get(kind, 0.0)
+        return (self.call_overhead_s.get(kind, 0.0) + seqs_per_rank * self.call_seq_overhead_s.get(kind, 0.0)
+                + (dp - 1) * per_rank)
+
+    def slowdown(self, busy_devices: int) -> float:
+        """How much slower each device runs when `busy_devices` of one node compute at once."""
+        if self.host_cores <= 0 or busy_devices <= self.host_cores:
+            return 1.0
+        return busy_devices / self.host_cores
+
     # ------------------------------------------------------------------ plain data
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dictionary (the "hardware" section of a profile file)."""
         out = dataclasses.asdict(self)
-        out["peak_flops"] = dict(self.peak_flops)
+        for name in ("peak_flops", "call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s",
+                     "call_dp_seq_overhead_s"):
+            out[name] = dict(getattr(self, name))
         return out
 
     @classmethod
@@ -136,8 +192,10 @@ class HardwareSpec:
             if key not in known:
                 raise ValueError(f"{where}: unknown field {key!r}; known: {', '.join(sorted(known))}")
         values = dict(values)
-        if "peak_flops" in values:
-            values["peak_flops"] = {str(k): float(v) for k, v in dict(values["peak_flops"]).items()}
+        for name in ("peak_flops", "call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s",
+                     "call_dp_seq_overhead_s"):
+            if name in values:
+                values[name] = {str(k): float(v) for k, v in dict(values[name]).items()}
         return cls(**values)
 
     def replace(self, **changes: Any) -> HardwareSpec:

@@ -11,7 +11,10 @@ File format (UTF-8 JSON object; `realloc profile` writes it, `load_hardware` rea
         "kind": "cpu-gloo", "devices_per_node": 2,
         "peak_flops": {"fp32": 5e10}, "memory_bytes": 8589934592, ...
       },
-      "samples": {                          # optional measured samples (cost_model.calibration)
+      "measured": {"date": "2026-11-21T18:00:00Z",   # optional: when and where it was measured
+                   "machine": {"cpus": 2, "workers": 4, ...}},
+      "samples": {                          # optional measured samples (cost_model.calibration;
+                                            # also contention, decode, optimizer, calls)
         "compute": [{"flops": 1.2e9, "time_s": 0.004, "passes": 1, "dtype": "fp32"}, ...],
         "memory": [{"bytes": 2.5e7, "time_s": 0.003}, ...],
         "collectives": [{"op": "all_reduce", "link": "intra", "group_size": 2,
@@ -19,7 +22,8 @@ File format (UTF-8 JSON object; `realloc profile` writes it, `load_hardware` rea
       },
       "calibration": {                      # optional fitted rates; fitted from samples if absent
         "flops": {"fp32": 3.1e10}, "layer_overhead_s": 0.0002, "memory_bandwidth": 8e9,
-        "link_bandwidth": {"intra": 1.1e9}, "link_latency": {"intra": 0.0007}
+        "link_bandwidth": {"intra": 1.1e9}, "link_latency": {"intra": 0.0007},
+        "host_cores": 2.0, "micro_batch_overhead_s": 0.002, "call_overhead_s": {"train": 0.01}, ...
       }
     }
 
@@ -30,6 +34,7 @@ The spec the estimator uses is the hardware section with the calibration applied
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +58,8 @@ class Profile:
     """Fitted rates; None when nothing was measured."""
     base: str | None = None
     """Preset the hardware section overrides, if any."""
+    measured: Mapping[str, Any] = field(default_factory=dict)
+    """When and where the samples were taken: date (ISO 8601, UTC), machine description."""
 
     @property
     def spec(self) -> HardwareSpec:
@@ -66,6 +73,8 @@ class Profile:
         if self.base:
             out["base"] = self.base
         out["hardware"] = self.hardware.to_dict()
+        if self.measured:
+            out["measured"] = dict(self.measured)
         out["samples"] = self.samples.to_dict()
         if self.calibration is not None:
             out["calibration"] = self.calibration.to_dict()
@@ -78,7 +87,7 @@ def profile_from_dict(d: dict[str, Any], *, where: str = "profile", default_name
         raise ValueError(f"{where}: 'format' must be {FORMAT!r}, got {d.get('format')!r}")
     if d.get("version") != VERSION:
         raise ValueError(f"{where}: 'version' {d.get('version')!r} unsupported; this realloc reads version {VERSION}")
-    known = {"format", "version", "name", "base", "hardware", "samples", "calibration"}
+    known = {"format", "version", "name", "base", "hardware", "samples", "calibration", "measured"}
     for key in d:
         if key not in known:
             raise ValueError(f"{where}: unknown key {key!r}; known: {', '.join(sorted(known))}")
@@ -93,11 +102,14 @@ def profile_from_dict(d: dict[str, Any], *, where: str = "profile", default_name
     samples = Samples.from_dict(d.get("samples", {}))
     if "calibration" in d:
         calibration: Calibration | None = Calibration.from_dict(d["calibration"])
-    elif samples.compute or samples.memory or samples.collectives:
+    elif samples:
         calibration = fit_calibration(samples)
     else:
         calibration = None
-    return Profile(hardware=hardware, samples=samples, calibration=calibration, base=base)
+    measured = d.get("measured", {})
+    if not isinstance(measured, dict):
+        raise ValueError(f"{where}: 'measured' must be an object (date, machine)")
+    return Profile(hardware=hardware, samples=samples, calibration=calibration, base=base, measured=measured)
 
 
 def load_profile(path: str | Path) -> Profile:

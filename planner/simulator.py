@@ -59,6 +59,9 @@ REALLOC_BASE_UNITS = 200.0
 REALLOC_SHARD_UNITS = 8.0
 DATA_BASE_UNITS = 30.0
 DATA_FLOW_UNITS = 1.5
+# The processor-sharing schedule (devices sharing host cores) costs about this many more work
+# units per task instance than the list schedule the search's evaluation units assume.
+SHARED_TASK_UNITS = 2.5
 
 
 def realloc_units(src: Layout, dst: Layout) -> float:
@@ -154,6 +157,24 @@ class _Task:
         self.ref = ref
 
 
+def _share_rates(running: list[tuple[int, ...]], devices_per_node: int, cores: float) -> list[float]:
+    """Speed of each running task (given by its devices) when a node's busy devices share `cores`."""
+    busy: dict[int, int] = {}
+    for devs in running:
+        for d in devs:
+            busy[d // devices_per_node] = busy.get(d // devices_per_node, 0) + 1
+    return [min((min(1.0, cores / busy[d // devices_per_node]) for d in devs), default=1.0) for devs in running]
+
+
+def _transfer_devices(src: Layout, dst: Layout) -> tuple[int, ...]:
+    """Ranks a blocking transfer occupies: each destination rank lacking the data and the
+    source rank serving it (round robin over the source mesh, as the executor assigns them)."""
+    senders = src.mesh.devices
+    needers = [d for d in dst.mesh.devices if d not in senders]
+    used = {senders[i % len(senders)] for i in range(len(needers))} | set(needers)
+    return tuple(sorted(used))
+
+
 def _union(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return a if a == b else tuple(sorted(set(a) | set(b)))
 
@@ -183,6 +204,15 @@ class Simulator:
         self._realloc_cache: dict[tuple, tuple[float, float]] = {}
         self._data_cache: dict[tuple, tuple[float, float]] = {}
         self.num_devices = cost.cluster.num_devices
+        cores = float(getattr(cost, "host_cores", 0.0) or 0.0)
+        self.host_cores = cores if 0 < cores < cost.cluster.devices_per_node else 0.0
+        """Cores a node's devices share; 0 when they never run short (see `_schedule_shared`)."""
+        self.blocking_transfers = bool(getattr(cost, "blocking_transfers", False))
+        """Data transfers occupy their sending and receiving devices (a runtime whose sends
+        block both ranks) instead of running asynchronously beside them."""
+        self.iteration_barrier = bool(getattr(cost, "iteration_barrier", False))
+        """Iterations do not overlap: every task of iteration i waits for all of iteration i-1
+        (a runtime that synchronises every rank at the end of each iteration)."""
         self.work_units = 0.0
         """Work units (see `realloc_units`) spent pricing moves the caches did not hold."""
 
@@ -270,8 +300,9 @@ class Simulator:
                     deps.append((call_task[p], 0))
                     continue
                 dur, nbytes = self._data(p, i, key, src, cand)
+                held = _transfer_devices(src.layout, cand.layout) if self.blocking_transfers and dur > 0 else ()
                 tasks.append(_Task(TRANSFER, f"{key}:{self.calls[p].name}->{call.name}",
-                                   (), dur, [(call_task[p], 0)],
+                                   held, dur, [(call_task[p], 0)],
                                    ref=(key, self.calls[p].name, call.name, src.layout,
                                         cand.layout, dur, nbytes), shown=cand.key[0]))
                 deps.append((len(tasks) - 1, 0))
@@ -323,11 +354,12 @@ class Simulator:
         events: list[tuple] = []
         for it in range(n):
             ends: list[float | None] = [None] * len(tasks)
+            floor = iteration_ends[-1] if self.iteration_barrier and iteration_ends else 0.0
             finish = 0.0
             for k, task in enumerate(tasks):
                 if task.first_only and it > 0:
                     continue
-                start = 0.0
+                start = floor
                 for j, off in task.deps:
                     e = ends[j] if off == 0 else ends_prev[j]
                     if e is not None and e > start:
@@ -347,13 +379,120 @@ class Simulator:
             ends_prev = ends
         return iteration_ends, events
 
+    def _instances(self, tasks: list[_Task]) -> tuple[list[tuple[int, int]], list[tuple[int, ...]],
+                                                      list[list[int]], list[list[int]], list[int]]:
+        """Unrolled (iteration, task) instances with their devices, each device's queue in
+        order, each instance's dependents and its count of unmet dependencies."""
+        inst = [(it, k) for it in range(self.num_iterations) for k, t in enumerate(tasks)
+                if not (t.first_only and it > 0)]
+        self.work_units += SHARED_TASK_UNITS * len(inst)
+        index = {key: i for i, key in enumerate(inst)}
+        devs = [tasks[k].devices for _it, k in inst]
+        queues: list[list[int]] = [[] for _ in range(self.num_devices)]
+        for i, d_list in enumerate(devs):
+            for d in d_list:
+                queues[d].append(i)
+        dependents: list[list[int]] = [[] for _ in inst]
+        unmet = [0] * len(inst)
+        for i, (it, k) in enumerate(inst):
+            for j, off in tasks[k].deps:
+                src = index.get((it + off, j))
+                if src is not None:
+                    dependents[src].append(i)
+                    unmet[i] += 1
+        return inst, devs, queues, dependents, unmet
+
+    def _schedule_shared(self, tasks: list[_Task], detail: bool) -> tuple[list[float], list[tuple]]:
+        """`_schedule` for devices that share `host_cores` cores per node (processor sharing).
+
+        Same order and dependencies, but while more of a node's devices are busy than it has
+        cores, every task running there progresses at cores / busy of its solo speed (a task
+        spanning nodes at the slowest of its nodes' rates). Transfers hold no device and
+        run at full speed. Event-driven: rates change only when a task starts or ends.
+        """
+        n, dpn, cores = self.num_iterations, self.cost.cluster.devices_per_node, self.host_cores
+        inst, devs, queues, dependents, unmet = self._instances(tasks)
+        at_head = [0] * len(inst)
+        for q in queues:
+            if q:
+                at_head[q[0]] += 1
+        head = [0] * self.num_devices
+        start: list[float] = [0.0] * len(inst)
+        end: list[float] = [0.0] * len(inst)
+        left = [tasks[k].duration for _it, k in inst]
+        left_in = [0] * n  # unfinished instances per iteration (for the barrier)
+        for it, _k in inst:
+            left_in[it] += 1
+        if self.iteration_barrier:
+            for i, (it, _k) in enumerate(inst):
+                unmet[i] += it > 0
+        ready = [i for i in range(len(inst)) if unmet[i] == 0 and at_head[i] == len(devs[i])]
+        running: list[int] = []
+        now, finished = 0.0, 0
+
+        def finish(i: int) -> None:
+            end[i] = now
+            it = inst[i][0]
+            left_in[it] -= 1
+            if self.iteration_barrier and left_in[it] == 0 and it + 1 < n:
+                for x, (it2, _k) in enumerate(inst):
+                    if it2 == it + 1:
+                        unmet[x] -= 1
+                        if unmet[x] == 0 and at_head[x] == len(devs[x]):
+                            ready.append(x)
+            for x in dependents[i]:
+                unmet[x] -= 1
+                if unmet[x] == 0 and at_head[x] == len(devs[x]):
+                    ready.append(x)
+            for d in devs[i]:
+                head[d] += 1
+                if head[d] < len(queues[d]):
+                    x = queues[d][head[d]]
+                    at_head[x] += 1
+                    if unmet[x] == 0 and at_head[x] == len(devs[x]):
+                        ready.append(x)
+
+        while finished < len(inst):
+            while ready:  # start everything that can start now (zero-length tasks end at once)
+                i = ready.pop()
+                start[i] = now
+                if left[i] <= 0:
+                    finished += 1
+                    finish(i)
+                else:
+                    running.append(i)
+            if not running:
+                if finished < len(inst):
+                    raise AssertionError("simulator: tasks wait on each other (cyclic plan order)")
+                break
+            rate = _share_rates([devs[i] for i in running], dpn, cores)
+            step = min(left[i] / r for i, r in zip(running, rate))
+            now += step
+            still = []
+            for i, r in zip(running, rate):
+                left[i] -= step * r
+                if left[i] <= 1e-12 * max(1.0, tasks[inst[i][1]].duration):
+                    finished += 1
+                    finish(i)
+                else:
+                    still.append(i)
+            running = still
+        iteration_ends = [0.0] * n
+        events = []
+        for i, (it, k) in enumerate(inst):
+            iteration_ends[it] = max(iteration_ends[it], end[i])
+            if detail:
+                events.append((tasks[k], start[i], end[i], it))
+        return iteration_ends, events
+
     def simulate(self, cands: Sequence[Candidate], *, detail: bool = False) -> SimResult:
         """Simulate the plan given by one candidate per call (in `graph.calls` order)."""
         if len(cands) != len(self.calls):
             raise ValueError(f"expected {len(self.calls)} layouts, one per call, got {len(cands)}")
         primaries = self.primaries(cands)
         tasks = self._tasks(cands, primaries)
-        ends, events = self._schedule(tasks, detail)
+        schedule = self._schedule_shared if self.host_cores else self._schedule
+        ends, events = schedule(tasks, detail)
         n = self.num_iterations
         iteration_time = (ends[-1] - ends[1]) / (n - 2)
         mem = self.memory(cands)

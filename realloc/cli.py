@@ -1,4 +1,4 @@
-"""The `realloc` command line: run, plan, validate, graph, export, chat, keys, list.
+"""The `realloc` command line: run, plan, profile, validate, graph, export, chat, keys, list.
 
 Every user error prints one line (`realloc: error: ...`) and exits 2; `--debug`
 shows the traceback instead.
@@ -134,6 +134,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from runtime.profiling import profile_machine, summary
+
+    out = args.out or f"profile-{args.devices}proc.json"
+    profile = profile_machine(devices=args.devices, quick=args.quick, out=out)
+    print(f"wrote profile {out} ({profile.measured.get('wall_s', 0):.0f} s)")
+    print(summary(profile))
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from realloc.schema import reference
 
@@ -243,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt encoding: bos+text as realloc trains, the tokenizer's chat template, or "
                         "auto (as the model was trained; else the chat template when there is one)")
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("profile", parents=[common], help="measure this machine and write a hardware profile",
+                       description="Launch worker processes as `realloc run` does and measure per-layer "
+                                   "forward/backward/decode times, collectives, the optimizer step and call "
+                                   "overheads; write the profile JSON that cluster.profile loads.")
+    p.add_argument("--out", metavar="FILE", help="profile JSON to write (default: profile-Nproc.json)")
+    p.add_argument("--devices", type=int, default=4, metavar="N", help="worker processes (default: 4)")
+    p.add_argument("--quick", action="store_true", help="a small grid (under a minute), e.g. for tests")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("keys", parents=[common], help="list the configuration keys with their meaning and defaults")
     p.add_argument("section", nargs="?", help="only this section, e.g. graph or models.<name>")

@@ -74,3 +74,99 @@ def test_bad_samples_are_rejected() -> None:
         CollectiveSample(op="all_reduce", link="nvlink", group_size=2, bytes=1, time_s=1)
     with pytest.raises(ValueError, match="unknown field 'flop'"):
         Calibration.from_dict({"flop": {}})
+
+
+# ---------------------------------------------------------------------- overheads and contention
+from cost_model.calibration import (  # noqa: E402
+    CallSample,
+    ContentionSample,
+    DecodeSample,
+    MoveSample,
+    OptimizerSample,
+    Samples,
+    fit_host_cores,
+    slowdown,
+)
+
+
+def _overhead_samples() -> Samples:
+    # ground truth (a device alone): 1e9 FLOP/s, 2e-3 s per layer pass, 5e-3 s per micro-batch pass;
+    # 4 devices share 2 cores, so samples taken with 4 busy devices run 2x slower
+    compute = []
+    for layers in (1, 2):
+        for flops in (1e7, 5e7):
+            for passes in (1, 3):
+                for busy in (1, 4):
+                    solo = passes * (5e-3 + layers * 2e-3) + passes * flops / 1e9
+                    compute.append(ComputeSample(flops=passes * flops, time_s=solo * (2 if busy == 4 else 1),
+                                                 passes=passes, dtype="fp32", layers=layers, busy=busy))
+    # decode: fixed 1e-2, 3e-3 per step, 1e-4 per sequence-step, 1e8 B/s, plus the prefill and the
+    # per-layer overhead the compute fit knows
+    decode = []
+    for steps in (1, 5, 11):
+        for batch in (2, 8):
+            for layers in (1, 2):
+                nbytes = 1e5 * layers + 1e3 * batch
+                prefill = 5e-3 + layers * 2e-3 + 1e6 * batch / 1e9
+                t = (1e-2 + prefill + steps * (layers * 2e-3 + 3e-3 + batch * 1e-4 + nbytes / 1e8))
+                decode.append(DecodeSample(steps=steps, batch=batch, layers=layers, bytes=nbytes,
+                                           prefill_flops=1e6 * batch, time_s=t, dtype="fp32"))
+    optimizer = [OptimizerSample(params=p, time_s=4e-3 + p * 1e-7) for p in (1e4, 1e5)]
+    calls = [CallSample(kind="train_step", dp=1, overhead_s=6e-3),
+             CallSample(kind="inference", dp=1, overhead_s=0.02 + 4 * 1e-3, seqs=4),
+             CallSample(kind="inference", dp=1, overhead_s=0.02 + 16 * 1e-3, seqs=16),
+             CallSample(kind="inference", dp=4, overhead_s=2 * (0.02 + 4e-3 + 3 * (0.01 + 4 * 5e-4)), seqs=4,
+                        busy=4),
+             CallSample(kind="inference", dp=4, overhead_s=2 * (0.02 + 16e-3 + 3 * (0.01 + 16 * 5e-4)), seqs=16,
+                        busy=4),
+             CallSample(kind="generate", dp=1, overhead_s=0.03)]
+    contention = [ContentionSample(devices=4, alone_s=0.1, together_s=0.2)]
+    # no collective samples: no link time to take off; 2 ms per reallocation + 4 ms per peer (the
+    # 3-peer one measured with 4 busy devices: twice as long); 3 ms per data transfer
+    moves = [MoveSample(kind="realloc", busiest_bytes=0.0, peers=p, time_s=(0.002 + 0.004 * p) * (2 if p == 3 else 1),
+                        busy=4 if p == 3 else 1) for p in (0, 1, 3)]
+    moves.append(MoveSample(kind="data", busiest_bytes=1e4, peers=1, time_s=0.003))
+    return Samples(compute=tuple(compute), decode=tuple(decode), optimizer=tuple(optimizer),
+                   calls=tuple(calls), contention=tuple(contention), moves=tuple(moves))
+
+
+def test_contention_gives_effective_cores_and_slowdown() -> None:
+    assert fit_host_cores([ContentionSample(devices=4, alone_s=0.1, together_s=0.2)]) == pytest.approx(2.0)
+    # under 15% slower: the devices do not share cores
+    assert fit_host_cores([ContentionSample(devices=4, alone_s=0.1, together_s=0.11)]) == 0.0
+    assert slowdown(4, 2.0) == 2.0 and slowdown(2, 2.0) == 1.0 and slowdown(8, 0.0) == 1.0
+    # outside load hid most of the slowdown (4 x 0.1 / 0.12 = 3.3 cores) but the node has 2: 2
+    assert fit_host_cores([ContentionSample(devices=4, alone_s=0.1, together_s=0.12, cores=2)]) == 2.0
+    # as many cores as devices: nothing is shared, whatever the noise says
+    assert fit_host_cores([ContentionSample(devices=4, alone_s=0.1, together_s=0.3, cores=4)]) == 0.0
+    # the median of several samples: 4 x 0.1 / {0.2, 0.21, 0.5}
+    samples = [ContentionSample(devices=4, alone_s=0.1, together_s=t) for t in (0.2, 0.5, 0.21)]
+    assert fit_host_cores(samples) == pytest.approx(0.4 / 0.21)
+
+
+def test_fit_recovers_overheads_by_hand() -> None:
+    cal = fit_calibration(_overhead_samples())
+    assert cal.host_cores == pytest.approx(2.0)
+    assert cal.flops["fp32"] == pytest.approx(1e9, rel=1e-6)
+    assert cal.layer_overhead_s == pytest.approx(2e-3, rel=1e-6)
+    assert cal.micro_batch_overhead_s == pytest.approx(5e-3, rel=1e-6)
+    assert cal.decode_step_overhead_s == pytest.approx(3e-3, rel=1e-6)
+    assert cal.decode_sample_overhead_s == pytest.approx(1e-4, rel=1e-6)
+    assert cal.memory_bandwidth == pytest.approx(1e8, rel=1e-6)
+    assert cal.optimizer_param_time_s == pytest.approx(1e-7, rel=1e-6)
+    # train step: 6e-3 measured beyond forward+backward and optimizer, plus the optimizer's fixed 4e-3
+    assert cal.train_step_overhead_s == pytest.approx(1e-2, rel=1e-6)
+    # inference: 0.02 fixed, 0.01 per extra dp rank (the dp=4 samples ran 2x slow: 4 busy on 2 cores)
+    assert cal.call_overhead_s["inference"] == pytest.approx(0.02, rel=1e-6)
+    assert cal.call_dp_overhead_s["inference"] == pytest.approx(0.01, rel=1e-6)
+    assert cal.call_seq_overhead_s["inference"] == pytest.approx(1e-3, rel=1e-6)  # per sequence per rank
+    assert cal.call_dp_seq_overhead_s["inference"] == pytest.approx(5e-4, rel=1e-6)  # gathered per sequence
+    # generate: 0.03 measured around the generation plus the generation's own fixed 1e-2
+    assert cal.call_overhead_s["generate"] == pytest.approx(0.04, rel=1e-6)
+    assert cal.realloc_overhead_s == pytest.approx(0.002) and cal.realloc_peer_overhead_s == pytest.approx(0.004)
+    assert cal.data_overhead_s == pytest.approx(0.003)
+    spec = apply_calibration(preset("cpu-gloo"), cal)
+    assert spec.host_cores == pytest.approx(2.0) and spec.slowdown(4) == pytest.approx(2.0)
+    assert spec.call_overhead("inference", 3) == pytest.approx(0.04)
+    assert spec.call_overhead("inference", 3, seqs_per_rank=5) == pytest.approx(0.02 + 5e-3 + 2 * (0.01 + 5 * 5e-4))
+    assert spec.train_step_overhead_s == pytest.approx(1e-2)

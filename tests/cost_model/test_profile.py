@@ -65,3 +65,48 @@ def test_shipped_example_profile_loads() -> None:
     spec = load_hardware(path)
     assert spec.kind == "cpu-gloo" and spec.devices_per_node == 2 and spec.memory_bytes == 12 * 1024**3
     assert spec.name == "example-2proc-cpu"
+
+
+def test_round_trip_with_overhead_samples_and_measurement_record(tmp_path: Path) -> None:
+    from cost_model.calibration import (
+        CallSample,
+        ContentionSample,
+        DecodeSample,
+        OptimizerSample,
+        fit_calibration,
+    )
+
+    samples = Samples(
+        contention=(ContentionSample(devices=4, alone_s=0.1, together_s=0.21),),
+        compute=(ComputeSample(flops=1e7, time_s=0.01, dtype="fp32", layers=1, busy=2),
+                 ComputeSample(flops=2e7, time_s=0.03, dtype="fp32", layers=2, passes=3)),
+        decode=(DecodeSample(steps=3, batch=2, layers=2, bytes=1e5, prefill_flops=1e6, time_s=0.02,
+                             dtype="fp32"),),
+        optimizer=(OptimizerSample(params=1e4, time_s=0.004), OptimizerSample(params=1e5, time_s=0.01)),
+        calls=(CallSample(kind="train", dp=1, overhead_s=0.003),
+               CallSample(kind="generate", dp=2, overhead_s=-0.001, busy=2)))
+    profile = Profile(hardware=preset("cpu-gloo").replace(name="mine", devices_per_node=4), samples=samples,
+                      calibration=fit_calibration(samples), base="cpu-gloo",
+                      measured={"date": "2026-11-21T18:00:00Z", "machine": {"cpus": 2, "workers": 4}})
+    path = tmp_path / "mine.json"
+    save_profile(profile, path)
+    again = load_profile(path)
+    assert again == profile
+    assert again.measured["machine"]["cpus"] == 2
+    assert again.spec.host_cores == pytest.approx(4 * 0.1 / 0.21)
+    # without a calibration section the same samples are fitted on load, to the same numbers
+    d = json.loads(path.read_text())
+    del d["calibration"]
+    path.write_text(json.dumps(d))
+    assert load_profile(path).spec == profile.spec
+
+
+def test_unknown_sample_kind_and_fields_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"format": "realloc-profile", "version": 1, "base": "cpu-gloo", "samples": {"decodes": []}}))
+    with pytest.raises(ValueError, match="unknown kind 'decodes'"):
+        load_profile(path)
+    path.write_text(json.dumps({"format": "realloc-profile", "version": 1, "base": "cpu-gloo",
+                                "samples": {"calls": [{"kind": "train", "dp": 1, "overhead": 0.1}]}}))
+    with pytest.raises(ValueError, match=r"samples\['calls'\].*overhead"):
+        load_profile(path)

@@ -187,3 +187,105 @@ def test_move_prices_are_shared_across_node_shifts_and_match_the_cost_model():
     spent = sim.work_units
     assert sim._realloc("actor", three, four) == first
     assert sim.work_units == spent >= units
+
+
+# ---------------------------------------------------------------------- devices sharing host cores
+import dataclasses  # noqa: E402
+
+
+@dataclasses.dataclass
+class _SharedCoresCost(FixedCost):
+    host_cores: float = 1.0
+
+
+def _fan_cost(cls=FixedCost, **extra):
+    return cls(Cluster(num_nodes=1, devices_per_node=2),
+               times={"gen": 2.0, "ref_inf": 1.0, "values": 1.5, "actor_train": 3.0, "critic_train": 2.0},
+               **extra)
+
+
+FAN_LAYOUTS = {"gen": on(0, 1), "actor_train": on(0, 1), "ref_inf": on(1, 1), "values": on(1, 1),
+               "critic_train": on(1, 1)}
+
+
+def test_overlapping_calls_share_one_core():
+    """The fan graph of `test_disjoint_meshes_overlap_and_transfers_delay_consumers` with both
+    devices on ONE core: identical until 5.5, when actor_train [0] starts while critic_train [1]
+    (from 5.0, 1.5 s of work left) runs: both at half speed, critic ends at 5.5 + 2 x 1.5 = 8.5,
+    actor_train has 1.5 s left and runs alone to 10.0. Next gen waits for actor_train: period 10.
+    """
+    plan = PlanContext(fan_graph(), _fan_cost(_SharedCoresCost, host_cores=1.0)).evaluate(FAN_LAYOUTS, "t")
+    assert _entries(plan, "values", 0) == [(3.5, 5.0)]
+    assert _entries(plan, "critic_train", 0) == [(5.0, 8.5)]
+    assert _entries(plan, "actor_train", 0) == [(5.5, 10.0)]
+    assert _entries(plan, "gen", 1) == [(10.0, 12.0)]
+    assert plan.iteration_time_s == pytest.approx(10.0)
+    # with a core per device nothing changes: the 8.5 s of the unshared schedule
+    enough = PlanContext(fan_graph(), _fan_cost(_SharedCoresCost, host_cores=2.0)).evaluate(FAN_LAYOUTS, "t")
+    assert enough.iteration_time_s == pytest.approx(8.5)
+
+
+def test_shared_schedule_without_shortage_equals_the_plain_one():
+    """Processor sharing at full speed is the list schedule: the same start and end per task."""
+    g = fan_graph()
+    ctx = PlanContext(g, _fan_cost())
+    for layouts in (FAN_LAYOUTS, {**FAN_LAYOUTS, "gen": on(0, 2, tp=2)}, {k: on(0, 2) for k in FAN_LAYOUTS}):
+        cands = ctx.candidates_of(layouts)
+        sim = Simulator(g, _fan_cost())
+        tasks = sim._tasks(cands, sim.primaries(cands))
+        plain_ends, plain_events = sim._schedule(tasks, True)
+        sim.host_cores = 1e9
+        shared_ends, shared_events = sim._schedule_shared(tasks, True)
+        assert shared_ends == pytest.approx(plain_ends)
+
+        def spans(events):
+            return sorted((it, task.label, start, end) for task, start, end, it in events)
+
+        assert [s[:2] for s in spans(shared_events)] == [s[:2] for s in spans(plain_events)]
+        assert [t for s in spans(shared_events) for t in s[2:]] == pytest.approx(
+            [t for s in spans(plain_events) for t in s[2:]])
+
+
+@dataclasses.dataclass
+class _BarrierCost(FixedCost):
+    iteration_barrier: bool = True
+
+
+def test_iteration_barrier_stops_iterations_overlapping():
+    """Fan graph with a 5 s critic_train on [1]: iteration 0 ends at 10 (critic_train 5-10) while
+    actor_train [0] ends at 8.5. Overlapping, gen(1) starts at 8.5 and the steady period is 8.5
+    (critic_train 13.5-18.5, then 22-27); with the barrier gen(1) waits for 10 and every
+    iteration takes its 10 s makespan. The processor-sharing schedule agrees."""
+    times = {"gen": 2.0, "ref_inf": 1.0, "values": 1.5, "actor_train": 3.0, "critic_train": 5.0}
+    cluster = Cluster(num_nodes=1, devices_per_node=2)
+    free = PlanContext(fan_graph(), FixedCost(cluster, times=times)).evaluate(FAN_LAYOUTS, "t")
+    assert _entries(free, "gen", 1) == [(8.5, 10.5)]
+    assert _entries(free, "critic_train", 2) == [(22.0, 27.0)]
+    assert free.iteration_time_s == pytest.approx(8.5)
+    cost = _BarrierCost(cluster, times=times)
+    held = PlanContext(fan_graph(), cost).evaluate(FAN_LAYOUTS, "t")
+    assert _entries(held, "gen", 1) == [(10.0, 12.0)]
+    assert held.iteration_time_s == pytest.approx(10.0)
+    sim = Simulator(fan_graph(), cost)
+    cands = PlanContext(fan_graph(), cost).candidates_of(FAN_LAYOUTS)
+    tasks = sim._tasks(cands, sim.primaries(cands))
+    sim.host_cores = 1e9
+    ends, _ = sim._schedule_shared(tasks, False)
+    assert ends == pytest.approx([10.0, 20.0, 30.0, 40.0])
+
+
+@dataclasses.dataclass
+class _BlockingCost(FixedCost):
+    blocking_transfers: bool = True
+
+
+def test_blocking_transfers_hold_sender_and_receiver():
+    """FAN_LAYOUTS when every send blocks its two ranks (transfers 0.5 s, in call order):
+    gen [0] 0-2; seq->ref_inf [0,1] 2-2.5; ref_inf 2.5-3.5; seq->values 3.5-4; values 4-5.5;
+    ref_logp->actor_train 5.5-6; val->actor_train 6-6.5; actor_train [0] 6.5-9.5; seq->critic_train
+    waits for its sender, rank 0, until 9.5: 9.5-10; critic_train [1] 10-12 (async: 5-7)."""
+    plan = PlanContext(fan_graph(), _fan_cost(_BlockingCost)).evaluate(FAN_LAYOUTS, "t")
+    assert _entries(plan, "values", 0) == [(4.0, 5.5)]
+    assert _entries(plan, "actor_train", 0) == [(6.5, 9.5)]
+    assert _entries(plan, "critic_train", 0) == [(10.0, 12.0)]
+    assert _entries(plan, "seq:gen->critic_train", 0) == [(9.5, 10.0)]
