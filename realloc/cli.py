@@ -1,4 +1,4 @@
-"""The `realloc` command line: run, plan, validate, graph, keys, list.
+"""The `realloc` command line: run, plan, bench, validate, graph, keys, list.
 
 Every user error prints one line (`realloc: error: ...`) and exits 2; `--debug`
 shows the traceback instead.
@@ -139,6 +139,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from realloc import bench
+
+    if args.readme or args.readme_into:
+        report = bench.load_report(Path(args.report or args.out))
+        if args.readme_into:
+            print(f"updated {bench.update_readme(Path(args.readme_into), report)}")
+        else:
+            print(bench.render_readme_table(report), end="")
+        return 0
+    options = bench.BenchOptions(out=Path(args.out), quick=args.quick, only=bench.parse_only(args.only))
+    report = bench.run_bench(options)
+    print(bench.render_markdown(report), end="")
+    print(f"\nwrote {options.out / 'report.json'} and {options.out / 'report.md'}", file=sys.stderr)
+    failed = [n for n, e in report["sections"].items() if e["status"] == "failed"]
+    return 1 if failed else 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -195,6 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_exp(p, optional=False)
     p.add_argument("--plan", metavar="FILE", required=True, help="the plan every worker runs (realloc plan --out)")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("bench", parents=[common], help="run the benchmark suite; write a Markdown and JSON report",
+                       description="Run the benchmarks (planner vs heuristics, search vs exhaustive, "
+                                   "reallocation vs raw transfer, end to end vs TRL) and write DIR/report.json "
+                                   "and DIR/report.md. A failing section is reported and the others still run.")
+    p.add_argument("--out", default="bench-report", metavar="DIR", help="report directory (default: bench-report)")
+    p.add_argument("--quick", action="store_true", help="small settings: the whole bench in about 3 minutes")
+    p.add_argument("--only", metavar="SECTION,...",
+                   help="sections to run: plans, paper, search, realloc, peer, validation (default: all)")
+    p.add_argument("--readme", action="store_true",
+                   help="print the README numbers table from an existing report (DIR or --report) and exit")
+    p.add_argument("--readme-into", metavar="README.md",
+                   help="write that table between the bench-table markers of this file and exit")
+    p.add_argument("--report", metavar="FILE", help="report.json to render with --readme (default: DIR/report.json)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("keys", parents=[common], help="list the configuration keys with their meaning and defaults")
     p.add_argument("section", nargs="?", help="only this section, e.g. graph or models.<name>")
