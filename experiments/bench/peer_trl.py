@@ -19,8 +19,8 @@ realloc is measured on 1 worker (the same threads as TRL) and on the planned
     PYTHONPATH=$PWD python experiments/bench/peer_trl.py [--size tiny|smollm2-135m] [--steps 8]
         [--warmup 3] [--threads 1] [--devices 4]
 
-TRL is an optional extra: `pip install -c constraints.txt 'realloc[peer]'` (constraints pin
-torch==2.13.0 and transformers==5.23.0). Nothing is downloaded at run time.
+TRL is an optional extra: `pip install -c experiments/bench/peer-constraints.txt -e '.[peer]'`
+(the constraints keep torch==2.13.0 and transformers==5.23.0). Nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_DATAS
                "TRANSFORMERS_OFFLINE": "1", "WANDB_DISABLED": "true", "TOKENIZERS_PARALLELISM": "false"}
 """Set in the TRL process before any HF import: TRL's only network attempt is telemetry."""
 
-INSTALL_HINT = ("TRL is not installed; install the peer extra: pip install -c constraints.txt "
-                "'realloc[peer]' (constraints.txt pins torch==2.13.0 and transformers==5.23.0)")
+INSTALL_HINT = ("TRL is not installed; install the peer extra: pip install -c "
+                "experiments/bench/peer-constraints.txt -e '.[peer]' (the constraints keep torch==2.13.0 "
+                "and transformers==5.23.0)")
 
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_heads=4, num_kv_heads=2,
