@@ -270,6 +270,26 @@ def _render_generic(data: Mapping[str, Any]) -> list[str]:
                                        for k, v in _flat(data)]) + [""]
 
 
+def _render_validation(data: Mapping[str, Any]) -> list[str]:
+    """The validation script's summary: error per call kind, iteration error, rank correlation."""
+    summ = data.get("summary")
+    if not isinstance(summ, Mapping) or not isinstance(summ.get("per_kind"), Mapping):
+        return _render_generic(data)
+    lines = md_table(["call kind", "calls", "median relative error", "worst relative error"],
+                     [[k, v.get("count"), _pct(v.get("median")), _pct(v.get("worst"))]
+                      for k, v in summ["per_kind"].items()])
+    it = summ.get("iteration") or {}
+    lines += ["", f"Iteration time: median error {_pct(it.get('median'))}, worst {_pct(it.get('worst'))}; "
+              f"Spearman rank correlation of predicted vs measured iteration times: {summ.get('spearman')}."]
+    if isinstance(summ.get("goals"), Mapping):
+        lines += ["", *md_table(["goal", "met"], [[k, v] for k, v in summ["goals"].items()])]
+    return lines + [""]
+
+
+def _pct(v: Any) -> str | None:
+    return f"{v:.1%}" if isinstance(v, int | float) and not math.isnan(v) else None
+
+
 SECTIONS: tuple[Section, ...] = (
     Section(name="plans", title="Planner vs heuristics, measured on the CPU cluster", run=_run_plans,
             render=_render_plans),
@@ -280,7 +300,8 @@ SECTIONS: tuple[Section, ...] = (
     Section(name="realloc", title="Parameter reallocation vs a raw transfer", run=_run_realloc,
             render=_render_realloc),
     Section(name="peer", title="End to end vs TRL (GRPO)", run=_run_peer, render=_render_peer),
-    Section(name="validation", title="Cost model vs measured times", run=_run_validation, render=_render_generic),
+    Section(name="validation", title="Cost model vs measured times", run=_run_validation,
+            render=_render_validation),
 )
 
 

@@ -166,3 +166,17 @@ def test_cli_quick_search_section(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "## Search vs exhaustive search on small instances (`search`)" in printed
     assert main(["bench", "--readme", "--out", str(out)]) == 0
     assert "| annealing vs exhaustive search | optimum in" in capsys.readouterr().out
+
+
+def test_validation_summary_rendering_and_fallback() -> None:
+    data = {"summary": {"per_kind": {"generate": {"count": 10, "median": 0.125, "worst": 0.5}},
+                        "iteration": {"median": 0.1, "worst": 0.2}, "spearman": 0.95,
+                        "goals": {"median<=15%": True}}}
+    lines = bench.get_section("validation").render(data)
+    assert "| generate | 10 | 12.5% | 50.0% |" in lines
+    assert ("Iteration time: median error 10.0%, worst 20.0%; Spearman rank correlation of predicted vs "
+            "measured iteration times: 0.95.") in lines
+    assert "| median<=15% | True |" in lines
+    # an unknown shape falls back to a key/value table of its scalars
+    assert bench.get_section("validation").render({"a": {"b": 0.123456}, "c": [1, 2]}) == [
+        "| key | value |", "|---|---|", "| a.b | 0.1235 |", ""]
