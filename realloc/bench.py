@@ -164,7 +164,7 @@ def _run_peer(quick: bool, note: Note) -> dict[str, Any]:
         note("TRL not installed: realloc alone")
     runs = [PeerSettings(size="tiny", steps=2, warmup=1)] if quick else [
         PeerSettings(size="tiny", steps=8, warmup=3),
-        PeerSettings(size="smollm2-135m", steps=3, warmup=1),
+        PeerSettings(size="smollm2-135m-body", steps=3, warmup=1),
     ]
     out = {}
     for s in runs:

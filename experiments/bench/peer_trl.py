@@ -16,7 +16,7 @@ it), because an early EOS changes the work done.
 realloc is measured on 1 worker (the same threads as TRL) and on the planned
 `devices` workers (4 CPU processes sharing the machine's cores).
 
-    PYTHONPATH=$PWD python experiments/bench/peer_trl.py [--size tiny|smollm2-135m] [--steps 8]
+    PYTHONPATH=$PWD python experiments/bench/peer_trl.py [--size tiny|smollm2-135m-body] [--steps 8]
         [--warmup 3] [--threads 1] [--devices 4]
 
 TRL is an optional extra: `pip install -c experiments/bench/peer-constraints.txt -e '.[peer]'`
@@ -48,9 +48,12 @@ INSTALL_HINT = ("TRL is not installed; install the peer extra: pip install -c "
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_heads=4, num_kv_heads=2,
                  vocab_size=64, max_position_embeddings=128),
-    # SmolLM2-135M's shape (30 layers, hidden 576, 9/3 heads, vocab 49152), random weights
-    "smollm2-135m": dict(num_layers=30, hidden_size=576, ffn_hidden_size=1536, num_heads=9, num_kv_heads=3,
-                         vocab_size=49152, max_position_embeddings=2048),
+    # SmolLM2-135M's transformer (30 layers, hidden 576, ffn 1536, 9/3 heads), random weights, with
+    # the character vocabulary instead of its 49152 tokens (the prompts are characters anyway, and
+    # three such models' vocabularies in several processes do not fit this shared 24 GiB machine):
+    # 106M parameters, so arithmetic dominates
+    "smollm2-135m-body": dict(num_layers=30, hidden_size=576, ffn_hidden_size=1536, num_heads=9, num_kv_heads=3,
+                              vocab_size=64, max_position_embeddings=2048),
 }
 """Model sizes of the comparison: the tiny CPU model, and one where arithmetic dominates."""
 
@@ -162,6 +165,16 @@ def prompt_schedule(s: PeerSettings) -> list[dict[str, str]]:
     return rows
 
 
+def _filler(i: int) -> str:
+    """Token texts [a], [b], ..., [ba], ...: no digits (the ids past the characters)."""
+    letters = ""
+    while True:
+        i, r = divmod(i, 26)
+        letters = chr(ord("a") + r) + letters
+        if i == 0:
+            return f"[{letters}]"
+
+
 def hf_char_tokenizer(vocab_size: int) -> Any:
     """A HF fast tokenizer with exactly realloc's character ids (BOS prepended, lower-cased).
 
@@ -183,7 +196,7 @@ def hf_char_tokenizer(vocab_size: int) -> Any:
 
     ours = CharTokenizer()
     pieces = [*SPECIALS, *CHARS]
-    pieces += [chr(0x4E00 + i) for i in range(max(0, vocab_size - len(pieces)))]
+    pieces += [_filler(i) for i in range(max(0, vocab_size - len(pieces)))]
     tok = Tokenizer(models.WordLevel({p: i for i, p in enumerate(pieces)}, unk_token=SPECIALS[ours.unk_id]))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
@@ -286,9 +299,16 @@ def _realloc_worker(ctx: Any, job: Any, threads: int) -> list[dict[str, Any]]:
 
     from runtime.executor import Worker
 
+    class TrainOnly(Worker):
+        """Skips the final HF export: a benchmark keeps no models (and the export's gather
+        takes several times the model's memory)."""
+
+        def save_models(self, root: Path) -> None:
+            return None
+
     if threads:
         torch.set_num_threads(threads)
-    return Worker(ctx, job).run()
+    return TrainOnly(ctx, job).run()
 
 
 def run_realloc(s: PeerSettings, workdir: Path, *, devices: int) -> dict[str, Any]:

@@ -35,11 +35,11 @@ def test_settings_reject_bad_values() -> None:
 
 
 def test_overrides_give_realloc_the_settings() -> None:
-    s = PeerSettings(size="smollm2-135m", prompts=2, group_size=3, max_new_tokens=5, kl_coef=0.1)
+    s = PeerSettings(size="smollm2-135m-body", prompts=2, group_size=3, max_new_tokens=5, kl_coef=0.1)
     exp = peer_trl.load(s, devices=1, run_dir="unused")
     arch = exp.graph.models["actor"].arch
     assert (arch.num_layers, arch.hidden_size, arch.num_heads, arch.num_kv_heads, arch.vocab_size) == (
-        30, 576, 9, 3, 49152)
+        30, 576, 9, 3, 64)
     assert exp.graph.models["ref"].arch == arch
     gen = exp.graph.call("actor_gen")
     assert gen.args.max_new_tokens == 5 and gen.args.num_samples == 3 and gen.args.top_k == 0
@@ -58,6 +58,7 @@ def test_hf_tokenizer_matches_the_char_tokenizer() -> None:
     ids = ours.encode("12+3=15") + [ours.eos_id]
     assert hf.decode(ids, skip_special_tokens=True) == ours.decode(ids) == "12+3=15"
     assert hf.eos_token_id == ours.eos_id and hf.pad_token_id == ours.pad_id and len(hf) == 64
+    assert len(peer_trl.hf_char_tokenizer(49152)) == 49152  # every model id decodes
 
 
 def test_saved_initial_actor_is_realloc_initialisation(tmp_path: Path) -> None:
