@@ -123,10 +123,11 @@ def _run_plans(quick: bool, note: Note) -> dict[str, Any]:
 
     exps = ("grpo_tiny",) if quick else ("ppo_tiny", "grpo_tiny")
     iterations, warmup = (3, 1) if quick else (12, 3)
+    heuristics = ("symmetric",) if quick else None
     out = {}
     for name in exps:
         note(f"{name}: searched plan and heuristics, {iterations} iterations on 4 workers")
-        out[name] = measure_plans(name, iterations=iterations, warmup=warmup)
+        out[name] = measure_plans(name, iterations=iterations, warmup=warmup, heuristics=heuristics)
     return {"experiments": out}
 
 

@@ -29,9 +29,10 @@ def _run_all(ctx, jobs):
     return [Worker(ctx, job).run() for job in jobs]
 
 
-def measure_plans(exp_name: str, *, iterations: int = 12, warmup: int = 3,
-                  overrides: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Run `exp_name` under the searched plan and every heuristic with a plan, in one launch.
+def measure_plans(exp_name: str, *, iterations: int = 12, warmup: int = 3, overrides: tuple[str, ...] = (),
+                  heuristics: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Run `exp_name` under the searched plan and each heuristic with a plan (all, or
+    `heuristics`), in one launch.
 
     Returns {"experiment", "iterations", "warmup", "plans": {name: {"measured_s",
     "estimated_s", "search_speedup"}}, "errors": {heuristic: why it has no plan}}.
@@ -41,7 +42,7 @@ def measure_plans(exp_name: str, *, iterations: int = 12, warmup: int = 3,
     over = [*overrides, f"train.iterations={iterations}"]
     plans = {"search": plan_experiment(load_experiment(exp_name, over), compare=False, quiet=True).plan}
     errors = {}
-    for name in known_heuristics():
+    for name in known_heuristics() if heuristics is None else heuristics:
         try:
             exp = load_experiment(exp_name, [*over, f"plan.mode=heuristic:{name}"])
             plans[name] = plan_experiment(exp, compare=False, quiet=True).plan
