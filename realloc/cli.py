@@ -1,4 +1,4 @@
-"""The `realloc` command line: run, plan, bench, validate, graph, keys, list.
+"""The `realloc` command line: run, plan, validate, graph, keys, list.
 
 Every user error prints one line (`realloc: error: ...`) and exits 2; `--debug`
 shows the traceback instead.
@@ -216,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", metavar="FILE", required=True, help="the plan every worker runs (realloc plan --out)")
     p.set_defaults(func=cmd_worker)
 
+    p = sub.add_parser("keys", parents=[common], help="list the configuration keys with their meaning and defaults")
+    p.add_argument("section", nargs="?", help="only this section, e.g. graph or models.<name>")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("list", parents=[common], help="list shipped experiments, templates or interfaces")
+    p.add_argument("what", choices=("experiments", "templates", "interfaces"))
+    p.set_defaults(func=cmd_list)
+
     p = sub.add_parser("bench", parents=[common], help="run the benchmark suite; write a Markdown and JSON report",
                        description="Run the benchmarks (planner vs heuristics, search vs exhaustive, "
                                    "reallocation vs raw transfer, end to end vs TRL) and write DIR/report.json "
@@ -230,14 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write that table between the bench-table markers of this file and exit")
     p.add_argument("--report", metavar="FILE", help="report.json to render with --readme (default: DIR/report.json)")
     p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("keys", parents=[common], help="list the configuration keys with their meaning and defaults")
-    p.add_argument("section", nargs="?", help="only this section, e.g. graph or models.<name>")
-    p.set_defaults(func=cmd_keys)
-
-    p = sub.add_parser("list", parents=[common], help="list shipped experiments, templates or interfaces")
-    p.add_argument("what", choices=("experiments", "templates", "interfaces"))
-    p.set_defaults(func=cmd_list)
     return parser
 
 
