@@ -246,10 +246,14 @@ def _render_peer(data: Mapping[str, Any]) -> list[str]:
                      f"steps after {s['warmup']} warm-up.")
         lines.append("")
         lines += md_table(["system", "s/step", "samples/s", "generated tokens/s", "tokens/step", "generate share",
-                           "threads/worker", "vs TRL"],
+                           "threads/worker", "peak RSS GiB", "vs TRL"],
                           [[n, f"{v['step_s']:.3f}", f"{v['samples_per_s']:.1f}", f"{v['tokens_per_s']:.0f}",
-                            v["tokens_per_step"], f"{v['generate_share']:.0%}", v["threads"],
+                            v["tokens_per_step"], f"{v['generate_share']:.0%}", v["threads"], v.get("peak_rss_gib"),
                             _x(v.get("speedup_vs_trl"))] for n, v in r["systems"].items()])
+        calls = {n: v["call_s"] for n, v in r["systems"].items() if v.get("call_s")}
+        if calls:
+            lines += ["", "realloc's median seconds per call: " + "; ".join(
+                f"{n}: " + ", ".join(f"{c} {t:.3f}" for c, t in cs.items()) for n, cs in calls.items()) + "."]
         lines += [f"- {n}: failed: {e}" for n, e in r.get("errors", {}).items()]
         lines.append("")
     return lines

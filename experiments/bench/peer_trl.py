@@ -273,7 +273,7 @@ def run_trl(s: PeerSettings, checkpoint: Path, workdir: Path) -> dict[str, Any]:
     model.generate = timed_generate
     trainer.train()
     return {"step_s": step_s, "generate_s": gen_s, "samples": [c[0] for c in counts],
-            "tokens": [c[1] for c in counts], "threads": torch.get_num_threads(),
+            "tokens": [c[1] for c in counts], "threads": torch.get_num_threads(), "peak_rss_gib": _peak_rss_gib(),
             "autocast": bool(config.bf16 or config.fp16), "gradient_checkpointing": config.gradient_checkpointing}
 
 
@@ -294,7 +294,14 @@ def trl_in_subprocess(s: PeerSettings, checkpoint: Path, workdir: Path, timeout_
 # --------------------------------------------------------------------------- realloc side
 
 
-def _realloc_worker(ctx: Any, job: Any, threads: int) -> list[dict[str, Any]]:
+def _peak_rss_gib() -> float:
+    """This process's peak resident memory (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _realloc_worker(ctx: Any, job: Any, threads: int) -> tuple[list[dict[str, Any]], float]:
     import torch
 
     from runtime.executor import Worker
@@ -308,7 +315,7 @@ def _realloc_worker(ctx: Any, job: Any, threads: int) -> list[dict[str, Any]]:
 
     if threads:
         torch.set_num_threads(threads)
-    return TrainOnly(ctx, job).run()
+    return TrainOnly(ctx, job).run(), _peak_rss_gib()
 
 
 def run_realloc(s: PeerSettings, workdir: Path, *, devices: int) -> dict[str, Any]:
@@ -322,13 +329,16 @@ def run_realloc(s: PeerSettings, workdir: Path, *, devices: int) -> dict[str, An
     plan = plan_experiment(exp, compare=False, quiet=True).plan
     job = dataclasses.replace(make_job(exp, dict(plan.layouts)), plot_every=10**9)
     threads = s.threads if devices == 1 else 0  # 0: the launcher's share of the cores per worker
-    history = launch(_realloc_worker, (job, threads), LaunchSpec(nproc_per_node=devices))[0]
+    results = launch(_realloc_worker, (job, threads), LaunchSpec(nproc_per_node=devices))
+    history = results[0][0]
     n = s.samples_per_step
     return {"step_s": [r["iter_time_s"] for r in history],
             "generate_s": [r["call_time_s"].get("actor_gen", float("nan")) for r in history],
             "samples": [n] * len(history),
             "tokens": [round(r["actor_gen/response_len"] * n) for r in history],
             "threads": threads or max(1, (os.cpu_count() or 1) // devices),
+            "peak_rss_gib": sum(rss for _, rss in results.values()),  # all workers together
+            "call_s": {c.name: [r["call_time_s"].get(c.name, float("nan")) for r in history] for c in plan.calls},
             "plan": {c.name: str(c.layout) for c in plan.calls}}
 
 
@@ -336,7 +346,8 @@ def run_realloc(s: PeerSettings, workdir: Path, *, devices: int) -> dict[str, An
 
 
 def summarise(raw: dict[str, Any], warmup: int) -> dict[str, Any]:
-    """Medians after warm-up: seconds per step, samples/s, generated tokens/s, generate share."""
+    """Medians after warm-up: seconds per step (and per call, where known), samples/s, generated
+    tokens/s, the share of a step spent generating; peak resident memory of all processes."""
     steps = raw["step_s"][warmup:]
     if not steps:
         raise ValueError(f"no measured steps: {len(raw['step_s'])} steps ran, warm-up {warmup}")
@@ -352,6 +363,9 @@ def summarise(raw: dict[str, Any], warmup: int) -> dict[str, Any]:
         "generate_share": round(statistics.median(g / t for g, t in zip(gen, steps)), 3),
         "steps": len(steps),
         "threads": raw["threads"],
+        "peak_rss_gib": round(raw["peak_rss_gib"], 2) if "peak_rss_gib" in raw else None,
+        **({"call_s": {k: round(statistics.median(v[warmup:]), 4) for k, v in raw["call_s"].items()}}
+           if "call_s" in raw else {}),
         **({"plan": raw["plan"]} if "plan" in raw else {}),
     }
 

@@ -14,7 +14,8 @@ from experiments.bench.peer_trl import PeerSettings, summarise
 
 def test_summary_medians_after_warmup() -> None:
     raw = {"step_s": [9.0, 1.0, 2.0, 4.0], "generate_s": [5.0, 0.5, 0.5, 3.0], "samples": [32, 32, 32, 32],
-           "tokens": [100, 64, 96, 128], "threads": 1}
+           "tokens": [100, 64, 96, 128], "threads": 1, "peak_rss_gib": 1.234,
+           "call_s": {"gen": [5.0, 0.5, 0.25, 3.0]}}
     got = summarise(raw, warmup=1)
     assert got["step_s"] == 2.0  # median of 1, 2, 4
     assert got["samples_per_s"] == 16.0  # median of 32, 16, 8
@@ -22,6 +23,8 @@ def test_summary_medians_after_warmup() -> None:
     assert got["tokens_per_step"] == 96.0  # mean of 64, 96, 128
     assert got["generate_share"] == 0.5  # median of 0.5, 0.25, 0.75
     assert got["steps"] == 3
+    assert got["call_s"] == {"gen": 0.5}  # median of 0.5, 0.25, 3.0
+    assert got["peak_rss_gib"] == 1.23
     with pytest.raises(ValueError, match="no measured steps"):
         summarise(raw, warmup=4)
 
@@ -92,3 +95,4 @@ def test_trl_grpo_on_the_tiny_model() -> None:
     assert all(s.samples_per_step <= k <= s.samples_per_step * s.max_new_tokens for k in raw["tokens"])
     assert raw["threads"] == s.threads and raw["autocast"] is False and raw["gradient_checkpointing"] is False
     assert all(0 < g < t for g, t in zip(raw["generate_s"], raw["step_s"]))
+    assert 0.1 < raw["peak_rss_gib"] < 64

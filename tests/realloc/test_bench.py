@@ -34,10 +34,10 @@ def synthetic_report() -> dict:
         "errors": {"realloc, 4 workers (planned)": "RuntimeError: boom"},
         "systems": {"TRL GRPOTrainer": {"step_s": 0.064, "samples_per_s": 500.0, "tokens_per_s": 4000.0,
                                         "tokens_per_step": 256.0, "generate_share": 0.4, "threads": 1,
-                                        "speedup_vs_trl": 1.0},
+                                        "speedup_vs_trl": 1.0, "peak_rss_gib": 1.5},
                     "realloc, 1 worker": {"step_s": 0.128, "samples_per_s": 250.0, "tokens_per_s": 2000.0,
                                           "tokens_per_step": 256.0, "generate_share": 0.5, "threads": 1,
-                                          "speedup_vs_trl": 0.5}}}}}
+                                          "speedup_vs_trl": 0.5, "call_s": {"gen": 0.06, "train": 0.05}}}}}}
     return {"schema_version": 1, "command": "realloc bench --out out", "quick": False,
             "sections_run": ["plans", "search", "realloc", "peer", "validation"], "machine": MACHINE,
             "elapsed_s": 100.0,
@@ -71,8 +71,9 @@ def test_markdown_of_a_synthetic_report() -> None:
     assert "**failed** after 1.0 s: WorkerFailed: rank 2 failed: out of memory" in lines
     assert "_skipped: not importable_" in lines
     # peer: both systems, the failure of the third
-    assert "| TRL GRPOTrainer | 0.064 | 500.0 | 4000 | 256.0 | 40% | 1 | 1.00x |" in lines
-    assert "| realloc, 1 worker | 0.128 | 250.0 | 2000 | 256.0 | 50% | 1 | 0.50x |" in lines
+    assert "| TRL GRPOTrainer | 0.064 | 500.0 | 4000 | 256.0 | 40% | 1 | 1.5 | 1.00x |" in lines
+    assert "| realloc, 1 worker | 0.128 | 250.0 | 2000 | 256.0 | 50% | 1 | - | 0.50x |" in lines
+    assert "realloc's median seconds per call: realloc, 1 worker: gen 0.060, train 0.050." in lines
     assert "- realloc, 4 workers (planned): failed: RuntimeError: boom" in lines
     # headings in section order
     order = [md.index(f"(`{n}`)") for n in ("plans", "search", "realloc", "peer", "validation")]
