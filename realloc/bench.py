@@ -442,7 +442,7 @@ def _readme_rows(sections: Mapping[str, Any]) -> list[list[str]]:
             best = min(others, key=lambda p: others[p]["measured_s"]) if others else None
             text = f"{r['plans']['search']['measured_s']:.3f} s/iteration"
             if best:
-                text += f"; {others[best]['search_speedup']:.2f}x faster than the best heuristic ({best})"
+                text += f"; speedup over the best heuristic ({best}): {others[best]['search_speedup']:.2f}x"
             rows.append([f"searched plan, {exp}, {r['devices']} CPU workers (measured)", text])
     if (d := ok("paper")):
         rows.append([f"searched plan at 8-128 GPUs, {len(d['rows'])} experiments (estimated)",
