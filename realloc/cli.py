@@ -172,6 +172,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from realloc import bench
+
+    if args.readme or args.readme_into:
+        report = bench.load_report(Path(args.report or args.out))
+        if args.readme_into:
+            print(f"updated {bench.update_readme(Path(args.readme_into), report)}")
+        else:
+            print(bench.render_readme_table(report), end="")
+        return 0
+    options = bench.BenchOptions(out=Path(args.out), quick=args.quick, only=bench.parse_only(args.only))
+    report = bench.run_bench(options)
+    print(bench.render_markdown(report), end="")
+    print(f"\nwrote {options.out / 'report.json'} and {options.out / 'report.md'}", file=sys.stderr)
+    failed = [n for n, e in report["sections"].items() if e["status"] == "failed"]
+    return 1 if failed else 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -270,6 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", parents=[common], help="list shipped experiments, templates or interfaces")
     p.add_argument("what", choices=("experiments", "templates", "interfaces"))
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("bench", parents=[common], help="run the benchmark suite; write a Markdown and JSON report",
+                       description="Run the benchmarks (planner vs heuristics, search vs exhaustive, "
+                                   "reallocation vs raw transfer, end to end vs TRL) and write DIR/report.json "
+                                   "and DIR/report.md. A failing section is reported and the others still run.")
+    p.add_argument("--out", default="bench-report", metavar="DIR", help="report directory (default: bench-report)")
+    p.add_argument("--quick", action="store_true", help="small settings: the whole bench in about 3 minutes")
+    p.add_argument("--only", metavar="SECTION,...",
+                   help="sections to run: plans, paper, search, realloc, peer, validation (default: all)")
+    p.add_argument("--readme", action="store_true",
+                   help="print the README numbers table from an existing report (DIR or --report) and exit")
+    p.add_argument("--readme-into", metavar="README.md",
+                   help="write that table between the bench-table markers of this file and exit")
+    p.add_argument("--report", metavar="FILE", help="report.json to render with --readme (default: DIR/report.json)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -148,6 +148,29 @@ def _bench(ctx, arch, repeats, chunk_bytes, profile=False, threads=0, only=None,
     return rows
 
 
+def bench_arch(hidden: int, layers: int) -> ModelArch:
+    """The Llama-style model whose shards are moved (GQA 16/4 heads, vocabulary 32000)."""
+    return ModelArch(family="llama", num_layers=layers, hidden_size=hidden, ffn_hidden_size=hidden * 3,
+                     num_heads=16, num_kv_heads=4, vocab_size=32000)
+
+
+def measure_throughput(*, hidden: int = 1024, layers: int = 8, repeats: int = 3, chunk_mib: int = 64,
+                       pairs: list[int] | None = None, variants: tuple[str, ...] = ("new",)) -> dict:
+    """Median seconds of each variant, `raw` and `raw+local` per layout pair, on 4 gloo workers.
+
+    Returns {"params_m", "repeats", "pairs": [{"pair", "mib", "seconds": {variant: s},
+    "raw_over": {variant: raw s / variant s}}]}.
+    """
+    arch = bench_arch(hidden, layers)
+    rows = launch(_bench, (arch, repeats, chunk_mib * 2**20, False, 0, pairs, tuple(variants)),
+                  LaunchSpec(nproc_per_node=4))[0]
+    return {"params_m": round(arch.num_params() / 1e6, 1), "repeats": repeats, "workers": 4,
+            "pairs": [{"pair": name, "mib": round(nbytes / 2**20, 1),
+                       "seconds": {k: round(v, 4) for k, v in t.items()},
+                       "raw_over": {v: round(t["raw"] / t[v], 3) for v in variants}}
+                      for name, nbytes, t in rows]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=1024)
@@ -159,8 +182,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in each worker (0: leave)")
     args = parser.parse_args()
-    arch = ModelArch(family="llama", num_layers=args.layers, hidden_size=args.hidden,
-                     ffn_hidden_size=args.hidden * 3, num_heads=16, num_kv_heads=4, vocab_size=32000)
+    arch = bench_arch(args.hidden, args.layers)
     print(f"model: {arch.num_params() / 1e6:.0f}M parameters (fp32), 4 gloo workers, "
           f"chunks of {args.chunk_mib} MiB, median of {args.repeats}, load {os.getloadavg()[0]:.1f}")
     rows = launch(_bench, (arch, args.repeats, args.chunk_mib * 2**20, args.profile, args.threads, args.pairs,
