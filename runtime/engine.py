@@ -15,6 +15,7 @@ its global state holds the adapters by name, and `save_hf` writes the merged wei
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,27 +257,41 @@ class ModelEngine:
             mg.update(lora.init_adapters(arch, spec.lora, self.seed))
         self.load_global_state(mg)
 
-    def global_state(self) -> dict[str, torch.Tensor] | None:
+    def global_state(self, tensors: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor] | None:
         """Gather every Megatron-global tensor (fp32, CPU) onto the layout's first rank.
 
-        Collective over the layout's mesh; returns None on every other rank.
+        `tensors` (named like `named_local_shards`, e.g. an EMA of them) replaces the
+        weights. Collective over the layout's mesh; returns None on every other rank. The
+        shards travel one tensor at a time, so the first rank holds the full model once
+        plus one shard, whatever the model's size.
         """
-        shards = None
-        if self.coords.dp_rank == 0:
-            shards = {n: s.tensor.detach().float().cpu() for n, s in self.named_local_shards().items()}
+        if tensors is None:
+            tensors = {n: s.tensor for n, s in self.named_local_shards().items()}
+        mine = {n: t.detach().float().contiguous() for n, t in tensors.items()} if self.coords.dp_rank == 0 else {}
         dst = self.layout.mesh.devices[0]
-        gathered: list[Any] = [None] * self.layout.mesh.size if dist.get_rank() == dst else []
-        dist.gather_object((self.coords, shards), gathered if dist.get_rank() == dst else None,
-                           dst=dst, group=self.pgc.mesh)
-        if dist.get_rank() != dst:
+        me = dist.get_rank()
+        metas: list[Any] = [None] * self.layout.mesh.size if me == dst else []
+        dist.gather_object((self.coords, [(n, tuple(t.shape)) for n, t in mine.items()]),
+                           metas if me == dst else None, dst=dst, group=self.pgc.mesh)
+        if me != dst:
+            for tensor in mine.values():
+                dist.send(tensor, dst=dst)
             return None
         by_name: dict[str, dict[int, torch.Tensor]] = {}
-        for coords, part in gathered:
-            for name, tensor in (part or {}).items():
-                by_name.setdefault(name, {})[coords.tp_rank] = tensor
+        for group_rank, (coords, names) in enumerate(metas):
+            src = dist.get_global_rank(self.pgc.mesh, group_rank)
+            for name, shape in names:
+                if src == me:
+                    part = mine[name]
+                else:
+                    part = torch.empty(shape, dtype=torch.float32, device=platform.device())
+                    dist.recv(part, src=src)
+                by_name.setdefault(name, {})[coords.tp_rank] = part.cpu()
+        specs = {n: s.spec for n, s in self.named_local_shards().items()}
         out = {}
-        for name, parts in by_name.items():
-            full = convert.unshard([parts[r] for r in sorted(parts)], self._shard_spec(name))
+        for name in list(by_name):
+            parts = by_name.pop(name)
+            full = convert.unshard([parts[r] for r in sorted(parts)], specs.get(name) or self._shard_spec(name))
             out[name] = convert.unpad_vocab(name, full, self.arch)
         return out
 

@@ -57,24 +57,7 @@ class EMA:
 def gather_global(engine: Any, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """Megatron-global tensors from this rank's shards `tensors` (named like the engine's
     local shards), on the layout's first rank; None elsewhere. Collective over the mesh."""
-    shards = {n: t.detach().float().cpu() for n, t in tensors.items()} if engine.coords.dp_rank == 0 else None
-    dst = engine.layout.mesh.devices[0]
-    me = dist.get_rank()
-    gathered: list[Any] = [None] * engine.layout.mesh.size if me == dst else []
-    dist.gather_object((engine.coords, shards), gathered if me == dst else None, dst=dst, group=engine.pgc.mesh)
-    if me != dst:
-        return None
-    by_name: dict[str, dict[int, torch.Tensor]] = {}
-    for coords, part in gathered:
-        for name, tensor in (part or {}).items():
-            by_name.setdefault(name, {})[coords.tp_rank] = tensor
-    specs = {n: s.spec for n, s in engine.named_local_shards().items()}
-    out = {}
-    for name, parts in by_name.items():
-        spec = specs.get(name) or engine._shard_spec(name)  # other pipeline stages' names
-        full = convert.unshard([parts[r] for r in sorted(parts)], spec)
-        out[name] = convert.unpad_vocab(name, full, engine.arch)
-    return out
+    return engine.global_state(tensors)
 
 
 def save_ema_hf(engine: Any, ema: EMA | None, path: str | Path) -> None:
