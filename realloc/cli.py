@@ -1,4 +1,4 @@
-"""The `realloc` command line: run, plan, validate, graph, keys, list.
+"""The `realloc` command line: run, pipeline, plan, validate, graph, keys, list.
 
 Every user error prints one line (`realloc: error: ...`) and exits 2; `--debug`
 shows the traceback instead.
@@ -111,6 +111,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return worker_entry(load_experiment(exp, overrides), args.plan)
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from realloc.pipeline import load_pipeline, run_pipeline, summary_lines
+
+    pipeline = load_pipeline(args.pipeline, args.overrides)
+    results = run_pipeline(pipeline)
+    print(f"pipeline {pipeline.name}: {len(results)} stages done")
+    for line in summary_lines(results):
+        print(f"  {line}")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from realloc.schema import reference
 
@@ -195,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_exp(p, optional=False)
     p.add_argument("--plan", metavar="FILE", required=True, help="the plan every worker runs (realloc plan --out)")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("pipeline", parents=[common], help="run experiments as stages (e.g. SFT -> RM -> PPO)",
+                       description="Run a pipeline file's stages in order, each stage's saved models feeding "
+                                   "the next (${stages.NAME.run_dir}); finished stages are skipped on a re-run.")
+    p.add_argument("pipeline", help="pipeline YAML or shipped name (experiments/pipelines/), e.g. dschat_tiny")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="run_dir=DIR, STAGE.key=value (one stage) or all.key=value (every stage)")
+    p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("keys", parents=[common], help="list the configuration keys with their meaning and defaults")
     p.add_argument("section", nargs="?", help="only this section, e.g. graph or models.<name>")
