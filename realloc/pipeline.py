@@ -384,12 +384,11 @@ def evaluate_actor(checkpoint: Path, spec: EvalSpec, *, tokenizer: str = "char")
 
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     from runtime.datasets import generate
     from runtime.rules import get_rule
     from runtime.tokenizer import load_tokenizer
-
-    from transformers.utils import logging as hf_logging
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     hf_logging.disable_progress_bar()  # the summary is the pipeline's output
