@@ -374,11 +374,11 @@ def summary_lines(results: Sequence[StageResult]) -> list[str]:
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate_actor(checkpoint: Path, spec: EvalSpec, *, tokenizer: str = "char") -> float:
-    """Fraction of generated prompts whose greedy response the rule gives its full score.
+def greedy_responses(checkpoint: Path, prompts: Sequence[str], *, max_new_tokens: int,
+                     tokenizer: str = "char") -> list[str]:
+    """Greedy responses of a HF checkpoint (CPU, transformers) to `prompts`.
 
-    Loads the HF checkpoint with transformers (CPU) and decodes greedily up to
-    spec.max_new_tokens or EOS, exactly as the run's prompts are built (BOS + prompt).
+    Each prompt is BOS + its tokens, as in a run; decoding stops at EOS or max_new_tokens.
     """
     import os
 
@@ -386,27 +386,35 @@ def evaluate_actor(checkpoint: Path, spec: EvalSpec, *, tokenizer: str = "char")
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from runtime.datasets import generate
-    from runtime.rules import get_rule
     from runtime.tokenizer import load_tokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     hf_logging.disable_progress_bar()  # the summary is the pipeline's output
-    rule = get_rule(spec.rule)
     tok = load_tokenizer(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint), local_files_only=True).eval()
-    records = generate(spec.generator, "prompts_with_answers", spec.num_prompts, spec.seed)
-    full = 0
+    out = []
     with torch.no_grad():
-        for record in records:
-            ids = [tok.bos_id, *tok.encode(record.prompt)]
+        for prompt in prompts:
+            ids = [tok.bos_id, *tok.encode(prompt)]
             response: list[int] = []
-            for _ in range(spec.max_new_tokens):
-                logits = model(torch.tensor([ids + response])).logits[0, -1]
-                nxt = int(logits.argmax())
+            for _ in range(max_new_tokens):
+                nxt = int(model(torch.tensor([ids + response])).logits[0, -1].argmax())
                 if nxt == tok.eos_id:
                     break
                 response.append(nxt)
-            score = float(rule(record.prompt, tok.decode(response), {"answer": float(record.answer)}))
-            full += score >= 1.0
+            out.append(tok.decode(response))
+    return out
+
+
+def evaluate_actor(checkpoint: Path, spec: EvalSpec, *, tokenizer: str = "char") -> float:
+    """Fraction of generated prompts whose greedy response the rule gives its full score."""
+    from runtime.datasets import generate
+    from runtime.rules import get_rule
+
+    rule = get_rule(spec.rule)
+    records = generate(spec.generator, "prompts_with_answers", spec.num_prompts, spec.seed)
+    responses = greedy_responses(checkpoint, [r.prompt for r in records], max_new_tokens=spec.max_new_tokens,
+                                 tokenizer=tokenizer)
+    full = sum(float(rule(r.prompt, text, {"answer": float(r.answer)})) >= 1.0
+               for r, text in zip(records, responses))
     return full / len(records)

@@ -163,3 +163,32 @@ def test_dschat_pipeline_end_to_end_feeds_each_stage_and_skips_finished_ones(tmp
     assert main([*args, "rm.graph.train.lr=-1"]) == 2  # a stage that cannot load names itself
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("realloc: error: stage 'rm': ") and "lr" in err[0]
+
+
+def test_greedy_responses_match_transformers_generate_and_evaluate_scores_them(tmp_path: Path) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from realloc.pipeline import EvalSpec, evaluate_actor, greedy_responses
+    from runtime.datasets import generate
+    from runtime.rules import arithmetic_exact
+    from runtime.tokenizer import CharTokenizer
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    model = LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(tmp_path)
+    tok = CharTokenizer()
+    records = generate("arithmetic_1digit", "prompts_with_answers", 30, 3)
+    want = []
+    for r in records:  # the independent reference: HF's own greedy generate
+        ids = torch.tensor([[tok.bos_id, *tok.encode(r.prompt)]])
+        out = model.generate(ids, max_new_tokens=3, do_sample=False, eos_token_id=tok.eos_id,
+                             pad_token_id=tok.pad_id)
+        want.append(tok.decode(out[0, ids.shape[1]:].tolist()))
+    got = greedy_responses(tmp_path, [r.prompt for r in records], max_new_tokens=3)
+    assert got == want and len(set(got)) > 1
+    correct = sum(arithmetic_exact(r.prompt, text, {}) for r, text in zip(records, got))
+    spec = EvalSpec(generator="arithmetic_1digit", num_prompts=30, max_new_tokens=3, seed=3)
+    assert evaluate_actor(tmp_path, spec) == correct / 30
