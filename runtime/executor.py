@@ -280,7 +280,8 @@ class Worker:
         assert self.metrics is not None
         self.metrics.write(record)
         self.history.append(record)
-        if (it + 1) % self.job.plot_every == 0 or it + 1 == self.job.iterations:
+        every = max(self.job.plot_every, self.job.iterations // 20)  # ~20 redraws a run: a plot costs ~0.5 s
+        if (it + 1) % every == 0 or it + 1 == self.job.iterations:
             plot_curves(self.history, Path(self.job.run_dir) / "curves.png", title=self.job.name)
 
     def run(self) -> list[dict[str, Any]]:
