@@ -1,4 +1,5 @@
-"""The `realloc` command line: run, plan, profile, validate, graph, export, chat, keys, list.
+"""The `realloc` command line: run, pipeline, plan, profile, validate, graph, export, chat,
+bench, keys, list.
 
 Every user error prints one line (`realloc: error: ...`) and exits 2; `--debug`
 shows the traceback instead.
@@ -144,6 +145,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from realloc.pipeline import load_pipeline, run_pipeline, summary_lines
+
+    pipeline = load_pipeline(args.pipeline, args.overrides)
+    results = run_pipeline(pipeline)
+    print(f"pipeline {pipeline.name}: {len(results)} stages done")
+    for line in summary_lines(results):
+        print(f"  {line}")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from realloc.schema import reference
 
@@ -282,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=4, metavar="N", help="worker processes (default: 4)")
     p.add_argument("--quick", action="store_true", help="a small grid (under a minute), e.g. for tests")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("pipeline", parents=[common], help="run experiments as stages (e.g. SFT -> RM -> PPO)",
+                       description="Run a pipeline file's stages in order, each stage's saved models feeding "
+                                   "the next (${stages.NAME.run_dir}); finished stages are skipped on a re-run.")
+    p.add_argument("pipeline", help="pipeline YAML or shipped name (experiments/pipelines/), e.g. dschat_tiny")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="run_dir=DIR, STAGE.key=value (one stage) or all.key=value (every stage)")
+    p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("keys", parents=[common], help="list the configuration keys with their meaning and defaults")
     p.add_argument("section", nargs="?", help="only this section, e.g. graph or models.<name>")

@@ -42,7 +42,7 @@ def known_experiments() -> list[str]:
     names = []
     for p in sorted(EXPERIMENTS_DIR.rglob("*.yaml")):
         rel = p.relative_to(EXPERIMENTS_DIR)
-        if rel.parts[0] != "common":
+        if rel.parts[0] not in ("common", "pipelines"):  # shared fragments; pipeline files
             names.append(str(rel.with_suffix("")))
     return names
 

@@ -17,7 +17,7 @@ from runtime.rundir import read_metrics
 def format_line(record: Mapping[str, Any]) -> str:
     """One console line: reward, KL, losses, per-call time and reallocation time."""
     parts = [f"it {record.get('iteration', '?'):>4}"]
-    for key, label, fmt in (("reward", "reward", "{:+.3f}"), ("kl", "kl", "{:.4f}"),
+    for key, label, fmt in (("reward", "reward", "{:+.3f}"), ("accuracy", "acc", "{:.3f}"), ("kl", "kl", "{:.4f}"),
                             ("actor_loss", "actor", "{:+.4f}"), ("critic_loss", "critic", "{:.4f}"),
                             ("loss", "loss", "{:.4f}")):
         value = record.get(key)

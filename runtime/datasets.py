@@ -122,24 +122,39 @@ def generate(name: str, fmt: str, num_records: int, seed: int) -> list[Record]:
     return _GENERATORS[name](fmt, num_records, seed)
 
 
-@register_generator("arithmetic")
-def arithmetic(fmt: str, num_records: int, seed: int) -> list[Record]:
-    """Sums and differences of two numbers below 10 ("3+4=" -> "7")."""
+def _arithmetic_records(fmt: str, num_records: int, seed: int, *, max_value: int) -> list[Record]:
+    """Sums and differences of two numbers below 10 whose value is at most `max_value`."""
     rng = random.Random(seed)
     out = []
     for i in range(num_records):
-        a, b = rng.randrange(10), rng.randrange(10)
-        op = rng.choice("+-")
-        if op == "-" and b > a:
-            a, b = b, a
-        value = a + b if op == "+" else a - b
+        while True:
+            a, b = rng.randrange(10), rng.randrange(10)
+            op = rng.choice("+-")
+            if op == "-" and b > a:
+                a, b = b, a
+            value = a + b if op == "+" else a - b
+            if value <= max_value:
+                break
         prompt, answer = f"{a}{op}{b}=", str(value)
         if fmt == "preference":
-            wrong = rng.choice([v for v in (value - 2, value - 1, value + 1, value + 2) if v >= 0])
+            near = (value - 2, value - 1, value + 1, value + 2)
+            wrong = rng.choice([v for v in near if v >= 0 and len(str(v)) <= len(str(max_value))])
             out.append(Record(index=i, prompt=prompt, chosen=answer, rejected=str(wrong)))
         else:
             out.append(Record(index=i, prompt=prompt, answer=answer))
     return out
+
+
+@register_generator("arithmetic")
+def arithmetic(fmt: str, num_records: int, seed: int) -> list[Record]:
+    """Sums and differences of two numbers below 10 ("3+4=" -> "7", "9+8=" -> "17")."""
+    return _arithmetic_records(fmt, num_records, seed, max_value=18)
+
+
+@register_generator("arithmetic_1digit")
+def arithmetic_1digit(fmt: str, num_records: int, seed: int) -> list[Record]:
+    """Like `arithmetic`, with one-digit answers only ("3+4=" -> "7"; "9+8=" never appears)."""
+    return _arithmetic_records(fmt, num_records, seed, max_value=9)
 
 
 def load_records(*, fmt: str, path: str | None, generator: str | None, num_records: int,

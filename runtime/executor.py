@@ -319,6 +319,8 @@ class Worker:
         log.call_time_s[call.name] = elapsed
         if isinstance(result, dict):
             log.stats[call.name] = {k: float(v) for k, v in result.items()}
+        elif "accuracy" in getattr(result, "seq_fields", {}):  # a rule's exact-match rate
+            log.stats[call.name] = {"accuracy": float(result.seq_fields["accuracy"].float().mean())}
         for key, role in zip(call.outputs, _output_roles(call)):
             payload = payloads[key]
             if role == "rewards" and isinstance(payload, Field):
@@ -388,7 +390,8 @@ class Worker:
         if self.tensorboard is not None:
             self.tensorboard.write(record)
         self.history.append(record)
-        if (it + 1) % self.job.plot_every == 0 or it + 1 == self.job.iterations:
+        every = max(self.job.plot_every, self.job.iterations // 20)  # ~20 redraws a run: a plot costs ~0.5 s
+        if (it + 1) % every == 0 or it + 1 == self.job.iterations:
             plot_curves(self.history, Path(self.job.run_dir) / "curves.png", title=self.job.name)
 
     def run(self) -> list[dict[str, Any]]:
@@ -451,6 +454,8 @@ def _headline(graph: DataflowGraph, record: Mapping[str, Any]) -> dict[str, floa
     for call in graph.calls:
         if f"{call.name}/reward" in record and "reward" not in out:
             out["reward"] = record[f"{call.name}/reward"]
+        if f"{call.name}/accuracy" in record and "accuracy" not in out:
+            out["accuracy"] = record[f"{call.name}/accuracy"]
         if call.kind is CallKind.TRAIN:
             loss = record.get(f"{call.name}/loss")
             if loss is not None:

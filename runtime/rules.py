@@ -1,9 +1,21 @@
-"""Rule-based rewards: a registry of `rule(prompt, response, meta) -> bool`.
+"""Rule-based rewards: a registry of `rule(prompt, response, meta) -> score`.
+
+A rule returns a bool (correct or not) or a float score in [0, 1]; 1 (or True) is the full
+score of a correct response, and the fraction of responses with the full score is the
+run's exact-match `accuracy`.
 
 `arithmetic_exact`: the prompt holds an arithmetic expression (integers, + - * / and
 parentheses), e.g. "What is 12 * (3 + 4)?"; the response is correct when the last number
 in it equals the expression's value exactly. A sequence field `answer` in `meta`, when
 present, is the expected value instead.
+
+`arithmetic_partial`: the same check with partial credit for wrong answers, so that a
+policy starting from random text gets a learning signal before its first exact hit:
+1.0 for an exact answer (exactly where `arithmetic_exact` is true); otherwise
+`NUMBER_CREDIT` for writing a number at all, `FORMAT_CREDIT` more when the response is
+that number alone, plus up to `CLOSENESS_CREDIT` the closer it is (`1 / (1 + |error|)`).
+A wrong answer scores below 0.6 (at most 0.4 when it is off by 1 or more), so an exact
+answer always ranks highest.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-Rule = Callable[[str, str, dict[str, Any]], bool]
+Rule = Callable[[str, str, dict[str, Any]], bool | float]
 _RULES: dict[str, Rule] = {}
 
 
@@ -87,11 +99,40 @@ def last_number(text: str) -> Fraction | None:
         return None
 
 
+def _target(prompt: str, meta: dict[str, Any]) -> Fraction | None:
+    """The expected value: meta's `answer` when it is a number, else the prompt's expression."""
+    expected = meta.get("answer")
+    known = expected is not None and math.isfinite(float(expected))  # NaN: no usable answer given
+    return Fraction(str(float(expected))) if known else evaluate_arithmetic(prompt)
+
+
 @register_rule("arithmetic_exact")
 def arithmetic_exact(prompt: str, response: str, meta: dict[str, Any]) -> bool:
     """Exact match of the response's last number with the prompt's arithmetic value."""
-    expected = meta.get("answer")
-    known = expected is not None and math.isfinite(float(expected))  # NaN: no usable answer given
-    target = Fraction(str(float(expected))) if known else evaluate_arithmetic(prompt)
+    target = _target(prompt, meta)
     got = last_number(response)
     return target is not None and got is not None and got == target
+
+
+NUMBER_CREDIT = 0.1
+"""arithmetic_partial: credit of a wrong response that contains a number."""
+FORMAT_CREDIT = 0.1
+"""arithmetic_partial: further credit when the response is that number and nothing else."""
+CLOSENESS_CREDIT = 0.4
+"""arithmetic_partial: most further credit for closeness, times 1 / (1 + |error|)."""
+_WHOLE_NUMBER_RE = re.compile(r"\s*" + _NUMBER_RE.pattern + r"\s*")
+
+
+@register_rule("arithmetic_partial")
+def arithmetic_partial(prompt: str, response: str, meta: dict[str, Any]) -> float:
+    """1.0 for an exact answer; partial credit (at most 0.4) for a number, its form and closeness."""
+    target = _target(prompt, meta)
+    got = last_number(response)
+    if target is None or got is None:
+        return 0.0
+    if got == target:
+        return 1.0
+    score = NUMBER_CREDIT + CLOSENESS_CREDIT / (1.0 + float(abs(got - target)))
+    if _WHOLE_NUMBER_RE.fullmatch(response.replace(",", "")):
+        score += FORMAT_CREDIT
+    return score

@@ -172,12 +172,30 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-CURVE_KEYS = ("reward", "kl", "actor_loss", "critic_loss", "loss")
+CURVE_KEYS = ("reward", "accuracy", "kl", "actor_loss", "critic_loss", "loss")
 """Metrics drawn by `plot_curves`, when present."""
+_TITLES = {"accuracy": "accuracy (exact match)"}
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean of the last `window` values at each position (fewer at the start)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
 
 
 def plot_curves(records: Iterable[Mapping[str, Any]], path: str | Path, title: str = "") -> Path | None:
-    """Draw the curves of the keys in CURVE_KEYS over iterations; None when nothing to draw."""
+    """Draw the curves of the keys in CURVE_KEYS over iterations; None when nothing to draw.
+
+    Each panel shows the per-iteration values and, from 20 iterations on, their trailing
+    mean over a twentieth of the run, which is what shows a noisy reward rising.
+    """
     records = list(records)
     series = {k: [(r["iteration"], r[k]) for r in records if r.get(k) is not None] for k in CURVE_KEYS}
     series = {k: v for k, v in series.items() if v}
@@ -191,8 +209,15 @@ def plot_curves(records: Iterable[Mapping[str, Any]], path: str | Path, title: s
     fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 3.0), squeeze=False)
     for ax, (key, points) in zip(axes[0], series.items()):
         xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="." if len(xs) < 50 else None)
-        ax.set_title(key)
+        if len(xs) < 20:
+            ax.plot(xs, ys, marker=".")
+        else:
+            window = max(2, len(xs) // 20)
+            ax.plot(xs, ys, color="tab:blue", alpha=0.3, linewidth=0.8, label="per iteration")
+            ax.plot(xs, moving_average(list(ys), window), color="tab:blue", linewidth=2.0,
+                    label=f"mean of last {window}")
+            ax.legend(fontsize=7, loc="best")
+        ax.set_title(_TITLES.get(key, key))
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     if title:

@@ -116,15 +116,20 @@ def reward_model(engine: Any, batch: SeqBatch, args: RewardModelArgs, ctx: CallC
 
 @register("rule_reward")
 def rule_reward(engine: Any, batch: SeqBatch, args: RuleRewardArgs, ctx: CallContext) -> SeqBatch:
-    """Sequence field `rewards`: args.correct where the rule accepts the response, else wrong."""
+    """Sequence field `rewards`: wrong + (correct - wrong) * the rule's score (True = 1), and
+    `accuracy`: 1.0 where the response got the rule's full score (an exact answer)."""
     if ctx.rule is None or ctx.decode is None:
         raise ValueError("rule_reward needs the model's rule name and a detokeniser in the "
                          "CallContext (ctx.rule, ctx.decode)")
     rule = get_rule(ctx.rule)
-    rewards = torch.zeros(batch.size)
+    rewards, exact = torch.zeros(batch.size), torch.zeros(batch.size)
     for i in range(batch.size):
         prompt = ctx.decode(batch.input_ids[i, : int(batch.prompt_lens[i])].tolist())
         response = ctx.decode(batch.response(i))
         meta = {k: v[i] for k, v in batch.seq_fields.items()}
-        rewards[i] = args.correct if rule(prompt, response, meta) else args.wrong
-    return batch.with_fields(seq_fields={"rewards": rewards})
+        score = float(rule(prompt, response, meta))
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"reward rule {ctx.rule!r} returned {score}; a rule's score must be in [0, 1]")
+        rewards[i] = args.wrong + (args.correct - args.wrong) * score
+        exact[i] = float(score >= 1.0)
+    return batch.with_fields(seq_fields={"rewards": rewards, "accuracy": exact})

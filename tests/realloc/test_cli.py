@@ -131,6 +131,6 @@ def test_plan_json_is_stable_and_torch_free():
     assert {c["name"] for c in report["plan"]["calls"]} == {c["name"] for c in report["graph"]["calls"]}
     calls = report["graph"]["calls"]
     assert [c["name"] for c in calls][0] == "actor_gen"
-    assert calls[0]["args"]["max_new_tokens"] == 6
+    assert calls[0]["args"]["max_new_tokens"] == 2
     assert {"src": "actor_gen", "dst": "reward_inf", "kind": "data", "key": "seq"} in report["graph"]["edges"]
     assert report["config"]["cluster"]["devices_per_node"] == 4

@@ -18,6 +18,18 @@ def test_arithmetic_is_correct_and_reproducible():
         assert int(r.answer) >= 0
 
 
+def test_arithmetic_1digit_has_one_digit_answers_and_covers_the_space():
+    recs = generate("arithmetic_1digit", "prompts_with_answers", 2000, seed=3)
+    for r in recs:
+        assert eval(r.prompt[:-1]) == int(r.answer)  # noqa: S307 - digits and +/- only
+        assert len(r.answer) == 1
+    # 55 sums a+b <= 9 and 55 differences a-b >= 0 with one-digit operands
+    assert len({r.prompt for r in recs}) == 110
+    for r in generate("arithmetic_1digit", "preference", 200, seed=1):
+        assert eval(r.prompt[:-1]) == int(r.chosen) != int(r.rejected)  # noqa: S307
+        assert len(r.rejected) == 1 and int(r.rejected) >= 0
+
+
 def test_arithmetic_preference_pairs_differ():
     for r in generate("arithmetic", "preference", 100, seed=1):
         assert eval(r.prompt[:-1]) == int(r.chosen)  # noqa: S307

@@ -44,3 +44,38 @@ def test_degenerate_responses_score_wrong_instead_of_failing() -> None:
     assert last_number("7/0") is None
     assert arithmetic_exact("3+4=", "7/0", {}) is False
     assert arithmetic_exact("3+4=", "7", {"answer": math.nan}) is True  # NaN answer: use the prompt
+
+
+PROMPT = "7+5="
+
+
+@pytest.mark.parametrize(("response", "expected"), [
+    ("12", 1.0),                               # exact
+    ("the answer is 12", 1.0),                 # exact, like arithmetic_exact
+    ("11", 0.1 + 0.4 / 2 + 0.1),               # a lone number, off by one
+    ("9", 0.1 + 0.4 / 4 + 0.1),                # off by three
+    ("x11", 0.1 + 0.4 / 2),                    # a number with other text: no format credit
+    ("abc", 0.0), ("", 0.0)])
+def test_arithmetic_partial_hand_worked(response: str, expected: float) -> None:
+    assert rules.arithmetic_partial(PROMPT, response, {}) == pytest.approx(expected)
+
+
+def test_arithmetic_partial_full_score_exactly_where_exact_accepts() -> None:
+    import random
+
+    rng = random.Random(0)
+    alphabet = "0123456789+-= ab"
+    for _ in range(3000):
+        a, b = rng.randrange(10), rng.randrange(10)
+        prompt = f"{a}+{b}="
+        response = "".join(rng.choice(alphabet) for _ in range(rng.randrange(4)))
+        score = rules.arithmetic_partial(prompt, response, {})
+        assert 0.0 <= score <= 1.0
+        assert (score == 1.0) is rules.arithmetic_exact(prompt, response, {})
+        if score < 1.0:  # every wrong answer ranks below every exact one
+            assert score < 0.6
+
+
+def test_arithmetic_partial_prefers_closer_answers() -> None:
+    scores = [rules.arithmetic_partial(PROMPT, str(v), {}) for v in (12, 11, 10, 3, 40)]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) == len(scores)

@@ -43,6 +43,21 @@ def test_plot_curves(tmp_path):
     assert plot_curves([{"iteration": 1}], tmp_path / "none.png") is None
 
 
+def test_moving_average_hand_worked():
+    from runtime.rundir import moving_average
+
+    assert moving_average([1.0, 2.0, 3.0, 4.0, 5.0], 2) == [1.0, 1.5, 2.5, 3.5, 4.5]
+    assert moving_average([3.0, 0.0, 3.0], 5) == [3.0, 1.5, 2.0]
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        moving_average([1.0], 0)
+
+
+def test_plot_curves_long_run_with_accuracy(tmp_path):
+    recs = [{"iteration": i, "reward": (i % 7) * 0.1, "accuracy": i / 300} for i in range(1, 301)]
+    out = plot_curves(recs, tmp_path / "curves.png", title="t")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_format_line():
     line = format_line({"iteration": 3, "reward": 0.25, "kl": 0.0123, "actor_loss": -0.5,
                         "call_time_s": {"actor_gen": 0.12, "actor_train": 0.3},

@@ -24,6 +24,15 @@ def test_rule_reward_scores_each_response() -> None:
     assert out.seq_fields["rewards"].tolist() == [2.0, -1.0, 2.0]
 
 
+def test_rule_reward_scales_partial_scores_and_reports_accuracy() -> None:
+    b = SeqBatch.from_lists([[1, 2], [1, 3], [1, 4]], [1, 1, 1])  # " 5" exact, " 6" off by one, " so"
+    out = run_interface("rule_reward", None, b, RuleRewardArgs(correct=2.0, wrong=-1.0),
+                        CallContext(rule="arithmetic_partial", decode=_decode))
+    off_by_one = 0.1 + 0.4 / 2 + 0.1  # number, closeness, a lone number (runtime.rules)
+    assert out.seq_fields["rewards"].tolist() == pytest.approx([2.0, -1.0 + 3.0 * off_by_one, -1.0])
+    assert out.seq_fields["accuracy"].tolist() == [1.0, 0.0, 0.0]
+
+
 def test_rule_reward_needs_rule_and_decoder() -> None:
     b = SeqBatch.from_lists([[1, 2]], [1])
     with pytest.raises(ValueError, match="needs the model's rule name"):

@@ -1,0 +1,194 @@
+"""Tests of realloc/pipeline.py: loading, stage references, skip logic, and one end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from realloc.pipeline import (
+    PipelineError,
+    apply_overrides,
+    load_pipeline,
+    parse_pipeline,
+    resolve_stages,
+    stage_finished,
+    tail_means,
+)
+
+
+def _pipeline(stages: list[dict], **extra) -> dict:
+    return {"name": "p", "run_dir": "out", "stages": stages, **extra}
+
+
+def test_shipped_dschat_pipeline_resolves_each_reference_to_an_earlier_run_dir(tmp_path: Path) -> None:
+    pipe = load_pipeline("dschat_tiny", [f"run_dir={tmp_path}"])
+    stages = resolve_stages(pipe)
+    assert [s.name for s in stages] == ["sft", "rm", "ppo"]
+    assert [s.run_dir for s in stages] == [tmp_path / "sft", tmp_path / "rm", tmp_path / "ppo"]
+    ppo = dict(ov.split("=", 1) for ov in stages[2].overrides)
+    assert ppo["models.actor.checkpoint"] == f"{tmp_path}/sft/models/actor"
+    assert ppo["models.ref.checkpoint"] == f"{tmp_path}/sft/models/actor"
+    assert ppo["models.critic.checkpoint"] == f"{tmp_path}/rm/models/reward"
+    assert ppo["models.reward.checkpoint"] == f"{tmp_path}/rm/models/reward"
+    assert ppo["train.run_dir"] == str(tmp_path / "ppo")
+    assert not any("${" in ov for s in stages for ov in s.overrides)
+
+
+def test_relative_run_dir_is_taken_from_the_base(tmp_path: Path) -> None:
+    pipe = parse_pipeline(_pipeline([{"name": "a", "experiment": "sft_tiny"}]))
+    assert resolve_stages(pipe, base=tmp_path)[0].run_dir == tmp_path / "out" / "a"
+
+
+def test_other_interpolations_are_left_to_hydra() -> None:
+    pipe = parse_pipeline(_pipeline([
+        {"name": "a", "experiment": "sft_tiny", "overrides": ["models.ref.arch=${models.actor.arch}"]}]))
+    assert resolve_stages(pipe)[0].overrides[0] == "models.ref.arch=${models.actor.arch}"
+
+
+@pytest.mark.parametrize(("stages", "message"), [
+    ([{"name": "a", "experiment": "sft_tiny", "overrides": ["x=${stages.b.run_dir}"]},
+      {"name": "b", "experiment": "sft_tiny"}],
+     "stage 'a' refers to stage 'b' but it runs at or after this stage; earlier stages: none"),
+    ([{"name": "a", "experiment": "sft_tiny"},
+      {"name": "b", "experiment": "sft_tiny", "overrides": ["x=${stages.zz.run_dir}/m"]}],
+     "stage 'b' refers to stage 'zz' but there is no such stage; earlier stages: a"),
+    ([{"name": "a", "experiment": "sft_tiny", "overrides": ["x=${stages.a.run_dir}"]}],
+     "stage 'a' refers to stage 'a' but it runs at or after this stage"),
+    ([{"name": "a", "experiment": "sft_tiny"},
+      {"name": "b", "experiment": "sft_tiny", "overrides": ["x=${stages.a.models}"]}],
+     r"stage 'b': \$\{stages.a.models\} is unknown"),
+    ([{"name": "a", "experiment": "no_such_exp"}], "stage 'a': experiment 'no_such_exp' not found"),
+    ([{"name": "a", "experiment": "sft_tiny", "overrides": ["train.run_dir=x"]}],
+     "stage 'a': do not set train.run_dir"),
+])
+def test_bad_references_name_the_stage(stages: list[dict], message: str) -> None:
+    with pytest.raises(PipelineError, match=message):
+        resolve_stages(parse_pipeline(_pipeline(stages)))
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (_pipeline([]), "pipeline has no stages"),
+    (_pipeline([{"name": "a", "experiment": "e"}, {"name": "a", "experiment": "f"}]), "'a' is used twice"),
+    (_pipeline([{"name": "all", "experiment": "e"}]), "stage name 'all' is not allowed"),
+    (_pipeline([{"name": "a", "experiment": "e", "overides": []}]), "unknown key 'overides'"),
+    (_pipeline([{"name": "a", "experiment": "e", "overrides": ["novalue"]}]), "'novalue' is not of the form"),
+    (_pipeline([{"name": "a", "experiment": "e"}], eval={"rul": "x"}), "eval: unknown key 'rul'"),
+    ({"stages": {"a": 1}}, "must be a list of stages"),
+    ({"stage": []}, "unknown pipeline key 'stage'"),
+])
+def test_bad_pipeline_files(data: dict, message: str) -> None:
+    with pytest.raises(PipelineError, match=message):
+        parse_pipeline(data)
+
+
+def test_command_line_overrides_target_one_stage_or_all() -> None:
+    pipe = parse_pipeline(_pipeline([{"name": "a", "experiment": "e", "overrides": ["x=1"]},
+                                     {"name": "b", "experiment": "e"}]))
+    out = apply_overrides(pipe, ["a.train.iterations=3", "all.cluster.devices_per_node=1", "run_dir=/r"])
+    assert out.run_dir == "/r"
+    assert out.stages[0].overrides == ("x=1", "train.iterations=3", "cluster.devices_per_node=1")
+    assert out.stages[1].overrides == ("cluster.devices_per_node=1",)
+    with pytest.raises(PipelineError, match="names no stage 'c'; stages: a, b"):
+        apply_overrides(pipe, ["c.x=1"])
+    with pytest.raises(PipelineError, match="write run_dir=DIR, STAGE.key=value"):
+        apply_overrides(pipe, ["iterations=1"])
+
+
+def test_unknown_pipeline_lists_shipped_ones() -> None:
+    with pytest.raises(PipelineError, match="pipeline 'nope' not found; .* dschat_tiny"):
+        load_pipeline("nope")
+
+
+def test_stage_finished_needs_every_iteration_and_saved_models(tmp_path: Path) -> None:
+    lines = "".join(json.dumps({"iteration": i, "reward": 0.1 * i}) + "\n" for i in range(1, 5))
+    (tmp_path / "metrics.jsonl").write_text(lines)
+    assert not stage_finished(tmp_path, 4)  # no models saved yet
+    (tmp_path / "models" / "actor").mkdir(parents=True)
+    assert stage_finished(tmp_path, 4)
+    assert not stage_finished(tmp_path, 5)  # killed before its last iteration
+    assert not stage_finished(tmp_path / "missing", 1)
+
+
+def test_tail_means_average_the_last_tenth() -> None:
+    records = [{"iteration": i, "reward": float(i), "loss": None} for i in range(1, 21)]
+    assert tail_means(records) == {"reward": 19.5}
+    assert tail_means(records[:3]) == {"reward": 3.0}
+
+
+def test_eval_overrides_are_typed() -> None:
+    pipe = load_pipeline("dschat_tiny", ["eval.num_prompts=7", "eval.rule=arithmetic_partial"])
+    assert pipe.eval is not None and (pipe.eval.num_prompts, pipe.eval.rule) == (7, "arithmetic_partial")
+    with pytest.raises(PipelineError, match="eval.num_prompts=x: expected an integer"):
+        load_pipeline("dschat_tiny", ["eval.num_prompts=x"])
+    with pytest.raises(PipelineError, match="eval.rules: unknown key"):
+        load_pipeline("dschat_tiny", ["eval.rules=x"])
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_dschat_pipeline_end_to_end_feeds_each_stage_and_skips_finished_ones(tmp_path: Path, capsys) -> None:
+    """SFT -> RM -> PPO with a few iterations each, then a re-run that skips all three."""
+    import torch
+
+    from realloc.cli import main
+
+    args = ["pipeline", "dschat_tiny", f"run_dir={tmp_path}", "all.cluster.devices_per_node=1",
+            "sft.train.iterations=3", "sft.graph.train.lr=1e-2", "rm.train.iterations=3",
+            "ppo.train.iterations=1", "ppo.graph.train.lr=1e-9", "ppo.graph.critic_train.lr=1e-9",
+            "eval.num_prompts=5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "3 stages done" in out and out.count(" ran ") == 3 and "actor eval accuracy" in out
+    sft, rm, ppo = (_weights(tmp_path / s / "models" / r) for s, r in
+                    (("sft", "actor"), ("rm", "reward"), ("ppo", "actor")))
+    # PPO started from the SFT actor (it barely moved at lr 1e-9), not from a fresh init
+    assert sft.keys() == ppo.keys()
+    for name in sft:
+        torch.testing.assert_close(ppo[name], sft[name], atol=1e-6, rtol=0)
+    critic = _weights(tmp_path / "ppo" / "models" / "critic")
+    torch.testing.assert_close(critic["score.weight"], rm["score.weight"], atol=1e-6, rtol=0)
+    ppo_config = (tmp_path / "ppo" / "config.yaml").read_text()
+    assert f"checkpoint: {tmp_path}/rm/models/reward" in ppo_config and "rule: null" in ppo_config
+
+    assert main(args) == 0  # every stage finished: nothing runs again
+    out = capsys.readouterr().out
+    assert out.count(" skipped ") == 3 and out.count(" ran ") == 0
+
+    assert main([*args, "rm.graph.train.lr=-1"]) == 2  # a stage that cannot load names itself
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("realloc: error: stage 'rm': ") and "lr" in err[0]
+
+
+def test_greedy_responses_match_transformers_generate_and_evaluate_scores_them(tmp_path: Path) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from realloc.pipeline import EvalSpec, evaluate_actor, greedy_responses
+    from runtime.datasets import generate
+    from runtime.rules import arithmetic_exact
+    from runtime.tokenizer import CharTokenizer
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    model = LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(tmp_path)
+    tok = CharTokenizer()
+    records = generate("arithmetic_1digit", "prompts_with_answers", 30, 3)
+    want = []
+    for r in records:  # the independent reference: HF's own greedy generate
+        ids = torch.tensor([[tok.bos_id, *tok.encode(r.prompt)]])
+        out = model.generate(ids, max_new_tokens=3, do_sample=False, eos_token_id=tok.eos_id,
+                             pad_token_id=tok.pad_id)
+        want.append(tok.decode(out[0, ids.shape[1]:].tolist()))
+    got = greedy_responses(tmp_path, [r.prompt for r in records], max_new_tokens=3)
+    assert got == want and len(set(got)) > 1
+    correct = sum(arithmetic_exact(r.prompt, text, {}) for r, text in zip(records, got))
+    spec = EvalSpec(generator="arithmetic_1digit", num_prompts=30, max_new_tokens=3, seed=3)
+    assert evaluate_actor(tmp_path, spec) == correct / 30
