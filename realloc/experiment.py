@@ -266,7 +266,11 @@ def build_models(cfg: ExperimentConfig, exp_dir: Path) -> list[ModelSpec]:
                                    lora=lora))
         except ValueError as exc:
             raise ConfigError(f"models.{role}: {exc}") from None
-    return specs
+    # `init_from` copies the source's initial weights: its checkpoint when it has one
+    by_role = {s.role: s for s in specs}
+    return [dataclasses.replace(s, checkpoint=by_role[s.init_from].checkpoint)
+            if s.init_from is not None and s.checkpoint is None and by_role[s.init_from].checkpoint else s
+            for s in specs]
 
 
 def _custom_calls(cfg: ExperimentConfig) -> list[Call]:

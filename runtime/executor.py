@@ -461,7 +461,7 @@ def _headline(graph: DataflowGraph, record: Mapping[str, Any]) -> dict[str, floa
             if loss is not None:
                 key = "critic_loss" if graph.models[call.model].value_head else "actor_loss"
                 out[key if len(graph.calls) > 1 else "loss"] = loss
-            kl = record.get(f"{call.name}/kl")
+            kl = record.get(f"{call.name}/kl", record.get(f"{call.name}/ref_kl"))  # PPO: KL in the reward
             if kl is not None and "kl" not in out:
                 out["kl"] = kl
     return out

@@ -213,3 +213,15 @@ def test_ptx_config_binds_the_ptx_key():
         load_experiment("ppo_tiny", ["graph.train.ptx_coef=0.5"])
     with pytest.raises(ConfigError, match="data.ptx: 10 ptx records cannot fill one iteration's ptx batch of 16"):
         load_experiment("ppo_tiny", ["+data.ptx.num_records=10", "graph.train.ptx_coef=0.1"])
+
+
+def test_init_from_copies_the_sources_checkpoint(tmp_path):
+    from runtime.checkpoint import save_hf_checkpoint
+    from runtime.convert import random_hf_state
+
+    arch = load_experiment("ppo_tiny").graph.models["actor"].arch
+    save_hf_checkpoint(str(tmp_path / "sft"), random_hf_state(arch, seed=5, value_head=False), arch, value_head=False)
+    models = load_experiment("ppo_tiny", [f"models.actor.checkpoint={tmp_path / 'sft'}"]).graph.models
+    assert models["actor"].checkpoint == str((tmp_path / "sft").resolve())
+    assert models["ref"].checkpoint == models["actor"].checkpoint  # ref: init_from actor
+    assert models["critic"].checkpoint is None  # no init_from: its own initialisation
