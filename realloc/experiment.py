@@ -403,5 +403,22 @@ def load_experiment(exp: str | None, overrides: list[str] | tuple[str, ...] = ()
     _check_sections(cfg)
     experiment = Experiment(path=path, overrides=tuple(overrides), config=cfg)
     experiment.graph  # noqa: B018 - build and validate now
+    _check_sampling_temperature(experiment.graph)
     check_data(cfg, experiment.graph)
     return experiment
+
+
+def _check_sampling_temperature(graph: DataflowGraph) -> None:
+    """The policy losses recompute log-probs at temperature 1, so their samples must be
+    drawn at temperature 1 too (else the PPO ratio compares two different policies)."""
+    producers = {key: call for call in graph.calls for key in call.outputs}
+    for call in graph.calls:
+        gen = producers.get(call.inputs[0]) if call.inputs else None
+        if call.interface not in ("ppo_actor", "grpo_actor", "remax_actor") or gen is None:
+            continue
+        temperature = getattr(gen.args, "temperature", 1.0)
+        if gen.interface == "generate" and temperature != 1.0:
+            raise ConfigError(
+                f"call {gen.name!r} samples at temperature {temperature:g} but {call.name!r} "
+                f"({call.interface}) recomputes log-probs at temperature 1; set "
+                "graph.generate.temperature=1.0 (other temperatures are not supported by the policy losses yet)")

@@ -76,6 +76,7 @@ def test_grpovi_switch():
 
 @pytest.mark.parametrize("overrides,message", [
     (["graph.batch_sise=3"], "unknown config key 'graph.batch_sise'; did you mean 'graph.batch_size'"),
+    (["graph.generate.temperature=0.7"], "samples at temperature 0.7 but 'actor_train' \\(ppo_actor\\) recomputes"),
     (["+foo=1"], "unknown config key 'foo'; valid keys at the top level: name, seed"),
     (["graph.batch_size=abc"], "config key 'graph.batch_size' has a wrong type.*expected int"),
     (["graph.template=ppp"], "unknown template 'ppp' \\(did you mean 'ppo'\\?\\)"),
