@@ -16,8 +16,15 @@ def cost_model_for(experiment: Experiment) -> AnalyticCostModel:
     """The analytic cost model of the experiment's cluster (a measured profile, or a preset)."""
     c = experiment.config.cluster
     source = c.profile or c.hardware
-    if c.profile is not None and not Path(c.profile).is_file():
-        raise ConfigError(f"cluster.profile: {c.profile!r} does not exist; run `realloc profile` or fix the path")
+    if c.profile is not None:  # relative to the working directory, the experiment or the shipped ones
+        from realloc.experiment import EXPERIMENTS_DIR
+
+        found = [p for p in (Path(c.profile), experiment.path.parent / c.profile, EXPERIMENTS_DIR / c.profile)
+                 if p.is_file()]
+        if not found:
+            raise ConfigError(f"cluster.profile: {c.profile!r} does not exist (looked in {Path.cwd()} and "
+                              f"{experiment.path.parent}); run `realloc profile` or fix the path")
+        source = str(found[0])
     try:
         hardware = load_hardware(source)
     except (ValueError, FileNotFoundError) as exc:

@@ -213,7 +213,7 @@ def test_ptx_config_binds_the_ptx_key():
     with pytest.raises(GraphError, match="ptx_coef=0.5 needs ptx data"):
         load_experiment("ppo_tiny", ["graph.train.ptx_coef=0.5"])
     with pytest.raises(ConfigError, match="data.ptx: 10 ptx records cannot fill one iteration's ptx batch of 16"):
-        load_experiment("ppo_tiny", ["+data.ptx.num_records=10", "graph.train.ptx_coef=0.1"])
+        load_experiment("ppo_tiny", ["+data.ptx.num_records=10", "graph.train.ptx_coef=0.1", "graph.batch_size=16"])
 
 
 def test_init_from_copies_the_sources_checkpoint(tmp_path):
