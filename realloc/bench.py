@@ -284,11 +284,32 @@ def _render_validation(data: Mapping[str, Any]) -> list[str]:
                      [[k, v.get("count"), _pct(v.get("median")), _pct(v.get("worst"))]
                       for k, v in summ["per_kind"].items()])
     it = summ.get("iteration") or {}
+    rho = summ.get("spearman")
     lines += ["", f"Iteration time: median error {_pct(it.get('median'))}, worst {_pct(it.get('worst'))}; "
-              f"Spearman rank correlation of predicted vs measured iteration times: {summ.get('spearman')}."]
-    if isinstance(summ.get("goals"), Mapping):
-        lines += ["", *md_table(["goal", "met"], [[k, v] for k, v in summ["goals"].items()])]
+              "Spearman rank correlation of predicted vs measured iteration times: "
+              f"{rho:.3f}." if isinstance(rho, int | float) else f"{rho}."]
+    goals = summ.get("goals")
+    if isinstance(goals, Mapping):
+        lines += ["", *md_table(["goal", "target", "achieved", "met"], _goal_rows(summ, goals))]
     return lines + [""]
+
+
+def _goal_rows(summ: Mapping[str, Any], goals: Mapping[str, Any]) -> list[list[Any]]:
+    """Each validation goal against the worst call kind (errors) or the correlation."""
+    rows = []
+    kinds = [v for v in summ["per_kind"].values() if isinstance(v, Mapping)]
+    for name, target in goals.items():
+        if name in ("median", "worst"):
+            values = [v.get(name) for v in kinds if isinstance(v.get(name), int | float)]
+            achieved = max(values) if values else None
+            met = achieved is not None and achieved <= target
+            rows.append([f"{name} error, every call kind", f"<= {_pct(target)}", _pct(achieved), "yes" if met else "no"])
+        elif name == "spearman":
+            rho = summ.get("spearman")
+            met = isinstance(rho, int | float) and rho >= target
+            rows.append(["Spearman", f">= {target}", f"{rho:.3f}" if isinstance(rho, int | float) else rho,
+                         "yes" if met else "no"])
+    return rows
 
 
 def _pct(v: Any) -> str | None:

@@ -172,12 +172,15 @@ def test_cli_quick_search_section(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_validation_summary_rendering_and_fallback() -> None:
     data = {"summary": {"per_kind": {"generate": {"count": 10, "median": 0.125, "worst": 0.5}},
                         "iteration": {"median": 0.1, "worst": 0.2}, "spearman": 0.95,
-                        "goals": {"median<=15%": True}}}
+                        "goals": {"median": 0.15, "worst": 0.35, "spearman": 0.9}}}
     lines = bench.get_section("validation").render(data)
     assert "| generate | 10 | 12.5% | 50.0% |" in lines
     assert ("Iteration time: median error 10.0%, worst 20.0%; Spearman rank correlation of predicted vs "
-            "measured iteration times: 0.95.") in lines
-    assert "| median<=15% | True |" in lines
+            "measured iteration times: 0.950.") in lines
+    # goals judged against the worst call kind: 12.5% median meets 15%, 50% worst misses 35%
+    assert "| median error, every call kind | <= 15.0% | 12.5% | yes |" in lines
+    assert "| worst error, every call kind | <= 35.0% | 50.0% | no |" in lines
+    assert "| Spearman | >= 0.9 | 0.950 | yes |" in lines
     # an unknown shape falls back to a key/value table of its scalars
     assert bench.get_section("validation").render({"a": {"b": 0.123456}, "c": [1, 2]}) == [
         "| key | value |", "|---|---|", "| a.b | 0.1235 |", ""]
