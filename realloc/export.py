@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from runtime.tokenizer import char_hf_tokenizer
+
 EXPORT_INFO = "realloc_export.json"
 PROMPT_FORMATS = ("auto", "bos", "chat")
 
@@ -54,24 +56,6 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{str(run_dir)!r} is not a run directory (no config.yaml); give the train.run_dir "
                          "of a finished `realloc run`")
     return yaml.safe_load(config.read_text()) or {}
-
-
-def char_hf_tokenizer() -> Any:
-    """The project's character tokenizer as a transformers fast tokenizer (same ids both ways)."""
-    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
-
-    from runtime.tokenizer import CHARS, SPECIALS
-
-    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
-    vocab.update({ch: i + len(SPECIALS) for i, ch in enumerate(CHARS)})
-    core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>", unk_token="<unk>")
 
 
 def _save_tokenizer(name: str, out: Path) -> None:

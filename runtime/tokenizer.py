@@ -102,3 +102,38 @@ def load_tokenizer(name: str, vocab_size: int | None = None) -> Tokenizer:
             "raise the model's vocab_size"
         )
     return tok
+
+
+def _filler(i: int) -> str:
+    """Token texts [a], [b], ..., [ba], ...: no digits (the ids past the characters)."""
+    letters = ""
+    while True:
+        i, r = divmod(i, 26)
+        letters = chr(ord("a") + r) + letters
+        if i == 0:
+            return f"[{letters}]"
+
+
+def char_hf_tokenizer(*, vocab_size: int | None = None, add_bos: bool = False) -> Any:
+    """The character tokenizer as a transformers fast tokenizer with exactly its ids.
+
+    `vocab_size` pads the vocabulary with digit-free filler tokens so every id a model of
+    that size samples decodes; `add_bos` makes `encode` prepend BOS as realloc's prompts do.
+    """
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer as CoreTokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    ours = CharTokenizer()
+    pieces = [*SPECIALS, *CHARS]
+    pieces += [_filler(i) for i in range(max(0, (vocab_size or 0) - len(pieces)))]
+    core = CoreTokenizer(WordLevel({p: i for i, p in enumerate(pieces)}, unk_token=SPECIALS[ours.unk_id]))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    bos = SPECIALS[ours.bos_id]
+    if add_bos:
+        core.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, ours.bos_id)])
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=bos, eos_token=SPECIALS[ours.eos_id],
+                                   pad_token=SPECIALS[ours.pad_id], unk_token=SPECIALS[ours.unk_id])

@@ -165,46 +165,12 @@ def prompt_schedule(s: PeerSettings) -> list[dict[str, str]]:
     return rows
 
 
-def _filler(i: int) -> str:
-    """Token texts [a], [b], ..., [ba], ...: no digits (the ids past the characters)."""
-    letters = ""
-    while True:
-        i, r = divmod(i, 26)
-        letters = chr(ord("a") + r) + letters
-        if i == 0:
-            return f"[{letters}]"
-
-
 def hf_char_tokenizer(vocab_size: int) -> Any:
-    """A HF fast tokenizer with exactly realloc's character ids (BOS prepended, lower-cased).
+    """A HF fast tokenizer with exactly realloc's character ids (BOS prepended, lower-cased),
+    padded with digit-free filler tokens up to the model's vocabulary so sampled ids decode."""
+    from runtime.tokenizer import char_hf_tokenizer
 
-    Ids past the character set (up to the model's vocabulary) are filler tokens without
-    digits, so sampled ids always decode.
-    """
-    from tokenizers import (
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-    )
-    from transformers import PreTrainedTokenizerFast
-
-    from runtime.tokenizer import CHARS, SPECIALS, CharTokenizer
-
-    ours = CharTokenizer()
-    pieces = [*SPECIALS, *CHARS]
-    pieces += [_filler(i) for i in range(max(0, vocab_size - len(pieces)))]
-    tok = Tokenizer(models.WordLevel({p: i for i, p in enumerate(pieces)}, unk_token=SPECIALS[ours.unk_id]))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    bos = SPECIALS[ours.bos_id]
-    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, ours.bos_id)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=SPECIALS[ours.eos_id],
-                                   pad_token=SPECIALS[ours.pad_id], unk_token=SPECIALS[ours.unk_id])
+    return char_hf_tokenizer(vocab_size=vocab_size, add_bos=True)
 
 
 # --------------------------------------------------------------------------- TRL side
