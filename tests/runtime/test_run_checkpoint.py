@@ -140,8 +140,10 @@ def test_the_fingerprint_of_an_experiment_ignores_iterations_but_not_the_batch()
     from realloc.experiment import load_experiment
     from realloc.run import fingerprint
 
-    base = fingerprint(load_experiment("ppo_tiny", ["train.iterations=3"]))
+    experiment = load_experiment("ppo_tiny", ["train.iterations=3"])
+    base = fingerprint(experiment)
     assert base == fingerprint(load_experiment("ppo_tiny", ["train.iterations=9", "train.save_every=2"]))
     changed = fingerprint(load_experiment("ppo_tiny", ["graph.batch_size=4"]))
-    assert rc.first_difference(base, changed) == "graph.batch_size is 16 there, 4 now"
+    batch = experiment.config.graph.batch_size
+    assert rc.first_difference(base, changed) == f"graph.batch_size is {batch} there, 4 now"
     assert "train.iterations" not in base and base["models.actor.trainable"] is True
