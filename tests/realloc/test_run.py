@@ -58,25 +58,31 @@ def test_a_killed_worker_ends_the_run(tmp_path):
     assert len(metrics.read_text().splitlines()) >= 2
 
 
-def test_two_torchrun_agents_run_one_plan(tmp_path):
-    """Several machines: two torchrun agents on loopback, each a node of 2 workers, run a saved plan."""
+def _two_agents(args: list[str], plan: Path) -> None:
+    """Two torchrun agents on loopback, 2 workers each, run `realloc worker ARGS --plan PLAN`."""
     from runtime.launch import free_port
 
+    port = free_port()
+    agents = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--max-restarts", "0",
+         "-m", "realloc.cli", "worker", *args, "--plan", str(plan)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+        for _ in range(2)]
+    outs = [a.communicate(timeout=300) for a in agents]
+    for agent, (_, err) in zip(agents, outs):
+        assert agent.returncode == 0, err[-3000:]
+
+
+def test_two_torchrun_agents_run_one_plan(tmp_path):
+    """Several machines: two torchrun agents on loopback, each a node of 2 workers, run a saved plan."""
     root = Path(__file__).parents[2]
     common = ["ppo_tiny", "cluster.nodes=2", "cluster.devices_per_node=2", "train.iterations=2",
               "graph.batch_size=8", f"train.run_dir={tmp_path / 'run'}"]
     plan = tmp_path / "plan.yaml"
     subprocess.run([sys.executable, "-m", "realloc.cli", "plan", *common, "--out", str(plan)],
                    check=True, capture_output=True, cwd=root)
-    port = free_port()
-    agents = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
-         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--max-restarts", "0",
-         "-m", "realloc.cli", "worker", *common, "--plan", str(plan)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root) for _ in range(2)]
-    outs = [a.communicate(timeout=300) for a in agents]
-    for agent, (_, err) in zip(agents, outs):
-        assert agent.returncode == 0, err[-3000:]
+    _two_agents(common, plan)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
     assert (tmp_path / "run" / "plan.yaml").exists()
@@ -89,15 +95,7 @@ def test_two_torchrun_agents_run_one_plan(tmp_path):
     assert not (tmp_path / "run" / "models" / "ref").exists()
     # the same agents resume the run from its final checkpoint and train one iteration more
     resume = [*common[:3], "train.iterations=3", *common[4:], "train.resume=true"]
-    port = free_port()
-    agents = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
-         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--max-restarts", "0",
-         "-m", "realloc.cli", "worker", *resume, "--plan", str(plan)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root) for _ in range(2)]
-    outs = [a.communicate(timeout=300) for a in agents]
-    for agent, (_, err) in zip(agents, outs):
-        assert agent.returncode == 0, err[-3000:]
+    _two_agents(resume, plan)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [1, 2, 3] and lines == [json.dumps(r, sort_keys=True)
                                                                        for r in records[:2]]

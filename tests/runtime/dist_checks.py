@@ -365,3 +365,25 @@ def worker(rank: int, world: int, port: int, tmp: str) -> None:
     (root / f"rank{rank}.json").write_text(json.dumps(res))
     dist.barrier()
     dist.destroy_process_group()
+
+
+def ppo_six_layouts() -> dict[str, Any]:
+    """A manual PPO plan of six different layouts (meshes disjoint and overlapping; TP, PP and
+    DP), so every replica differs from its home and each train step is followed by moves."""
+    from cost_model.layout import DeviceMesh, Layout
+
+    return {
+        "actor_gen": Layout(mesh=DeviceMesh.span(0, 2), dp=1, tp=2, pp=1),
+        "reward_inf": Layout(mesh=DeviceMesh.span(3, 1), dp=1, tp=1, pp=1),
+        "ref_inf": Layout(mesh=DeviceMesh.span(2, 2), dp=2, tp=1, pp=1),
+        "critic_inf": Layout(mesh=DeviceMesh.span(0, 4), dp=2, tp=2, pp=1),
+        "actor_train": Layout(mesh=DeviceMesh.span(0, 4), dp=2, tp=1, pp=2),
+        "critic_train": Layout(mesh=DeviceMesh.span(2, 2), dp=1, tp=1, pp=2),
+    }
+
+
+def run_jobs(ctx: Any, jobs: list[Any]) -> list[Any]:
+    """Every job's Worker in one launch (process start-up costs seconds): their histories."""
+    from runtime.executor import Worker
+
+    return [Worker(ctx, job).run() for job in jobs]

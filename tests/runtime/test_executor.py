@@ -10,8 +10,8 @@ from cost_model.layout import DeviceMesh, Layout
 from realloc.experiment import load_experiment
 from realloc.planning import plan_experiment
 from realloc.run import make_job
-from runtime.executor import Worker
 from runtime.launch import LaunchSpec, launch
+from tests.runtime import dist_checks
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +20,6 @@ ITERATIONS = 3
 
 def _job(exp, layouts, run_dir):
     return dataclasses.replace(make_job(exp, layouts), run_dir=str(run_dir))
-
-
-def _run_all(ctx, jobs):
-    """Every plan in one launch (process start-up costs seconds)."""
-    return [Worker(ctx, job).run() for job in jobs]
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +32,7 @@ def runs(tmp_path_factory):
                                      compare=False, quiet=True).plan.layouts)
     one = Layout(mesh=DeviceMesh.span(0, 1), dp=1, tp=1, pp=1)
     single = {c.name: one for c in exp.graph.calls}
-    manual = {  # four different layouts, meshes disjoint and overlapping, TP, PP and DP
-        "actor_gen": Layout(mesh=DeviceMesh.span(0, 2), dp=1, tp=2, pp=1),
-        "reward_inf": Layout(mesh=DeviceMesh.span(3, 1), dp=1, tp=1, pp=1),
-        "ref_inf": Layout(mesh=DeviceMesh.span(2, 2), dp=2, tp=1, pp=1),
-        "critic_inf": Layout(mesh=DeviceMesh.span(0, 4), dp=2, tp=2, pp=1),
-        "actor_train": Layout(mesh=DeviceMesh.span(0, 4), dp=2, tp=1, pp=2),
-        "critic_train": Layout(mesh=DeviceMesh.span(2, 2), dp=1, tp=1, pp=2),
-    }
+    manual = dist_checks.ppo_six_layouts()
     plans = {"search": searched, "symmetric": symmetric, "manual": manual, "single": single}
     jobs = [_job(exp, layouts, root / name) for name, layouts in plans.items()]
     # GRPO under a manual plan of four different layouts, and on one device, in the same launch
@@ -56,7 +44,7 @@ def runs(tmp_path_factory):
     grpo_single = {c.name: one for c in grpo.graph.calls}
     jobs += [_job(grpo, grpo_manual, root / "grpo_manual"), _job(grpo, grpo_single, root / "grpo_single")]
     plans.update({"grpo_manual": grpo_manual, "grpo_single": grpo_single})
-    results = launch(_run_all, (jobs,), LaunchSpec(nproc_per_node=4, log_dir=str(root / "logs")))
+    results = launch(dist_checks.run_jobs, (jobs,), LaunchSpec(nproc_per_node=4, log_dir=str(root / "logs")))
     return {name: results[0][i] for i, name in enumerate(plans)}, plans, root
 
 

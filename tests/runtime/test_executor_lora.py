@@ -11,25 +11,14 @@ from cost_model.layout import DeviceMesh, Layout
 from cost_model.transfer import plan_transfer
 from realloc.experiment import load_experiment
 from realloc.run import make_job
-from runtime.executor import Worker
 from runtime.launch import LaunchSpec, launch
 from runtime.program import home_layouts, placement
+from tests.runtime import dist_checks
 
 pytestmark = pytest.mark.slow
 
 ITERATIONS = 3
-MANUAL = {  # disjoint and overlapping meshes, TP, PP and DP: every replica differs from its home
-    "actor_gen": Layout(mesh=DeviceMesh.span(0, 2), dp=1, tp=2, pp=1),
-    "reward_inf": Layout(mesh=DeviceMesh.span(3, 1), dp=1, tp=1, pp=1),
-    "ref_inf": Layout(mesh=DeviceMesh.span(2, 2), dp=2, tp=1, pp=1),
-    "critic_inf": Layout(mesh=DeviceMesh.span(0, 4), dp=2, tp=2, pp=1),
-    "actor_train": Layout(mesh=DeviceMesh.span(0, 4), dp=2, tp=1, pp=2),
-    "critic_train": Layout(mesh=DeviceMesh.span(2, 2), dp=1, tp=1, pp=2),
-}
-
-
-def _run_all(ctx, jobs):
-    return [Worker(ctx, job).run() for job in jobs]
+MANUAL = dist_checks.ppo_six_layouts()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +29,7 @@ def runs(tmp_path_factory):
     plans = {"manual": MANUAL, "single": {c.name: one for c in exp.graph.calls}}
     jobs = [dataclasses.replace(make_job(exp, layouts), run_dir=str(root / name))
             for name, layouts in plans.items()]
-    results = launch(_run_all, (jobs,), LaunchSpec(nproc_per_node=4, log_dir=str(root / "logs")))
+    results = launch(dist_checks.run_jobs, (jobs,), LaunchSpec(nproc_per_node=4, log_dir=str(root / "logs")))
     return exp, {name: results[0][i] for i, name in enumerate(plans)}, root
 
 
