@@ -273,8 +273,8 @@ def _realloc_worker(ctx: Any, job: Any, threads: int) -> tuple[list[dict[str, An
     from runtime.executor import Worker
 
     class TrainOnly(Worker):
-        """Skips the final HF export: a benchmark keeps no models (and the export's gather
-        takes several times the model's memory)."""
+        """Skips the final HF export: a benchmark keeps no models, and the export's gathered
+        copy would count in the peak memory the comparison reports."""
 
         def save_models(self, root: Path) -> None:
             return None
