@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cost_model.hardware import HardwareSpec
-from cost_model.layout import Cluster
+from graph.placement.layout import Cluster
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "p2p")
 

@@ -1,12 +1,12 @@
 """Moving a data key from the layout of the call that produces it to the consumer's.
 
 Sizes: a key holds `num_sequences(producer)` sequences of `tokens_per_sequence` tokens;
-its bytes follow the role the producer's interface gives that output (graph.interfaces):
+its bytes follow the role the producer's interface gives that output (graph.catalog):
 - sequences: int64 token ids, 8 bytes per token, plus two int64 lengths per sequence;
 - per-sequence values (rewards): 4 bytes per sequence;
 - per-token values (logprobs, values, ...): float32, 4 bytes per token.
 
-Placement follows the executor (runtime.executor): every device of a layout holds a
+Placement follows the executor (runtime.execution.worker): every device of a layout holds a
 call's whole result, and each device of the consumer's mesh that is not in the
 producer's mesh receives the whole key from one producer device, chosen round-robin
 over the producer's mesh in device order. Devices in both meshes receive nothing.
@@ -14,8 +14,8 @@ over the producer's mesh in device order. Devices in both meshes receive nothing
 
 from __future__ import annotations
 
-from cost_model.layout import Layout
-from graph.interfaces import PER_SEQUENCE_ROLES, SEQUENCE_ROLES, get_interface
+from graph.catalog import PER_SEQUENCE_ROLES, SEQUENCE_ROLES, get_interface
+from graph.placement.layout import Layout
 from graph.spec import Call, CallKind
 
 

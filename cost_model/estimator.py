@@ -1,6 +1,6 @@
 """AnalyticCostModel: time and per-device memory of every call under every layout.
 
-Implements `cost_model.api.CostProvider`. All terms are per device and the slowest
+Implements `cost_model.provider.CostProvider`. All terms are per device and the slowest
 (for time) or fullest (for memory) pipeline stage decides. Breakdown keys end in
 `_s` (seconds; they sum to `time_s`) or `_bytes` (they sum to `peak_bytes`).
 
@@ -35,13 +35,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from cost_model import shapes
-from cost_model.api import CallEstimate, MoveEstimate
 from cost_model.collectives import collective_time
 from cost_model.datamove import data_flows, num_sequences
 from cost_model.hardware import DTYPE_BYTES, GiB, HardwareSpec
-from cost_model.layout import Cluster, Layout
-from cost_model.params import check_tp, padded_vocab, stage_params
-from cost_model.transfer import price_flows, transfer_flows
+from cost_model.provider import CallEstimate, MoveEstimate
+from cost_model.transfer_cost import price_flows
+from graph.placement.layout import Cluster, Layout
+from graph.placement.params import check_tp, padded_vocab, stage_params
+from graph.placement.transfer import transfer_flows
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 
 ADAM_STATE_BYTES = 12  # fp32 master weights + Adam m + v (ZeRO paper, section 5.1: 12 of the 16 bytes)

@@ -17,8 +17,8 @@ from functools import cached_property
 
 import networkx as nx
 
+from graph.catalog import check_bindings, get_interface
 from graph.errors import GraphError
-from graph.interfaces import check_bindings, get_interface
 from graph.spec import Call, CallKind, ModelSpec
 
 

@@ -353,6 +353,6 @@ class DatasetSpec:
     """What the dataset provides to the graph."""
 
     format: str
-    """Record format (see graph.datasets.DATASET_FORMATS)."""
+    """Record format (see graph.dataset_keys.DATASET_FORMATS)."""
     keys: frozenset[str] = field(default_factory=frozenset)
     """Data keys that come from the dataset rather than from a call."""

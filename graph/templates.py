@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from graph.datasets import PTX_KEY
+from graph.catalog import REWARD_SHAPING_ARGS, make_args
+from graph.dataset_keys import PTX_KEY
 from graph.errors import GraphError
-from graph.interfaces import REWARD_SHAPING_ARGS, make_args
 from graph.spec import Call, CallKind, ModelSpec
 
 

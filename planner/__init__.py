@@ -1,7 +1,7 @@
 """The planner: plan space, simulator, search, heuristic baselines, Plan IO (pure: no torch)."""
 
-from planner.api import PlanResult, make_plan
 from planner.heuristics import known_heuristics, register_heuristic, run_heuristic
+from planner.make import PlanResult, make_plan
 from planner.options import ManualLayout, PlanMode, PlanOptions
 from planner.plan import CallPlan, Plan, load_plan
 

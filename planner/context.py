@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cached_property
 
-from cost_model.api import CostProvider
-from cost_model.layout import Layout
+from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
+from graph.placement.layout import Layout
 from graph.spec import Call, CallKind
 from planner.plan import CallPlan, Plan
 from planner.simulator import SimResult, Simulator

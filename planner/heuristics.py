@@ -31,7 +31,7 @@ import difflib
 import itertools
 from collections.abc import Callable
 
-from cost_model.layout import DeviceMesh, Layout
+from graph.placement.layout import DeviceMesh, Layout
 from graph.spec import Call, CallKind
 from planner.context import PlanContext
 from planner.plan import Plan

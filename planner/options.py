@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cost_model.layout import DeviceMesh, Layout
+from graph.placement.layout import DeviceMesh, Layout
 from planner.search import SearchOptions
 from planner.space import SpaceOptions
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cost_model.layout import Cluster, DeviceMesh, Layout
 from graph.dataflow import DataflowGraph
+from graph.placement.layout import Cluster, DeviceMesh, Layout
 from planner.simulator import DataTransfer, ReallocStep, TimelineEntry
 
 PLAN_FILE_VERSION = 1

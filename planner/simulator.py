@@ -43,9 +43,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cost_model.api import CostProvider
-from cost_model.layout import DeviceMesh, Layout
+from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
+from graph.placement.layout import DeviceMesh, Layout
 from graph.spec import CallKind
 from planner.space import GIB, Candidate, placement_key
 

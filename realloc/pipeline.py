@@ -70,7 +70,7 @@ class EvalSpec:
     """Rule-measured accuracy of each stage's saved actor."""
 
     rule: str = "arithmetic_exact"
-    """Reward rule that judges a response (runtime.rules)."""
+    """Reward rule that judges a response (runtime.rewards.rules)."""
     generator: str = "arithmetic"
     """Built-in generator of the evaluation prompts (format prompts_with_answers)."""
     num_prompts: int = 200
@@ -278,7 +278,7 @@ def resolve_stages(pipeline: Pipeline, *, base: Path | None = None) -> list[Reso
 
 def stage_finished(run_dir: Path, iterations: int) -> bool:
     """Whether `run_dir` holds a finished run: `iterations` logged and the models saved."""
-    from runtime.rundir import read_metrics
+    from runtime.rundir.metrics import read_metrics
 
     records = read_metrics(run_dir / "metrics.jsonl")
     logged = max((int(r.get("iteration", 0)) for r in records), default=0)
@@ -325,7 +325,7 @@ def run_pipeline(pipeline: Pipeline, *, runner: Runner | None = None,
                  echo: Callable[[str], None] = print) -> list[StageResult]:
     """Run the stages in order, skipping finished ones; raises PipelineError naming a failed stage."""
     from realloc.experiment import load_experiment
-    from runtime.rundir import read_metrics
+    from runtime.rundir.metrics import read_metrics
 
     if runner is None:
         from realloc.run import run_experiment as runner
@@ -386,7 +386,7 @@ def greedy_responses(checkpoint: Path, prompts: Sequence[str], *, max_new_tokens
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from runtime.tokenizer import load_tokenizer
+    from runtime.data.tokenizer import load_tokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     hf_logging.disable_progress_bar()  # the summary is the pipeline's output
@@ -408,8 +408,8 @@ def greedy_responses(checkpoint: Path, prompts: Sequence[str], *, max_new_tokens
 
 def evaluate_actor(checkpoint: Path, spec: EvalSpec, *, tokenizer: str = "char") -> float:
     """Fraction of generated prompts whose greedy response the rule gives its full score."""
-    from runtime.datasets import generate
-    from runtime.rules import get_rule
+    from runtime.data.records import generate
+    from runtime.rewards.rules import get_rule
 
     rule = get_rule(spec.rule)
     records = generate(spec.generator, "prompts_with_answers", spec.num_prompts, spec.seed)

@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from cost_model.estimator import AnalyticCostModel
-from cost_model.layout import Cluster
 from cost_model.profile import load_hardware
+from graph.placement.layout import Cluster
 from planner import PlanOptions, PlanResult, make_plan
 from realloc.experiment import ConfigError, Experiment
 

@@ -16,7 +16,7 @@ JSON report (`realloc plan EXP --json`), schema_version 1:
         "edges": [{"src", "dst", "kind": "data"|"param", "key"}],
         "cross_iteration_edges": [{"src", "dst", "kind": "param", "key"}]
       },
-      "plan": {...}                     # the planner's report: planner.render.plan_report_json
+      "plan": {...}                     # the planner's report: planner.display.plan_report_json
     }
 
 Keys are only ever added within a schema version; a removal or change of meaning
@@ -86,7 +86,7 @@ def plan_json(experiment: Experiment, result: Any) -> dict[str, Any]:
     """The stable JSON report of `realloc plan --json`."""
     from omegaconf import OmegaConf
 
-    from planner.render import plan_report_json
+    from planner.display import plan_report_json
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -105,7 +105,7 @@ def print_plan(experiment: Experiment, result: Any) -> None:
     """The experiment in one line, then the planner's report."""
     from rich.console import Console
 
-    from planner.render import render_report
+    from planner.display import render_report
 
     console = Console(highlight=False)
     c = experiment.config.cluster

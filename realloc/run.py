@@ -12,10 +12,10 @@ from realloc.planning import plan_experiment
 
 
 def fingerprint(experiment: Experiment) -> dict[str, Any]:
-    """The experiment's identity for checkpoints (see runtime.run_checkpoint)."""
+    """The experiment's identity for checkpoints (see runtime.rundir.checkpoints)."""
     from omegaconf import OmegaConf
 
-    from runtime.run_checkpoint import experiment_fingerprint
+    from runtime.rundir.checkpoints import experiment_fingerprint
 
     return experiment_fingerprint(OmegaConf.to_container(OmegaConf.structured(experiment.config), resolve=True))
 
@@ -37,7 +37,7 @@ def _check_train_keys(experiment: Experiment) -> None:
 
 
 def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: str | None = None) -> Any:
-    from runtime.executor import DataSettings, Job, PtxSettings
+    from runtime.execution.worker import DataSettings, Job, PtxSettings
 
     cfg = experiment.config
     d = cfg.data
@@ -61,13 +61,13 @@ def resume_point(experiment: Experiment, *, world_size: int, plan: Any = None, w
     """(checkpoint, plan) that `train.resume=true` starts from: the newest complete checkpoint
     and the run's saved plan.yaml (or `plan`). ConfigError when there is none, or it belongs to
     another experiment, plan or world size. Prints one line per newer checkpoint skipped."""
-    from runtime.run_checkpoint import (
+    from runtime.rundir.checkpoints import (
         CheckpointError,
         check_compatible,
         find_resume_point,
         plan_layouts,
     )
-    from runtime.rundir import RunDir
+    from runtime.rundir.directory import RunDir
 
     cfg = experiment.config
     run = RunDir(Path(cfg.train.run_dir).resolve())
@@ -114,8 +114,8 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
 
     from planner import load_plan
     from realloc.planning import cost_model_for
-    from runtime.executor import Worker
-    from runtime.launch import WorkerContext, set_worker_threads
+    from runtime.execution.launch import WorkerContext, set_worker_threads
+    from runtime.execution.worker import Worker
 
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise ConfigError("realloc worker runs under torchrun (it reads RANK and WORLD_SIZE); use `realloc run` on one machine")
@@ -159,8 +159,9 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
 
 def _prepare_run_dir(experiment: Experiment, plan: Any, world: int) -> str | None:
     """Create the run directory of a torchrun worker group; the checkpoint to resume from."""
-    from runtime.run_checkpoint import discard_newer
-    from runtime.rundir import MetricsWriter, RunDir, atomic_write
+    from runtime.rundir.checkpoints import discard_newer
+    from runtime.rundir.directory import RunDir, atomic_write
+    from runtime.rundir.metrics import MetricsWriter
 
     cfg = experiment.config
     run = RunDir(Path(cfg.train.run_dir).resolve())
@@ -182,12 +183,13 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
     """Train the experiment; returns the process exit code."""
     from rich.console import Console
 
-    from planner.render import call_table
-    from runtime.console import MetricsFollower
-    from runtime.executor import worker_main
-    from runtime.launch import LaunchSpec, WorkerFailed, check_devices, check_port, launch
-    from runtime.run_checkpoint import discard_newer
-    from runtime.rundir import MetricsWriter, RunDir, atomic_write, read_metrics
+    from planner.display import call_table
+    from realloc.console import MetricsFollower
+    from runtime.execution.launch import LaunchSpec, WorkerFailed, check_devices, check_port, launch
+    from runtime.execution.worker import worker_main
+    from runtime.rundir.checkpoints import discard_newer
+    from runtime.rundir.directory import RunDir, atomic_write
+    from runtime.rundir.metrics import MetricsWriter, read_metrics
 
     cfg = experiment.config
     console = Console(highlight=False)

@@ -14,9 +14,10 @@ from collections import defaultdict
 
 from cost_model.estimator import AnalyticCostModel
 from cost_model.hardware import GiB, preset
-from cost_model.layout import Cluster, DeviceMesh, Layout
-from cost_model.params import param_manifest
-from cost_model.transfer import plan_transfer, price_flows, price_transfer, transfer_flows
+from cost_model.transfer_cost import price_flows, price_transfer
+from graph.placement.layout import Cluster, DeviceMesh, Layout
+from graph.placement.params import param_manifest
+from graph.placement.transfer import plan_transfer, transfer_flows
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 
 LLAMA7B = ModelArch(family="llama", num_layers=32, hidden_size=4096, ffn_hidden_size=11008,

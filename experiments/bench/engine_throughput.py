@@ -34,7 +34,7 @@ def _arch_and_ckpt(args: argparse.Namespace) -> tuple[object, str | None]:
     from graph.spec import ModelArch
 
     if args.model == "smollm2":
-        from runtime.real_models import smollm2_checkpoint
+        from runtime.engine.real_models import smollm2_checkpoint
 
         ckpt = smollm2_checkpoint()
         return ModelArch.from_config_file(ckpt), str(ckpt)
@@ -47,7 +47,7 @@ def _arch_and_ckpt(args: argparse.Namespace) -> tuple[object, str | None]:
 def _hf_model(arch: object, engine: object) -> torch.nn.Module:
     import transformers
 
-    from runtime.convert import megatron_to_hf
+    from runtime.engine.convert import megatron_to_hf
 
     config = transformers.AutoConfig.for_model(**arch.to_hf_config())
     model = transformers.AutoModelForCausalLM.from_config(config)
@@ -73,12 +73,12 @@ def main() -> None:
 
     import torch.distributed as dist
 
-    from cost_model.layout import DeviceMesh, Layout
-    from graph.interfaces import GenerateArgs, SFTArgs
+    from graph.catalog import GenerateArgs, SFTArgs
+    from graph.placement.layout import DeviceMesh, Layout
     from graph.spec import ModelSpec
-    from runtime import platform
-    from runtime.batch import SeqBatch
-    from runtime.engine import build_engine
+    from runtime.data.batch import SeqBatch
+    from runtime.engine import platform
+    from runtime.engine.model_engine import build_engine
     from runtime.interfaces import run_interface
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")

@@ -141,9 +141,9 @@ def load(s: PeerSettings, *, devices: int, run_dir: str) -> Any:
 
 def save_initial_actor(s: PeerSettings, directory: Path) -> Path:
     """realloc's initial actor weights (random, from its seed) as a HF checkpoint in `directory`."""
-    from runtime import convert
-    from runtime.checkpoint import save_hf_checkpoint
-    from runtime.executor import model_seed
+    from runtime.engine import convert
+    from runtime.engine.hf_checkpoint import save_hf_checkpoint
+    from runtime.execution.worker import model_seed
 
     exp = load(s, devices=1, run_dir=str(directory / "unused"))
     arch = exp.graph.models["actor"].arch
@@ -154,7 +154,7 @@ def save_initial_actor(s: PeerSettings, directory: Path) -> Path:
 
 def prompt_schedule(s: PeerSettings) -> list[dict[str, str]]:
     """The records realloc reads, in its order: step after step of `prompts` records."""
-    from runtime.datasets import batches, load_records
+    from runtime.data.records import batches, load_records
 
     exp = load(s, devices=1, run_dir="unused")
     d = exp.config.data
@@ -168,7 +168,7 @@ def prompt_schedule(s: PeerSettings) -> list[dict[str, str]]:
 def hf_char_tokenizer(vocab_size: int) -> Any:
     """A HF fast tokenizer with exactly realloc's character ids (BOS prepended, lower-cased),
     padded with digit-free filler tokens up to the model's vocabulary so sampled ids decode."""
-    from runtime.tokenizer import char_hf_tokenizer
+    from runtime.data.tokenizer import char_hf_tokenizer
 
     return char_hf_tokenizer(vocab_size=vocab_size, add_bos=True)
 
@@ -179,7 +179,7 @@ def hf_char_tokenizer(vocab_size: int) -> Any:
 def _reward(prompts: list[str], completions: list[str], completion_ids: list[list[int]],
             answer: list[str], counts: list[tuple[int, int]], **_: Any) -> list[float]:
     """realloc's `arithmetic_exact` rule (1 right, 0 wrong); records samples and tokens made."""
-    from runtime.rules import arithmetic_exact
+    from runtime.rewards.rules import arithmetic_exact
 
     counts.append((len(completion_ids), sum(len(ids) for ids in completion_ids)))
     return [1.0 if arithmetic_exact(p, c, {"answer": float(a)}) else 0.0
@@ -270,7 +270,7 @@ def _peak_rss_gib() -> float:
 def _realloc_worker(ctx: Any, job: Any, threads: int) -> tuple[list[dict[str, Any]], float]:
     import torch
 
-    from runtime.executor import Worker
+    from runtime.execution.worker import Worker
 
     class TrainOnly(Worker):
         """Skips the final HF export: a benchmark keeps no models, and the export's gathered
@@ -288,7 +288,7 @@ def run_realloc(s: PeerSettings, workdir: Path, *, devices: int) -> dict[str, An
     """Train with realloc on `devices` workers under its searched plan; per-iteration figures."""
     from realloc.planning import plan_experiment
     from realloc.run import make_job
-    from runtime.launch import LaunchSpec, launch
+    from runtime.execution.launch import LaunchSpec, launch
 
     run_dir = workdir / f"realloc-{devices}"
     exp = load(s, devices=devices, run_dir=str(run_dir))

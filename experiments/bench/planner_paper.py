@@ -35,9 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import planner.api
-from planner.api import make_plan
+import planner.make
 from planner.context import PlanContext
+from planner.make import make_plan
 from planner.options import PlanOptions
 from planner.search import SearchOptions, anneal_search
 from realloc.experiment import load_experiment
@@ -87,7 +87,7 @@ def _timed_search(*args: Any, **kwargs: Any) -> Any:
         _SEARCH_CPU.append(time.process_time() - c0)
 
 
-planner.api.anneal_search = _timed_search  # the search's own CPU time, apart from the heuristics
+planner.make.anneal_search = _timed_search  # the search's own CPU time, apart from the heuristics
 
 
 def run_one(name: str, budget: float | None, seed: int, wall_guard: bool, cold: bool = False) -> dict:

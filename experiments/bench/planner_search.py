@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cost_model.api import CostProvider
-from cost_model.layout import Cluster
+from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
+from graph.placement.layout import Cluster
 from graph.spec import ModelArch, ModelSpec
-from planner.api import make_plan
+from planner.make import make_plan
 from planner.options import PlanOptions
 
 
@@ -71,7 +71,7 @@ EXPERIMENTS = (
 def ppo_graph(actor: ModelArch, critic: ModelArch, *, batch_size: int, prompt_len: int,
               response_len: int) -> DataflowGraph:
     """PPO from the project's template: generate, reward / ref / values inference, two trains."""
-    from graph.datasets import dataset_keys
+    from graph.dataset_keys import dataset_keys
     from graph.templates import TemplateParams, build_template
 
     models = {"actor": ModelSpec(role="actor", arch=actor, trainable=True),

@@ -21,8 +21,8 @@ from planner import known_heuristics
 from realloc.experiment import load_experiment
 from realloc.planning import plan_experiment
 from realloc.run import make_job
-from runtime.executor import Worker
-from runtime.launch import LaunchSpec, launch
+from runtime.execution.launch import LaunchSpec, launch
+from runtime.execution.worker import Worker
 
 
 def _run_all(ctx, jobs):

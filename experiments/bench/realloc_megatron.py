@@ -1,9 +1,9 @@
 """Our reallocation against Megatron-core's `megatron.core.resharding` and a raw p2p, on real engines.
 
-Both layouts of each pair are built with `runtime.engine.build_engine` on 4 gloo workers
+Both layouts of each pair are built with `runtime.engine.model_engine.build_engine` on 4 gloo workers
 (source weights from seed 1, destination from seed 2). Per pair and in the same run:
 
-- ours: `runtime.realloc.execute_transfer` of the cost model's TransferPlan;
+- ours: `runtime.execution.reallocation.execute_transfer` of the cost model's TransferPlan;
 - megatron: `swap_model_weights(src, dst, <gloo copy service>)` (0.16.1), its plan built
   once (timed apart) and cached, as Megatron does;
 - raw: the plan's bytes between the same rank pairs, one contiguous buffer per pair.
@@ -34,14 +34,14 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
-from cost_model.transfer import plan_transfer
 from experiments.bench.realloc_throughput import PAIRS, _layout, _raw, _raw_buffers
+from graph.placement.transfer import plan_transfer
 from graph.spec import ModelArch, ModelSpec
-from runtime import convert
-from runtime.engine import build_engine, transformer_config
-from runtime.launch import LaunchSpec, launch
-from runtime.platform import without_cuda_rewrites
-from runtime.realloc import StagingPool, execute_transfer
+from runtime.engine import convert
+from runtime.engine.model_engine import build_engine, transformer_config
+from runtime.engine.platform import without_cuda_rewrites
+from runtime.execution.launch import LaunchSpec, launch
+from runtime.execution.reallocation import StagingPool, execute_transfer
 
 SRC_SEED, DST_SEED = 1, 2
 
@@ -168,7 +168,7 @@ def _bench(ctx, arch, repeats, chunk_bytes, threads, only=None, profile=False):
     import io
     import pstats
 
-    from runtime import platform
+    from runtime.engine import platform
 
     platform.apply_platform_patches()
     if threads:

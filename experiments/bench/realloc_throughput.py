@@ -1,12 +1,12 @@
 """Reallocation throughput against a raw point-to-point transfer of the same bytes.
 
 Runs 4 gloo workers (CPU) or one worker per GPU. For each layout pair it times
-`runtime.realloc.execute_transfer` on a model's shards, then a raw transfer that sends
+`runtime.execution.reallocation.execute_transfer` on a model's shards, then a raw transfer that sends
 the same bytes between the same rank pairs as one contiguous buffer per pair, and
 prints the ratio raw_time / realloc_time (1.0 = as fast as raw; the goal is >= 0.7).
 Variants timed in the same run, interleaved: `v0` (the first transport, see realloc_v0.py;
 `v0-1thread` the same on one torch thread),
-`new` (runtime.realloc: overlapped chunks, copies on one thread), `no-overlap` and
+`new` (runtime.execution.reallocation: overlapped chunks, copies on one thread), `no-overlap` and
 `all-threads` (new without one of the two), `raw`, and `raw+local` (raw plus a memcpy of
 the bytes the plan copies locally, which no transport can skip).
 
@@ -24,13 +24,13 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
-from cost_model.layout import DeviceMesh, Layout
-from cost_model.params import param_manifest
-from cost_model.transfer import plan_transfer
 from experiments.bench.realloc_v0 import execute_transfer_v0
+from graph.placement.layout import DeviceMesh, Layout
+from graph.placement.params import param_manifest
+from graph.placement.transfer import plan_transfer
 from graph.spec import ModelArch
-from runtime.launch import LaunchSpec, launch
-from runtime.realloc import StagingPool, execute_transfer, local_shard
+from runtime.execution.launch import LaunchSpec, launch
+from runtime.execution.reallocation import StagingPool, execute_transfer, local_shard
 
 PAIRS = [
     ("TP2xDP2 -> TP1xDP4 (same mesh)", (4, 0, 2, 2, 1), (4, 0, 4, 1, 1)),

@@ -1,4 +1,4 @@
-"""The first transport of `runtime.realloc` (kept for the benchmarks' comparison only).
+"""The first transport of `runtime.execution.reallocation` (kept for the benchmarks' comparison only).
 
 Per chunk, ops whose source and destination views are both contiguous travel alone; every
 other op of a chunk between two ranks is packed into one flat buffer on the sender and
@@ -15,10 +15,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from cost_model.params import Slice
-from cost_model.transfer import TransferOp, TransferPlan
+from graph.placement.params import Slice
+from graph.placement.transfer import TransferOp, TransferPlan
 from graph.spec import ModelArch
-from runtime.realloc import ReallocStats, StagingPool, _chunks, _view, manifests
+from runtime.execution.reallocation import ReallocStats, StagingPool, _chunks, _view, manifests
 
 
 def slice_is_contiguous(shape: tuple[int, ...], local: Slice) -> bool:

@@ -200,7 +200,7 @@ def reevaluate(report: dict[str, Any], profile: str | Path | None = None) -> dic
 
 
 def _run_all(ctx: Any, jobs: list[Any]) -> list[Any]:
-    from runtime.executor import Worker
+    from runtime.execution.worker import Worker
 
     return [Worker(ctx, job).run() for job in jobs]
 
@@ -208,7 +208,7 @@ def _run_all(ctx: Any, jobs: list[Any]) -> list[Any]:
 def measure(exp: Any, plans: dict[str, Any], root: Path) -> dict[str, list[dict[str, Any]]]:
     """Run every plan for real in one launch; the metrics history of each plan."""
     from realloc.run import make_job
-    from runtime.launch import LaunchSpec, launch
+    from runtime.execution.launch import LaunchSpec, launch
 
     jobs = [dataclasses.replace(make_job(exp, dict(plan.layouts)), run_dir=str(root / exp.config.name / name))
             for name, plan in plans.items()]
@@ -311,7 +311,7 @@ def run_validation(*, quick: bool = False, out: Path | None = None, profile: str
 
     profile = Path(profile or DEFAULT_PROFILE)
     if remeasure:  # profile this machine first (in place of the committed file's numbers)
-        from runtime.profiling import profile_machine
+        from runtime.profiling.machine import profile_machine
 
         profile_machine(devices=4, quick=quick, out=profile, show_progress=show)
     if not profile.is_file():

@@ -1,4 +1,14 @@
-"""Interface implementations (generate, inference, train) keyed by catalog name."""
+"""What a call does: the implementations of the interface catalog (`graph.catalog`), and
+the RL math they use.
+
+Owns: the implementation registry and `run_interface` (`registry`), data parallelism
+inside an interface (`dp`), generation (`generate`), inference (`inference`: log-probs,
+values, rewards), training losses (`train`), the pure RL math (`rl_math`: GAE, PPO/GRPO
+losses, KL estimators, LR schedules) and GRPOVI's reward-variance increase
+(`reward_variance`).
+
+May import: `graph`, `runtime.engine`, `runtime.data`, `runtime.rewards`, torch, numpy.
+"""
 
 from runtime.interfaces.registry import (
     CallContext,

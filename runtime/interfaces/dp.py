@@ -6,7 +6,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from runtime.batch import SeqBatch
+from runtime.data.batch import SeqBatch
 
 
 def local_part(engine: Any, batch: SeqBatch, *, unit: int = 1) -> SeqBatch:

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from graph.interfaces import GenerateArgs
-from runtime import platform
-from runtime.batch import SeqBatch
+from graph.catalog import GenerateArgs
+from runtime.data.batch import SeqBatch
+from runtime.engine import platform
 from runtime.interfaces.dp import gather_parts, local_part
 from runtime.interfaces.registry import CallContext, register
 

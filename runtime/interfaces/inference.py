@@ -1,10 +1,10 @@
 """Inference interfaces: token log-probs, token values, sequence rewards.
 
-Output fields (see runtime.batch for the alignment):
+Output fields (see runtime.data.batch for the alignment):
 * logprobs -> token field `logprobs` (or the key given by the caller's rename);
 * values -> token field `values`: values[b, t] = V(tokens[:t]), read at position t-1;
 * reward_model -> sequence field `rewards`: the value head at each sequence's last token;
-* rule_reward -> sequence field `rewards` from a rule in `runtime.rules`.
+* rule_reward -> sequence field `rewards` from a rule in `runtime.rewards.rules`.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from graph.interfaces import LogprobsArgs, RewardModelArgs, RuleRewardArgs, ValuesArgs
-from runtime import vocab_parallel
-from runtime.batch import SeqBatch
+from graph.catalog import LogprobsArgs, RewardModelArgs, RuleRewardArgs, ValuesArgs
+from runtime.data.batch import SeqBatch
+from runtime.engine import vocab_parallel
+from runtime.engine.schedule import micro_batch_split, run_micro_batches
 from runtime.interfaces.dp import gather_parts, local_part
 from runtime.interfaces.registry import CallContext, register
-from runtime.pipeline import micro_batch_split, run_micro_batches
-from runtime.rules import get_rule
+from runtime.rewards.rules import get_rule
 
 
 def shifted_logprobs(engine: Any, mb: SeqBatch, logits: torch.Tensor,

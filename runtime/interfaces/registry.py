@@ -1,4 +1,4 @@
-"""The runtime's interface registry: name -> implementation (same names as graph.interfaces).
+"""The runtime's interface registry: name -> implementation (same names as graph.catalog).
 
 An implementation is `fn(engine, batch, args, ctx) -> SeqBatch | dict[str, float]`:
 generate and inference return a SeqBatch (the input plus new fields), train returns
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from graph.interfaces import get_interface, known_interfaces
+from graph.catalog import get_interface, known_interfaces
 
 _IMPLS: dict[str, Callable[..., Any]] = {}
 
@@ -47,7 +47,7 @@ def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         if name in _IMPLS:
             raise ValueError(f"interface {name!r} has two implementations")
         if name not in known_interfaces():
-            raise ValueError(f"interface {name!r} is not in the catalog (graph.interfaces); "
+            raise ValueError(f"interface {name!r} is not in the catalog (graph.catalog); "
                              f"known: {', '.join(known_interfaces())}")
         _IMPLS[name] = fn
         return fn

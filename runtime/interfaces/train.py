@@ -1,7 +1,7 @@
 """Train interfaces: sft, rw_pairwise, ppo_actor, ppo_critic, grpo_actor, remax_actor, dpo.
 
 Every step goes through Megatron's pipeline schedule, DDP and distributed optimizer
-(`runtime.pipeline.Trainer`). Losses are means over the WHOLE batch (tokens for token
+(`runtime.engine.schedule.Trainer`). Losses are means over the WHOLE batch (tokens for token
 losses, pairs or sequences for sequence losses): each micro-batch returns its loss sum
 scaled by (micro-batches x dp / global units), which the schedule's 1/micro-batches and
 DDP's 1/dp turn into the exact global mean -- the same at every layout.
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from graph.interfaces import (
+from graph.catalog import (
     DPOArgs,
     GRPOActorArgs,
     OptimArgs,
@@ -30,13 +30,14 @@ from graph.interfaces import (
     RewardPairwiseArgs,
     SFTArgs,
 )
-from runtime import rl_math, vocab_parallel
-from runtime.batch import SeqBatch
+from runtime.data.batch import SeqBatch
+from runtime.engine import vocab_parallel
+from runtime.engine.schedule import Trainer, all_reduce_sum, micro_batch_split
+from runtime.interfaces import rl_math
 from runtime.interfaces.dp import local_part
 from runtime.interfaces.inference import last_token_scores, shifted_logprobs, shifted_values
 from runtime.interfaces.registry import CallContext, register
-from runtime.pipeline import Trainer, all_reduce_sum, micro_batch_split
-from runtime.reward_variance import adjusted_group_rewards
+from runtime.interfaces.reward_variance import adjusted_group_rewards
 
 Terms = Callable[[SeqBatch, torch.Tensor], dict[str, torch.Tensor]]
 """(micro-batch, output) -> summed terms; key 'loss' is optimised, the rest reported."""
@@ -240,7 +241,7 @@ def ppo_targets(part: SeqBatch, rewards: torch.Tensor, *, gamma: float, lam: flo
 def _engine_state(engine: Any) -> MutableMapping[str, Any]:
     state = getattr(engine, "state", None)
     if state is None:
-        raise ValueError("PPO needs an engine with a `state` dict (runtime.engine.ModelEngine)")
+        raise ValueError("PPO needs an engine with a `state` dict (runtime.engine.model_engine.ModelEngine)")
     return state
 
 

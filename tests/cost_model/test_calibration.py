@@ -16,7 +16,7 @@ from cost_model.calibration import (
 from cost_model.collectives import collective_time
 from cost_model.estimator import AnalyticCostModel
 from cost_model.hardware import preset
-from cost_model.layout import Cluster, DeviceMesh, Layout
+from graph.placement.layout import Cluster, DeviceMesh, Layout
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 
 

@@ -7,8 +7,8 @@ import pytest
 from cost_model.datamove import data_flows, dataset_key_bytes, key_bytes, side_sequences
 from cost_model.estimator import AnalyticCostModel
 from cost_model.hardware import preset
-from cost_model.layout import Cluster, DeviceMesh, Layout
-from graph.interfaces import GenerateArgs, PPOActorArgs
+from graph.catalog import GenerateArgs, PPOActorArgs
+from graph.placement.layout import Cluster, DeviceMesh, Layout
 from graph.spec import Call, CallKind
 
 GEN = Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate",

@@ -6,12 +6,12 @@ import math
 
 import pytest
 
+from cost_model.estimate_text import format_estimate
 from cost_model.estimator import AnalyticCostModel, mfu
 from cost_model.hardware import GiB, HardwareSpec, preset
-from cost_model.layout import Cluster, DeviceMesh, Layout
-from cost_model.params import param_manifest
-from cost_model.report import format_estimate
-from graph.interfaces import GenerateArgs, PPOActorArgs
+from graph.catalog import GenerateArgs, PPOActorArgs
+from graph.placement.layout import Cluster, DeviceMesh, Layout
+from graph.placement.params import param_manifest
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 
 TINY = ModelArch(family="llama", num_layers=2, hidden_size=64, ffn_hidden_size=128, num_heads=8,

@@ -8,9 +8,9 @@ import pytest
 
 from cost_model.estimator import AnalyticCostModel
 from cost_model.hardware import GiB, HardwareSpec
-from cost_model.layout import Cluster, DeviceMesh, Layout
-from cost_model.params import VALUE_HEAD, param_manifest, stage_params
-from cost_model.transfer import plan_transfer, transfer_flows
+from graph.placement.layout import Cluster, DeviceMesh, Layout
+from graph.placement.params import VALUE_HEAD, param_manifest, stage_params
+from graph.placement.transfer import plan_transfer, transfer_flows
 from graph.spec import Call, CallKind, LoraSpec, ModelArch, ModelSpec
 
 LLAMA = ModelArch(family="llama", num_layers=2, hidden_size=64, ffn_hidden_size=128, num_heads=8,

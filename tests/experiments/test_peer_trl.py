@@ -53,7 +53,7 @@ def test_overrides_give_realloc_the_settings() -> None:
 
 def test_hf_tokenizer_matches_the_char_tokenizer() -> None:
     pytest.importorskip("tokenizers")
-    from runtime.tokenizer import CharTokenizer
+    from runtime.data.tokenizer import CharTokenizer
 
     ours, hf = CharTokenizer(), peer_trl.hf_char_tokenizer(64)
     for row in peer_trl.prompt_schedule(PeerSettings(steps=2, warmup=0)):
@@ -68,8 +68,8 @@ def test_saved_initial_actor_is_realloc_initialisation(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     from transformers import AutoModelForCausalLM
 
-    from runtime import convert
-    from runtime.executor import model_seed
+    from runtime.engine import convert
+    from runtime.execution.worker import model_seed
 
     s = PeerSettings()
     peer_trl.save_initial_actor(s, tmp_path / "init")

@@ -1,6 +1,6 @@
 """Small builders for graph tests."""
 
-from graph.interfaces import make_args
+from graph.catalog import make_args
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 
 ARCH = ModelArch(family="llama", num_layers=2, hidden_size=64, ffn_hidden_size=128, num_heads=4,

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from graph.dataflow import DataflowGraph
-from graph.datasets import dataset_keys
+from graph.dataset_keys import dataset_keys
 from graph.errors import GraphError
 from graph.spec import CallKind
 from graph.templates import TemplateParams, build_template, check_ppo_calls, known_templates

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cost_model.layout import DeviceMesh, Layout
 from graph.dataflow import DataflowGraph
+from graph.placement.layout import DeviceMesh, Layout
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 from tests.planner.synthetic import arch, fitted_graph
 

@@ -6,8 +6,8 @@ import math
 import random
 from functools import cache
 
-from cost_model.layout import Cluster
 from graph.dataflow import DataflowGraph
+from graph.placement.layout import Cluster
 from planner.context import PlanContext
 from planner.search import SearchResult, exact_search
 from planner.space import SpaceOptions

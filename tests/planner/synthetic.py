@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cost_model.api import CallEstimate, MoveEstimate
-from cost_model.layout import Cluster, Layout
+from cost_model.provider import CallEstimate, MoveEstimate
 from graph.dataflow import DataflowGraph
+from graph.placement.layout import Cluster, Layout
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 
 GIB = float(1 << 30)
@@ -149,7 +149,7 @@ def fitted_graph(*, models: list[ModelSpec], calls: list[Call], dataset_keys: tu
     """
     from dataclasses import replace
 
-    from graph.interfaces import get_interface
+    from graph.catalog import get_interface
 
     pads: set[str] = set()
     fitted = []

@@ -8,10 +8,10 @@ import itertools
 import pytest
 
 from cost_model.estimator import AnalyticCostModel
-from cost_model.layout import Cluster, DeviceMesh, Layout
 from cost_model.profile import load_hardware
+from graph.catalog import PPOActorArgs, PPOCriticArgs
 from graph.dataflow import DataflowGraph
-from graph.interfaces import PPOActorArgs, PPOCriticArgs
+from graph.placement.layout import Cluster, DeviceMesh, Layout
 from graph.spec import ModelArch
 from planner.context import PlanContext
 from planner.heuristics import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cost_model.layout import DeviceMesh, Layout
+from graph.placement.layout import DeviceMesh, Layout
 from planner.options import ManualLayout, PlanMode, PlanOptions
 
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from cost_model.layout import Cluster
+from graph.placement.layout import Cluster
 from planner.context import PlanContext
 from planner.plan import Plan, load_plan
 from tests.planner.graphs import fan_graph, gen_train_graph, on

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from cost_model.layout import Cluster
+from graph.placement.layout import Cluster
 from planner.context import PlanContext
 from planner.search import SearchOptions, accept_probability, anneal_search, exact_search
 from tests.planner.instances import random_instance
@@ -200,7 +200,7 @@ def _analytic_ppo_ctx(memory_gib: float) -> PlanContext:
 
 @pytest.mark.parametrize("memory_gib", [6.0, 10.0])
 def test_search_with_the_analytic_cost_model_beats_every_heuristic(memory_gib):
-    from planner.api import make_plan
+    from planner.make import make_plan
     from planner.options import PlanOptions
 
     ctx = _analytic_ppo_ctx(memory_gib)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from cost_model.layout import Cluster
+from graph.placement.layout import Cluster
 from planner.context import PlanContext
 from planner.simulator import Simulator
 from tests.planner.graphs import fan_graph, frozen_replica_graph, gen_train_graph, on, rule_graph

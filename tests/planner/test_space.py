@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cost_model.layout import Cluster
+from graph.placement.layout import Cluster
 from graph.spec import CallKind
 from planner.space import SpaceOptions, build_space, enumerate_meshes, strategies, tp_allowed
 from tests.planner.graphs import gen_train_graph, rule_graph

@@ -13,7 +13,7 @@ from realloc.schema import field_docs, reference, resolve, suggest
 
 @pytest.mark.parametrize("name", known_experiments())
 def test_every_shipped_experiment_loads(name):
-    from runtime.real_models import smollm2_available
+    from runtime.engine.real_models import smollm2_available
 
     if "smollm2" in name and not smollm2_available():
         pytest.skip("optional extra 'smollm2' absent")
@@ -35,7 +35,7 @@ def test_shipped_model_resolver_names_unknown_models():
 
 
 def test_smollm2_experiments_are_the_tiny_ones_on_the_real_model():
-    from runtime.real_models import smollm2_available
+    from runtime.engine.real_models import smollm2_available
 
     if not smollm2_available():
         pytest.skip("optional extra 'smollm2' absent")
@@ -217,8 +217,8 @@ def test_ptx_config_binds_the_ptx_key():
 
 
 def test_init_from_copies_the_sources_checkpoint(tmp_path):
-    from runtime.checkpoint import save_hf_checkpoint
-    from runtime.convert import random_hf_state
+    from runtime.engine.convert import random_hf_state
+    from runtime.engine.hf_checkpoint import save_hf_checkpoint
 
     arch = load_experiment("ppo_tiny").graph.models["actor"].arch
     save_hf_checkpoint(str(tmp_path / "sft"), random_hf_state(arch, seed=5, value_head=False), arch, value_head=False)

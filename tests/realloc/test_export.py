@@ -18,9 +18,9 @@ import yaml
 from graph.spec import ModelArch
 from realloc.cli import main
 from realloc.export import Chat, ChatSettings, chat_loop, export_model
-from runtime.checkpoint import save_hf_checkpoint
-from runtime.convert import random_hf_state
-from runtime.tokenizer import CHARS, CharTokenizer, char_hf_tokenizer
+from runtime.data.tokenizer import CHARS, CharTokenizer, char_hf_tokenizer
+from runtime.engine.convert import random_hf_state
+from runtime.engine.hf_checkpoint import save_hf_checkpoint
 
 ARCH = ModelArch(family="llama", num_layers=2, hidden_size=32, ffn_hidden_size=64, num_heads=4,
                  num_kv_heads=2, vocab_size=64, max_position_embeddings=64)

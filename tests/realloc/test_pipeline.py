@@ -170,9 +170,9 @@ def test_greedy_responses_match_transformers_generate_and_evaluate_scores_them(t
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from realloc.pipeline import EvalSpec, evaluate_actor, greedy_responses
-    from runtime.datasets import generate
-    from runtime.rules import arithmetic_exact
-    from runtime.tokenizer import CharTokenizer
+    from runtime.data.records import generate
+    from runtime.data.tokenizer import CharTokenizer
+    from runtime.rewards.rules import arithmetic_exact
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,

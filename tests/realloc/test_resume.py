@@ -178,7 +178,7 @@ def test_ema_follows_its_recurrence_on_every_rank(runs):
 @slow
 def test_ema_is_saved_beside_the_actor(runs):
     from graph.spec import ModelArch
-    from runtime import convert
+    from runtime.engine import convert
 
     final = _rank_state(runs["full"], ITERATIONS, 0)["models"]["actor"]
     arch = ModelArch.from_config_file(runs["full"] / "models" / "actor_ema" / "config.json")

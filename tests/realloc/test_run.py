@@ -60,7 +60,7 @@ def test_a_killed_worker_ends_the_run(tmp_path):
 
 def _two_agents(args: list[str], plan: Path) -> None:
     """Two torchrun agents on loopback, 2 workers each, run `realloc worker ARGS --plan PLAN`."""
-    from runtime.launch import free_port
+    from runtime.execution.launch import free_port
 
     port = free_port()
     agents = [subprocess.Popen(

@@ -60,7 +60,7 @@ def hf_scorer(arch: Any, state: dict[str, torch.Tensor]) -> Any:
 
 def write_checkpoints(root: Path) -> None:
     """HF checkpoints of the tiny models (and a Llama scorer), written by transformers."""
-    from runtime.convert import random_hf_state
+    from runtime.engine.convert import random_hf_state
 
     for i, family in enumerate(FAMILIES):
         arch = tiny_arch(family)
@@ -71,7 +71,7 @@ def write_checkpoints(root: Path) -> None:
 
 
 def _layout(dp: int, tp: int, pp: int, start: int, micro_batches: int = 1) -> Any:
-    from cost_model.layout import DeviceMesh, Layout
+    from graph.placement.layout import DeviceMesh, Layout
 
     return Layout(mesh=DeviceMesh.span(start, dp * tp * pp), dp=dp, tp=tp, pp=pp,
                   micro_batches=micro_batches)
@@ -79,8 +79,8 @@ def _layout(dp: int, tp: int, pp: int, start: int, micro_batches: int = 1) -> An
 
 def _full_logits(engine: Any, batch: Any) -> torch.Tensor | None:
     """Full-vocabulary logits [B, T, V] of a batch through the engine's pipeline."""
-    from runtime import vocab_parallel
-    from runtime.pipeline import run_micro_batches
+    from runtime.engine import vocab_parallel
+    from runtime.engine.schedule import run_micro_batches
 
     def grab(mb: Any, out: torch.Tensor) -> tuple[torch.Tensor, dict]:
         full = vocab_parallel.gather_vocab(out.detach().float(), engine.pgc.tp,
@@ -94,11 +94,11 @@ def _full_logits(engine: Any, batch: Any) -> torch.Tensor | None:
 
 
 def check_logits_and_generate(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
-    from graph.interfaces import GenerateArgs
+    from graph.catalog import GenerateArgs
     from graph.spec import ModelSpec
-    from runtime.batch import SeqBatch
-    from runtime.checkpoint import read_hf_checkpoint
-    from runtime.engine import build_engine
+    from runtime.data.batch import SeqBatch
+    from runtime.engine.hf_checkpoint import read_hf_checkpoint
+    from runtime.engine.model_engine import build_engine
     from runtime.interfaces import CallContext, run_interface
 
     g = torch.Generator().manual_seed(7)
@@ -129,9 +129,9 @@ def check_logits_and_generate(rank: int, ckpt: Path, res: dict[str, Any]) -> Non
 def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
     """logprobs, values and reward_model against transformers at tp2 and pp2 x dp... layouts."""
     from graph.spec import ModelSpec
-    from runtime.batch import SeqBatch
-    from runtime.checkpoint import read_hf_checkpoint
-    from runtime.engine import build_engine
+    from runtime.data.batch import SeqBatch
+    from runtime.engine.hf_checkpoint import read_hf_checkpoint
+    from runtime.engine.model_engine import build_engine
     from runtime.interfaces import run_interface
 
     g = torch.Generator().manual_seed(3)
@@ -165,7 +165,7 @@ def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
         res[f"infer/zero_outside/{name}"] = float(lp[~batch.valid_mask()].abs().sum()
                                                   + lp[:, 0].abs().sum())
     # a critic initialised from a causal-LM checkpoint: trunk copied, head from the seed
-    from runtime import convert
+    from runtime.engine import convert
 
     critic = build_engine(ModelSpec(role="critic", arch=arch, value_head=True,
                                     checkpoint=str(ckpt / "llama")), _layout(1, 2, 1, 0), rank, seed=4)
@@ -182,10 +182,10 @@ def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
 
 def check_generate_controls(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
     """EOS, min_new_tokens, truncation, and seeded sampling that is the same at tp1 and tp2."""
-    from graph.interfaces import GenerateArgs
+    from graph.catalog import GenerateArgs
     from graph.spec import ModelSpec
-    from runtime.batch import SeqBatch
-    from runtime.engine import build_engine
+    from runtime.data.batch import SeqBatch
+    from runtime.engine.model_engine import build_engine
     from runtime.interfaces import CallContext, run_interface
 
     spec = ModelSpec(role="actor", arch=tiny_arch("qwen2"), checkpoint=str(ckpt / "qwen2"))
@@ -220,7 +220,7 @@ def check_generate_controls(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
 
 
 def _train_batch() -> Any:
-    from runtime.batch import SeqBatch
+    from runtime.data.batch import SeqBatch
 
     g = torch.Generator().manual_seed(11)
     lens = [9, 6, 11, 7, 10, 5, 8, 12]
@@ -256,7 +256,7 @@ TRAIN_CASES = (  # (label, interface, family, value_head, args[, layouts])
 
 def _ptx_batch() -> Any:
     """Eight prompt/answer sequences of another length mix than the PPO batch."""
-    from runtime.batch import SeqBatch
+    from runtime.data.batch import SeqBatch
 
     g = torch.Generator().manual_seed(13)
     lens = [5, 9, 4, 7, 6, 10, 3, 8]
@@ -265,9 +265,9 @@ def _ptx_batch() -> Any:
 
 
 def check_training(rank: int, tmp: Path, res: dict[str, Any]) -> None:
-    from graph.interfaces import make_args
+    from graph.catalog import make_args
     from graph.spec import ModelSpec
-    from runtime.engine import build_engine
+    from runtime.engine.model_engine import build_engine
     from runtime.interfaces import CallContext, run_interface
 
     batch = _train_batch()
@@ -293,8 +293,8 @@ def _check_roundtrip(engine: Any, rank: int, tmp: Path, res: dict[str, Any]) -> 
     import transformers
 
     from graph.spec import ModelSpec
-    from runtime.convert import megatron_to_hf
-    from runtime.engine import build_engine
+    from runtime.engine.convert import megatron_to_hf
+    from runtime.engine.model_engine import build_engine
 
     path = tmp / "saved_sft"
     engine.save_hf(str(path))
@@ -313,8 +313,8 @@ def _check_roundtrip(engine: Any, rank: int, tmp: Path, res: dict[str, Any]) -> 
 def check_random_init(rank: int, res: dict[str, Any]) -> None:
     """Same seed, same global weights at tp1, tp2 and tp2 x pp2."""
     from graph.spec import ModelSpec
-    from runtime import convert
-    from runtime.engine import build_engine
+    from runtime.engine import convert
+    from runtime.engine.model_engine import build_engine
 
     spec = ModelSpec(role="critic", arch=tiny_arch("qwen2"), value_head=True)
     mg = convert.hf_to_megatron(convert.random_hf_state(spec.arch, seed=9, value_head=True),
@@ -343,7 +343,7 @@ def worker(rank: int, world: int, port: int, tmp: str) -> None:
 
     import torch.distributed as dist
 
-    from runtime import platform
+    from runtime.engine import platform
 
     warnings.filterwarnings("ignore")
     if os.environ.get("RT_DEBUG_TIMEOUT"):  # dump stacks of a hung worker
@@ -370,7 +370,7 @@ def worker(rank: int, world: int, port: int, tmp: str) -> None:
 def ppo_six_layouts() -> dict[str, Any]:
     """A manual PPO plan of six different layouts (meshes disjoint and overlapping; TP, PP and
     DP), so every replica differs from its home and each train step is followed by moves."""
-    from cost_model.layout import DeviceMesh, Layout
+    from graph.placement.layout import DeviceMesh, Layout
 
     return {
         "actor_gen": Layout(mesh=DeviceMesh.span(0, 2), dp=1, tp=2, pp=1),
@@ -384,6 +384,6 @@ def ppo_six_layouts() -> dict[str, Any]:
 
 def run_jobs(ctx: Any, jobs: list[Any]) -> list[Any]:
     """Every job's Worker in one launch (process start-up costs seconds): their histories."""
-    from runtime.executor import Worker
+    from runtime.execution.worker import Worker
 
     return [Worker(ctx, job).run() for job in jobs]

@@ -1,5 +1,5 @@
 """Tests of runtime/interfaces/generate.py's sampling pieces (the decoding loop itself is
-checked against transformers' generate in tests/runtime/test_engine.py)."""
+checked against transformers' generate in tests/runtime/engine/test_model_engine.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 
 import torch
 
-from graph.interfaces import GenerateArgs
-from runtime.batch import SeqBatch
+from graph.catalog import GenerateArgs
+from runtime.data.batch import SeqBatch
 from runtime.interfaces.generate import expand_samples, filter_logits, sample_next, sample_uniform
 
 

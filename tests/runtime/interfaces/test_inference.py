@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graph.interfaces import RuleRewardArgs
-from runtime.batch import SeqBatch
+from graph.catalog import RuleRewardArgs
+from runtime.data.batch import SeqBatch
 from runtime.interfaces import CallContext, run_interface
 from runtime.interfaces.inference import last_token_scores, shifted_values
 
@@ -28,7 +28,7 @@ def test_rule_reward_scales_partial_scores_and_reports_accuracy() -> None:
     b = SeqBatch.from_lists([[1, 2], [1, 3], [1, 4]], [1, 1, 1])  # " 5" exact, " 6" off by one, " so"
     out = run_interface("rule_reward", None, b, RuleRewardArgs(correct=2.0, wrong=-1.0),
                         CallContext(rule="arithmetic_partial", decode=_decode))
-    off_by_one = 0.1 + 0.4 / 2 + 0.1  # number, closeness, a lone number (runtime.rules)
+    off_by_one = 0.1 + 0.4 / 2 + 0.1  # number, closeness, a lone number (runtime.rewards.rules)
     assert out.seq_fields["rewards"].tolist() == pytest.approx([2.0, -1.0 + 3.0 * off_by_one, -1.0])
     assert out.seq_fields["accuracy"].tolist() == [1.0, 0.0, 0.0]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from graph.interfaces import SFTArgs, known_interfaces
+from graph.catalog import SFTArgs, known_interfaces
 from runtime.interfaces import get_impl, implemented_interfaces, register, run_interface
 
 

@@ -1,5 +1,5 @@
 """Tests of runtime/interfaces/train.py that need no Megatron model (the training itself is
-checked layout against layout in tests/runtime/test_engine.py).
+checked layout against layout in tests/runtime/engine/test_model_engine.py).
 
 `_BigramEngine` stands in for an engine: its "model" is a learnable table of next-token
 logits (logits at position t = table[token t]), and its trainer does what Megatron's
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import torch
 
-from graph.interfaces import PPOActorArgs, PPOCriticArgs
-from runtime.batch import SeqBatch
+from graph.catalog import PPOActorArgs, PPOCriticArgs
+from runtime.data.batch import SeqBatch
 from runtime.interfaces import CallContext, run_interface
 from runtime.interfaces.train import _field, loss_mask, shape_rewards
 

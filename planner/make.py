@@ -1,0 +1,112 @@
+"""The planner's entry point: `make_plan(graph, cost, options) -> PlanResult`."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cost_model.provider import CostProvider
+from graph.dataflow import DataflowGraph
+from planner.context import PlanContext
+from planner.heuristics import known_heuristics, run_heuristic
+from planner.options import PlanMode, PlanOptions
+from planner.plan import Plan, load_plan
+from planner.search import SearchStats, anneal_search
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanResult:
+    """The chosen plan, the heuristic baselines it is compared with, and search statistics."""
+
+    plan: Plan
+    baselines: Mapping[str, Plan] = field(default_factory=dict)
+    """Feasible heuristic plans by name."""
+    baseline_errors: Mapping[str, str] = field(default_factory=dict)
+    """Why a heuristic has no plan for this experiment, by name."""
+    search: SearchStats | None = None
+    """Statistics of the annealing search (mode search only)."""
+
+    def speedup_over(self, name: str) -> float | None:
+        """Baseline iteration time / plan iteration time (None when either is unknown)."""
+        base = self.baselines.get(name)
+        if base is None or not base.iteration_time_s or not self.plan.iteration_time_s:
+            return None
+        return base.iteration_time_s / self.plan.iteration_time_s
+
+
+def make_plan(graph: DataflowGraph, cost: CostProvider,
+              options: PlanOptions | None = None) -> PlanResult:
+    """Plan `graph` on `cost.cluster` as `options` say; ValueError for anything a user can fix."""
+    options = options or PlanOptions()
+    ctx = PlanContext(graph, cost, space_options=options.space_options(),
+                      num_iterations=options.num_iterations)
+    baselines: dict[str, Plan] = {}
+    errors: dict[str, str] = {}
+    if options.compare_heuristics or options.mode is PlanMode.SEARCH:
+        for name in known_heuristics():
+            try:
+                baselines[name] = run_heuristic(name, ctx)
+            except ValueError as exc:
+                errors[name] = str(exc)
+    stats = None
+    if options.mode is PlanMode.SEARCH:
+        spaces = ctx.spaces  # raises naming a call that fits nowhere
+        starts = [ctx.candidates_of(p.layouts)
+                  for p in sorted(baselines.values(), key=lambda p: p.iteration_time_s or 0.0)]
+        found = anneal_search(ctx.sim, spaces, starts[:1], options.search_options())
+        plan = ctx.plan_from(list(found.candidates), "search", found.sim)
+        stats = found.stats
+    elif options.mode is PlanMode.HEURISTIC:
+        plan = _heuristic(ctx, options.heuristic, baselines, errors)
+    elif options.mode is PlanMode.MANUAL:
+        plan = _manual(ctx, options)
+    else:
+        plan = _from_file(ctx, str(options.file))
+    if not options.compare_heuristics:
+        baselines, errors = {}, {}
+    return PlanResult(plan=plan, baselines=baselines, baseline_errors=errors, search=stats)
+
+
+def _heuristic(ctx: PlanContext, name: str, baselines: dict[str, Plan],
+               errors: dict[str, str]) -> Plan:
+    if name in baselines:
+        return baselines[name]
+    try:
+        return run_heuristic(name, ctx)  # unknown names raise listing the known ones
+    except ValueError:
+        if name in known_heuristics():
+            ctx.spaces  # noqa: B018 -- a call that fits nowhere explains more than the heuristic
+        raise
+
+
+def _manual(ctx: PlanContext, options: PlanOptions) -> Plan:
+    names = [c.name for c in ctx.graph.calls]
+    for call in options.layouts:
+        if call not in names:
+            close = difflib.get_close_matches(call, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"plan.layouts has call {call!r}{hint}, which the experiment lacks; "
+                             f"calls: {', '.join(names)}")
+    missing = [n for n in names if n not in options.layouts]
+    if missing:
+        raise ValueError(f"plan.layouts has no layout for call(s) {', '.join(missing)}; "
+                         "a manual plan needs one per call")
+    layouts = {n: options.layouts[n].to_layout(n) for n in names}
+    plan = ctx.evaluate(layouts, "manual")
+    if not plan.feasible:
+        raise ValueError(f"manual plan does not fit: {'; '.join(plan.reasons)}; move calls apart "
+                         "or raise tp/pp")
+    return plan
+
+
+def _from_file(ctx: PlanContext, path: str) -> Plan:
+    stored = load_plan(path)
+    stored.check_matches(ctx.graph, ctx.cost.cluster)
+    try:
+        plan = ctx.evaluate(stored.layouts, f"file:{path}")
+    except ValueError as exc:
+        raise ValueError(f"plan file {path!r} does not match the experiment: {exc}") from None
+    if not plan.feasible:
+        raise ValueError(f"plan file {path!r} does not fit this experiment: {'; '.join(plan.reasons)}")
+    return plan

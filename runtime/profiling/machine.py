@@ -1,0 +1,573 @@
+"""`realloc profile`: measure this machine with the real Megatron layers and write a profile.
+
+`profile_machine(devices=N, quick=..., out=FILE)` launches N workers the way `realloc run`
+does (gloo on CPU, NCCL on GPUs, the same thread settings), and every worker takes part
+in the measurements (`profile_worker`). Rank 0 collects the samples
+(`cost_model.calibration`), the launcher fits the calibration and writes the profile JSON
+that `cluster.profile` loads. What is measured, on a synthetic Llama-style model:
+
+- contention: the same forward on one worker alone and on all N at once;
+- compute: forward and forward+backward of 1 and 2 layers at a grid of (batch, seq) and TP
+  degrees, through Megatron's pipeline schedule (`runtime.engine.schedule.run_micro_batches`);
+- decode: whole KV-cached generations (`generate_local`) at a grid of batch and steps;
+- collectives: all_reduce, all_gather and p2p within groups of 2..N ranks;
+- optimizer: one Adam step (distributed optimizer) at two model sizes;
+- calls: the real interfaces (logprobs, sft, generate) minus their core work, at dp 1 and N;
+- moves: parameter reallocations between three layouts, and one batch sent between calls.
+
+Each timing is the median of `repeats` runs after warm-ups; the ranks outside the measured
+group wait at a barrier meanwhile. Work on one CPU worker alone is timed in thread CPU time
+(robust to other processes loading the machine), work across ranks in wall time.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform as pyplatform
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from cost_model import shapes
+from cost_model.calibration import (
+    CallSample,
+    CollectiveSample,
+    ComputeSample,
+    ContentionSample,
+    DecodeSample,
+    MoveSample,
+    OptimizerSample,
+    Samples,
+    fit_calibration,
+)
+from cost_model.hardware import GiB, preset
+from cost_model.profile import Profile, save_profile
+from graph.placement.layout import DeviceMesh, Layout
+from graph.placement.params import stage_params
+from graph.spec import ModelArch, ModelSpec
+from runtime.execution.launch import LaunchSpec, WorkerContext, launch
+from runtime.interfaces.registry import CallContext
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileGrid:
+    """What to measure."""
+
+    hidden_sizes: tuple[int, ...]
+    """Hidden sizes of the synthetic model (ffn = 2 x hidden, 4 heads, 2 KV heads)."""
+    shapes: tuple[tuple[int, int], ...]
+    """(batch, seq) of the forward and forward+backward samples."""
+    tp_degrees: tuple[int, ...]
+    """TP degrees (those above the device count are skipped)."""
+    decode_batches: tuple[int, ...]
+    """Sequences per generation."""
+    decode_steps: tuple[int, ...]
+    """New tokens per generation."""
+    collective_bytes: tuple[int, ...]
+    """Buffer sizes of the collective samples."""
+    repeats: int
+    """Timed runs per sample (the median is kept)."""
+    layers: tuple[int, ...] = (1, 2)
+    """Layer counts (two or more separate per-layer from per-pass costs)."""
+    vocab_size: int = 64
+    """Vocabulary of the synthetic model."""
+    prompt_len: int = 8
+    """Prompt tokens of the generations."""
+
+
+QUICK = ProfileGrid(hidden_sizes=(64,), shapes=((2, 16), (8, 32)), tp_degrees=(1, 2),
+                    decode_batches=(2, 8), decode_steps=(2, 6), collective_bytes=(4096, 1 << 20),
+                    repeats=3)
+FULL = ProfileGrid(hidden_sizes=(64, 128), shapes=((2, 16), (4, 16), (8, 32), (16, 64)), tp_degrees=(1, 2, 4),
+                   decode_batches=(2, 8, 16), decode_steps=(2, 8), repeats=5,
+                   collective_bytes=(4096, 65536, 1 << 20, 4 << 20))
+
+
+def synthetic_arch(hidden: int, layers: int, vocab: int, tp: int = 1) -> ModelArch:
+    """The Llama-style model the profile measures (GQA 4 / 2 heads; 4 KV heads at tp 4)."""
+    return ModelArch(family="llama", num_layers=layers, hidden_size=hidden, ffn_hidden_size=2 * hidden,
+                     num_heads=4, num_kv_heads=max(2, tp), vocab_size=vocab, max_position_embeddings=256)
+
+
+# --------------------------------------------------------------------------- timing helpers
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _once(fn: Callable[[], Any], group: Any, wall: bool = False) -> float:
+    """Seconds of one run of `fn`: wall time in a group; alone (group None) on CPU, this
+    thread's CPU time, which other processes' load on the machine does not inflate (a worker
+    computes on its own thread: torch runs one intra-op thread per worker here)."""
+    if group is not None:
+        dist.barrier(group=group)
+    cpu_clock = not wall and group is None and not torch.cuda.is_available() and torch.get_num_threads() == 1
+    clock = time.thread_time if cpu_clock else time.perf_counter
+    _sync()
+    start = clock()
+    fn()
+    _sync()
+    return clock() - start
+
+
+def _timed(fn: Callable[[], Any], repeats: int, group: Any, wall: bool = False) -> float:
+    """Median seconds of `fn` after two warm-ups; the group aligns before every run."""
+    fn()
+    fn()
+    return statistics.median(_once(fn, group, wall) for _ in range(repeats))
+
+
+def _timed_extra(core: Callable[[], Any], whole: Callable[[], Any], repeats: int, group: Any) -> float:
+    """Median of (whole - core) over alternating runs: what `whole` costs beyond `core`."""
+    for fn in (core, whole, core, whole):
+        fn()
+    return statistics.median(_once(whole, group) - _once(core, group) for _ in range(repeats))
+
+
+class _Progress:
+    """Rank 0 writes 'done total what' lines to a file the launcher follows."""
+
+    def __init__(self, path: str | None, total: int) -> None:
+        self.path, self.total, self.done = path, total, 0
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        if self.path:
+            Path(self.path).write_text(f"{self.done} {self.total} {what}\n")
+
+
+def _cores() -> int:
+    """CPU cores this process may run on (the node's workers share them; on GPUs: unused)."""
+    if torch.cuda.is_available():
+        return 0
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else (os.cpu_count() or 0)
+
+
+def _batch(b: int, s: int, vocab: int, prompt: int | None = None) -> Any:
+    from runtime.data.batch import SeqBatch
+
+    gen = torch.Generator().manual_seed(b * 1000 + s)
+    seqs = torch.randint(1, vocab, (b, s), generator=gen).tolist()
+    return SeqBatch.from_lists(seqs, [prompt if prompt is not None else s // 2] * b)
+
+
+def _layout(devices: tuple[int, ...], *, dp: int = 1, tp: int = 1) -> Layout:
+    return Layout(mesh=DeviceMesh(devices=devices), dp=dp, tp=tp, pp=1)
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+class _Profiler:
+    """One rank's part of the measurements."""
+
+    def __init__(self, ctx: WorkerContext, grid: ProfileGrid, progress: str | None) -> None:
+        from runtime.engine import platform
+
+        platform.apply_platform_patches()
+        self.ctx, self.grid, self.rank, self.n = ctx, grid, ctx.rank, ctx.world_size
+        self.dtype = "bf16" if platform.has_cuda() else "fp32"
+        self.dtype_bytes = 2 if platform.has_cuda() else 4
+        self.tps = [t for t in grid.tp_degrees if t <= self.n and 4 % t == 0]
+        total = (1 + len(self.tps) * len(grid.hidden_sizes) * len(grid.layers) + (self.n - 1)
+                 + len(grid.hidden_sizes) + (self.n > 1) + 1)
+        self.progress = _Progress(progress if self.rank == 0 else None, total)
+        self.samples: dict[str, list[Any]] = {k: [] for k in ("contention", "compute", "decode", "collectives",
+                                                               "optimizer", "calls", "moves")}
+
+    def _engine(self, arch: ModelArch, layout: Layout) -> Any:
+        from runtime.engine.model_engine import build_engine
+
+        return build_engine(ModelSpec(role="profile", arch=arch, trainable=True), layout, self.rank, seed=1)
+
+    def _group(self, size: int) -> Any:
+        from runtime.engine.groups import _group
+
+        return _group(tuple(range(size)))  # world-collective on first use
+
+    # ---------------------------------------------------------------- compute and decode
+
+    def _passes(self, engine: Any, b: int, s: int, forward_only: bool, wall: bool = False) -> float:
+        from runtime.engine.schedule import run_micro_batches
+
+        mb = _batch(b, s, self.grid.vocab_size)
+
+        def loss_fn(_mb: Any, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+            return out.float().mean(), {}
+
+        def run() -> None:
+            if forward_only:
+                engine.module.eval()
+                with torch.no_grad():
+                    run_micro_batches(engine, [mb], loss_fn, forward_only=True)
+            else:
+                engine.module.train()
+                run_micro_batches(engine, [mb], loss_fn, forward_only=False)
+                engine.module.zero_grad(set_to_none=True)
+
+        return _timed(run, self.grid.repeats, engine.pgc.tp if engine.layout.tp > 1 else None, wall)
+
+    def _flops(self, arch: ModelArch, tp: int, tokens: float, ctx: float) -> float:
+        layer = shapes.layer_forward_flops(arch, tokens, ctx) * arch.num_layers
+        return (layer + 2 * tokens * arch.vocab_size * arch.hidden_size) / tp
+
+    def _generate(self, engine: Any, b: int, steps: int) -> float:
+        from graph.catalog import GenerateArgs
+        from runtime.interfaces.generate import generate_local
+        from runtime.interfaces.registry import CallContext
+
+        prompts = _batch(b, self.grid.prompt_len, self.grid.vocab_size, prompt=self.grid.prompt_len)
+        args = GenerateArgs(max_new_tokens=steps)
+        return _timed(lambda: generate_local(engine, prompts, args, CallContext()), self.grid.repeats,
+                      engine.pgc.tp if engine.layout.tp > 1 else None)
+
+    def compute_and_decode(self) -> None:
+        g = self.grid
+        for tp in self.tps:
+            for hidden in g.hidden_sizes:
+                for layers in g.layers:
+                    arch = synthetic_arch(hidden, layers, g.vocab_size, tp)
+                    engine = self._engine(arch, _layout(tuple(range(tp)), tp=tp))
+                    if engine is not None:
+                        self._measure_engine(engine, arch, tp)
+                    dist.barrier()
+                    self.progress.step(f"layers: tp={tp} hidden={hidden} layers={layers}")
+
+    def _measure_engine(self, engine: Any, arch: ModelArch, tp: int) -> None:
+        g, keep = self.grid, engine.coords.tp_rank == 0 and self.rank == 0
+        for b, s in g.shapes:
+            ctx = shapes.causal_ctx(s)
+            flops = self._flops(arch, tp, b * s, ctx)
+            fwd = self._passes(engine, b, s, forward_only=True)
+            both = self._passes(engine, b, s, forward_only=False)
+            if keep:
+                common = {"dtype": self.dtype, "layers": arch.num_layers, "busy": tp, "tp": tp}
+                self.samples["compute"].append(ComputeSample(flops=flops, time_s=fwd, passes=1, **common))
+                self.samples["compute"].append(ComputeSample(flops=3 * flops, time_s=both, passes=3, **common))
+        kv = shapes.kv_cache_bytes_per_token(arch, self.dtype_bytes) / tp
+        weights = stage_params(arch, value_head=False, tp=tp, pp=1)[0] * self.dtype_bytes
+        for b in g.decode_batches:
+            for steps in g.decode_steps:
+                t = self._generate(engine, b, steps)
+                if keep:
+                    ctx_len = g.prompt_len + steps / 2
+                    prefill = self._flops(arch, tp, b * g.prompt_len, shapes.causal_ctx(g.prompt_len))
+                    self.samples["decode"].append(DecodeSample(
+                        steps=steps - 1, batch=b, layers=arch.num_layers, bytes=weights + b * ctx_len * kv,
+                        prefill_flops=prefill, time_s=t, dtype=self.dtype, busy=tp, tp=tp))
+
+    # ---------------------------------------------------------------- contention
+
+    def contention(self) -> None:
+        arch = synthetic_arch(self.grid.hidden_sizes[-1], 2, self.grid.vocab_size)
+        mine = None
+        for r in range(self.n):  # one single-rank engine per rank, built world-collectively
+            engine = self._engine(arch, _layout((r,)))
+            mine = engine if engine is not None else mine
+        b, s = self.grid.shapes[-1]
+        for _ in range(3):  # alternating, so a burst of outside load does not decide it (median of 3)
+            alone = self._passes(mine, b, s, forward_only=False, wall=True) if self.rank == 0 else 0.0
+            dist.barrier()
+            together = self._passes(mine, b, s, forward_only=False, wall=True)
+            dist.barrier()
+            if self.rank == 0 and self.n >= 2:
+                self.samples["contention"].append(ContentionSample(devices=self.n, alone_s=alone,
+                                                                   together_s=together, cores=_cores()))
+        self.progress.step("contention")
+
+    # ---------------------------------------------------------------- collectives
+
+    def collectives(self) -> None:
+        from runtime.engine import platform
+
+        device = platform.device()
+        for size in range(2, self.n + 1):
+            group = self._group(size)
+            if self.rank < size:
+                for nbytes in self.grid.collective_bytes:
+                    numel = nbytes // 4
+                    buf = torch.ones(numel, device=device)
+                    out = torch.empty(numel * size, device=device)
+                    ops = {"all_reduce": lambda buf=buf, group=group: dist.all_reduce(buf, group=group),
+                           "all_gather": lambda buf=buf, out=out, group=group: dist.all_gather_into_tensor(
+                               out, buf, group=group)}
+                    if size == 2:
+                        ops["p2p"] = lambda buf=buf: (dist.send(buf, dst=1) if self.rank == 0
+                                                      else dist.recv(buf, src=0))
+                    for op, fn in ops.items():
+                        t = _timed(fn, self.grid.repeats, group)
+                        full = nbytes * size if op == "all_gather" else nbytes
+                        if self.rank == 0:
+                            self.samples["collectives"].append(CollectiveSample(
+                                op=op, link="intra", group_size=size, bytes=full, time_s=t, busy=size))
+            dist.barrier()
+            self.progress.step(f"collectives: {size} ranks")
+
+    # ---------------------------------------------------------------- optimizer and calls
+
+    def optimizer_and_calls(self) -> None:
+        g = self.grid
+        for dp in sorted({1, self.n}):
+            for hidden in (g.hidden_sizes if dp == 1 else g.hidden_sizes[:1]):
+                arch = synthetic_arch(hidden, max(g.layers), g.vocab_size)
+                engine = self._engine(arch, _layout(tuple(range(dp)), dp=dp))
+                if engine is not None:
+                    self._measure_calls(engine, arch, dp, optimizer_only=hidden != g.hidden_sizes[0])
+                dist.barrier()
+                self.progress.step(f"optimizer and calls: dp={dp} hidden={hidden}")
+
+    def _measure_calls(self, engine: Any, arch: ModelArch, dp: int, *, optimizer_only: bool) -> None:
+        from graph.catalog import SFTArgs
+        from runtime.engine.schedule import Trainer
+
+        g, group = self.grid, engine.pgc.dp if dp > 1 else None
+        args, call_ctx = SFTArgs(lr=1e-5), CallContext(total_steps=10_000)
+        trainer = engine.trainer = Trainer(engine, args, total_steps=call_ctx.total_steps)
+        opt = _timed(lambda: trainer.optimizer.step(), g.repeats, group)
+        params = sum(p.numel() for p in engine.module.parameters()) / dp
+        if self.rank == 0:
+            self.samples["optimizer"].append(OptimizerSample(params=params, time_s=opt, busy=dp))
+        if optimizer_only:
+            return
+        for seqs in (4, 16):
+            for kind, overhead in self._call_overheads(engine, trainer, args, call_ctx, seqs * dp, group).items():
+                if self.rank == 0:
+                    self.samples["calls"].append(CallSample(kind=kind, dp=dp, overhead_s=overhead, seqs=seqs,
+                                                            busy=dp))
+
+    def _call_overheads(self, engine: Any, trainer: Any, args: Any, call_ctx: Any, b: int,
+                        group: Any) -> dict[str, float]:
+        """What each interface costs beyond its core work, on a batch of `b` sequences."""
+        from graph.catalog import GenerateArgs, LogprobsArgs
+        from runtime.engine.schedule import run_micro_batches
+        from runtime.interfaces.dp import local_part
+        from runtime.interfaces.generate import generate_local
+        from runtime.interfaces.registry import run_interface
+
+        g = self.grid
+        batch = _batch(b, 14, g.vocab_size)
+        part = local_part(engine, batch)
+
+        def loss_fn(_mb: Any, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+            return out.float().mean() * 0.0, {}
+
+        def fwd_bwd() -> None:
+            engine.module.train()
+            run_micro_batches(engine, [part], loss_fn, forward_only=False)
+            trainer.optimizer.step()
+
+        def forward() -> None:
+            engine.module.eval()
+            with torch.no_grad():
+                run_micro_batches(engine, [part], loss_fn, forward_only=True)
+
+        prompts = _batch(b, g.prompt_len, g.vocab_size, prompt=g.prompt_len)
+        gen_args = GenerateArgs(max_new_tokens=4)
+        local_prompts = local_part(engine, prompts)
+        pairs = {
+            "train_step": (fwd_bwd, lambda: trainer.train_step([part], loss_fn, args)),
+            "train": (lambda: trainer.train_step([part], loss_fn, args),
+                      lambda: run_interface("sft", engine, batch, args, call_ctx)),
+            "inference": (forward, lambda: run_interface("logprobs", engine, batch, LogprobsArgs(), call_ctx)),
+            "generate": (lambda: generate_local(engine, local_prompts, gen_args, call_ctx),
+                         lambda: run_interface("generate", engine, prompts, gen_args, call_ctx)),
+        }
+        return {kind: _timed_extra(core, whole, g.repeats, group) for kind, (core, whole) in pairs.items()}
+
+    # ---------------------------------------------------------------- reallocations and data
+
+    def moves(self) -> None:
+        """Reallocations between layouts of a 2-layer model, and one data transfer."""
+        from graph.placement.transfer import plan_transfer
+        from runtime.execution.reallocation import StagingPool, execute_transfer
+
+        arch = synthetic_arch(self.grid.hidden_sizes[0], 2, self.grid.vocab_size)
+        n = self.n
+        layouts = [_layout((0,))]
+        if n > 1:
+            layouts.append(_layout(tuple(range(1, n)), dp=n - 1))
+        if n % 2 == 0:
+            layouts.append(_layout(tuple(range(n)), dp=n // 2, tp=2))
+            layouts.append(_layout(tuple(range(n)), dp=n))  # from it to tp2 every copy is local
+        engines = [self._engine(arch, lay) for lay in layouts]
+        staging = StagingPool()
+
+        def shards(engine: Any) -> dict[str, torch.Tensor] | None:
+            return None if engine is None else {k: v.tensor for k, v in engine.named_local_shards().items()}
+
+        for a, b in zip(range(len(layouts)), [*range(1, len(layouts)), 0]):
+            if a == b:
+                continue
+            plan = plan_transfer(arch, layouts[a], layouts[b], model="profile", dtype_bytes=self.dtype_bytes)
+            t = _timed(lambda a=a, b=b, plan=plan: execute_transfer(
+                plan, arch, self.rank, src_shards=shards(engines[a]), dst_shards=shards(engines[b]),
+                staging=staging), self.grid.repeats, dist.group.WORLD)
+            if self.rank == 0:
+                sent: dict[int, float] = {}
+                peers: dict[int, set[int]] = {}
+                for src, dst, nbytes in plan.flows():
+                    if src != dst:
+                        sent[src] = sent.get(src, 0.0) + nbytes
+                        sent[dst] = sent.get(dst, 0.0) + nbytes
+                        peers.setdefault(src, set()).add(dst)
+                        peers.setdefault(dst, set()).add(src)
+                self.samples["moves"].append(MoveSample(
+                    kind="realloc", busiest_bytes=max(sent.values(), default=0.0),
+                    peers=max((len(p) for p in peers.values()), default=0), time_s=t, busy=n))
+        if n > 1:
+            self._data_move()
+        dist.barrier()
+        self.progress.step("reallocations and data")
+
+    def _data_move(self) -> None:
+        """One SeqBatch (16 sequences with a token field) from rank 0 to rank 1, as the executor sends it."""
+        import pickle
+
+        batch = _batch(16, 16, self.grid.vocab_size)
+        batch = batch.with_fields(token_fields={"logprobs": torch.zeros(batch.input_ids.shape)})
+        group = self._group(2)
+
+        def send() -> None:
+            if self.rank == 0:
+                dist.send_object_list([batch], dst=1)
+            elif self.rank == 1:
+                dist.recv_object_list([None], src=0)
+
+        if self.rank < 2:
+            t = _timed(send, self.grid.repeats, group)
+            if self.rank == 0:
+                self.samples["moves"].append(MoveSample(kind="data", busiest_bytes=len(pickle.dumps(batch)),
+                                                        peers=1, time_s=t, busy=2))
+
+    def run(self) -> dict[str, Any] | None:
+        self.contention()
+        self.compute_and_decode()
+        self.collectives()
+        self.optimizer_and_calls()
+        self.moves()
+        if self.rank != 0:
+            return None
+        return {k: [s.__dict__ for s in v] for k, v in self.samples.items()}
+
+
+def profile_worker(ctx: WorkerContext, grid: ProfileGrid, progress: str | None) -> dict[str, Any] | None:
+    """Entry point of every rank (see runtime.execution.launch); rank 0 returns the samples."""
+    return _Profiler(ctx, grid, progress).run()
+
+
+# --------------------------------------------------------------------------- the launcher
+
+
+def machine_description(devices: int) -> dict[str, Any]:
+    """What the profile was measured on."""
+    desc: dict[str, Any] = {"host": pyplatform.node(), "cpus": os.cpu_count(), "workers": devices,
+                            "processor": pyplatform.processor() or pyplatform.machine(),
+                            "python": pyplatform.python_version(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        desc["gpu"] = torch.cuda.get_device_name(0)
+        desc["gpu_memory_bytes"] = torch.cuda.get_device_properties(0).total_memory
+    with_load = getattr(os, "getloadavg", None)
+    if with_load is not None:
+        desc["load_average"] = [round(x, 2) for x in with_load()]
+    return desc
+
+
+def _base_hardware(devices: int) -> tuple[str, dict[str, Any]]:
+    """The preset the profile overrides, and the hardware fields it sets."""
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0).lower()
+        base = "h200" if "h200" in name else "h100-80g" if "h100" in name else "a100-80g"
+        total = torch.cuda.get_device_properties(0).total_memory
+        return base, {"kind": "gpu", "devices_per_node": devices, "memory_bytes": float(total)}
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 8 * GiB
+    return "cpu-gloo", {"kind": "cpu-gloo", "devices_per_node": devices, "memory_bytes": float(memory / devices),
+                        "reserved_bytes": float(min(GiB, memory / devices / 4))}
+
+
+def _follow(path: Path, stop: threading.Event, devices: int) -> None:
+    """Show rank 0's progress with a rich progress bar until `stop` is set."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]profiling[/] {task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task(f"starting {devices} workers", total=None)
+        while not stop.wait(0.3):
+            try:
+                done, total, what = path.read_text().split(" ", 2)
+            except (OSError, ValueError):
+                continue
+            bar.update(task, completed=int(done), total=int(total), description=what.strip())
+
+
+def profile_machine(*, devices: int, quick: bool = False, out: str | Path | None = None,
+                    show_progress: bool = True, name: str | None = None) -> Profile:
+    """Measure this machine with `devices` workers; write the profile to `out` when given."""
+    if devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {devices}")
+    grid = QUICK if quick else FULL
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    spec = LaunchSpec(nproc_per_node=devices, backend=backend)
+    progress = Path(tempfile.mkdtemp(prefix="realloc-profile-")) / "progress"
+    stop = threading.Event()
+    follower = None
+    if show_progress:
+        follower = threading.Thread(target=_follow, args=(progress, stop, devices), daemon=True)
+        follower.start()
+    started = datetime.datetime.now(datetime.UTC)
+    try:
+        results = launch(profile_worker, (grid, str(progress)), spec)
+    finally:
+        stop.set()
+        if follower is not None:
+            follower.join()
+    samples = Samples.from_dict(results[0])
+    base, hardware = _base_hardware(devices)
+    stem = Path(out).stem if out else None
+    hardware["name"] = name or stem or f"profile-{devices}proc"
+    base_spec = preset(base).to_dict()
+    base_spec.update(hardware)
+    from cost_model.hardware import HardwareSpec
+
+    measured = {"date": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "grid": "quick" if quick else "full",
+                "wall_s": round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1),
+                "machine": machine_description(devices)}
+    profile = Profile(hardware=HardwareSpec.from_dict(base_spec), samples=samples,
+                      calibration=fit_calibration(samples), base=base, measured=measured)
+    if out is not None:
+        save_profile(profile, out)
+    return profile
+
+
+def summary(profile: Profile) -> str:
+    """A few lines on what the profile found."""
+    cal = profile.calibration
+    if cal is None:
+        return "no samples"
+    rows = {"host cores (effective)": cal.host_cores, "FLOP/s": dict(cal.flops),
+            "layer overhead s": cal.layer_overhead_s, "micro-batch overhead s": cal.micro_batch_overhead_s,
+            "decode step overhead s": cal.decode_step_overhead_s,
+            "decode per-sequence s": cal.decode_sample_overhead_s,
+            "train step overhead s": cal.train_step_overhead_s,
+            "optimizer s/param": cal.optimizer_param_time_s,
+            "link latency s": dict(cal.link_latency), "link bandwidth B/s": dict(cal.link_bandwidth),
+            "call overhead s": dict(cal.call_overhead_s), "call overhead per extra dp rank s":
+            dict(cal.call_dp_overhead_s), "call overhead per sequence s": dict(cal.call_seq_overhead_s),
+            "call overhead per extra dp rank per sequence s": dict(cal.call_dp_seq_overhead_s),
+            "reallocation overhead s": cal.realloc_overhead_s,
+            "reallocation overhead per peer s": cal.realloc_peer_overhead_s,
+            "data transfer overhead s": cal.data_overhead_s}
+    return "\n".join(f"  {k}: {json.dumps(v) if isinstance(v, dict) else (f'{v:.4g}' if v is not None else '-')}"
+                     for k, v in rows.items())

@@ -1,0 +1,72 @@
+"""Compiling a plan into an iteration's steps: worked by hand on PPO with a manual plan."""
+
+from graph.placement.layout import DeviceMesh, Layout
+from realloc.experiment import load_experiment
+from runtime.execution.program import compile_iteration, rank_program, replica_last_uses
+
+
+def lay(start, size, dp=1, tp=1, pp=1):
+    return Layout(mesh=DeviceMesh.span(start, size), dp=dp, tp=tp, pp=pp)
+
+
+GRAPH = load_experiment("ppo_tiny").graph
+# the actor generates on {0,1} but trains on {0..3}; the critic scores on {2,3} and trains on {2,3};
+# the rule reward runs on {3}; the ref on {0,1}
+LAYOUTS = {"actor_gen": lay(0, 2, dp=2), "reward_inf": lay(3, 1), "ref_inf": lay(0, 2, tp=2),
+           "critic_inf": lay(2, 2, dp=2), "actor_train": lay(0, 4, dp=4), "critic_train": lay(2, 2, dp=2)}
+
+
+def test_steady_iteration_by_hand():
+    steps = [str(s) for s in compile_iteration(GRAPH, LAYOUTS, world_size=4, first=False)]
+    assert steps == [
+        "realloc actor for actor_gen on [0, 1, 2, 3]",      # stale after last iteration's train
+        "run actor_gen on [0, 1]",
+        "free actor for actor_gen on [0, 1]",                # the replica's last use
+        "send seq 0->3 for reward_inf",
+        "run reward_inf on [3]",
+        "run ref_inf on [0, 1]",
+        "send seq 0->2 for critic_inf",                      # 3 already has seq
+        "run critic_inf on [2, 3]",
+        # actor_train reads (seq, old_logp, ref_logp, rewards, values); seq is already everywhere
+        "send old_logp 0->2 for actor_train", "send old_logp 1->3 for actor_train",
+        "send ref_logp 0->2 for actor_train", "send ref_logp 1->3 for actor_train",
+        "send rewards 3->0 for actor_train", "send rewards 3->1 for actor_train", "send rewards 3->2 for actor_train",
+        "send values 2->0 for actor_train", "send values 3->1 for actor_train",
+        "run actor_train on [0, 1, 2, 3]",
+        "run critic_train on [2, 3]",                        # {2, 3} hold every input by now
+    ]
+
+
+def test_first_iteration_needs_no_reallocation():
+    steps = compile_iteration(GRAPH, LAYOUTS, world_size=4, first=True)
+    assert [s.kind for s in steps].count("realloc") == 0
+    assert [s.kind for s in steps].count("run") == len(GRAPH.calls)
+    without_free = compile_iteration(GRAPH, LAYOUTS, world_size=4, first=True, free_replicas=False)
+    assert "free" not in {s.kind for s in without_free}
+
+
+def test_every_send_comes_from_a_holder_and_ranks_share_one_order():
+    steps = compile_iteration(GRAPH, LAYOUTS, world_size=4, first=False)
+    holders = {k: set(range(4)) for k in GRAPH.dataset_keys}
+    for s in steps:
+        if s.kind == "send":
+            assert s.src in holders[s.key] and s.dst not in holders[s.key]
+            holders[s.key].add(s.dst)
+        elif s.kind == "run":
+            call = GRAPH.call(s.call)
+            assert all(set(s.ranks) <= holders[k] for k in call.inputs)
+            for k in call.outputs:
+                holders[k] = set(s.ranks)
+    for a in range(4):
+        for b in range(a + 1, 4):
+            shared_a = [s for s in rank_program(steps, a) if b in s.ranks]
+            shared_b = [s for s in rank_program(steps, b) if a in s.ranks]
+            assert shared_a == shared_b
+
+
+def test_replica_last_uses():
+    one = lay(0, 1)
+    layouts = {c.name: one for c in GRAPH.calls}
+    assert replica_last_uses(GRAPH, layouts) == set()  # everything at home: nothing to free
+    # the actor generates elsewhere than it trains; the ref (frozen) is never freed
+    assert replica_last_uses(GRAPH, {**layouts, "actor_gen": lay(0, 2, dp=2), "ref_inf": lay(0, 2, dp=2)}) == {"actor_gen"}

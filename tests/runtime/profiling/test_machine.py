@@ -1,0 +1,48 @@
+"""`realloc profile --quick` end to end on 2 gloo workers (one launch), and the grids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cost_model.profile import load_profile
+from runtime.profiling.machine import FULL, QUICK, synthetic_arch
+
+
+def test_grids_and_synthetic_model() -> None:
+    assert QUICK.repeats < FULL.repeats and set(QUICK.tp_degrees) <= set(FULL.tp_degrees)
+    assert len(QUICK.layers) >= 2  # two depths separate per-layer from per-pass costs
+    arch = synthetic_arch(64, 2, 64)
+    assert (arch.num_layers, arch.ffn_hidden_size, arch.num_heads % 4) == (2, 128, 0)
+
+
+@pytest.mark.slow
+def test_realloc_profile_quick_writes_a_loadable_profile(tmp_path: Path) -> None:
+    from realloc.cli import main
+
+    out = tmp_path / "quick.json"
+    assert main(["profile", "--quick", "--devices", "2", "--out", str(out)]) == 0
+    raw = json.loads(out.read_text())
+    assert raw["measured"]["machine"]["workers"] == 2 and raw["measured"]["date"].endswith("Z")
+    profile = load_profile(out)
+    samples = profile.samples
+    # compute: 2 shapes x (forward, forward+backward) x 2 depths x TP 1 and 2
+    assert len(samples.compute) == 2 * 2 * 2 * 2
+    assert {s.layers for s in samples.compute} == {1, 2} and {s.busy for s in samples.compute} == {1, 2}
+    assert len(samples.decode) == 2 * 2 * 2 * 2 and {s.steps for s in samples.decode} == {1, 5}
+    ops = {(s.op, s.group_size) for s in samples.collectives}
+    assert ops == {("all_reduce", 2), ("all_gather", 2), ("p2p", 2)}
+    assert {(s.kind, s.dp) for s in samples.calls} == {(k, d) for k in ("train_step", "train", "inference",
+                                                                       "generate") for d in (1, 2)}
+    assert {s.seqs for s in samples.calls} == {4, 16}  # two batch sizes separate per-sequence costs
+    assert len(samples.optimizer) == 2 and len(samples.contention) == 3
+    # reallocations around four layouts of 2 ranks (one of them local copies only) and one data transfer
+    assert [m.kind for m in samples.moves] == ["realloc"] * 4 + ["data"]
+    assert min(m.peers for m in samples.moves if m.kind == "realloc") == 0
+    spec = profile.spec
+    assert spec.kind == "cpu-gloo" and spec.devices_per_node == 2
+    # the fitted numbers are what the estimator runs on, and every fitted rate is positive
+    assert spec.flops("fp32") > 0 and spec.layer_overhead_s >= 0 and spec.intra_node_latency >= 0
+    assert set(spec.call_overhead_s) >= {"inference", "generate"}

@@ -1,0 +1,98 @@
+"""Run directory: atomic writes, metrics lines, curves, the console line and follower."""
+
+import time
+
+import pytest
+
+from realloc.console import MetricsFollower, format_line
+from runtime.rundir.directory import RunDir, atomic_write
+from runtime.rundir.metrics import MetricsWriter, plot_curves, read_metrics
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    p = atomic_write(tmp_path / "a" / "f.txt", "one")
+    atomic_write(p, b"two")
+    assert p.read_text() == "two"
+    assert [x.name for x in p.parent.iterdir()] == ["f.txt"]  # no temporary left behind
+
+
+def test_metrics_round_trip_and_truncate(tmp_path):
+    w = MetricsWriter(tmp_path / "metrics.jsonl")
+    for i in range(1, 5):
+        w.write({"iteration": i, "reward": i / 10, "kl": float("nan")})
+    with (tmp_path / "metrics.jsonl").open("a") as fh:
+        fh.write('{"iteration": 5, "rew')  # a torn line from a killed run
+    recs = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["iteration"] for r in recs] == [1, 2, 3, 4]
+    assert recs[0]["kl"] is None
+    w.truncate_after(2)
+    assert [r["iteration"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+def test_run_dir_refuses_to_clobber(tmp_path):
+    run = RunDir(tmp_path / "run").create(resume=False)
+    MetricsWriter(run.metrics).write({"iteration": 1})
+    with pytest.raises(ValueError, match="already holds a run; pass resume=true"):
+        RunDir(tmp_path / "run").create(resume=False)
+    assert RunDir(tmp_path / "run").create(resume=True).logs.is_dir()
+
+
+def test_plot_curves(tmp_path):
+    recs = [{"iteration": i, "reward": i * 0.1, "kl": 0.01 * i} for i in range(1, 6)]
+    out = plot_curves(recs, tmp_path / "curves.png", title="t")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert plot_curves([{"iteration": 1}], tmp_path / "none.png") is None
+
+
+def test_moving_average_hand_worked():
+    from runtime.rundir.metrics import moving_average
+
+    assert moving_average([1.0, 2.0, 3.0, 4.0, 5.0], 2) == [1.0, 1.5, 2.5, 3.5, 4.5]
+    assert moving_average([3.0, 0.0, 3.0], 5) == [3.0, 1.5, 2.0]
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        moving_average([1.0], 0)
+
+
+def test_plot_curves_long_run_with_accuracy(tmp_path):
+    recs = [{"iteration": i, "reward": (i % 7) * 0.1, "accuracy": i / 300} for i in range(1, 301)]
+    out = plot_curves(recs, tmp_path / "curves.png", title="t")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_format_line():
+    line = format_line({"iteration": 3, "reward": 0.25, "kl": 0.0123, "actor_loss": -0.5,
+                        "call_time_s": {"actor_gen": 0.12, "actor_train": 0.3},
+                        "realloc_time_s": 0.02, "realloc_bytes": 3 * 2**20, "iter_time_s": 0.9})
+    assert line == ("it    3 | reward +0.250 | kl 0.0123 | actor -0.5000 | calls actor_gen=120ms "
+                    "actor_train=300ms | realloc 20ms/3.0MiB | iter 0.90s")
+
+
+def test_follower_prints_new_records(tmp_path, capsys):
+    w = MetricsWriter(tmp_path / "m.jsonl")
+    with MetricsFollower(tmp_path / "m.jsonl", total=2, interval_s=0.02) as follower:
+        w.write({"iteration": 1, "reward": 0.5})
+        time.sleep(0.1)
+        w.write({"iteration": 2, "reward": 0.75})
+    out = capsys.readouterr().out
+    assert "reward +0.500" in out and "reward +0.750" in out
+    assert len(follower.seen) == 2
+
+
+def test_tensorboard_scalars_read_back(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from runtime.rundir.metrics import TensorBoardWriter
+
+    records = [{"iteration": 1, "reward": 0.25, "call_time_s": {"actor_gen": 1.5}, "flag": True,
+                "note": "x", "kl": float("nan")},
+               {"iteration": 2, "reward": 0.75, "call_time_s": {"actor_gen": 1.25}, "kl": 0.1}]
+    writer = TensorBoardWriter(tmp_path / "tensorboard")
+    for r in records:
+        writer.write(r)
+    writer.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["call_time_s/actor_gen", "kl", "reward"]
+    assert [(e.step, e.value) for e in events.Scalars("reward")] == [(1, 0.25), (2, 0.75)]
+    assert [(e.step, e.value) for e in events.Scalars("call_time_s/actor_gen")] == [(1, 1.5), (2, 1.25)]
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars("kl")] == [(2, 0.1)]  # NaN skipped
