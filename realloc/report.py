@@ -82,10 +82,26 @@ def graph_json(graph: DataflowGraph) -> dict[str, Any]:
     }
 
 
+def config_json(value: Any) -> Any:
+    """The resolved config as plain JSON data.
+
+    Walks dataclasses, mappings and sequences itself instead of going back through
+    OmegaConf: a field typed as a dataclass may hold a plain dict (an inline `arch` given
+    by interpolation, `${defs.llama2_70b}`), which OmegaConf.structured refuses.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: config_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): config_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [config_json(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
 def plan_json(experiment: Experiment, result: Any) -> dict[str, Any]:
     """The stable JSON report of `realloc plan --json`."""
-    from omegaconf import OmegaConf
-
     from planner.display import plan_report_json
 
     return {
@@ -95,7 +111,7 @@ def plan_json(experiment: Experiment, result: Any) -> dict[str, Any]:
             "path": str(experiment.path),
             "overrides": list(experiment.overrides),
         },
-        "config": OmegaConf.to_container(OmegaConf.structured(experiment.config), resolve=True),
+        "config": config_json(experiment.config),
         "graph": graph_json(experiment.graph),
         "plan": plan_report_json(result),
     }
