@@ -39,10 +39,10 @@ from cost_model.collectives import collective_time
 from cost_model.datamove import data_flows, num_sequences
 from cost_model.hardware import DTYPE_BYTES, GiB, HardwareSpec
 from cost_model.provider import CallEstimate, MoveEstimate
-from cost_model.transfer_cost import price_flows
+from cost_model.transfer_cost import price_flows, price_loads
 from graph.placement.layout import Cluster, Layout
 from graph.placement.params import check_tp, padded_vocab, stage_params
-from graph.placement.transfer import transfer_flows
+from graph.placement.transfer import transfer_loads
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 
 ADAM_STATE_BYTES = 12  # fp32 master weights + Adam m + v (ZeRO paper, section 5.1: 12 of the 16 bytes)
@@ -149,9 +149,9 @@ class AnalyticCostModel:
     def realloc_estimate(self, model: ModelSpec, src: Layout, dst: Layout) -> MoveEstimate:
         """Cost of moving `model`'s parameters from `src` to `dst`, priced by link.
 
-        Prices `transfer_flows`, the fast form of the TransferPlan `plan_transfer` derives
-        (same bytes per destination and per link kind), with the vocabulary padded as
-        Megatron pads it for the larger of the two TP degrees.
+        Prices `transfer_loads` (the loads of `transfer_flows`, the fast form of the
+        TransferPlan `plan_transfer` derives: same bytes per destination and per link kind),
+        with the vocabulary padded as Megatron pads it for the larger of the two TP degrees.
         """
         if model.arch is None or src == dst:
             return MoveEstimate(time_s=0.0, bytes_total=0.0)
@@ -159,18 +159,13 @@ class AnalyticCostModel:
         if key not in self._realloc_cache:
             vocab = padded_vocab(model.arch.vocab_size, math.lcm(src.tp, dst.tp), self.options.vocab_multiple)
             # a LoRA model's replicas keep the frozen base: only adapters (+ value head) move
-            flows = transfer_flows(model.arch, src, dst, value_head=model.value_head, cluster=self.cluster,
+            loads = transfer_loads(model.arch, src, dst, value_head=model.value_head, cluster=self.cluster,
                                    dtype_bytes=self.options.dtype_bytes, vocab_size=vocab,
                                    lora=model.lora, trainable_only=model.lora is not None)
-            est = price_flows(flows, self.hardware, self.cluster)
+            est = price_loads(loads, self.hardware)
             hw = self.hardware
             if hw.realloc_overhead_s > 0 or hw.realloc_peer_overhead_s > 0:  # paid even when all copies are local
-                peers: dict[int, set[int]] = {}
-                for s, d, nbytes in flows:
-                    if s != d and nbytes > 0:
-                        peers.setdefault(s, set()).add(d)
-                        peers.setdefault(d, set()).add(s)
-                most = max((len(p) for p in peers.values()), default=0)
+                most = max((a + b for a, b in loads.peers.values()), default=0)
                 extra = hw.realloc_overhead_s + most * hw.realloc_peer_overhead_s
                 est = dataclasses.replace(est, time_s=est.time_s + extra)
             self._realloc_cache[key] = est

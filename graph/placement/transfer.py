@@ -24,7 +24,7 @@ A LoRA model (`lora=`) whose replicas already hold the frozen base refreshes wit
 from __future__ import annotations
 
 import bisect
-import dataclasses
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
@@ -252,6 +252,172 @@ def plan_transfer(arch: ModelArch, src: Layout, dst: Layout, *, model: str = "mo
                         local_copies=tuple(local))
 
 
+@dataclass(frozen=True)
+class _Item:
+    """Bytes of one kind of data that move together: cut under TP (`cut`) or replicated."""
+
+    nbytes: float
+    cut: bool
+    src_stages: tuple[int, ...]
+    """Source pipeline stages holding the data (two for tied embeddings)."""
+    dst_stage: int
+
+
+@functools.lru_cache(maxsize=1024)
+def _byte_classes(arch: ModelArch, value_head: bool, vocab_size: int | None, lora: LoraSpec | None,
+                  trainable_only: bool, dtype_bytes: int) -> dict[str, float]:
+    """Bytes per class: per layer (cut / replicated), first stage, last stage, and the tied
+    output-layer copy of the word embeddings (`tied`, only where the manifest has one)."""
+    which = {"value_head": value_head, "vocab_size": vocab_size, "lora": lora, "trainable_only": trainable_only}
+    out = dict.fromkeys(("layer_cut", "layer_rep", "first_cut", "first_rep", "last_cut", "last_rep",
+                         "tied"), 0.0)
+    for p in param_manifest(arch, pp=1, **which):
+        cls = "cut" if p.tp_dim is not None else "rep"
+        out[f"{p.place}_{cls}"] += p.numel * dtype_bytes
+    out["layer_cut"] /= arch.num_layers
+    out["layer_rep"] /= arch.num_layers
+    if arch.num_layers > 1:  # the copy exists only with pp > 1
+        tied = [p for p in param_manifest(arch, pp=2, **which) if p.tied_to is not None]
+        out["tied"] = sum(p.numel for p in tied) * dtype_bytes
+    return out
+
+
+def _items(arch: ModelArch, src: Layout, dst: Layout, classes: dict[str, float],
+           tied_word: bool) -> list[_Item]:
+    """What moves, by (source stages, destination stage); layers grouped by stage pair."""
+    items = []
+    reps = math.lcm(src.pp, dst.pp)
+    per_rep = arch.num_layers // reps
+    pairs: dict[tuple[int, int], int] = defaultdict(int)
+    for k in range(reps):
+        pairs[(k // (reps // src.pp), k // (reps // dst.pp))] += per_rep
+    for (ss, ds), count in pairs.items():
+        items.append(_Item(classes["layer_cut"] * count, True, (ss,), ds))
+        items.append(_Item(classes["layer_rep"] * count, False, (ss,), ds))
+    last_s, last_d = src.pp - 1, dst.pp - 1
+    word_src = (0, last_s) if tied_word and src.pp > 1 else (0,)
+    items.append(_Item(classes["first_cut"], True, word_src, 0))  # word embeddings (+ their tied copy)
+    items.append(_Item(classes["first_rep"], False, (0,), 0))
+    items.append(_Item(classes["last_cut"], True, (last_s,), last_d))
+    items.append(_Item(classes["last_rep"], False, (last_s,), last_d))
+    if tied_word and dst.pp > 1:  # the destination's last stage keeps its own copy
+        items.append(_Item(classes["tied"], True, word_src, last_d))
+    return [it for it in items if it.nbytes > 0]
+
+
+class _Pieces:
+    """What each destination device receives, piece by piece, from which group of holders.
+
+    A piece is (destination device, group key, bytes, holders): the bytes of one item at one
+    source TP rank (`st`, None for replicated data) that the device lacks, spread evenly
+    over `holders`, the source devices holding them on the device's node, or all of them
+    when none is there. The key (source stages, st, node or None) names the holder group.
+    """
+
+    def __init__(self, arch: ModelArch, src: Layout, dst: Layout, *, value_head: bool,
+                 cluster: Cluster | None, dtype_bytes: int, vocab_size: int | None,
+                 lora: LoraSpec | None, trainable_only: bool) -> None:
+        if arch.num_layers % math.lcm(src.pp, dst.pp):
+            raise ValueError(f"num_layers={arch.num_layers} is not divisible by pp={src.pp} and pp={dst.pp}")
+        self.node_of = cluster.node_of if cluster is not None else (lambda _d: 0)
+        self.src, self.dst = src, dst
+        classes = _byte_classes(arch, value_head, vocab_size, lora, trainable_only, dtype_bytes)
+        self.items = _items(arch, src, dst, classes, classes["tied"] > 0)
+        self.src_at: dict[int, tuple[int, int]] = {}  # device -> (tp rank, stage) in the source
+        for ss in range(src.pp):
+            for sd in range(src.dp):
+                for st in range(src.tp):
+                    self.src_at[src.device(dp_rank=sd, tp_rank=st, pp_rank=ss)] = (st, ss)
+        self.lcm_tp = math.lcm(src.tp, dst.tp)
+        self._groups: dict[tuple[tuple[int, ...], int | None], tuple[dict[int, list[int]], list[int]]] = {}
+
+    def _owners(self, stages: tuple[int, ...], st: int | None) -> tuple[dict[int, list[int]], list[int]]:
+        """Devices holding the data of `stages` at TP rank `st` (None: any rank): by node, and all."""
+        key = (stages, st)
+        hit = self._groups.get(key)
+        if hit is None:
+            src = self.src
+            devs = sorted({src.device(dp_rank=sd, tp_rank=t, pp_rank=ss) for ss in stages
+                           for sd in range(src.dp) for t in (range(src.tp) if st is None else (st,))})
+            nodes: dict[int, list[int]] = defaultdict(list)
+            for d in devs:
+                nodes[self.node_of(d)].append(d)
+            hit = self._groups[key] = (dict(nodes), devs)
+        return hit
+
+    def __iter__(self) -> Iterator[tuple[int, tuple, float, list[int]]]:
+        dst, node_of, src_at = self.dst, self.node_of, self.src_at
+        span_s, span_d = self.lcm_tp // self.src.tp, self.lcm_tp // dst.tp
+        # per destination TP rank: the source TP ranks its shard overlaps, with the overlap
+        ranks = [[(st, (min((dt + 1) * span_d, (st + 1) * span_s) - max(dt * span_d, st * span_s)) / self.lcm_tp)
+                  for st in range(dt * span_d // span_s, -(-(dt + 1) * span_d // span_s))]
+                 for dt in range(dst.tp)]
+        devices = dst.mesh.devices
+        per_stage = dst.dp * dst.tp
+        for it in self.items:
+            base = it.dst_stage * per_stage
+            for k in range(per_stage):
+                dev, dt = devices[base + k], k % dst.tp
+                home = node_of(dev)
+                held = src_at.get(dev)
+                if held is not None and held[1] not in it.src_stages:
+                    held = None
+                if not it.cut:
+                    if held is None:
+                        near, every = self._owners(it.src_stages, None)
+                        loc = home if home in near else None
+                        yield dev, (it.src_stages, None, loc), it.nbytes, near[home] if loc is not None else every
+                    continue
+                for st, frac in ranks[dt]:
+                    if held is not None and held[0] == st:
+                        continue  # the device already holds this TP rank's shard
+                    near, every = self._owners(it.src_stages, st)
+                    loc = home if home in near else None
+                    yield (dev, (it.src_stages, st, loc), it.nbytes * frac,
+                           near[home] if loc is not None else every)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferLoads:
+    """What pricing needs of a transfer: per device, bytes by link kind and peers."""
+
+    sent: Mapping[tuple[int, bool], float]
+    """(device, crosses nodes) -> bytes the device sends over that kind of link."""
+    recv: Mapping[tuple[int, bool], float]
+    """(device, crosses nodes) -> bytes the device receives over that kind of link."""
+    peers: Mapping[int, tuple[int, int]]
+    """device -> (peers on its node, peers on other nodes) it exchanges messages with."""
+    bytes_total: float
+    """Bytes sent over any link."""
+    bytes_inter_node: float
+    """Bytes crossing node boundaries."""
+
+
+def loads_of_flows(flows: Iterable[tuple[int, int, float]], cluster: Cluster | None = None) -> TransferLoads:
+    """The loads of explicit (src, dst, bytes) flows (local ones, src == dst, left out)."""
+    node_of = cluster.node_of if cluster is not None else (lambda _d: 0)
+    sent: dict[tuple[int, bool], float] = defaultdict(float)
+    recv: dict[tuple[int, bool], float] = defaultdict(float)
+    peers: dict[int, set[int]] = defaultdict(set)
+    total = inter = 0.0
+    for s, d, nbytes in flows:
+        if s == d or nbytes <= 0:
+            continue
+        far = node_of(s) != node_of(d)
+        sent[(s, far)] += nbytes
+        recv[(d, far)] += nbytes
+        peers[s].add(d)
+        peers[d].add(s)
+        total += nbytes
+        inter += nbytes if far else 0.0
+    counts = {}
+    for dev, others in peers.items():
+        far_peers = sum(node_of(o) != node_of(dev) for o in others)
+        counts[dev] = (len(others) - far_peers, far_peers)
+    return TransferLoads(sent=dict(sent), recv=dict(recv), peers=counts, bytes_total=total,
+                         bytes_inter_node=inter)
+
+
 def transfer_flows(arch: ModelArch, src: Layout, dst: Layout, *, value_head: bool = False,
                    cluster: Cluster | None = None, dtype_bytes: int = 2,
                    vocab_size: int | None = None, lora: LoraSpec | None = None,
@@ -261,28 +427,92 @@ def transfer_flows(arch: ModelArch, src: Layout, dst: Layout, *, value_head: boo
     Same bytes per destination and per node pair as the plan; instead of the plan's
     greedy choice of one source per slice, each slice is spread evenly over the holders
     the plan could pick from (same node first), the balance the greedy choice reaches
-    over many layers. Layers are priced through lcm(src.pp, dst.pp) representative
-    layers, each standing for num_layers / lcm of the real ones.
+    over many layers.
+
+    Closed form: every parameter TP cuts (contiguously, or as SwiGLU's gate and up
+    halves, which overlap between TP ranks in the same proportions) moves the same
+    fraction of its bytes between each pair of TP ranks, and a replicated one moves whole;
+    so a layer's parameters reduce to two byte counts, the layers to counts per (source
+    stage, destination stage) pair, and the flows to one pass over the destination
+    devices. (tests/graph/placement/reference_flows.py derives the same flows slice by
+    slice.) At hundreds of devices the flows number in the hundreds of thousands:
+    `transfer_loads` prices the same transfer without listing them.
     """
-    node_of = cluster.node_of if cluster is not None else (lambda _d: 0)
-    reps = math.lcm(src.pp, dst.pp)
-    if arch.num_layers % reps:
-        raise ValueError(f"num_layers={arch.num_layers} is not divisible by pp={src.pp} and pp={dst.pp}")
-    small = dataclasses.replace(arch, num_layers=reps)
-    scale = arch.num_layers // reps
-    which = {"value_head": value_head, "vocab_size": vocab_size, "lora": lora, "trainable_only": trainable_only}
-    holders = _holders(small, src, param_manifest(small, pp=src.pp, **which))
+    pieces = _Pieces(arch, src, dst, value_head=value_head, cluster=cluster, dtype_bytes=dtype_bytes,
+                     vocab_size=vocab_size, lora=lora, trainable_only=trainable_only)
     flows: dict[tuple[int, int], float] = defaultdict(float)
-    for p in param_manifest(small, pp=dst.pp, **which):
-        weight = scale if p.layer is not None else 1
-        sources = _Sources(holders[p.data_name], (r for t in range(dst.tp) for r in p.shard_runs(dst.tp, t)))
-        for dev, tp_rank in _dst_devices(p, dst, reps):
-            missing, _ = sources.split_local(dev, p.shard_runs(dst.tp, tp_rank))
-            for piece in missing:
-                for a, b, owners in sources.segments(*piece):
-                    near = {o.device for o in owners if node_of(o.device) == node_of(dev)}
-                    chosen = near or {o.device for o in owners}
-                    share = weight * _nbytes(p, a, b, dtype_bytes) / len(chosen)
-                    for s in chosen:
-                        flows[(s, dev)] += share
+    for dev, _key, nbytes, holders in pieces:
+        share = nbytes / len(holders)
+        for s in holders:
+            flows[(s, dev)] += share
     return [(s, d, b) for (s, d), b in flows.items()]
+
+
+EXACT_FLOWS = 4096
+"""Up to this many flows `transfer_loads` counts peers exactly (see there)."""
+
+
+def transfer_loads(arch: ModelArch, src: Layout, dst: Layout, *, value_head: bool = False,
+                   cluster: Cluster | None = None, dtype_bytes: int = 2,
+                   vocab_size: int | None = None, lora: LoraSpec | None = None,
+                   trainable_only: bool = False) -> TransferLoads:
+    """The loads of `transfer_flows`; past `EXACT_FLOWS` flows, summed per holder group.
+
+    Up to `EXACT_FLOWS` (src, dst) flows the loads are those of `transfer_flows` exactly.
+    Beyond (hundreds of devices), bytes per device and link kind are still exact, but
+    peers are counted per holder group, not per distinct device: a group of replicated
+    data (held by every TP rank) contains the groups of the cut data beside it, so the
+    larger is counted; a device that both sends to and receives from a peer, or meets it
+    in two groups of overlapping stages (tied embeddings), counts it twice. Peers only
+    price message latencies (microseconds on GPUs), so the bound is close enough there.
+    """
+    pieces = list(_Pieces(arch, src, dst, value_head=value_head, cluster=cluster, dtype_bytes=dtype_bytes,
+                          vocab_size=vocab_size, lora=lora, trainable_only=trainable_only))
+    if sum(len(p[3]) for p in pieces) <= EXACT_FLOWS:
+        flows: dict[tuple[int, int], float] = defaultdict(float)
+        for dev, _key, nbytes, holders in pieces:
+            for s in holders:
+                flows[(s, dev)] += nbytes / len(holders)
+        return loads_of_flows(((s, d, b) for (s, d), b in flows.items()), cluster)
+    recv: dict[tuple[int, bool], float] = defaultdict(float)
+    per_sender: dict[tuple, float] = defaultdict(float)  # group key -> bytes each holder sends
+    group_of: dict[tuple, list[int]] = {}
+    receivers: dict[tuple, set[int]] = defaultdict(set)
+    dst_groups: dict[int, dict[tuple, set[int | None]]] = defaultdict(lambda: defaultdict(set))
+    total = inter = 0.0
+    for dev, key, nbytes, holders in pieces:
+        if nbytes <= 0:
+            continue
+        stages, st, loc = key
+        far = loc is None  # no holder on the device's node: every link crosses nodes
+        recv[(dev, far)] += nbytes
+        total += nbytes
+        inter += nbytes if far else 0.0
+        per_sender[key] += nbytes / len(holders)
+        group_of[key] = holders
+        receivers[key].add(dev)
+        dst_groups[dev][(stages, loc)].add(st)
+    sent: dict[tuple[int, bool], float] = defaultdict(float)
+    sender_counts: dict[int, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
+    for key, each in per_sender.items():
+        stages, _st, loc = key
+        n_recv = len(receivers[key])
+        for s in group_of[key]:
+            sent[(s, loc is None)] += each
+            # a holder is in one cut group and one replicated group per (stages, node); the
+            # replicated group's receivers include the cut group's
+            merged = sender_counts[s]
+            merged[(stages, loc)] = max(merged[(stages, loc)], n_recv)
+    peers: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for dev, groups in dst_groups.items():
+        for (stages, loc), ranks in groups.items():
+            if None in ranks:  # the replicated group holds every TP rank's cut group
+                count = len(group_of[(stages, None, loc)])
+            else:
+                count = sum(len(group_of[(stages, st, loc)]) for st in ranks)
+            peers[dev][loc is None] += count
+    for s, merged in sender_counts.items():
+        for (_stages, loc), count in merged.items():
+            peers[s][loc is None] += count
+    return TransferLoads(sent=dict(sent), recv=dict(recv), peers={d: (a, b) for d, (a, b) in peers.items()},
+                         bytes_total=total, bytes_inter_node=inter)

@@ -163,3 +163,75 @@ def test_fast_flows_price_like_the_plan() -> None:
             assert fast.bytes_inter_node == pytest.approx(exact.bytes_inter_node)
             # spreading each slice over its holders never loads a rank more than the greedy choice
             assert fast.busiest_rank_bytes <= exact.busiest_rank_bytes * (1 + 1e-9)
+
+
+def _flow_map(flows: list[tuple[int, int, float]]) -> dict[tuple[int, int], float]:
+    out: dict[tuple[int, int], float] = {}
+    for s, d, b in flows:
+        out[(s, d)] = out.get((s, d), 0.0) + b
+    return out
+
+
+GPT2 = ModelArch(family="gpt2", num_layers=4, hidden_size=64, ffn_hidden_size=128, num_heads=4,
+                 num_kv_heads=4, vocab_size=128, max_position_embeddings=64)
+
+
+@pytest.mark.parametrize("arch,value_head,lora", [
+    (ARCH, False, None), (TIED, False, None), (ARCH, True, None), (GPT2, False, None),
+    (ARCH, True, "lora"), (TIED, False, "lora-all"),
+])
+def test_closed_form_flows_equal_the_slice_by_slice_reference(arch, value_head, lora) -> None:
+    """The closed form of transfer_flows gives the flows the segment-by-segment derivation
+    gives, pair by pair, over layouts of 1-8 devices placed same/overlapping/disjoint/offset
+    on nodes of 2 and 4 devices."""
+    from graph.spec import LoraSpec
+    from tests.graph.placement.reference_flows import reference_flows
+
+    spec = None if lora is None else LoraSpec(rank=4, alpha=8.0)
+    strategies = [(dp, tp, pp) for tp in (1, 2, 4) for pp in (1, 2, 4) for dp in (1, 2)
+                  if dp * tp * pp <= 8 and arch.num_heads % tp == 0]
+    pairs = list(itertools.product(strategies, strategies))
+    for k, ((sdp, stp, spp), (ddp, dtp, dpp)) in enumerate(pairs):
+        cluster = Cluster(num_nodes=8, devices_per_node=2 if k % 2 else 4)
+        for start in (0, 1, 3, sdp * stp * spp):
+            src = Layout(mesh=DeviceMesh.span(0, sdp * stp * spp), dp=sdp, tp=stp, pp=spp)
+            dst = Layout(mesh=DeviceMesh.span(start, ddp * dtp * dpp), dp=ddp, tp=dtp, pp=dpp)
+            kwargs = dict(value_head=value_head, cluster=cluster, dtype_bytes=2, lora=spec,
+                          trainable_only=lora == "lora")
+            got = _flow_map(transfer_flows(arch, src, dst, **kwargs))
+            want = _flow_map(reference_flows(arch, src, dst, **kwargs))
+            assert got.keys() == want.keys(), (src, dst)
+            for key, b in want.items():
+                assert got[key] == pytest.approx(b, rel=1e-9), (src, dst, key)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_transfer_loads_are_the_loads_of_the_flows(monkeypatch, exact) -> None:
+    """Bytes per device and link kind equal those of transfer_flows; peers exactly below
+    EXACT_FLOWS flows, within a factor of 2 beyond (per holder group)."""
+    import graph.placement.transfer as transfer
+    from graph.placement.transfer import loads_of_flows, transfer_loads
+
+    if not exact:
+        monkeypatch.setattr(transfer, "EXACT_FLOWS", -1)
+    strategies = [(dp, tp, pp) for tp in (1, 2, 4) for pp in (1, 2) for dp in (1, 2)]
+    for k, ((sdp, stp, spp), (ddp, dtp, dpp)) in enumerate(itertools.product(strategies, strategies)):
+        cluster = Cluster(num_nodes=8, devices_per_node=2 if k % 2 else 4)
+        for start in (0, 1, sdp * stp * spp):
+            src = Layout(mesh=DeviceMesh.span(0, sdp * stp * spp), dp=sdp, tp=stp, pp=spp)
+            dst = Layout(mesh=DeviceMesh.span(start, ddp * dtp * dpp), dp=ddp, tp=dtp, pp=dpp)
+            got = transfer_loads(ARCH, src, dst, cluster=cluster)
+            want = loads_of_flows(transfer_flows(ARCH, src, dst, cluster=cluster), cluster)
+            for table in ("sent", "recv"):
+                a, b = getattr(got, table), getattr(want, table)
+                assert {x for x, v in a.items() if v > 0} == {x for x, v in b.items() if v > 0}
+                for x, v in b.items():
+                    assert a.get(x, 0.0) == pytest.approx(v, rel=1e-9)
+            assert got.bytes_total == pytest.approx(want.bytes_total)
+            assert got.bytes_inter_node == pytest.approx(want.bytes_inter_node)
+            if exact:
+                assert got.peers == want.peers
+            else:
+                for dev, (near, far) in want.peers.items():
+                    assert sum(got.peers[dev]) >= 1
+                    assert (near + far) / 2 <= sum(got.peers[dev]) <= 2 * (near + far)
