@@ -14,8 +14,11 @@ over the producer's mesh in device order. Devices in both meshes receive nothing
 
 from __future__ import annotations
 
+from collections import Counter
+
 from graph.catalog import PER_SEQUENCE_ROLES, SEQUENCE_ROLES, get_interface
-from graph.placement.layout import Layout
+from graph.placement.layout import Cluster, Layout
+from graph.placement.transfer import TransferLoads
 from graph.spec import Call, CallKind
 
 
@@ -82,5 +85,40 @@ def data_flows(producer: Call, consumer: Call, key: str, src: Layout,
     """(src device, dst device, bytes) flows moving `key` from `src` to `dst`."""
     total = key_bytes(producer, consumer, key)
     senders = src.mesh.devices
-    needers = [d for d in dst.mesh.devices if d not in senders]
+    have = set(senders)
+    needers = [d for d in dst.mesh.devices if d not in have]
     return [(senders[i % len(senders)], d, total) for i, d in enumerate(needers)]
+
+
+def data_loads(producer: Call, consumer: Call, key: str, src: Layout, dst: Layout,
+               cluster: Cluster) -> tuple[TransferLoads, int]:
+    """The loads of `data_flows` (each receiver gets the whole key from one sender), and the
+    most sends one sender makes; without listing the flows."""
+    total = key_bytes(producer, consumer, key)
+    senders = src.mesh.devices
+    have = set(senders)
+    dpn = cluster.devices_per_node
+    sent: Counter = Counter()
+    recv: dict[tuple[int, bool], float] = {}
+    peers: dict[int, list[int]] = {}
+    inter = 0.0
+    k = 0
+    for d in dst.mesh.devices:
+        if d in have:
+            continue
+        s = senders[k % len(senders)]
+        k += 1
+        far = s // dpn != d // dpn
+        sent[(s, far)] += 1
+        recv[(d, far)] = total
+        peers.setdefault(d, [0, 0])[far] += 1
+        peers.setdefault(s, [0, 0])[far] += 1
+        inter += total if far else 0.0
+    if k == 0 or total <= 0:
+        return TransferLoads(sent={}, recv={}, peers={}, bytes_total=0.0, bytes_inter_node=0.0), 0
+    sends: Counter = Counter()
+    for (s, _far), n in sent.items():
+        sends[s] += n
+    return (TransferLoads(sent={x: n * total for x, n in sent.items()}, recv=recv,
+                          peers={d: (a, b) for d, (a, b) in peers.items()}, bytes_total=total * k,
+                          bytes_inter_node=inter), max(sends.values()))

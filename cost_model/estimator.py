@@ -36,10 +36,10 @@ from typing import Any
 
 from cost_model import shapes
 from cost_model.collectives import collective_time
-from cost_model.datamove import data_flows, num_sequences
+from cost_model.datamove import data_loads, num_sequences
 from cost_model.hardware import DTYPE_BYTES, GiB, HardwareSpec
 from cost_model.provider import CallEstimate, MoveEstimate
-from cost_model.transfer_cost import price_flows, price_loads
+from cost_model.transfer_cost import price_loads
 from graph.placement.layout import Cluster, Layout
 from graph.placement.params import check_tp, padded_vocab, stage_params
 from graph.placement.transfer import transfer_loads
@@ -173,11 +173,10 @@ class AnalyticCostModel:
 
     def data_estimate(self, producer: Call, consumer: Call, key: str, src: Layout, dst: Layout) -> MoveEstimate:
         """Cost of moving data key `key` from `producer`'s layout to `consumer`'s."""
-        flows = data_flows(producer, consumer, key, src, dst)
-        est = price_flows(flows, self.hardware, self.cluster)
+        loads, sends = data_loads(producer, consumer, key, src, dst, self.cluster)
+        est = price_loads(loads, self.hardware)
         if est.bytes_total > 0 and self.hardware.data_overhead_s > 0:
             # every send serialises the batch on its sender, one send after another
-            sends = max(sum(1 for s, d, _ in flows if s == sender and d != s) for sender, _, _ in flows)
             est = dataclasses.replace(est, time_s=est.time_s + sends * self.hardware.data_overhead_s)
         return est
 

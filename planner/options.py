@@ -90,8 +90,6 @@ class PlanOptions:
     """Nominal search time (deterministic: see planner.search)."""
     seed: int = 0
     """Search seed: the same seed and budget give the same plan."""
-    num_chains: int = 4
-    """Annealing chains."""
     allow_pp_generate: bool = False
     """Let generate calls use pipeline parallelism."""
     micro_batch_choices: int = 3
@@ -116,8 +114,7 @@ class PlanOptions:
 
     def search_options(self) -> SearchOptions:
         """The annealing settings."""
-        return SearchOptions(time_budget_s=self.time_budget_s, seed=self.seed,
-                             num_chains=self.num_chains)
+        return SearchOptions(time_budget_s=self.time_budget_s, seed=self.seed)
 
     def space_options(self) -> SpaceOptions:
         """The plan-space settings."""

@@ -3,33 +3,36 @@
 A state gives every call one candidate layout (an index into its `CallSpace`). The
 energy is the simulated steady-state iteration time; a state whose devices run out of
 memory gets its time multiplied by `2 + 10 x overflow ratio`, so a chain can walk
-through it but it is never returned.
+through it but it is never returned. The result is the best feasible state of all
+states simulated.
 
 Annealing: a proposal that is not worse is always accepted; a worse one with
 probability exp(-(E_new / E_cur - 1) / T), relative to the current energy, with T
-cooling geometrically from `t_start` to `t_end` over the chain's budget (ReaLHF's
-released search rounded this test so that small worsenings were always accepted).
-Moves: change the strategy on the same mesh, move a call (or every call of its model) to
-another mesh, colocate two
-calls (same placement when possible), separate two calls (move one off the other's
-devices, or give them the two halves of one mesh so they run side by side), swap the
-meshes of two calls. Chains start from the best heuristic plan, the fastest layout
-per call, and then randomised fastest-per-call starts; a final deterministic greedy
-pass (one call at a time, every candidate) polishes the best state.
+cooling geometrically from `t_start` to `t_end` over a round (ReaLHF's released search
+rounded this test so that small worsenings were always accepted). Moves: change the
+strategy on the same mesh, move a call (or every call of its model) to another mesh,
+colocate two calls (same placement when possible), separate two calls (move one off the
+other's devices, or give them the two halves of one mesh so they run side by side), swap
+the meshes of two calls.
 
-Budget and determinism: the budget is counted in simulation *work units*, not seconds.
-A unit is a reference microsecond: one simulation costs 78 + 0.03 x (sum of the calls'
-mesh sizes) + 2.7 x (devices) units, a cached state or a failed proposal 6 (fitted on
-one core of the development machine, refitted on the paper experiments at 8-128 GPUs
-with the analytic cost model), and pricing a reallocation or data transfer the
-simulator has not seen adds `Simulator.work_units` (see planner.simulator: at 128 GPUs
-one 70B reallocation costs as much as hundreds of simulations). `time_budget_s x
-units_per_second` units are
-split over the chains, so the same seed and the same budget give the same plan on any
-machine, and the search takes about `time_budget_s` on a similar core. A wall-clock guard
-stops the search at max(`wall_clock_factor x time_budget_s`, `time_budget_s +
-wall_clock_slack_s`); if it fires the result says so (`SearchStats.wall_clock_stop`)
-and is then not reproducible.
+Rounds: the search is a fixed sequence of rounds, each an annealing chain followed by a
+greedy polish of the chain's best state (one call at a time, every candidate, fastest
+first), with its own budget: `round_s` for the first two rounds, doubling every two
+rounds after. Round 0 starts from the given starts' best (e.g. the best heuristic plan)
+or, without starts, from the fastest layout per call; round 1 from the fastest layouts;
+later rounds alternate between the best state so far (reheated) and a random start
+(each call's fastest layout on a random mesh). The sequence does not depend on the total
+budget: a larger budget runs more of the same sequence, so it simulates a superset of
+the states a smaller one simulates, and its plan is never worse (same seed).
+
+Budget and determinism: the budget is counted in *work units*, not seconds. A unit is a
+reference microsecond: the simulator charges each simulation and each move it prices
+(`planner.simulator`: fitted on one core of the development machine, so a nominal
+second takes about a second there), a cached state or a failed proposal costs
+`CACHED_UNITS`. `time_budget_s x units_per_second` units in all, so the same seed and
+budget give the same plan on any machine. A wall-clock guard stops the search at
+max(`wall_clock_factor x time_budget_s`, `time_budget_s + wall_clock_slack_s`); if it
+fires the result says so (`SearchStats.wall_clock_stop`) and is then not reproducible.
 """
 
 from __future__ import annotations
@@ -43,14 +46,10 @@ from dataclasses import dataclass
 from planner.simulator import SimResult, Simulator
 from planner.space import CallSpace, Candidate
 
-# Work units are reference microseconds, fitted on one core of the development machine:
-# one simulation costs about 78 + 0.03 x (sum of the calls' mesh sizes) + 2.7 x devices
-# (refitted on random plans of the paper experiments, 8-128 GPUs: 0.7-1.4x of measured;
-# the first fit, 44 + 0.24 x meshes + 0.26 x devices, let 32-GPU searches run 2.3x over).
-EVAL_BASE_UNITS = 78.0
-EVAL_MESH_UNITS = 0.03
-EVAL_DEVICE_UNITS = 2.7
 CACHED_UNITS = 6.0
+"""Work units of a proposal whose state was simulated before, or that does not apply."""
+FEASIBLE_GRACE = 20.0
+"""While no feasible plan was found, the search goes on up to this many times its budget."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,19 +59,17 @@ class SearchOptions:
     time_budget_s: float = 20.0
     """Nominal search time; converted to deterministic work units (see module docstring)."""
     seed: int = 0
-    """Seed of every chain's random stream."""
-    num_chains: int = 4
-    """Independent annealing chains (run one after another)."""
+    """Seed of every round's random stream."""
+    round_s: float = 0.02
+    """Nominal seconds of each of the first two rounds; the rounds double every two after."""
     units_per_second: float = 1.0e6
     """Work units per nominal second; units are reference microseconds (see module docstring)."""
     t_start: float = 0.05
-    """Initial temperature: a 5% worsening is accepted with probability 1/e."""
+    """Initial temperature of a round: a 5% worsening is accepted with probability 1/e."""
     t_end: float = 1e-4
-    """Final temperature."""
-    reheat_best: bool = True
-    """Chains beyond the given starts alternate: best plan so far (reheated), random start."""
+    """Final temperature of a round."""
     polish_share: float = 0.1
-    """Share of the budget kept for the final greedy pass."""
+    """Share of each round's budget kept for its greedy polish."""
     wall_clock_factor: float = 3.0
     """Hard stop at this multiple of time_budget_s (breaks reproducibility if hit)..."""
     wall_clock_slack_s: float = 30.0
@@ -81,14 +78,18 @@ class SearchOptions:
     def __post_init__(self) -> None:
         if not self.time_budget_s > 0:
             raise ValueError(f"time_budget_s must be > 0, got {self.time_budget_s}")
-        if self.num_chains < 1:
-            raise ValueError(f"num_chains must be >= 1, got {self.num_chains}")
+        if not self.round_s > 0:
+            raise ValueError(f"round_s must be > 0, got {self.round_s}")
         if not 0 < self.t_end <= self.t_start:
             raise ValueError(f"need 0 < t_end <= t_start, got t_start={self.t_start} t_end={self.t_end}")
         if not 0 <= self.polish_share < 1:
             raise ValueError(f"polish_share must be in [0, 1), got {self.polish_share}")
         if self.units_per_second <= 0 or self.wall_clock_factor < 1:
             raise ValueError("units_per_second must be > 0 and wall_clock_factor >= 1")
+
+    def round_units(self, r: int) -> float:
+        """Work units of round r (independent of the total budget)."""
+        return self.round_s * self.units_per_second * 2 ** (r // 2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +101,9 @@ class SearchStats:
     """Distinct states simulated."""
     num_accepted: int
     chain_best: tuple[float, ...]
-    """Best feasible energy each chain found (inf when none)."""
+    """Best feasible energy each round found (inf when none)."""
+    units: float = 0.0
+    """Work units spent."""
     trace: tuple[tuple[float, float, float], ...]
     """(wall seconds, work units, best feasible iteration time) at each improvement."""
     wall_s: float
@@ -144,6 +147,8 @@ class Problem:
         self.cache: dict[tuple[int, ...], tuple[float, bool]] = {}
         self.units = 0.0
         self.num_evaluations = 0
+        self.tracker: _Tracker | None = None
+        """Offered every state simulated (the search's best is the best of them all)."""
 
     def add(self, i: int, cand: Candidate) -> int:
         """Append a candidate to call i's list (e.g. a heuristic's layout); its index."""
@@ -165,17 +170,17 @@ class Problem:
             self.units += CACHED_UNITS
             return hit
         cands = self.state_cands(state)
-        self.units += (EVAL_BASE_UNITS + EVAL_DEVICE_UNITS * self.sim.num_devices
-                       + EVAL_MESH_UNITS * sum(len(c.key[0]) for c in cands))
         self.num_evaluations += 1
-        moves = self.sim.work_units
+        spent = self.sim.work_units
         res = self.sim.simulate(cands)
-        self.units += self.sim.work_units - moves  # pricing moves the caches lacked
+        self.units += self.sim.work_units - spent  # the simulation and the moves it priced
         e = res.iteration_time_s
         if not res.feasible:
             e *= 2.0 + 10.0 * res.overflow_ratio
         hit = (e, res.feasible)
         self.cache[state] = hit
+        if self.tracker is not None:
+            self.tracker.offer(state, e, res.feasible)
         return hit
 
     # ------------------------------------------------------------------ moves
@@ -308,55 +313,72 @@ def accept_probability(e_new: float, e_cur: float, temp: float) -> float:
     return math.exp(-(e_new / e_cur - 1.0) / temp)
 
 
-def _anneal(problem: Problem, tracker: _Tracker, start: tuple[int, ...], rng: random.Random,
-            units: float, opts: SearchOptions, deadline: float) -> tuple[float, int, int, bool]:
-    """One chain; returns (best feasible energy, steps, accepted, wall stop)."""
+class _Round:
+    """Limits of one round: its own units (which set its cooling), the total's end, the clock."""
+
+    def __init__(self, problem: Problem, units: float, stop_at: float, deadline: float) -> None:
+        self.problem = problem
+        self.begin = problem.units
+        self.units = units
+        self.stop_at = stop_at
+        self.deadline = deadline
+        self.wall_stop = False
+
+    def spent(self) -> float:
+        return self.problem.units - self.begin
+
+    def over(self, units: float, steps: int) -> bool:
+        """Whether `units` of this round (or the total budget, or the clock) are used up."""
+        if self.problem.units >= self.stop_at or self.spent() >= units:
+            return True
+        if steps % 64 == 0 and time.perf_counter() > self.deadline:
+            self.wall_stop = True
+            return True
+        return False
+
+
+def _anneal(problem: Problem, start: tuple[int, ...], rng: random.Random, lim: _Round,
+            opts: SearchOptions) -> tuple[tuple[int, ...] | None, float, int, int]:
+    """One chain over the round's annealing share; (best feasible state, its energy, steps, accepted)."""
     state = start
     e, ok = problem.energy(state)
-    tracker.offer(state, e, ok)
-    chain_best = e if ok else math.inf
-    begin = problem.units
+    best, best_e = (state, e) if ok else (None, math.inf)
     steps = accepted = 0
+    units = lim.units * (1 - opts.polish_share)
     ratio = opts.t_end / opts.t_start
-    while problem.units - begin < units:
-        if steps % 64 == 0 and time.perf_counter() > deadline:
-            return chain_best, steps, accepted, True
+    while not lim.over(units, steps):
         steps += 1
-        temp = opts.t_start * ratio ** ((problem.units - begin) / units)
+        temp = opts.t_start * ratio ** (lim.spent() / units)
         cand = problem.propose(rng, state)
         if cand is None:
             problem.units += CACHED_UNITS
             continue
         e_new, ok_new = problem.energy(cand)
+        if ok_new and e_new < best_e:
+            best, best_e = cand, e_new
         if e_new <= e or rng.random() < accept_probability(e_new, e, temp):
             state, e = cand, e_new
             accepted += 1
-            tracker.offer(state, e, ok_new)
-            if ok_new:
-                chain_best = min(chain_best, e)
-    return chain_best, steps, accepted, False
+    return best, best_e, steps, accepted
 
 
-def _polish(problem: Problem, tracker: _Tracker, units: float, deadline: float) -> bool:
-    """Greedy: try every candidate of one call at a time while it improves."""
-    if tracker.best is None:
-        return False
-    begin = problem.units
+def _polish(problem: Problem, state: tuple[int, ...], e: float, lim: _Round) -> None:
+    """Greedy from `state`: one call at a time, every candidate (fastest first), while it improves."""
     improved = True
+    steps = 0
     while improved:
         improved = False
-        for i in range(len(tracker.best)):
+        for i in range(len(state)):
             for j in range(len(problem.cands[i])):
-                if problem.units - begin >= units:
-                    return False
-                if time.perf_counter() > deadline:
-                    return True
-                state = tracker.best[:i] + (j,) + tracker.best[i + 1:]
-                e, ok = problem.energy(state)
-                if ok and e < tracker.best_e * (1 - 1e-12):
-                    tracker.offer(state, e, ok)
-                    improved = True
-    return False
+                steps += 1
+                if lim.over(lim.units, steps):
+                    return
+                if j == state[i]:
+                    continue
+                trial = state[:i] + (j,) + state[i + 1:]
+                e_new, ok = problem.energy(trial)
+                if ok and e_new < e * (1 - 1e-12):
+                    state, e, improved = trial, e_new, True
 
 
 def fastest_state(problem: Problem) -> tuple[int, ...]:
@@ -364,46 +386,59 @@ def fastest_state(problem: Problem) -> tuple[int, ...]:
     return tuple(0 for _ in problem.cands)
 
 
+def _round_start(problem: Problem, r: int, seeds: list[tuple[int, ...]], rng: random.Random) -> tuple[int, ...]:
+    """Round 0: the best given start (or the fastest layouts); 1: the fastest layouts (or a
+    random start); then the best state so far and a random start, in turn."""
+    if r == 0:
+        if not seeds:
+            return fastest_state(problem)
+        return min(seeds, key=lambda st: problem.energy(st)[0])
+    if r == 1:
+        return fastest_state(problem) if seeds else _random_start(problem, rng)
+    tracker = problem.tracker
+    if r % 2 == 0 and tracker is not None and tracker.best is not None:
+        return tracker.best
+    return _random_start(problem, rng)
+
+
 def anneal_search(sim: Simulator, spaces: Mapping[str, CallSpace],
                   starts: Sequence[Sequence[Candidate]] = (),
                   options: SearchOptions | None = None) -> SearchResult:
-    """Simulated annealing from `starts` (e.g. heuristic plans) and the fastest layouts."""
+    """Rounds of simulated annealing and polish from `starts` (e.g. heuristic plans), the
+    fastest layouts and random starts, until the budget is spent (see the module docstring)."""
     opts = options or SearchOptions()
     problem = Problem(sim, spaces)
     t0 = time.perf_counter()
     deadline = t0 + max(opts.wall_clock_factor * opts.time_budget_s,
                         opts.time_budget_s + opts.wall_clock_slack_s)
-    tracker = _Tracker(problem, t0)
+    tracker = problem.tracker = _Tracker(problem, t0)
     total = opts.time_budget_s * opts.units_per_second
-    per_chain = total * (1 - opts.polish_share) / opts.num_chains
-    seeds = [_state_of(problem, s) for s in starts]
-    seeds = [s for s in seeds if s is not None]
-    seeds.append(fastest_state(problem))
+    seeds = [st for st in (_state_of(problem, s) for s in starts) if st is not None]
     steps = accepted = 0
-    chain_best = []
+    round_best: list[float] = []
     wall_stop = False
-    for chain in range(opts.num_chains):
-        rng = random.Random(opts.seed * 1_000_003 + chain)
-        if chain < len(seeds):
-            start = seeds[chain]
-        elif opts.reheat_best and tracker.best is not None and chain % 2 == 0:
-            start = tracker.best  # intensify: anneal again from the best plan so far
-        else:
-            start = _random_start(problem, rng)
-        best, s, a, stop = _anneal(problem, tracker, start, rng, per_chain, opts, deadline)
-        chain_best.append(best)
+    r = 0
+    # past the budget only while nothing feasible was found (then the same rounds as a larger
+    # budget's, so the superset property holds), and at most FEASIBLE_GRACE times the budget
+    while not wall_stop and (problem.units < total
+                             or (tracker.best is None and problem.units < FEASIBLE_GRACE * total)):
+        rng = random.Random(opts.seed * 1_000_003 + r)
+        start = _round_start(problem, r, seeds, rng)
+        stop_at = total if tracker.best is not None else FEASIBLE_GRACE * total
+        lim = _Round(problem, opts.round_units(r), stop_at, deadline)
+        best, best_e, s, a = _anneal(problem, start, rng, lim, opts)
+        if best is not None:
+            _polish(problem, best, best_e, lim)
         steps, accepted = steps + s, accepted + a
-        if stop:
-            wall_stop = True
-            break
-    if not wall_stop:
-        wall_stop = _polish(problem, tracker, max(1.0, total - problem.units), deadline)
+        round_best.append(best_e)
+        wall_stop = lim.wall_stop
+        r += 1
     if tracker.best is None:
-        raise ValueError(_no_feasible_message(problem, seeds[0]))
+        raise ValueError(_no_feasible_message(problem, seeds[0] if seeds else fastest_state(problem)))
     stats = SearchStats(num_steps=steps, num_evaluations=problem.num_evaluations,
-                        num_accepted=accepted, chain_best=tuple(chain_best),
+                        num_accepted=accepted, chain_best=tuple(round_best),
                         trace=tuple(tracker.trace), wall_s=time.perf_counter() - t0,
-                        wall_clock_stop=wall_stop)
+                        wall_clock_stop=wall_stop, units=problem.units)
     return _result(problem, tracker.best, stats)
 
 

@@ -48,34 +48,51 @@ from graph.dataflow import DataflowGraph
 from graph.placement.layout import DeviceMesh, Layout
 from graph.spec import CallKind
 from planner.space import GIB, Candidate, placement_key
+from planner.timeline import Atoms, Event, Task, list_schedule, shared_schedule
 
 CALL, REALLOC, TRANSFER = "call", "realloc", "transfer"
 
-# Work units (reference microseconds, as in planner.search) of pricing one move the caches
-# lack, fitted to the analytic cost model on one core: a reallocation's cost grows with the
-# representative layers (lcm of the pp degrees) times the shards held and sent; a data
-# transfer's with the flows between dp ranks. Cheaper providers are over-charged (safe).
-REALLOC_BASE_UNITS = 200.0
-REALLOC_SHARD_UNITS = 8.0
-DATA_BASE_UNITS = 30.0
-DATA_FLOW_UNITS = 1.5
-# The processor-sharing schedule (devices sharing host cores) costs about this many more work
-# units per task instance than the list schedule the search's evaluation units assume.
-SHARED_TASK_UNITS = 2.5
+# Work units (reference microseconds, see planner.search) of the simulator's work, fitted by
+# experiments/bench/search_units.py on one core of the development machine with the analytic
+# cost model: pricing a reallocation the caches lack grows with the pieces of parameters
+# its destination devices receive (see graph.placement.transfer) and with the devices
+# of both layouts; a data transfer with the devices of both layouts; a simulation with its task
+# instances' resources and dependencies, more under processor sharing (devices sharing host
+# cores). Cheaper cost providers are over-charged (safe).
+REALLOC_BASE_UNITS = 40.0
+REALLOC_PIECE_UNITS = 1.5
+REALLOC_DEVICE_UNITS = 1.0
+DATA_BASE_UNITS = 9.5
+DATA_DEVICE_UNITS = 2.9
+SIM_BASE_UNITS = 14.0
+SIM_INCIDENCE_UNITS = 0.24
+SHARED_INCIDENCE_UNITS = 1.1
+
+
+def realloc_pieces(src: Layout, dst: Layout) -> float:
+    """About how many pieces `graph.placement.transfer` prices moving a model from `src` to `dst`."""
+    pairs = src.pp + dst.pp - math.gcd(src.pp, dst.pp)  # (source stage, destination stage) pairs
+    per_stage = dst.dp * dst.tp
+    return per_stage * (2 * pairs + 4 * dst.pp) * (1 + src.tp / dst.tp) / 2
 
 
 def realloc_units(src: Layout, dst: Layout) -> float:
     """Work units of pricing one reallocation from `src` to `dst`."""
-    reps = math.lcm(src.pp, dst.pp)
-    per_dst = dst.dp * dst.tp
-    fan_in = src.dp * max(1.0, src.tp / dst.tp)
-    return REALLOC_BASE_UNITS + REALLOC_SHARD_UNITS * reps * (src.dp * src.tp + per_dst * (1 + fan_in))
+    return (REALLOC_BASE_UNITS + REALLOC_PIECE_UNITS * realloc_pieces(src, dst)
+            + REALLOC_DEVICE_UNITS * (src.mesh.size + dst.mesh.size))
+
+
+def data_receivers(src: Layout, dst: Layout) -> int:
+    """Devices of `dst` outside `src` (those a data transfer sends to)."""
+    a, b = src.mesh.devices, dst.mesh.devices
+    if a[-1] - a[0] + 1 == len(a) and b[-1] - b[0] + 1 == len(b):  # two runs
+        return len(b) - max(0, min(a[-1], b[-1]) - max(a[0], b[0]) + 1)
+    return len(set(b) - set(a))
 
 
 def data_units(src: Layout, dst: Layout) -> float:
     """Work units of pricing one data transfer from `src` to `dst`."""
-    flows = (src.dp + dst.dp) * dst.tp * (2 if dst.pp > 1 else 1)
-    return DATA_BASE_UNITS + DATA_FLOW_UNITS * flows
+    return DATA_BASE_UNITS + DATA_DEVICE_UNITS * data_receivers(src, dst)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +150,7 @@ class SimResult:
     overflow_ratio: float
     """Largest (memory - capacity) / capacity over devices; 0 when everything fits."""
     device_peak_bytes: tuple[float, ...]
+    """Peak bytes per device (only with detail=True; empty otherwise)."""
     iteration_ends: tuple[float, ...]
     reallocations: tuple[ReallocStep, ...] = ()
     transfers: tuple[DataTransfer, ...] = ()
@@ -141,36 +159,12 @@ class SimResult:
     call_times: Mapping[str, float] = field(default_factory=dict)
 
 
-class _Task:
-    __slots__ = ("kind", "label", "devices", "shown", "duration", "deps", "first_only", "ref")
-
-    def __init__(self, kind: str, label: str, devices: tuple[int, ...], duration: float,
-                 deps: list[tuple[int, int]], first_only: bool = False, ref: object = None,
-                 shown: tuple[int, ...] | None = None) -> None:
-        self.kind = kind
-        self.label = label
-        self.devices = devices  # held while the task runs
-        self.shown = devices if shown is None else shown  # where the timeline draws it
-        self.duration = duration
-        self.deps = deps  # (task index, iteration offset: 0 same, -1 previous)
-        self.first_only = first_only
-        self.ref = ref
-
-
-def _share_rates(running: list[tuple[int, ...]], devices_per_node: int, cores: float) -> list[float]:
-    """Speed of each running task (given by its devices) when a node's busy devices share `cores`."""
-    busy: dict[int, int] = {}
-    for devs in running:
-        for d in devs:
-            busy[d // devices_per_node] = busy.get(d // devices_per_node, 0) + 1
-    return [min((min(1.0, cores / busy[d // devices_per_node]) for d in devs), default=1.0) for devs in running]
-
-
 def _transfer_devices(src: Layout, dst: Layout) -> tuple[int, ...]:
     """Ranks a blocking transfer occupies: each destination rank lacking the data and the
     source rank serving it (round robin over the source mesh, as the executor assigns them)."""
     senders = src.mesh.devices
-    needers = [d for d in dst.mesh.devices if d not in senders]
+    have = set(senders)
+    needers = [d for d in dst.mesh.devices if d not in have]
     used = {senders[i % len(senders)] for i in range(len(needers))} | set(needers)
     return tuple(sorted(used))
 
@@ -203,6 +197,8 @@ class Simulator:
             self.param_in[self.index[e.dst]].append(self.index[e.src])
         self._realloc_cache: dict[tuple, tuple[float, float]] = {}
         self._data_cache: dict[tuple, tuple[float, float]] = {}
+        self._moves: dict[tuple, tuple[float, float]] = {}  # the same, by the moves' own keys
+        self._held: dict[tuple, tuple[int, ...]] = {}  # devices a blocking transfer holds
         self.num_devices = cost.cluster.num_devices
         cores = float(getattr(cost, "host_cores", 0.0) or 0.0)
         self.host_cores = cores if 0 < cores < cost.cluster.devices_per_node else 0.0
@@ -214,7 +210,9 @@ class Simulator:
         """Iterations do not overlap: every task of iteration i waits for all of iteration i-1
         (a runtime that synchronises every rank at the end of each iteration)."""
         self.work_units = 0.0
-        """Work units (see `realloc_units`) spent pricing moves the caches did not hold."""
+        """Work units (see `realloc_units`) spent simulating and pricing moves the caches lacked."""
+        self.last_incidences = 0
+        """Task instances x (resources + dependencies + 1) of the last simulation (its work)."""
 
     # ------------------------------------------------------------------ moves
 
@@ -238,6 +236,10 @@ class Simulator:
         return moved(src), moved(dst)
 
     def _realloc(self, model: str, src: Candidate, dst: Candidate) -> tuple[float, float]:
+        direct = (model, src.key, dst.key)
+        hit = self._moves.get(direct)
+        if hit is not None:
+            return hit
         a, b = self._canonical(src.layout, dst.layout)
         key = (model, placement_key(a), placement_key(b))
         hit = self._realloc_cache.get(key)
@@ -246,9 +248,14 @@ class Simulator:
             hit = (est.time_s, est.bytes_total)
             self._realloc_cache[key] = hit
             self.work_units += realloc_units(a, b)
+        self._moves[direct] = hit
         return hit
 
     def _data(self, p: int, c: int, key: str, src: Candidate, dst: Candidate) -> tuple[float, float]:
+        direct = (p, c, key, src.key, dst.key)
+        hit = self._moves.get(direct)
+        if hit is not None:
+            return hit
         a, b = self._canonical(src.layout, dst.layout)
         ck = (p, c, key, placement_key(a), placement_key(b))
         hit = self._data_cache.get(ck)
@@ -257,6 +264,14 @@ class Simulator:
             hit = (est.time_s, est.bytes_total)
             self._data_cache[ck] = hit
             self.work_units += data_units(a, b)
+        self._moves[direct] = hit
+        return hit
+
+    def _held_by_transfer(self, src: Candidate, dst: Candidate) -> tuple[int, ...]:
+        key = (src.key[0], dst.key[0])
+        hit = self._held.get(key)
+        if hit is None:
+            hit = self._held[key] = _transfer_devices(src.layout, dst.layout)
         return hit
 
     def primaries(self, cands: Sequence[Candidate]) -> dict[str, Candidate]:
@@ -272,8 +287,8 @@ class Simulator:
                 out[c.model] = cands[i]
         return out
 
-    def _tasks(self, cands: Sequence[Candidate], primaries: dict[str, Candidate]) -> list[_Task]:
-        tasks: list[_Task] = []
+    def _tasks(self, cands: Sequence[Candidate], primaries: dict[str, Candidate]) -> list[Task]:
+        tasks: list[Task] = []
         call_task: dict[int, int] = {}
         replica_task: dict[tuple, int] = {}
         pending: list[tuple[int, str]] = []
@@ -290,7 +305,7 @@ class Simulator:
                     if trained:  # after the previous iteration's train, patched in below
                         pending.append((len(tasks), call.model))
                     step = (call.model, call.name, prim.layout, cand.layout, dur, nbytes, trained)
-                    tasks.append(_Task(REALLOC, f"{call.model}->{call.name}",
+                    tasks.append(Task(REALLOC, f"{call.model}->{call.name}",
                                        _union(prim.key[0], cand.key[0]), dur, [],
                                        first_only=not trained, ref=step))
                 deps.append((replica_task[rkey], 0))
@@ -300,8 +315,8 @@ class Simulator:
                     deps.append((call_task[p], 0))
                     continue
                 dur, nbytes = self._data(p, i, key, src, cand)
-                held = _transfer_devices(src.layout, cand.layout) if self.blocking_transfers and dur > 0 else ()
-                tasks.append(_Task(TRANSFER, f"{key}:{self.calls[p].name}->{call.name}",
+                held = self._held_by_transfer(src, cand) if self.blocking_transfers and dur > 0 else ()
+                tasks.append(Task(TRANSFER, f"{key}:{self.calls[p].name}->{call.name}",
                                    held, dur, [(call_task[p], 0)],
                                    ref=(key, self.calls[p].name, call.name, src.layout,
                                         cand.layout, dur, nbytes), shown=cand.key[0]))
@@ -309,7 +324,7 @@ class Simulator:
             for p in self.param_in[i]:
                 deps.append((call_task[p], 0))
             call_task[i] = len(tasks)
-            tasks.append(_Task(CALL, call.name, cand.key[0], cand.estimate.time_s, deps))
+            tasks.append(Task(CALL, call.name, cand.key[0], cand.estimate.time_s, deps))
         # cross-iteration edges need the train's task index, known only now
         for k, model in pending:
             tasks[k].deps.append((call_task[self.train_index[model]], -1))
@@ -321,169 +336,67 @@ class Simulator:
 
     # ------------------------------------------------------------------ memory
 
-    def memory(self, cands: Sequence[Candidate]) -> list[float]:
-        """Peak bytes per device (see the module docstring); a prefix of the calls is allowed."""
+    def _memory(self, cands: Sequence[Candidate], atoms: Atoms) -> list[float]:
+        """Peak bytes per atom (see the module docstring); a prefix of the calls is allowed."""
         resident: dict[tuple, float] = {}
-        devices_of: dict[tuple, tuple[int, ...]] = {}
-        transient = [0.0] * self.num_devices
+        held_by: dict[tuple, tuple[int, ...]] = {}
+        total = [0.0] * len(atoms)
         for call, cand in zip(self.calls, cands):
             est = cand.estimate
             if self.models[call.model].arch is not None:
                 rk = (call.model, cand.key)
                 resident[rk] = max(resident.get(rk, 0.0), est.resident_bytes)
-                devices_of[rk] = cand.key[0]
+                held_by[rk] = cand.key[0]
                 extra = max(0.0, est.peak_bytes - est.resident_bytes)
             else:
                 extra = est.peak_bytes
-            for d in cand.key[0]:
-                if extra > transient[d]:
-                    transient[d] = extra
-        total = transient
+            for a in atoms.of(cand.key[0]):
+                if extra > total[a]:
+                    total[a] = extra
         for rk, nbytes in resident.items():
-            for d in devices_of[rk]:
-                total[d] += nbytes
+            for a in atoms.of(held_by[rk]):
+                total[a] += nbytes
         return total
+
+    def memory(self, cands: Sequence[Candidate]) -> list[float]:
+        """Peak bytes per device (see the module docstring); a prefix of the calls is allowed."""
+        atoms = Atoms([c.key[0] for c in cands])
+        out = [0.0] * self.num_devices
+        for a, nbytes in enumerate(self._memory(cands, atoms)):
+            for d in atoms.devices(a):
+                out[d] = nbytes
+        return out
 
     # ------------------------------------------------------------------ run
 
-    def _schedule(self, tasks: list[_Task], detail: bool) -> tuple[list[float], list[tuple]]:
+    def _schedule(self, tasks: list[Task], detail: bool) -> tuple[list[float], list[Event]]:
+        """The list schedule of tasks on their devices (each device its own resource)."""
+        return list_schedule(tasks, [t.devices for t in tasks], self.num_devices, self.num_iterations,
+                             barrier=self.iteration_barrier, detail=detail)
+
+    def _schedule_shared(self, tasks: list[Task], detail: bool) -> tuple[list[float], list[Event]]:
+        """The processor-sharing schedule of tasks on their devices (`host_cores` per node)."""
+        dpn = self.cost.cluster.devices_per_node
+        return shared_schedule(tasks, [t.devices for t in tasks], self.num_devices, self.num_iterations,
+                               node_of=[d // dpn for d in range(self.num_devices)],
+                               size_of=[1] * self.num_devices, cores=self.host_cores,
+                               barrier=self.iteration_barrier, detail=detail)
+
+    def _run(self, tasks: list[Task], atoms: Atoms, detail: bool) -> tuple[list[float], list[Event]]:
+        """Schedule the tasks on atoms (devices with identical timelines) and charge the work."""
+        held = [atoms.of(t.devices) if t.devices else () for t in tasks]
         n = self.num_iterations
-        avail = [0.0] * self.num_devices
-        ends_prev: list[float | None] = [None] * len(tasks)
-        iteration_ends: list[float] = []
-        events: list[tuple] = []
-        for it in range(n):
-            ends: list[float | None] = [None] * len(tasks)
-            floor = iteration_ends[-1] if self.iteration_barrier and iteration_ends else 0.0
-            finish = 0.0
-            for k, task in enumerate(tasks):
-                if task.first_only and it > 0:
-                    continue
-                start = floor
-                for j, off in task.deps:
-                    e = ends[j] if off == 0 else ends_prev[j]
-                    if e is not None and e > start:
-                        start = e
-                for d in task.devices:
-                    if avail[d] > start:
-                        start = avail[d]
-                end = start + task.duration
-                for d in task.devices:
-                    avail[d] = end
-                ends[k] = end
-                if end > finish:
-                    finish = end
-                if detail:
-                    events.append((task, start, end, it))
-            iteration_ends.append(finish)
-            ends_prev = ends
-        return iteration_ends, events
-
-    def _instances(self, tasks: list[_Task]) -> tuple[list[tuple[int, int]], list[tuple[int, ...]],
-                                                      list[list[int]], list[list[int]], list[int]]:
-        """Unrolled (iteration, task) instances with their devices, each device's queue in
-        order, each instance's dependents and its count of unmet dependencies."""
-        inst = [(it, k) for it in range(self.num_iterations) for k, t in enumerate(tasks)
-                if not (t.first_only and it > 0)]
-        self.work_units += SHARED_TASK_UNITS * len(inst)
-        index = {key: i for i, key in enumerate(inst)}
-        devs = [tasks[k].devices for _it, k in inst]
-        queues: list[list[int]] = [[] for _ in range(self.num_devices)]
-        for i, d_list in enumerate(devs):
-            for d in d_list:
-                queues[d].append(i)
-        dependents: list[list[int]] = [[] for _ in inst]
-        unmet = [0] * len(inst)
-        for i, (it, k) in enumerate(inst):
-            for j, off in tasks[k].deps:
-                src = index.get((it + off, j))
-                if src is not None:
-                    dependents[src].append(i)
-                    unmet[i] += 1
-        return inst, devs, queues, dependents, unmet
-
-    def _schedule_shared(self, tasks: list[_Task], detail: bool) -> tuple[list[float], list[tuple]]:
-        """`_schedule` for devices that share `host_cores` cores per node (processor sharing).
-
-        Same order and dependencies, but while more of a node's devices are busy than it has
-        cores, every task running there progresses at cores / busy of its solo speed (a task
-        spanning nodes at the slowest of its nodes' rates). Transfers hold no device and
-        run at full speed. Event-driven: rates change only when a task starts or ends.
-        """
-        n, dpn, cores = self.num_iterations, self.cost.cluster.devices_per_node, self.host_cores
-        inst, devs, queues, dependents, unmet = self._instances(tasks)
-        at_head = [0] * len(inst)
-        for q in queues:
-            if q:
-                at_head[q[0]] += 1
-        head = [0] * self.num_devices
-        start: list[float] = [0.0] * len(inst)
-        end: list[float] = [0.0] * len(inst)
-        left = [tasks[k].duration for _it, k in inst]
-        left_in = [0] * n  # unfinished instances per iteration (for the barrier)
-        for it, _k in inst:
-            left_in[it] += 1
-        if self.iteration_barrier:
-            for i, (it, _k) in enumerate(inst):
-                unmet[i] += it > 0
-        ready = [i for i in range(len(inst)) if unmet[i] == 0 and at_head[i] == len(devs[i])]
-        running: list[int] = []
-        now, finished = 0.0, 0
-
-        def finish(i: int) -> None:
-            end[i] = now
-            it = inst[i][0]
-            left_in[it] -= 1
-            if self.iteration_barrier and left_in[it] == 0 and it + 1 < n:
-                for x, (it2, _k) in enumerate(inst):
-                    if it2 == it + 1:
-                        unmet[x] -= 1
-                        if unmet[x] == 0 and at_head[x] == len(devs[x]):
-                            ready.append(x)
-            for x in dependents[i]:
-                unmet[x] -= 1
-                if unmet[x] == 0 and at_head[x] == len(devs[x]):
-                    ready.append(x)
-            for d in devs[i]:
-                head[d] += 1
-                if head[d] < len(queues[d]):
-                    x = queues[d][head[d]]
-                    at_head[x] += 1
-                    if unmet[x] == 0 and at_head[x] == len(devs[x]):
-                        ready.append(x)
-
-        while finished < len(inst):
-            while ready:  # start everything that can start now (zero-length tasks end at once)
-                i = ready.pop()
-                start[i] = now
-                if left[i] <= 0:
-                    finished += 1
-                    finish(i)
-                else:
-                    running.append(i)
-            if not running:
-                if finished < len(inst):
-                    raise AssertionError("simulator: tasks wait on each other (cyclic plan order)")
-                break
-            rate = _share_rates([devs[i] for i in running], dpn, cores)
-            step = min(left[i] / r for i, r in zip(running, rate))
-            now += step
-            still = []
-            for i, r in zip(running, rate):
-                left[i] -= step * r
-                if left[i] <= 1e-12 * max(1.0, tasks[inst[i][1]].duration):
-                    finished += 1
-                    finish(i)
-                else:
-                    still.append(i)
-            running = still
-        iteration_ends = [0.0] * n
-        events = []
-        for i, (it, k) in enumerate(inst):
-            iteration_ends[it] = max(iteration_ends[it], end[i])
-            if detail:
-                events.append((tasks[k], start[i], end[i], it))
-        return iteration_ends, events
+        incidences = sum(len(h) + len(t.deps) + 1 for h, t in zip(held, tasks)) * n
+        self.last_incidences = incidences
+        if self.host_cores:
+            dpn = self.cost.cluster.devices_per_node
+            self.work_units += SIM_BASE_UNITS + SHARED_INCIDENCE_UNITS * incidences
+            return shared_schedule(tasks, held, len(atoms), n,
+                                   node_of=[atoms.first_device(a) // dpn for a in range(len(atoms))],
+                                   size_of=atoms.sizes, cores=self.host_cores,
+                                   barrier=self.iteration_barrier, detail=detail)
+        self.work_units += SIM_BASE_UNITS + SIM_INCIDENCE_UNITS * incidences
+        return list_schedule(tasks, held, len(atoms), n, barrier=self.iteration_barrier, detail=detail)
 
     def simulate(self, cands: Sequence[Candidate], *, detail: bool = False) -> SimResult:
         """Simulate the plan given by one candidate per call (in `graph.calls` order)."""
@@ -491,11 +404,13 @@ class Simulator:
             raise ValueError(f"expected {len(self.calls)} layouts, one per call, got {len(cands)}")
         primaries = self.primaries(cands)
         tasks = self._tasks(cands, primaries)
-        schedule = self._schedule_shared if self.host_cores else self._schedule
-        ends, events = schedule(tasks, detail)
+        dpn = self.cost.cluster.devices_per_node
+        atoms = Atoms([t.devices for t in tasks] + [c.key[0] for c in cands],
+                      cut_every=dpn if self.host_cores else 0)
+        ends, events = self._run(tasks, atoms, detail)
         n = self.num_iterations
         iteration_time = (ends[-1] - ends[1]) / (n - 2)
-        mem = self.memory(cands)
+        mem = self._memory(cands, atoms)
         cap = self.cost.device_memory_bytes
         worst = max(mem)
         overflow = max(0.0, (worst - cap) / cap)
@@ -504,22 +419,29 @@ class Simulator:
             if not c.estimate.feasible:
                 reasons.append(f"call {self.calls[i].name!r}: {c.estimate.reason or 'infeasible layout'}")
         if worst > cap:
-            d = mem.index(worst)
+            d = atoms.first_device(mem.index(worst))
             held = [self.calls[i].name for i, c in enumerate(cands) if d in c.key[0]]
             reasons.append(
                 f"device {d} needs {worst / GIB:.2f} GiB (replicas and peaks of {', '.join(held)}) "
                 f"but has {cap / GIB:.2f} GiB"
             )
+        per_device: tuple[float, ...] = ()
+        if detail:
+            expanded = [0.0] * self.num_devices
+            for a, nbytes in enumerate(mem):
+                for dev in atoms.devices(a):
+                    expanded[dev] = nbytes
+            per_device = tuple(expanded)
         result = SimResult(iteration_time_s=iteration_time, feasible=not reasons,
                            reasons=tuple(reasons), overflow_ratio=overflow,
-                           device_peak_bytes=tuple(mem), iteration_ends=tuple(ends))
+                           device_peak_bytes=per_device, iteration_ends=tuple(ends))
         if not detail:
             return result
         return _with_detail(result, self.calls, cands, tasks, events)
 
 
 def _with_detail(result: SimResult, calls: Sequence, cands: Sequence[Candidate],
-                 tasks: list[_Task], events: list[tuple]) -> SimResult:
+                 tasks: list[Task], events: list[tuple]) -> SimResult:
     reallocs = tuple(
         ReallocStep(model=r[0], before_call=r[1], src=r[2], dst=r[3], time_s=r[4],
                     bytes_total=r[5], every_iteration=r[6])

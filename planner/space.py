@@ -1,7 +1,8 @@
 """The plan space: device meshes, 3D strategies and micro-batch counts per call.
 
 Meshes are aligned power-of-two blocks inside a node (sizes 1, 2, 4, ... up to the
-node size) and runs of whole nodes (any start, any length), so the shapes follow
+node size) and runs of whole nodes (any start, any length; on clusters of more than
+16 nodes on a coarser grid, see `enumerate_meshes`), so the shapes follow
 `Cluster.devices_per_node` instead of assuming 8 GPUs per node. On each mesh a call
 may use every `dp x tp x pp = mesh size` with
 
@@ -84,19 +85,45 @@ def _powers_of_two_upto(limit: int) -> list[int]:
     return out
 
 
+MAX_GRANULES = 16
+"""Clusters of more nodes than this place whole-node meshes on a coarser grid (see `mesh_granule`)."""
+
+
+def mesh_granule(num_nodes: int) -> int:
+    """Nodes per granule: the smallest power of two leaving at most MAX_GRANULES granules."""
+    g = 1
+    while num_nodes > MAX_GRANULES * g:
+        g *= 2
+    return g
+
+
 def enumerate_meshes(cluster: Cluster, *, max_mesh_nodes: int = 0) -> tuple[DeviceMesh, ...]:
-    """Aligned power-of-two blocks inside each node, then runs of whole nodes."""
-    dpn = cluster.devices_per_node
+    """Aligned power-of-two blocks inside nodes, then runs of whole nodes.
+
+    Up to MAX_GRANULES nodes: blocks inside every node and runs of any length at any
+    start. On larger clusters the runs are laid on a grid of `mesh_granule` nodes
+    (g): runs of whole granules at granule starts, power-of-two runs shorter than a
+    granule at aligned starts, and blocks inside the first node of each granule. A
+    homogeneous cluster prices a call by its mesh's shape, so the coarser grid keeps every
+    shape and loses only some relative positions of calls (at 128 nodes, ~600 meshes
+    instead of ~10,000).
+    """
+    dpn, num_nodes = cluster.devices_per_node, cluster.num_nodes
+    g = mesh_granule(num_nodes)
     meshes: dict[tuple[int, ...], DeviceMesh] = {}
-    for node in range(cluster.num_nodes):
+    top = num_nodes if max_mesh_nodes == 0 else min(max_mesh_nodes, num_nodes)
+    for node in range(0, num_nodes, g):
         base = node * dpn
         for size in _powers_of_two_upto(dpn):
             for offset in range(0, dpn - size + 1, size):
                 mesh = DeviceMesh.span(base + offset, size)
                 meshes[mesh.devices] = mesh
-    top = cluster.num_nodes if max_mesh_nodes == 0 else min(max_mesh_nodes, cluster.num_nodes)
-    for length in range(1, top + 1):
-        for first in range(cluster.num_nodes - length + 1):
+    for length in _powers_of_two_upto(min(g - 1, top)):
+        for first in range(0, num_nodes - length + 1, length):
+            mesh = DeviceMesh.span(first * dpn, length * dpn)
+            meshes[mesh.devices] = mesh
+    for length in range(g, top + 1, g):
+        for first in range(0, num_nodes - length + 1, g):
             mesh = DeviceMesh.span(first * dpn, length * dpn)
             meshes[mesh.devices] = mesh
     return tuple(sorted(meshes.values(), key=lambda m: (m.size, m.devices)))
@@ -191,9 +218,17 @@ class Pricer:
     def __init__(self, cost: CostProvider) -> None:
         self.cost = cost
         self.cache: dict[tuple, CallEstimate] = {}
+        self._nodes: dict[tuple[int, ...], int] = {}
+
+    def nodes(self, mesh: DeviceMesh) -> int:
+        """Nodes the mesh spans (cached)."""
+        hit = self._nodes.get(mesh.devices)
+        if hit is None:
+            hit = self._nodes[mesh.devices] = len(mesh.nodes(self.cost.cluster))
+        return hit
 
     def price(self, call: Call, model: ModelSpec, layout: Layout) -> CallEstimate:
-        nodes = len(layout.mesh.nodes(self.cost.cluster))
+        nodes = self.nodes(layout.mesh)
         key = (call.name, layout.mesh.size, nodes, layout.strategy, layout.micro_batches)
         est = self.cache.get(key)
         if est is None:
@@ -205,26 +240,38 @@ class Pricer:
 def build_call_space(call: Call, model: ModelSpec, cost: CostProvider,
                      meshes: tuple[DeviceMesh, ...], options: SpaceOptions,
                      pricer: Pricer | None = None) -> CallSpace:
-    """Price every layout of `call` over `meshes` and keep the feasible, non-dominated ones."""
+    """Price every layout of `call` over `meshes` and keep the feasible, non-dominated ones.
+
+    Layouts are priced and pruned once per mesh shape (size and nodes spanned), then
+    placed on every mesh of that shape."""
     pricer = pricer or Pricer(cost)
     memory = cost.device_memory_bytes
     kept: list[Candidate] = []
     num_priced = 0
     best_miss: tuple[float, str] | None = None
+    shapes: dict[tuple[int, int], list[DeviceMesh]] = {}
     for mesh in meshes:
-        for dp, tp, pp in strategies(call, model, mesh.size, cost.cluster, options):
+        shapes.setdefault((mesh.size, len(mesh.nodes(cost.cluster))), []).append(mesh)
+    for group in shapes.values():
+        first = group[0]
+        front: list[tuple[tuple[int, int, int, int], CallEstimate]] = []
+        for dp, tp, pp in strategies(call, model, first.size, cost.cluster, options):
             priced = []
             for m in micro_batch_counts(call, dp, options):
-                layout = Layout(mesh=mesh, dp=dp, tp=tp, pp=pp, micro_batches=m)
+                layout = Layout(mesh=first, dp=dp, tp=tp, pp=pp, micro_batches=m)
                 est = pricer.price(call, model, layout)
-                num_priced += 1
+                num_priced += len(group)
                 if fits(est, memory):
                     priced.append(make_candidate(layout, est))
                 else:
                     score = est.peak_bytes - memory
                     if best_miss is None or score < best_miss[0]:
                         best_miss = (score, _miss_text(call, layout, est, memory))
-            kept.extend(_pareto(priced))
+            front.extend(((c.layout.dp, c.layout.tp, c.layout.pp, c.layout.micro_batches), c.estimate)
+                         for c in _pareto(priced))
+        for mesh in group:
+            for (dp, tp, pp, m), est in front:
+                kept.append(make_candidate(Layout(mesh=mesh, dp=dp, tp=tp, pp=pp, micro_batches=m), est))
     kept.sort(key=lambda c: (c.estimate.time_s, c.layout.mesh.size, c.layout.mesh.devices,
                              c.layout.strategy, c.layout.micro_batches))
     miss = best_miss[1] if best_miss else f"call {call.name!r} has no allowed layout"

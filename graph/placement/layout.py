@@ -36,6 +36,17 @@ class Cluster:
         return device // self.devices_per_node
 
 
+class DeviceIds(tuple):
+    """A tuple of device ids that computes its hash once (meshes key many planner caches;
+    hashing a 1024-id tuple on every lookup would cost more than the lookup)."""
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = self.__dict__["_hash"] = tuple.__hash__(self)
+        return cached
+
+
 @dataclass(frozen=True, kw_only=True)
 class DeviceMesh:
     """A set of devices, by global id, sorted; a call runs on exactly one mesh."""
@@ -54,7 +65,7 @@ class DeviceMesh:
     @classmethod
     def span(cls, start: int, size: int) -> DeviceMesh:
         """The contiguous mesh [start, start + size)."""
-        return cls(devices=tuple(range(start, start + size)))
+        return cls(devices=DeviceIds(range(start, start + size)))
 
     @property
     def size(self) -> int:
@@ -67,7 +78,10 @@ class DeviceMesh:
 
     def nodes(self, cluster: Cluster) -> tuple[int, ...]:
         """Nodes the mesh touches."""
-        return tuple(sorted({cluster.node_of(d) for d in self.devices}))
+        d = self.devices
+        if d[-1] - d[0] + 1 == len(d):  # contiguous: every node between the first and the last
+            return tuple(range(cluster.node_of(d[0]), cluster.node_of(d[-1]) + 1))
+        return tuple(sorted({cluster.node_of(x) for x in d}))
 
     def __str__(self) -> str:
         d = self.devices

@@ -323,11 +323,10 @@ class _Pieces:
         self.src, self.dst = src, dst
         classes = _byte_classes(arch, value_head, vocab_size, lora, trainable_only, dtype_bytes)
         self.items = _items(arch, src, dst, classes, classes["tied"] > 0)
-        self.src_at: dict[int, tuple[int, int]] = {}  # device -> (tp rank, stage) in the source
-        for ss in range(src.pp):
-            for sd in range(src.dp):
-                for st in range(src.tp):
-                    self.src_at[src.device(dp_rank=sd, tp_rank=st, pp_rank=ss)] = (st, ss)
+        # device -> (tp rank, stage) in the source (mesh order is tp fastest, then dp, then pp)
+        per = src.dp * src.tp
+        self.src_at: dict[int, tuple[int, int]] = {
+            dev: (i % src.tp, i // per) for i, dev in enumerate(src.mesh.devices)}
         self.lcm_tp = math.lcm(src.tp, dst.tp)
         self._groups: dict[tuple[tuple[int, ...], int | None], tuple[dict[int, list[int]], list[int]]] = {}
 
@@ -346,6 +345,11 @@ class _Pieces:
         return hit
 
     def __iter__(self) -> Iterator[tuple[int, tuple, float, list[int]]]:
+        return self.pieces()
+
+    def pieces(self, only: Mapping[int, list[int]] | None = None) -> Iterator[tuple[int, tuple, float, list[int]]]:
+        """The pieces (of the destination devices `only` lists, by stage as indices k of
+        `dst.device(...)` order within the stage, or of all)."""
         dst, node_of, src_at = self.dst, self.node_of, self.src_at
         span_s, span_d = self.lcm_tp // self.src.tp, self.lcm_tp // dst.tp
         # per destination TP rank: the source TP ranks its shard overlaps, with the overlap
@@ -354,9 +358,11 @@ class _Pieces:
                  for dt in range(dst.tp)]
         devices = dst.mesh.devices
         per_stage = dst.dp * dst.tp
+        every = range(per_stage)
+        chosen = {s: every if only is None else only.get(s, ()) for s in range(dst.pp)}
         for it in self.items:
             base = it.dst_stage * per_stage
-            for k in range(per_stage):
+            for k in chosen[it.dst_stage]:
                 dev, dt = devices[base + k], k % dst.tp
                 home = node_of(dev)
                 held = src_at.get(dev)
@@ -448,17 +454,18 @@ def transfer_flows(arch: ModelArch, src: Layout, dst: Layout, *, value_head: boo
     return [(s, d, b) for (s, d), b in flows.items()]
 
 
-EXACT_FLOWS = 4096
-"""Up to this many flows `transfer_loads` counts peers exactly (see there)."""
+EXACT_FLOWS = 256
+"""Up to this many (src, dst) device pairs `transfer_loads` counts peers exactly (see there)."""
 
 
 def transfer_loads(arch: ModelArch, src: Layout, dst: Layout, *, value_head: bool = False,
                    cluster: Cluster | None = None, dtype_bytes: int = 2,
                    vocab_size: int | None = None, lora: LoraSpec | None = None,
                    trainable_only: bool = False) -> TransferLoads:
-    """The loads of `transfer_flows`; past `EXACT_FLOWS` flows, summed per holder group.
+    """The loads of `transfer_flows`; past `EXACT_FLOWS` device pairs, summed per holder group.
 
-    Up to `EXACT_FLOWS` (src, dst) flows the loads are those of `transfer_flows` exactly.
+    While the two meshes make at most `EXACT_FLOWS` (src, dst) device pairs the loads are
+    those of `transfer_flows` exactly.
     Beyond (hundreds of devices), bytes per device and link kind are still exact, but
     peers are counted per holder group, not per distinct device: a group of replicated
     data (held by every TP rank) contains the groups of the cut data beside it, so the
@@ -466,53 +473,112 @@ def transfer_loads(arch: ModelArch, src: Layout, dst: Layout, *, value_head: boo
     in two groups of overlapping stages (tied embeddings), counts it twice. Peers only
     price message latencies (microseconds on GPUs), so the bound is close enough there.
     """
-    pieces = list(_Pieces(arch, src, dst, value_head=value_head, cluster=cluster, dtype_bytes=dtype_bytes,
-                          vocab_size=vocab_size, lora=lora, trainable_only=trainable_only))
-    if sum(len(p[3]) for p in pieces) <= EXACT_FLOWS:
+    pieces = _Pieces(arch, src, dst, value_head=value_head, cluster=cluster, dtype_bytes=dtype_bytes,
+                     vocab_size=vocab_size, lora=lora, trainable_only=trainable_only)
+    if src.mesh.size * dst.mesh.size <= EXACT_FLOWS:  # at most that many (src, dst) flows
         flows: dict[tuple[int, int], float] = defaultdict(float)
         for dev, _key, nbytes, holders in pieces:
             for s in holders:
                 flows[(s, dev)] += nbytes / len(holders)
         return loads_of_flows(((s, d, b) for (s, d), b in flows.items()), cluster)
+    return _loads_by_node_type(pieces, cluster)
+
+
+def _node_types(pieces: _Pieces, dpn: int) -> tuple[list[list[int]], dict[int, dict[int, list[int]]]]:
+    """Nodes of the destination grouped by what their devices hold and need, position by
+    position (the data-parallel index aside): nodes of one type receive and serve alike.
+    Also each node's destination devices as {stage: [index within the stage]}."""
+    dst = pieces.dst
+    sig: dict[int, list[tuple]] = defaultdict(list)
+    per_stage = dst.dp * dst.tp
+    where: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for idx, dev in enumerate(dst.mesh.devices):
+        sig[dev // dpn].append((dev % dpn, idx // per_stage, idx % dst.tp, pieces.src_at.get(dev)))
+        where[dev // dpn][idx // per_stage].append(idx % per_stage)
+    src_sig: dict[int, list[tuple]] = defaultdict(list)
+    for dev, (st, ss) in pieces.src_at.items():
+        if dev // dpn in sig:
+            src_sig[dev // dpn].append((dev % dpn, st, ss))
+    types: dict[tuple, list[int]] = defaultdict(list)
+    for node in sorted(sig):
+        types[(tuple(sig[node]), tuple(sorted(src_sig.get(node, ()))))].append(node)
+    return list(types.values()), where
+
+
+def _loads_by_node_type(pieces: _Pieces, cluster: Cluster | None) -> TransferLoads:
+    """Loads summed per holder group, computed once per node type and placed on every node of it.
+
+    Holder groups on a receiver's node ("near") map position by position between nodes of
+    one type; groups of holders elsewhere ("every", all of them) are the same for all."""
+    src = pieces.src
+    dpn = cluster.devices_per_node if cluster is not None else max(*pieces.dst.mesh.devices, *src.mesh.devices) + 1
     recv: dict[tuple[int, bool], float] = defaultdict(float)
-    per_sender: dict[tuple, float] = defaultdict(float)  # group key -> bytes each holder sends
-    group_of: dict[tuple, list[int]] = {}
-    receivers: dict[tuple, set[int]] = defaultdict(set)
-    dst_groups: dict[int, dict[tuple, set[int | None]]] = defaultdict(lambda: defaultdict(set))
-    total = inter = 0.0
-    for dev, key, nbytes, holders in pieces:
-        if nbytes <= 0:
-            continue
-        stages, st, loc = key
-        far = loc is None  # no holder on the device's node: every link crosses nodes
-        recv[(dev, far)] += nbytes
-        total += nbytes
-        inter += nbytes if far else 0.0
-        per_sender[key] += nbytes / len(holders)
-        group_of[key] = holders
-        receivers[key].add(dev)
-        dst_groups[dev][(stages, loc)].add(st)
     sent: dict[tuple[int, bool], float] = defaultdict(float)
-    sender_counts: dict[int, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
-    for key, each in per_sender.items():
-        stages, _st, loc = key
-        n_recv = len(receivers[key])
-        for s in group_of[key]:
-            sent[(s, loc is None)] += each
-            # a holder is in one cut group and one replicated group per (stages, node); the
-            # replicated group's receivers include the cut group's
-            merged = sender_counts[s]
-            merged[(stages, loc)] = max(merged[(stages, loc)], n_recv)
     peers: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    for dev, groups in dst_groups.items():
-        for (stages, loc), ranks in groups.items():
-            if None in ranks:  # the replicated group holds every TP rank's cut group
-                count = len(group_of[(stages, None, loc)])
+    every_each: dict[tuple, float] = defaultdict(float)  # (stages, st) -> bytes each holder sends
+    every_receivers: dict[tuple, int] = defaultdict(int)
+    every_group: dict[tuple, list[int]] = {}
+    sender_counts: dict[int, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
+    total = inter = 0.0
+    types, where = _node_types(pieces, dpn)
+    for nodes in types:
+        rep = nodes[0]
+        base = rep * dpn
+        recv_pos: dict[tuple[int, bool], float] = defaultdict(float)
+        near_each: dict[tuple, float] = defaultdict(float)  # (stages, st) -> bytes each near holder sends
+        near_group: dict[tuple, list[int]] = {}
+        near_receivers: dict[tuple, set[int]] = defaultdict(set)
+        far_receivers: dict[tuple, set[int]] = defaultdict(set)
+        dst_groups: dict[int, dict[tuple, set[int | None]]] = defaultdict(lambda: defaultdict(set))
+        for dev, (stages, st, loc), nbytes, holders in pieces.pieces(where[rep]):
+            if nbytes <= 0:
+                continue
+            pos, far = dev - base, loc is None
+            recv_pos[(pos, far)] += nbytes
+            total += nbytes * len(nodes)
+            inter += nbytes * len(nodes) if far else 0.0
+            if far:
+                every_each[(stages, st)] += nbytes / len(holders) * len(nodes)
+                every_group[(stages, st)] = holders
+                far_receivers[(stages, st)].add(pos)
             else:
-                count = sum(len(group_of[(stages, st, loc)]) for st in ranks)
-            peers[dev][loc is None] += count
+                near_each[(stages, st)] += nbytes / len(holders)
+                near_group[(stages, st)] = [h - base for h in holders]
+                near_receivers[(stages, st)].add(pos)
+            dst_groups[pos][(stages, far)].add(st)
+        for key, positions in far_receivers.items():
+            every_receivers[key] += len(positions) * len(nodes)
+        counts: dict[int, list[int]] = {}
+        for pos, groups in dst_groups.items():
+            c = counts[pos] = [0, 0]
+            for (stages, far), ranks in groups.items():
+                group = every_group if far else near_group
+                if None in ranks:  # the replicated group holds every TP rank's cut group
+                    c[far] += len(group[(stages, None)])
+                else:
+                    c[far] += sum(len(group[(stages, st)]) for st in ranks)
+        for node in nodes:
+            off = node * dpn
+            for (pos, far), nbytes in recv_pos.items():
+                recv[(off + pos, far)] += nbytes
+            for pos, (near_n, far_n) in counts.items():
+                peers[off + pos][0] += near_n
+                peers[off + pos][1] += far_n
+            for key, each in near_each.items():
+                n_recv = len(near_receivers[key])
+                for q in near_group[key]:
+                    sent[(off + q, False)] += each
+                    # a holder is in one cut group and one replicated group per (stages, node);
+                    # the replicated group's receivers include the cut group's
+                    merged = sender_counts[off + q]
+                    merged[(key[0], False)] = max(merged[(key[0], False)], n_recv)
+    for key, each in every_each.items():
+        for s in every_group[key]:
+            sent[(s, True)] += each
+            merged = sender_counts[s]
+            merged[(key[0], True)] = max(merged[(key[0], True)], every_receivers[key])
     for s, merged in sender_counts.items():
-        for (_stages, loc), count in merged.items():
-            peers[s][loc is None] += count
+        for (_stages, far), count in merged.items():
+            peers[s][far] += count
     return TransferLoads(sent=dict(sent), recv=dict(recv), peers={d: (a, b) for d, (a, b) in peers.items()},
                          bytes_total=total, bytes_inter_node=inter)

@@ -58,3 +58,26 @@ def test_ptx_key_is_sized_as_token_ids_by_the_consumers_role() -> None:
     assert dataset_key_bytes(train, "score") == 4 * 32  # a per-sequence role
     assert dataset_key_bytes(train, "logp") == 4 * 32 * 128  # a per-token role
     assert side_sequences(train) == 32 and side_sequences(TRAIN) == 0 and side_sequences(GEN) == 0
+
+
+def test_data_loads_price_like_the_flows() -> None:
+    """data_loads (what the estimator prices) gives the loads of data_flows, on any placement."""
+    from cost_model.datamove import data_loads
+    from cost_model.transfer_cost import price_flows, price_loads
+
+    hw = preset("h100-80g").replace(data_overhead_s=1e-3)
+    cluster = Cluster(num_nodes=4, devices_per_node=4)
+    meshes = [(0, 1), (0, 2), (2, 2), (0, 4), (4, 4), (2, 8), (0, 16), (5, 1)]
+    for s0, sn in meshes:
+        for d0, dn in meshes:
+            src = Layout(mesh=DeviceMesh.span(s0, sn), dp=sn, tp=1, pp=1)
+            dst = Layout(mesh=DeviceMesh.span(d0, dn), dp=dn, tp=1, pp=1)
+            flows = data_flows(GEN, TRAIN, "seq", src, dst)
+            loads, sends = data_loads(GEN, TRAIN, "seq", src, dst, cluster)
+            want, got = price_flows(flows, hw, cluster), price_loads(loads, hw)
+            assert got.time_s == pytest.approx(want.time_s)
+            assert got.bytes_total == pytest.approx(want.bytes_total)
+            assert got.bytes_inter_node == pytest.approx(want.bytes_inter_node)
+            assert got.busiest_rank_bytes == pytest.approx(want.busiest_rank_bytes)
+            most = max((sum(1 for s, _, _ in flows if s == x) for x, _, _ in flows), default=0)
+            assert sends == most
