@@ -80,3 +80,27 @@ def test_cluster_too_small_names_the_call_and_the_shortfall():
 def test_space_options_are_checked():
     with pytest.raises(ValueError, match="micro_batch_choices"):
         SpaceOptions(micro_batch_choices=0)
+
+
+def test_large_clusters_place_meshes_on_a_grid_of_granules():
+    """128 nodes of 8: granules of 8 nodes. Whole-granule runs at granule starts, power-of-two
+    runs shorter than a granule at aligned starts, blocks inside the first node of each
+    granule; every mesh shape of the full enumeration is still there."""
+    from planner.space import mesh_granule
+
+    assert [mesh_granule(n) for n in (1, 16, 17, 32, 128)] == [1, 1, 2, 2, 8]
+    dpn = 8
+    meshes = enumerate_meshes(Cluster(num_nodes=128, devices_per_node=dpn))
+    # (a whole-node block is also a one-node run: counted once)
+    assert len(meshes) == 16 * 17 // 2 + (128 + 64 + 32) + 16 * (15 - 1)
+    for m in meshes:
+        first, size = m.devices[0], m.size
+        if size < dpn:
+            assert (first // dpn) % 8 == 0 and first % size == 0
+        elif size // dpn < 8:
+            nodes = size // dpn
+            assert nodes & (nodes - 1) == 0 and (first // dpn) % nodes == 0
+        else:
+            assert size % (8 * dpn) == 0 and first % (8 * dpn) == 0
+    small = enumerate_meshes(Cluster(num_nodes=16, devices_per_node=dpn))  # unchanged up to 16 nodes
+    assert len(small) == 16 * 17 // 2 + 16 * (15 - 1)
