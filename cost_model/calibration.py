@@ -17,10 +17,10 @@ overlaps calls).
   one micro-batch the two overheads cannot be told apart: all goes to layer_overhead.)
 - MemorySample: a memory-bound pass reading `bytes`; time = a + bytes / bandwidth.
 - DecodeSample: a whole KV-cached generation of `batch` sequences: one prefill
-  (`prefill_flops`) then `steps` decode steps each reading `bytes`. After the compute
-  fit prices the prefill and the per-layer overheads, time = fixed + steps *
-  (decode_step_overhead + batch * decode_sample_overhead + bytes / bandwidth); `fixed`
-  joins the generate call overhead.
+  (`prefill_flops`) then `steps` decode steps each reading `bytes`, sampling steps + 1
+  tokens. After the compute fit prices the prefill and the per-layer overheads, time =
+  fixed + (steps + 1) * (decode_step_overhead + batch * decode_sample_overhead) + steps *
+  bytes / bandwidth; `fixed` joins the generate call overhead.
 - CollectiveSample: `op` (all_reduce, all_gather, reduce_scatter, p2p) over
   `group_size` devices on an "intra" or "inter" node link, buffer `bytes`, `time_s`;
   fitted per link as time = steps * latency + wire_bytes / achieved_bandwidth with the
@@ -450,7 +450,8 @@ def _fit_decode(samples: Sequence[DecodeSample], cores: float, flops: Mapping[st
         rate = flops.get(s.dtype) or (next(iter(flops.values())) if flops else math.inf)
         prefill = mb + s.layers * layer + s.prefill_flops / rate
         t.append(s.time_s / slowdown(s.busy, cores) - prefill - s.steps * s.layers * layer)
-        rows.append([1.0, s.steps, s.steps * s.batch, s.steps * s.bytes])
+        sampled = s.steps + 1  # the prefill samples the first token, each decode step one more
+        rows.append([1.0, sampled, sampled * s.batch, s.steps * s.bytes])
     coef = _fit_nonneg(np.array(rows, dtype=float), np.array(t))
     bw = float(1.0 / coef[3]) if coef[3] > 0 else None
     return float(coef[0]), float(coef[1]), float(coef[2]), bw

@@ -14,8 +14,8 @@ The call's `micro_batches` is a lower bound on the layout's.
   parameter all-gather with the distributed optimizer), and the Adam step (memory
   bound, 32 bytes of traffic per local parameter).
 - inference: forward passes through the same pipeline.
-- generate: prefill of the prompts (compute-bound) plus one decode step per expected
-  response token: each step reads the stage's weights and KV cache (memory-bound),
+- generate: prefill of the prompts (compute-bound), which samples the first response
+  token, plus one decode step per further expected response token: each step reads the stage's weights and KV cache (memory-bound),
   pays a fixed per-layer overhead and latency-bound TP all-reduces. The KV cache is
   sized by max_new_tokens, the time by the expected response length.
 Memory: bf16 weights, grads (param dtype, Megatron's default grad_reduce_in_fp32=False),
@@ -372,7 +372,8 @@ class AnalyticCostModel:
         expected = call.response_len or max_new
         prefill = [self._forward_pass(s, k, b * max(prompt, 1), shapes.causal_ctx(prompt), b, 1.0, sampling=True)
                    for k in range(lay.pp)]
-        t_prefill = (m + lay.pp - 1) * max(sum(x) for x in prefill)
+        sampling = hw.decode_step_overhead_s + b * hw.decode_sample_overhead_s  # per sampled token, per micro-batch
+        t_prefill = (m + lay.pp - 1) * max(sum(x) for x in prefill) + (m * sampling if expected > 0 else 0.0)
         ctx = prompt + expected / 2
         kv_layer = shapes.kv_cache_bytes_per_token(s.arch, opts.dtype_bytes) / s.arch.num_layers / lay.tp
         bw = hw.achieved_memory_bandwidth
@@ -381,9 +382,10 @@ class AnalyticCostModel:
             compute, tp_comm, p2p = self._forward_pass(s, k, b, ctx, b, 1.0, sampling=True)
             read = s.stage_params[k] * opts.dtype_bytes + s.layers_per_stage * b * ctx * kv_layer
             overhead = s.layers_per_stage * hw.layer_overhead_s + hw.micro_batch_overhead_s
-            sampling = hw.decode_step_overhead_s + b * hw.decode_sample_overhead_s if k == lay.pp - 1 else 0.0
-            step_stage.append(max(compute - overhead, read / bw) + overhead + sampling + tp_comm + p2p)
-        # n new tokens take n forward passes: the prefill samples the first, n - 1 decode steps the rest
+            last = sampling if k == lay.pp - 1 else 0.0
+            step_stage.append(max(compute - overhead, read / bw) + overhead + last + tp_comm + p2p)
+        # n new tokens take n forward passes and n samplings: the prefill samples the first,
+        # n - 1 decode steps the rest
         t_decode = max(expected - 1, 0) * max(m, lay.pp) * max(step_stage)
         time_terms = {"prefill_s": t_prefill, "decode_s": t_decode}
         time_terms.update(self._overheads(call, lay))

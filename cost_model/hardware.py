@@ -226,9 +226,43 @@ def _positive(value: Any) -> bool:
 #  [MFU]  Dense-GEMM efficiency 0.6-0.7 of peak: Megatron-LM (Narayanan et al.,
 #         SC'21) reports 52% of A100 peak end to end at 1T params; MosaicML
 #         llm-foundry benchmarks report 50-64% MFU for 7B on 8x A100.
+#  [MBU]  Decode model-bandwidth utilisation (bytes a step must read / step time / peak
+#         bandwidth): about 60% for a 7B model at batch 1 on one A100 (Databricks/MosaicML,
+#         "LLM Inference Performance Engineering: Best Practices", 2023), lower under tensor
+#         parallelism; 50-80% across serving stacks. realloc's engine decodes with eager
+#         Megatron-core (no CUDA graphs, no paged attention): 0.6, the middle.
+#  [LAUNCH] An unfused Megatron-core layer (local spec) launches ~12-20 kernels per forward;
+#         eager PyTorch pays ~4-8 us of host time per launch (NVIDIA's CUDA Graphs blog and
+#         PyTorch CUDA-graph docs put launch overhead in the microseconds), so a layer whose
+#         kernels are tiny (decode) costs 50-150 us whatever its arithmetic: 80 us here.
+#  [HOST] Host-side fixed costs of a step in eager PyTorch + Megatron-core, engineering
+#         estimates (ranges): per micro-batch (schedule, embedding/head/loss launches) 1-5 ms;
+#         per sampled token (sampling over the vocabulary, stop checks, one host sync) 1-10 ms;
+#         per optimizer step (grad finalisation, clip-norm, optimizer launches) 10-100 ms.
+#  [CPUPROF] Python work per call, sequence and data-parallel rank, measured by `realloc
+#         profile` on this project's CPU machines (experiments/profiles/cpu-2core-4proc.json:
+#         0.3-1.4 ms per call, 5-60 us per sequence, 0.5-3 ms per extra rank, ~1 ms per batch
+#         sent between calls) and halved for a GPU node's faster host cores.
+#         None of [LAUNCH], [HOST], [CPUPROF] is a GPU measurement: `realloc profile` on a
+#         GPU (experiments/bench/gpu_check.sh) replaces them.
 #  [GLOO] measured on this project's CPU machines (shared/notes/megatron-on-cpu.md):
 #         gloo all_reduce latency ~1.5 ms with 2 processes; the rest are rough
 #         defaults to be replaced by `realloc profile`.
+GPU_FIXED_COSTS: dict[str, Any] = {
+    "memory_efficiency": 0.6,  # [MBU]
+    "layer_overhead_s": 80e-6,  # [LAUNCH]
+    "micro_batch_overhead_s": 2e-3,  # [HOST]
+    "decode_step_overhead_s": 3e-3,  # [HOST]
+    "train_step_overhead_s": 30e-3,  # [HOST]
+    "decode_sample_overhead_s": 2e-5,  # [CPUPROF]
+    "call_overhead_s": {"generate": 1e-3, "inference": 0.5e-3, "train": 1e-3},  # [CPUPROF]
+    "call_seq_overhead_s": {"generate": 10e-6, "inference": 30e-6, "train": 10e-6},  # [CPUPROF]
+    "call_dp_overhead_s": {"generate": 1.5e-3, "inference": 1.5e-3, "train": 0.5e-3},  # [CPUPROF]
+    "realloc_overhead_s": 1e-3,  # [CPUPROF]
+    "data_overhead_s": 0.5e-3,  # [CPUPROF]
+}
+"""Fixed costs every GPU preset carries (see the sources above); a measured profile replaces them."""
+
 PRESETS: dict[str, HardwareSpec] = {
     "a100-40g": HardwareSpec(
         name="a100-40g", devices_per_node=8,
@@ -236,8 +270,9 @@ PRESETS: dict[str, HardwareSpec] = {
         memory_bytes=40 * GiB, memory_bandwidth=1555e9,  # [A100]
         intra_node_bandwidth=300e9, intra_node_latency=2e-6,  # [A100], [NCCL]
         inter_node_bandwidth=25e9, inter_node_latency=8e-6,  # [DGXA100]
-        matmul_efficiency=0.65, memory_efficiency=0.8,  # [MFU]
+        matmul_efficiency=0.65,  # [MFU]
         intra_link_efficiency=0.77, inter_link_efficiency=0.85,  # [NCCL]
+        **GPU_FIXED_COSTS,
     ),
     "a100-80g": HardwareSpec(
         name="a100-80g", devices_per_node=8,
@@ -245,8 +280,9 @@ PRESETS: dict[str, HardwareSpec] = {
         memory_bytes=80 * GiB, memory_bandwidth=2039e9,  # [A100]
         intra_node_bandwidth=300e9, intra_node_latency=2e-6,  # [A100], [NCCL]
         inter_node_bandwidth=25e9, inter_node_latency=8e-6,  # [DGXA100]
-        matmul_efficiency=0.65, memory_efficiency=0.8,  # [MFU]
+        matmul_efficiency=0.65,  # [MFU]
         intra_link_efficiency=0.77, inter_link_efficiency=0.85,  # [NCCL]
+        **GPU_FIXED_COSTS,
     ),
     "h100-80g": HardwareSpec(
         name="h100-80g", devices_per_node=8,
@@ -254,8 +290,9 @@ PRESETS: dict[str, HardwareSpec] = {
         memory_bytes=80 * GiB, memory_bandwidth=3350e9,  # [H100]
         intra_node_bandwidth=450e9, intra_node_latency=2e-6,  # [H100], [NCCL]
         inter_node_bandwidth=50e9, inter_node_latency=6e-6,  # [DGXH100]
-        matmul_efficiency=0.55, memory_efficiency=0.8,  # [MFU]: H100 GEMMs reach less of peak
+        matmul_efficiency=0.55,  # [MFU]: H100 GEMMs reach less of peak
         intra_link_efficiency=0.8, inter_link_efficiency=0.85,  # [NCCL]
+        **GPU_FIXED_COSTS,
     ),
     "h200": HardwareSpec(
         name="h200", devices_per_node=8,
@@ -263,8 +300,9 @@ PRESETS: dict[str, HardwareSpec] = {
         memory_bytes=139.8 * GiB, memory_bandwidth=4800e9,  # [H200]
         intra_node_bandwidth=450e9, intra_node_latency=2e-6,  # [H200], [NCCL]
         inter_node_bandwidth=50e9, inter_node_latency=6e-6,  # [DGXH100]-class networking
-        matmul_efficiency=0.55, memory_efficiency=0.8,  # [MFU]
+        matmul_efficiency=0.55,  # [MFU]
         intra_link_efficiency=0.8, inter_link_efficiency=0.85,  # [NCCL]
+        **GPU_FIXED_COSTS,
     ),
     "cpu-gloo": HardwareSpec(
         name="cpu-gloo", kind="cpu-gloo", devices_per_node=2,

@@ -236,5 +236,8 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
         head, tail = rewards[: max(1, len(rewards) // 5)], rewards[-max(1, len(rewards) // 5):]
         console.print(f"mean reward: first {len(head)} iterations {sum(head) / len(head):.3f}, "
                       f"last {len(tail)} iterations {sum(tail) / len(tail):.3f}")
+    from realloc.estimate_check import report_estimates
+
+    report_estimates(experiment, plan, records, run.root, echo=lambda line: console.print(line, markup=False))
     console.print(f"done: {len(records)} iterations; metrics {run.metrics}, curves {run.curves}")
     return 0

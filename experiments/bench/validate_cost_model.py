@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from realloc.estimate_check import measured_times, predicted_times  # noqa: F401 -- also this module's API
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PROFILE = ROOT / "experiments" / "profiles" / "cpu-2core-4proc.json"
 KINDS = ("generate", "inference", "train", "realloc")
@@ -137,44 +139,6 @@ def _plans(exp_name: str, profile: Path, iterations: int) -> tuple[Any, dict[str
         seen[key] = name
         unique[name] = plan
     return exp, unique
-
-
-def predicted_times(plan: Any, graph: Any) -> dict[str, Any]:
-    """Per call, realloc and iteration seconds of the plan's steady-state simulated iteration.
-
-    A call's time is what its mesh's first rank measures: from when that rank is free (its
-    previous task on the timeline ended, or the iteration began) to the call's end; it
-    includes waiting for the call's other ranks, as the runtime's `call_time_s` does.
-    """
-    entries = plan.timeline
-    steady = max(e.iteration for e in entries) - 1 if entries else 0
-    begin = max((e.end for e in entries if e.iteration == steady - 1), default=0.0)
-    calls: dict[str, float] = {}
-    realloc_per_device: dict[int, float] = {}
-    for call in graph.calls:
-        mine = [e for e in entries if e.label == call.name and e.what == "call" and e.iteration == steady]
-        if not mine:
-            calls[call.name] = 0.0
-            continue
-        first = min(mine, key=lambda e: e.device)
-        free = max([begin] + [e.end for e in entries if e.device == first.device and e.end <= first.start + 1e-12
-                              and e is not first])
-        calls[call.name] = first.end - min(free, first.start)
-    for e in entries:
-        if e.iteration == steady and e.what == "realloc":
-            realloc_per_device[e.device] = realloc_per_device.get(e.device, 0.0) + e.end - e.start
-    return {"calls": calls, "realloc": max(realloc_per_device.values(), default=0.0),
-            "iteration": float(plan.iteration_time_s or 0.0)}
-
-
-def measured_times(history: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
-    """Medians over the iterations after `warmup`."""
-    rows = history[warmup:] or history
-    calls: dict[str, float] = {}
-    for name in rows[0]["call_time_s"]:
-        calls[name] = statistics.median(r["call_time_s"][name] for r in rows if name in r["call_time_s"])
-    return {"calls": calls, "realloc": statistics.median(r["realloc_time_s"] for r in rows),
-            "iteration": statistics.median(r["iter_time_s"] for r in rows)}
 
 
 def _layout_dict(lay: Any) -> dict[str, Any]:

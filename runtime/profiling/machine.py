@@ -83,14 +83,16 @@ class ProfileGrid:
     """Vocabulary of the synthetic model."""
     prompt_len: int = 8
     """Prompt tokens of the generations."""
+    call_seqs: tuple[int, ...] = (4, 16)
+    """Sequences per data-parallel rank of the call samples (cover the batches runs use)."""
 
 
 QUICK = ProfileGrid(hidden_sizes=(64,), shapes=((2, 16), (8, 32)), tp_degrees=(1, 2),
                     decode_batches=(2, 8), decode_steps=(2, 6), collective_bytes=(4096, 1 << 20),
                     repeats=3)
 FULL = ProfileGrid(hidden_sizes=(64, 128), shapes=((2, 16), (4, 16), (8, 32), (16, 64)), tp_degrees=(1, 2, 4),
-                   decode_batches=(2, 8, 16), decode_steps=(2, 8), repeats=5,
-                   collective_bytes=(4096, 65536, 1 << 20, 4 << 20))
+                   decode_batches=(2, 16, 64), decode_steps=(2, 8), repeats=5,
+                   collective_bytes=(4096, 65536, 1 << 20, 4 << 20), call_seqs=(4, 16, 64))
 
 
 def synthetic_arch(hidden: int, layers: int, vocab: int, tp: int = 1) -> ModelArch:
@@ -164,6 +166,17 @@ def _batch(b: int, s: int, vocab: int, prompt: int | None = None) -> Any:
     return SeqBatch.from_lists(seqs, [prompt if prompt is not None else s // 2] * b)
 
 
+NEVER_SAMPLED = 1 << 20
+"""An EOS id beyond any profiled vocabulary: checked like a real one, never sampled, so every
+generation runs all its steps."""
+
+
+def _run_context() -> CallContext:
+    """A call context like the runtime's: an EOS id every sampled token is checked against, a
+    seed and step for the per-sequence sampling stream (so the per-token work matches a run)."""
+    return CallContext(eos_ids=(NEVER_SAMPLED,), seed=1, step=1, total_steps=10_000)
+
+
 def _layout(devices: tuple[int, ...], *, dp: int = 1, tp: int = 1) -> Layout:
     return Layout(mesh=DeviceMesh(devices=devices), dp=dp, tp=tp, pp=1)
 
@@ -227,11 +240,10 @@ class _Profiler:
     def _generate(self, engine: Any, b: int, steps: int) -> float:
         from graph.catalog import GenerateArgs
         from runtime.interfaces.generate import generate_local
-        from runtime.interfaces.registry import CallContext
 
         prompts = _batch(b, self.grid.prompt_len, self.grid.vocab_size, prompt=self.grid.prompt_len)
         args = GenerateArgs(max_new_tokens=steps)
-        return _timed(lambda: generate_local(engine, prompts, args, CallContext()), self.grid.repeats,
+        return _timed(lambda: generate_local(engine, prompts, args, _run_context()), self.grid.repeats,
                       engine.pgc.tp if engine.layout.tp > 1 else None)
 
     def compute_and_decode(self) -> None:
@@ -334,7 +346,7 @@ class _Profiler:
         from runtime.engine.schedule import Trainer
 
         g, group = self.grid, engine.pgc.dp if dp > 1 else None
-        args, call_ctx = SFTArgs(lr=1e-5), CallContext(total_steps=10_000)
+        args, call_ctx = SFTArgs(lr=1e-5), _run_context()
         trainer = engine.trainer = Trainer(engine, args, total_steps=call_ctx.total_steps)
         opt = _timed(lambda: trainer.optimizer.step(), g.repeats, group)
         params = sum(p.numel() for p in engine.module.parameters()) / dp
@@ -342,7 +354,7 @@ class _Profiler:
             self.samples["optimizer"].append(OptimizerSample(params=params, time_s=opt, busy=dp))
         if optimizer_only:
             return
-        for seqs in (4, 16):
+        for seqs in g.call_seqs:
             for kind, overhead in self._call_overheads(engine, trainer, args, call_ctx, seqs * dp, group).items():
                 if self.rank == 0:
                     self.samples["calls"].append(CallSample(kind=kind, dp=dp, overhead_s=overhead, seqs=seqs,

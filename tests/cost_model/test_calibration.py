@@ -100,7 +100,8 @@ def _overhead_samples() -> Samples:
                     solo = passes * (5e-3 + layers * 2e-3) + passes * flops / 1e9
                     compute.append(ComputeSample(flops=passes * flops, time_s=solo * (2 if busy == 4 else 1),
                                                  passes=passes, dtype="fp32", layers=layers, busy=busy))
-    # decode: fixed 1e-2, 3e-3 per step, 1e-4 per sequence-step, 1e8 B/s, plus the prefill and the
+    # decode: fixed 1e-2, 3e-3 per sampled token, 1e-4 per sequence per sampled token (steps + 1
+    # tokens: the prefill samples the first), 1e8 B/s per decode step, plus the prefill and the
     # per-layer overhead the compute fit knows
     decode = []
     for steps in (1, 5, 11):
@@ -108,7 +109,7 @@ def _overhead_samples() -> Samples:
             for layers in (1, 2):
                 nbytes = 1e5 * layers + 1e3 * batch
                 prefill = 5e-3 + layers * 2e-3 + 1e6 * batch / 1e9
-                t = (1e-2 + prefill + steps * (layers * 2e-3 + 3e-3 + batch * 1e-4 + nbytes / 1e8))
+                t = (1e-2 + prefill + steps * (layers * 2e-3 + nbytes / 1e8) + (steps + 1) * (3e-3 + batch * 1e-4))
                 decode.append(DecodeSample(steps=steps, batch=batch, layers=layers, bytes=nbytes,
                                            prefill_flops=1e6 * batch, time_s=t, dtype="fp32"))
     optimizer = [OptimizerSample(params=p, time_s=4e-3 + p * 1e-7) for p in (1e4, 1e5)]

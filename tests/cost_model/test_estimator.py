@@ -239,9 +239,10 @@ def test_fixed_overhead_terms_by_hand() -> None:
                args=GenerateArgs(max_new_tokens=8, num_samples=2), batch_size=2, prompt_len=8,
                response_len=4, max_new_tokens=8)
     a, b = (m.call_estimate(gen, ACTOR, _layout(1, 1, 1)).breakdown for m in (plain, over))
-    # 3 decode steps of 4 sequences: micro-batch 0.01 + step 0.003 + 4 x 0.001 each; one prefill pass
+    # 3 decode steps of 4 sequences: micro-batch 0.01 + step 0.003 + 4 x 0.001 each; one prefill
+    # pass, which samples the first token: 0.01 + 0.003 + 4 x 0.001
     assert b["decode_s"] - a["decode_s"] == pytest.approx(3 * (0.01 + 0.003 + 4 * 0.001))
-    assert b["prefill_s"] - a["prefill_s"] == pytest.approx(0.01)
+    assert b["prefill_s"] - a["prefill_s"] == pytest.approx(0.01 + 0.003 + 4 * 0.001)
     assert b["call_overhead_s"] == pytest.approx(0.2)
     # the cost model tells the simulator how many cores the devices share
     assert over.host_cores == 0.0 and AnalyticCostModel(ROUND.replace(host_cores=2.0), CLUSTER).host_cores == 2.0
