@@ -237,7 +237,7 @@ def _fastest_per_mesh(space, k: int):
     return dataclasses.replace(space, candidates=tuple(list(best.values())[:k]))
 
 
-@pytest.mark.parametrize("memory_gib", [6.0, 8.0])
+@pytest.mark.parametrize("memory_gib", [7.0, 8.0])
 def test_search_with_the_analytic_cost_model_equals_exact_search(memory_gib):
     """Each call chooses among its fastest layouts on 4 different meshes (4^6 = 4096 plans),
     so the exact search can enumerate them all; memory is tight enough that every call at
