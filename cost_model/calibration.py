@@ -30,7 +30,9 @@ overlaps calls).
   samples of one busy device when there are any.
 - CallSample: what a call of `kind` costs beyond its core work (measured interface time
   minus the measured forward / train step / generation of the same batch) on `dp` ranks;
-  kind "train_step" is a train step beyond its forward+backward and optimizer step.
+  kind "train_step" is a train step beyond its forward+backward and optimizer step, kind
+  "rule" a whole rule-based reward call (no core work: fixed + seqs * per_sequence become
+  rule_call_overhead and rule_seq_overhead).
   Fitted per kind as overhead = fixed + seqs * per_sequence + (dp - 1) * (per_rank + seqs *
   per_rank_sequence), with `seqs` the sequences per data-parallel rank.
 - MoveSample: one reallocation or data transfer: what it took beyond the fitted link time
@@ -58,7 +60,7 @@ from cost_model.collectives import wire_factor
 from cost_model.hardware import CALL_KINDS, HardwareSpec
 
 LINKS = ("intra", "inter")
-CALL_SAMPLE_KINDS = (*CALL_KINDS, "train_step")
+CALL_SAMPLE_KINDS = (*CALL_KINDS, "train_step", "rule")
 NO_SHARING_SLOWDOWN = 1.15
 """Below this measured slowdown the devices are taken not to share cores."""
 
@@ -203,7 +205,8 @@ class CallSample:
     """What a call costs beyond its core work, measured on `dp` data-parallel ranks."""
 
     kind: str
-    """generate, inference, train (a whole call) or train_step (one optimizer step)."""
+    """generate, inference, train (a whole call), train_step (one optimizer step) or rule (a
+    whole rule-based reward call)."""
     dp: int
     """Data-parallel ranks of the call."""
     overhead_s: float
@@ -325,6 +328,10 @@ class Calibration:
     """Seconds per reallocation per peer of the busiest rank beyond its link time."""
     data_overhead_s: float | None = None
     """Fixed seconds per data transfer beyond its link time."""
+    rule_call_overhead_s: float | None = None
+    """Fixed seconds of a rule-based reward call."""
+    rule_seq_overhead_s: float | None = None
+    """Seconds per sequence of a rule-based reward call."""
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -513,6 +520,11 @@ def fit_calibration(samples: Samples) -> Calibration:
     call_dp.pop("train_step", None)
     call_seq.pop("train_step", None)
     call_dp_seq.pop("train_step", None)
+    if "rule" in call_fixed:
+        values["rule_call_overhead_s"] = call_fixed.pop("rule")
+        values["rule_seq_overhead_s"] = call_seq.pop("rule", 0.0)
+    call_dp.pop("rule", None)
+    call_dp_seq.pop("rule", None)
     for kind in MOVE_KINDS:
         group = [m for m in samples.moves if m.kind == kind]
         if group:
@@ -539,7 +551,8 @@ def _rate(peak: float, achieved: float) -> tuple[float, float]:
 
 SCALAR_OVERHEADS = ("layer_overhead_s", "host_cores", "micro_batch_overhead_s", "decode_step_overhead_s",
                     "decode_sample_overhead_s", "train_step_overhead_s", "optimizer_param_time_s",
-                    "realloc_overhead_s", "realloc_peer_overhead_s", "data_overhead_s")
+                    "realloc_overhead_s", "realloc_peer_overhead_s", "data_overhead_s", "rule_call_overhead_s",
+                    "rule_seq_overhead_s")
 
 
 def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:

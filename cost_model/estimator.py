@@ -124,9 +124,10 @@ class AnalyticCostModel:
     # ------------------------------------------------------------------ CostProvider
     def call_estimate(self, call: Call, model: ModelSpec, layout: Layout) -> CallEstimate:
         """Time and per-device memory of `call` on `model` under `layout`."""
-        if model.arch is None:
-            return CallEstimate(time_s=0.0, peak_bytes=0.0, resident_bytes=0.0,
-                                breakdown={"rule_reward_s": 0.0})
+        if model.arch is None:  # a rule-based reward: host work per sequence
+            hw = self.hardware
+            t = hw.rule_call_overhead_s + num_sequences(call) * hw.rule_seq_overhead_s
+            return CallEstimate(time_s=t, peak_bytes=0.0, resident_bytes=0.0, breakdown={"rule_reward_s": t})
         if call.seq_len <= 0:
             raise ValueError(
                 f"call {call.name!r}: prompt_len + response_len is 0; give the expected lengths so it can be priced"

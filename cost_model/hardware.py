@@ -24,7 +24,7 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 CALL_KINDS = ("generate", "inference", "train")
 OVERHEAD_FIELDS = ("micro_batch_overhead_s", "decode_step_overhead_s", "decode_sample_overhead_s",
                    "train_step_overhead_s", "optimizer_param_time_s", "realloc_overhead_s", "realloc_peer_overhead_s",
-                   "data_overhead_s")
+                   "data_overhead_s", "rule_call_overhead_s", "rule_seq_overhead_s")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +92,10 @@ class HardwareSpec:
     """Extra seconds per reallocation for each peer the busiest rank exchanges messages with."""
     data_overhead_s: float = 0.0
     """Fixed seconds per data transfer between calls beyond its link time (serialising the batch)."""
+    rule_call_overhead_s: float = 0.0
+    """Fixed seconds of a rule-based reward call (no model: the host runs it)."""
+    rule_seq_overhead_s: float = 0.0
+    """Seconds per sequence of a rule-based reward call (detokenising prompt and response, the rule)."""
     host_cores: float = 0.0
     """Cores the devices of one node share (CPU workers); 0 when devices do not share cores.
     With more devices busy than cores the simulator slows every busy device down."""
@@ -247,7 +251,8 @@ def _positive(value: Any) -> bool:
 #  [CPUPROF] Python work per call, sequence and data-parallel rank, measured by `realloc
 #         profile` on this project's CPU machines (experiments/profiles/cpu-2core-4proc.json:
 #         0.3-1.4 ms per call, 5-60 us per sequence, 0.5-3 ms per extra rank, ~1 ms per batch
-#         sent between calls) and halved for a GPU node's faster host cores.
+#         sent between calls, ~60 us per sequence of a rule-based reward) and halved for a
+#         GPU node's faster host cores.
 #         None of [LAUNCH], [HOST], [CPUPROF] is a GPU measurement: `realloc profile` on a
 #         GPU (experiments/bench/gpu_check.sh) replaces them.
 #  [GLOO] measured on this project's CPU machines (shared/notes/megatron-on-cpu.md):
@@ -265,6 +270,7 @@ GPU_FIXED_COSTS: dict[str, Any] = {
     "call_dp_overhead_s": {"generate": 1.5e-3, "inference": 1.5e-3, "train": 0.5e-3},  # [CPUPROF]
     "realloc_overhead_s": 1e-3,  # [CPUPROF]
     "data_overhead_s": 0.5e-3,  # [CPUPROF]
+    "rule_seq_overhead_s": 30e-6,  # [CPUPROF]: detokenising and scoring a sequence in Python
 }
 """Fixed costs every GPU preset carries (see the sources above); a measured profile replaces them."""
 

@@ -33,25 +33,28 @@ def predicted_times(plan: Any, graph: Any) -> dict[str, Any]:
 
     A call's time is what its mesh's first rank measures: from when that rank is free (its
     previous task on the timeline ended, or the iteration began) to the call's end; it
-    includes waiting for the call's other ranks, as the runtime's `call_time_s` does.
+    includes waiting for the call's other ranks, as the runtime's `call_time_s` does. A
+    reallocation's likewise, on every rank it involves; the most any rank spent is kept
+    (the runtime's `realloc_time_s`).
     """
     entries = plan.timeline
     steady = max(e.iteration for e in entries) - 1 if entries else 0
     begin = max((e.end for e in entries if e.iteration == steady - 1), default=0.0)
+
+    def span(entry: Any) -> float:
+        """From when the entry's device was last free (or the iteration began) to its end."""
+        free = max([begin] + [e.end for e in entries if e.device == entry.device and e.end <= entry.start + 1e-12
+                              and e is not entry])
+        return entry.end - min(free, entry.start)
+
     calls: dict[str, float] = {}
     realloc_per_device: dict[int, float] = {}
     for call in graph.calls:
         mine = [e for e in entries if e.label == call.name and e.what == "call" and e.iteration == steady]
-        if not mine:
-            calls[call.name] = 0.0
-            continue
-        first = min(mine, key=lambda e: e.device)
-        free = max([begin] + [e.end for e in entries if e.device == first.device and e.end <= first.start + 1e-12
-                              and e is not first])
-        calls[call.name] = first.end - min(free, first.start)
-    for e in entries:
+        calls[call.name] = span(min(mine, key=lambda e: e.device)) if mine else 0.0
+    for e in entries:  # a rank's reallocation time counts its wait for the other ranks, as the runtime's does
         if e.iteration == steady and e.what == "realloc":
-            realloc_per_device[e.device] = realloc_per_device.get(e.device, 0.0) + e.end - e.start
+            realloc_per_device[e.device] = realloc_per_device.get(e.device, 0.0) + span(e)
     return {"calls": calls, "realloc": max(realloc_per_device.values(), default=0.0),
             "iteration": float(plan.iteration_time_s or 0.0)}
 

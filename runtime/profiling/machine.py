@@ -177,6 +177,16 @@ def _run_context() -> CallContext:
     return CallContext(eos_ids=(NEVER_SAMPLED,), seed=1, step=1, total_steps=10_000)
 
 
+def _with_response(prompts: Any, response: Any) -> Any:
+    """The prompts with `response` tokens appended to each (a generated batch's shape)."""
+    from runtime.data.batch import SeqBatch
+
+    seqs = [prompts.input_ids[i, : int(prompts.prompt_lens[i])].tolist() + response[i].tolist()
+            for i in range(prompts.size)]
+    out = SeqBatch.from_lists(seqs, [int(x) for x in prompts.prompt_lens])
+    return out.with_fields(seq_fields=dict(prompts.seq_fields)) if prompts.seq_fields else out
+
+
 def _layout(devices: tuple[int, ...], *, dp: int = 1, tp: int = 1) -> Layout:
     return Layout(mesh=DeviceMesh(devices=devices), dp=dp, tp=tp, pp=1)
 
@@ -354,11 +364,35 @@ class _Profiler:
             self.samples["optimizer"].append(OptimizerSample(params=params, time_s=opt, busy=dp))
         if optimizer_only:
             return
+        if dp == 1 and self.rank == 0:
+            self._rule_calls()
         for seqs in g.call_seqs:
             for kind, overhead in self._call_overheads(engine, trainer, args, call_ctx, seqs * dp, group).items():
                 if self.rank == 0:
                     self.samples["calls"].append(CallSample(kind=kind, dp=dp, overhead_s=overhead, seqs=seqs,
                                                             busy=dp))
+
+    def _rule_calls(self) -> None:
+        """A rule-based reward call (detokenise, score) on generated arithmetic batches."""
+        from graph.catalog import RuleRewardArgs
+        from runtime.data.binding import dataset_payloads
+        from runtime.data.records import load_records
+        from runtime.data.tokenizer import load_tokenizer
+        from runtime.interfaces.registry import run_interface
+
+        tok = load_tokenizer("char", self.grid.vocab_size)
+        records = load_records(fmt="prompts_with_answers", path=None, generator="arithmetic_1digit",
+                               num_records=max(self.grid.call_seqs) * 2, seed=1)
+        ctx = CallContext(eos_ids=(tok.eos_id,), decode=tok.decode, rule="arithmetic_exact")
+        for seqs in self.grid.call_seqs:
+            payloads = dataset_payloads("prompts_with_answers", records[:seqs], list(range(seqs)), tok)
+            prompts = next(p for p in payloads.values() if hasattr(p, "input_ids"))
+            gen = torch.Generator().manual_seed(seqs)
+            response = torch.randint(1, self.grid.vocab_size, (seqs, 2), generator=gen)
+            batch = _with_response(prompts, response)
+            t = _timed(lambda batch=batch: run_interface("rule_reward", None, batch, RuleRewardArgs(), ctx),
+                       self.grid.repeats, None)
+            self.samples["calls"].append(CallSample(kind="rule", dp=1, overhead_s=t, seqs=seqs, busy=1))
 
     def _call_overheads(self, engine: Any, trainer: Any, args: Any, call_ctx: Any, b: int,
                         group: Any) -> dict[str, float]:

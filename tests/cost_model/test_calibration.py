@@ -171,3 +171,16 @@ def test_fit_recovers_overheads_by_hand() -> None:
     assert spec.call_overhead("inference", 3) == pytest.approx(0.04)
     assert spec.call_overhead("inference", 3, seqs_per_rank=5) == pytest.approx(0.02 + 5e-3 + 2 * (0.01 + 5 * 5e-4))
     assert spec.train_step_overhead_s == pytest.approx(1e-2)
+
+
+def test_rule_reward_calls_fit_a_fixed_and_a_per_sequence_cost():
+    from cost_model.calibration import CallSample, Samples, apply_calibration, fit_calibration
+    from cost_model.hardware import preset
+
+    samples = Samples(calls=tuple(CallSample(kind="rule", dp=1, overhead_s=2e-4 + n * 5e-5, seqs=n)
+                                  for n in (16, 64, 128)))
+    cal = fit_calibration(samples)
+    assert cal.rule_call_overhead_s == pytest.approx(2e-4) and cal.rule_seq_overhead_s == pytest.approx(5e-5)
+    assert "rule" not in cal.call_overhead_s and "rule" not in cal.call_seq_overhead_s
+    spec = apply_calibration(preset("cpu-gloo"), cal)
+    assert spec.rule_seq_overhead_s == pytest.approx(5e-5)

@@ -280,3 +280,14 @@ def test_moves_pay_their_fixed_overheads() -> None:
     base = plain.realloc_estimate(ACTOR, _layout(1, 2, 1), _layout(1, 1, 1, start=2)).time_s
     est = over.realloc_estimate(ACTOR, _layout(1, 2, 1), _layout(1, 1, 1, start=2))
     assert est.time_s - base == pytest.approx(0.02 + 2 * 0.005)
+
+
+def test_a_rule_reward_costs_its_host_work_per_sequence() -> None:
+    from graph.spec import ModelSpec as Spec
+
+    hw = preset("cpu-gloo").replace(rule_call_overhead_s=1e-3, rule_seq_overhead_s=5e-5)
+    call = Call(name="rew", model="reward", kind=CallKind.INFERENCE, interface="rule_reward", batch_size=128,
+                prompt_len=8, response_len=2)
+    est = AnalyticCostModel(hw, CLUSTER).call_estimate(call, Spec(role="reward", arch=None, rule="r"),
+                                                      _layout(1, 1, 1))
+    assert est.time_s == pytest.approx(1e-3 + 128 * 5e-5) and est.peak_bytes == 0.0
