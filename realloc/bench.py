@@ -144,8 +144,11 @@ def _run_search(quick: bool, note: Note) -> dict[str, Any]:
     from experiments.bench.planner_exact import exact_vs_anneal
 
     seeds, budget, max_plans = (2, 0.2, 5000) if quick else (20, 0.5, 200_000)
-    return exact_vs_anneal(seeds=seeds, budget=budget, max_plans=max_plans,
-                           on_seed=lambda r: note(f"seed {r['seed']}: {r['plans']} plans"))
+    out = exact_vs_anneal(seeds=seeds, budget=budget, max_plans=max_plans,
+                          on_seed=lambda r: note(f"seed {r['seed']}: {r['plans']} plans"))
+    from experiments.bench.planner_scale import search_goals
+
+    return {**out, "scale": search_goals(quick=quick, note=note)}
 
 
 def _run_realloc(quick: bool, note: Note) -> dict[str, Any]:
@@ -221,6 +224,10 @@ def _render_search(data: Mapping[str, Any]) -> list[str]:
                        "exact s", "annealing s"],
                       [[r["seed"], r["devices"], r["calls"], r["plans"], f"{r['exact_s']:.5f}", f"{r['anneal_s']:.5f}",
                         "yes" if r["optimal"] else "no", r["exact_time_s"], r["anneal_time_s"]] for r in data["rows"]])
+    if "scale" in data:
+        from experiments.bench.planner_scale import render_goals
+
+        lines += [""] + render_goals(data["scale"], md_table)
     return lines + [""]
 
 
@@ -321,7 +328,7 @@ SECTIONS: tuple[Section, ...] = (
             render=_render_plans),
     Section(name="paper", title="Planner vs heuristics, estimated at the published scales", run=_run_paper,
             render=_render_paper),
-    Section(name="search", title="Search vs exhaustive search on small instances", run=_run_search,
+    Section(name="search", title="Search: exhaustive on small instances, time and quality at scale", run=_run_search,
             render=_render_search),
     Section(name="realloc", title="Parameter reallocation vs a raw transfer", run=_run_realloc,
             render=_render_realloc),
@@ -471,6 +478,9 @@ def _readme_rows(sections: Mapping[str, Any]) -> list[list[str]]:
     if (d := ok("search")):
         rows.append(["annealing vs exhaustive search", f"optimum in {d['optimal']}/{d['seeds']} instances; "
                      f"annealing {d['anneal_time_s']:.1f} s, exhaustive {d['exact_time_s']:.1f} s"])
+        for r in d.get("scale", {}).get("timings", []):
+            rows.append([f"`{r['command']}` (goal < {r['goal_s']:g} s)",
+                         f"{r['wall_s']:.1f} s, {r['plans_simulated']} plans (load {r['load_before']})"])
     if (d := ok("realloc")):
         ratios = [p["raw_over"][v] for p in d["pairs"] for v in p["raw_over"]]
         if ratios:

@@ -164,7 +164,10 @@ def test_cli_quick_search_section(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert entry["data"]["optimal"] == sum(r["optimal"] for r in rows)
     printed = capsys.readouterr().out
     assert printed == (out / "report.md").read_text()
-    assert "## Search vs exhaustive search on small instances (`search`)" in printed
+    assert "## Search: exhaustive on small instances, time and quality at scale (`search`)" in printed
+    scale = entry["data"]["scale"]
+    assert [r["command"] for r in scale["timings"]] == ["realloc plan ppo_tiny --dry-run"]
+    assert scale["quality"]["larger_budget_never_worse"]  # the same seed, 0.3 and 3 nominal s
     assert main(["bench", "--readme", "--out", str(out)]) == 0
     assert "| annealing vs exhaustive search | optimum in" in capsys.readouterr().out
 
