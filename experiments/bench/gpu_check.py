@@ -212,10 +212,13 @@ def grpo_numbers(run_dir: Path, experiment: str, overrides: list[str]) -> dict[s
 
 
 def step_grpo(dry: bool, out_dir: Path) -> dict[str, Any]:
+    import shutil
+    import tempfile
+
     from runtime.engine.real_models import smollm2_available
 
     experiment = "grpo_smollm2" if smollm2_available() else "grpo_tiny"
-    run_dir = out_dir / "gpu-grpo"
+    run_dir = Path(tempfile.mkdtemp(prefix="gpu-grpo-")) / "run"  # checkpoints stay out of the report folder
     overrides = ["cluster.device=cuda", "cluster.devices_per_node=1", "cluster.profile=null",
                  "cluster.hardware=h100-80g", "train.iterations=4", f"train.run_dir={run_dir}"]
     cmd = [sys.executable, "-m", "realloc.cli", "run", experiment, *overrides]
@@ -228,6 +231,9 @@ def step_grpo(dry: bool, out_dir: Path) -> dict[str, Any]:
     check = run_dir / "estimate_vs_measured.json"
     if check.is_file():
         data["estimate_vs_measured"] = json.loads(check.read_text())
+    for name in ("metrics.jsonl", "plan.yaml", "estimate_vs_measured.json"):
+        if (run_dir / name).is_file():
+            shutil.copy(run_dir / name, out_dir / f"gpu-grpo-{name}")
     return data
 
 
