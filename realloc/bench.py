@@ -36,6 +36,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from graph.errors import UserError
+
 SCHEMA_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
@@ -77,7 +79,7 @@ class BenchOptions:
         known = [s.name for s in SECTIONS]
         unknown = [n for n in self.only if n not in known]
         if unknown:
-            raise ValueError(f"--only: unknown section {unknown[0]!r}; known: {', '.join(known)}")
+            raise UserError(f"--only: unknown section {unknown[0]!r}; known: {', '.join(known)}")
 
     def command(self) -> str:
         """The command line that reproduces a report with these options."""
@@ -335,7 +337,7 @@ def get_section(name: str) -> Section:
     for s in SECTIONS:
         if s.name == name:
             return s
-    raise ValueError(f"unknown section {name!r}; known: {', '.join(s.name for s in SECTIONS)}")
+    raise UserError(f"unknown section {name!r}; known: {', '.join(s.name for s in SECTIONS)}")
 
 
 # --------------------------------------------------------------------------- machine, running
@@ -497,7 +499,7 @@ def update_readme(readme: Path, report: Mapping[str, Any]) -> Path:
     """Replace the block between the bench-table markers of `readme` with the rendered table."""
     text = readme.read_text()
     if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} lacks the markers {README_START} and {README_END}; add them where the "
+        raise UserError(f"{readme} lacks the markers {README_START} and {README_END}; add them where the "
                          "numbers table belongs")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
@@ -509,9 +511,9 @@ def load_report(path: Path) -> dict[str, Any]:
     """A report.json (or the directory holding one), checked for its schema version."""
     p = path / "report.json" if path.is_dir() else path
     if not p.is_file():
-        raise FileNotFoundError(f"no bench report at {str(p)!r}; run `realloc bench --out DIR` first")
+        raise UserError(f"no bench report at {str(p)!r}; run `realloc bench --out DIR` first")
     report = json.loads(p.read_text())
     if report.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{p}: schema_version {report.get('schema_version')!r}, this realloc reads "
+        raise UserError(f"{p}: schema_version {report.get('schema_version')!r}, this realloc reads "
                          f"{SCHEMA_VERSION}; rerun `realloc bench`")
     return report

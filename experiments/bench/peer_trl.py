@@ -143,7 +143,7 @@ def save_initial_actor(s: PeerSettings, directory: Path) -> Path:
     """realloc's initial actor weights (random, from its seed) as a HF checkpoint in `directory`."""
     from runtime.engine import convert
     from runtime.engine.hf_checkpoint import save_hf_checkpoint
-    from runtime.execution.worker import model_seed
+    from runtime.execution.engines import model_seed
 
     exp = load(s, devices=1, run_dir=str(directory / "unused"))
     arch = exp.graph.models["actor"].arch
