@@ -31,8 +31,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PROFILE = ROOT / "experiments" / "profiles" / "cpu-2core-4proc.json"
+from realloc.experiment import EXPERIMENTS_DIR
+
+DEFAULT_PROFILE = EXPERIMENTS_DIR / "profiles" / "cpu-2core-4proc.json"
 KINDS = ("generate", "inference", "train", "realloc")
 GOALS = {"median": 0.15, "worst": 0.35, "spearman": 0.9}
 

@@ -248,7 +248,7 @@ def trl_in_subprocess(s: PeerSettings, checkpoint: Path, workdir: Path, timeout_
     out = workdir / "trl.json"
     env = {**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "experiments.bench.peer_trl", "--trl-worker", json.dumps(dataclasses.asdict(s)),
+    cmd = [sys.executable, "-m", "realloc.bench.peer_trl", "--trl-worker", json.dumps(dataclasses.asdict(s)),
            str(checkpoint), str(workdir), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0:

@@ -34,9 +34,9 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
-from experiments.bench.realloc_throughput import PAIRS, _layout, _raw, _raw_buffers
 from graph.placement.transfer import plan_transfer
 from graph.spec import ModelArch, ModelSpec
+from realloc.bench.realloc_throughput import PAIRS, _layout, _raw, _raw_buffers
 from runtime.engine import convert
 from runtime.engine.model_engine import build_engine, transformer_config
 from runtime.engine.platform import without_cuda_rewrites

@@ -5,7 +5,7 @@
 
 Prints, per seed, the plan-space size, the exact optimum and the annealing result, then
 the share of seeds where annealing found the optimum and the time of both searches.
-Uses the synthetic costs of the tests (tests/planner/synthetic.py).
+Uses the synthetic costs and instances of `realloc.bench.synthetic`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from planner.search import SearchOptions, anneal_search
-from tests.planner.instances import random_instance
+from realloc.bench.synthetic import random_instance
 
 
 def exact_vs_anneal(*, seeds: int = 20, first_seed: int = 1000, budget: float = 0.5, max_plans: int = 200_000,

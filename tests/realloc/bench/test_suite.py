@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from realloc import bench
+from realloc.bench import suite as bench
 from realloc.cli import main
 
 MACHINE = {"cores": 2, "load_avg_before": [1.5, 1.0, 0.5], "load_avg_after": [2.25, 1.0, 0.5],

@@ -1,7 +1,7 @@
 """Benchmark the planner at published scales: search time, time to 99%, plan vs heuristics.
 
     PYTHONPATH=$PWD python experiments/bench/planner_search.py [--budget 20] \
-        [--provider tests.planner.synthetic:SyntheticCost] [--only 7b+7b@8] [--json out.json]
+        [--provider realloc.bench.synthetic:SyntheticCost] [--only 7b+7b@8] [--json out.json]
 
 `--provider module:factory` names a callable `factory(cluster) -> CostProvider`, so the
 same script runs with the analytic cost model once it is wired in. The experiments are
@@ -88,7 +88,7 @@ def load_factory(spec: str) -> Callable[[Cluster], CostProvider]:
     """`module:callable` -> the callable."""
     module, _, name = spec.partition(":")
     if not name:
-        raise ValueError(f"--provider {spec!r}: use module:callable, e.g. tests.planner.synthetic:SyntheticCost")
+        raise ValueError(f"--provider {spec!r}: use module:callable, e.g. realloc.bench.synthetic:SyntheticCost")
     return getattr(importlib.import_module(module), name)
 
 
@@ -141,7 +141,7 @@ def run(exp: Experiment, factory: Callable[[Cluster], CostProvider], args: argpa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--provider", default="tests.planner.synthetic:SyntheticCost")
+    parser.add_argument("--provider", default="realloc.bench.synthetic:SyntheticCost")
     parser.add_argument("--budget", type=float, default=20.0, help="nominal search seconds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=512)

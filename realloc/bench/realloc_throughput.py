@@ -24,11 +24,11 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
-from experiments.bench.realloc_v0 import execute_transfer_v0
 from graph.placement.layout import DeviceMesh, Layout
 from graph.placement.params import param_manifest
 from graph.placement.transfer import plan_transfer
 from graph.spec import ModelArch
+from realloc.bench.realloc_v0 import execute_transfer_v0
 from runtime.execution.launch import LaunchSpec, launch
 from runtime.execution.reallocation import StagingPool, execute_transfer, local_shard
 

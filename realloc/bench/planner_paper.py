@@ -40,10 +40,10 @@ from planner.context import PlanContext
 from planner.make import make_plan
 from planner.options import PlanOptions
 from planner.search import SearchOptions, anneal_search
-from realloc.experiment import load_experiment
+from realloc.experiment import EXPERIMENTS_DIR, load_experiment
 from realloc.planning import cost_model_for, plan_options
 
-PAPER_DIR = Path(__file__).resolve().parents[1] / "paper"
+PAPER_DIR = EXPERIMENTS_DIR / "paper"
 PAPER_CLAIMS = {
     "symmetric": "ReaLHF: ~1.26x over heuristic Megatron-style plans (avg)",
     "colocated-dp": "ReaLHF: 2-10x over DeepSpeed-Chat-style systems",
