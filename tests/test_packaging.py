@@ -1,9 +1,11 @@
 """Packaging: pyproject lists every product package and shipped data folder; the built wheel
 holds the product and the shipped experiments (as `realloc.shipped`), no tests and no
-benchmark entry points, and works installed into a fresh venv, run outside the checkout."""
+benchmark entry points, and works installed into a fresh venv, run outside the checkout
+(`realloc plan`, `realloc run`, `realloc bench`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -137,3 +139,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     _run([realloc, "run", "ppo_tiny", "train.iterations=2", f"train.run_dir={run_dir}"], cwd=outside, env=env,
          timeout=600)
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    # `realloc bench` runs from the wheel too: two cheap sections (search once imported tests/)
+    _run([realloc, "bench", "--quick", "--only", "search,paper", "--out", tmp_path / "bench"], cwd=outside, env=env,
+         timeout=300)
+    report = json.loads((tmp_path / "bench" / "report.json").read_text())
+    assert {k: v["status"] for k, v in report["sections"].items()} == {"search": "ok", "paper": "ok"}
