@@ -102,7 +102,8 @@ def _fresh_venv(tmp_path: Path, wheel: Path, env: dict[str, str]) -> Path:
     interpreter's, made visible by a .pth line naming their site-packages: installing them
     would need the network and minutes. A plain path line in a .pth does not run that
     folder's own .pth files, so an editable realloc installed there (its import finder)
-    stays out; the test checks that realloc is imported from the venv."""
+    stays out; the test checks that realloc is imported from the venv. pip sees the realloc
+    installed there and leaves it alone: it uninstalls only inside the target venv."""
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path, env=env, timeout=120)
     python = venv / "bin" / "python"
