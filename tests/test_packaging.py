@@ -69,6 +69,10 @@ def _build_wheel(tmp_path: Path, env: dict[str, str]) -> Path:
     """The wheel of a copy of the source tree (a build inside the checkout would leave build/
     there, and stale files in build/lib end up in the next wheel). Offline: pip uses the
     setuptools of this interpreter (no build isolation) and no index."""
+    from importlib.metadata import version
+
+    have = version("setuptools")
+    assert int(have.split(".")[0]) >= 77, f"setuptools {have} cannot build this wheel; install the dev extra"
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
