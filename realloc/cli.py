@@ -197,7 +197,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
 
-    from realloc import bench
+    from realloc.bench import suite as bench
 
     if args.readme or args.readme_into:
         report = bench.load_report(Path(args.report or args.out))

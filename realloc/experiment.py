@@ -26,7 +26,20 @@ from planner import known_heuristics
 from realloc import schema
 from realloc.config import ArchConfig, ExperimentConfig, ModelConfig
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+def _shipped_dir() -> Path:
+    """The shipped experiments: the checkout's `experiments/` when realloc runs from a source
+    tree (worktrees sharing one editable install each read their own), else the copy a wheel
+    installs as the package data of `realloc.shipped`."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "experiments").is_dir():
+        return root / "experiments"
+    from importlib.resources import files
+
+    return Path(str(files("realloc.shipped")))
+
+
+EXPERIMENTS_DIR = _shipped_dir()
 """Where the shipped experiments live."""
 
 DEFAULT_EXPERIMENT = "ppo_tiny"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.bench import peer_trl
-from experiments.bench.peer_trl import PeerSettings, summarise
+from realloc.bench import peer_trl
+from realloc.bench.peer_trl import PeerSettings, summarise
 
 
 def test_summary_medians_after_warmup() -> None:
