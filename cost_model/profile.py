@@ -41,6 +41,7 @@ from typing import Any
 
 from cost_model.calibration import Calibration, Samples, apply_calibration, fit_calibration
 from cost_model.hardware import PRESETS, HardwareSpec, preset
+from graph.errors import UserError
 
 FORMAT = "realloc-profile"
 VERSION = 1
@@ -84,18 +85,18 @@ class Profile:
 def profile_from_dict(d: dict[str, Any], *, where: str = "profile", default_name: str = "profile") -> Profile:
     """Build a Profile from the file's JSON object, naming whatever is wrong."""
     if d.get("format") != FORMAT:
-        raise ValueError(f"{where}: 'format' must be {FORMAT!r}, got {d.get('format')!r}")
+        raise UserError(f"{where}: 'format' must be {FORMAT!r}, got {d.get('format')!r}")
     if d.get("version") != VERSION:
-        raise ValueError(f"{where}: 'version' {d.get('version')!r} unsupported; this realloc reads version {VERSION}")
+        raise UserError(f"{where}: 'version' {d.get('version')!r} unsupported; this realloc reads version {VERSION}")
     known = {"format", "version", "name", "base", "hardware", "samples", "calibration", "measured"}
     for key in d:
         if key not in known:
-            raise ValueError(f"{where}: unknown key {key!r}; known: {', '.join(sorted(known))}")
+            raise UserError(f"{where}: unknown key {key!r}; known: {', '.join(sorted(known))}")
     base = d.get("base")
     values: dict[str, Any] = preset(base).to_dict() if base else {}
     section = d.get("hardware", {})
     if not isinstance(section, dict):
-        raise ValueError(f"{where}: 'hardware' must be an object of HardwareSpec fields")
+        raise UserError(f"{where}: 'hardware' must be an object of HardwareSpec fields")
     values.update(section)
     values["name"] = d.get("name") or section.get("name") or default_name
     hardware = HardwareSpec.from_dict(values, where=f"{where}: hardware")
@@ -108,7 +109,7 @@ def profile_from_dict(d: dict[str, Any], *, where: str = "profile", default_name
         calibration = None
     measured = d.get("measured", {})
     if not isinstance(measured, dict):
-        raise ValueError(f"{where}: 'measured' must be an object (date, machine)")
+        raise UserError(f"{where}: 'measured' must be an object (date, machine)")
     return Profile(hardware=hardware, samples=samples, calibration=calibration, base=base, measured=measured)
 
 
@@ -116,14 +117,14 @@ def load_profile(path: str | Path) -> Profile:
     """Read a profile JSON file."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"hardware profile {str(p)!r} does not exist; give a preset name "
+        raise UserError(f"hardware profile {str(p)!r} does not exist; give a preset name "
                          f"({', '.join(PRESETS)}) or a profile JSON file")
     try:
         d = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"hardware profile {str(p)!r} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        raise UserError(f"hardware profile {str(p)!r} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     if not isinstance(d, dict):
-        raise ValueError(f"hardware profile {str(p)!r} must hold a JSON object")
+        raise UserError(f"hardware profile {str(p)!r} must hold a JSON object")
     return profile_from_dict(d, where=f"hardware profile {str(p)!r}", default_name=p.stem)
 
 

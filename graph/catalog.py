@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graph.errors import GraphError
+from graph.registry import Registry
 from graph.spec import CallKind
 
 
@@ -36,7 +37,8 @@ class InterfaceInfo:
     required_inputs: int = 0
 
 
-_CATALOG: dict[str, InterfaceInfo] = {}
+INTERFACES: Registry[InterfaceInfo] = Registry("interface", error=GraphError)
+"""The catalog: interface name -> InterfaceInfo."""
 
 SEQUENCE_ROLES = frozenset({"prompts", "sequences", "pairs", "ptx"})
 """Roles whose data are sequences of tokens; every other role is a value over sequences.
@@ -55,11 +57,9 @@ def interface(name: str, kind: CallKind, *, inputs: tuple[str, ...], outputs: tu
     """
 
     def register(cls: type) -> type:
-        if name in _CATALOG:
-            raise ValueError(f"interface {name!r} is registered twice")
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        _CATALOG[name] = InterfaceInfo(name, kind, cls, doc, needs_weights, tuple(inputs), tuple(outputs),
-                                       len(inputs) if required is None else required)
+        INTERFACES.add(name, InterfaceInfo(name, kind, cls, doc, needs_weights, tuple(inputs), tuple(outputs),
+                                       len(inputs) if required is None else required))
         return cls
 
     return register
@@ -67,19 +67,12 @@ def interface(name: str, kind: CallKind, *, inputs: tuple[str, ...], outputs: tu
 
 def known_interfaces() -> tuple[str, ...]:
     """Names of every registered interface, sorted."""
-    return tuple(sorted(_CATALOG))
+    return tuple(sorted(INTERFACES))
 
 
 def get_interface(name: str) -> InterfaceInfo:
     """Look up an interface; an unknown name lists the known ones and the closest match."""
-    try:
-        return _CATALOG[name]
-    except KeyError:
-        close = difflib.get_close_matches(str(name), _CATALOG, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise GraphError(
-            f"unknown interface {name!r}{hint}; known: {', '.join(known_interfaces())}"
-        ) from None
+    return INTERFACES.get(name)
 
 
 def check_bindings(name: str, inputs: tuple[str, ...], outputs: tuple[str, ...], *, where: str) -> None:

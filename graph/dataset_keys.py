@@ -1,24 +1,44 @@
-"""Dataset record formats and the data keys each provides to the graph."""
+"""Dataset record formats: the fields each record needs and the data keys each provides.
+
+One table for both layers: the graph reads `keys` (which data keys a dataset feeds), the
+runtime reads `fields` (which string fields every record must have).
+"""
 
 from __future__ import annotations
 
-import difflib
+from dataclasses import dataclass
 
 from graph.errors import GraphError
+from graph.registry import Registry
 
-DATASET_FORMATS: dict[str, tuple[str, ...]] = {
-    "prompts": ("prompts",),
-    "prompts_with_answers": ("prompts", "answers"),
-    "prompt_answer": ("prompt_answer",),
-    "preference": ("pairs",),
-}
-"""Record format -> keys it provides.
 
-- prompts: {"prompt": str}
-- prompts_with_answers: {"prompt": str, "answer": str} (a verifiable task)
-- prompt_answer: {"prompt": str, "answer": str} for supervised fine-tuning
-- preference: {"prompt": str, "chosen": str, "rejected": str}
-"""
+@dataclass(frozen=True, kw_only=True)
+class DatasetFormat:
+    """One record format."""
+
+    name: str
+    """Its name (`data.format`)."""
+    keys: tuple[str, ...]
+    """Data keys it provides to the graph."""
+    fields: tuple[str, ...]
+    """String fields every record must have."""
+    doc: str
+    """One line: what the records are for."""
+
+
+DATASET_FORMATS: Registry[DatasetFormat] = Registry("dataset format", key="data.format", error=GraphError)
+"""Record format name -> DatasetFormat."""
+
+for _fmt in (
+    DatasetFormat(name="prompts", keys=("prompts",), fields=("prompt",), doc="prompts to generate from"),
+    DatasetFormat(name="prompts_with_answers", keys=("prompts", "answers"), fields=("prompt", "answer"),
+                  doc="a verifiable task: prompts with their reference answers"),
+    DatasetFormat(name="prompt_answer", keys=("prompt_answer",), fields=("prompt", "answer"),
+                  doc="supervised fine-tuning: a prompt and the answer to learn"),
+    DatasetFormat(name="preference", keys=("pairs",), fields=("prompt", "chosen", "rejected"),
+                  doc="preference pairs for reward modelling and DPO"),
+):
+    DATASET_FORMATS.add(_fmt.name, _fmt)
 
 
 PTX_KEY = "ptx"
@@ -28,17 +48,14 @@ PTX_FORMATS = ("prompt_answer",)
 pretraining loss on the whole text)."""
 
 
+def dataset_format(fmt: str) -> DatasetFormat:
+    """The format called `fmt`; GraphError naming the closest known one otherwise."""
+    return DATASET_FORMATS.get(fmt)
+
+
 def dataset_keys(fmt: str, *, ptx_format: str | None = None) -> tuple[str, ...]:
     """Keys a dataset of format `fmt` provides, plus `ptx` when a ptx dataset of format
     `ptx_format` is given; an unknown format lists the known ones."""
     if ptx_format is not None and ptx_format not in PTX_FORMATS:
         raise GraphError(f"data.ptx.format: {ptx_format!r} is not one of {', '.join(PTX_FORMATS)}")
-    try:
-        keys = DATASET_FORMATS[fmt]
-    except KeyError:
-        close = difflib.get_close_matches(str(fmt), DATASET_FORMATS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise GraphError(
-            f"unknown dataset format {fmt!r}{hint}; known: {', '.join(DATASET_FORMATS)}"
-        ) from None
-    return keys + ((PTX_KEY,) if ptx_format is not None else ())
+    return dataset_format(fmt).keys + ((PTX_KEY,) if ptx_format is not None else ())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from graph.dataflow import DataflowGraph
+from graph.errors import UserError
 from graph.spec import CallKind
 
 _KIND_COLOUR = {CallKind.GENERATE: "#a6cee3", CallKind.INFERENCE: "#b2df8a", CallKind.TRAIN: "#fb9a99"}
@@ -73,9 +74,9 @@ def write_graph(graph: DataflowGraph, path: str | Path) -> Path:
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (".dot", ".gv", ".png", ".svg", ".pdf"):
-        raise ValueError(f"cannot write a graph to {str(p)!r}: use a .dot, .png, .svg or .pdf file name")
+        raise UserError(f"cannot write a graph to {str(p)!r}: use a .dot, .png, .svg or .pdf file name")
     if not p.parent.exists():
-        raise ValueError(f"cannot write {str(p)!r}: directory {str(p.parent)!r} does not exist")
+        raise UserError(f"cannot write {str(p)!r}: directory {str(p.parent)!r} does not exist")
     if suffix in (".dot", ".gv"):
         p.write_text(graph_dot(graph))
         return p
@@ -90,7 +91,7 @@ def _draw(graph: DataflowGraph, path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - matplotlib is a dependency
-        raise ValueError("drawing a picture needs matplotlib; pip install matplotlib, or write a .dot file") from None
+        raise UserError("drawing a picture needs matplotlib; pip install matplotlib, or write a .dot file") from None
     import networkx as nx
 
     g = graph.to_networkx()

@@ -64,7 +64,7 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(str(name), list(self._items), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         where = f"{self.key}: " if self.key else ""
-        return f"{where}unknown {self.kind} {name!r}{hint}; known: {', '.join(self._items) or 'none'}"
+        return f"{where}unknown {self.kind} {name!r}{hint}; known: {', '.join(sorted(self._items)) or 'none'}"
 
     def names(self) -> tuple[str, ...]:
         """Registered names, in registration order."""

@@ -7,7 +7,6 @@ sequences per prompt; preference data has two sequences (chosen, rejected) per p
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from graph.catalog import REWARD_SHAPING_ARGS, make_args
 from graph.dataset_keys import PTX_KEY
 from graph.errors import GraphError
+from graph.registry import Registry
 from graph.spec import Call, CallKind, ModelSpec
 
 
@@ -64,17 +64,16 @@ class TemplateInfo:
     doc: str
 
 
-_TEMPLATES: dict[str, TemplateInfo] = {}
+TEMPLATES: Registry[TemplateInfo] = Registry("template", key="graph.template", error=GraphError)
+"""Template name -> TemplateInfo."""
 
 
 def template(name: str, *, roles: tuple[str, ...]) -> Callable[[TemplateFn], TemplateFn]:
     """Register a template needing models `roles`."""
 
     def register(fn: TemplateFn) -> TemplateFn:
-        if name in _TEMPLATES:
-            raise ValueError(f"template {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0]
-        _TEMPLATES[name] = TemplateInfo(name, fn, roles, doc)
+        TEMPLATES.add(name, TemplateInfo(name, fn, roles, doc))
         return fn
 
     return register
@@ -82,19 +81,12 @@ def template(name: str, *, roles: tuple[str, ...]) -> Callable[[TemplateFn], Tem
 
 def known_templates() -> tuple[str, ...]:
     """Names of every template, sorted."""
-    return tuple(sorted(_TEMPLATES))
+    return tuple(sorted(TEMPLATES))
 
 
 def get_template(name: str) -> TemplateInfo:
     """Look up a template; an unknown name lists the known ones."""
-    try:
-        return _TEMPLATES[name]
-    except KeyError:
-        close = difflib.get_close_matches(str(name), _TEMPLATES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise GraphError(
-            f"unknown template {name!r}{hint}; known: {', '.join(known_templates())}"
-        ) from None
+    return TEMPLATES.get(name)
 
 
 def build_template(name: str, params: TemplateParams,

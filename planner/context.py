@@ -13,6 +13,7 @@ from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
 from graph.placement.layout import Layout
 from graph.spec import Call, CallKind
+from planner.errors import PlanError
 from planner.plan import CallPlan, Plan
 from planner.simulator import SimResult, Simulator
 from planner.space import (
@@ -75,7 +76,7 @@ class PlanContext:
         """Price one layout; ValueError naming the call when it is not allowed or does not fit."""
         problem = self.layout_problem(call, layout)
         if problem:
-            raise ValueError(f"call {call.name!r}: layout {layout}: {problem}")
+            raise PlanError(f"call {call.name!r}: layout {layout}: {problem}")
         est = self.pricer.price(call, self.graph.models[call.model], layout)
         memory = self.cost.device_memory_bytes
         if not est.feasible or est.peak_bytes > memory:
@@ -84,7 +85,7 @@ class PlanContext:
             memory_bound = "exceed" in why or (est.feasible and est.peak_bytes > memory)
             fix = ("use more devices, more tp/pp or more micro-batches" if memory_bound
                    else "pick a tp that divides it")
-            raise ValueError(f"call {call.name!r}: layout {layout} does not fit: {why}; {fix}")
+            raise PlanError(f"call {call.name!r}: layout {layout} does not fit: {why}; {fix}")
         return make_candidate(layout, est)
 
     def try_candidate(self, call: Call, layout: Layout) -> Candidate | None:
@@ -101,7 +102,7 @@ class PlanContext:
         out = []
         for call in self.graph.calls:
             if call.name not in layouts:
-                raise ValueError(f"no layout for call {call.name!r}; give one for every call")
+                raise PlanError(f"no layout for call {call.name!r}; give one for every call")
             out.append(self.candidate(call, layouts[call.name]))
         return out
 

@@ -41,6 +41,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from planner.errors import PlanError
 from planner.make import PlanResult
 from planner.plan import Plan
 
@@ -188,10 +189,10 @@ def draw_timeline(plan: Plan, path: str | Path, *, max_devices: int = 64) -> Pat
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ValueError("--timeline needs matplotlib, which is not installed; "
+        raise PlanError("--timeline needs matplotlib, which is not installed; "
                          "run `pip install matplotlib` or drop --timeline") from None
     if not plan.timeline:
-        raise ValueError("the plan has no timeline (plans loaded from a file are not simulated); "
+        raise PlanError("the plan has no timeline (plans loaded from a file are not simulated); "
                          "re-plan, or use mode file with make_plan to re-simulate it")
     entries = [e for e in plan.timeline if e.device < max_devices]
     names = sorted({e.label for e in entries if e.what == "call"})

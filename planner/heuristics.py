@@ -27,47 +27,36 @@ feasible plan for the experiment, saying why.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from collections.abc import Callable
 
 from graph.placement.layout import DeviceMesh, Layout
+from graph.registry import Registry
 from graph.spec import Call, CallKind
 from planner.context import PlanContext
+from planner.errors import PlanError
 from planner.plan import Plan
 from planner.space import Candidate, SpaceOptions, micro_batch_counts, strategies, tp_allowed
 
 Heuristic = Callable[[PlanContext], Plan]
-_REGISTRY: dict[str, Heuristic] = {}
+HEURISTICS: Registry[Heuristic] = Registry("heuristic", key="plan.mode")
+"""Heuristic name -> the function building its plan."""
 
 
 def register_heuristic(name: str) -> Callable[[Heuristic], Heuristic]:
     """Decorator: register a heuristic under `name` (duplicates raise)."""
 
-    def add(fn: Heuristic) -> Heuristic:
-        if name in _REGISTRY:
-            raise ValueError(f"heuristic {name!r} is registered twice")
-        _REGISTRY[name] = fn
-        return fn
-
-    return add
+    return HEURISTICS.register(name)
 
 
 def known_heuristics() -> tuple[str, ...]:
     """Registered names, in registration order."""
-    return tuple(_REGISTRY)
+    return HEURISTICS.names()
 
 
 def get_heuristic(name: str) -> Heuristic:
-    """The heuristic called `name`; ValueError listing the known ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(str(name), _REGISTRY, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(
-            f"unknown heuristic {name!r}{hint}; known: {', '.join(known_heuristics())}"
-        ) from None
+    """The heuristic called `name`; UnknownNameError listing the known ones."""
+    return HEURISTICS.get(name)
 
 
 def run_heuristic(name: str, ctx: PlanContext) -> Plan:
@@ -119,7 +108,7 @@ def _best_of(ctx: PlanContext, options: list[list[Candidate]]) -> tuple[list[Can
 def _best(ctx: PlanContext, options: list[list[Candidate]], name: str, why: str) -> Plan:
     best, reason = _best_of(ctx, options)
     if best is None:
-        raise ValueError(f"heuristic {name!r} has no feasible plan: {reason or why}")
+        raise PlanError(f"heuristic {name!r} has no feasible plan: {reason or why}")
     return ctx.plan_from(best, f"heuristic:{name}")
 
 
@@ -189,7 +178,7 @@ def colocated_dp(ctx: PlanContext) -> Plan:
         if best is not None:
             return ctx.plan_from(best, "heuristic:colocated-dp")
         reason = why or reason
-    raise ValueError(f"heuristic 'colocated-dp' has no feasible plan: {reason}")
+    raise PlanError(f"heuristic 'colocated-dp' has no feasible plan: {reason}")
 
 
 def _common_tps(ctx: PlanContext, calls: list[Call], n: int) -> list[int]:
@@ -214,7 +203,7 @@ def disaggregated(ctx: PlanContext) -> Plan:
         except ValueError as exc:
             errors.append(str(exc))
     if not plans:
-        raise ValueError(f"heuristic 'disaggregated' has no feasible plan: {'; or '.join(errors)}")
+        raise PlanError(f"heuristic 'disaggregated' has no feasible plan: {'; or '.join(errors)}")
     return min(plans, key=lambda p: p.iteration_time_s or float("inf"))
 
 
@@ -250,7 +239,7 @@ def _disaggregated_plan(ctx: PlanContext, groups: list[list[str]]) -> Plan:
                    for r in g) for g in groups]
     meshes = split_devices(cluster.num_devices, cluster.devices_per_node, weights)
     if meshes is None:
-        raise ValueError(f"{len(groups)} device groups do not fit in {cluster.num_devices} devices")
+        raise PlanError(f"{len(groups)} device groups do not fit in {cluster.num_devices} devices")
     group = {r: mesh for g, mesh in zip(groups, meshes) for r in g}
     choice: dict[str, list[Candidate]] = {}
     for call in ctx.graph.calls:
@@ -266,7 +255,7 @@ def _disaggregated_plan(ctx: PlanContext, groups: list[list[str]]) -> Plan:
             if c is not None and c not in opts:
                 opts.append(c)
         if not opts:
-            raise ValueError(f"call {call.name!r} does not fit its group {mesh} of {mesh.size} devices")
+            raise PlanError(f"call {call.name!r} does not fit its group {mesh} of {mesh.size} devices")
         choice[call.name] = sorted(opts, key=lambda c: c.estimate.time_s)
     return _coordinate_descent(ctx, choice, "disaggregated")
 
@@ -297,7 +286,7 @@ def _coordinate_descent(ctx: PlanContext, choice: dict[str, list[Candidate]], na
         if not moved:
             break
     if best[0] > 0:
-        raise ValueError("; ".join(ctx.sim.simulate(cur).reasons))
+        raise PlanError("; ".join(ctx.sim.simulate(cur).reasons))
     return ctx.plan_from(cur, f"heuristic:{name}")
 
 

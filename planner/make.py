@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
 from planner.context import PlanContext
+from planner.errors import PlanError
 from planner.heuristics import known_heuristics, run_heuristic
 from planner.options import PlanMode, PlanOptions
 from planner.plan import Plan, load_plan
@@ -86,16 +87,16 @@ def _manual(ctx: PlanContext, options: PlanOptions) -> Plan:
         if call not in names:
             close = difflib.get_close_matches(call, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"plan.layouts has call {call!r}{hint}, which the experiment lacks; "
+            raise PlanError(f"plan.layouts has call {call!r}{hint}, which the experiment lacks; "
                              f"calls: {', '.join(names)}")
     missing = [n for n in names if n not in options.layouts]
     if missing:
-        raise ValueError(f"plan.layouts has no layout for call(s) {', '.join(missing)}; "
+        raise PlanError(f"plan.layouts has no layout for call(s) {', '.join(missing)}; "
                          "a manual plan needs one per call")
     layouts = {n: options.layouts[n].to_layout(n) for n in names}
     plan = ctx.evaluate(layouts, "manual")
     if not plan.feasible:
-        raise ValueError(f"manual plan does not fit: {'; '.join(plan.reasons)}; move calls apart "
+        raise PlanError(f"manual plan does not fit: {'; '.join(plan.reasons)}; move calls apart "
                          "or raise tp/pp")
     return plan
 
@@ -106,7 +107,7 @@ def _from_file(ctx: PlanContext, path: str) -> Plan:
     try:
         plan = ctx.evaluate(stored.layouts, f"file:{path}")
     except ValueError as exc:
-        raise ValueError(f"plan file {path!r} does not match the experiment: {exc}") from None
+        raise PlanError(f"plan file {path!r} does not match the experiment: {exc}") from None
     if not plan.feasible:
-        raise ValueError(f"plan file {path!r} does not fit this experiment: {'; '.join(plan.reasons)}")
+        raise PlanError(f"plan file {path!r} does not fit this experiment: {'; '.join(plan.reasons)}")
     return plan

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graph.placement.layout import DeviceMesh, Layout
+from planner.errors import PlanError
 from planner.search import SearchOptions
 from planner.space import SpaceOptions
 
@@ -38,16 +39,22 @@ class PlanMode(enum.StrEnum):
     FILE = "file"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class ManualLayout:
-    """One call's layout in a manual plan: a mesh (devices, or start + size) and a strategy."""
+    """A hand-written layout of one call (plan.mode=manual): a mesh (devices, or start and
+    size) and a strategy.
 
-    devices: tuple[int, ...] = ()
-    """Global device ids of the mesh; or leave empty and give start and size."""
+    The one type for this concept: the experiment schema (`plan.layouts.NAME`) and the
+    planner both use it. It is a plain (not frozen) dataclass because OmegaConf merges YAML
+    into it; nothing mutates it after loading. `check` validates it, naming the call.
+    """
+
+    devices: list[int] | None = None
+    """Global device ids of the mesh; or give start and size."""
     start: int | None = None
     """First device of a contiguous mesh."""
     size: int | None = None
-    """Number of devices of a contiguous mesh."""
+    """Devices in a contiguous mesh."""
     dp: int = 1
     """Data-parallel degree."""
     tp: int = 1
@@ -57,21 +64,25 @@ class ManualLayout:
     micro_batches: int = 1
     """Micro-batches per data-parallel rank."""
 
-    def __post_init__(self) -> None:
-        if bool(self.devices) == (self.start is not None or self.size is not None):
-            raise ValueError("a manual layout needs either devices: [...] or start and size, not both")
-        if not self.devices and (self.start is None or self.size is None):
-            raise ValueError("a manual layout with start needs size too (and vice versa)")
+    def check(self, call: str) -> None:
+        """ValueError naming the call when the mesh is given both ways or half-given."""
+        given = bool(self.devices)
+        if given == (self.start is not None or self.size is not None):
+            raise PlanError(f"plan.layouts.{call}: a manual layout needs either devices: [...] or start "
+                             "and size, not both")
+        if not given and (self.start is None or self.size is None):
+            raise PlanError(f"plan.layouts.{call}: a manual layout with start needs size too (and vice versa)")
 
     def to_layout(self, call: str) -> Layout:
         """The Layout; ValueError naming the call and the fix."""
+        self.check(call)
         try:
             mesh = (DeviceMesh(devices=tuple(self.devices)) if self.devices
                     else DeviceMesh.span(int(self.start or 0), int(self.size or 0)))
             return Layout(mesh=mesh, dp=self.dp, tp=self.tp, pp=self.pp,
                           micro_batches=self.micro_batches)
         except ValueError as exc:
-            raise ValueError(f"plan.layouts.{call}: {exc}; make dp x tp x pp equal the mesh size") from None
+            raise PlanError(f"plan.layouts.{call}: {exc}; make dp x tp x pp equal the mesh size") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,13 +112,13 @@ class PlanOptions:
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, PlanMode):
-            raise ValueError(f"plan.mode {self.mode!r} is not one of {', '.join(m.value for m in PlanMode)}")
+            raise PlanError(f"plan.mode {self.mode!r} is not one of {', '.join(m.value for m in PlanMode)}")
         if self.mode is PlanMode.MANUAL and not self.layouts:
-            raise ValueError("plan.mode is manual but plan.layouts is empty; give a layout per call")
+            raise PlanError("plan.mode is manual but plan.layouts is empty; give a layout per call")
         if self.mode is PlanMode.FILE and not self.file:
-            raise ValueError("plan.mode is file but plan.file is not set; give the plan file's path")
+            raise PlanError("plan.mode is file but plan.file is not set; give the plan file's path")
         if self.num_iterations < 3:
-            raise ValueError(f"plan.num_iterations must be >= 3, got {self.num_iterations}")
+            raise PlanError(f"plan.num_iterations must be >= 3, got {self.num_iterations}")
         # the typed sub-options validate the rest
         self.search_options()
         self.space_options()
@@ -130,14 +141,14 @@ class PlanOptions:
             if key not in names:
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"unknown plan option {key!r}{hint}; known: {', '.join(sorted(names))}")
+                raise PlanError(f"unknown plan option {key!r}{hint}; known: {', '.join(sorted(names))}")
         mode = str(data.get("mode", "search"))
         if mode.startswith("heuristic:"):
             mode, data["heuristic"] = "heuristic", mode.split(":", 1)[1]
         try:
             data["mode"] = PlanMode(mode)
         except ValueError:
-            raise ValueError(
+            raise PlanError(
                 f"plan.mode {mode!r} is not one of {', '.join(m.value for m in PlanMode)}"
             ) from None
         data["layouts"] = {str(k): _manual(str(k), v) for k, v in dict(data.get("layouts") or {}).items()}
@@ -146,17 +157,20 @@ class PlanOptions:
 
 def _manual(call: str, value: Any) -> ManualLayout:
     if isinstance(value, ManualLayout):
+        value.check(call)
         return value
     if not isinstance(value, Mapping):
-        raise ValueError(f"plan.layouts.{call}: expected a mapping with devices or start/size and dp, tp, pp")
+        raise PlanError(f"plan.layouts.{call}: expected a mapping with devices or start/size and dp, tp, pp")
     names = {f.name for f in dataclasses.fields(ManualLayout)}
     for key in value:
         if key not in names:
-            raise ValueError(f"plan.layouts.{call}: unknown field {key!r}; known: {', '.join(sorted(names))}")
+            raise PlanError(f"plan.layouts.{call}: unknown field {key!r}; known: {', '.join(sorted(names))}")
     kwargs = dict(value)
-    if "devices" in kwargs:
-        kwargs["devices"] = tuple(int(d) for d in kwargs["devices"])
+    if kwargs.get("devices") is not None:
+        kwargs["devices"] = [int(d) for d in kwargs["devices"]]
     try:
-        return ManualLayout(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"plan.layouts.{call}: {exc}") from None
+        layout = ManualLayout(**kwargs)
+    except TypeError as exc:
+        raise PlanError(f"plan.layouts.{call}: {exc}") from None
+    layout.check(call)
+    return layout

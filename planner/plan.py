@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from graph.dataflow import DataflowGraph
+from graph.files import atomic_write
 from graph.placement.layout import Cluster, DeviceMesh, Layout
+from planner.errors import PlanError
 from planner.simulator import DataTransfer, ReallocStep, TimelineEntry
 
 PLAN_FILE_VERSION = 1
@@ -69,10 +71,10 @@ class Plan:
     def __post_init__(self) -> None:
         names = [c.name for c in self.calls]
         if len(set(names)) != len(names):
-            raise ValueError(f"plan lists a call twice: {names}")
+            raise PlanError(f"plan lists a call twice: {names}")
         for c in self.calls:
             if c.layout.mesh.devices[-1] >= self.cluster.num_devices:
-                raise ValueError(
+                raise PlanError(
                     f"call {c.name!r}: mesh {c.layout.mesh} uses devices beyond the cluster's "
                     f"{self.cluster.num_devices}; use device ids below {self.cluster.num_devices}"
                 )
@@ -95,7 +97,7 @@ class Plan:
         """ValueError naming the first difference between this plan and the experiment."""
         prefix = "plan file does not match the experiment"
         if self.cluster != cluster:
-            raise ValueError(
+            raise PlanError(
                 f"{prefix}: the plan is for {self.cluster.num_nodes} x "
                 f"{self.cluster.devices_per_node} devices, the experiment has "
                 f"{cluster.num_nodes} x {cluster.devices_per_node}; re-plan for this cluster"
@@ -103,15 +105,15 @@ class Plan:
         planned = {c.name: c for c in self.calls}
         for call in graph.calls:
             if call.name not in planned:
-                raise ValueError(f"{prefix}: call {call.name!r} has no layout in the plan; re-plan or add it")
+                raise PlanError(f"{prefix}: call {call.name!r} has no layout in the plan; re-plan or add it")
             if planned[call.name].model != call.model:
-                raise ValueError(
+                raise PlanError(
                     f"{prefix}: call {call.name!r} runs model {call.model!r} but the plan says "
                     f"{planned[call.name].model!r}; re-plan"
                 )
         extra = sorted(set(planned) - {c.name for c in graph.calls})
         if extra:
-            raise ValueError(f"{prefix}: the plan has call(s) {', '.join(extra)} the experiment lacks; re-plan")
+            raise PlanError(f"{prefix}: the plan has call(s) {', '.join(extra)} the experiment lacks; re-plan")
 
     # ------------------------------------------------------------------ dict / file
 
@@ -144,10 +146,10 @@ class Plan:
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "plan") -> Plan:
         """Read `to_dict` output back; ValueError naming the bad field."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
+            raise PlanError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
         version = data.get("version")
         if version != PLAN_FILE_VERSION:
-            raise ValueError(f"{where}: version {version!r} is not supported; expected {PLAN_FILE_VERSION}")
+            raise PlanError(f"{where}: version {version!r} is not supported; expected {PLAN_FILE_VERSION}")
         try:
             cl = data["cluster"]
             cluster = Cluster(num_nodes=int(cl["num_nodes"]), devices_per_node=int(cl["devices_per_node"]))
@@ -164,9 +166,9 @@ class Plan:
                                            time_s=float(t["time_s"]), bytes_total=float(t["bytes_total"]))
                               for t in data.get("transfers", ()))
         except KeyError as exc:
-            raise ValueError(f"{where}: missing field {exc.args[0]!r}") from None
+            raise PlanError(f"{where}: missing field {exc.args[0]!r}") from None
         except TypeError as exc:
-            raise ValueError(f"{where}: malformed entry ({exc})") from None
+            raise PlanError(f"{where}: malformed entry ({exc})") from None
         it = data.get("iteration_time_s")
         return cls(cluster=cluster, calls=calls, source=str(data.get("source", "")),
                    device_memory_bytes=float(data.get("device_memory_bytes", 0.0)),
@@ -177,17 +179,17 @@ class Plan:
                    device_peak_bytes=tuple(float(x) for x in data.get("device_peak_bytes", ())))
 
     def save(self, path: str | Path) -> Path:
-        """Write YAML (.yaml/.yml) or JSON (.json)."""
+        """Write YAML (.yaml/.yml) or JSON (.json), atomically (a reader never sees a torn file)."""
         p = Path(path)
         data = self.to_dict()
         if p.suffix in (".yaml", ".yml"):
             import yaml
 
-            p.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+            atomic_write(p, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
         elif p.suffix == ".json":
-            p.write_text(json.dumps(data, indent=2) + "\n")
+            atomic_write(p, json.dumps(data, indent=2) + "\n")
         else:
-            raise ValueError(f"plan file {str(p)!r}: use a .yaml, .yml or .json suffix")
+            raise PlanError(f"plan file {str(p)!r}: use a .yaml, .yml or .json suffix")
         return p
 
 
@@ -195,7 +197,7 @@ def load_plan(path: str | Path) -> Plan:
     """Read a plan file written by `Plan.save`."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"plan file {str(p)!r} does not exist; write one with `realloc plan --out`")
+        raise PlanError(f"plan file {str(p)!r} does not exist; write one with `realloc plan --out`")
     text = p.read_text()
     try:
         if p.suffix == ".json":
@@ -205,7 +207,7 @@ def load_plan(path: str | Path) -> Plan:
 
             data = yaml.safe_load(text)
     except Exception as exc:  # yaml and json raise different types
-        raise ValueError(f"plan file {str(p)!r} is not valid {p.suffix[1:] or 'YAML'}: {exc}") from None
+        raise PlanError(f"plan file {str(p)!r} is not valid {p.suffix[1:] or 'YAML'}: {exc}") from None
     return Plan.from_dict(data, where=f"plan file {str(p)!r}")
 
 
@@ -222,9 +224,9 @@ def layout_from_dict(d: Mapping[str, Any], where: str) -> Layout:
         return Layout(mesh=mesh, dp=int(d["dp"]), tp=int(d["tp"]), pp=int(d["pp"]),
                       micro_batches=int(d.get("micro_batches", 1)))
     except KeyError as exc:
-        raise ValueError(f"{where}: layout is missing {exc.args[0]!r}") from None
+        raise PlanError(f"{where}: layout is missing {exc.args[0]!r}") from None
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise PlanError(f"{where}: {exc}") from None
 
 
 def _call_from_dict(c: Mapping[str, Any], where: str) -> CallPlan:

@@ -43,6 +43,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from planner.errors import PlanError
 from planner.simulator import SimResult, Simulator
 from planner.space import CallSpace, Candidate
 
@@ -129,7 +130,7 @@ class Problem:
         self.names = [c.name for c in sim.calls]
         missing = [n for n in self.names if n not in spaces or not spaces[n].candidates]
         if missing:
-            raise ValueError(f"no feasible candidate for call(s) {', '.join(missing)}")
+            raise PlanError(f"no feasible candidate for call(s) {', '.join(missing)}")
         self.cands: list[tuple[Candidate, ...]] = [spaces[n].candidates for n in self.names]
         self.by_mesh: list[dict[tuple, list[int]]] = []
         self.by_key: list[dict[tuple, int]] = []
@@ -434,7 +435,7 @@ def anneal_search(sim: Simulator, spaces: Mapping[str, CallSpace],
         wall_stop = lim.wall_stop
         r += 1
     if tracker.best is None:
-        raise ValueError(_no_feasible_message(problem, seeds[0] if seeds else fastest_state(problem)))
+        raise PlanError(_no_feasible_message(problem, seeds[0] if seeds else fastest_state(problem)))
     stats = SearchStats(num_steps=steps, num_evaluations=problem.num_evaluations,
                         num_accepted=accepted, chain_best=tuple(round_best),
                         trace=tuple(tracker.trace), wall_s=time.perf_counter() - t0,
@@ -483,7 +484,7 @@ def exact_search(sim: Simulator, spaces: Mapping[str, CallSpace], *,
     problem = Problem(sim, spaces)
     sizes = [len(c) for c in problem.cands]
     if math.prod(sizes) > max_plans:
-        raise ValueError(
+        raise PlanError(
             f"exact search over {math.prod(sizes)} plans exceeds max_plans={max_plans}; use the "
             "annealing search (mode: search) or a smaller cluster"
         )
@@ -508,7 +509,7 @@ def exact_search(sim: Simulator, spaces: Mapping[str, CallSpace], *,
 
     visit(())
     if best is None:
-        raise ValueError("no feasible plan exists: every combination overflows device memory")
+        raise PlanError("no feasible plan exists: every combination overflows device memory")
     tracker.offer(best, best_e, True)
     stats = SearchStats(num_steps=0, num_evaluations=problem.num_evaluations, num_accepted=0,
                         chain_best=(best_e,), trace=tuple(tracker.trace),

@@ -33,6 +33,7 @@ from cost_model.provider import CallEstimate, CostProvider
 from graph.dataflow import DataflowGraph
 from graph.placement.layout import Cluster, DeviceMesh, Layout
 from graph.spec import Call, CallKind, ModelSpec
+from planner.errors import PlanError
 
 GIB = float(1 << 30)
 
@@ -290,7 +291,7 @@ def build_space(graph: DataflowGraph, cost: CostProvider,
         model = graph.models[call.model]
         space = build_call_space(call, model, cost, meshes, options, pricer)
         if not space.candidates:
-            raise ValueError(
+            raise PlanError(
                 f"{space.closest_miss}; the cluster ({cost.cluster.num_nodes} x "
                 f"{cost.cluster.devices_per_node} devices of "
                 f"{cost.device_memory_bytes / GIB:.1f} GiB) is too small for it: add devices "

@@ -1,20 +1,31 @@
 """The `realloc` command line: run, pipeline, plan, profile, validate, graph, export, chat,
 bench, keys, list.
 
-Every user error prints one line (`realloc: error: ...`) and exits 2; `--debug`
-shows the traceback instead.
+Every user error (a `graph.errors.UserError`) prints one line (`realloc: error: ...`) and
+exits 2. Anything else is a bug in realloc: one line saying so, with the path of a log holding
+the traceback, and exit 1. `--debug` lets either propagate with its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import errno
 import json
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from graph.errors import UserError
 from realloc.experiment import DEFAULT_EXPERIMENT, Experiment, load_experiment
 
 EXIT_USER_ERROR = 2
+"""Exit status of a mistake in the input (a UserError)."""
+EXIT_BUG = 1
+"""Exit status of anything else: a bug in realloc."""
 
 _EPILOG_OVERRIDES = (
     "Overrides use Hydra syntax, e.g. graph.batch_size=32 cluster.devices_per_node=2 "
@@ -30,14 +41,14 @@ def _split_exp(args: argparse.Namespace) -> tuple[str | None, list[str]]:
         exp = words.pop(0)
     bad = [w for w in words if "=" not in w]
     if bad:
-        raise ValueError(f"unexpected argument {bad[0]!r}: overrides are key=value; the experiment comes first")
+        raise UserError(f"unexpected argument {bad[0]!r}: overrides are key=value; the experiment comes first")
     return exp, words
 
 
 def _load(args: argparse.Namespace, *, required: bool) -> Experiment:
     exp, overrides = _split_exp(args)
     if exp is None and required:
-        raise ValueError(f"{args.command} needs an experiment: realloc {args.command} EXP.yaml [key=value ...]")
+        raise UserError(f"{args.command} needs an experiment: realloc {args.command} EXP.yaml [key=value ...]")
     return load_experiment(exp, overrides)
 
 
@@ -185,9 +196,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from realloc import bench
+    from realloc.bench import suite as bench
 
     if args.readme or args.readme_into:
         report = bench.load_report(Path(args.report or args.out))
@@ -328,23 +338,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
+"""OSErrors about a file the user named or a disk they can free: reported like user errors."""
+
+
+def _bug_log(exc: BaseException) -> Path:
+    """Write the traceback of an unexpected exception to a log file; returns its path."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(tempfile.gettempdir()) / f"realloc-bug-{stamp}-{os.getpid()}.log"
+    text = "".join(traceback.format_exception(exc))
+    path.write_text(f"realloc {' '.join(sys.argv[1:])}\n\n{text}")
+    return path
+
+
 def _guard(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command: a UserError is one line and exit 2; anything else is a bug, exit 1."""
     if args.debug:
         return func(args)
     try:
         return func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, OSError) as exc:
+    except UserError as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"realloc: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:
+        if exc.errno in ENVIRONMENT_ERRNOS and exc.filename:
+            print(f"realloc: error: {exc.filename}: {exc.strerror} (free space or fix the permissions, "
+                  "then run again)", file=sys.stderr)
+            return EXIT_USER_ERROR
+        return _report_bug(exc)
     except KeyboardInterrupt:
         print("realloc: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - everything else is a bug, reported as one
+        return _report_bug(exc)
+
+
+def _report_bug(exc: BaseException) -> int:
+    try:
+        where = f"the traceback is in {_bug_log(exc)}"
+    except OSError:
+        where = "the traceback could not be written to a log"
+    message = " ".join(str(exc).split())[:300] or "(no message)"
+    print(f"realloc: bug: {type(exc).__name__}: {message} -- this is a bug in realloc, not a mistake in your "
+          f"input; {where}; rerun with --debug to print it, and please report it", file=sys.stderr)
+    return EXIT_BUG
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse with options and `key=value` overrides in any order (`realloc run --plan F k=v`
+    and `realloc run k=v --plan F` mean the same). argparse stops filling a variable-length
+    positional at the first option, so the words after it come back as extras; they join
+    the command's positional words here."""
+    args, extra = parser.parse_known_args(argv)
+    words_field = next((f for f in ("words", "overrides") if hasattr(args, f)), None)
+    stray = [w for w in extra if w.startswith("-")]
+    if extra and (words_field is None or stray):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra and words_field is not None:
+        setattr(args, words_field, [*getattr(args, words_field), *extra])
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR

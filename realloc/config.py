@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from planner.options import ManualLayout
+from runtime.data.settings import DataConfig
+
 
 @dataclass
 class ArchConfig:
@@ -119,46 +122,6 @@ class GraphConfig:
 
 
 @dataclass
-class PtxConfig:
-    """The ptx dataset: SFT/pretraining text whose loss the PPO actor mixes in (graph.train.ptx_coef)."""
-
-    format: str = "prompt_answer"
-    """Record format: prompt_answer (loss on the answer; an empty prompt trains on the whole text)."""
-    path: str | None = None
-    """JSONL file of records; null uses the generator."""
-    generator: str | None = "arithmetic"
-    """Built-in generator, used when path is null."""
-    num_records: int = 512
-    """Records the generator makes."""
-    seed: int = 2
-    """Seed of the generator and of the ptx data order."""
-
-
-@dataclass
-class DataConfig:
-    """Where the training data comes from and how long its sequences are."""
-
-    format: str = "prompts_with_answers"
-    """Record format: prompts, prompts_with_answers, prompt_answer or preference."""
-    path: str | None = None
-    """JSONL file of records; null uses the generator."""
-    generator: str | None = "arithmetic"
-    """Built-in generator of a verifiable task, used when path is null."""
-    num_records: int = 512
-    """Records the generator makes."""
-    prompt_len: int = 12
-    """Expected prompt tokens."""
-    response_len: int | None = None
-    """Expected response tokens; null takes graph.generate.max_new_tokens."""
-    tokenizer: str = "char"
-    """Tokenizer: 'char' (the project's character tokenizer) or a HF tokenizer directory."""
-    seed: int = 1
-    """Seed of the generator and of the data order."""
-    ptx: PtxConfig | None = None
-    """Pretraining/SFT data mixed into the PPO actor loss (needs graph.train.ptx_coef > 0); each iteration reads as many ptx records as the actor trains on."""
-
-
-@dataclass
 class ClusterConfig:
     """The devices to plan for and run on."""
 
@@ -177,26 +140,6 @@ class ClusterConfig:
 
 
 @dataclass
-class ManualLayoutConfig:
-    """A hand-written layout of one call (plan.mode=manual)."""
-
-    devices: list[int] | None = None
-    """Global device ids of the mesh; or give start and size."""
-    start: int | None = None
-    """First device of a contiguous mesh."""
-    size: int | None = None
-    """Devices in a contiguous mesh."""
-    dp: int = 1
-    """Data-parallel degree."""
-    tp: int = 1
-    """Tensor-parallel degree."""
-    pp: int = 1
-    """Pipeline-parallel degree."""
-    micro_batches: int = 1
-    """Micro-batches per data-parallel rank."""
-
-
-@dataclass
 class PlanConfig:
     """How the execution plan is chosen."""
 
@@ -208,7 +151,7 @@ class PlanConfig:
     """Search seed; the same seed and budget give the same plan."""
     file: str | None = None
     """Plan file to run unchanged (mode=file)."""
-    layouts: dict[str, ManualLayoutConfig] = field(default_factory=dict)
+    layouts: dict[str, ManualLayout] = field(default_factory=dict)
     """Per-call layouts (mode=manual), by call name."""
     allow_pp_generate: bool = False
     """Let generate calls use pipeline parallelism."""

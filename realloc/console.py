@@ -1,7 +1,12 @@
-"""What `realloc run` shows while it trains: a progress bar and one line per iteration.
+"""What the CLI shows: a progress bar and one line per iteration while a run trains.
 
 The workers write metrics.jsonl; the launching process follows that file and prints,
 so the console never interleaves output from several ranks.
+
+`make_console` is the one way the CLI builds a rich Console: on a terminal it wraps to the
+terminal's width; when output goes to a file, a pipe, CI or `nohup`, rich would wrap every
+line at 80 columns, so there text lines do not wrap at all (one record stays one line for
+grep) and tables get `LOG_WIDTH` columns.
 """
 
 from __future__ import annotations
@@ -11,7 +16,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from runtime.rundir.metrics import read_metrics
+
+LOG_WIDTH = 160
+"""Width of tables and rules when the output is not a terminal (text lines never wrap there)."""
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A Console that wraps on a terminal and never wraps anywhere else (logs, pipes, CI)."""
+    console = Console(highlight=False, stderr=stderr)
+    if console.is_terminal:
+        return console
+    return Console(highlight=False, stderr=stderr, width=LOG_WIDTH, soft_wrap=True)
 
 
 def format_line(record: Mapping[str, Any]) -> str:
@@ -37,8 +55,10 @@ def format_line(record: Mapping[str, Any]) -> str:
 class MetricsFollower:
     """Follows metrics.jsonl in a thread, printing each new record under a progress bar."""
 
-    def __init__(self, path: str | Path, total: int, *, start: int = 0, interval_s: float = 0.25) -> None:
+    def __init__(self, path: str | Path, total: int, *, start: int = 0, interval_s: float = 0.25,
+                 console: Console | None = None) -> None:
         self.path = Path(path)
+        self.console = console
         self.total = total
         self.start_at = start
         self.interval_s = interval_s
@@ -57,7 +77,6 @@ class MetricsFollower:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -66,7 +85,7 @@ class MetricsFollower:
             TimeElapsedColumn,
         )
 
-        console = Console(highlight=False)
+        console = self.console or make_console()
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("starting workers and building engines", total=self.total,

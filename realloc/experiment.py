@@ -19,13 +19,27 @@ from typing import Any
 from graph.catalog import get_interface, make_args
 from graph.dataflow import DataflowGraph
 from graph.dataset_keys import PTX_KEY, dataset_keys
+from graph.errors import UserError
 from graph.spec import Call, CallKind, LoraSpec, ModelArch, ModelSpec
 from graph.templates import TemplateParams, build_template, check_ppo_calls
 from planner import known_heuristics
 from realloc import schema
 from realloc.config import ArchConfig, ExperimentConfig, ModelConfig
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+def _shipped_dir() -> Path:
+    """The shipped experiments: the checkout's `experiments/` when realloc runs from a source
+    tree (worktrees sharing one editable install each read their own), else the copy a wheel
+    installs as the package data of `realloc.shipped`."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "experiments").is_dir():
+        return root / "experiments"
+    from importlib.resources import files
+
+    return Path(str(files("realloc.shipped")))
+
+
+EXPERIMENTS_DIR = _shipped_dir()
 """Where the shipped experiments live."""
 
 DEFAULT_EXPERIMENT = "ppo_tiny"
@@ -33,7 +47,7 @@ DEFAULT_EXPERIMENT = "ppo_tiny"
 
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A problem with the experiment a user can fix; the message names key and fix."""
 
 
@@ -92,6 +106,7 @@ def _rewrite_overrides(overrides: list[str], config_dir: Path) -> list[str]:
 
 
 def _compose(path: Path, overrides: list[str]) -> Any:
+    import yaml
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
@@ -113,9 +128,9 @@ def _compose(path: Path, overrides: list[str]) -> Any:
         if cause is not None and "yaml" in type(cause).__module__:
             first = " ".join(str(cause).split())
         raise ConfigError(f"cannot compose {str(path)!r}: {first}") from None
-    except Exception as exc:  # YAML scanner/parser errors surface as plain exceptions
+    except yaml.YAMLError as exc:  # scanner/parser errors of a malformed file surface as they are
         msg = " ".join(str(exc).split())
-        raise ConfigError(f"cannot read {str(path)!r}: {msg}") from None
+        raise ConfigError(f"cannot read {str(path)!r}: {msg}; fix the YAML syntax") from None
     finally:
         GlobalHydra.instance().clear()
 
@@ -242,16 +257,13 @@ def build_models(cfg: ExperimentConfig, exp_dir: Path) -> list[ModelSpec]:
     """ModelSpecs from the `models` section."""
     if not cfg.models:
         raise ConfigError("no models defined; add a `models:` section (e.g. models.actor.arch)")
-    from runtime.rewards.rules import known_rules  # pure Python: no torch
+    from runtime.rewards.rules import RULES  # pure Python: no torch
 
     specs = []
     for role, mc in cfg.models.items():
         arch = _arch(role, mc, exp_dir)
-        if mc.rule is not None and mc.rule not in known_rules():
-            close = difflib.get_close_matches(mc.rule, known_rules(), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"models.{role}.rule: unknown reward rule {mc.rule!r}{hint}; "
-                              f"known: {', '.join(known_rules())}")
+        if mc.rule is not None and mc.rule not in RULES:
+            raise ConfigError(f"models.{role}.rule: {RULES.miss_message(mc.rule)}")
         checkpoint = None
         if mc.checkpoint is not None:
             checkpoint = str(_resolve_path(mc.checkpoint, f"models.{role}.checkpoint", exp_dir, kind="checkpoint"))

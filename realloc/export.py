@@ -22,7 +22,13 @@ from typing import Any
 
 import yaml
 
+from graph.errors import UserError
 from runtime.data.tokenizer import char_hf_tokenizer
+
+
+class ExportError(UserError):
+    """A run or model directory that cannot be exported or chatted with, and the fix."""
+
 
 EXPORT_INFO = "realloc_export.json"
 PROMPT_FORMATS = ("auto", "bos", "chat")
@@ -36,24 +42,24 @@ def _run_models(run_dir: Path) -> list[str]:
 def _pick_role(run_dir: Path, role: str | None) -> str:
     roles = _run_models(run_dir)
     if not roles:
-        raise ValueError(f"run directory {str(run_dir)!r} holds no saved models (models/ROLE/); a run saves "
+        raise ExportError(f"run directory {str(run_dir)!r} holds no saved models (models/ROLE/); a run saves "
                          "its trained models when it finishes: resume it with train.resume=true or run it again")
     if role is None:
         if "actor" in roles:
             return "actor"
         if len(roles) == 1:
             return roles[0]
-        raise ValueError(f"run directory {str(run_dir)!r} holds several models ({', '.join(roles)}); "
+        raise ExportError(f"run directory {str(run_dir)!r} holds several models ({', '.join(roles)}); "
                          "choose one with --model")
     if role not in roles:
-        raise ValueError(f"run directory {str(run_dir)!r} has no saved model {role!r}; saved: {', '.join(roles)}")
+        raise ExportError(f"run directory {str(run_dir)!r} has no saved model {role!r}; saved: {', '.join(roles)}")
     return role
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
     config = run_dir / "config.yaml"
     if not config.is_file():
-        raise ValueError(f"{str(run_dir)!r} is not a run directory (no config.yaml); give the train.run_dir "
+        raise ExportError(f"{str(run_dir)!r} is not a run directory (no config.yaml); give the train.run_dir "
                          "of a finished `realloc run`")
     return yaml.safe_load(config.read_text()) or {}
 
@@ -66,7 +72,7 @@ def _save_tokenizer(name: str, out: Path) -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not Path(name).is_dir():
-        raise ValueError(f"the run's tokenizer {name!r} is gone; export needs the tokenizer directory "
+        raise ExportError(f"the run's tokenizer {name!r} is gone; export needs the tokenizer directory "
                          "the run used (data.tokenizer)")
     AutoTokenizer.from_pretrained(name, local_files_only=True).save_pretrained(str(out))
 
@@ -89,11 +95,11 @@ def export_model(run_dir: str | Path, out: str | Path, *, role: str | None = Non
     """
     run_dir, out = Path(run_dir), Path(out)
     if not run_dir.is_dir():
-        raise ValueError(f"run directory {str(run_dir)!r} does not exist; give the train.run_dir of a run")
+        raise ExportError(f"run directory {str(run_dir)!r} does not exist; give the train.run_dir of a run")
     config = _run_config(run_dir)
     role = _pick_role(run_dir, role)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ValueError(f"export target {str(out)!r} already exists and is not empty; choose another --out "
+        raise ExportError(f"export target {str(out)!r} already exists and is not empty; choose another --out "
                          "or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -107,9 +113,13 @@ def export_model(run_dir: str | Path, out: str | Path, *, role: str | None = Non
                 "tokenizer": tokenizer, "prompt_format": "bos",
                 "value_head": bool(((config.get("models") or {}).get(role) or {}).get("value_head", False))}
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
+        old = None
+        if out.exists():  # --force: the old export goes only once the new one is in place
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
         os.replace(staging, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -132,26 +142,26 @@ class ChatSettings:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise ValueError(f"--max-new-tokens {self.max_new_tokens}: give at least 1")
+            raise ExportError(f"--max-new-tokens {self.max_new_tokens}: give at least 1")
         if not self.greedy and self.temperature <= 0:
-            raise ValueError(f"--temperature {self.temperature}: give a positive value, or --greedy")
+            raise ExportError(f"--temperature {self.temperature}: give a positive value, or --greedy")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"--top-p {self.top_p}: give a value in (0, 1]")
+            raise ExportError(f"--top-p {self.top_p}: give a value in (0, 1]")
         if self.prompt_format not in PROMPT_FORMATS:
-            raise ValueError(f"--format {self.prompt_format!r}: choose one of {', '.join(PROMPT_FORMATS)}")
+            raise ExportError(f"--format {self.prompt_format!r}: choose one of {', '.join(PROMPT_FORMATS)}")
 
 
 def resolve_model_dir(path: str | Path) -> Path:
     """A HF model directory, or a run directory (its actor, or its only saved model)."""
     p = Path(path)
     if not p.is_dir():
-        raise ValueError(f"model directory {str(p)!r} does not exist; give an exported model "
+        raise ExportError(f"model directory {str(p)!r} does not exist; give an exported model "
                          "(realloc export RUN_DIR --out DIR) or a run directory")
     if (p / "config.json").is_file():
         return p
     if (p / "config.yaml").is_file():
         return p / "models" / _pick_role(p, None)
-    raise ValueError(f"{str(p)!r} is neither a HF model directory (config.json) nor a run directory (config.yaml)")
+    raise ExportError(f"{str(p)!r} is neither a HF model directory (config.json) nor a run directory (config.yaml)")
 
 
 class Chat:
@@ -168,7 +178,7 @@ class Chat:
         self.settings = settings
         config = json.loads((self.dir / "config.json").read_text())
         if any("ForSequenceClassification" in a for a in config.get("architectures", [])):
-            raise ValueError(f"{str(self.dir)!r} is a value-head model (a critic or reward model) and cannot "
+            raise ExportError(f"{str(self.dir)!r} is a value-head model (a critic or reward model) and cannot "
                              "chat; export the actor instead")
         info_file = self.dir / EXPORT_INFO
         info = json.loads(info_file.read_text()) if info_file.is_file() else {}
@@ -181,7 +191,7 @@ class Chat:
                 name, local_files_only=True)
             info.setdefault("prompt_format", "bos")
         else:
-            raise ValueError(f"{str(self.dir)!r} has no tokenizer files; export the model with `realloc export`")
+            raise ExportError(f"{str(self.dir)!r} has no tokenizer files; export the model with `realloc export`")
         self.model = transformers.AutoModelForCausalLM.from_pretrained(str(self.dir)).eval()
         fmt = settings.prompt_format
         if fmt == "auto":  # how the model was trained, else the tokenizer's chat template
@@ -193,7 +203,7 @@ class Chat:
         """Prompt ids in the chosen format: `bos` + text (as realloc trains) or the chat template."""
         if self.format == "chat":
             if not getattr(self.tok, "chat_template", None):
-                raise ValueError("--format chat: this tokenizer has no chat template; use --format bos")
+                raise ExportError("--format chat: this tokenizer has no chat template; use --format bos")
             enc = self.tok.apply_chat_template([{"role": "user", "content": prompt}],
                                                add_generation_prompt=True, tokenize=True)
             return list(enc["input_ids"]) if hasattr(enc, "keys") else list(enc)

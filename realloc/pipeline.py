@@ -17,7 +17,7 @@ other `${...}` is left to Hydra. Run directories are fixed by the pipeline, so a
 references resolve before anything runs (`resolve_stages`, no processes). A stage whose
 run directory already holds a finished run (every iteration logged, models saved) is
 skipped, so a pipeline that failed half-way is re-run with the same command; an unfinished
-one is moved aside to RUN_DIR/S.incomplete and run again.
+attempt is kept, moved aside to RUN_DIR/S.attempt-YYYYMMDDTHHMMSS, and the stage runs again.
 
 An optional `eval` section scores every stage's saved actor with a rule after the stage
 (greedy decoding of generated prompts with transformers on CPU): the rule-measured
@@ -26,13 +26,15 @@ accuracy of each step's output, whatever reward the step trained on.
 
 from __future__ import annotations
 
+import datetime
+import os
 import re
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from graph.errors import UserError
 from realloc.experiment import ConfigError, find_experiment
 
 _REF_RE = re.compile(r"\$\{stages\.([^.}]+)\.([^}]+)\}")
@@ -41,7 +43,7 @@ RESERVED_STAGE_NAMES = frozenset({"all", "run_dir", "eval"})
 """Names a stage may not take: they prefix pipeline-wide overrides."""
 
 
-class PipelineError(ValueError):
+class PipelineError(UserError):
     """A pipeline problem a user can fix; the message names the stage or key."""
 
 
@@ -276,6 +278,19 @@ def resolve_stages(pipeline: Pipeline, *, base: Path | None = None) -> list[Reso
     return out
 
 
+def set_aside(run_dir: Path) -> Path:
+    """Rename an unfinished stage attempt to `NAME.attempt-YYYYMMDDTHHMMSS` beside it (never
+    deleted: its logs say why it failed); returns the new path."""
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    target = run_dir.with_name(f"{run_dir.name}.attempt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir.with_name(f"{run_dir.name}.attempt-{stamp}-{n}")
+    os.replace(run_dir, target)
+    return target
+
+
 def stage_finished(run_dir: Path, iterations: int) -> bool:
     """Whether `run_dir` holds a finished run: `iterations` logged and the models saved."""
     from runtime.rundir.metrics import read_metrics
@@ -341,14 +356,13 @@ def run_pipeline(pipeline: Pipeline, *, runner: Runner | None = None,
             echo(f"   finished earlier in {stage.run_dir}; skipping it")
         else:
             if stage.run_dir.exists():
-                aside = stage.run_dir.with_name(stage.run_dir.name + ".incomplete")
-                shutil.rmtree(aside, ignore_errors=True)
-                stage.run_dir.rename(aside)
-                echo(f"   an unfinished run was there; moved it to {aside}")
+                aside = set_aside(stage.run_dir)
+                echo(f"   an unfinished attempt was there; kept it as {aside} and starting the stage over")
             code = runner(experiment)
             if code != 0:
                 raise PipelineError(f"stage {stage.name!r} ({stage.experiment}) failed with exit code {code}; "
-                                    f"see {stage.run_dir / 'logs'}; re-run the pipeline to resume from it")
+                                    f"see {stage.run_dir / 'logs'}; a re-run of the pipeline keeps this attempt "
+                                    "(moved aside with a timestamp) and runs the stage again")
             status = "ran"
         accuracy = None
         actor = stage.run_dir / "models" / "actor"

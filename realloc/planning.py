@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from cost_model.estimator import AnalyticCostModel
@@ -43,8 +42,7 @@ def plan_options(experiment: Experiment, *, compare: bool | None = None) -> Plan
     p = experiment.config.plan
     data = {
         "mode": p.mode, "time_budget_s": p.time_budget_s, "seed": p.seed, "file": p.file,
-        "layouts": {name: {k: v for k, v in dataclasses.asdict(lay).items() if v is not None}
-                    for name, lay in p.layouts.items()},
+        "layouts": dict(p.layouts),
         "allow_pp_generate": p.allow_pp_generate,
         "compare_heuristics": p.compare_heuristics if compare is None else compare,
     }
@@ -60,8 +58,8 @@ def plan_experiment(experiment: Experiment, *, compare: bool | None = None, quie
     options = plan_options(experiment, compare=compare)
     if quiet:
         return make_plan(experiment.graph, cost, options)
-    from rich.console import Console
+    from realloc.console import make_console
 
     what = f"searching plans ({options.time_budget_s:g} s budget)" if options.mode.value == "search" else "pricing the plan"
-    with Console(stderr=True).status(what):
+    with make_console(stderr=True).status(what):
         return make_plan(experiment.graph, cost, options)

@@ -119,11 +119,10 @@ def plan_json(experiment: Experiment, result: Any) -> dict[str, Any]:
 
 def print_plan(experiment: Experiment, result: Any) -> None:
     """The experiment in one line, then the planner's report."""
-    from rich.console import Console
-
     from planner.display import render_report
+    from realloc.console import make_console
 
-    console = Console(highlight=False)
+    console = make_console()
     c = experiment.config.cluster
     console.rule(f"[bold]{experiment.config.name}[/] ({experiment.path.name})")
     console.print(summary_line(experiment), markup=False)

@@ -1,14 +1,28 @@
-"""`realloc run`: plan, write the run directory, launch the workers, follow their metrics."""
+"""`realloc run`: how a run starts, where it runs, and what the user sees.
+
+Run orchestration lives here and only here: `prepare_run` decides the plan (searched, or the
+run's own plan.yaml when it resumes), the resume point (the newest usable checkpoint,
+checked against the experiment's fingerprint, the world size and the plan) and prepares
+the run directory. `run_experiment` (one machine) and `worker_entry` (torchrun, several
+machines) both go through it. The runtime only executes the `Job` it hands over.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realloc.experiment import ConfigError, Experiment
 from realloc.planning import plan_experiment
+
+if TYPE_CHECKING:
+    from planner.plan import Plan
+    from runtime.execution.job import Job
+    from runtime.rundir.checkpoints import ResumePoint
+    from runtime.rundir.directory import RunDir
 
 
 def fingerprint(experiment: Experiment) -> dict[str, Any]:
@@ -36,8 +50,9 @@ def _check_train_keys(experiment: Experiment) -> None:
                                   f"trained: {', '.join(trained) or 'none'}")
 
 
-def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: str | None = None) -> Any:
-    from runtime.execution.worker import DataSettings, Job, PtxSettings
+def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: str | None = None) -> Job:
+    """The Job the workers run: the experiment's graph under `layouts`, checked first."""
+    from runtime.execution.job import Job
 
     cfg = experiment.config
     d = cfg.data
@@ -45,10 +60,7 @@ def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: st
         raise ConfigError("data: set data.path to a JSONL file or data.generator to a built-in generator")
     _check_train_keys(experiment)
     return Job(
-        name=cfg.name, graph=experiment.graph, layouts=layouts,
-        data=DataSettings(format=d.format, path=d.path, generator=d.generator, num_records=d.num_records,
-                          seed=d.seed, tokenizer=d.tokenizer,
-                          ptx=None if d.ptx is None else PtxSettings(**dataclasses.asdict(d.ptx))),
+        name=cfg.name, graph=experiment.graph, layouts=layouts, data=d,
         iterations=cfg.train.iterations, seed=cfg.seed, run_dir=str(Path(cfg.train.run_dir).resolve()),
         log_every=cfg.train.log_every, free_replicas=cfg.train.free_replicas,
         save_every=cfg.train.save_every, keep_checkpoints=cfg.train.keep_checkpoints, resume_from=resume_from,
@@ -57,31 +69,24 @@ def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: st
     )
 
 
-def resume_point(experiment: Experiment, *, world_size: int, plan: Any = None, warn: bool = True) -> tuple[Any, Any]:
+def resume_point(experiment: Experiment, *, world_size: int, plan: Plan | None = None,
+                 warn: bool = True) -> tuple[ResumePoint, Plan]:
     """(checkpoint, plan) that `train.resume=true` starts from: the newest complete checkpoint
     and the run's saved plan.yaml (or `plan`). ConfigError when there is none, or it belongs to
     another experiment, plan or world size. Prints one line per newer checkpoint skipped."""
-    from runtime.rundir.checkpoints import (
-        CheckpointError,
-        check_compatible,
-        find_resume_point,
-        plan_layouts,
-    )
+    from runtime.rundir.checkpoints import check_compatible, find_resume_point, plan_layouts
     from runtime.rundir.directory import RunDir
 
     cfg = experiment.config
     run = RunDir(Path(cfg.train.run_dir).resolve())
-    try:
-        point = find_resume_point(run.checkpoints)
-        for line in point.warnings if warn else ():
-            print(f"realloc: warning: {line}", file=sys.stderr, flush=True)
-        check_compatible(point.meta, name=point.path.name, world_size=world_size,
-                         fingerprint=fingerprint(experiment), layouts=None)
-        plan = plan if plan is not None else _saved_plan(experiment, run)
-        check_compatible(point.meta, name=point.path.name, world_size=world_size,
-                         fingerprint=fingerprint(experiment), layouts=plan_layouts(plan.layouts))
-    except CheckpointError as exc:
-        raise ConfigError(str(exc)) from None
+    point = find_resume_point(run.checkpoints)
+    for line in point.warnings if warn else ():
+        print(f"realloc: warning: {line}", file=sys.stderr, flush=True)
+    check_compatible(point.meta, name=point.path.name, world_size=world_size,
+                     fingerprint=fingerprint(experiment), layouts=None)
+    plan = plan if plan is not None else _saved_plan(experiment, run)
+    check_compatible(point.meta, name=point.path.name, world_size=world_size,
+                     fingerprint=fingerprint(experiment), layouts=plan_layouts(plan.layouts))
     if point.meta.iteration >= cfg.train.iterations:
         raise ConfigError(f"train.resume: checkpoint {point.path.name} is already at iteration "
                           f"{point.meta.iteration} of train.iterations={cfg.train.iterations}; raise "
@@ -89,7 +94,7 @@ def resume_point(experiment: Experiment, *, world_size: int, plan: Any = None, w
     return point, plan
 
 
-def _saved_plan(experiment: Experiment, run: Any) -> Any:
+def _saved_plan(experiment: Experiment, run: RunDir) -> Plan:
     """The plan the resumed run ran (its plan.yaml), checked against the experiment."""
     from planner import load_plan
     from realloc.planning import cost_model_for
@@ -102,16 +107,67 @@ def _saved_plan(experiment: Experiment, run: Any) -> Any:
     return plan
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunStart:
+    """How a run starts, as `prepare_run` decided it."""
+
+    plan: Plan
+    """The plan the workers run."""
+    job: Job
+    """What every worker receives."""
+    run: RunDir
+    """The prepared run directory."""
+    start: int
+    """Iterations already done (0 for a fresh run; the checkpoint's iteration on resume)."""
+
+
+def prepare_run(experiment: Experiment, *, world_size: int, plan: Plan | None = None,
+                compare: bool = False) -> RunStart:
+    """The one place that decides how a run starts, and prepares its directory.
+
+    Fresh run: `plan` (or the searched plan) is written to RUN_DIR/plan.yaml. Resume
+    (`train.resume=true`): the newest usable checkpoint and the run's own plan.yaml (or
+    `plan`, which must match it); metrics.jsonl is cut back to the checkpoint and newer,
+    unusable checkpoints are moved aside. Either way config.yaml is (re)written. Every
+    file is written atomically.
+    """
+    from graph.files import atomic_write
+    from runtime.rundir.checkpoints import set_aside_newer
+    from runtime.rundir.directory import RunDir
+    from runtime.rundir.metrics import MetricsWriter
+
+    cfg = experiment.config
+    run = RunDir(Path(cfg.train.run_dir).resolve())
+    if cfg.train.resume:
+        point, plan = resume_point(experiment, world_size=world_size, plan=plan)
+        job = make_job(experiment, dict(plan.layouts), resume_from=str(point.path))
+        run.create(resume=True)
+        MetricsWriter(run.metrics).truncate_after(point.meta.iteration)
+        set_aside_newer(run.checkpoints, point)
+        start = point.meta.iteration
+    else:
+        if plan is None:
+            plan = plan_experiment(experiment, compare=compare).plan
+        job = make_job(experiment, dict(plan.layouts))
+        run.create(resume=False)
+        plan.save(run.plan)
+        start = 0
+    atomic_write(run.config, experiment.to_yaml())
+    return RunStart(plan=plan, job=job, run=run, start=start)
+
+
 def worker_entry(experiment: Experiment, plan_file: str) -> int:
     """One worker under torchrun: join the process group torchrun set up and run the saved plan.
 
-    Every worker of every node loads the same plan file, so all run the same plan.
+    Every worker of every node loads the same plan file, so all run the same plan; rank 0
+    prepares the run directory (`prepare_run`) and tells the others where to resume from.
     """
     import datetime
     import os
 
     import torch.distributed as dist
 
+    from graph.errors import UserError
     from planner import load_plan
     from realloc.planning import cost_model_for
     from runtime.execution.launch import WorkerContext, set_worker_threads
@@ -137,12 +193,11 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
     set_worker_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     job = make_job(experiment, dict(plan.layouts))  # checks the config on every rank, before joining
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
-    # rank 0 prepares the run directory (and verifies the checkpoint to resume) and tells the others
     box: list[Any] = [None]
     if rank == 0:
         try:
-            box = [("ok", _prepare_run_dir(experiment, plan, world))]
-        except ValueError as exc:
+            box = [("ok", prepare_run(experiment, world_size=world, plan=plan).job.resume_from)]
+        except UserError as exc:
             box = [("error", str(exc))]
     dist.broadcast_object_list(box, src=0)
     status, value = box[0]
@@ -157,42 +212,16 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
     return 0
 
 
-def _prepare_run_dir(experiment: Experiment, plan: Any, world: int) -> str | None:
-    """Create the run directory of a torchrun worker group; the checkpoint to resume from."""
-    from runtime.rundir.checkpoints import discard_newer
-    from runtime.rundir.directory import RunDir, atomic_write
-    from runtime.rundir.metrics import MetricsWriter
-
-    cfg = experiment.config
-    run = RunDir(Path(cfg.train.run_dir).resolve())
-    resume_from = None
-    if cfg.train.resume:
-        point, _ = resume_point(experiment, world_size=world, plan=plan)
-        run.create(resume=True)
-        MetricsWriter(run.metrics).truncate_after(point.meta.iteration)
-        discard_newer(run.checkpoints, point)
-        resume_from = str(point.path)
-    else:
-        run.create(resume=False)
-        plan.save(run.plan)
-    atomic_write(run.config, experiment.to_yaml())
-    return resume_from
-
-
 def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
     """Train the experiment; returns the process exit code."""
-    from rich.console import Console
-
     from planner.display import call_table
-    from realloc.console import MetricsFollower
+    from realloc.console import MetricsFollower, make_console
     from runtime.execution.launch import LaunchSpec, WorkerFailed, check_devices, check_port, launch
     from runtime.execution.worker import worker_main
-    from runtime.rundir.checkpoints import discard_newer
-    from runtime.rundir.directory import RunDir, atomic_write
-    from runtime.rundir.metrics import MetricsWriter, read_metrics
+    from runtime.rundir.metrics import read_metrics
 
     cfg = experiment.config
-    console = Console(highlight=False)
+    console = make_console()
     if cfg.cluster.nodes > 1:
         raise ConfigError(
             f"cluster.nodes={cfg.cluster.nodes}: `realloc run` starts the workers of one machine; on several "
@@ -205,27 +234,15 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
     check_devices(spec)
     if spec.port:
         check_port(spec.host, spec.port)
-    start = 0
-    if cfg.train.resume:  # the plan that ran, the newest usable checkpoint, metrics cut back to it
-        run = RunDir(Path(cfg.train.run_dir).resolve())
-        point, plan = resume_point(experiment, world_size=spec.nproc_per_node)
-        job = make_job(experiment, dict(plan.layouts), resume_from=str(point.path))
-        run.create(resume=True)
-        MetricsWriter(run.metrics).truncate_after(point.meta.iteration)
-        discard_newer(run.checkpoints, point)
-        start = point.meta.iteration
-        console.print(f"resuming from {point.path} (iteration {start})")
-    else:
-        plan = plan_experiment(experiment, compare=False).plan
-        job = make_job(experiment, dict(plan.layouts))
-        run = RunDir(job.run_dir).create(resume=False)
-        plan.save(run.plan)
-    atomic_write(run.config, experiment.to_yaml())
+    begin = prepare_run(experiment, world_size=spec.nproc_per_node)
+    plan, job, run = begin.plan, begin.job, begin.run
+    if begin.start:
+        console.print(f"resuming from {job.resume_from} (iteration {begin.start})")
     console.print(call_table(plan, title=f"plan ({plan.source}), estimated {plan.iteration_time_s:.3f} s per iteration"))
     console.print(f"run directory: {run.root}")
     spec = dataclasses.replace(spec, log_dir=str(run.logs), verbose=debug)
     try:
-        with MetricsFollower(run.metrics, total=job.iterations, start=start):
+        with MetricsFollower(run.metrics, total=job.iterations, start=begin.start, console=console):
             launch(worker_main, (job,), spec)
     except WorkerFailed as exc:
         print(f"realloc: error: {exc} (worker logs: {run.logs})", file=sys.stderr)

@@ -11,6 +11,7 @@ import typing
 from functools import cache
 from typing import Any
 
+from graph.errors import UserError
 from realloc.config import ExperimentConfig
 
 
@@ -127,7 +128,7 @@ def reference(section: str | None = None) -> str:
         if typing.get_origin(tp) is dict:
             tp = typing.get_args(tp)[1]
         if not dataclasses.is_dataclass(tp):
-            raise ValueError(f"unknown config section {section!r}; {suggest(section)}")
+            raise UserError(f"unknown config section {section!r}; {suggest(section)}")
         walk(tp, section + ".", 0)
     else:
         walk(ExperimentConfig, "", 0)

@@ -12,8 +12,9 @@ Rooms, one concern each (each package's docstring says what it owns and may impo
 | `runtime.rundir` | what a run leaves on disk: the run directory, metrics, checkpoints |
 | `runtime.profiling` | `realloc profile`: measuring this machine for the cost model |
 
-Imports flow down that list's dependencies: `engine` imports no other room; `interfaces`
-imports `engine`, `data` and `rewards`; `execution` imports everything below it; nothing in
+Imports flow downwards: `data` and `rewards` import no other room; `engine` imports `data`
+(the batch type); `interfaces` imports `engine`, `data` and `rewards`; `rundir` imports
+`engine`; `execution` imports everything below it; nothing in
 `runtime` imports the planner's search or the `realloc` front door (plans arrive as plain
 data). The runtime may import `graph` (the plain data model, `graph.placement` included),
 `cost_model` (profiling fits it), torch, megatron-core and transformers.

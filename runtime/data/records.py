@@ -1,6 +1,6 @@
 """Training data: JSONL datasets and the built-in generated tasks. Pure Python.
 
-Record formats (one JSON object per line; see graph.dataset_keys for the keys each feeds):
+Record formats (one JSON object per line; graph.dataset_keys owns them and the keys each feeds):
 
 | format | fields |
 |---|---|
@@ -16,20 +16,19 @@ prompts with answers for RL, prompt/answer pairs for SFT, and chosen/rejected pa
 
 from __future__ import annotations
 
-import difflib
 import json
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-FIELDS: dict[str, tuple[str, ...]] = {
-    "prompts": ("prompt",),
-    "prompts_with_answers": ("prompt", "answer"),
-    "prompt_answer": ("prompt", "answer"),
-    "preference": ("prompt", "chosen", "rejected"),
-}
-"""Required string fields per record format."""
+from graph.dataset_keys import dataset_format
+from graph.errors import UserError
+from graph.registry import Registry
+
+
+class DataError(UserError):
+    """A dataset a user gave cannot be read: names the file, line and field, and the fix."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,11 +48,8 @@ class Record:
 
 
 def _check_format(fmt: str) -> tuple[str, ...]:
-    if fmt not in FIELDS:
-        close = difflib.get_close_matches(fmt, FIELDS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown data format {fmt!r}{hint}; known: {', '.join(FIELDS)}")
-    return FIELDS[fmt]
+    """The string fields records of format `fmt` need (graph.dataset_keys owns the formats)."""
+    return dataset_format(fmt).fields
 
 
 def read_jsonl(path: str | Path, fmt: str) -> list[Record]:
@@ -61,7 +57,7 @@ def read_jsonl(path: str | Path, fmt: str) -> list[Record]:
     fields = _check_format(fmt)
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"dataset {str(p)!r} does not exist; set data.path to a JSONL file")
+        raise DataError(f"dataset {str(p)!r} does not exist; set data.path to a JSONL file")
     records = []
     with p.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -70,17 +66,17 @@ def read_jsonl(path: str | Path, fmt: str) -> list[Record]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
+                raise DataError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
             if not isinstance(obj, dict):
-                raise ValueError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             for name in fields:
                 if name not in obj:
-                    raise ValueError(f"{p}:{lineno}: missing field {name!r} (format {fmt!r} needs {', '.join(fields)})")
+                    raise DataError(f"{p}:{lineno}: missing field {name!r} (format {fmt!r} needs {', '.join(fields)})")
                 if not isinstance(obj[name], str):
-                    raise ValueError(f"{p}:{lineno}: field {name!r} must be a string, got {type(obj[name]).__name__}")
+                    raise DataError(f"{p}:{lineno}: field {name!r} must be a string, got {type(obj[name]).__name__}")
             records.append(Record(index=len(records), **{k: obj[k] for k in fields}))
     if not records:
-        raise ValueError(f"dataset {str(p)!r} has no records")
+        raise DataError(f"dataset {str(p)!r} has no records")
     return records
 
 
@@ -97,29 +93,22 @@ def write_jsonl(records: Sequence[Record], path: str | Path, fmt: str) -> Path:
 # --------------------------------------------------------------------------- generators
 
 Generator = Callable[[str, int, int], list[Record]]
-_GENERATORS: dict[str, Generator] = {}
+GENERATORS: Registry[Generator] = Registry("data generator", key="data.generator", error=DataError)
+"""Built-in generator name -> fn(format, num_records, seed) -> records."""
 
 
 def register_generator(name: str) -> Callable[[Generator], Generator]:
     """Decorator: register a built-in data generator."""
-
-    def deco(fn: Generator) -> Generator:
-        if name in _GENERATORS:
-            raise ValueError(f"data generator {name!r} is registered twice")
-        _GENERATORS[name] = fn
-        return fn
-
-    return deco
+    return GENERATORS.register(name)
 
 
 def generate(name: str, fmt: str, num_records: int, seed: int) -> list[Record]:
     """Records from built-in generator `name`."""
     _check_format(fmt)
-    if name not in _GENERATORS:
-        raise ValueError(f"unknown data generator {name!r}; known: {', '.join(sorted(_GENERATORS))}")
+    fn = GENERATORS.get(name)
     if num_records < 1:
-        raise ValueError(f"data.num_records must be >= 1, got {num_records}")
-    return _GENERATORS[name](fmt, num_records, seed)
+        raise DataError(f"data.num_records must be >= 1, got {num_records}")
+    return fn(fmt, num_records, seed)
 
 
 def _arithmetic_records(fmt: str, num_records: int, seed: int, *, max_value: int) -> list[Record]:
@@ -163,7 +152,7 @@ def load_records(*, fmt: str, path: str | None, generator: str | None, num_recor
     if path is not None:
         return read_jsonl(path, fmt)
     if generator is None:
-        raise ValueError("data: set data.path to a JSONL file or data.generator to a built-in generator")
+        raise DataError("data: set data.path to a JSONL file or data.generator to a built-in generator")
     return generate(generator, fmt, num_records, seed)
 
 
@@ -178,7 +167,8 @@ def batch_at(num_records: int, batch_size: int, seed: int, step: int) -> list[in
     """Record indices of batch number `step` of the endless epoch-by-epoch stream `batches`
     yields (a pure function of step, so a resumed run needs no saved position)."""
     if batch_size > num_records:
-        raise ValueError(f"batch of {batch_size} records exceeds the {num_records} records of the dataset")
+        raise DataError(f"batch of {batch_size} records exceeds the {num_records} records of the dataset; "
+                        "give more records or a smaller batch")
     per_epoch = num_records // batch_size
     epoch, pos = divmod(step, per_epoch)
     return epoch_order(num_records, seed, epoch)[pos * batch_size:(pos + 1) * batch_size]
@@ -187,7 +177,8 @@ def batch_at(num_records: int, batch_size: int, seed: int, step: int) -> list[in
 def batches(num_records: int, batch_size: int, seed: int, start: int = 0) -> Iterator[list[int]]:
     """Index batches forever, epoch after epoch, from batch number `start` (for resume)."""
     if batch_size > num_records:
-        raise ValueError(f"graph.batch_size={batch_size} exceeds the {num_records} records of the dataset")
+        raise DataError(f"graph.batch_size={batch_size} exceeds the {num_records} records of the dataset; "
+                        "give more records (data.num_records) or a smaller graph.batch_size")
     per_epoch = num_records // batch_size
     step = start
     while True:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from graph.errors import UserError
+
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 CHARS = "0123456789+-*/=()?.,: abcdefghijklmnopqrstuvwxyz"
 """Characters of the char tokenizer, after the four special tokens (52 ids in all)."""
@@ -69,7 +71,7 @@ class HFTokenizer:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         p = Path(path)
         if not p.exists():
-            raise FileNotFoundError(f"tokenizer directory {str(p)!r} does not exist; set data.tokenizer")
+            raise UserError(f"tokenizer directory {str(p)!r} does not exist; set data.tokenizer")
         kwargs: dict[str, Any] = {"local_files_only": True}
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
@@ -97,7 +99,7 @@ def load_tokenizer(name: str, vocab_size: int | None = None) -> Tokenizer:
     """
     tok: Tokenizer = CharTokenizer() if name == "char" else HFTokenizer(name)
     if vocab_size is not None and tok.vocab_size > vocab_size:
-        raise ValueError(
+        raise UserError(
             f"tokenizer {name!r} has {tok.vocab_size} ids but the model's vocab_size is {vocab_size}; "
             "raise the model's vocab_size"
         )

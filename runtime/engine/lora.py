@@ -173,9 +173,12 @@ def save_adapters(path: str, mg: dict[str, torch.Tensor], lora: LoraSpec) -> Non
 
     from safetensors.torch import save_file
 
+    from graph.files import atomic_target, atomic_write
+
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().contiguous().clone() for k, v in adapters_of(mg).items()}
-    save_file(tensors, str(directory / ADAPTERS_FILE), metadata={"format": "pt"})
+    with atomic_target(directory / ADAPTERS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     settings = {"rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets)}
-    (directory / ADAPTERS_CONFIG).write_text(json.dumps(settings, indent=2))
+    atomic_write(directory / ADAPTERS_CONFIG, json.dumps(settings, indent=2))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -28,6 +28,10 @@ from graph.spec import ModelArch, ModelSpec
 from runtime.engine import convert, lora, platform
 from runtime.engine.groups import RankCoords, build_layout_groups
 from runtime.engine.hf_checkpoint import read_hf_checkpoint, save_hf_checkpoint, validate_checkpoint
+
+if TYPE_CHECKING:
+    from runtime.engine.ema import EMA
+    from runtime.engine.schedule import Trainer
 
 
 def validate_engine(spec: ModelSpec, layout: Layout) -> None:
@@ -156,8 +160,9 @@ class ModelEngine:
             lora.freeze_base(self.model, keep=("output_layer.weight",) if spec.value_head else ())
         self.layer_offset = coords.pp_rank * (self.arch.num_layers // layout.pp)
         self.module = self.model  # the bare GPTModel; `model` may become a DDP wrapper
-        self.trainer: Any = None
-        self.ema: Any = None
+        self.trainer: Trainer | None = None
+        """Megatron DDP + distributed optimizer, built by the first train call on this engine."""
+        self.ema: EMA | None = None
         """The EMA of the weights (runtime.engine.ema.EMA) when the run keeps one."""
         self.state: dict[str, Any] = {}
         """JSON-able state of the interfaces that train this model (e.g. a KL controller):

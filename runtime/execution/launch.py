@@ -30,6 +30,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from graph.errors import UserError
+
 
 class WorkerFailed(RuntimeError):
     """A worker raised or died; the message names the rank and its error."""
@@ -102,7 +104,7 @@ def check_port(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError:
-            raise ValueError(
+            raise UserError(
                 f"port {port} on {host} is already in use; set cluster.port to a free port (or 0 to pick one)"
             ) from None
 
@@ -112,7 +114,7 @@ def check_devices(spec: LaunchSpec) -> None:
     if spec.backend == "nccl":
         have = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if spec.nproc_per_node > have:
-            raise ValueError(
+            raise UserError(
                 f"cluster.devices_per_node={spec.nproc_per_node} but this machine has {have} CUDA "
                 "device(s); lower it, or use cluster.device=cpu"
             )

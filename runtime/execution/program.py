@@ -22,6 +22,7 @@ replica starts from the same initial weights as its home).
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,14 +30,21 @@ from graph.dataflow import DataflowGraph
 from graph.placement.layout import Layout
 from graph.spec import CallKind
 
-STEP_KINDS = ("realloc", "send", "run", "free")
+
+class StepKind(enum.Enum):
+    """What a step does (see the module docstring)."""
+
+    REALLOC = "realloc"
+    SEND = "send"
+    RUN = "run"
+    FREE = "free"
 
 
 @dataclass(frozen=True)
 class Step:
     """One step of an iteration's program."""
 
-    kind: str
+    kind: StepKind
     call: str
     ranks: tuple[int, ...]
     model: str = ""
@@ -44,12 +52,16 @@ class Step:
     src: int = -1
     dst: int = -1
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, StepKind):
+            raise TypeError(f"bug: step kind {self.kind!r} is not a StepKind")
+
     def __str__(self) -> str:
-        if self.kind == "send":
+        if self.kind is StepKind.SEND:
             return f"send {self.key} {self.src}->{self.dst} for {self.call}"
-        if self.kind == "run":
+        if self.kind is StepKind.RUN:
             return f"run {self.call} on {list(self.ranks)}"
-        return f"{self.kind} {self.model} for {self.call} on {list(self.ranks)}"
+        return f"{self.kind.value} {self.model} for {self.call} on {list(self.ranks)}"
 
 
 def placement(layout: Layout) -> Layout:
@@ -102,7 +114,7 @@ def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, wo
         if (call.model, layout) in stale:
             home = homes[call.model]
             ranks = tuple(sorted(set(home.mesh.devices) | set(mesh)))
-            steps.append(Step("realloc", call.name, ranks, model=call.model))
+            steps.append(Step(StepKind.REALLOC, call.name, ranks, model=call.model))
             stale.discard((call.model, layout))
         for key in dict.fromkeys(call.inputs):
             have = holders[key]
@@ -110,13 +122,13 @@ def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, wo
             needers = [d for d in mesh if d not in have]
             for i, dst in enumerate(needers):
                 src = senders[i % len(senders)]
-                steps.append(Step("send", call.name, (src, dst), key=key, src=src, dst=dst))
+                steps.append(Step(StepKind.SEND, call.name, (src, dst), key=key, src=src, dst=dst))
             have.update(needers)
-        steps.append(Step("run", call.name, mesh, model=call.model))
+        steps.append(Step(StepKind.RUN, call.name, mesh, model=call.model))
         for key in call.outputs:
             holders[key] = set(mesh)
         if call.name in free_after:
-            steps.append(Step("free", call.name, mesh, model=call.model))
+            steps.append(Step(StepKind.FREE, call.name, mesh, model=call.model))
         if call.kind is CallKind.TRAIN:
             stale.update((c.model, layouts[c.name]) for c in graph.calls_of(call.model)
                          if layouts[c.name] != layout)

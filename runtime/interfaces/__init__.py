@@ -10,6 +10,8 @@ losses, KL estimators, LR schedules) and GRPOVI's reward-variance increase
 May import: `graph`, `runtime.engine`, `runtime.data`, `runtime.rewards`, torch, numpy.
 """
 
+# importing the implementations registers them (see registry)
+from runtime.interfaces import generate, inference, train  # noqa: E402, F401, I001
 from runtime.interfaces.registry import (
     CallContext,
     get_impl,

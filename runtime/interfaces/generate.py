@@ -15,7 +15,7 @@ sequence field `truncated` (1.0 where a response hit max_new_tokens without stop
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -25,6 +25,9 @@ from runtime.data.batch import SeqBatch
 from runtime.engine import platform
 from runtime.interfaces.dp import gather_parts, local_part
 from runtime.interfaces.registry import CallContext, register
+
+if TYPE_CHECKING:
+    from runtime.engine.model_engine import ModelEngine
 
 SUPPORTS_PP = True
 """generate runs at any pp (stages exchange hidden states point to point)."""
@@ -94,7 +97,7 @@ def expand_samples(batch: SeqBatch, num_samples: int) -> SeqBatch:
 class _Stepper:
     """Runs one forward step across the pipeline and returns last-position logits."""
 
-    def __init__(self, engine: Any, batch_size: int, max_len: int) -> None:
+    def __init__(self, engine: ModelEngine, batch_size: int, max_len: int) -> None:
         from megatron.core.inference.contexts import StaticInferenceContext
 
         self.engine = engine
@@ -131,7 +134,7 @@ def _stop_hit(response: list[int], stop_strings: tuple, ctx: CallContext) -> boo
 
 
 @torch.no_grad()
-def generate_local(engine: Any, prompts: SeqBatch, args: GenerateArgs, ctx: CallContext) -> SeqBatch:
+def generate_local(engine: ModelEngine, prompts: SeqBatch, args: GenerateArgs, ctx: CallContext) -> SeqBatch:
     """Generate for this replica's prompts (prompt_lens == seq_lens) on this engine."""
     engine.module.eval()
     b = prompts.size
@@ -195,7 +198,7 @@ def generate_local(engine: Any, prompts: SeqBatch, args: GenerateArgs, ctx: Call
 
 
 @register("generate")
-def generate(engine: Any, batch: SeqBatch, args: GenerateArgs, ctx: CallContext) -> SeqBatch:
+def generate(engine: ModelEngine, batch: SeqBatch, args: GenerateArgs, ctx: CallContext) -> SeqBatch:
     """Responses to the batch's prompts (its prompt part; any response is ignored)."""
     if args.stop_strings and ctx.decode is None:
         raise ValueError("generate: stop_strings need a detokeniser; pass CallContext(decode=...)")

@@ -9,7 +9,7 @@ Output fields (see runtime.data.batch for the alignment):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,8 +21,11 @@ from runtime.interfaces.dp import gather_parts, local_part
 from runtime.interfaces.registry import CallContext, register
 from runtime.rewards.rules import get_rule
 
+if TYPE_CHECKING:
+    from runtime.engine.model_engine import ModelEngine
 
-def shifted_logprobs(engine: Any, mb: SeqBatch, logits: torch.Tensor,
+
+def shifted_logprobs(engine: ModelEngine, mb: SeqBatch, logits: torch.Tensor,
                      temperature: float = 1.0) -> torch.Tensor:
     """[b, s] log p(token t | tokens < t) (0 at t = 0), differentiable."""
     lp = vocab_parallel.token_logprobs(logits[:, :-1], mb.input_ids[:, 1:].to(logits.device),
@@ -36,7 +39,7 @@ def shifted_values(values: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(values[..., 0].float()[:, :-1], (1, 0))
 
 
-def _forward_fields(engine: Any, batch: SeqBatch, extract: Any, micro_batches: int = 0) -> list[dict[str, Any]]:
+def _forward_fields(engine: ModelEngine, batch: SeqBatch, extract: Any, micro_batches: int = 0) -> list[dict[str, Any]]:
     """Forward this replica's part in micro-batches; `extract(mb, out)` -> dict of tensors."""
     mbs = micro_batch_split(batch, micro_batches or engine.layout.micro_batches)
 
@@ -69,7 +72,7 @@ def _assemble(part: SeqBatch, reports: list[dict[str, Any]], token_keys: tuple[s
     return part.with_fields(token_fields=tok, seq_fields=seq)
 
 
-def _run(engine: Any, batch: SeqBatch, extract: Any, token_keys: tuple[str, ...],
+def _run(engine: ModelEngine, batch: SeqBatch, extract: Any, token_keys: tuple[str, ...],
          seq_keys: tuple[str, ...], micro_batches: int = 0) -> SeqBatch:
     part = local_part(engine, batch)
     reports = _forward_fields(engine, part, extract, micro_batches)
@@ -77,7 +80,7 @@ def _run(engine: Any, batch: SeqBatch, extract: Any, token_keys: tuple[str, ...]
 
 
 @register("logprobs")
-def logprobs(engine: Any, batch: SeqBatch, args: LogprobsArgs, ctx: CallContext) -> SeqBatch:
+def logprobs(engine: ModelEngine, batch: SeqBatch, args: LogprobsArgs, ctx: CallContext) -> SeqBatch:
     """Token field `logprobs` under this model."""
     if engine.spec.value_head:
         raise ValueError(f"logprobs needs a language-model head; model {engine.spec.role!r} "
@@ -86,14 +89,14 @@ def logprobs(engine: Any, batch: SeqBatch, args: LogprobsArgs, ctx: CallContext)
         "logprobs": shifted_logprobs(engine, mb, out, args.temperature)}, ("logprobs",), (), ctx.micro_batches)
 
 
-def _need_value_head(engine: Any, name: str) -> None:
+def _need_value_head(engine: ModelEngine, name: str) -> None:
     if not engine.spec.value_head:
         raise ValueError(f"{name} needs a value head; set value_head: true on model "
                          f"{engine.spec.role!r}")
 
 
 @register("values")
-def values(engine: Any, batch: SeqBatch, args: ValuesArgs, ctx: CallContext) -> SeqBatch:
+def values(engine: ModelEngine, batch: SeqBatch, args: ValuesArgs, ctx: CallContext) -> SeqBatch:
     """Token field `values` from a critic."""
     _need_value_head(engine, "values")
     return _run(engine, batch, lambda mb, out: {"values": shifted_values(out)}, ("values",), (),
@@ -107,7 +110,7 @@ def last_token_scores(mb: SeqBatch, out: torch.Tensor) -> torch.Tensor:
 
 
 @register("reward_model")
-def reward_model(engine: Any, batch: SeqBatch, args: RewardModelArgs, ctx: CallContext) -> SeqBatch:
+def reward_model(engine: ModelEngine, batch: SeqBatch, args: RewardModelArgs, ctx: CallContext) -> SeqBatch:
     """Sequence field `rewards` from a reward model."""
     _need_value_head(engine, "reward_model")
     return _run(engine, batch, lambda mb, out: {"rewards": last_token_scores(mb, out)}, (), ("rewards",),
@@ -115,7 +118,7 @@ def reward_model(engine: Any, batch: SeqBatch, args: RewardModelArgs, ctx: CallC
 
 
 @register("rule_reward")
-def rule_reward(engine: Any, batch: SeqBatch, args: RuleRewardArgs, ctx: CallContext) -> SeqBatch:
+def rule_reward(engine: ModelEngine | None, batch: SeqBatch, args: RuleRewardArgs, ctx: CallContext) -> SeqBatch:
     """Sequence field `rewards`: wrong + (correct - wrong) * the rule's score (True = 1), and
     `accuracy`: 1.0 where the response got the rule's full score (an exact answer)."""
     if ctx.rule is None or ctx.decode is None:

@@ -1,5 +1,9 @@
 """The runtime's interface registry: name -> implementation (same names as graph.catalog).
 
+The implementations register themselves when their modules are imported; the package
+`runtime.interfaces` imports all of them, so importing anything from it fills the
+registry (this module imports none of them: no import cycle).
+
 An implementation is `fn(engine, batch, args, ctx) -> SeqBatch | dict[str, float]`:
 generate and inference return a SeqBatch (the input plus new fields), train returns
 scalar statistics. Call `run_interface` on EVERY rank of the engine's layout with the
@@ -11,11 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from graph.catalog import get_interface, known_interfaces
+from graph.catalog import INTERFACES, get_interface
+from graph.registry import Registry
 
-_IMPLS: dict[str, Callable[..., Any]] = {}
+if TYPE_CHECKING:
+    from runtime.engine.model_engine import ModelEngine
+
+IMPLEMENTATIONS: Registry[Callable[..., Any]] = Registry("interface implementation")
+"""Catalog name -> implementation; filled when `runtime.interfaces` is imported."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,36 +53,25 @@ def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register the implementation of catalog interface `name`."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _IMPLS:
-            raise ValueError(f"interface {name!r} has two implementations")
-        if name not in known_interfaces():
-            raise ValueError(f"interface {name!r} is not in the catalog (graph.catalog); "
-                             f"known: {', '.join(known_interfaces())}")
-        _IMPLS[name] = fn
-        return fn
+        if name not in INTERFACES:
+            raise ValueError(f"bug: implementation of {name!r}, which is not in the catalog "
+                             f"(graph.catalog); known: {', '.join(sorted(INTERFACES))}")
+        return IMPLEMENTATIONS.add(name, fn)
 
     return deco
 
 
-def _ensure_loaded() -> None:
-    from runtime.interfaces import generate, inference, train  # noqa: F401
-
-
 def implemented_interfaces() -> tuple[str, ...]:
     """Names with a runtime implementation, sorted."""
-    _ensure_loaded()
-    return tuple(sorted(_IMPLS))
+    return tuple(sorted(IMPLEMENTATIONS))
 
 
 def get_impl(name: str) -> Callable[..., Any]:
-    """The implementation of `name`; an unknown name lists the known ones."""
-    _ensure_loaded()
-    if name not in _IMPLS:
-        raise ValueError(f"unknown interface {name!r}; known: {', '.join(sorted(_IMPLS))}")
-    return _IMPLS[name]
+    """The implementation of `name`; an unknown name names the closest and lists the known ones."""
+    return IMPLEMENTATIONS.get(name)
 
 
-def run_interface(name: str, engine: Any, batch: Any, args: Any = None,
+def run_interface(name: str, engine: ModelEngine | None, batch: Any, args: Any = None,
                   ctx: CallContext | None = None) -> Any:
     """Run interface `name` (default args when None) on this rank's engine."""
     impl = get_impl(name)

@@ -126,25 +126,6 @@ def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: tor
     return -F.logsigmoid(beta * margin)
 
 
-def lr_at(step: int, *, lr: float, warmup_steps: int, schedule: str, total_steps: int,
-          min_ratio: float = 0.0) -> float:
-    """Learning rate at optimizer step `step` (0-based): linear warm-up, then constant,
-    linear or cosine decay to `min_ratio * lr` at `total_steps`."""
-    if warmup_steps and step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    if schedule == "constant":
-        return lr
-    span = max(total_steps - warmup_steps, 1)
-    frac = min(max(step - warmup_steps, 0) / span, 1.0)
-    if schedule == "linear":
-        decay = 1.0 - frac
-    elif schedule == "cosine":
-        decay = 0.5 * (1.0 + math.cos(math.pi * frac))
-    else:
-        raise ValueError(f"unknown lr_schedule {schedule!r}; known: constant, linear, cosine")
-    return lr * (min_ratio + (1.0 - min_ratio) * decay)
-
-
 # --------------------------------------------------------------------------- reward shaping
 
 

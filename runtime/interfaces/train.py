@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -39,6 +39,9 @@ from runtime.interfaces.inference import last_token_scores, shifted_logprobs, sh
 from runtime.interfaces.registry import CallContext, register
 from runtime.interfaces.reward_variance import adjusted_group_rewards
 
+if TYPE_CHECKING:
+    from runtime.engine.model_engine import ModelEngine
+
 Terms = Callable[[SeqBatch, torch.Tensor], dict[str, torch.Tensor]]
 """(micro-batch, output) -> summed terms; key 'loss' is optimised, the rest reported."""
 
@@ -57,7 +60,7 @@ def _field(mb: SeqBatch, key: str, interface: str) -> torch.Tensor:
                      f"call (fields present: {sorted({**mb.token_fields, **mb.seq_fields})})")
 
 
-def _trainer(engine: Any, args: OptimArgs, ctx: CallContext) -> Trainer:
+def _trainer(engine: ModelEngine, args: OptimArgs, ctx: CallContext) -> Trainer:
     if not engine.spec.trainable:
         raise ValueError(f"model {engine.spec.role!r} is not trainable; set trainable: true")
     if engine.trainer is None:
@@ -77,7 +80,7 @@ class LossPart:
     unit: int = 1
 
 
-def _step(engine: Any, trainer: Trainer, parts: list[LossPart], args: OptimArgs, *,
+def _step(engine: ModelEngine, trainer: Trainer, parts: list[LossPart], args: OptimArgs, *,
           micro_batches: int = 0) -> dict[str, float]:
     """One optimizer step on this replica's mini-batch(es): each part's summed terms are
     divided by that part's global count, so the loss is the sum of the parts' global means."""
@@ -105,7 +108,7 @@ def _step(engine: Any, trainer: Trainer, parts: list[LossPart], args: OptimArgs,
     return trainer.train_step(mbs, loss_fn, args)
 
 
-def _train(engine: Any, batch: SeqBatch, args: OptimArgs, ctx: CallContext, terms: Terms, *,
+def _train(engine: ModelEngine, batch: SeqBatch, args: OptimArgs, ctx: CallContext, terms: Terms, *,
            unit: int = 1, count: Callable[[SeqBatch], int] | None = None,
            epochs: int = 1, mini_batches: int = 1,
            extra: tuple[SeqBatch, Terms] | None = None) -> dict[str, float]:
@@ -134,12 +137,12 @@ def _train(engine: Any, batch: SeqBatch, args: OptimArgs, ctx: CallContext, term
     return out
 
 
-def _lp(engine: Any, mb: SeqBatch, out: torch.Tensor) -> torch.Tensor:
+def _lp(engine: ModelEngine, mb: SeqBatch, out: torch.Tensor) -> torch.Tensor:
     return shifted_logprobs(engine, mb, out)
 
 
 @register("sft")
-def sft(engine: Any, batch: SeqBatch, args: SFTArgs, ctx: CallContext) -> dict[str, float]:
+def sft(engine: ModelEngine, batch: SeqBatch, args: SFTArgs, ctx: CallContext) -> dict[str, float]:
     """Cross-entropy on response tokens (all tokens after the first when prompt_len is 0)."""
 
     def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -154,7 +157,7 @@ def _pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @register("rw_pairwise")
-def rw_pairwise(engine: Any, batch: SeqBatch, args: RewardPairwiseArgs,
+def rw_pairwise(engine: ModelEngine, batch: SeqBatch, args: RewardPairwiseArgs,
                 ctx: CallContext) -> dict[str, float]:
     """Bradley-Terry loss on (chosen, rejected) pairs scored at their last token."""
     if not engine.spec.value_head:
@@ -169,7 +172,7 @@ def rw_pairwise(engine: Any, batch: SeqBatch, args: RewardPairwiseArgs,
 
 
 @register("dpo")
-def dpo(engine: Any, batch: SeqBatch, args: DPOArgs, ctx: CallContext) -> dict[str, float]:
+def dpo(engine: ModelEngine, batch: SeqBatch, args: DPOArgs, ctx: CallContext) -> dict[str, float]:
     """DPO on (chosen, rejected) pairs; needs token field `ref_logprobs`."""
 
     def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -238,14 +241,14 @@ def ppo_targets(part: SeqBatch, rewards: torch.Tensor, *, gamma: float, lam: flo
     return part.with_fields(token_fields={"advantages": adv, "returns": ret})
 
 
-def _engine_state(engine: Any) -> MutableMapping[str, Any]:
+def _engine_state(engine: ModelEngine) -> MutableMapping[str, Any]:
     state = getattr(engine, "state", None)
     if state is None:
         raise ValueError("PPO needs an engine with a `state` dict (runtime.engine.model_engine.ModelEngine)")
     return state
 
 
-def _policy_terms(engine: Any, eps_clip: float, kl_coef: float, kl_estimator: str,
+def _policy_terms(engine: ModelEngine, eps_clip: float, kl_coef: float, kl_estimator: str,
                   entropy_coef: float) -> Terms:
     def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = loss_mask(mb).to(out.device)
@@ -271,7 +274,7 @@ def _policy_terms(engine: Any, eps_clip: float, kl_coef: float, kl_estimator: st
     return terms
 
 
-def _sft_terms(engine: Any, coef: float) -> Terms:
+def _sft_terms(engine: ModelEngine, coef: float) -> Terms:
     """ptx: coef x cross-entropy on the answer tokens; reported unweighted as `ptx_loss`."""
 
     def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -282,7 +285,7 @@ def _sft_terms(engine: Any, coef: float) -> Terms:
 
 
 @register("ppo_actor")
-def ppo_actor(engine: Any, batch: SeqBatch, args: PPOActorArgs, ctx: CallContext) -> dict[str, float]:
+def ppo_actor(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs, ctx: CallContext) -> dict[str, float]:
     """PPO clipped-ratio update; KL in the reward or as a loss term (fixed or adaptive
     coefficient); reward normalisation and clipping; entropy bonus; ptx loss mixed in.
 
@@ -305,7 +308,7 @@ def ppo_actor(engine: Any, batch: SeqBatch, args: PPOActorArgs, ctx: CallContext
 
 
 @register("ppo_critic")
-def ppo_critic(engine: Any, batch: SeqBatch, args: PPOCriticArgs, ctx: CallContext) -> dict[str, float]:
+def ppo_critic(engine: ModelEngine, batch: SeqBatch, args: PPOCriticArgs, ctx: CallContext) -> dict[str, float]:
     """Clipped value loss toward GAE returns of the same shaped rewards as the actor's;
     needs `values`, `rewards`, `logprobs`, `ref_logprobs`."""
     if not engine.spec.value_head:
@@ -327,7 +330,7 @@ def ppo_critic(engine: Any, batch: SeqBatch, args: PPOCriticArgs, ctx: CallConte
 
 
 @register("grpo_actor")
-def grpo_actor(engine: Any, batch: SeqBatch, args: GRPOActorArgs, ctx: CallContext) -> dict[str, float]:
+def grpo_actor(engine: ModelEngine, batch: SeqBatch, args: GRPOActorArgs, ctx: CallContext) -> dict[str, float]:
     """GRPO: group-normalised sequence advantages, clipped ratio, KL loss to the reference."""
     prepared = batch
     rewards = _field(prepared, "rewards", "grpo_actor")
@@ -343,7 +346,7 @@ def grpo_actor(engine: Any, batch: SeqBatch, args: GRPOActorArgs, ctx: CallConte
 
 
 @register("remax_actor")
-def remax_actor(engine: Any, batch: SeqBatch, args: ReMaxActorArgs, ctx: CallContext) -> dict[str, float]:
+def remax_actor(engine: ModelEngine, batch: SeqBatch, args: ReMaxActorArgs, ctx: CallContext) -> dict[str, float]:
     """ReMax: REINFORCE with the greedy response's reward (`baseline_rewards`) as baseline."""
     prepared = batch
     mask = loss_mask(prepared)

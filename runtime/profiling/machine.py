@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -52,11 +52,15 @@ from cost_model.calibration import (
 )
 from cost_model.hardware import GiB, preset
 from cost_model.profile import Profile, save_profile
+from graph.errors import UserError
 from graph.placement.layout import DeviceMesh, Layout
 from graph.placement.params import stage_params
 from graph.spec import ModelArch, ModelSpec
 from runtime.execution.launch import LaunchSpec, WorkerContext, launch
 from runtime.interfaces.registry import CallContext
+
+if TYPE_CHECKING:
+    from runtime.engine.model_engine import ModelEngine
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,7 +227,7 @@ class _Profiler:
 
     # ---------------------------------------------------------------- compute and decode
 
-    def _passes(self, engine: Any, b: int, s: int, forward_only: bool, wall: bool = False) -> float:
+    def _passes(self, engine: ModelEngine, b: int, s: int, forward_only: bool, wall: bool = False) -> float:
         from runtime.engine.schedule import run_micro_batches
 
         mb = _batch(b, s, self.grid.vocab_size)
@@ -247,7 +251,7 @@ class _Profiler:
         layer = shapes.layer_forward_flops(arch, tokens, ctx) * arch.num_layers
         return (layer + 2 * tokens * arch.vocab_size * arch.hidden_size) / tp
 
-    def _generate(self, engine: Any, b: int, steps: int) -> float:
+    def _generate(self, engine: ModelEngine, b: int, steps: int) -> float:
         from graph.catalog import GenerateArgs
         from runtime.interfaces.generate import generate_local
 
@@ -268,7 +272,7 @@ class _Profiler:
                     dist.barrier()
                     self.progress.step(f"layers: tp={tp} hidden={hidden} layers={layers}")
 
-    def _measure_engine(self, engine: Any, arch: ModelArch, tp: int) -> None:
+    def _measure_engine(self, engine: ModelEngine, arch: ModelArch, tp: int) -> None:
         g, keep = self.grid, engine.coords.tp_rank == 0 and self.rank == 0
         for b, s in g.shapes:
             ctx = shapes.causal_ctx(s)
@@ -351,7 +355,7 @@ class _Profiler:
                 dist.barrier()
                 self.progress.step(f"optimizer and calls: dp={dp} hidden={hidden}")
 
-    def _measure_calls(self, engine: Any, arch: ModelArch, dp: int, *, optimizer_only: bool) -> None:
+    def _measure_calls(self, engine: ModelEngine, arch: ModelArch, dp: int, *, optimizer_only: bool) -> None:
         from graph.catalog import SFTArgs
         from runtime.engine.schedule import Trainer
 
@@ -394,7 +398,7 @@ class _Profiler:
                        self.grid.repeats, None)
             self.samples["calls"].append(CallSample(kind="rule", dp=1, overhead_s=t, seqs=seqs, busy=1))
 
-    def _call_overheads(self, engine: Any, trainer: Any, args: Any, call_ctx: Any, b: int,
+    def _call_overheads(self, engine: ModelEngine, trainer: Any, args: Any, call_ctx: Any, b: int,
                         group: Any) -> dict[str, float]:
         """What each interface costs beyond its core work, on a batch of `b` sequences."""
         from graph.catalog import GenerateArgs, LogprobsArgs
@@ -451,7 +455,7 @@ class _Profiler:
         engines = [self._engine(arch, lay) for lay in layouts]
         staging = StagingPool()
 
-        def shards(engine: Any) -> dict[str, torch.Tensor] | None:
+        def shards(engine: ModelEngine) -> dict[str, torch.Tensor] | None:
             return None if engine is None else {k: v.tensor for k, v in engine.named_local_shards().items()}
 
         for a, b in zip(range(len(layouts)), [*range(1, len(layouts)), 0]):
@@ -562,7 +566,7 @@ def profile_machine(*, devices: int, quick: bool = False, out: str | Path | None
                     show_progress: bool = True, name: str | None = None) -> Profile:
     """Measure this machine with `devices` workers; write the profile to `out` when given."""
     if devices < 1:
-        raise ValueError(f"--devices must be >= 1, got {devices}")
+        raise UserError(f"--devices must be >= 1, got {devices}")
     grid = QUICK if quick else FULL
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     spec = LaunchSpec(nproc_per_node=devices, backend=backend)

@@ -28,32 +28,26 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
+from graph.registry import Registry
+
 Rule = Callable[[str, str, dict[str, Any]], bool | float]
-_RULES: dict[str, Rule] = {}
+RULES: Registry[Rule] = Registry("reward rule")
+"""Rule name -> fn(prompt, response, meta) -> bool | float."""
 
 
 def register_rule(name: str) -> Callable[[Rule], Rule]:
     """Decorator: register a rule under `name` (duplicates raise)."""
-
-    def deco(fn: Rule) -> Rule:
-        if name in _RULES:
-            raise ValueError(f"rule {name!r} is registered twice")
-        _RULES[name] = fn
-        return fn
-
-    return deco
+    return RULES.register(name)
 
 
 def get_rule(name: str) -> Rule:
-    """The rule `name`; an unknown name lists the known ones."""
-    if name not in _RULES:
-        raise ValueError(f"unknown reward rule {name!r}; known: {', '.join(sorted(_RULES))}")
-    return _RULES[name]
+    """The rule `name`; an unknown name names the closest and lists the known ones."""
+    return RULES.get(name)
 
 
 def known_rules() -> tuple[str, ...]:
     """Registered rule names, sorted."""
-    return tuple(sorted(_RULES))
+    return tuple(sorted(RULES))
 
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,

@@ -17,6 +17,7 @@ This module is plain file handling (no torch), so it is unit-tested without proc
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.rundir.directory import atomic_write
+from graph.errors import UserError
+from graph.files import atomic_write
 
 FORMAT_VERSION = 1
 """Bumped when the rank files change incompatibly."""
@@ -41,7 +43,7 @@ FINGERPRINT_EXCLUDED = ("train.iterations", "train.run_dir", "train.resume", "tr
 `train.iterations` changes an LR schedule that decays over the run, see the README)."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """No usable checkpoint, or one that belongs to another experiment; the message says the fix."""
 
 
@@ -197,8 +199,8 @@ def write_rank_file(tmp: Path, rank: int, data: bytes) -> FileEntry:
 def commit(root: str | Path, meta: CheckpointMeta, *, keep: int) -> Path:
     """Write meta.json last, rename the temporary directory into place, prune; returns the path.
 
-    A checkpoint of the same iteration already there (e.g. a corrupt one a resumed run
-    fell back from) is replaced.
+    A checkpoint of the same iteration already there is moved aside (`move_aside`), not
+    deleted.
     """
     root = Path(root)
     tmp = temp_dir(root, meta.iteration)
@@ -209,15 +211,10 @@ def commit(root: str | Path, meta: CheckpointMeta, *, keep: int) -> Path:
     atomic_write(tmp / META, meta.to_json())
     fsync_dir(tmp)
     final = root / checkpoint_name(meta.iteration)
-    old = root / f".{final.name}.replaced"
-    if final.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
+    if final.exists():  # e.g. an unusable one nobody set aside: keep it, under another name
+        move_aside(final, "replaced")
     os.replace(tmp, final)
     fsync_dir(root)
-    if old.exists():
-        shutil.rmtree(old)
     prune(root, keep=keep)
     return final
 
@@ -300,20 +297,32 @@ def find_resume_point(root: str | Path) -> ResumePoint:
             skipped.append((path.name, str(exc)))
             continue
         warnings = tuple(f"checkpoint {name} is unusable ({why}); falling back to {path.name} "
-                         "(the unusable one is removed when the run resumes)" for name, why in skipped)
+                         "(the unusable one is moved aside, not deleted, when the run resumes)" for name, why in skipped)
         return ResumePoint(path=path, meta=meta, warnings=warnings)
     reasons = "; ".join(f"{name}: {why}" for name, why in skipped)
     raise CheckpointError(f"train.resume=true but no checkpoint in {str(root)!r} is usable ({reasons}); "
                           "start a fresh run with a new train.run_dir")
 
 
-def discard_newer(root: str | Path, point: ResumePoint) -> list[Path]:
-    """Remove the checkpoint directories newer than `point` (all unusable, or it would not
-    have been chosen) before a resumed run writes its own; returns what was removed."""
-    removed = [p for it, p in _numbered(Path(root)) if it > point.meta.iteration]
-    for p in removed:
-        shutil.rmtree(p, ignore_errors=True)
-    return removed
+def move_aside(path: str | Path, why: str) -> Path:
+    """Rename a checkpoint directory nobody will resume from to `NAME.WHY-YYYYMMDDTHHMMSS`
+    beside it (a name `find_resume_point` ignores), so that nothing a user might want to
+    inspect is deleted; returns the new path."""
+    path = Path(path)
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.{why}-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
+    os.replace(path, target)
+    return target
+
+
+def set_aside_newer(root: str | Path, point: ResumePoint) -> list[Path]:
+    """Move the checkpoint directories newer than `point` (all unusable, or it would not
+    have been chosen) aside before a resumed run writes its own; returns their new paths."""
+    return [move_aside(p, "unusable") for it, p in _numbered(Path(root)) if it > point.meta.iteration]
 
 
 def check_compatible(meta: CheckpointMeta, *, name: str, world_size: int, fingerprint: Mapping[str, Any],

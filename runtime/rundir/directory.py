@@ -16,26 +16,9 @@ any moment leaves complete files behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-
-def atomic_write(path: str | Path, data: str | bytes) -> Path:
-    """Write `data` to `path` so readers see either the old or the new file, never a torn one."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+from graph.errors import UserError
 
 
 class RunDir:
@@ -77,7 +60,7 @@ class RunDir:
     def create(self, *, resume: bool) -> RunDir:
         """Make the directory; a fresh run refuses to overwrite an earlier run's metrics."""
         if self.metrics.exists() and not resume:
-            raise ValueError(
+            raise UserError(
                 f"run directory {str(self.root)!r} already holds a run; pass resume=true to continue it "
                 "or set train.run_dir to a new directory"
             )

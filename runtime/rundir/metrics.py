@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from runtime.rundir.directory import atomic_write
+from graph.files import atomic_write
 
 
 def _clean(value: Any) -> Any:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -30,6 +30,20 @@ import torch.distributed as dist
 from runtime.engine import platform
 from runtime.engine.ema import check_same_tensors
 from runtime.rundir import checkpoints as store
+
+if TYPE_CHECKING:
+    from graph.placement.layout import Layout
+    from runtime.engine.model_engine import ModelEngine
+    from runtime.engine.schedule import Trainer
+
+
+class Engines(Protocol):
+    """The engines of a rank as checkpoints see them (runtime.execution.engines.EngineSet)."""
+
+    homes: Mapping[str, Layout]
+    by_key: Mapping[tuple[str, Layout], ModelEngine | None]
+
+    def get(self, role: str, layout: Layout) -> ModelEngine | None: ...
 
 
 def rng_state() -> dict[str, Any]:
@@ -62,15 +76,14 @@ def _host(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", copy=True)
 
 
-def collect(engines: Any, trained: Iterable[str]) -> dict[str, Any]:
-    """This rank's part of a checkpoint (see the module docstring); `engines` is an executor
-    `Engines` (by_key, homes, get)."""
+def collect(engines: Engines, trained: Iterable[str]) -> dict[str, Any]:
+    """This rank's part of a checkpoint (see the module docstring)."""
     models: dict[str, Any] = {}
     for role in trained:
         engine = engines.get(role, engines.homes[role])
         if engine is None:
             continue
-        ema = getattr(engine, "ema", None)
+        ema = engine.ema
         models[role] = {
             "layout": str(engines.homes[role]),
             "weights": {n: _host(s.tensor) for n, s in engine.named_local_shards().items()},
@@ -92,8 +105,8 @@ def read_rank_file(path: str | Path) -> dict[str, Any]:
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
-def restore(state: Mapping[str, Any], engines: Any, trained: Iterable[str],
-            make_trainer: Callable[[str, Any], Any]) -> None:
+def restore(state: Mapping[str, Any], engines: Engines, trained: Iterable[str],
+            make_trainer: Callable[[str, ModelEngine], Trainer]) -> None:
     """Put a rank's saved state back: weights, then a fresh trainer (`make_trainer(role,
     engine)`) loaded with the optimizer state, the EMA, engine states and RNG states."""
     models = state["models"]
@@ -118,7 +131,7 @@ def restore(state: Mapping[str, Any], engines: Any, trained: Iterable[str],
             if engine.trainer is None:
                 engine.trainer = make_trainer(role, engine)
             engine.trainer.load_state_dict(saved["optimizer"])
-        ema = getattr(engine, "ema", None)
+        ema = engine.ema
         if (ema is None) != (saved["ema"] is None):
             raise ValueError(f"checkpoint {'has' if saved['ema'] is not None else 'lacks'} an EMA of {role!r} "
                              "but this run's train.ema_decay/ema_models say otherwise; resume with the same EMA settings")

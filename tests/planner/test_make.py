@@ -42,7 +42,7 @@ def test_heuristic_mode_returns_the_heuristic():
     result = make_plan(_graph(), _cost(), PlanOptions(mode=PlanMode.HEURISTIC, heuristic="colocated-dp"))
     assert result.plan.source == "heuristic:colocated-dp"
     assert result.plan == result.baselines["colocated-dp"]
-    with pytest.raises(ValueError, match="unknown heuristic 'nope'; known: symmetric"):
+    with pytest.raises(ValueError, match="unknown heuristic 'nope'; known: colocated-dp, disaggregated, symmetric"):
         make_plan(_graph(), _cost(), PlanOptions(mode=PlanMode.HEURISTIC, heuristic="nope",
                                                  compare_heuristics=False))
 

@@ -10,7 +10,7 @@ import pytest
 from graph.placement.layout import Cluster
 from planner.context import PlanContext
 from planner.search import SearchOptions, accept_probability, anneal_search, exact_search
-from tests.planner.instances import random_instance
+from realloc.bench.synthetic import random_instance
 from tests.planner.synthetic import GIB, SyntheticCost, arch, ppo_graph
 
 NUM_SEEDS = 30

@@ -134,3 +134,52 @@ def test_plan_json_is_stable_and_torch_free():
     assert calls[0]["args"]["max_new_tokens"] == 2
     assert {"src": "actor_gen", "dst": "reward_inf", "kind": "data", "key": "seq"} in report["graph"]["edges"]
     assert report["config"]["cluster"]["devices_per_node"] == 4
+
+
+def test_a_bug_is_not_a_user_error(capsys, monkeypatch):
+    """A ValueError from deep inside (here: planning) is a bug: exit 1, one line saying so,
+    the traceback in a log file; only UserErrors are one-line mistakes with exit 2."""
+    import realloc.planning
+
+    def broken(*a, **k):
+        raise ValueError("tensor shape mismatch inside torch")
+
+    monkeypatch.setattr(realloc.planning, "make_plan", broken)
+    code, _, err = run_cli(capsys, "plan", "ppo_tiny", "--dry-run")
+    assert code == 1
+    [line] = err.strip().splitlines()
+    assert line.startswith("realloc: bug: ValueError: tensor shape mismatch inside torch -- this is a bug")
+    log = line.split("the traceback is in ", 1)[1].split(";", 1)[0]
+    assert "Traceback" in open(log).read() and "broken" in open(log).read()
+    assert "Traceback" not in err
+
+
+def test_a_full_disk_names_the_file_and_is_not_a_bug(capsys, monkeypatch):
+    import errno
+
+    import realloc.planning
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/plan.yaml")
+
+    monkeypatch.setattr(realloc.planning, "make_plan", full)
+    code, _, err = run_cli(capsys, "plan", "ppo_tiny", "--dry-run")
+    assert code == 2 and err.strip() == ("realloc: error: /runs/x/plan.yaml: No space left on device (free "
+                                         "space or fix the permissions, then run again)")
+
+
+def test_options_and_overrides_in_any_order(capsys):
+    for argv in (["validate", "ppo_tiny", "graph.batch_size=16", "--debug"],
+                 ["validate", "--debug", "ppo_tiny", "graph.batch_size=16"],
+                 ["graph", "ppo_tiny", "--debug", "graph.batch_size=16"]):
+        code, out, _ = run_cli(capsys, *argv)
+        assert code == 0, argv
+    from realloc.cli import build_parser, parse_args
+
+    for argv in (["run", "--plan", "p.yaml", "ppo_tiny", "train.iterations=2"],
+                 ["run", "ppo_tiny", "--plan", "p.yaml", "train.iterations=2"],
+                 ["run", "ppo_tiny", "train.iterations=2", "--plan", "p.yaml"]):
+        args = parse_args(build_parser(), argv)
+        assert (args.plan, args.words) == ("p.yaml", ["ppo_tiny", "train.iterations=2"]), argv
+    with pytest.raises(SystemExit):
+        main(["validate", "ppo_tiny", "--no-such-option"])

@@ -192,3 +192,28 @@ def test_greedy_responses_match_transformers_generate_and_evaluate_scores_them(t
     correct = sum(arithmetic_exact(r.prompt, text, {}) for r, text in zip(records, got))
     spec = EvalSpec(generator="arithmetic_1digit", num_prompts=30, max_new_tokens=3, seed=3)
     assert evaluate_actor(tmp_path, spec) == correct / 30
+
+
+def test_a_failed_stage_attempt_is_kept_aside_never_deleted(tmp_path: Path) -> None:
+    """Two failed attempts, then a success: both failed run directories survive, renamed with a
+    timestamp, and the message says what a re-run does."""
+    from realloc.pipeline import run_pipeline
+
+    pipeline = apply_overrides(load_pipeline("dschat_tiny"), [f"run_dir={tmp_path}"])
+    pipeline = pipeline.__class__(**{**pipeline.__dict__, "stages": pipeline.stages[:1], "eval": None})
+    attempts = []
+
+    def runner(experiment) -> int:
+        run_dir = Path(experiment.config.train.run_dir)
+        (run_dir / "logs").mkdir(parents=True)
+        (run_dir / "logs" / "why.txt").write_text(f"attempt {len(attempts)}")
+        attempts.append(run_dir)
+        return 1 if len(attempts) < 3 else 0
+
+    for _ in range(2):
+        with pytest.raises(PipelineError, match="a re-run of the pipeline keeps this attempt"):
+            run_pipeline(pipeline, runner=runner, echo=lambda _: None)
+    run_pipeline(pipeline, runner=runner, echo=lambda _: None)
+    kept = sorted(p for p in tmp_path.iterdir() if p.name.startswith("sft.attempt-"))
+    assert len(kept) == 2
+    assert sorted((p / "logs" / "why.txt").read_text() for p in kept) == ["attempt 0", "attempt 1"]

@@ -22,6 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from graph.errors import UserError
 from realloc.experiment import ConfigError, load_experiment
 from realloc.run import run_experiment
 
@@ -127,8 +128,8 @@ def test_the_run_was_killed_mid_run_after_a_checkpoint(runs):
 def test_a_corrupt_checkpoint_is_skipped_with_one_warning(runs):
     warnings = [line for line in runs["stderr"].splitlines() if "warning" in line]
     assert warnings == ["realloc: warning: checkpoint iter_000004 is unusable (corrupt: rank1.pt fails its "
-                        "SHA-256 check); falling back to iter_000002 (the unusable one is removed when the "
-                        "run resumes)"]
+                        "SHA-256 check); falling back to iter_000002 (the unusable one is moved aside, not "
+                        "deleted, when the run resumes)"]
     assert "resuming from" in runs["stdout"] and "iter_000002" in runs["stdout"]
 
 
@@ -151,7 +152,9 @@ def test_resumed_models_and_ema_equal_the_uninterrupted_run(runs):
         for name in a:
             assert torch.equal(a[name], b[name]), (role, name)
     # the killed run kept only the newest complete checkpoints (train.keep_checkpoints=2)
-    assert sorted(p.name for p in (runs["killed"] / "checkpoints").iterdir()) == ["iter_000006", "iter_000008"]
+    names = sorted(p.name for p in (runs["killed"] / "checkpoints").iterdir())
+    # the corrupt iter_000004 was moved aside when the run resumed, never deleted
+    assert names[1:] == ["iter_000006", "iter_000008"] and names[0].startswith("iter_000004.unusable-")
 
 
 def _rank_state(run_dir: Path, iteration: int, rank: int) -> dict:
@@ -195,9 +198,9 @@ def test_ema_is_saved_beside_the_actor(runs):
 def test_resume_refuses_another_experiment_world_size_or_a_finished_run(runs):
     """Checked before any worker starts (no launch)."""
     killed = runs["killed"]
-    with pytest.raises(ConfigError, match=r"different experiment \(graph\.batch_size is 8 there, 16 now\)"):
+    with pytest.raises(UserError, match=r"different experiment \(graph\.batch_size is 8 there, 16 now\)"):
         run_experiment(load_experiment("ppo_tiny", _overrides(killed, "train.resume=true", "graph.batch_size=16")))
-    with pytest.raises(ConfigError, match="written by 2 workers, this run has 4; resharding"):
+    with pytest.raises(UserError, match="written by 2 workers, this run has 4; resharding"):
         run_experiment(load_experiment("ppo_tiny", _overrides(killed, "train.resume=true",
                                                               "cluster.devices_per_node=4")))
     with pytest.raises(ConfigError, match=f"already at iteration {ITERATIONS}"):
@@ -220,7 +223,7 @@ def test_bad_checkpoint_and_ema_keys_are_refused_before_launch(tmp_path, overrid
 
 def test_resume_without_checkpoints_says_how_to_write_them(tmp_path):
     exp = load_experiment("ppo_tiny", [f"train.run_dir={tmp_path}", "train.resume=true"])
-    with pytest.raises(ConfigError, match="holds no checkpoint; set train.save_every=N"):
+    with pytest.raises(UserError, match="holds no checkpoint; set train.save_every=N"):
         run_experiment(exp)
 
 

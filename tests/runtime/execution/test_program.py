@@ -1,8 +1,16 @@
 """Compiling a plan into an iteration's steps: worked by hand on PPO with a manual plan."""
 
+import pytest
+
 from graph.placement.layout import DeviceMesh, Layout
 from realloc.experiment import load_experiment
-from runtime.execution.program import compile_iteration, rank_program, replica_last_uses
+from runtime.execution.program import (
+    Step,
+    StepKind,
+    compile_iteration,
+    rank_program,
+    replica_last_uses,
+)
 
 
 def lay(start, size, dp=1, tp=1, pp=1):
@@ -39,20 +47,20 @@ def test_steady_iteration_by_hand():
 
 def test_first_iteration_needs_no_reallocation():
     steps = compile_iteration(GRAPH, LAYOUTS, world_size=4, first=True)
-    assert [s.kind for s in steps].count("realloc") == 0
-    assert [s.kind for s in steps].count("run") == len(GRAPH.calls)
+    assert [s.kind for s in steps].count(StepKind.REALLOC) == 0
+    assert [s.kind for s in steps].count(StepKind.RUN) == len(GRAPH.calls)
     without_free = compile_iteration(GRAPH, LAYOUTS, world_size=4, first=True, free_replicas=False)
-    assert "free" not in {s.kind for s in without_free}
+    assert StepKind.FREE not in {s.kind for s in without_free}
 
 
 def test_every_send_comes_from_a_holder_and_ranks_share_one_order():
     steps = compile_iteration(GRAPH, LAYOUTS, world_size=4, first=False)
     holders = {k: set(range(4)) for k in GRAPH.dataset_keys}
     for s in steps:
-        if s.kind == "send":
+        if s.kind is StepKind.SEND:
             assert s.src in holders[s.key] and s.dst not in holders[s.key]
             holders[s.key].add(s.dst)
-        elif s.kind == "run":
+        elif s.kind is StepKind.RUN:
             call = GRAPH.call(s.call)
             assert all(set(s.ranks) <= holders[k] for k in call.inputs)
             for k in call.outputs:
@@ -70,3 +78,10 @@ def test_replica_last_uses():
     assert replica_last_uses(GRAPH, layouts) == set()  # everything at home: nothing to free
     # the actor generates elsewhere than it trains; the ref (frozen) is never freed
     assert replica_last_uses(GRAPH, {**layouts, "actor_gen": lay(0, 2, dp=2), "ref_inf": lay(0, 2, dp=2)}) == {"actor_gen"}
+
+
+def test_a_step_kind_must_be_a_step_kind():
+    with pytest.raises(TypeError, match="bug: step kind 'runn' is not a StepKind"):
+        Step("runn", "actor_gen", (0,))
+    with pytest.raises(ValueError):
+        StepKind("runn")

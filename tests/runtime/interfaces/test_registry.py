@@ -13,12 +13,12 @@ def test_every_catalog_interface_is_implemented() -> None:
 
 
 def test_unknown_name_lists_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown interface 'ppo_actr'; known: .*ppo_actor"):
+    with pytest.raises(ValueError, match=r"unknown interface implementation 'ppo_actr' \(did you mean 'ppo_actor'\?\); known: .*ppo_actor"):
         get_impl("ppo_actr")
 
 
 def test_duplicates_and_non_catalog_names_raise() -> None:
-    with pytest.raises(ValueError, match="two implementations"):
+    with pytest.raises(ValueError, match="'sft' is registered twice"):
         register("sft")(lambda *a: None)
     with pytest.raises(ValueError, match="not in the catalog"):
         register("my_interface")(lambda *a: None)

@@ -78,14 +78,6 @@ def test_kl_estimators_and_whiten() -> None:
     assert w[0, 3].item() == 0.0
 
 
-def test_lr_schedule() -> None:
-    kw = {"lr": 1.0, "warmup_steps": 2, "total_steps": 12}
-    assert rl_math.lr_at(0, schedule="constant", **kw) == 0.5
-    assert rl_math.lr_at(5, schedule="constant", **kw) == 1.0
-    assert rl_math.lr_at(7, schedule="linear", **kw) == pytest.approx(0.5)
-    assert rl_math.lr_at(7, schedule="cosine", **kw) == pytest.approx(0.5)
-    assert rl_math.lr_at(12, schedule="cosine", **kw) == pytest.approx(0.0)
-
 
 def test_clipped_value_loss_takes_the_larger_branch() -> None:
     # token 0: v = 2 (old 0, clipped to 0.2), R = 1: unclipped (2-1)^2 = 1 beats clipped

@@ -53,11 +53,14 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one_saying_so(tm
     point = rc.find_resume_point(tmp_path)
     assert point.path.name == "iter_000002" and point.meta.iteration == 2
     assert point.warnings == ("checkpoint iter_000004 is unusable (corrupt: rank1.pt fails its SHA-256 "
-                              "check); falling back to iter_000002 (the unusable one is removed when the "
-                              "run resumes)",)
+                              "check); falling back to iter_000002 (the unusable one is moved aside, not "
+                              "deleted, when the run resumes)",)
     _write(tmp_path, 1, [b"eeee", b"ffff"])  # an older, complete one stays
-    assert rc.discard_newer(tmp_path, point) == [newest]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_000001", "iter_000002"]
+    [aside] = rc.set_aside_newer(tmp_path, point)
+    assert not newest.exists() and aside.name.startswith("iter_000004.unusable-")
+    assert (aside / "rank1.pt").read_bytes() == b"dxdd"  # kept, bytes untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_000001", "iter_000002", aside.name]
+    assert rc.find_resume_point(tmp_path).path.name == "iter_000002"  # the aside one is not a candidate
 
 
 @pytest.mark.parametrize("damage, why", [

@@ -1,19 +1,10 @@
-"""Run directory: atomic writes, metrics lines, curves, the console line and follower."""
+"""Run directory: atomic writes, metrics lines, TensorBoard scalars and curves."""
 
-import time
 
 import pytest
 
-from realloc.console import MetricsFollower, format_line
-from runtime.rundir.directory import RunDir, atomic_write
+from runtime.rundir.directory import RunDir
 from runtime.rundir.metrics import MetricsWriter, plot_curves, read_metrics
-
-
-def test_atomic_write_replaces_whole_file(tmp_path):
-    p = atomic_write(tmp_path / "a" / "f.txt", "one")
-    atomic_write(p, b"two")
-    assert p.read_text() == "two"
-    assert [x.name for x in p.parent.iterdir()] == ["f.txt"]  # no temporary left behind
 
 
 def test_metrics_round_trip_and_truncate(tmp_path):
@@ -59,23 +50,6 @@ def test_plot_curves_long_run_with_accuracy(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_format_line():
-    line = format_line({"iteration": 3, "reward": 0.25, "kl": 0.0123, "actor_loss": -0.5,
-                        "call_time_s": {"actor_gen": 0.12, "actor_train": 0.3},
-                        "realloc_time_s": 0.02, "realloc_bytes": 3 * 2**20, "iter_time_s": 0.9})
-    assert line == ("it    3 | reward +0.250 | kl 0.0123 | actor -0.5000 | calls actor_gen=120ms "
-                    "actor_train=300ms | realloc 20ms/3.0MiB | iter 0.90s")
-
-
-def test_follower_prints_new_records(tmp_path, capsys):
-    w = MetricsWriter(tmp_path / "m.jsonl")
-    with MetricsFollower(tmp_path / "m.jsonl", total=2, interval_s=0.02) as follower:
-        w.write({"iteration": 1, "reward": 0.5})
-        time.sleep(0.1)
-        w.write({"iteration": 2, "reward": 0.75})
-    out = capsys.readouterr().out
-    assert "reward +0.500" in out and "reward +0.750" in out
-    assert len(follower.seen) == 2
 
 
 def test_tensorboard_scalars_read_back(tmp_path):

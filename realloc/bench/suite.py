@@ -1,15 +1,16 @@
 """`realloc bench`: the benchmark suite as one command, with a Markdown and a JSON report.
 
-Sections (each calls a script of `experiments/bench/`, which stays runnable on its own):
+Sections (each calls a module of `realloc.bench`, whose `main()` also runs on its own as
+`experiments/bench/NAME.py` in a checkout or `python -m realloc.bench.NAME`):
 
-| name | what | script |
+| name | what | module |
 |---|---|---|
-| plans | searched plan vs each heuristic, measured on the CPU workers (ppo_tiny, grpo_tiny) | plans_measured.py |
-| paper | the same, estimated by the cost model at the published 8-128 GPU scales | planner_paper.py |
-| search | annealing vs exhaustive search on small instances: quality and time | planner_exact.py |
-| realloc | parameter reallocation throughput vs a raw p2p transfer of the same bytes | realloc_throughput.py |
-| peer | end to end vs TRL's GRPOTrainer: samples/s and generated tokens/s | peer_trl.py |
-| validation | the cost model's estimates vs measured times (when its script exists) | validate_cost_model.py |
+| plans | searched plan vs each heuristic, measured on the CPU workers (ppo_tiny, grpo_tiny) | plans_measured |
+| paper | the same, estimated by the cost model at the published 8-128 GPU scales | planner_paper |
+| search | annealing vs exhaustive search on small instances: quality and time | planner_exact |
+| realloc | parameter reallocation throughput vs a raw p2p transfer of the same bytes | realloc_throughput |
+| peer | end to end vs TRL's GRPOTrainer: samples/s and generated tokens/s | peer_trl |
+| validation | the cost model's estimates vs measured times | validate_cost_model |
 
 `run_bench` writes `OUT/report.json` (schema below) and `OUT/report.md`. A section that
 fails is recorded as failed with its one-line error; the others still run.
@@ -36,8 +37,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from graph.errors import UserError
+from graph.files import atomic_write
+
 SCHEMA_VERSION = 1
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 Note = Callable[[str], None]
@@ -77,7 +81,7 @@ class BenchOptions:
         known = [s.name for s in SECTIONS]
         unknown = [n for n in self.only if n not in known]
         if unknown:
-            raise ValueError(f"--only: unknown section {unknown[0]!r}; known: {', '.join(known)}")
+            raise UserError(f"--only: unknown section {unknown[0]!r}; known: {', '.join(known)}")
 
     def command(self) -> str:
         """The command line that reproduces a report with these options."""
@@ -119,7 +123,7 @@ def _x(v: float | None) -> str | None:
 
 
 def _run_plans(quick: bool, note: Note) -> dict[str, Any]:
-    from experiments.bench.plans_measured import measure_plans
+    from realloc.bench.plans_measured import measure_plans
 
     exps = ("grpo_tiny",) if quick else ("ppo_tiny", "grpo_tiny")
     iterations, warmup = (3, 1) if quick else (12, 3)
@@ -132,7 +136,7 @@ def _run_plans(quick: bool, note: Note) -> dict[str, Any]:
 
 
 def _run_paper(quick: bool, note: Note) -> dict[str, Any]:
-    from experiments.bench.planner_paper import paper_experiments, plan_paper
+    from realloc.bench.planner_paper import paper_experiments, plan_paper
 
     names = paper_experiments()[:1] if quick else paper_experiments()
     budget = 0.5 if quick else 5.0
@@ -141,7 +145,7 @@ def _run_paper(quick: bool, note: Note) -> dict[str, Any]:
 
 
 def _run_search(quick: bool, note: Note) -> dict[str, Any]:
-    from experiments.bench.planner_exact import exact_vs_anneal
+    from realloc.bench.planner_exact import exact_vs_anneal
 
     seeds, budget, max_plans = (2, 0.2, 5000) if quick else (20, 0.5, 200_000)
     out = exact_vs_anneal(seeds=seeds, budget=budget, max_plans=max_plans,
@@ -152,7 +156,7 @@ def _run_search(quick: bool, note: Note) -> dict[str, Any]:
 
 
 def _run_realloc(quick: bool, note: Note) -> dict[str, Any]:
-    from experiments.bench.realloc_throughput import measure_throughput
+    from realloc.bench.realloc_throughput import measure_throughput
 
     if quick:
         note("hidden 256, 2 layers, 2 layout pairs, 4 workers")
@@ -162,7 +166,7 @@ def _run_realloc(quick: bool, note: Note) -> dict[str, Any]:
 
 
 def _run_peer(quick: bool, note: Note) -> dict[str, Any]:
-    from experiments.bench.peer_trl import INSTALL_HINT, PeerSettings, compare, trl_available
+    from realloc.bench.peer_trl import INSTALL_HINT, PeerSettings, compare, trl_available
 
     if not trl_available():
         note("TRL not installed: realloc alone")
@@ -179,9 +183,9 @@ def _run_peer(quick: bool, note: Note) -> dict[str, Any]:
 
 def _run_validation(quick: bool, note: Note) -> dict[str, Any]:
     try:
-        from experiments.bench.validate_cost_model import run_validation
+        from realloc.bench.validate_cost_model import run_validation
     except ImportError as exc:
-        raise SectionSkipped(f"experiments/bench/validate_cost_model.py is not importable ({exc})") from None
+        raise SectionSkipped(f"realloc.bench.validate_cost_model is not importable ({exc})") from None
     note("estimates vs measured runs")
     return run_validation(quick=quick, out=None)
 
@@ -342,7 +346,7 @@ def get_section(name: str) -> Section:
     for s in SECTIONS:
         if s.name == name:
             return s
-    raise ValueError(f"unknown section {name!r}; known: {', '.join(s.name for s in SECTIONS)}")
+    raise UserError(f"unknown section {name!r}; known: {', '.join(s.name for s in SECTIONS)}")
 
 
 # --------------------------------------------------------------------------- machine, running
@@ -422,8 +426,8 @@ def write_report(report: Mapping[str, Any], out: Path) -> tuple[Path, Path]:
     """OUT/report.json and OUT/report.md."""
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "report.json", out / "report.md"
-    js.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    md.write_text(render_markdown(report))
+    atomic_write(js, json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write(md, render_markdown(report))
     return js, md
 
 
@@ -507,11 +511,11 @@ def update_readme(readme: Path, report: Mapping[str, Any]) -> Path:
     """Replace the block between the bench-table markers of `readme` with the rendered table."""
     text = readme.read_text()
     if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} lacks the markers {README_START} and {README_END}; add them where the "
+        raise UserError(f"{readme} lacks the markers {README_START} and {README_END}; add them where the "
                          "numbers table belongs")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{render_readme_table(report)}{README_END}{tail}")
+    atomic_write(readme, f"{head}{README_START}\n{render_readme_table(report)}{README_END}{tail}")
     return readme
 
 
@@ -519,9 +523,9 @@ def load_report(path: Path) -> dict[str, Any]:
     """A report.json (or the directory holding one), checked for its schema version."""
     p = path / "report.json" if path.is_dir() else path
     if not p.is_file():
-        raise FileNotFoundError(f"no bench report at {str(p)!r}; run `realloc bench --out DIR` first")
+        raise UserError(f"no bench report at {str(p)!r}; run `realloc bench --out DIR` first")
     report = json.loads(p.read_text())
     if report.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{p}: schema_version {report.get('schema_version')!r}, this realloc reads "
+        raise UserError(f"{p}: schema_version {report.get('schema_version')!r}, this realloc reads "
                          f"{SCHEMA_VERSION}; rerun `realloc bench`")
     return report

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from experiments.bench import gpu_check
+from realloc.bench import gpu_check
 
 
 def test_without_cuda_every_gpu_step_is_skipped_with_a_note(tmp_path, monkeypatch):

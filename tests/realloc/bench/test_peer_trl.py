@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.bench import peer_trl
-from experiments.bench.peer_trl import PeerSettings, summarise
+from realloc.bench import peer_trl
+from realloc.bench.peer_trl import PeerSettings, summarise
 
 
 def test_summary_medians_after_warmup() -> None:
@@ -69,7 +69,7 @@ def test_saved_initial_actor_is_realloc_initialisation(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     from runtime.engine import convert
-    from runtime.execution.worker import model_seed
+    from runtime.execution.engines import model_seed
 
     s = PeerSettings()
     peer_trl.save_initial_actor(s, tmp_path / "init")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from realloc import bench
+from graph.errors import UserError
+from realloc.bench import suite as bench
 from realloc.cli import main
 
 MACHINE = {"cores": 2, "load_avg_before": [1.5, 1.0, 0.5], "load_avg_after": [2.25, 1.0, 0.5],
@@ -114,7 +115,7 @@ def test_report_round_trip_and_schema_check(tmp_path: Path) -> None:
     js.write_text(json.dumps({**synthetic_report(), "schema_version": 99}))
     with pytest.raises(ValueError, match="schema_version 99"):
         bench.load_report(js)
-    with pytest.raises(FileNotFoundError, match="realloc bench --out"):
+    with pytest.raises(UserError, match="realloc bench --out"):
         bench.load_report(tmp_path / "missing.json")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.bench.validate_cost_model import (
+from realloc.bench.validate_cost_model import (
     compare,
     measured_times,
     ranks,

@@ -1,0 +1,120 @@
+"""Step dispatch: what a rank does for each kind of step of its program.
+
+`StepDispatcher.run(step, payloads, it, log)` executes one step:
+
+- `REALLOC`: refresh the model's replica in the call's layout from its home layout,
+  executing the TransferPlan `graph.placement.transfer.plan_transfer` derives;
+- `SEND`: the step's `src` rank sends a data key's payload to its `dst` rank;
+- `RUN`: run the call's interface on this rank's engine;
+- `FREE`: drop a trained model's replica storage after its last use in the iteration.
+
+A step of any other kind is a bug and raises at once (the step types are an enum; the
+table below must cover every member, which a test checks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch.distributed as dist
+
+from graph.dataflow import DataflowGraph
+from graph.placement.layout import Layout
+from graph.placement.transfer import TransferPlan, plan_transfer
+from graph.spec import Call, ModelSpec
+from runtime.data.binding import Payload, assemble_inputs, extract_outputs, side_inputs
+from runtime.data.tokenizer import Tokenizer
+from runtime.engine import platform
+from runtime.execution.engines import EngineSet, local_shards
+from runtime.execution.job import Job
+from runtime.execution.metrics import IterationLog
+from runtime.execution.program import Step, StepKind, placement
+from runtime.execution.reallocation import StagingPool, execute_transfer
+from runtime.interfaces import CallContext, run_interface
+
+Handler = Callable[[Step, dict[str, Payload], int, IterationLog], None]
+
+
+class StepDispatcher:
+    """Executes one rank's steps against its engines and the iteration's payloads."""
+
+    def __init__(self, job: Job, engines: EngineSet, tokenizer: Tokenizer, *, rank: int) -> None:
+        self.job, self.engines, self.tok, self.rank = job, engines, tokenizer, rank
+        self.graph: DataflowGraph = job.graph
+        self.plans: dict[tuple[str, Layout], TransferPlan] = {}
+        """Reallocation plans, derived once per (model, replica placement)."""
+        # every rank derives the same plan (its byte counts set the chunking), so the dtype
+        # comes from the platform, not from whether this rank holds an engine
+        self.dtype_bytes = 2 if platform.has_cuda() else 4
+        self.staging = StagingPool()
+
+    HANDLERS: dict[StepKind, str] = {
+        StepKind.REALLOC: "_reallocate",
+        StepKind.SEND: "_send",
+        StepKind.RUN: "_run",
+        StepKind.FREE: "_free",
+    }
+    """Step kind -> the method that executes it."""
+
+    def run(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
+        """Execute `step` of iteration `it`; the payloads hold the data keys this rank has."""
+        name = self.HANDLERS.get(step.kind)
+        if name is None:
+            raise AssertionError(f"bug: no handler for step kind {step.kind!r} ({step})")
+        handler: Handler = getattr(self, name)
+        handler(step, payloads, it, log)
+
+    # ---------------------------------------------------------------- handlers
+
+    def _reallocate(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
+        call = self.graph.call(step.call)
+        model: ModelSpec = self.graph.models[call.model]
+        role, layout = model.role, placement(self.job.layouts[step.call])
+        home = self.engines.homes[role]
+        plan = self.plans.get((role, layout))
+        if plan is None:
+            assert model.arch is not None
+            # a LoRA model's replicas keep their frozen base: only adapters (+ value head) move
+            plan = plan_transfer(model.arch, home, layout, model=role, value_head=model.value_head,
+                                 dtype_bytes=self.dtype_bytes, lora=model.lora,
+                                 trainable_only=model.lora is not None)
+            self.plans[(role, layout)] = plan
+        self.engines.materialize(role, layout)
+        replica = self.engines.get(role, layout)
+        stats = execute_transfer(plan, model.arch, self.rank, src_shards=local_shards(self.engines.home(role)),
+                                 dst_shards=local_shards(replica), value_head=model.value_head,
+                                 staging=self.staging, lora=model.lora)
+        if replica is not None:
+            replica.weights_changed()
+        log.realloc_time_s += stats.time_s
+        log.realloc_bytes += stats.bytes_received
+
+    def _send(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
+        if self.rank == step.src:
+            dist.send_object_list([payloads[step.key]], dst=step.dst)
+        else:
+            box: list[Any] = [None]
+            dist.recv_object_list(box, src=step.src)
+            payloads[step.key] = box[0]
+
+    def _run(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
+        call: Call = self.graph.call(step.call)
+        layout = self.job.layouts[step.call]
+        model = self.graph.models[call.model]
+        engine = self.engines.get(call.model, layout)
+        ctx = CallContext(eos_ids=(self.tok.eos_id,), decode=self.tok.decode, rule=model.rule,
+                          seed=self.job.seed, step=it, total_steps=self.job.iterations,
+                          micro_batches=layout.micro_batches, side_inputs=side_inputs(call, payloads))
+        batch = assemble_inputs(call, payloads)
+        start = time.perf_counter()
+        result = run_interface(call.interface, engine, batch, call.args, ctx)
+        elapsed = time.perf_counter() - start
+        payloads.update(extract_outputs(call, result))
+        if self.rank == layout.mesh.devices[0]:
+            log.record_call(call, result, elapsed, payloads)
+
+    def _free(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
+        call = self.graph.call(step.call)
+        log.freed_bytes += self.engines.free(call.model, self.job.layouts[step.call])

@@ -1,0 +1,124 @@
+"""Per-iteration metrics of a worker: what each rank saw, gathered on rank 0 and written out.
+
+Each rank fills an `IterationLog` while it walks its steps (call times, train statistics,
+rewards, reallocation time and bytes). At the end of the iteration `MetricsReporter.report`
+gathers every rank's log on rank 0 (a world-collective), merges them into one record and
+appends it to metrics.jsonl and TensorBoard, and redraws the curves about 20 times a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from graph.catalog import get_interface
+from graph.dataflow import DataflowGraph
+from graph.spec import Call, CallKind
+from runtime.data.binding import Field, Payload
+from runtime.rundir.metrics import MetricsWriter, TensorBoardWriter, plot_curves
+
+
+@dataclass
+class IterationLog:
+    """What one rank measured in one iteration (only a call's first rank records the call)."""
+
+    call_time_s: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    rewards: dict[str, float] = field(default_factory=dict)
+    response_len: dict[str, float] = field(default_factory=dict)
+    realloc_time_s: float = 0.0
+    realloc_bytes: int = 0
+    freed_bytes: int = 0
+    elapsed_s: float = 0.0
+
+    def record_call(self, call: Call, result: Any, elapsed: float, payloads: Mapping[str, Payload]) -> None:
+        """Note a call's time, its statistics and the rewards / response lengths it produced."""
+        self.call_time_s[call.name] = elapsed
+        if isinstance(result, dict):
+            self.stats[call.name] = {k: float(v) for k, v in result.items()}
+        elif "accuracy" in getattr(result, "seq_fields", {}):  # a rule's exact-match rate
+            self.stats[call.name] = {"accuracy": float(result.seq_fields["accuracy"].float().mean())}
+        for key, role in zip(call.outputs, get_interface(call.interface).outputs):
+            payload = payloads[key]
+            if role == "rewards" and isinstance(payload, Field):
+                self.rewards[call.name] = float(payload.values.float().mean())
+            if role == "sequences" and not isinstance(payload, Field):
+                self.response_len[call.name] = float((payload.seq_lens - payload.prompt_lens).float().mean())
+
+
+def merge_logs(it: int, logs: list[IterationLog]) -> dict[str, Any]:
+    """One metrics record from every rank's log of iteration `it` (0-based)."""
+    # an iteration lasts as long as its slowest rank (rank 0 may run no call at all)
+    record: dict[str, Any] = {"iteration": it + 1, "iter_time_s": max(p.elapsed_s for p in logs),
+                              "call_time_s": {}, "realloc_time_s": 0.0, "realloc_bytes": 0}
+    for part in logs:
+        record["call_time_s"].update(part.call_time_s)
+        record["realloc_time_s"] = max(record["realloc_time_s"], part.realloc_time_s)
+        record["realloc_bytes"] += part.realloc_bytes
+        record["freed_bytes"] = record.get("freed_bytes", 0) + part.freed_bytes
+        for call, stats in part.stats.items():
+            for k, v in stats.items():
+                record[f"{call}/{k}"] = v
+        for call, value in part.rewards.items():
+            record[f"{call}/reward"] = value
+        for call, value in part.response_len.items():
+            record[f"{call}/response_len"] = value
+    return record
+
+
+def headline(graph: DataflowGraph, record: Mapping[str, Any]) -> dict[str, float]:
+    """The console's summary numbers: reward, accuracy, KL and the losses of the train calls."""
+    out: dict[str, float] = {}
+    for call in graph.calls:
+        if f"{call.name}/reward" in record and "reward" not in out:
+            out["reward"] = record[f"{call.name}/reward"]
+        if f"{call.name}/accuracy" in record and "accuracy" not in out:
+            out["accuracy"] = record[f"{call.name}/accuracy"]
+        if call.kind is CallKind.TRAIN:
+            loss = record.get(f"{call.name}/loss")
+            if loss is not None:
+                key = "critic_loss" if graph.models[call.model].value_head else "actor_loss"
+                out[key if len(graph.calls) > 1 else "loss"] = loss
+            kl = record.get(f"{call.name}/kl", record.get(f"{call.name}/ref_kl"))  # PPO: KL in the reward
+            if kl is not None and "kl" not in out:
+                out["kl"] = kl
+    return out
+
+
+class MetricsReporter:
+    """Gathers the ranks' logs on rank 0 and writes metrics.jsonl, TensorBoard and curves.png."""
+
+    def __init__(self, *, graph: DataflowGraph, rank: int, world_size: int, run_dir: Path, name: str,
+                 iterations: int, plot_every: int, start: int, history: list[dict[str, Any]]) -> None:
+        self.graph, self.rank, self.world_size = graph, rank, world_size
+        self.run_dir, self.name, self.iterations, self.plot_every = run_dir, name, iterations, plot_every
+        self.history = history
+        """Records so far (rank 0): a resumed run starts with the checkpoint's."""
+        self.metrics = MetricsWriter(run_dir / "metrics.jsonl") if rank == 0 else None
+        # a resumed run hides the events a killed attempt logged after its checkpoint
+        self.tensorboard = TensorBoardWriter(run_dir / "tensorboard", purge_step=start + 1 if start else None) \
+            if rank == 0 else None
+
+    def report(self, it: int, log: IterationLog) -> None:
+        """World-collective: gather every rank's log of iteration `it`; rank 0 writes the record."""
+        gathered: list[Any] = [None] * self.world_size if self.rank == 0 else []
+        dist.gather_object(log, gathered if self.rank == 0 else None, dst=0)
+        if self.rank != 0:
+            return
+        record = merge_logs(it, gathered)
+        record.update(headline(self.graph, record))
+        assert self.metrics is not None and self.tensorboard is not None
+        self.metrics.write(record)
+        self.tensorboard.write(record)
+        self.history.append(record)
+        every = max(self.plot_every, self.iterations // 20)  # ~20 redraws a run: a plot costs ~0.5 s
+        if (it + 1) % every == 0 or it + 1 == self.iterations:
+            plot_curves(self.history, self.run_dir / "curves.png", title=self.name)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
