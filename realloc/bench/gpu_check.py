@@ -101,6 +101,35 @@ def step_tests(dry: bool) -> dict[str, Any]:
     return {"command": " ".join(cmd[1:]), "summary": tail[0]}
 
 
+def _hf_model(arch: Any, state: dict[str, Any]) -> Any:
+    """A transformers model of `arch` holding `state` (the engine's weights, converted)."""
+    import transformers
+
+    config = transformers.AutoConfig.for_model(**arch.to_hf_config())
+    config.bos_token_id = config.eos_token_id = config.pad_token_id = None
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    return model.eval()
+
+
+def _full_logits(engine: Any, batch: Any) -> Any:
+    """Full-vocabulary logits [B, T, V] of a batch through the engine's pipeline (one rank)."""
+    import torch
+
+    from runtime.engine import vocab_parallel
+    from runtime.engine.schedule import run_micro_batches
+
+    def grab(_mb: Any, out: Any) -> tuple[Any, dict[str, Any]]:
+        full = vocab_parallel.gather_vocab(out.detach().float(), engine.pgc.tp, vocab_size=engine.arch.vocab_size)
+        return torch.zeros(()), {"logits": full}
+
+    engine.module.eval()
+    with torch.no_grad():
+        reports = run_micro_batches(engine, [batch], grab, forward_only=True)
+    return reports[0]["logits"]
+
+
 def logits_check(device: str, dtype_name: str) -> dict[str, Any]:
     """The engine's logits against transformers' on the same weights (one process, world of 1)."""
     import torch
@@ -113,7 +142,6 @@ def logits_check(device: str, dtype_name: str) -> dict[str, Any]:
     from runtime.engine.convert import megatron_to_hf
     from runtime.engine.model_engine import build_engine
     from runtime.execution.launch import free_port
-    from tests.runtime import dist_checks
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port("127.0.0.1")))
     platform.apply_platform_patches()
@@ -121,7 +149,8 @@ def logits_check(device: str, dtype_name: str) -> dict[str, Any]:
     try:
         model = "tiny random llama"
         checkpoint = None
-        arch = dist_checks.tiny_arch("llama")
+        arch = ModelArch(family="llama", num_layers=2, hidden_size=64, ffn_hidden_size=128, num_heads=4,
+                         num_kv_heads=2, vocab_size=101, max_position_embeddings=64)
         if device == "cuda":
             from runtime.engine.real_models import shipped_model_dir, smollm2_available
 
@@ -131,10 +160,10 @@ def logits_check(device: str, dtype_name: str) -> dict[str, Any]:
                 model = "SmolLM2-135M-Instruct"
         spec = ModelSpec(role="actor", arch=arch, trainable=False, checkpoint=checkpoint)
         engine = build_engine(spec, Layout(mesh=DeviceMesh.span(0, 1), dp=1, tp=1, pp=1), 0, seed=1)
-        hf = dist_checks.hf_model(arch, megatron_to_hf(engine.global_state(), arch, value_head=False))
+        hf = _hf_model(arch, megatron_to_hf(engine.global_state(), arch, value_head=False))
         hf = hf.to(device=device, dtype=getattr(torch, dtype_name))
         seqs = [[5, 9, 33, 2, 71, 8, 17, 3], [40, 41, 42, 1]]
-        logits = dist_checks._full_logits(engine, SeqBatch.from_lists(seqs, [2, 1]))
+        logits = _full_logits(engine, SeqBatch.from_lists(seqs, [2, 1]))
         with torch.no_grad():
             ref = hf(torch.tensor([seqs[0]], device=device)).logits[0].float().cpu()
         got = logits[0, :len(seqs[0])].float().cpu()
@@ -154,7 +183,7 @@ def step_logits(dry: bool) -> dict[str, Any]:
         if data["relative_err"] > 1e-4:
             raise RuntimeError(f"fp32 CPU logits differ from transformers by {data['relative_err']:.2e} (relative)")
         return data
-    proc = _run([sys.executable, "-c", "import json, experiments.bench.gpu_check as g; "
+    proc = _run([sys.executable, "-c", "import json, realloc.bench.gpu_check as g; "
                  "print(json.dumps(g.logits_check('cuda', 'bfloat16')))"], LIMITS["logits"] - 5)
     if proc.returncode != 0:
         raise RuntimeError("logits check failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1])

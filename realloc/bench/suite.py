@@ -150,7 +150,7 @@ def _run_search(quick: bool, note: Note) -> dict[str, Any]:
     seeds, budget, max_plans = (2, 0.2, 5000) if quick else (20, 0.5, 200_000)
     out = exact_vs_anneal(seeds=seeds, budget=budget, max_plans=max_plans,
                           on_seed=lambda r: note(f"seed {r['seed']}: {r['plans']} plans"))
-    from experiments.bench.planner_scale import search_goals
+    from realloc.bench.planner_scale import search_goals
 
     return {**out, "scale": search_goals(quick=quick, note=note)}
 
@@ -229,7 +229,7 @@ def _render_search(data: Mapping[str, Any]) -> list[str]:
                       [[r["seed"], r["devices"], r["calls"], r["plans"], f"{r['exact_s']:.5f}", f"{r['anneal_s']:.5f}",
                         "yes" if r["optimal"] else "no", r["exact_time_s"], r["anneal_time_s"]] for r in data["rows"]])
     if "scale" in data:
-        from experiments.bench.planner_scale import render_goals
+        from realloc.bench.planner_scale import render_goals
 
         lines += [""] + render_goals(data["scale"], md_table)
     return lines + [""]

@@ -19,6 +19,10 @@ def test_grids_and_synthetic_model() -> None:
 
 
 @pytest.mark.slow
+def spec_rule_fitted(profile) -> bool:
+    return profile.calibration.rule_seq_overhead_s is not None and profile.spec.rule_seq_overhead_s >= 0
+
+
 def test_realloc_profile_quick_writes_a_loadable_profile(tmp_path: Path) -> None:
     from realloc.cli import main
 
@@ -35,12 +39,14 @@ def test_realloc_profile_quick_writes_a_loadable_profile(tmp_path: Path) -> None
     ops = {(s.op, s.group_size) for s in samples.collectives}
     assert ops == {("all_reduce", 2), ("all_gather", 2), ("p2p", 2)}
     assert {(s.kind, s.dp) for s in samples.calls} == {(k, d) for k in ("train_step", "train", "inference",
-                                                                       "generate") for d in (1, 2)}
+                                                                       "generate") for d in (1, 2)} | {("rule", 1)}
     assert {s.seqs for s in samples.calls} == {4, 16}  # two batch sizes separate per-sequence costs
     assert len(samples.optimizer) == 2 and len(samples.contention) == 3
     # reallocations around four layouts of 2 ranks (one of them local copies only) and one data transfer
     assert [m.kind for m in samples.moves] == ["realloc"] * 4 + ["data"]
     assert min(m.peers for m in samples.moves if m.kind == "realloc") == 0
+    rule = [s for s in samples.calls if s.kind == "rule"]  # a rule-based reward, per batch size
+    assert sorted(s.seqs for s in rule) == [4, 16] and spec_rule_fitted(profile)
     spec = profile.spec
     assert spec.kind == "cpu-gloo" and spec.devices_per_node == 2
     # the fitted numbers are what the estimator runs on, and every fitted rate is positive
