@@ -140,6 +140,16 @@ def _coerce(default: Any, value: Any, what: str) -> Any:
     raise GraphError(f"{what} must be {type(default).__name__}, got {value!r}")
 
 
+def _check_temperature(args: Any) -> None:
+    if args.temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {args.temperature}")
+
+
+POLICY_INTERFACES = ("ppo_actor", "grpo_actor", "remax_actor")
+"""Train interfaces whose loss recomputes the log-probs of sampled tokens: they divide the logits
+by their `temperature`, which must be the sampling temperature of the generate call feeding them."""
+
+
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
@@ -194,6 +204,9 @@ class LogprobsArgs:
 
     temperature: float = 1.0
     """Temperature the logits are divided by (match the generation's)."""
+
+    def __post_init__(self) -> None:
+        _check_temperature(self)
 
 
 @interface("values", CallKind.INFERENCE, inputs=("sequences",), outputs=("values",))
@@ -312,6 +325,8 @@ class PPOActorArgs(OptimArgs):
     """Optimizer steps per pass."""
     ptx_coef: float = 0.0
     """Weight of the pretraining/SFT loss on data.ptx mixed into the actor loss (0 disables ptx)."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -321,6 +336,7 @@ class PPOActorArgs(OptimArgs):
             raise ValueError("ppo_epochs and mini_batches must be >= 1")
         if self.entropy_coef < 0 or self.ptx_coef < 0:
             raise ValueError("entropy_coef and ptx_coef must be >= 0")
+        _check_temperature(self)
 
 
 @interface("ppo_critic", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values"))
@@ -383,6 +399,8 @@ class GRPOActorArgs(OptimArgs):
     """Passes over the batch per iteration."""
     mini_batches: int = 1
     """Optimizer steps per pass."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -392,6 +410,7 @@ class GRPOActorArgs(OptimArgs):
             raise ValueError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
         if self.reward_min >= self.reward_max:
             raise ValueError("reward_min must be below reward_max")
+        _check_temperature(self)
 
 
 @interface("remax_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "baseline_rewards"))
@@ -401,7 +420,12 @@ class ReMaxActorArgs(OptimArgs):
 
     kl_coef: float = 0.1
     """KL penalty coefficient."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_temperature(self)
 
 @interface("dpo", CallKind.TRAIN, inputs=("pairs", "ref_logprobs"))
 @dataclass(frozen=True, kw_only=True)

@@ -149,9 +149,10 @@ def _reward_call(name: str, params: TemplateParams, models: Mapping[str, ModelSp
 
 
 def _infer(name: str, role: str, interface: str, params: TemplateParams, inputs: tuple[str, ...],
-           outputs: tuple[str, ...], batch: int, lengths: dict[str, int]) -> Call:
+           outputs: tuple[str, ...], batch: int, lengths: dict[str, int],
+           values: Mapping[str, Any] | None = None) -> Call:
     return Call(name=name, model=role, kind=CallKind.INFERENCE, interface=interface,
-                args=make_args(interface, {}), inputs=inputs, outputs=outputs,
+                args=make_args(interface, values or {}), inputs=inputs, outputs=outputs,
                 batch_size=batch, micro_batches=params.micro_batches, **lengths)
 
 
@@ -161,6 +162,18 @@ def _train(name: str, role: str, interface: str, values: Mapping[str, Any], wher
     return Call(name=name, model=role, kind=CallKind.TRAIN, interface=interface,
                 args=make_args(interface, values, where=where), inputs=inputs,
                 batch_size=batch, micro_batches=params.micro_batches, **lengths)
+
+
+def _at_sampling_temperature(train_values: Mapping[str, Any], gen_args: Any) -> dict[str, Any]:
+    """A policy update's arguments with the sampling temperature copied in: its loss divides the
+    logits by the temperature the responses were drawn at (as the old log-probs were)."""
+    values = dict(train_values)
+    given = values.get("temperature")
+    if given is not None and float(given) != gen_args.temperature:
+        raise GraphError(f"graph.train.temperature={given} disagrees with graph.generate.temperature="
+                         f"{gen_args.temperature}; set only graph.generate.temperature")
+    values["temperature"] = gen_args.temperature
+    return values
 
 
 def _generate(name: str, params: TemplateParams, gen_args: Any, outputs: tuple[str, ...],
@@ -184,13 +197,14 @@ def ppo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, 
     n = params.batch_size
     rl_inputs = ("seq", "old_logp", "ref_logp", "rewards", "values")
     actor_inputs = rl_inputs + ((PTX_KEY,) if params.ptx else ())
-    actor = _train("actor_train", "actor", "ppo_actor", params.train, "graph.train", params,
-                   actor_inputs, n, lengths)
+    actor = _train("actor_train", "actor", "ppo_actor", _at_sampling_temperature(params.train, gen),
+                   "graph.train", params, actor_inputs, n, lengths)
     critic_values = _shared_reward_args(actor.args, params.critic_train)
     return (
         _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
-        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths,
+               {"temperature": gen.temperature}),
         _infer("critic_inf", "critic", "values", params, ("seq",), ("values",), n, lengths),
         actor,
         _train("critic_train", "critic", "ppo_critic", critic_values,
@@ -245,7 +259,7 @@ def grpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call,
     gen = _generate_args(params)
     lengths = _lengths(params, gen)
     n = params.batch_size * params.group_size
-    train_values = dict(params.train)
+    train_values = _at_sampling_temperature(params.train, gen)
     if train_values.get("group_size", params.group_size) != params.group_size:
         raise GraphError(
             f"graph.train.group_size={train_values['group_size']} disagrees with graph.group_size="
@@ -255,7 +269,8 @@ def grpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call,
     return (
         _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
-        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths,
+               {"temperature": gen.temperature}),
         _train("actor_train", "actor", "grpo_actor", train_values, "graph.train", params,
                ("seq", "old_logp", "ref_logp", "rewards"), n, lengths),
     )
@@ -276,8 +291,10 @@ def remax(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call
         greedy_call,
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
         _reward_call("baseline_inf", params, models, "greedy_seq", "baseline_rewards", n, lengths),
-        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
-        _train("actor_train", "actor", "remax_actor", params.train, "graph.train", params,
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths,
+               {"temperature": gen.temperature}),
+        _train("actor_train", "actor", "remax_actor", _at_sampling_temperature(params.train, gen),
+               "graph.train", params,
                ("seq", "old_logp", "ref_logp", "rewards", "baseline_rewards"), n, lengths),
     )
 

@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from graph.catalog import get_interface, make_args
+from graph.catalog import POLICY_INTERFACES, get_interface, make_args
 from graph.dataflow import DataflowGraph
 from graph.dataset_keys import PTX_KEY, dataset_keys
 from graph.errors import UserError
@@ -421,16 +421,22 @@ def load_experiment(exp: str | None, overrides: list[str] | tuple[str, ...] = ()
 
 
 def _check_sampling_temperature(graph: DataflowGraph) -> None:
-    """The policy losses recompute log-probs at temperature 1, so their samples must be
-    drawn at temperature 1 too (else the PPO ratio compares two different policies)."""
+    """A policy update and the log-probs it compares against must use the temperature its samples
+    were drawn at (logits / T); templates copy it, a custom graph must set it alike."""
     producers = {key: call for call in graph.calls for key in call.outputs}
     for call in graph.calls:
         gen = producers.get(call.inputs[0]) if call.inputs else None
-        if call.interface not in ("ppo_actor", "grpo_actor", "remax_actor") or gen is None:
+        if call.interface not in POLICY_INTERFACES or gen is None or gen.interface != "generate":
             continue
-        temperature = getattr(gen.args, "temperature", 1.0)
-        if gen.interface == "generate" and temperature != 1.0:
+        want = 1.0 if gen.args.greedy else gen.args.temperature
+        if call.args.temperature != want:
             raise ConfigError(
-                f"call {gen.name!r} samples at temperature {temperature:g} but {call.name!r} "
-                f"({call.interface}) recomputes log-probs at temperature 1; set "
-                "graph.generate.temperature=1.0 (other temperatures are not supported by the policy losses yet)")
+                f"call {call.name!r} ({call.interface}) has temperature {call.args.temperature:g} but its "
+                f"samples come from {gen.name!r} at temperature {want:g}; set temperature: {want:g} in "
+                f"{call.name!r}'s args")
+        ref = producers.get(call.inputs[2]) if len(call.inputs) > 2 else None
+        if ref is not None and ref.interface == "logprobs" and ref.args.temperature != want:
+            raise ConfigError(
+                f"call {ref.name!r} (logprobs) has temperature {ref.args.temperature:g} but {call.name!r} "
+                f"trains on samples drawn at temperature {want:g}; set temperature: {want:g} in "
+                f"{ref.name!r}'s args")

@@ -69,6 +69,14 @@ def test_overrides_apply():
     assert exp.config.train.run_dir == "runs/ppo_tiny"
 
 
+@pytest.mark.parametrize("name", ["ppo_tiny", "grpo_tiny", "remax_tiny"])
+def test_sampling_temperature_reaches_the_policy_loss_and_the_reference(name):
+    g = load_experiment(name, ["graph.generate.temperature=0.7"]).graph
+    assert g.call("actor_gen").args.temperature == 0.7
+    assert g.call("actor_train").args.temperature == 0.7
+    assert g.call("ref_inf").args.temperature == 0.7
+
+
 def test_grpovi_switch():
     exp = load_experiment("grpo_tiny", ["graph.train.variance_increase=true"])
     assert exp.graph.call("actor_train").args.variance_increase
@@ -76,7 +84,8 @@ def test_grpovi_switch():
 
 @pytest.mark.parametrize("overrides,message", [
     (["graph.batch_sise=3"], "unknown config key 'graph.batch_sise'; did you mean 'graph.batch_size'"),
-    (["graph.generate.temperature=0.7"], "samples at temperature 0.7 but 'actor_train' \\(ppo_actor\\) recomputes"),
+    (["graph.generate.temperature=0.7", "graph.train.temperature=1.0"],
+     "graph.train.temperature=1.0 disagrees with graph.generate.temperature=0.7"),
     (["+foo=1"], "unknown config key 'foo'; valid keys at the top level: name, seed"),
     (["graph.batch_size=abc"], "config key 'graph.batch_size' has a wrong type.*expected int"),
     (["graph.template=ppp"], "unknown template 'ppp' \\(did you mean 'ppo'\\?\\)"),
@@ -165,6 +174,16 @@ graph:
     missing = write(tmp_path, "x.yaml", open(path).read().replace("model: reward, ", ""))
     with pytest.raises(ConfigError, match="config key 'graph.calls.score.model' is required"):
         load_experiment(missing)
+    # a custom graph sets the sampling temperature on the update and the reference itself
+    hot = open(path).read().replace("max_new_tokens: 4}", "max_new_tokens: 4, temperature: 0.5}")
+    with pytest.raises(ConfigError, match="call 'train' \\(ppo_actor\\) has temperature 1 but its samples "
+                                          "come from 'gen' at temperature 0.5; set temperature: 0.5"):
+        load_experiment(write(tmp_path, "h.yaml", hot))
+    hot = hot.replace("args: {lr: 0.01}", "args: {lr: 0.01, temperature: 0.5}")
+    with pytest.raises(ConfigError, match="call 'refp' \\(logprobs\\) has temperature 1 but 'train'"):
+        load_experiment(write(tmp_path, "h.yaml", hot))
+    hot = hot.replace("interface: logprobs,", "interface: logprobs, args: {temperature: 0.5},")
+    assert load_experiment(write(tmp_path, "h.yaml", hot)).graph.call("refp").args.temperature == 0.5
 
 
 def _schema_classes():
