@@ -221,10 +221,11 @@ class RewardModelArgs:
     """Sequence rewards from a reward model's value head at the last token."""
 
 
-@interface("rule_reward", CallKind.INFERENCE, needs_weights=False, inputs=("sequences", "answers"), outputs=("rewards",))
+@interface("rule_reward", CallKind.INFERENCE, needs_weights=False, inputs=("sequences", "answers"), outputs=("rewards",),
+           required=1)
 @dataclass(frozen=True, kw_only=True)
 class RuleRewardArgs:
-    """Sequence rewards from a rule-based function (the model's `rule`)."""
+    """Sequence rewards from a rule (the model's `rule`) or the user's reward functions (its `functions`)."""
 
     correct: float = 1.0
     """Reward of a correct response."""

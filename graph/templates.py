@@ -139,9 +139,10 @@ def _lengths(params: TemplateParams, gen_args: Any | None = None) -> dict[str, i
 def _reward_call(name: str, params: TemplateParams, models: Mapping[str, ModelSpec],
                  seq_key: str, out_key: str, batch: int, lengths: dict[str, int]) -> Call:
     reward = models["reward"]
-    if reward.is_rule:
+    if reward.is_rule:  # a rule reads the answers key; reward functions read every column themselves
         return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="rule_reward",
-                    args=make_args("rule_reward", {}), inputs=(seq_key, "answers"),
+                    args=make_args("rule_reward", {}),
+                    inputs=(seq_key, "answers") if reward.rule is not None else (seq_key,),
                     outputs=(out_key,), batch_size=batch, micro_batches=1, **lengths)
     return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="reward_model",
                 args=make_args("reward_model", {}), inputs=(seq_key,), outputs=(out_key,),

@@ -57,7 +57,7 @@ def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: st
     cfg = experiment.config
     d = cfg.data
     if d.path is None and d.generator is None:
-        raise ConfigError("data: set data.path to a JSONL file or data.generator to a built-in generator")
+        raise ConfigError("data: set data.path to a dataset file or data.generator to a built-in generator")
     _check_train_keys(experiment)
     return Job(
         name=cfg.name, graph=experiment.graph, layouts=layouts, data=d,
@@ -66,6 +66,7 @@ def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: st
         save_every=cfg.train.save_every, keep_checkpoints=cfg.train.keep_checkpoints, resume_from=resume_from,
         fingerprint=fingerprint(experiment), ema_decay=cfg.train.ema_decay,
         ema_models=tuple(cfg.train.ema_models) if cfg.train.ema_decay > 0 else (),
+        eval_every=cfg.train.eval_every,
     )
 
 

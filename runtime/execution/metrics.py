@@ -40,8 +40,17 @@ class IterationLog:
         self.call_time_s[call.name] = elapsed
         if isinstance(result, dict):
             self.stats[call.name] = {k: float(v) for k, v in result.items()}
-        elif "accuracy" in getattr(result, "seq_fields", {}):  # a rule's exact-match rate
-            self.stats[call.name] = {"accuracy": float(result.seq_fields["accuracy"].float().mean())}
+        else:
+            fields = getattr(result, "seq_fields", {})
+            stats = {}
+            if "accuracy" in fields:  # a rule's exact-match rate
+                stats["accuracy"] = float(fields["accuracy"].float().mean())
+            for name, values in fields.items():  # each reward function's mean over the samples it scored
+                if name.startswith("reward_"):
+                    scored = values.float()[~values.float().isnan()]
+                    stats[name] = float(scored.mean()) if scored.numel() else float("nan")
+            if stats:
+                self.stats[call.name] = stats
         for key, role in zip(call.outputs, get_interface(call.interface).outputs):
             payload = payloads[key]
             if role == "rewards" and isinstance(payload, Field):

@@ -4,11 +4,14 @@ Output fields (see runtime.data.batch for the alignment):
 * logprobs -> token field `logprobs` (or the key given by the caller's rename);
 * values -> token field `values`: values[b, t] = V(tokens[:t]), read at position t-1;
 * reward_model -> sequence field `rewards`: the value head at each sequence's last token;
-* rule_reward -> sequence field `rewards` from a rule in `runtime.rewards.rules`.
+* rule_reward -> sequence field `rewards` from a rule in `runtime.rewards.rules`, or from the
+  user's reward functions (`runtime.rewards.functions`), with each function's scores as
+  sequence field `reward_NAME` (NaN where it gave None).
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -19,6 +22,7 @@ from runtime.engine import vocab_parallel
 from runtime.engine.schedule import micro_batch_split, run_micro_batches
 from runtime.interfaces.dp import gather_parts, local_part
 from runtime.interfaces.registry import CallContext, register
+from runtime.rewards.functions import score_batch
 from runtime.rewards.rules import get_rule
 
 if TYPE_CHECKING:
@@ -121,6 +125,8 @@ def reward_model(engine: ModelEngine, batch: SeqBatch, args: RewardModelArgs, ct
 def rule_reward(engine: ModelEngine | None, batch: SeqBatch, args: RuleRewardArgs, ctx: CallContext) -> SeqBatch:
     """Sequence field `rewards`: wrong + (correct - wrong) * the rule's score (True = 1), and
     `accuracy`: 1.0 where the response got the rule's full score (an exact answer)."""
+    if ctx.reward_functions:
+        return function_rewards(batch, ctx)
     if ctx.rule is None or ctx.decode is None:
         raise ValueError("rule_reward needs the model's rule name and a detokeniser in the "
                          "CallContext (ctx.rule, ctx.decode)")
@@ -136,3 +142,29 @@ def rule_reward(engine: ModelEngine | None, batch: SeqBatch, args: RuleRewardArg
         rewards[i] = args.wrong + (args.correct - args.wrong) * score
         exact[i] = float(score >= 1.0)
     return batch.with_fields(seq_fields={"rewards": rewards, "accuracy": exact})
+
+
+def function_rewards(batch: SeqBatch, ctx: CallContext) -> SeqBatch:
+    """Sequence field `rewards` from the user's reward functions (the weighted sum), and
+    `reward_NAME` per function. Prompts and columns come from the dataset records of
+    `ctx.rows` (sample p * n + k of prompt p), else the decoded prompt and no columns."""
+    if ctx.decode is None:
+        raise ValueError("reward functions need a detokeniser in the CallContext (ctx.decode)")
+    group = batch.size // len(ctx.rows) if ctx.rows and batch.size % len(ctx.rows) == 0 else 1
+    prompts: list[Any] = []
+    completions: list[Any] = []
+    rows: list[Any] = []
+    for i, sid in enumerate(batch.ids):
+        record = ctx.rows.get(sid // group)
+        prompt = record.prompt if record is not None else ctx.decode(batch.input_ids[i, : int(batch.prompt_lens[i])].tolist())
+        text = ctx.decode(batch.response(i))
+        prompts.append(prompt)
+        completions.append(text if isinstance(prompt, str) else [{"role": "assistant", "content": text}])
+        rows.append(record.columns if record is not None else {})
+    names = sorted({k for r in rows for k in r} - {"prompts", "completions"})
+    columns = {k: [r.get(k) for r in rows] for k in names}
+    total, each = score_batch(ctx.reward_functions, prompts, completions, columns, timeout_s=ctx.reward_timeout_s)
+    fields = {"rewards": torch.tensor(total, dtype=torch.float32)}
+    for metric, scores in each.items():  # NaN where the function gave None
+        fields[metric] = torch.tensor([math.nan if v is None else v for v in scores], dtype=torch.float32)
+    return batch.with_fields(seq_fields=fields)

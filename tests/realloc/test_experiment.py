@@ -91,7 +91,7 @@ def test_grpovi_switch():
     (["graph.template=ppp"], "unknown template 'ppp' \\(did you mean 'ppo'\\?\\)"),
     (["models.actor.trainable=false"], "trains model 'actor', which is not trainable"),
     (["graph.generate.max_new_token=3"], "unknown argument 'max_new_token' for interface 'generate'"),
-    (["models.critic.rule=x"], "models.critic: give only one of arch, config or rule"),
+    (["models.critic.rule=x"], "models.critic: give only one of arch, config, rule, function or functions"),
     (["cluster.device=tpu"], "cluster.device: 'tpu' is not one of cpu, cuda"),
     (["plan.mode=heuristic:magic"], "unknown heuristic 'magic'; known: symmetric"),
     (["plan.mode=fast"], "plan.mode: 'fast' is not one of search"),
