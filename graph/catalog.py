@@ -231,6 +231,11 @@ class RuleRewardArgs:
     """Reward of a correct response."""
     wrong: float = 0.0
     """Reward of a wrong or malformed response."""
+    unfinished_scale: float = 1.0
+    """Factor on the score of a response that does not end at EOS (cut at max_new_tokens): 1 ignores stopping, 0 scores only responses that stop."""
+
+    def __post_init__(self) -> None:
+        _check_range("unfinished_scale", self.unfinished_scale, 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- train

@@ -38,6 +38,8 @@ class TemplateParams:
     """Arguments of the main train interface (actor, or the reward model for RM)."""
     critic_train: Mapping[str, Any] = field(default_factory=dict)
     """Arguments of the critic's train interface (PPO)."""
+    reward: Mapping[str, Any] = field(default_factory=dict)
+    """Arguments of the rule/function reward call (rule_reward); a reward model takes none."""
     ptx: bool = False
     """Whether the dataset provides the `ptx` key (data.ptx), mixed into the PPO actor's loss."""
 
@@ -141,9 +143,12 @@ def _reward_call(name: str, params: TemplateParams, models: Mapping[str, ModelSp
     reward = models["reward"]
     if reward.is_rule:  # a rule reads the answers key; reward functions read every column themselves
         return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="rule_reward",
-                    args=make_args("rule_reward", {}),
+                    args=make_args("rule_reward", params.reward, where="graph.reward"),
                     inputs=(seq_key, "answers") if reward.rule is not None else (seq_key,),
                     outputs=(out_key,), batch_size=batch, micro_batches=1, **lengths)
+    if params.reward:
+        raise GraphError(f"graph.reward sets {', '.join(sorted(params.reward))} of a rule or function reward, "
+                         "but models.reward is a reward model; remove graph.reward")
     return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="reward_model",
                 args=make_args("reward_model", {}), inputs=(seq_key,), outputs=(out_key,),
                 batch_size=batch, micro_batches=params.micro_batches, **lengths)

@@ -133,6 +133,8 @@ class GraphConfig:
     """Arguments of the main train interface (lr, eps_clip, kl_coef, ...)."""
     critic_train: dict[str, Any] = field(default_factory=dict)
     """Arguments of the critic's train interface (PPO)."""
+    reward: dict[str, Any] = field(default_factory=dict)
+    """Arguments of the rule/function reward call (correct, wrong, unfinished_scale)."""
     calls: dict[str, CallConfig] = field(default_factory=dict)
     """Custom graph: call name -> call; used when template is null."""
 

@@ -123,10 +123,12 @@ def reward_model(engine: ModelEngine, batch: SeqBatch, args: RewardModelArgs, ct
 
 @register("rule_reward")
 def rule_reward(engine: ModelEngine | None, batch: SeqBatch, args: RuleRewardArgs, ctx: CallContext) -> SeqBatch:
-    """Sequence field `rewards`: wrong + (correct - wrong) * the rule's score (True = 1), and
-    `accuracy`: 1.0 where the response got the rule's full score (an exact answer)."""
+    """Sequence field `rewards`: wrong + (correct - wrong) * the rule's score (True = 1), the
+    score times `unfinished_scale` for a response that does not end at EOS; and `accuracy`: 1.0
+    where the response got the full reward (an exact answer that stops). Reward functions: see
+    `function_rewards`."""
     if ctx.reward_functions:
-        return function_rewards(batch, ctx)
+        return function_rewards(batch, ctx, args)
     if ctx.rule is None or ctx.decode is None:
         raise ValueError("rule_reward needs the model's rule name and a detokeniser in the "
                          "CallContext (ctx.rule, ctx.decode)")
@@ -139,15 +141,25 @@ def rule_reward(engine: ModelEngine | None, batch: SeqBatch, args: RuleRewardArg
         score = float(rule(prompt, response, meta))
         if not 0.0 <= score <= 1.0:
             raise ValueError(f"reward rule {ctx.rule!r} returned {score}; a rule's score must be in [0, 1]")
+        finished = ends_at_eos(batch, i, ctx)
+        if not finished:
+            score *= args.unfinished_scale
         rewards[i] = args.wrong + (args.correct - args.wrong) * score
         exact[i] = float(score >= 1.0)
     return batch.with_fields(seq_fields={"rewards": rewards, "accuracy": exact})
 
 
-def function_rewards(batch: SeqBatch, ctx: CallContext) -> SeqBatch:
-    """Sequence field `rewards` from the user's reward functions (the weighted sum), and
-    `reward_NAME` per function. Prompts and columns come from the dataset records of
-    `ctx.rows` (sample p * n + k of prompt p), else the decoded prompt and no columns."""
+def ends_at_eos(batch: SeqBatch, i: int, ctx: CallContext) -> bool:
+    """Whether response i stopped at an EOS token (rather than being cut at max_new_tokens)."""
+    response = batch.response(i)
+    return bool(response) and response[-1] in ctx.eos_ids
+
+
+def function_rewards(batch: SeqBatch, ctx: CallContext, args: RuleRewardArgs | None = None) -> SeqBatch:
+    """Sequence field `rewards` from the user's reward functions (the weighted sum; times
+    `unfinished_scale` for a response that does not end at EOS), and `reward_NAME` per function
+    (unscaled). Prompts and columns come from the dataset records of `ctx.rows` (sample
+    p * n + k of prompt p), else the decoded prompt and no columns."""
     if ctx.decode is None:
         raise ValueError("reward functions need a detokeniser in the CallContext (ctx.decode)")
     group = batch.size // len(ctx.rows) if ctx.rows and batch.size % len(ctx.rows) == 0 else 1
@@ -164,6 +176,9 @@ def function_rewards(batch: SeqBatch, ctx: CallContext) -> SeqBatch:
     names = sorted({k for r in rows for k in r} - {"prompts", "completions"})
     columns = {k: [r.get(k) for r in rows] for k in names}
     total, each = score_batch(ctx.reward_functions, prompts, completions, columns, timeout_s=ctx.reward_timeout_s)
+    scale = args.unfinished_scale if args is not None else 1.0
+    if scale != 1.0:
+        total = [t if ends_at_eos(batch, i, ctx) else t * scale for i, t in enumerate(total)]
     fields = {"rewards": torch.tensor(total, dtype=torch.float32)}
     for metric, scores in each.items():  # NaN where the function gave None
         fields[metric] = torch.tensor([math.nan if v is None else v for v in scores], dtype=torch.float32)
