@@ -233,9 +233,13 @@ class RuleRewardArgs:
     """Reward of a wrong or malformed response."""
     unfinished_scale: float = 1.0
     """Factor on the score of a response that does not end at EOS (cut at max_new_tokens): 1 ignores stopping, 0 scores only responses that stop."""
+    eos_bonus: float = 0.0
+    """Added to the reward of every response that ends at EOS: a format term that teaches stopping."""
 
     def __post_init__(self) -> None:
         _check_range("unfinished_scale", self.unfinished_scale, 0.0, 1.0)
+        if self.eos_bonus < 0:
+            raise ValueError(f"eos_bonus must be >= 0, got {self.eos_bonus}")
 
 
 # --------------------------------------------------------------------------- train

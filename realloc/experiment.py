@@ -163,11 +163,21 @@ def _shipped_model(name: str) -> str:
     return str(shipped_model_dir(name))
 
 
+def _shipped_file(rel: str) -> str:
+    """`${shipped:PATH}`: the absolute path of a file shipped with the experiments (a dataset)."""
+    path = EXPERIMENTS_DIR / rel
+    if not path.exists():
+        raise ConfigError(f"${{shipped:{rel}}}: no such shipped file under {EXPERIMENTS_DIR}")
+    return str(path)
+
+
 def _register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("model_dir"):
         OmegaConf.register_new_resolver("model_dir", _shipped_model, use_cache=True)
+    if not OmegaConf.has_resolver("shipped"):
+        OmegaConf.register_new_resolver("shipped", _shipped_file, use_cache=True)
 
 
 def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

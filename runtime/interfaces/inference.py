@@ -124,8 +124,9 @@ def reward_model(engine: ModelEngine, batch: SeqBatch, args: RewardModelArgs, ct
 @register("rule_reward")
 def rule_reward(engine: ModelEngine | None, batch: SeqBatch, args: RuleRewardArgs, ctx: CallContext) -> SeqBatch:
     """Sequence field `rewards`: wrong + (correct - wrong) * the rule's score (True = 1), the
-    score times `unfinished_scale` for a response that does not end at EOS; and `accuracy`: 1.0
-    where the response got the full reward (an exact answer that stops). Reward functions: see
+    score times `unfinished_scale` for a response that does not end at EOS, plus `eos_bonus` for
+    one that does; and `accuracy`: 1.0 where the response got the rule's full score (an exact
+    answer, that stops unless unfinished_scale is 1). Reward functions: see
     `function_rewards`."""
     if ctx.reward_functions:
         return function_rewards(batch, ctx, args)
@@ -144,7 +145,7 @@ def rule_reward(engine: ModelEngine | None, batch: SeqBatch, args: RuleRewardArg
         finished = ends_at_eos(batch, i, ctx)
         if not finished:
             score *= args.unfinished_scale
-        rewards[i] = args.wrong + (args.correct - args.wrong) * score
+        rewards[i] = args.wrong + (args.correct - args.wrong) * score + (args.eos_bonus if finished else 0.0)
         exact[i] = float(score >= 1.0)
     return batch.with_fields(seq_fields={"rewards": rewards, "accuracy": exact})
 
@@ -157,7 +158,8 @@ def ends_at_eos(batch: SeqBatch, i: int, ctx: CallContext) -> bool:
 
 def function_rewards(batch: SeqBatch, ctx: CallContext, args: RuleRewardArgs | None = None) -> SeqBatch:
     """Sequence field `rewards` from the user's reward functions (the weighted sum; times
-    `unfinished_scale` for a response that does not end at EOS), and `reward_NAME` per function
+    `unfinished_scale` for a response that does not end at EOS, plus `eos_bonus` for one that
+    does), and `reward_NAME` per function
     (unscaled). Prompts and columns come from the dataset records of `ctx.rows` (sample
     p * n + k of prompt p), else the decoded prompt and no columns."""
     if ctx.decode is None:
@@ -176,9 +178,9 @@ def function_rewards(batch: SeqBatch, ctx: CallContext, args: RuleRewardArgs | N
     names = sorted({k for r in rows for k in r} - {"prompts", "completions"})
     columns = {k: [r.get(k) for r in rows] for k in names}
     total, each = score_batch(ctx.reward_functions, prompts, completions, columns, timeout_s=ctx.reward_timeout_s)
-    scale = args.unfinished_scale if args is not None else 1.0
-    if scale != 1.0:
-        total = [t if ends_at_eos(batch, i, ctx) else t * scale for i, t in enumerate(total)]
+    if args is not None:
+        total = [t + args.eos_bonus if ends_at_eos(batch, i, ctx) else t * args.unfinished_scale
+                 for i, t in enumerate(total)]
     fields = {"rewards": torch.tensor(total, dtype=torch.float32)}
     for metric, scores in each.items():  # NaN where the function gave None
         fields[metric] = torch.tensor([math.nan if v is None else v for v in scores], dtype=torch.float32)

@@ -43,6 +43,8 @@ def test_unfinished_responses_score_a_fraction() -> None:
     assert out.seq_fields["accuracy"].tolist() == [1.0, 0.0, 0.0, 0.0]
     out = run_interface("rule_reward", None, b, RuleRewardArgs(), ctx)  # the default ignores stopping
     assert out.seq_fields["rewards"].tolist() == [1.0, 1.0, 0.0, 1.0]
+    out = run_interface("rule_reward", None, b, RuleRewardArgs(unfinished_scale=0.5, eos_bonus=0.25), ctx)
+    assert out.seq_fields["rewards"].tolist() == [1.25, 0.5, 0.25, 0.5]  # the bonus goes to every stop
     with pytest.raises(ValueError, match="unfinished_scale must be in"):
         RuleRewardArgs(unfinished_scale=1.5)
 
