@@ -3,7 +3,8 @@ greedily and the reward call's rule or functions score the answers.
 
 It runs right after the iteration's first generate call that reads the dataset's prompts, on
 that call's ranks and engine (so with the weights that generate call sampled with: the
-previous iteration's update), in batches of that call's size. The first rank of the call's
+previous iteration's update), in batches of as many sequences as that call samples (its
+prompts x samples per prompt), so a batch costs about what the call itself costs. The first rank of the call's
 mesh scores the answers; its metrics are logged as `eval/reward`, `eval/accuracy` (a rule's
 exact-match rate) and `eval/reward_NAME` (each reward function), and `eval/response_len`.
 """
@@ -40,7 +41,7 @@ def evaluate(*, graph: DataflowGraph, call: Call, engine: Any, records: Sequence
     scorer = reward_call(graph)
     assert scorer is not None, "bug: the front door checks train.eval_every needs a rule or function reward"
     model = graph.models[scorer.model]
-    size = max(1, call.batch_size)
+    size = max(1, call.batch_size * call.args.num_samples)  # as many sequences as the call samples
     rewards: list[float] = []
     accuracy: list[float] = []
     lengths: list[float] = []
