@@ -245,3 +245,33 @@ def test_init_from_copies_the_sources_checkpoint(tmp_path):
     assert models["actor"].checkpoint == str((tmp_path / "sft").resolve())
     assert models["ref"].checkpoint == models["actor"].checkpoint  # ref: init_from actor
     assert models["critic"].checkpoint is None  # no init_from: its own initialisation
+
+
+def test_reward_functions_are_checked_at_load(tmp_path):
+    (tmp_path / "fns.py").write_text("def ok(prompts, completions, answer, **kw):\n    return [0.0] * len(completions)\n"
+                                     "def wants(prompts, completions, level):\n    return []\n")
+    ok = load_experiment("grpo_tiny", ["models.reward.rule=null", f"models.reward.function={tmp_path}/fns.py:ok"])
+    reward = ok.graph.models["reward"]
+    assert reward.functions[0].function == f"{tmp_path}/fns.py:ok" and reward.is_rule
+    assert ok.graph.call("reward_inf").inputs == ("seq",)  # the functions read every column themselves
+    for overrides, message in [
+        ([f"models.reward.function={tmp_path}/fns.py:ok"], "give only one of arch, config, rule, function"),
+        (["models.reward.rule=null", f"models.reward.function={tmp_path}/none.py:ok"],
+         "models.reward: reward function .*none.py:ok': file .* does not exist"),
+        (["models.reward.rule=null", f"models.reward.function={tmp_path}/fns.py:nope"], "has no 'nope'"),
+        (["models.reward.rule=null", f"models.reward.function={tmp_path}/fns.py:wants"],
+         "requires 'level', which the dataset does not give \\(its columns: answer\\)"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_experiment("grpo_tiny", overrides)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["train.eval_every=5"], "train.eval_every=5 needs a validation dataset; set data.eval_path"),
+    (["data.eval_path=x.jsonl"], "data.eval_path is set but train.eval_every is 0"),
+    (["data.overlong_prompts=cut"], "data.overlong_prompts: 'cut' is not one of drop, truncate"),
+    (["graph.reward.unfinished_scale=2"], "unfinished_scale must be in \\[0.0, 1.0\\]"),
+])
+def test_data_and_eval_settings_are_checked_at_load(overrides, message):
+    with pytest.raises((ConfigError, GraphError), match=message):
+        load_experiment("grpo_tiny", overrides)
