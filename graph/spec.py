@@ -292,7 +292,7 @@ class ModelSpec:
     """LoRA adapters (train only them, plus a value head); None trains every weight."""
     functions: tuple[RewardFunctionSpec, ...] = ()
     """Reward functions written by the user (weighted sum); set instead of an architecture or rule."""
-    timeout_s: float = 0.0
+    time_limit_s: float = 0.0
     """Longest a reward function may take on one batch, in seconds (0: no limit)."""
 
     def __post_init__(self) -> None:
@@ -303,8 +303,8 @@ class ModelSpec:
             )
         if self.is_rule and self.trainable:
             raise ValueError(f"model {self.role!r}: a rule-based reward cannot be trainable")
-        if self.timeout_s < 0:
-            raise ValueError(f"model {self.role!r}: timeout_s must be >= 0 (0: no limit), got {self.timeout_s}")
+        if self.time_limit_s < 0:
+            raise ValueError(f"model {self.role!r}: time_limit_s must be >= 0 (0: no limit), got {self.time_limit_s}")
         if self.lora is not None and not self.trainable:
             raise ValueError(f"model {self.role!r}: lora is set on a model that is not trainable; "
                              "set trainable: true or drop lora")

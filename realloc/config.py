@@ -85,7 +85,7 @@ class ModelConfig:
     """Your reward function, path/to/file.py:name or package.module:name, called as name(prompts, completions, **columns)."""
     functions: list[RewardFunctionConfig] = field(default_factory=list)
     """Several reward functions, each {function, weight}; the reward is their weighted sum, each logged as reward_NAME."""
-    timeout_s: float = 0.0
+    time_limit_s: float = 0.0
     """Longest one reward function may take on one batch, in seconds (0: no limit)."""
     init_from: str | None = None
     """Role whose initial weights this model copies, e.g. ref from actor."""

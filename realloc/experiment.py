@@ -304,7 +304,7 @@ def build_models(cfg: ExperimentConfig, exp_dir: Path) -> list[ModelSpec]:
         try:
             specs.append(ModelSpec(role=role, arch=arch, checkpoint=checkpoint, trainable=mc.trainable,
                                    value_head=mc.value_head, rule=mc.rule, init_from=mc.init_from,
-                                   lora=lora, functions=functions, timeout_s=float(mc.timeout_s)))
+                                   lora=lora, functions=functions, time_limit_s=float(mc.time_limit_s)))
         except ValueError as exc:
             raise ConfigError(f"models.{role}: {exc}") from None
     # `init_from` copies the source's initial weights: its checkpoint when it has one

@@ -118,7 +118,7 @@ class StepDispatcher:
                           seed=self.job.seed, step=it, total_steps=self.job.iterations,
                           micro_batches=layout.micro_batches, side_inputs=side_inputs(call, payloads),
                           reward_functions=self.reward_functions.get(call.model, ()),
-                          reward_timeout_s=model.timeout_s, rows=self.rows)
+                          reward_time_limit_s=model.time_limit_s, rows=self.rows)
         batch = assemble_inputs(call, payloads)
         start = time.perf_counter()
         result = run_interface(call.interface, engine, batch, call.args, ctx)

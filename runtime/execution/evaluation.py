@@ -59,7 +59,7 @@ def evaluate(*, graph: DataflowGraph, call: Call, engine: Any, records: Sequence
         seq = out if "answers" not in payloads else out.with_fields(
             seq_fields={"answer": _aligned(payloads["answers"], out.ids)})
         rctx = dataclasses.replace(ctx, rule=model.rule, reward_functions=reward_functions,
-                                   reward_timeout_s=model.timeout_s, rows=dict(zip(ids, chunk)))
+                                   reward_time_limit_s=model.time_limit_s, rows=dict(zip(ids, chunk)))
         scored = run_interface("rule_reward", None, seq, RuleRewardArgs(), rctx)
         rewards.extend(scored.seq_fields["rewards"].float().tolist())
         if "accuracy" in scored.seq_fields:

@@ -177,7 +177,7 @@ def function_rewards(batch: SeqBatch, ctx: CallContext, args: RuleRewardArgs | N
         rows.append(record.columns if record is not None else {})
     names = sorted({k for r in rows for k in r} - {"prompts", "completions"})
     columns = {k: [r.get(k) for r in rows] for k in names}
-    total, each = score_batch(ctx.reward_functions, prompts, completions, columns, timeout_s=ctx.reward_timeout_s)
+    total, each = score_batch(ctx.reward_functions, prompts, completions, columns, time_limit_s=ctx.reward_time_limit_s)
     if args is not None:
         total = [t + args.eos_bonus if ends_at_eos(batch, i, ctx) else t * args.unfinished_scale
                  for i, t in enumerate(total)]

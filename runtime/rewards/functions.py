@@ -154,8 +154,9 @@ def _time_limit(seconds: float, what: str) -> Iterator[None]:
         return
 
     def expire(signum: int, frame: Any) -> None:
-        raise RewardFunctionError(f"{what} took longer than timeout_s={seconds:g} s; make it faster or raise "
-                                  "models.reward.timeout_s")
+        # (no "timeout" in the message: the launcher takes such errors for a peer's collateral)
+        raise RewardFunctionError(f"{what} ran past its limit of {seconds:g} s per batch; make it faster or "
+                                  "raise models.reward.time_limit_s")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -198,12 +199,12 @@ def _failing_sample(lf: LoadedFunction, prompts: list[Any], completions: list[An
 
 
 def call_function(lf: LoadedFunction, prompts: list[Any], completions: list[Any],
-                  columns: Mapping[str, list[Any]], *, timeout_s: float = 0.0) -> list[float | None]:
+                  columns: Mapping[str, list[Any]], *, time_limit_s: float = 0.0) -> list[float | None]:
     """One function's scores of a batch; RewardFunctionError naming the function and the sample
     when it raises (the traceback goes to stderr, the worker's log) or returns a bad value."""
     ref = lf.spec.function
     try:
-        with _time_limit(timeout_s, f"reward function {ref!r} on a batch of {len(completions)} samples"):
+        with _time_limit(time_limit_s, f"reward function {ref!r} on a batch of {len(completions)} samples"):
             scores = lf.fn(**_kwargs(lf, prompts, completions, columns))
     except RewardFunctionError:
         raise
@@ -238,14 +239,14 @@ def call_function(lf: LoadedFunction, prompts: list[Any], completions: list[Any]
 
 
 def score_batch(functions: Sequence[LoadedFunction], prompts: list[Any], completions: list[Any],
-                columns: Mapping[str, list[Any]], *, timeout_s: float = 0.0
+                columns: Mapping[str, list[Any]], *, time_limit_s: float = 0.0
                 ) -> tuple[list[float], dict[str, list[float | None]]]:
     """Rewards of a batch (the weighted sum over functions; a None adds nothing) and each
     function's scores by its metric name."""
     total = [0.0] * len(completions)
     each: dict[str, list[float | None]] = {}
     for lf in functions:
-        scores = call_function(lf, prompts, completions, columns, timeout_s=timeout_s)
+        scores = call_function(lf, prompts, completions, columns, time_limit_s=time_limit_s)
         each[lf.metric] = scores
         for i, s in enumerate(scores):
             if s is not None:

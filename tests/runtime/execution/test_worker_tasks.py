@@ -54,7 +54,7 @@ def _experiment(tmp_path):
             functions:
               - {function: my_rewards.py:exact, weight: 1.0}
               - {function: my_rewards.py:short, weight: 0.5}
-            timeout_s: 30
+            time_limit_s: 30
         data:
           format: prompts
           path: train.parquet

@@ -138,9 +138,9 @@ def test_bad_return_values(rewards_file, name, message):
         call_function(fn, PROMPTS, COMPLETIONS, COLUMNS)
 
 
-def test_per_batch_timeout(rewards_file):
+def test_per_batch_time_limit(rewards_file):
     (fn,) = load_functions([_spec(rewards_file, "slow")], ["answer"])
     start = time.perf_counter()
-    with pytest.raises(RewardFunctionError, match="took longer than timeout_s=0.2 s"):
-        call_function(fn, PROMPTS, COMPLETIONS, COLUMNS, timeout_s=0.2)
+    with pytest.raises(RewardFunctionError, match="ran past its limit of 0.2 s per batch"):
+        call_function(fn, PROMPTS, COMPLETIONS, COLUMNS, time_limit_s=0.2)
     assert time.perf_counter() - start < 2
