@@ -155,6 +155,8 @@ class ClusterConfig:
     """Measured profile file (JSON); used instead of the preset when given."""
     port: int = 0
     """Rendezvous port of the workers; 0 picks a free one."""
+    collective_timeout_s: float = 120.0
+    """Longest a worker waits on a peer (a send, a gather) before the run fails; raise it when one iteration's call takes longer (real models on CPU)."""
 
 
 @dataclass

@@ -451,6 +451,8 @@ def _check_sections(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"cluster.device: {c.device!r} is not one of cpu, cuda")
     if c.nodes < 1 or c.devices_per_node < 1:
         raise ConfigError("cluster.nodes and cluster.devices_per_node must be >= 1")
+    if c.collective_timeout_s <= 0:
+        raise ConfigError(f"cluster.collective_timeout_s must be > 0 seconds, got {c.collective_timeout_s}")
     mode = cfg.plan.mode
     name = mode.split(":", 1)[1] if mode.startswith("heuristic:") else None
     if mode not in ("search", "manual", "file") and name is None:

@@ -193,7 +193,8 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
         torch.cuda.set_device(local_rank)
     set_worker_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     job = make_job(experiment, dict(plan.layouts))  # checks the config on every rank, before joining
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group(backend, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=cfg.cluster.collective_timeout_s))
     box: list[Any] = [None]
     if rank == 0:
         try:
@@ -230,6 +231,7 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
         )
     backend = "nccl" if cfg.cluster.device == "cuda" else "gloo"
     spec = LaunchSpec(nproc_per_node=cfg.cluster.devices_per_node, backend=backend, port=cfg.cluster.port,
+                      collective_timeout_s=cfg.cluster.collective_timeout_s,
                       log_dir=None)
     # what can fail before any work starts, does
     check_devices(spec)
