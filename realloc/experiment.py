@@ -503,15 +503,26 @@ def load_experiment(exp: str | None, overrides: list[str] | tuple[str, ...] = ()
     return experiment
 
 
+_NO_LOGPROBS = ("ppo_critic",)
+"""Train interfaces that read samples without recomputing their log-probs (no temperature)."""
+
+
 def _check_sampling_temperature(graph: DataflowGraph) -> None:
     """A policy update and the log-probs it compares against must use the temperature its samples
     were drawn at (logits / T); templates copy it, a custom graph must set it alike."""
     producers = {key: call for call in graph.calls for key in call.outputs}
     for call in graph.calls:
         gen = producers.get(call.inputs[0]) if call.inputs else None
-        if call.interface not in POLICY_INTERFACES or gen is None or gen.interface != "generate":
+        if call.kind is not CallKind.TRAIN or gen is None or gen.interface != "generate":
             continue
         want = 1.0 if gen.args.greedy else gen.args.temperature
+        if call.interface not in POLICY_INTERFACES:
+            if want != 1.0 and call.interface not in _NO_LOGPROBS:  # an update blind to the temperature
+                raise ConfigError(
+                    f"call {call.name!r} ({call.interface}) trains on samples drawn at temperature {want:g} but "
+                    "does not divide its logits by it; set graph.generate.temperature=1.0 or use ppo_actor, "
+                    "grpo_actor or remax_actor")
+            continue
         if call.args.temperature != want:
             raise ConfigError(
                 f"call {call.name!r} ({call.interface}) has temperature {call.args.temperature:g} but its "
