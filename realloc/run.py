@@ -217,6 +217,8 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
 def _is_user_error(message: str) -> bool:
     """Whether a worker's failure (`rank N failed: TYPE: text`) is a UserError subclass raised in
     the worker, e.g. a reward function that raised or a bad dataset row: exit 2, not 1."""
+    import runtime.data.records  # noqa: F401 - defines DataError (pure Python)
+    import runtime.rewards.functions  # noqa: F401 - defines RewardFunctionError (pure Python)
     from graph.errors import UserError
 
     names, todo = set(), [UserError]

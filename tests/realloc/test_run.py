@@ -106,7 +106,6 @@ def test_two_torchrun_agents_run_one_plan(tmp_path):
 
 def test_a_user_error_raised_in_a_worker_exits_2():
     from realloc.run import _is_user_error
-    from runtime.rewards.functions import RewardFunctionError  # noqa: F401 - a UserError subclass, imported
 
     assert _is_user_error("rank 0 failed: RewardFunctionError: reward function 'f.py:bad' raised ...")
     assert _is_user_error("rank 3 failed: DataError: data.path: row 2 ...")
