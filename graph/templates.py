@@ -146,9 +146,9 @@ def _reward_call(name: str, params: TemplateParams, models: Mapping[str, ModelSp
                     args=make_args("rule_reward", params.reward, where="graph.reward"),
                     inputs=(seq_key, "answers") if reward.rule is not None else (seq_key,),
                     outputs=(out_key,), batch_size=batch, micro_batches=1, **lengths)
-    if params.reward:
+    if params.reward and make_args("rule_reward", params.reward, where="graph.reward") != make_args("rule_reward", {}):
         raise GraphError(f"graph.reward sets {', '.join(sorted(params.reward))} of a rule or function reward, "
-                         "but models.reward is a reward model; remove graph.reward")
+                         "but models.reward is a reward model; remove graph.reward (or set its defaults)")
     return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="reward_model",
                 args=make_args("reward_model", {}), inputs=(seq_key,), outputs=(out_key,),
                 batch_size=batch, micro_batches=params.micro_batches, **lengths)
