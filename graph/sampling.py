@@ -28,6 +28,8 @@ class DynamicSampling:
     """The train call that asks for it."""
     rewards_key: str
     """The data key whose per-group equality drops a group."""
+    rewards_call: str
+    """The call producing it."""
     group_size: int
     """Sequences per group (per prompt)."""
     max_rounds: int
@@ -70,7 +72,7 @@ def dynamic_sampling(graph: DataflowGraph) -> DynamicSampling | None:
     bad = [n for n in calls if graph.call(n).kind is CallKind.TRAIN]
     if bad:
         raise GraphError(f"call {train.name!r}: dynamic sampling would rerun train calls {bad}")
-    return DynamicSampling(train_call=train.name, rewards_key=key, group_size=train.args.group_size,
+    return DynamicSampling(train_call=train.name, rewards_key=key, rewards_call=producer, group_size=train.args.group_size,
                            max_rounds=train.args.max_sampling_rounds,
                            expected_rounds=train.args.expected_sampling_rounds, calls=calls)
 
