@@ -134,8 +134,18 @@ class Resampler:
         """The keys filtered and joined across rounds (the dataset's and the sampling calls'
         outputs, ptx excepted); any other key passes through."""
 
+    def broadcast(self, rewards: Payload | None) -> Payload:
+        """The rewards of a round on every rank (a world collective from `rewards_rank`)."""
+        box: list[object] = [rewards]
+        dist.broadcast_object_list(box, src=self.rewards_rank)
+        return box[0]  # type: ignore[return-value]
+
     def run(self, steps: Sequence[Step], payloads: dict[str, Payload], log: IterationLog,
-            run_step: RunStep, round_payloads: RoundPayloads) -> dict[str, Payload]:
+            run_step: RunStep, round_payloads: RoundPayloads,
+            share: Callable[[Payload | None], Payload] | None = None) -> dict[str, Payload]:
+        """The iteration's payloads after the rounds: `steps` are this rank's sampling steps,
+        `payloads` round 0's; `share` (default `broadcast`) gives every rank a round's rewards."""
+        share = share or self.broadcast
         spec, n = self.spec, self.spec.group_size
         first = [s for s in steps if s.kind is not StepKind.FREE]
         again = [s for s in steps if s.kind in (StepKind.SEND, StepKind.RUN)]
@@ -149,9 +159,7 @@ class Resampler:
                                                **round_payloads(r)}
             for step in first if r == 0 else again:
                 run_step(step, current)
-            box: list[object] = [current.get(spec.rewards_key)]
-            dist.broadcast_object_list(box, src=self.rewards_rank)
-            rewards = box[0]
+            rewards = share(current.get(spec.rewards_key))
             assert isinstance(rewards, Field), "bug: the rewards key holds no field"
             varied = varied_groups(rewards.values, n)
             rounds.append((group_ids(rewards, n), varied))
