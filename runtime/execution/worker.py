@@ -45,6 +45,9 @@ from runtime.execution.metrics import IterationLog, MetricsReporter
 from runtime.execution.program import compile_iteration, rank_program
 from runtime.execution.sampling import Resampler, split_program
 
+REFILL_IDS = 1 << 40
+"""First prompt id of dynamic sampling's refill rounds: above any iteration's own ids."""
+
 
 class Worker:
     """One rank's executor."""
@@ -117,11 +120,11 @@ class Worker:
 
     def _refill_payloads(self, it: int, r: int, size: int) -> dict[str, Payload]:
         """Dataset payloads of refill round r >= 1 of iteration `it` (dynamic sampling): records
-        from a stream of their own, with prompt ids above every iteration's own."""
+        from a stream of their own, with prompt ids from REFILL_IDS up."""
         assert self.resampler is not None
         rounds = self.resampler.spec.max_rounds
         indices = batch_at(len(self.records), size, self.job.data.seed + 7919 * r, it)
-        base = (self.job.iterations + it * (rounds - 1) + (r - 1)) * size
+        base = REFILL_IDS + (it * (rounds - 1) + (r - 1)) * size  # fixed: a resumed run draws alike
         return dict(dataset_payloads(self.job.data.format, [self.records[i] for i in indices],
                                      [base + j for j in range(size)], self.tok))
 
