@@ -72,6 +72,10 @@ def dynamic_sampling(graph: DataflowGraph) -> DynamicSampling | None:
     bad = [n for n in calls if graph.call(n).kind is CallKind.TRAIN]
     if bad:
         raise GraphError(f"call {train.name!r}: dynamic sampling would rerun train calls {bad}")
+    first = tuple(c.name for c in graph.calls[:len(calls)])
+    if first != calls:
+        raise GraphError(f"call {train.name!r}: dynamic sampling reruns {list(calls)} in rounds before the other "
+                         f"calls: declare them first (the order is now {[c.name for c in graph.calls]})")
     return DynamicSampling(train_call=train.name, rewards_key=key, rewards_call=producer, group_size=train.args.group_size,
                            max_rounds=train.args.max_sampling_rounds,
                            expected_rounds=train.args.expected_sampling_rounds, calls=calls)

@@ -15,8 +15,9 @@ are freed after the last round. Prompt ids of later rounds come from a range of 
 so sample ids stay unique and the sampling draws differ.
 
 Logged per iteration under `dynamic_sampling/`: rounds, groups_kept (varied groups
-trained on), groups_dropped, groups_topped_up; the reward call's `reward` is the mean over
-every round's responses.
+trained on), groups_dropped, groups_topped_up; the sampling calls report their total time
+and the mean of their statistics over the rounds (`IterationLog.record_call`), so the
+reward call's `reward` is the mean over every round's responses.
 """
 
 from __future__ import annotations
@@ -152,7 +153,6 @@ class Resampler:
         frees = [s for s in steps if s.kind is StepKind.FREE]
         seen: list[dict[str, Payload]] = []
         rounds: list[tuple[list[int], torch.Tensor]] = []
-        all_rewards: list[torch.Tensor] = []
         kept = 0
         for r in range(spec.max_rounds):
             current = payloads if r == 0 else {**{k: v for k, v in payloads.items() if k not in self.keys},
@@ -163,7 +163,6 @@ class Resampler:
             assert isinstance(rewards, Field), "bug: the rewards key holds no field"
             varied = varied_groups(rewards.values, n)
             rounds.append((group_ids(rewards, n), varied))
-            all_rewards.append(rewards.values.double().flatten())
             seen.append(current)
             kept += int(varied.sum())
             if kept >= self.num_prompts:
@@ -177,9 +176,6 @@ class Resampler:
                      for rnd, ids in zip(seen, chosen.per_round) if key in rnd]
             if parts:
                 out[key] = concat_payloads(parts)
-        producer = spec.rewards_call
-        if producer in log.rewards:
-            log.rewards[producer] = float(torch.cat(all_rewards).mean())
         log.stats["dynamic_sampling"] = {"rounds": float(chosen.rounds), "groups_kept": float(chosen.kept),
                                          "groups_dropped": float(chosen.dropped),
                                          "groups_topped_up": float(chosen.topped_up)}

@@ -43,3 +43,13 @@ def test_rewards_from_the_dataset_cannot_be_resampled():
     bad = DataflowGraph(models=list(MODELS.values()), calls=calls, dataset_keys=dataset_keys("prompts_with_answers"))
     with pytest.raises(GraphError, match="the dataset provides them"):
         dynamic_sampling(bad)
+
+
+def test_the_rerun_calls_must_come_first():
+    g = _graph("dapo")
+    calls = list(g.calls)
+    reordered = [calls[2], calls[0], calls[1], calls[3]]  # ref_inf declared before the generation
+    bad = DataflowGraph(models=list(MODELS.values()), calls=reordered,
+                        dataset_keys=dataset_keys("prompts_with_answers"))
+    with pytest.raises(GraphError, match="declare them first"):
+        dynamic_sampling(bad)

@@ -62,7 +62,6 @@ def _resample(varied, max_rounds: int):
     resampler = Resampler(_spec(max_rounds), rewards_rank=0, num_prompts=B,
                           keys=frozenset({"prompts", "answers", "seq", "old_logp", "rewards"}))
     log = IterationLog()
-    log.rewards["reward_inf"] = -1.0  # this rank records the reward call
 
     def fresh(r: int) -> dict[str, Payload]:
         return _prompts([100 * r + j for j in range(B)])
@@ -88,8 +87,6 @@ def test_groups_with_equal_rewards_are_dropped_and_the_batch_refilled():
     # the replica is reallocated once, freed once after the last round
     assert calls.log == ["realloc actor_gen", "run actor_gen", "run reward_inf",
                          "run actor_gen", "run reward_inf", "run actor_gen", "run reward_inf", "free actor_gen"]
-    # the logged reward is the mean over all 36 responses: 5 varied groups of mean 0.5, 4 of 1
-    assert log.rewards["reward_inf"] == pytest.approx((5 * 0.5 + 4 * 1.0) / 9)
 
 
 def test_a_batch_still_short_after_the_last_round_is_topped_up_with_dropped_groups():
@@ -123,3 +120,19 @@ def test_sampling_calls_must_come_first():
         split_program(steps, ("actor_gen", "reward_inf"))
     sampling, rest = split_program((*STEPS, Step(StepKind.RUN, "actor_train", (0,))), ("actor_gen", "reward_inf"))
     assert sampling == STEPS and [s.call for s in rest] == ["actor_train"]
+
+
+def test_a_call_run_in_rounds_logs_its_total_time_and_mean_statistics():
+    from graph.catalog import make_args
+    from graph.spec import Call, CallKind
+
+    call = Call(name="reward_inf", model="reward", kind=CallKind.INFERENCE, interface="rule_reward",
+                args=make_args("rule_reward", {}), inputs=("seq", "answers"), outputs=("rewards",))
+    log = IterationLog()
+    for elapsed, values in ((0.5, [1.0, 0.0, 0.0, 0.0]), (0.25, [1.0, 1.0, 1.0, 0.0])):
+        seq = SeqBatch.from_lists([[1, 2]] * 4, [1] * 4, ids=[0, 1, 2, 3])
+        result = seq.with_fields(seq_fields={"accuracy": torch.tensor(values)})
+        log.record_call(call, result, elapsed, {"rewards": Field(False, torch.tensor(values), seq.ids)})
+    assert log.call_time_s["reward_inf"] == 0.75 and log.runs["reward_inf"] == 2
+    assert log.rewards["reward_inf"] == pytest.approx(0.5)  # (0.25 + 0.75) / 2
+    assert log.stats["reward_inf"] == {"accuracy": pytest.approx(0.5)}
