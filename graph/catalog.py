@@ -425,10 +425,13 @@ LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_no
 """pg_actor's loss aggregations (runtime.interfaces.pg_math.aggregate)."""
 
 
-@interface("pg_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards"))
+@interface("pg_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "rewards", "ref_logprobs"), required=3)
 @dataclass(frozen=True, kw_only=True)
 class PGActorArgs(OptimArgs):
-    """Critic-free policy gradient: RLOO, REINFORCE++, GSPO, Dr. GRPO, DAPO (by options)."""
+    """Critic-free policy gradient: RLOO, REINFORCE++, GSPO, Dr. GRPO, DAPO (by options).
+
+    The reference's log-probs (4th input) are needed only with kl_coef > 0.
+    """
 
     group_size: int = 1
     """Responses per prompt (consecutive sequences); 1 only for reinforce_pp."""

@@ -324,7 +324,8 @@ PG_PRESETS: dict[str, dict[str, Any]] = {
              "kl_coef": 0.0, "dynamic_sampling": True},
 }
 """The pg_actor arguments each template presets; graph.train overrides any of them.
-Sources: runtime.interfaces.pg_math and the README's algorithm table."""
+Sources: runtime.interfaces.pg_math and the README's algorithm table. A template whose KL
+coefficient is 0 has no reference call (models.ref is then not needed)."""
 
 
 def _pg_template(name: str, params: TemplateParams, models: Mapping[str, ModelSpec], *,
@@ -341,14 +342,28 @@ def _pg_template(name: str, params: TemplateParams, models: Mapping[str, ModelSp
             raise GraphError(f"graph.train.{key}={values[key]} disagrees with the template's {want} "
                              f"(graph.group_size / graph.generate.max_new_tokens); set it there only")
         values[key] = want
-    actor = _train("actor_train", "actor", "pg_actor", values, "graph.train", params,
-                   ("seq", "old_logp", "ref_logp", "rewards"), n, lengths)
+    # without a KL term the reference is never read: no reference call (DAPO, GSPO, Dr. GRPO)
+    kl = make_args("pg_actor", values, where="graph.train").kl_coef > 0
+    if kl and "ref" not in models:
+        raise GraphError(f"template {name!r} with graph.train.kl_coef > 0 needs a reference model; define "
+                         "models.ref (e.g. init_from: actor) or set graph.train.kl_coef=0")
+    inputs = ("seq", "old_logp", "rewards", *(("ref_logp",) if kl else ()))
+    actor = _train("actor_train", "actor", "pg_actor", values, "graph.train", params, inputs, n, lengths)
+    ref = (_infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),) if kl else ()
     return (
         _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
-        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
+        *ref,
         actor,
     )
+
+
+def check_pg_calls(calls: tuple[Call, ...] | list[Call]) -> None:
+    """A pg_actor with a KL term reads the reference's log-probs (its 4th input)."""
+    for call in calls:
+        if call.interface == "pg_actor" and call.args.kl_coef > 0 and len(call.inputs) < 4:
+            raise GraphError(f"call {call.name!r}: kl_coef={call.args.kl_coef} needs the reference's log-probs "
+                             "as 4th input (seq, old_logp, rewards, ref_logp); add them or set kl_coef=0")
 
 
 @template("rloo", roles=("actor", "ref", "reward"))
@@ -363,19 +378,19 @@ def reinforce_pp(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tup
     return _pg_template("reinforce_pp", params, models, min_group=1)
 
 
-@template("gspo", roles=("actor", "ref", "reward"))
+@template("gspo", roles=("actor", "reward"))
 def gspo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
     """GSPO (Zheng et al. 2025): length-normalised sequence importance ratio, clipped per sequence."""
     return _pg_template("gspo", params, models, min_group=2)
 
 
-@template("dr_grpo", roles=("actor", "ref", "reward"))
+@template("dr_grpo", roles=("actor", "reward"))
 def dr_grpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
     """Dr. GRPO (Liu et al. 2025): no length and no std normalisation."""
     return _pg_template("dr_grpo", params, models, min_group=2)
 
 
-@template("dapo", roles=("actor", "ref", "reward"))
+@template("dapo", roles=("actor", "reward"))
 def dapo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
     """DAPO (Yu et al. 2025): clip-higher, token-level loss, overlong shaping, dynamic sampling."""
     return _pg_template("dapo", params, models, min_group=2)

@@ -22,7 +22,13 @@ from graph.dataset_keys import PTX_KEY, dataset_keys
 from graph.errors import UserError
 from graph.sampling import dynamic_sampling
 from graph.spec import Call, CallKind, LoraSpec, ModelArch, ModelSpec
-from graph.templates import TemplateParams, build_template, check_ppo_calls
+from graph.templates import (
+    PG_PRESETS,
+    TemplateParams,
+    build_template,
+    check_pg_calls,
+    check_ppo_calls,
+)
 from planner import known_heuristics
 from realloc import schema
 from realloc.config import ArchConfig, ExperimentConfig, ModelConfig
@@ -336,7 +342,10 @@ def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
             train=g.train, critic_train=g.critic_train, ptx=ptx is not None,
         )
         calls = list(build_template(g.template, params, by_role))
+        if g.template in PG_PRESETS:  # no reference call without a KL term: drop an unused ref
+            models = [m for m in models if m.role != "ref" or any(c.model == "ref" for c in calls)]
     check_ppo_calls(calls, frozenset(keys))
+    check_pg_calls(calls)
     graph = DataflowGraph(models=models, calls=calls, dataset_keys=keys)
     dynamic_sampling(graph)  # a graph that cannot resample fails here, before planning
     return graph

@@ -60,11 +60,12 @@ def pg_advantages(batch: SeqBatch, args: PGActorArgs) -> tuple[SeqBatch, dict[st
     rewards, stats = shaped_rewards(batch, args)
     if args.advantage == "reinforce_pp":
         old = _field(batch, "logprobs", "pg_actor")
-        ref = _field(batch, "ref_logprobs", "pg_actor")
         coef = args.kl_coef if args.kl_in_reward else 0.0
+        ref = _field(batch, "ref_logprobs", "pg_actor") if coef else old
         adv = pg_math.reinforce_pp_advantages(rewards, old, ref, mask, kl_coef=coef,
                                               group_size=args.group_size)
-        stats["ref_kl"] = rl_math.sequence_kl(old, ref, mask)
+        if coef:
+            stats["ref_kl"] = rl_math.sequence_kl(old, ref, mask)
     else:
         if args.advantage == "rloo":
             seq_adv = pg_math.rloo_advantages(rewards, args.group_size)

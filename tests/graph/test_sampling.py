@@ -24,7 +24,9 @@ def _graph(name, **train):
 def test_dapo_reruns_generation_and_reward():
     ds = dynamic_sampling(_graph("dapo", max_sampling_rounds=5, expected_sampling_rounds=2.5))
     assert ds is not None
-    assert ds.calls == ("actor_gen", "reward_inf")  # not the reference, which runs once on the kept batch
+    assert ds.calls == ("actor_gen", "reward_inf")
+    # with a KL term, not the reference either: it runs once, on the kept batch
+    assert dynamic_sampling(_graph("dapo", kl_coef=0.01)).calls == ("actor_gen", "reward_inf")
     assert (ds.rewards_key, ds.rewards_call, ds.group_size, ds.max_rounds) == ("rewards", "reward_inf", 4, 5)
     assert expected_runs(_graph("dapo", expected_sampling_rounds=2.5)) == {"actor_gen": 2.5, "reward_inf": 2.5}
 
@@ -39,14 +41,14 @@ def test_rewards_from_the_dataset_cannot_be_resampled():
     g = _graph("dapo")
     train = g.call("actor_train")
     calls = [c for c in g.calls if c.name != "reward_inf"]
-    calls[-1] = dataclasses.replace(train, inputs=("seq", "old_logp", "ref_logp", "answers"))
+    calls[-1] = dataclasses.replace(train, inputs=("seq", "old_logp", "answers"))
     bad = DataflowGraph(models=list(MODELS.values()), calls=calls, dataset_keys=dataset_keys("prompts_with_answers"))
     with pytest.raises(GraphError, match="the dataset provides them"):
         dynamic_sampling(bad)
 
 
 def test_the_rerun_calls_must_come_first():
-    g = _graph("dapo")
+    g = _graph("dapo", kl_coef=0.01)  # with a reference call
     calls = list(g.calls)
     reordered = [calls[2], calls[0], calls[1], calls[3]]  # ref_inf declared before the generation
     bad = DataflowGraph(models=list(MODELS.values()), calls=reordered,

@@ -169,10 +169,12 @@ def test_check_ppo_calls_for_custom_graphs():
 ])
 def test_policy_gradient_templates_preset_pg_actor(name, want):
     g = build(name, RULE, "prompts_with_answers", group_size=4, generate={"max_new_tokens": 6})
+    kl = name in ("rloo", "reinforce_pp")  # the others have no KL term and so no reference call
     assert shape(g) == [("actor_gen", "actor", "generate", "generate", 8),
                         ("reward_inf", "reward", "inference", "rule_reward", 32),
-                        ("ref_inf", "ref", "inference", "logprobs", 32),
+                        *([("ref_inf", "ref", "inference", "logprobs", 32)] if kl else []),
                         ("actor_train", "actor", "train", "pg_actor", 32)]
+    assert g.call("actor_train").inputs == ("seq", "old_logp", "rewards", *(("ref_logp",) if kl else ()))
     args = g.call("actor_train").args
     assert args.group_size == 4 and args.max_response_len == 6
     for key, value in want.items():
@@ -192,3 +194,24 @@ def test_policy_gradient_templates_take_overrides_and_refuse_conflicts():
               train={"overlong_buffer": 7})
     # REINFORCE++ runs with one response per prompt
     assert build("reinforce_pp", RULE, "prompts_with_answers").call("actor_train").args.group_size == 1
+    # a KL term brings the reference call back, and needs the reference model
+    g = build("dapo", RULE, "prompts_with_answers", group_size=4, train={"kl_coef": 0.01})
+    assert [c.name for c in g.calls] == ["actor_gen", "reward_inf", "ref_inf", "actor_train"]
+    no_ref = {k: v for k, v in RULE.items() if k != "ref"}
+    assert len(build("gspo", no_ref, "prompts_with_answers", group_size=4).calls) == 3
+    with pytest.raises(GraphError, match="missing: ref"):
+        build("rloo", no_ref, "prompts_with_answers", group_size=4)
+    with pytest.raises(GraphError, match="kl_coef > 0 needs a reference model; define models.ref"):
+        build("dapo", no_ref, "prompts_with_answers", group_size=4, train={"kl_coef": 0.01})
+
+
+def test_a_custom_pg_actor_with_a_kl_term_needs_the_reference():
+    from graph.catalog import make_args
+    from graph.spec import Call
+    from graph.templates import check_pg_calls
+
+    call = Call(name="t", model="actor", kind=CallKind.TRAIN, interface="pg_actor",
+                args=make_args("pg_actor", {"group_size": 2, "kl_coef": 0.1}), inputs=("seq", "logp", "rewards"))
+    with pytest.raises(GraphError, match="needs the reference's log-probs as 4th input"):
+        check_pg_calls([call])
+    check_pg_calls([dataclasses.replace(call, inputs=("seq", "logp", "rewards", "ref_logp"))])
