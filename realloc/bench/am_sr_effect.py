@@ -1,6 +1,8 @@
 """Reproduces the README's "Advantage Model and Selective Rehearsal: the effect" numbers.
 
-    python -m realloc.bench.am_sr_effect --out runs/am_sr_effect   # or experiments/bench/am_sr_effect.py [--seeds 1 2] [--ppo-iterations 200]
+    python -m realloc.bench.am_sr_effect --out runs/am_sr_effect [--seeds 1 2] [--ppo-iterations 200]
+
+(`python experiments/bench/am_sr_effect.py ...` in a source checkout).
 
 Tiny models on the char-level arithmetic task, three skills: addition, subtraction and
 multiplication (one-digit answers). Per seed:
