@@ -325,3 +325,72 @@ def dpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, 
         _train("actor_train", "actor", "dpo", params.train, "graph.train", params,
                ("pairs", "ref_logp"), n, lengths),
     )
+
+
+# --------------------------------------------------------------------------- policy-gradient family
+
+PG_PRESETS: dict[str, dict[str, Any]] = {
+    "rloo": {"advantage": "rloo", "kl_in_reward": True, "kl_coef": 0.05, "loss_agg": "seq_mean_token_mean"},
+    "reinforce_pp": {"advantage": "reinforce_pp", "kl_in_reward": True, "kl_coef": 0.01, "loss_agg": "token_mean"},
+    "gspo": {"advantage": "grpo", "ratio": "sequence", "loss_agg": "seq_mean_token_mean",
+             "eps_low": 3e-4, "eps_high": 4e-4, "kl_coef": 0.0},
+    "dr_grpo": {"advantage": "group_mean", "loss_agg": "seq_mean_token_sum_norm", "kl_coef": 0.0},
+    "dapo": {"advantage": "grpo", "loss_agg": "token_mean", "eps_low": 0.2, "eps_high": 0.28,
+             "kl_coef": 0.0, "dynamic_sampling": True},
+}
+"""The pg_actor arguments each template presets; graph.train overrides any of them.
+Sources: runtime.interfaces.pg_math and the README's algorithm table."""
+
+
+def _pg_template(name: str, params: TemplateParams, models: Mapping[str, ModelSpec], *,
+                 min_group: int) -> tuple[Call, ...]:
+    if params.group_size < min_group:
+        raise GraphError(f"template {name!r} needs graph.group_size >= {min_group} responses per prompt, "
+                         f"got {params.group_size}")
+    gen = _generate_args(params)
+    lengths = _lengths(params, gen)
+    n = params.batch_size * params.group_size
+    values = {**PG_PRESETS[name], **params.train}
+    for key, want in (("group_size", params.group_size), ("max_response_len", gen.max_new_tokens)):
+        if values.get(key, want) != want:
+            raise GraphError(f"graph.train.{key}={values[key]} disagrees with the template's {want} "
+                             f"(graph.group_size / graph.generate.max_new_tokens); set it there only")
+        values[key] = want
+    actor = _train("actor_train", "actor", "pg_actor", values, "graph.train", params,
+                   ("seq", "old_logp", "ref_logp", "rewards"), n, lengths)
+    return (
+        _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
+        _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
+        actor,
+    )
+
+
+@template("rloo", roles=("actor", "ref", "reward"))
+def rloo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """RLOO (Ahmadian et al. 2024): leave-one-out baseline per group, KL in the reward."""
+    return _pg_template("rloo", params, models, min_group=2)
+
+
+@template("reinforce_pp", roles=("actor", "ref", "reward"))
+def reinforce_pp(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """REINFORCE++ (Hu 2025): token-level KL in the reward, global batch advantage normalisation."""
+    return _pg_template("reinforce_pp", params, models, min_group=1)
+
+
+@template("gspo", roles=("actor", "ref", "reward"))
+def gspo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """GSPO (Zheng et al. 2025): length-normalised sequence importance ratio, clipped per sequence."""
+    return _pg_template("gspo", params, models, min_group=2)
+
+
+@template("dr_grpo", roles=("actor", "ref", "reward"))
+def dr_grpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """Dr. GRPO (Liu et al. 2025): no length and no std normalisation."""
+    return _pg_template("dr_grpo", params, models, min_group=2)
+
+
+@template("dapo", roles=("actor", "ref", "reward"))
+def dapo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """DAPO (Yu et al. 2025): clip-higher, token-level loss, overlong shaping, dynamic sampling."""
+    return _pg_template("dapo", params, models, min_group=2)

@@ -183,9 +183,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in known_experiments():
             print(name)
     elif args.what == "templates":
+        width = max(len(name) for name in known_templates())
         for name in known_templates():
             info = get_template(name)
-            print(f"{name:<8} models: {', '.join(info.roles):<28} {info.doc}")
+            print(f"{name:<{width}} models: {', '.join(info.roles):<28} {info.doc}")
     else:
         for name in known_interfaces():
             info = get_interface(name)

@@ -20,6 +20,7 @@ from graph.catalog import get_interface, make_args
 from graph.dataflow import DataflowGraph
 from graph.dataset_keys import PTX_KEY, dataset_keys
 from graph.errors import UserError
+from graph.sampling import dynamic_sampling
 from graph.spec import Call, CallKind, LoraSpec, ModelArch, ModelSpec
 from graph.templates import TemplateParams, build_template, check_ppo_calls
 from planner import known_heuristics
@@ -337,7 +338,9 @@ def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
         )
         calls = list(build_template(g.template, params, by_role))
     check_ppo_calls(calls, frozenset(keys))
-    return DataflowGraph(models=models, calls=calls, dataset_keys=keys)
+    graph = DataflowGraph(models=models, calls=calls, dataset_keys=keys)
+    dynamic_sampling(graph)  # a graph that cannot resample fails here, before planning
+    return graph
 
 
 def check_data(cfg: ExperimentConfig, graph: DataflowGraph) -> None:

@@ -253,8 +253,28 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
         head, tail = rewards[: max(1, len(rewards) // 5)], rewards[-max(1, len(rewards) // 5):]
         console.print(f"mean reward: first {len(head)} iterations {sum(head) / len(head):.3f}, "
                       f"last {len(tail)} iterations {sum(tail) / len(tail):.3f}")
+    line = sampling_rounds_line(experiment.graph, records)
+    if line:
+        console.print(line, markup=False)
     from realloc.estimate_check import report_estimates
 
     report_estimates(experiment, plan, records, run.root, echo=lambda line: console.print(line, markup=False))
     console.print(f"done: {len(records)} iterations; metrics {run.metrics}, curves {run.curves}")
     return 0
+
+
+def sampling_rounds_line(graph: Any, records: list[dict[str, Any]]) -> str:
+    """Dynamic sampling's measured generation rounds per iteration against the planner's
+    expectation, with the setting that prices the next run by this one ('' without it)."""
+    from graph.sampling import dynamic_sampling
+
+    spec = dynamic_sampling(graph)
+    rounds = [r["dynamic_sampling/rounds"] for r in records if "dynamic_sampling/rounds" in r]
+    if spec is None or not rounds:
+        return ""
+    mean = sum(rounds) / len(rounds)
+    topped = sum(r.get("dynamic_sampling/groups_topped_up", 0.0) for r in records)
+    return (f"dynamic sampling: {mean:.2f} generation rounds per iteration (the plan priced "
+            f"{spec.expected_rounds:g}; set graph.train.expected_sampling_rounds={min(mean, spec.max_rounds):.2f} "
+            f"to price the next run by this one); {topped:g} groups topped up after "
+            f"{spec.max_rounds} rounds")

@@ -37,7 +37,8 @@ class IterationLog:
 
     def record_call(self, call: Call, result: Any, elapsed: float, payloads: Mapping[str, Payload]) -> None:
         """Note a call's time, its statistics and the rewards / response lengths it produced."""
-        self.call_time_s[call.name] = elapsed
+        # a call run several times an iteration (dynamic sampling's rounds) adds up
+        self.call_time_s[call.name] = self.call_time_s.get(call.name, 0.0) + elapsed
         if isinstance(result, dict):
             self.stats[call.name] = {k: float(v) for k, v in result.items()}
         elif "accuracy" in getattr(result, "seq_fields", {}):  # a rule's exact-match rate

@@ -13,7 +13,7 @@ def test_catalog_kinds():
     assert get_interface("values").kind is CallKind.INFERENCE
     assert get_interface("dpo").kind is CallKind.TRAIN
     assert not get_interface("rule_reward").needs_weights
-    assert len(known_interfaces()) == 14
+    assert len(known_interfaces()) == 15
 
 
 def test_unknown_interface_lists_known():

@@ -33,7 +33,8 @@ def shape(g):
 
 
 def test_known_templates():
-    assert known_templates() == ("am", "dpo", "grpo", "ppo", "remax", "rm", "sft")
+    assert known_templates() == ("am", "dapo", "dpo", "dr_grpo", "grpo", "gspo", "ppo", "reinforce_pp",
+                                 "remax", "rloo", "rm", "sft")
 
 
 def test_ppo_with_reward_model():
@@ -105,7 +106,7 @@ def test_sft_rm_dpo():
 
 
 def test_template_errors():
-    with pytest.raises(GraphError, match="unknown template 'ppp' \\(did you mean 'ppo'\\?\\); known: am, dpo, grpo"):
+    with pytest.raises(GraphError, match="unknown template 'ppp' \\(did you mean 'ppo'\\?\\); known: am, dapo, dpo, dr_grpo, grpo"):
         build("ppp", MODELS, "prompts")
     with pytest.raises(GraphError, match="template 'ppo' needs models actor, critic, ref, reward; missing: critic"):
         build("ppo", {k: v for k, v in MODELS.items() if k != "critic"}, "prompts")
@@ -170,3 +171,38 @@ def test_advantage_model_template_and_reward_form():
     assert g.call("reward_inf").interface == "rule_reward"  # a rule has no advantage form
     with pytest.raises(GraphError, match="graph.reward_form must be reward or advantage"):
         build("ppo", MODELS, "prompts", generate={"max_new_tokens": 20}, reward_form="adv")
+
+
+@pytest.mark.parametrize("name,want", [
+    ("rloo", {"advantage": "rloo", "kl_in_reward": True, "loss_agg": "seq_mean_token_mean"}),
+    ("reinforce_pp", {"advantage": "reinforce_pp", "kl_in_reward": True, "loss_agg": "token_mean"}),
+    ("gspo", {"advantage": "grpo", "ratio": "sequence", "eps_low": 3e-4, "eps_high": 4e-4}),
+    ("dr_grpo", {"advantage": "group_mean", "loss_agg": "seq_mean_token_sum_norm", "max_response_len": 6}),
+    ("dapo", {"eps_low": 0.2, "eps_high": 0.28, "loss_agg": "token_mean", "dynamic_sampling": True,
+              "kl_coef": 0.0}),
+])
+def test_policy_gradient_templates_preset_pg_actor(name, want):
+    g = build(name, RULE, "prompts_with_answers", group_size=4, generate={"max_new_tokens": 6})
+    assert shape(g) == [("actor_gen", "actor", "generate", "generate", 8),
+                        ("reward_inf", "reward", "inference", "rule_reward", 32),
+                        ("ref_inf", "ref", "inference", "logprobs", 32),
+                        ("actor_train", "actor", "train", "pg_actor", 32)]
+    args = g.call("actor_train").args
+    assert args.group_size == 4 and args.max_response_len == 6
+    for key, value in want.items():
+        assert getattr(args, key) == value, key
+
+
+def test_policy_gradient_templates_take_overrides_and_refuse_conflicts():
+    g = build("dapo", RULE, "prompts_with_answers", group_size=4, generate={"max_new_tokens": 6},
+              train={"eps_high": 0.3, "overlong_buffer": 2})
+    assert g.call("actor_train").args.eps_high == 0.3 and g.call("actor_train").args.overlong_buffer == 2
+    with pytest.raises(GraphError, match="graph.train.group_size=2 disagrees"):
+        build("rloo", RULE, "prompts_with_answers", group_size=4, train={"group_size": 2})
+    with pytest.raises(GraphError, match="needs graph.group_size >= 2"):
+        build("gspo", RULE, "prompts_with_answers", group_size=1)
+    with pytest.raises(GraphError, match="overlong_buffer"):
+        build("dapo", RULE, "prompts_with_answers", group_size=4, generate={"max_new_tokens": 6},
+              train={"overlong_buffer": 7})
+    # REINFORCE++ runs with one response per prompt
+    assert build("reinforce_pp", RULE, "prompts_with_answers").call("actor_train").args.group_size == 1

@@ -73,9 +73,10 @@ def test_validate_graph_keys_list(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "keys", "plan")
     assert code == 0 and "plan.mode = 'search'" in out
     code, out, _ = run_cli(capsys, "list", "templates")
-    assert code == 0 and out.splitlines()[0].startswith("dpo")
+    assert code == 0 and out.splitlines()[0].startswith("dapo ")
+    assert {"rloo", "reinforce_pp", "gspo", "dr_grpo", "dapo"} <= {line.split()[0] for line in out.splitlines()}
     code, out, _ = run_cli(capsys, "list", "interfaces")
-    assert code == 0 and len(out.splitlines()) == 12
+    assert code == 0 and len(out.splitlines()) == 13 and any(line.startswith("pg_actor ") for line in out.splitlines())
 
 
 def test_plan_prints_layouts_estimates_and_baselines(capsys, tmp_path):
