@@ -8,8 +8,10 @@ searches a plan with the analytic cost model and prints the estimated seconds pe
 iteration and tokens per second (prompt + response tokens of every sequence, per
 iteration), twice: with the GPU presets as they were before this work (GEMM efficiency
 0.65 A100 / 0.55 H100, decode at 80% of HBM bandwidth, no per-call, per-micro-batch or
-per-decode-step costs) and with today's (docs/gpu-presets.md). The published measured
-throughput is validation only and lives in the doc, never here.
+per-decode-step costs) and with today's (docs/gpu-presets.md); settings whose published GPU
+is unsure are also estimated on the presets in `also_on`. The published measured
+throughput is validation only and lives in the doc, never here; `real_flops_per_iteration`
+is ReaL's FLOP count, which the doc uses to turn ReaL's PetaFLOP/s figure into seconds.
 """
 
 from __future__ import annotations
