@@ -72,6 +72,9 @@ SETTINGS = (
     # "the largest that fits, at most 1024 pairs" and not stated per row, so 256 here (see the doc).
     Setting(name="DeepSpeed-Chat, OPT-13B + 350M, 8 A100-80G", system="DeepSpeed-Chat", actor="opt-13b",
             critic="opt-350m", gpus=8, hardware="a100-80g", batch=256, prompt_len=256, response_len=256),
+    # The same table, 64 x A100-80G: 1.25 h; at 64 GPUs the 1024-pair cap is 16 per GPU.
+    Setting(name="DeepSpeed-Chat, OPT-13B + 350M, 64 A100-80G", system="DeepSpeed-Chat", actor="opt-13b",
+            critic="opt-350m", gpus=64, hardware="a100-80g", batch=1024, prompt_len=256, response_len=256),
     # OpenRLHF README "Performance" table: 1024 prompts, 1 PPO epoch, 16 A800-80GB (a100-80g is the nearest
     # preset); lengths from the repository's 7B Ray PPO script of the time (max 1024 + 1024).
     Setting(name="OpenRLHF, LLaMA-2 7B + 7B, 16 A100-80G", system="OpenRLHF", actor="llama2-7b",
