@@ -208,6 +208,12 @@ class RewardModelArgs:
     """Sequence rewards from a reward model's value head at the last token."""
 
 
+@interface("advantage_model", CallKind.INFERENCE, inputs=("sequences",), outputs=("rewards",))
+@dataclass(frozen=True, kw_only=True)
+class AdvantageModelArgs:
+    """Sequence rewards in the Advantage Model form: the score at the last token minus the score at the last prompt token."""
+
+
 @interface("rule_reward", CallKind.INFERENCE, needs_weights=False, inputs=("sequences", "answers"), outputs=("rewards",))
 @dataclass(frozen=True, kw_only=True)
 class RuleRewardArgs:
@@ -254,6 +260,26 @@ class SFTArgs(OptimArgs):
 @dataclass(frozen=True, kw_only=True)
 class RewardPairwiseArgs(OptimArgs):
     """Reward-model training with the Bradley-Terry pairwise loss."""
+
+
+@interface("am_pairwise", CallKind.TRAIN, inputs=("pairs",))
+@dataclass(frozen=True, kw_only=True)
+class AdvantagePairwiseArgs(OptimArgs):
+    """Advantage-Model training: ranking loss on advantages, centred and bounded (Peng et al. 2023)."""
+
+    bound: float = 2.5
+    """m: advantages beyond +-bound are penalised (the paper's m(x) = 2.5)."""
+    bound_coef: float = 1.0
+    """Weight of the squared hinge relu(|a| - bound)^2 that keeps advantages bounded."""
+    center_coef: float = 1.0
+    """Weight of the squared pair-mean advantage ((a_c + a_r) / 2)^2 that centres advantages at 0 per prompt."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bound <= 0:
+            raise ValueError(f"bound must be > 0, got {self.bound}")
+        if self.bound_coef < 0 or self.center_coef < 0:
+            raise ValueError("bound_coef and center_coef must be >= 0")
 
 
 REWARD_SHAPING_ARGS = ("kl_coef", "kl_in_reward", "adaptive_kl_target", "adaptive_kl_horizon",
@@ -312,10 +338,24 @@ class PPOActorArgs(OptimArgs):
     """Optimizer steps per pass."""
     ptx_coef: float = 0.0
     """Weight of the pretraining/SFT loss on data.ptx mixed into the actor loss (0 disables ptx)."""
+    rehearsal_coef: float = 0.0
+    """Weight of the Selective Rehearsal SFT loss on the kept rollouts (0 disables rehearsal)."""
+    rehearsal_every: int = 1
+    """Iterations between two selections of the rehearsal set (1 reselects every iteration)."""
+    rehearsal_clusters: int = 2
+    """k of the k-means over the actor's prompt embeddings (mean last hidden state)."""
+    rehearsal_per_cluster: int = 2
+    """Rollouts kept per cluster: the highest-reward ones whose reward (advantage) is > rehearsal_min_reward."""
+    rehearsal_min_reward: float = 0.0
+    """A rollout is kept only above this reward (0: better than expected under the AM)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_range("eps_clip", self.eps_clip, 0.0, 1.0)
+        if self.rehearsal_coef < 0:
+            raise ValueError(f"rehearsal_coef must be >= 0, got {self.rehearsal_coef}")
+        if min(self.rehearsal_every, self.rehearsal_clusters, self.rehearsal_per_cluster) < 1:
+            raise ValueError("rehearsal_every, rehearsal_clusters and rehearsal_per_cluster must be >= 1")
         _check_reward_shaping(self)
         if self.ppo_epochs < 1 or self.mini_batches < 1:
             raise ValueError("ppo_epochs and mini_batches must be >= 1")

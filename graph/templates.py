@@ -38,6 +38,8 @@ class TemplateParams:
     """Arguments of the main train interface (actor, or the reward model for RM)."""
     critic_train: Mapping[str, Any] = field(default_factory=dict)
     """Arguments of the critic's train interface (PPO)."""
+    reward_form: str = "reward"
+    """How a neural reward model scores: `reward` (its last-token score) or `advantage` (an Advantage Model: last-token minus last-prompt-token score)."""
     ptx: bool = False
     """Whether the dataset provides the `ptx` key (data.ptx), mixed into the PPO actor's loss."""
 
@@ -49,6 +51,8 @@ class TemplateParams:
             raise GraphError(f"data.prompt_len must be >= 1, got {self.prompt_len}")
         if self.response_len is not None and self.response_len < 1:
             raise GraphError(f"data.response_len must be >= 1, got {self.response_len}")
+        if self.reward_form not in ("reward", "advantage"):
+            raise GraphError(f"graph.reward_form must be reward or advantage, got {self.reward_form!r}")
 
 
 TemplateFn = Callable[[TemplateParams, Mapping[str, ModelSpec]], tuple[Call, ...]]
@@ -143,8 +147,9 @@ def _reward_call(name: str, params: TemplateParams, models: Mapping[str, ModelSp
         return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="rule_reward",
                     args=make_args("rule_reward", {}), inputs=(seq_key, "answers"),
                     outputs=(out_key,), batch_size=batch, micro_batches=1, **lengths)
-    return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="reward_model",
-                args=make_args("reward_model", {}), inputs=(seq_key,), outputs=(out_key,),
+    interface = "advantage_model" if params.reward_form == "advantage" else "reward_model"
+    return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface=interface,
+                args=make_args(interface, {}), inputs=(seq_key,), outputs=(out_key,),
                 batch_size=batch, micro_batches=params.micro_batches, **lengths)
 
 
@@ -297,6 +302,16 @@ def reward_modeling(params: TemplateParams, models: Mapping[str, ModelSpec]) -> 
         raise GraphError("template 'rm' trains the reward model; models.reward must be a neural model, not a rule")
     lengths = _lengths(params)
     return (_train("reward_train", "reward", "rw_pairwise", params.train, "graph.train", params,
+                   ("pairs",), 2 * params.batch_size, lengths),)
+
+
+@template("am", roles=("reward",))
+def advantage_modeling(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """Advantage-Model training on chosen/rejected pairs (ranking on advantages, centred, bounded)."""
+    if models["reward"].is_rule:
+        raise GraphError("template 'am' trains the advantage model; models.reward must be a neural model, not a rule")
+    lengths = _lengths(params)
+    return (_train("reward_train", "reward", "am_pairwise", params.train, "graph.train", params,
                    ("pairs",), 2 * params.batch_size, lengths),)
 
 

@@ -104,11 +104,13 @@ class GraphConfig:
     """The algorithm: a template, or calls written one by one."""
 
     template: str | None = "ppo"
-    """Template name (ppo, grpo, remax, sft, rm, dpo), or null for a custom graph in `calls`."""
+    """Template name (ppo, grpo, remax, sft, rm, am, dpo), or null for a custom graph in `calls`."""
     batch_size: int = 8
     """Prompts (RL), samples (SFT) or preference pairs (RM, DPO) per iteration."""
     group_size: int = 1
     """Responses per prompt (GRPO's group size)."""
+    reward_form: str = "reward"
+    """How a neural reward model scores rollouts: reward (last-token score) or advantage (an Advantage Model trained by template am)."""
     micro_batches: int = 1
     """Micro-batches per call (a lower bound; the planner may raise it)."""
     generate: dict[str, Any] = field(default_factory=dict)

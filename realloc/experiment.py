@@ -340,6 +340,7 @@ def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
             batch_size=g.batch_size, prompt_len=cfg.data.prompt_len, response_len=cfg.data.response_len,
             micro_batches=g.micro_batches, group_size=g.group_size, generate=g.generate,
             train=g.train, critic_train=g.critic_train, ptx=ptx is not None,
+            reward_form=g.reward_form,
         )
         calls = list(build_template(g.template, params, by_role))
         if g.template in PG_PRESETS:  # no reference call without a KL term: drop an unused ref

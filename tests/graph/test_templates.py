@@ -33,8 +33,8 @@ def shape(g):
 
 
 def test_known_templates():
-    assert known_templates() == ("dapo", "dpo", "dr_grpo", "grpo", "gspo", "ppo", "reinforce_pp", "remax",
-                                 "rloo", "rm", "sft")
+    assert known_templates() == ("am", "dapo", "dpo", "dr_grpo", "grpo", "gspo", "ppo", "reinforce_pp",
+                                 "remax", "rloo", "rm", "sft")
 
 
 def test_ppo_with_reward_model():
@@ -106,7 +106,7 @@ def test_sft_rm_dpo():
 
 
 def test_template_errors():
-    with pytest.raises(GraphError, match="unknown template 'ppp' \\(did you mean 'ppo'\\?\\); known: dapo, dpo, dr_grpo, grpo"):
+    with pytest.raises(GraphError, match="unknown template 'ppp' \\(did you mean 'ppo'\\?\\); known: am, dapo, dpo, dr_grpo, grpo"):
         build("ppp", MODELS, "prompts")
     with pytest.raises(GraphError, match="template 'ppo' needs models actor, critic, ref, reward; missing: critic"):
         build("ppo", {k: v for k, v in MODELS.items() if k != "critic"}, "prompts")
@@ -157,6 +157,20 @@ def test_check_ppo_calls_for_custom_graphs():
     odd = dataclasses.replace(critic, args=dataclasses.replace(critic.args, reward_clip=1.0))
     with pytest.raises(GraphError, match="reward_clip=1.0 differs from reward_clip=10.0 of 'actor_train'"):
         check_ppo_calls([c for c in plain if c is not critic] + [odd], keys)
+
+
+def test_advantage_model_template_and_reward_form():
+    g = build("am", MODELS, "preference", response_len=5)
+    assert shape(g) == [("reward_train", "reward", "train", "am_pairwise", 16)]
+    assert g.call("reward_train").args.bound == 2.5
+    with pytest.raises(GraphError, match="must be a neural model"):
+        build("am", RULE, "preference", response_len=5)
+    g = build("ppo", MODELS, "prompts", generate={"max_new_tokens": 20}, reward_form="advantage")
+    assert g.call("reward_inf").interface == "advantage_model"
+    g = build("ppo", RULE, "prompts_with_answers", generate={"max_new_tokens": 20}, reward_form="advantage")
+    assert g.call("reward_inf").interface == "rule_reward"  # a rule has no advantage form
+    with pytest.raises(GraphError, match="graph.reward_form must be reward or advantage"):
+        build("ppo", MODELS, "prompts", generate={"max_new_tokens": 20}, reward_form="adv")
 
 
 @pytest.mark.parametrize("name,want", [

@@ -217,3 +217,12 @@ def test_a_failed_stage_attempt_is_kept_aside_never_deleted(tmp_path: Path) -> N
     kept = sorted(p for p in tmp_path.iterdir() if p.name.startswith("sft.attempt-"))
     assert len(kept) == 2
     assert sorted((p / "logs" / "why.txt").read_text() for p in kept) == ["attempt 0", "attempt 1"]
+
+
+def test_shipped_am_ppo_pipeline_scores_ppo_with_the_advantage_model(tmp_path: Path) -> None:
+    stages = resolve_stages(load_pipeline("am_ppo_tiny", [f"run_dir={tmp_path}"]))
+    assert [s.name for s in stages] == ["sft", "am", "ppo"]
+    assert stages[1].experiment == "am_tiny"
+    ppo = dict(ov.split("=", 1) for ov in stages[2].overrides)
+    assert ppo["models.reward.checkpoint"] == f"{tmp_path}/am/models/reward"
+    assert ppo["graph.reward_form"] == "advantage"
