@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.out).resolve()
-    results: dict[str, Any] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "results.json"
+    results: dict[str, Any] = json.loads(saved.read_text()) if saved.is_file() else {}
     for seed in args.seeds:
         root = out / f"seed{seed}"
         data = make_data(root, seed)
@@ -190,7 +192,36 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"seed{seed}/{name}"] = res
         (out / "results.json").write_text(json.dumps(results, indent=1))
     print(table(results))
+    plot(results, out / "curves.png")
     return 0
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Training curves of every PPO run: its reward model's score of the rollouts and the KL
+    to the reference (one line per run and seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colours = {"ppo_rule": "grey", "ppo_rm": "tab:red", "ppo_am": "tab:blue", "ppo_am_sr": "tab:green"}
+    for name, res in results.items():
+        run = name.split("/")[-1]
+        if "curves" not in res:
+            continue
+        style = "-" if name.startswith("seed1") else "--"
+        c = res["curves"]
+        axes[0 if run != "ppo_rule" else 2].plot(c["reward"], style, color=colours[run], label=name, lw=1)
+        axes[1].plot(c["actor_train/ref_kl"], style, color=colours[run], label=name, lw=1)
+    axes[0].set_title("score of the rollouts (RM: raw, AM: advantage)")
+    axes[1].set_title("KL(actor || SFT reference)")
+    axes[2].set_title("control: exact-match reward")
+    for ax in axes:
+        ax.set_xlabel("PPO iteration")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 def table(results: dict[str, Any]) -> str:
