@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="run only these stages (sft rm am ppo_rule ...)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(1)  # the evaluation's tiny forwards: threads only contend on a shared machine
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "results.json"
