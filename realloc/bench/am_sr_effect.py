@@ -93,13 +93,14 @@ def realloc_run(experiment: str, run_dir: Path, overrides: list[str], log: Path)
         subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=True)
 
 
-def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: Path) -> dict[str, tuple[str, list[str]]]:
+def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: Path, *,
+                    ppo_lr: float = 1e-4) -> dict[str, tuple[str, list[str]]]:
     """name -> (experiment, overrides) of every run of one seed."""
     sft, rm, am = root / "sft", root / "rm", root / "am"
     ppo_common = [
         f"seed={seed}", "data.format=prompts_with_answers", f"data.path={data['ppo']}", "data.generator=null",
         f"models.actor.checkpoint={sft}/models/actor", f"models.ref.checkpoint={sft}/models/actor",
-        "graph.train.lr=1.0e-4", "graph.train.kl_coef=0.05", f"train.iterations={ppo_iterations}",
+        f"graph.train.lr={ppo_lr}", "graph.train.kl_coef=0.05", f"train.iterations={ppo_iterations}",
     ]
     neural = ["models.reward.rule=null", "models.reward.value_head=true"]
     sr = ["graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_every=10",
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/am_sr_effect")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--ppo-iterations", type=int, default=200)
+    ap.add_argument("--ppo-lr", type=float, default=1e-4, help="the actor's PPO learning rate")
     ap.add_argument("--only", nargs="*", default=None, help="run only these stages (sft rm am ppo_rule ...)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         root = out / f"seed{seed}"
         data = make_data(root, seed)
-        stages = stage_overrides(data, seed, args.ppo_iterations, root)
+        stages = stage_overrides(data, seed, args.ppo_iterations, root, ppo_lr=args.ppo_lr)
         for name, (exp, ovs) in stages.items():
             if args.only is None or name in args.only:
                 print(f"seed {seed}: {name}", flush=True)
