@@ -93,13 +93,14 @@ def realloc_run(experiment: str, run_dir: Path, overrides: list[str], log: Path)
         subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=True)
 
 
-def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: Path) -> dict[str, tuple[str, list[str]]]:
+def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: Path, *,
+                    ppo_lr: float = 1e-4) -> dict[str, tuple[str, list[str]]]:
     """name -> (experiment, overrides) of every run of one seed."""
     sft, rm, am = root / "sft", root / "rm", root / "am"
     ppo_common = [
         f"seed={seed}", "data.format=prompts_with_answers", f"data.path={data['ppo']}", "data.generator=null",
         f"models.actor.checkpoint={sft}/models/actor", f"models.ref.checkpoint={sft}/models/actor",
-        "graph.train.lr=1.0e-4", "graph.train.kl_coef=0.05", f"train.iterations={ppo_iterations}",
+        f"graph.train.lr={ppo_lr}", "graph.train.kl_coef=0.05", f"train.iterations={ppo_iterations}",
     ]
     neural = ["models.reward.rule=null", "models.reward.value_head=true"]
     sr = ["graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_every=10",
@@ -166,15 +167,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/am_sr_effect")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--ppo-iterations", type=int, default=200)
+    ap.add_argument("--ppo-lr", type=float, default=1e-4, help="the actor's PPO learning rate")
     ap.add_argument("--only", nargs="*", default=None, help="run only these stages (sft rm am ppo_rule ...)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(1)  # the evaluation's tiny forwards: threads only contend on a shared machine
     out = Path(args.out).resolve()
-    results: dict[str, Any] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "results.json"
+    results: dict[str, Any] = json.loads(saved.read_text()) if saved.is_file() else {}
     for seed in args.seeds:
         root = out / f"seed{seed}"
         data = make_data(root, seed)
-        stages = stage_overrides(data, seed, args.ppo_iterations, root)
+        stages = stage_overrides(data, seed, args.ppo_iterations, root, ppo_lr=args.ppo_lr)
         for name, (exp, ovs) in stages.items():
             if args.only is None or name in args.only:
                 print(f"seed {seed}: {name}", flush=True)
@@ -190,7 +197,36 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"seed{seed}/{name}"] = res
         (out / "results.json").write_text(json.dumps(results, indent=1))
     print(table(results))
+    plot(results, out / "curves.png")
     return 0
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Training curves of every PPO run: its reward model's score of the rollouts and the KL
+    to the reference (one line per run and seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colours = {"ppo_rule": "grey", "ppo_rm": "tab:red", "ppo_am": "tab:blue", "ppo_am_sr": "tab:green"}
+    for name, res in results.items():
+        run = name.split("/")[-1]
+        if "curves" not in res:
+            continue
+        style = "-" if name.startswith("seed1") else "--"
+        c = res["curves"]
+        axes[0 if run != "ppo_rule" else 2].plot(c["reward"], style, color=colours[run], label=name, lw=1)
+        axes[1].plot(c["actor_train/ref_kl"], style, color=colours[run], label=name, lw=1)
+    axes[0].set_title("score of the rollouts (RM: raw, AM: advantage)")
+    axes[1].set_title("KL(actor || SFT reference)")
+    axes[2].set_title("control: exact-match reward")
+    for ax in axes:
+        ax.set_xlabel("PPO iteration")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 def table(results: dict[str, Any]) -> str:
