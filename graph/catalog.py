@@ -140,6 +140,16 @@ def _coerce(default: Any, value: Any, what: str) -> Any:
     raise GraphError(f"{what} must be {type(default).__name__}, got {value!r}")
 
 
+def _check_temperature(args: Any) -> None:
+    if args.temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {args.temperature}")
+
+
+POLICY_INTERFACES = ("ppo_actor", "grpo_actor", "remax_actor")
+"""Train interfaces whose loss recomputes the log-probs of sampled tokens: they divide the logits
+by their `temperature`, which must be the sampling temperature of the generate call feeding them."""
+
+
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
@@ -195,6 +205,9 @@ class LogprobsArgs:
     temperature: float = 1.0
     """Temperature the logits are divided by (match the generation's)."""
 
+    def __post_init__(self) -> None:
+        _check_temperature(self)
+
 
 @interface("values", CallKind.INFERENCE, inputs=("sequences",), outputs=("values",))
 @dataclass(frozen=True, kw_only=True)
@@ -214,15 +227,25 @@ class AdvantageModelArgs:
     """Sequence rewards in the Advantage Model form: the score at the last token minus the score at the last prompt token."""
 
 
-@interface("rule_reward", CallKind.INFERENCE, needs_weights=False, inputs=("sequences", "answers"), outputs=("rewards",))
+@interface("rule_reward", CallKind.INFERENCE, needs_weights=False, inputs=("sequences", "answers"), outputs=("rewards",),
+           required=1)
 @dataclass(frozen=True, kw_only=True)
 class RuleRewardArgs:
-    """Sequence rewards from a rule-based function (the model's `rule`)."""
+    """Sequence rewards from a rule (the model's `rule`) or the user's reward functions (its `functions`)."""
 
     correct: float = 1.0
     """Reward of a correct response."""
     wrong: float = 0.0
     """Reward of a wrong or malformed response."""
+    unfinished_scale: float = 1.0
+    """Factor on the score of a response that does not end at EOS (cut at max_new_tokens): 1 ignores stopping, 0 scores only responses that stop."""
+    eos_bonus: float = 0.0
+    """Added to the reward of every response that ends at EOS: a format term that teaches stopping."""
+
+    def __post_init__(self) -> None:
+        _check_range("unfinished_scale", self.unfinished_scale, 0.0, 1.0)
+        if self.eos_bonus < 0:
+            raise ValueError(f"eos_bonus must be >= 0, got {self.eos_bonus}")
 
 
 # --------------------------------------------------------------------------- train
@@ -348,6 +371,8 @@ class PPOActorArgs(OptimArgs):
     """Rollouts kept per cluster: the highest-reward ones whose reward (advantage) is > rehearsal_min_reward."""
     rehearsal_min_reward: float = 0.0
     """A rollout is kept only above this reward (0: better than expected under the AM)."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -361,6 +386,7 @@ class PPOActorArgs(OptimArgs):
             raise ValueError("ppo_epochs and mini_batches must be >= 1")
         if self.entropy_coef < 0 or self.ptx_coef < 0:
             raise ValueError("entropy_coef and ptx_coef must be >= 0")
+        _check_temperature(self)
 
 
 @interface("ppo_critic", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values"))
@@ -423,6 +449,8 @@ class GRPOActorArgs(OptimArgs):
     """Passes over the batch per iteration."""
     mini_batches: int = 1
     """Optimizer steps per pass."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -432,6 +460,7 @@ class GRPOActorArgs(OptimArgs):
             raise ValueError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
         if self.reward_min >= self.reward_max:
             raise ValueError("reward_min must be below reward_max")
+        _check_temperature(self)
 
 
 @interface("remax_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "baseline_rewards"))
@@ -441,7 +470,12 @@ class ReMaxActorArgs(OptimArgs):
 
     kl_coef: float = 0.1
     """KL penalty coefficient."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_temperature(self)
 
 @interface("dpo", CallKind.TRAIN, inputs=("pairs", "ref_logprobs"))
 @dataclass(frozen=True, kw_only=True)
@@ -493,6 +527,8 @@ class PGActorArgs(OptimArgs):
     """KL estimator of the loss term: k1 or k3."""
     max_response_len: int = 0
     """Generation budget in tokens (templates copy graph.generate.max_new_tokens); Dr. GRPO's divisor and DAPO's overlong limit."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
     overlong_buffer: int = 0
     """DAPO soft overlong punishment: the last this-many tokens before max_response_len are penalised linearly (0: off)."""
     overlong_penalty: float = 1.0

@@ -40,6 +40,8 @@ class TemplateParams:
     """Arguments of the critic's train interface (PPO)."""
     reward_form: str = "reward"
     """How a neural reward model scores: `reward` (its last-token score) or `advantage` (an Advantage Model: last-token minus last-prompt-token score)."""
+    reward: Mapping[str, Any] = field(default_factory=dict)
+    """Arguments of the rule/function reward call (rule_reward); a reward model takes none."""
     ptx: bool = False
     """Whether the dataset provides the `ptx` key (data.ptx), mixed into the PPO actor's loss."""
 
@@ -143,10 +145,14 @@ def _lengths(params: TemplateParams, gen_args: Any | None = None) -> dict[str, i
 def _reward_call(name: str, params: TemplateParams, models: Mapping[str, ModelSpec],
                  seq_key: str, out_key: str, batch: int, lengths: dict[str, int]) -> Call:
     reward = models["reward"]
-    if reward.is_rule:
+    if reward.is_rule:  # a rule reads the answers key; reward functions read every column themselves
         return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="rule_reward",
-                    args=make_args("rule_reward", {}), inputs=(seq_key, "answers"),
+                    args=make_args("rule_reward", params.reward, where="graph.reward"),
+                    inputs=(seq_key, "answers") if reward.rule is not None else (seq_key,),
                     outputs=(out_key,), batch_size=batch, micro_batches=1, **lengths)
+    if params.reward:
+        raise GraphError(f"graph.reward sets {', '.join(sorted(params.reward))} of a rule or function reward, "
+                         "but models.reward is a reward model; remove graph.reward (or override graph.reward=null)")
     interface = "advantage_model" if params.reward_form == "advantage" else "reward_model"
     return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface=interface,
                 args=make_args(interface, {}), inputs=(seq_key,), outputs=(out_key,),
@@ -154,9 +160,10 @@ def _reward_call(name: str, params: TemplateParams, models: Mapping[str, ModelSp
 
 
 def _infer(name: str, role: str, interface: str, params: TemplateParams, inputs: tuple[str, ...],
-           outputs: tuple[str, ...], batch: int, lengths: dict[str, int]) -> Call:
+           outputs: tuple[str, ...], batch: int, lengths: dict[str, int],
+           values: Mapping[str, Any] | None = None) -> Call:
     return Call(name=name, model=role, kind=CallKind.INFERENCE, interface=interface,
-                args=make_args(interface, {}), inputs=inputs, outputs=outputs,
+                args=make_args(interface, values or {}), inputs=inputs, outputs=outputs,
                 batch_size=batch, micro_batches=params.micro_batches, **lengths)
 
 
@@ -166,6 +173,18 @@ def _train(name: str, role: str, interface: str, values: Mapping[str, Any], wher
     return Call(name=name, model=role, kind=CallKind.TRAIN, interface=interface,
                 args=make_args(interface, values, where=where), inputs=inputs,
                 batch_size=batch, micro_batches=params.micro_batches, **lengths)
+
+
+def _at_sampling_temperature(train_values: Mapping[str, Any], gen_args: Any) -> dict[str, Any]:
+    """A policy update's arguments with the sampling temperature copied in: its loss divides the
+    logits by the temperature the responses were drawn at (as the old log-probs were)."""
+    values = dict(train_values)
+    given = values.get("temperature")
+    if given is not None and float(given) != gen_args.temperature:
+        raise GraphError(f"graph.train.temperature={given} disagrees with graph.generate.temperature="
+                         f"{gen_args.temperature}; set only graph.generate.temperature")
+    values["temperature"] = gen_args.temperature
+    return values
 
 
 def _generate(name: str, params: TemplateParams, gen_args: Any, outputs: tuple[str, ...],
@@ -189,13 +208,14 @@ def ppo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, 
     n = params.batch_size
     rl_inputs = ("seq", "old_logp", "ref_logp", "rewards", "values")
     actor_inputs = rl_inputs + ((PTX_KEY,) if params.ptx else ())
-    actor = _train("actor_train", "actor", "ppo_actor", params.train, "graph.train", params,
-                   actor_inputs, n, lengths)
+    actor = _train("actor_train", "actor", "ppo_actor", _at_sampling_temperature(params.train, gen),
+                   "graph.train", params, actor_inputs, n, lengths)
     critic_values = _shared_reward_args(actor.args, params.critic_train)
     return (
         _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
-        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths,
+               {"temperature": gen.temperature}),
         _infer("critic_inf", "critic", "values", params, ("seq",), ("values",), n, lengths),
         actor,
         _train("critic_train", "critic", "ppo_critic", critic_values,
@@ -250,7 +270,7 @@ def grpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call,
     gen = _generate_args(params)
     lengths = _lengths(params, gen)
     n = params.batch_size * params.group_size
-    train_values = dict(params.train)
+    train_values = _at_sampling_temperature(params.train, gen)
     if train_values.get("group_size", params.group_size) != params.group_size:
         raise GraphError(
             f"graph.train.group_size={train_values['group_size']} disagrees with graph.group_size="
@@ -260,7 +280,8 @@ def grpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call,
     return (
         _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
-        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths,
+               {"temperature": gen.temperature}),
         _train("actor_train", "actor", "grpo_actor", train_values, "graph.train", params,
                ("seq", "old_logp", "ref_logp", "rewards"), n, lengths),
     )
@@ -281,8 +302,10 @@ def remax(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call
         greedy_call,
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
         _reward_call("baseline_inf", params, models, "greedy_seq", "baseline_rewards", n, lengths),
-        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
-        _train("actor_train", "actor", "remax_actor", params.train, "graph.train", params,
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths,
+               {"temperature": gen.temperature}),
+        _train("actor_train", "actor", "remax_actor", _at_sampling_temperature(params.train, gen),
+               "graph.train", params,
                ("seq", "old_logp", "ref_logp", "rewards", "baseline_rewards"), n, lengths),
     )
 
@@ -351,7 +374,7 @@ def _pg_template(name: str, params: TemplateParams, models: Mapping[str, ModelSp
     gen = _generate_args(params)
     lengths = _lengths(params, gen)
     n = params.batch_size * params.group_size
-    values = {**PG_PRESETS[name], **params.train}
+    values = _at_sampling_temperature({**PG_PRESETS[name], **params.train}, gen)
     for key, want in (("group_size", params.group_size), ("max_response_len", gen.max_new_tokens)):
         if values.get(key, want) != want:
             raise GraphError(f"graph.train.{key}={values[key]} disagrees with the template's {want} "
@@ -364,7 +387,8 @@ def _pg_template(name: str, params: TemplateParams, models: Mapping[str, ModelSp
                          "models.ref (e.g. init_from: actor) or set graph.train.kl_coef=0")
     inputs = ("seq", "old_logp", "rewards", *(("ref_logp",) if kl else ()))
     actor = _train("actor_train", "actor", "pg_actor", values, "graph.train", params, inputs, n, lengths)
-    ref = (_infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),) if kl else ()
+    ref = (_infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths,
+                  {"temperature": gen.temperature}),) if kl else ()
     return (
         _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),

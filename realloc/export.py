@@ -77,6 +77,24 @@ def _save_tokenizer(name: str, out: Path) -> None:
     AutoTokenizer.from_pretrained(name, local_files_only=True).save_pretrained(str(out))
 
 
+def _write_special_tokens(model_dir: Path) -> bool:
+    """Write the tokenizer's EOS/BOS/PAD ids into config.json and a generation_config.json, so
+    transformers' `generate` stops where realloc stops (at EOS) with no arguments; returns
+    whether the tokenizer has a chat template."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    eos = tok.eos_token_id
+    ids = {"eos_token_id": eos, "bos_token_id": tok.bos_token_id if tok.bos_token_id is not None else eos,
+           "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else eos}
+    config_file = model_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    config.update(ids)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    GenerationConfig(**ids).save_pretrained(str(model_dir))
+    return bool(getattr(tok, "chat_template", None))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Exported:
     """What `export_model` wrote."""
@@ -107,10 +125,15 @@ def export_model(run_dir: str | Path, out: str | Path, *, role: str | None = Non
         for item in (run_dir / "models" / role).iterdir():
             if item.is_file():
                 shutil.copy2(item, staging / item.name)
-        tokenizer = str((config.get("data") or {}).get("tokenizer", "char"))
+        data = config.get("data") or {}
+        tokenizer = str(data.get("tokenizer", "char"))
         _save_tokenizer(tokenizer, staging)
+        has_template = _write_special_tokens(staging)
+        # prompts went through the chat template in training when the tokenizer has one and
+        # data.chat_template was on (runtime.data.prompts)
+        fmt = "chat" if has_template and data.get("chat_template", True) else "bos"
         info = {"run_dir": str(run_dir.resolve()), "experiment": config.get("name"), "model": role,
-                "tokenizer": tokenizer, "prompt_format": "bos",
+                "tokenizer": tokenizer, "prompt_format": fmt,
                 "value_head": bool(((config.get("models") or {}).get(role) or {}).get("value_head", False))}
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
         old = None

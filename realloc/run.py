@@ -57,7 +57,7 @@ def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: st
     cfg = experiment.config
     d = cfg.data
     if d.path is None and d.generator is None:
-        raise ConfigError("data: set data.path to a JSONL file or data.generator to a built-in generator")
+        raise ConfigError("data: set data.path to a dataset file or data.generator to a built-in generator")
     _check_train_keys(experiment)
     return Job(
         name=cfg.name, graph=experiment.graph, layouts=layouts, data=d,
@@ -66,6 +66,7 @@ def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: st
         save_every=cfg.train.save_every, keep_checkpoints=cfg.train.keep_checkpoints, resume_from=resume_from,
         fingerprint=fingerprint(experiment), ema_decay=cfg.train.ema_decay,
         ema_models=tuple(cfg.train.ema_models) if cfg.train.ema_decay > 0 else (),
+        eval_every=cfg.train.eval_every,
     )
 
 
@@ -192,7 +193,8 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
         torch.cuda.set_device(local_rank)
     set_worker_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     job = make_job(experiment, dict(plan.layouts))  # checks the config on every rank, before joining
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group(backend, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=cfg.cluster.collective_timeout_s))
     box: list[Any] = [None]
     if rank == 0:
         try:
@@ -229,6 +231,7 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
         )
     backend = "nccl" if cfg.cluster.device == "cuda" else "gloo"
     spec = LaunchSpec(nproc_per_node=cfg.cluster.devices_per_node, backend=backend, port=cfg.cluster.port,
+                      collective_timeout_s=cfg.cluster.collective_timeout_s,
                       log_dir=None)
     # what can fail before any work starts, does
     check_devices(spec)

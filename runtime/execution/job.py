@@ -47,3 +47,5 @@ class Job:
     """EMA decay of the models in `ema_models` (0: no EMA)."""
     ema_models: tuple[str, ...] = ()
     """Roles whose home engine keeps an EMA of its weights."""
+    eval_every: int = 0
+    """Score data.eval_path's prompts every N iterations (0: never); see runtime.execution.evaluation."""

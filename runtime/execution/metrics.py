@@ -51,8 +51,14 @@ class IterationLog:
         stats: dict[str, float] = {}
         if isinstance(result, dict):
             stats = {key: float(v) for key, v in result.items()}
-        elif "accuracy" in getattr(result, "seq_fields", {}):  # a rule's exact-match rate
-            stats = {"accuracy": float(result.seq_fields["accuracy"].float().mean())}
+        else:
+            fields = getattr(result, "seq_fields", {})
+            if "accuracy" in fields:  # a rule's exact-match rate
+                stats["accuracy"] = float(fields["accuracy"].float().mean())
+            for name, values in fields.items():  # each reward function's mean over the samples it scored
+                if name.startswith("reward_"):
+                    scored = values.float()[~values.float().isnan()]
+                    stats[name] = float(scored.mean()) if scored.numel() else float("nan")
         if stats:
             old = self.stats.get(call.name, {})
             self.stats[call.name] = {key: mean(old.get(key), v) for key, v in stats.items()}

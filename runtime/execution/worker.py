@@ -33,7 +33,8 @@ import torch
 from graph.dataset_keys import PTX_KEY
 from graph.sampling import dynamic_sampling
 from runtime.data.binding import Payload, dataset_payloads, ptx_payloads
-from runtime.data.records import Record, batch_at, batches, load_records
+from runtime.data.prompts import fit_prompts
+from runtime.data.records import DataError, Record, batch_at, batches, load_records
 from runtime.data.tokenizer import load_tokenizer
 from runtime.engine import platform
 from runtime.execution.checkpointing import Checkpointer
@@ -64,8 +65,13 @@ class Worker:
         vocab = min((m.arch.vocab_size for m in self.graph.models.values() if m.arch is not None), default=None)
         self.tok = load_tokenizer(job.data.tokenizer, vocab)
         d = job.data
-        self.records = load_records(fmt=d.format, path=d.path, generator=d.generator,
-                                    num_records=d.num_records, seed=d.seed)
+        self.records = self._fit(load_records(fmt=d.format, path=d.path, generator=d.generator,
+                                              num_records=d.num_records, seed=d.seed, prompt_key=d.prompt_key),
+                                 "data.path" if d.path else "data.generator")
+        self.eval_records: list[Record] | None = None
+        if d.eval_path is not None and job.eval_every > 0:
+            self.eval_records = self._fit(load_records(fmt=d.format, path=d.eval_path, generator=None, num_records=0,
+                                                       seed=d.seed, prompt_key=d.prompt_key), "data.eval_path")
         p = d.ptx
         self.ptx_records: list[Record] | None = None if p is None else load_records(
             fmt=p.format, path=p.path, generator=p.generator, num_records=p.num_records, seed=p.seed)
@@ -93,6 +99,22 @@ class Worker:
                                         run_dir=Path(job.run_dir), name=job.name, iterations=job.iterations,
                                         plot_every=job.plot_every, start=self.start, history=history)
 
+    def _fit(self, records: list[Record], key: str) -> list[Record]:
+        """Prompts through the chat template and data.max_prompt_len (runtime.data.prompts); the
+        count of dropped prompts goes to the log."""
+        d = self.job.data
+        if d.format not in ("prompts", "prompts_with_answers"):
+            return records
+        kept, dropped = fit_prompts(records, self.tok, chat_template=d.chat_template, max_len=d.max_prompt_len,
+                                    overlong=d.overlong_prompts)
+        if dropped and self.rank == 0:
+            print(f"{key}: dropped {dropped} of {len(records)} prompts longer than data.max_prompt_len="
+                  f"{d.max_prompt_len} tokens (data.overlong_prompts=truncate keeps them, cut)", flush=True)
+        if not kept:
+            raise DataError(f"{key}: every prompt is longer than data.max_prompt_len={d.max_prompt_len} tokens; "
+                            "raise it or set data.overlong_prompts=truncate")
+        return kept
+
     @property
     def history(self) -> list[dict[str, Any]]:
         """The metrics records so far (rank 0; empty elsewhere)."""
@@ -107,6 +129,9 @@ class Worker:
         # every rank builds the dataset keys itself
         payloads: dict[str, Payload] = dict(dataset_payloads(self.job.data.format, records, ids, self.tok))
         payloads.update(self._ptx_payloads(it))
+        self.dispatcher.rows = dict(zip(ids, records))
+        due = self.eval_records is not None and it % self.job.eval_every == 0
+        self.dispatcher.eval_records = self.eval_records if due else None
         steps = self.programs[it == 0]
         if self.resampler is not None:
             sampling, steps = steps
@@ -125,8 +150,11 @@ class Worker:
         rounds = self.resampler.spec.max_rounds
         indices = batch_at(len(self.records), size, self.job.data.seed + 7919 * r, it)
         base = REFILL_IDS + (it * (rounds - 1) + (r - 1)) * size  # fixed: a resumed run draws alike
-        return dict(dataset_payloads(self.job.data.format, [self.records[i] for i in indices],
-                                     [base + j for j in range(size)], self.tok))
+        records = [self.records[i] for i in indices]
+        ids = [base + j for j in range(size)]
+        # reward functions read the refill samples' columns too
+        self.dispatcher.rows = {**self.dispatcher.rows, **dict(zip(ids, records))}
+        return dict(dataset_payloads(self.job.data.format, records, ids, self.tok))
 
     def _ptx_payloads(self, it: int) -> dict[str, Payload]:
         """The ptx key of iteration `it`: as many ptx records as the call reading them trains on."""

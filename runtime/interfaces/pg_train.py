@@ -86,7 +86,7 @@ def pg_terms(engine: ModelEngine, args: PGActorArgs) -> Terms:
 
     def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = loss_mask(mb).to(out.device)
-        lp = _lp(engine, mb, out)
+        lp = _lp(engine, mb, out, args.temperature)
         old = mb.token_fields["logprobs"].to(out.device)
         adv = mb.token_fields["advantages"].to(out.device)
         if args.ratio == "sequence":

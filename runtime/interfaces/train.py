@@ -146,8 +146,8 @@ def _train(engine: ModelEngine, batch: SeqBatch, args: OptimArgs, ctx: CallConte
     return out
 
 
-def _lp(engine: ModelEngine, mb: SeqBatch, out: torch.Tensor) -> torch.Tensor:
-    return shifted_logprobs(engine, mb, out)
+def _lp(engine: ModelEngine, mb: SeqBatch, out: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    return shifted_logprobs(engine, mb, out, temperature)
 
 
 @register("sft")
@@ -278,10 +278,13 @@ def _engine_state(engine: ModelEngine) -> MutableMapping[str, Any]:
 
 
 def _policy_terms(engine: ModelEngine, eps_clip: float, kl_coef: float, kl_estimator: str,
-                  entropy_coef: float) -> Terms:
+                  entropy_coef: float, temperature: float = 1.0) -> Terms:
+    """Clipped-ratio loss, KL and entropy of the policy at the sampling `temperature` (logits / T),
+    the distribution the old log-probs and the reference log-probs were taken from."""
+
     def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = loss_mask(mb).to(out.device)
-        lp = _lp(engine, mb, out)
+        lp = _lp(engine, mb, out, temperature)
         old = mb.token_fields["logprobs"].to(out.device)
         pg, clipped = rl_math.ppo_policy_loss(lp, old, mb.token_fields["advantages"].to(out.device),
                                               mask, eps_clip=eps_clip)
@@ -293,7 +296,7 @@ def _policy_terms(engine: ModelEngine, eps_clip: float, kl_coef: float, kl_estim
             result["kl"] = kl
             loss = loss + kl_coef * kl
         if entropy_coef:
-            ent = vocab_parallel.entropy(out[:, :-1], engine.pgc.tp, vocab_size=engine.arch.vocab_size)
+            ent = vocab_parallel.entropy(out[:, :-1] / temperature, engine.pgc.tp, vocab_size=engine.arch.vocab_size)
             ent = rl_math.masked_sum(torch.nn.functional.pad(ent, (1, 0)), mask)
             result["entropy"] = ent
             loss = loss - entropy_coef * ent
@@ -330,7 +333,7 @@ def ppo_actor(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs, ctx: Cal
     prepared = ppo_targets(batch, rewards, gamma=args.gamma, lam=args.lam,
                            whiten=args.whiten_advantages)
     kl_loss_coef = 0.0 if args.kl_in_reward else shaping["kl_coef"]
-    terms = _policy_terms(engine, args.eps_clip, kl_loss_coef, "k1", args.entropy_coef)
+    terms = _policy_terms(engine, args.eps_clip, kl_loss_coef, "k1", args.entropy_coef, args.temperature)
     extra = (ptx, _sft_terms(engine, args.ptx_coef)) if ptx is not None and args.ptx_coef > 0 else None
     rehearse, stats = _rehearsal_batch(engine, batch, args)
     more = ((rehearse, _sft_terms(engine, args.rehearsal_coef, "rehearsal_loss")),) if rehearse is not None else ()
@@ -407,7 +410,7 @@ def grpo_actor(engine: ModelEngine, batch: SeqBatch, args: GRPOActorArgs, ctx: C
     mask = loss_mask(prepared)
     adv = torch.where(mask, adv_seq[:, None].expand_as(mask), torch.zeros(mask.shape))
     prepared = prepared.with_fields(token_fields={"advantages": adv})
-    terms = _policy_terms(engine, args.eps_clip, args.kl_coef, args.kl_estimator, 0.0)
+    terms = _policy_terms(engine, args.eps_clip, args.kl_coef, args.kl_estimator, 0.0, args.temperature)
     return _train(engine, prepared, args, ctx, terms, unit=args.group_size, epochs=args.ppo_epochs,
                   mini_batches=args.mini_batches)
 
@@ -426,7 +429,7 @@ def remax_actor(engine: ModelEngine, batch: SeqBatch, args: ReMaxActorArgs, ctx:
 
     def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
         m = loss_mask(mb).to(out.device)
-        lp = _lp(engine, mb, out)
+        lp = _lp(engine, mb, out, args.temperature)
         return {"loss": rl_math.masked_sum(-lp * mb.token_fields["advantages"].to(out.device), m)}
 
     return _train(engine, prepared, args, ctx, terms)

@@ -229,3 +229,15 @@ def test_a_custom_pg_actor_with_a_kl_term_needs_the_reference():
     with pytest.raises(GraphError, match="needs the reference's log-probs as 4th input"):
         check_pg_calls([call])
     check_pg_calls([dataclasses.replace(call, inputs=("seq", "logp", "rewards", "ref_logp"))])
+
+
+@pytest.mark.parametrize("name", ["rloo", "reinforce_pp", "gspo", "dr_grpo", "dapo"])
+def test_policy_gradient_templates_train_at_the_sampling_temperature(name):
+    g = build(name, RULE, "prompts_with_answers", group_size=4,
+              generate={"max_new_tokens": 6, "temperature": 0.7})
+    assert g.call("actor_train").args.temperature == 0.7
+    if "ref_inf" in {c.name for c in g.calls}:
+        assert g.call("ref_inf").args.temperature == 0.7
+    with pytest.raises(GraphError, match="graph.train.temperature=0.5 disagrees with graph.generate.temperature=0.7"):
+        build(name, RULE, "prompts_with_answers", group_size=4,
+              generate={"max_new_tokens": 6, "temperature": 0.7}, train={"temperature": 0.5})
