@@ -68,11 +68,14 @@ def select_per_cluster(labels: torch.Tensor, scores: torch.Tensor, *, per_cluste
     return sorted(keep)
 
 
-def _final_norm(engine: ModelEngine) -> torch.nn.Module:
+def _final_norm(engine: ModelEngine) -> torch.nn.Module | None:
+    """The final norm of the last pipeline stage (None on earlier stages, which have none)."""
     for name, module in engine.module.named_modules():
         if name.endswith("final_layernorm"):
             return module
-    raise ValueError(f"rehearsal: model {engine.spec.role!r} has no final layer norm to read hidden states from")
+    if engine.is_last_stage:
+        raise ValueError(f"rehearsal: model {engine.spec.role!r} has no final layer norm to read hidden states from")
+    return None
 
 
 def prompt_embeddings(engine: Any, batch: SeqBatch) -> torch.Tensor:
@@ -87,7 +90,8 @@ def prompt_embeddings(engine: Any, batch: SeqBatch) -> torch.Tensor:
                                    for i in range(batch.size)],
                                   [max(int(p), 1) for p in batch.prompt_lens.tolist()], ids=list(batch.ids))
     captured: list[torch.Tensor] = []
-    hook = _final_norm(engine).register_forward_hook(lambda _m, _i, out: captured.append(
+    norm = _final_norm(engine)  # the loss function runs on the last stage only, which has it
+    hook = None if norm is None else norm.register_forward_hook(lambda _m, _i, out: captured.append(
         (out[0] if isinstance(out, tuple) else out).detach()))
 
     def loss_fn(mb: SeqBatch, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -102,6 +106,7 @@ def prompt_embeddings(engine: Any, batch: SeqBatch) -> torch.Tensor:
             reports = run_micro_batches(engine, micro_batch_split(prompts, engine.layout.micro_batches),
                                         loss_fn, forward_only=True)
     finally:
-        hook.remove()
+        if hook is not None:
+            hook.remove()
     rows = {sid: r["emb"][j] for r in reports for j, sid in enumerate(r["ids"])}
     return torch.stack([rows[sid] for sid in batch.ids])
