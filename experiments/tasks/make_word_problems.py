@@ -1,5 +1,5 @@
 """Make the shipped word-problem dataset: short arithmetic stories whose answer is a whole
-number, with the required answer format stated in a system message.
+number, with the required answer format ("The answer is N.") stated in a system message.
 
     python experiments/tasks/make_word_problems.py   # rewrites word_problems{,_valid}.jsonl
 
@@ -14,7 +14,7 @@ import json
 import random
 from pathlib import Path
 
-SYSTEM = "Solve the problem. Reply with one short sentence that ends with 'Answer: N', where N is the number."
+SYSTEM = "Solve the problem in one short sentence, then end your reply with 'The answer is N.' where N is the number."
 NAMES = ("Ana", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jon")
 THINGS = ("apples", "books", "coins", "stickers", "marbles", "pencils", "cards", "shells")
 

@@ -38,11 +38,11 @@ def test_shipped_files_are_what_the_script_writes():
 
 def test_reward_functions_by_hand():
     r = _module("word_problems_reward")
-    replies = ["Ana has 7 apples. Answer: 7", "Answer: 7 because 3+4", "The answer is 7.", "Answer: 8.",
-               [{"role": "assistant", "content": "So, answer: 7."}]]
-    answers = ["7"] * 5
-    assert r.correct(prompts=[None] * 5, completions=replies, answer=answers) == [1.0, 1.0, 0.0, 0.0, 1.0]
-    assert r.answer_format(completions=replies) == [1.0, 0.5, 0.0, 1.0, 1.0]
+    replies = ["3 + 4 = 7. The answer is 7.", "The answer is 7 because 3+4", "It is 7", "The answer is 8",
+               [{"role": "assistant", "content": "So, the answer is 7"}], "1,000 - 993 = 7"]
+    answers = ["7"] * 6
+    assert r.correct(prompts=[None] * 6, completions=replies, answer=answers) == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+    assert r.answer_format(completions=replies) == [1.0, 0.5, 0.0, 1.0, 1.0, 0.0]
 
 
 @pytest.mark.slow
