@@ -1,25 +1,33 @@
-"""What one rank saves in a training checkpoint and restores from it; the EMA of a model.
+"""What a rank puts in a training checkpoint and takes back from one, with
+torch.distributed.checkpoint (DCP): tensors by global name, resharded on load.
 
-A rank's file (`rank{r}.pt`, a torch.save of plain containers and tensors, loaded with
-`weights_only=True`) holds, for every trained model whose HOME engine (the layout its
-train call runs in) lives on this rank:
+Every tensor is stored as chunks of its global tensor (`runtime.rundir.chunks`), so a
+checkpoint written under one plan and world size loads under any other. For every
+trained model whose HOME engine (its train call's layout) lives on this rank:
 
-- `weights`: the engine's local shards by global name (exact copies),
-- `optimizer`: `Trainer.state_dict()` (step counter, which sets the LR schedule; the
-  distributed optimizer's fp32 main-parameter shards and Adam moments of this rank),
-- `ema`: the EMA's local shards (fp32), when the model has one;
+- `ROLE/weights/NAME`: the parameter (this rank's TP shard; DP replicas are written once),
+- `ROLE/optim/KEY/NAME`: the distributed optimizer's state of this rank's flat range of
+  the parameter (`exp_avg`, `exp_avg_sq`, and `main` when the fp32 main parameter is not
+  the weight itself, i.e. bf16 training),
+- `ROLE/ema/NAME`: the EMA (fp32) when the model keeps one;
 
-and, for every engine on the rank, its `engine.state` (interface state such as a KL
-controller), plus the rank's RNG states. Replicas of trained models in other layouts
-are not saved: the first iteration after a restore refreshes them from the home
-engine, as every iteration after the first does. Models nobody trains rebuild from
-their seed or checkpoint. The layout must be the one that wrote the file; resharding
-is not supported.
+and `rng/RANK/...`: this rank's RNG states. Plain values go to meta.json (`extra`): the
+step counter of every trainer (it sets the LR schedule), the optimizer's scalar state
+(Adam's `step`), and `engine.state` of every engine (interface state such as the KL
+controller and reward normalisation).
+
+Every rank writes its own file in parallel (`__RANK_0.distcp`), streamed tensor by tensor
+from the live parameters (no whole-state copy), fsyncs it and hashes it; rank 0 writes
+DCP's `.metadata`, then meta.json, and renames the directory into place
+(`runtime.rundir.checkpoints`). Replicas of trained models in other layouts are not
+saved: the first iteration after a restore refreshes them from the home engine. Models
+nobody trains rebuild from their seed or checkpoint.
 """
 
 from __future__ import annotations
 
-import io
+import glob
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,12 +36,12 @@ import torch
 import torch.distributed as dist
 
 from runtime.engine import platform
-from runtime.engine.ema import check_same_tensors
 from runtime.rundir import checkpoints as store
+from runtime.rundir.chunks import Piece, flat_blocks, global_pieces
 
 if TYPE_CHECKING:
     from graph.placement.layout import Layout
-    from runtime.engine.model_engine import ModelEngine
+    from runtime.engine.model_engine import LocalShard, ModelEngine
     from runtime.engine.schedule import Trainer
 
 
@@ -46,22 +54,27 @@ class Engines(Protocol):
     def get(self, role: str, layout: Layout) -> ModelEngine | None: ...
 
 
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states (CPU, CUDA, Megatron's tracker)."""
+# --------------------------------------------------------------------------- RNG
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's RNG states (CPU, CUDA, Megatron's tracker) as flat named tensors."""
     from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
-    out: dict[str, Any] = {"cpu": torch.get_rng_state(), "tracker": dict(get_cuda_rng_tracker().get_states())}
+    out = {"cpu": torch.get_rng_state()}
+    out.update({f"tracker/{k}": v for k, v in get_cuda_rng_tracker().get_states().items()})
     if platform.has_cuda():
         out["cuda"] = torch.cuda.get_rng_state()
     return out
 
 
-def set_rng_state(state: Mapping[str, Any]) -> None:
+def set_rng_state(state: Mapping[str, torch.Tensor]) -> None:
     from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
     torch.set_rng_state(state["cpu"])
-    if state.get("tracker"):
-        get_cuda_rng_tracker().set_states(dict(state["tracker"]))
+    tracker = {k.removeprefix("tracker/"): v for k, v in state.items() if k.startswith("tracker/")}
+    if tracker:
+        get_cuda_rng_tracker().set_states(tracker)
     if "cuda" in state and platform.has_cuda():
         torch.cuda.set_rng_state(state["cuda"])
 
@@ -70,101 +83,291 @@ def engine_key(role: str, layout: Any) -> str:
     return f"{role}@{layout}"
 
 
-def _host(t: torch.Tensor) -> torch.Tensor:
-    """A compact host copy (parameters are views into DDP's buffer: saving the view would
-    write the whole buffer; on GPUs the copy goes straight to host memory)."""
-    return t.detach().to("cpu", copy=True)
+# --------------------------------------------------------------------------- tensors as global chunks
 
 
-def collect(engines: Engines, trained: Iterable[str]) -> dict[str, Any]:
-    """This rank's part of a checkpoint (see the module docstring)."""
+def _sharded(pieces: list[tuple[Piece, torch.Tensor]], global_shape: tuple[int, ...], dtype: torch.dtype,
+             rank: int) -> Any:
+    """A DCP-writable/readable ShardedTensor whose local shards are the given views."""
+    from torch.distributed._shard.metadata import ShardMetadata
+    from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor, ShardedTensorMetadata
+    from torch.distributed._shard.sharded_tensor.metadata import TensorProperties
+    from torch.distributed._shard.sharding_spec import EnumerableShardingSpec
+
+    metas, shards = [], []
+    for piece, view in pieces:
+        md = ShardMetadata(shard_offsets=list(piece.offsets), shard_sizes=list(piece.sizes),
+                           placement=f"rank:{rank}/{view.device}")
+        metas.append(md)
+        shards.append(Shard(tensor=view, metadata=md))
+    size = torch.Size(global_shape)
+    # built directly: the public constructors insist that the shards listed cover the whole
+    # tensor, which only all ranks' shards together do (DCP checks that when it plans a save)
+    st = torch.Tensor._make_wrapper_subclass(ShardedTensor, size, dtype=dtype, layout=torch.strided,
+                                             pin_memory=False, requires_grad=False)
+    st._sharding_spec = EnumerableShardingSpec(metas)
+    st._metadata = ShardedTensorMetadata(shards_metadata=metas, size=size,
+                                         tensor_properties=TensorProperties(dtype=dtype))
+    st._local_shards = shards
+    st._prepare_init()
+    return st
+
+
+def _narrow(t: torch.Tensor, start: tuple[int, ...], sizes: tuple[int, ...]) -> torch.Tensor:
+    for d, (s, n) in enumerate(zip(start, sizes)):
+        if s or n != t.shape[d]:
+            t = t.narrow(d, s, n)
+    return t
+
+
+def _limit(shard: LocalShard) -> int | None:
+    return shard.global_shape[shard.spec.dim] if shard.spec.dim is not None else None
+
+
+def whole_pieces(shard: LocalShard, local: torch.Tensor) -> list[tuple[Piece, torch.Tensor]]:
+    """`local` (a tensor shaped like the TP-local parameter) as global chunks with views into it."""
+    zeros = (0,) * local.dim()
+    pieces = global_pieces(zeros, tuple(local.shape), dim=shard.spec.dim, ranges=shard.ranges, limit=_limit(shard))
+    return [(p, _narrow(local, p.local, p.sizes)) for p in pieces]
+
+
+def flat_pieces(shard: LocalShard, flat: torch.Tensor, start: int, stop: int) -> list[tuple[Piece, torch.Tensor]]:
+    """`flat` (elements [start, stop) of the TP-local parameter, row-major) as global chunks."""
+    shape = tuple(shard.tensor.shape)
+    out = []
+    for offsets, sizes, first in flat_blocks(shape, start, stop):
+        n = 1
+        for s in sizes:
+            n *= s
+        block = flat[first - start: first - start + n].view(sizes)
+        for p in global_pieces(offsets, sizes, dim=shard.spec.dim, ranges=shard.ranges, limit=_limit(shard)):
+            rel = tuple(a - b for a, b in zip(p.local, offsets))
+            out.append((p, _narrow(block, rel, p.sizes)))
+    return out
+
+
+def _put(out: dict[str, Any], key: str, pieces: list[tuple[Piece, torch.Tensor]], shape: tuple[int, ...],
+         dtype: torch.dtype, rank: int) -> None:
+    if pieces:
+        out[key] = _sharded(pieces, shape, dtype, rank)
+
+
+def _optimizer_layout(trainer: Trainer) -> tuple[list[str], dict[str, Any]]:
+    """(tensor state keys, scalar state) of a trainer's Adam state, the same for every shard."""
+    keys: list[str] | None = None
+    scalars: dict[str, Any] = {}
+    for s in trainer.optimizer_shards():
+        state = s.inner.state.get(s.main, {})
+        mine = sorted(k for k, v in state.items() if torch.is_tensor(v) and v.numel() == s.main.numel() and v.dim())
+        keys = mine if keys is None else keys
+        if mine != keys:
+            raise AssertionError(f"bug: optimizer shards hold different state keys ({mine} vs {keys})")
+        for k, v in state.items():
+            if k in mine:
+                continue
+            value = {"value": v.item(), "dtype": str(v.dtype).removeprefix("torch.")} if torch.is_tensor(v) else {
+                "value": v}
+            if scalars.setdefault(k, value) != value:
+                raise AssertionError(f"bug: optimizer shards disagree on {k!r}")
+    return keys or [], scalars
+
+
+def model_tensors(role: str, engine: ModelEngine, *, rank: int, optim_keys: Iterable[str],
+                  with_main: bool) -> dict[str, Any]:
+    """Every checkpoint tensor of one home engine on this rank, as views of the live data."""
+    out: dict[str, Any] = {}
+    shards = engine.named_local_shards()
+    for name, shard in shards.items():
+        t = shard.tensor
+        _put(out, f"{role}/weights/{name}", whole_pieces(shard, t), shard.global_shape, t.dtype, rank)
+        if engine.ema is not None:
+            e = engine.ema.shadow[name]
+            _put(out, f"{role}/ema/{name}", whole_pieces(shard, e), shard.global_shape, e.dtype, rank)
+    if engine.trainer is None:
+        return out
+    by_ptr = {s.tensor.data_ptr(): s for s in shards.values()}
+    for s in engine.trainer.optimizer_shards():
+        shard = by_ptr.get(s.param.data_ptr())
+        if shard is None:
+            raise AssertionError("bug: an optimizer shard belongs to no named parameter")
+        state = s.inner.state[s.main]
+        for key in optim_keys:
+            _put(out, f"{role}/optim/{key}/{shard.name}", flat_pieces(shard, state[key], s.start, s.stop),
+                 shard.global_shape, state[key].dtype, rank)
+        if with_main and not s.aliases_param:
+            _put(out, f"{role}/optim/main/{shard.name}", flat_pieces(shard, s.main, s.start, s.stop),
+                 shard.global_shape, s.main.dtype, rank)
+    return out
+
+
+def _rng_tensors(rank: int, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"rng/{rank}/{k}": v for k, v in state.items()}
+
+
+# --------------------------------------------------------------------------- save
+
+
+def describe(engines: Engines, trained: Iterable[str]) -> dict[str, Any]:
+    """This rank's plain checkpoint values: per trained model on it, the trainer's step,
+    the optimizer's state keys and scalars, whether it keeps an EMA and separate fp32 main
+    params; and the state of every engine it holds."""
     models: dict[str, Any] = {}
     for role in trained:
         engine = engines.get(role, engines.homes[role])
         if engine is None:
             continue
-        ema = engine.ema
-        models[role] = {
-            "layout": str(engines.homes[role]),
-            "weights": {n: _host(s.tensor) for n, s in engine.named_local_shards().items()},
-            "optimizer": engine.trainer.state_dict() if engine.trainer is not None else None,
-            "ema": {n: _host(t) for n, t in ema.shadow.items()} if ema is not None else None,
-        }
+        info: dict[str, Any] = {"layout": str(engines.homes[role]), "ema": engine.ema is not None}
+        if engine.trainer is not None:
+            keys, scalars = _optimizer_layout(engine.trainer)
+            info.update(step=engine.trainer.step, optim_keys=keys, optim_scalars=scalars,
+                        main=any(not s.aliases_param for s in engine.trainer.optimizer_shards()))
+        models[role] = info
     states = {engine_key(role, layout): dict(engine.state)
               for (role, layout), engine in engines.by_key.items() if engine is not None and engine.state}
-    return {"models": models, "engine_state": states, "rng": rng_state()}
+    return {"models": models, "engine_state": states}
 
 
-def to_bytes(state: Mapping[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(dict(state), buf)
-    return buf.getvalue()
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    models: dict[str, Any] = {}
+    states: dict[str, Any] = {}
+    for part in parts:
+        for role, info in part["models"].items():
+            if models.setdefault(role, info) != info:
+                raise AssertionError(f"bug: ranks disagree on the checkpoint state of {role!r}")
+        for key, state in part["engine_state"].items():
+            states.setdefault(key, state)
+    return {"models": models, "engine_state": states}
 
 
-def read_rank_file(path: str | Path) -> dict[str, Any]:
-    return torch.load(str(path), map_location="cpu", weights_only=True)
-
-
-def restore(state: Mapping[str, Any], engines: Engines, trained: Iterable[str],
-            make_trainer: Callable[[str, ModelEngine], Trainer]) -> None:
-    """Put a rank's saved state back: weights, then a fresh trainer (`make_trainer(role,
-    engine)`) loaded with the optimizer state, the EMA, engine states and RNG states."""
-    models = state["models"]
+def state_dict(engines: Engines, trained: Iterable[str], info: Mapping[str, Any], *, rank: int,
+               rng: bool = True) -> dict[str, Any]:
+    """The DCP state dict of this rank (views of live tensors, nothing copied)."""
+    out: dict[str, Any] = {}
     for role in trained:
         engine = engines.get(role, engines.homes[role])
         if engine is None:
             continue
-        if role not in models:
-            raise ValueError(f"checkpoint has no state of model {role!r} for this rank; resume with the "
-                             "plan that wrote it")
-        saved = models[role]
-        if saved["layout"] != str(engines.homes[role]):
-            raise ValueError(f"checkpoint holds {role!r} in layout {saved['layout']}, this run trains it in "
-                             f"{engines.homes[role]}; resharding a checkpoint is not supported")
-        shards = {n: s.tensor for n, s in engine.named_local_shards().items()}
-        check_same_tensors(shards, saved["weights"], f"weights of {role!r}")
-        with torch.no_grad():
-            for name, tensor in saved["weights"].items():
-                shards[name].copy_(tensor)
-        engine.weights_changed()
-        if saved["optimizer"] is not None:
-            if engine.trainer is None:
-                engine.trainer = make_trainer(role, engine)
-            engine.trainer.load_state_dict(saved["optimizer"])
-        ema = engine.ema
-        if (ema is None) != (saved["ema"] is None):
-            raise ValueError(f"checkpoint {'has' if saved['ema'] is not None else 'lacks'} an EMA of {role!r} "
-                             "but this run's train.ema_decay/ema_models say otherwise; resume with the same EMA settings")
-        if ema is not None:
-            ema.load(saved["ema"])
-    for (role, layout), engine in engines.by_key.items():
-        if engine is not None:
-            engine.state.clear()
-            engine.state.update(state["engine_state"].get(engine_key(role, layout), {}))
-    set_rng_state(state["rng"])
+        m = info["models"][role]
+        out.update(model_tensors(role, engine, rank=rank, optim_keys=m.get("optim_keys", ()),
+                                 with_main=bool(m.get("main"))))
+    if rng:
+        out.update(_rng_tensors(rank, rng_state()))
+    return out
 
 
-# --------------------------------------------------------------------------- collective save
+def _write(state: dict[str, Any], path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    writer = dcp.FileSystemWriter(str(path), single_file_per_rank=True, sync_files=True, thread_count=1,
+                                  overwrite=True)
+    dcp.save(state, storage_writer=writer)
 
 
-def save_checkpoint(root: str | Path, iteration: int, state: Mapping[str, Any], *, rank: int, world_size: int,
-                    fingerprint: Mapping[str, Any], layouts: Mapping[str, str], keep: int,
-                    group: Any = None) -> Path | None:
-    """Every rank calls this with its `collect()`ed state; rank 0 commits. Returns the
-    checkpoint's path on rank 0, None elsewhere. Collective over the world (or `group`)."""
+def own_files(path: Path, rank: int) -> list[str]:
+    """The files DCP wrote for `rank` (and `.metadata` for rank 0)."""
+    names = [os.path.basename(p) for p in glob.glob(str(path / f"__{rank}_*.distcp"))]
+    return sorted(names) + ([".metadata"] if rank == 0 else [])
+
+
+def save_checkpoint(root: str | Path, iteration: int, engines: Engines, trained: list[str], *, rank: int,
+                    world_size: int, fingerprint: Mapping[str, Any], layouts: Mapping[str, str], keep: int,
+                    write: Callable[[dict[str, Any], Path], None] = _write) -> Path | None:
+    """Write checkpoint `iteration` (world-collective); its path on rank 0, None elsewhere.
+
+    A failure on any rank (e.g. a full disk) raises on every rank and leaves the temporary
+    directory uncommitted: the previous checkpoints stay as they were.
+    """
     root = Path(root)
     if rank == 0:
         store.begin(root, iteration)
-    dist.barrier(group=group)
-    entry = store.write_rank_file(store.temp_dir(root, iteration), rank, to_bytes(state))
-    entries: list[Any] = [None] * world_size if rank == 0 else []
-    dist.gather_object((rank, entry), entries if rank == 0 else None, dst=0, group=group)
+    dist.barrier()
+    tmp = store.temp_dir(root, iteration)
+    mine = describe(engines, trained)
+    parts: list[Any] = [None] * world_size
+    dist.all_gather_object(parts, mine)
+    info = _merge(parts)
+    error = None
+    try:
+        write(state_dict(engines, trained, info, rank=rank), tmp)
+        entries = {name: store.file_entry(tmp / name) for name in own_files(tmp, rank)}
+    except OSError as exc:
+        error, entries = f"{type(exc).__name__}: {exc}", {}
+    results: list[Any] = [None] * world_size
+    dist.all_gather_object(results, (error, entries))
+    failed = next((e for e, _ in results if e is not None), None)
+    if failed is not None:
+        raise store.CheckpointWriteError(
+            f"writing checkpoint {store.checkpoint_name(iteration)} under {str(root)!r} failed ({failed}); the "
+            "previous checkpoints are intact: free disk space (or set train.run_dir elsewhere) and resume "
+            "with train.resume=true")
     path = None
     if rank == 0:
+        files = {n: e for _, part in results for n, e in part.items()}
         meta = store.CheckpointMeta(
             iteration=iteration, world_size=world_size, data_position=iteration,
-            fingerprint=dict(fingerprint), layouts=dict(layouts),
-            files={store.rank_file(r): e for r, e in entries})
+            fingerprint=dict(fingerprint), layouts=dict(layouts), files=files, extra=info)
         path = store.commit(root, meta, keep=keep)
-    dist.barrier(group=group)
+    dist.barrier()
     return path
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def _prepare_optimizer(role: str, engine: ModelEngine, saved: Mapping[str, Any],
+                       make_trainer: Callable[[str, ModelEngine], Trainer]) -> None:
+    """A trainer for `engine` with zeroed Adam state of the saved keys, ready to be filled."""
+    if engine.trainer is None:
+        engine.trainer = make_trainer(role, engine)
+    trainer = engine.trainer
+    for s in trainer.optimizer_shards():
+        state: dict[str, Any] = {k: torch.zeros_like(s.main) for k in saved["optim_keys"]}
+        for k, v in saved["optim_scalars"].items():
+            state[k] = torch.tensor(v["value"], dtype=getattr(torch, v["dtype"])) if "dtype" in v else v["value"]
+        s.inner.state[s.main] = state
+    trainer.step = int(saved["step"])
+
+
+def restore(path: str | Path, meta: store.CheckpointMeta, engines: Engines, trained: Iterable[str],
+            make_trainer: Callable[[str, ModelEngine], Trainer], *, rank: int, world_size: int) -> None:
+    """Load checkpoint `path` into this rank's engines, whatever plan and world size wrote it:
+    weights, a trainer with the optimizer state, the EMA, engine states; the RNG states
+    too when the world size is the same (world-collective)."""
+    import torch.distributed.checkpoint as dcp
+
+    trained = list(trained)
+    saved_models = meta.extra["models"]
+    reload: list[ModelEngine] = []
+    for role in trained:
+        engine = engines.get(role, engines.homes[role])
+        if engine is None:
+            continue
+        if role not in saved_models:
+            raise store.CheckpointError(f"checkpoint {Path(path).name} holds no state of model {role!r}; "
+                                        "resume with the experiment that wrote it")
+        saved = saved_models[role]
+        if saved["ema"] != (engine.ema is not None):
+            raise store.CheckpointError(
+                f"checkpoint {Path(path).name} {'has' if saved['ema'] else 'lacks'} an EMA of {role!r} but this "
+                "run's train.ema_decay/ema_models say otherwise; resume with the same EMA settings")
+        if "step" in saved:
+            _prepare_optimizer(role, engine, saved, make_trainer)
+            if not saved["main"] and any(not s.aliases_param for s in engine.trainer.optimizer_shards()):
+                reload.append(engine)  # fp32 checkpoint, bf16 run: main params from the weights
+    info = {"models": {r: {**m, "main": m.get("main", False)} for r, m in saved_models.items()}}
+    state = state_dict(engines, trained, info, rank=rank, rng=False)
+    same_world = meta.world_size == world_size
+    rng = _rng_tensors(rank, {k: v.clone() for k, v in rng_state().items()}) if same_world else {}
+    state.update(rng)
+    dcp.load(state, storage_reader=dcp.FileSystemReader(str(path)))
+    for engine in reload:
+        engine.weights_changed()
+    states = meta.extra.get("engine_state", {})
+    by_role = {role: states.get(engine_key(role, saved_models[role]["layout"]), {}) for role in saved_models}
+    for (role, layout), engine in engines.by_key.items():
+        if engine is not None:  # another plan: a home engine takes its model's home state
+            home = role in engines.homes and engines.get(role, engines.homes[role]) is engine
+            engine.state.clear()
+            engine.state.update(states.get(engine_key(role, layout), by_role.get(role, {}) if home else {}))
+    if same_world:
+        set_rng_state({k.removeprefix(f"rng/{rank}/"): v for k, v in rng.items()})

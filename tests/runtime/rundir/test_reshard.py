@@ -1,0 +1,162 @@
+"""A checkpoint written under one layout and world size loads exactly under others.
+
+Three launches: 4 workers (dp2 tp2) write a checkpoint; 2 workers (pp2) load it and write
+their own; 4 workers (tp2 pp2) load that. Every tensor the checkpoint holds (weights, EMA,
+the distributed optimizer's fp32 main params and Adam moments, which each layout splits
+differently over DP and TP) is set beforehand from a global reference tensor per name;
+after each load, each rank's piece must equal the reference cut for its own layout by the
+engine's own loading path (`convert.shard`) and the optimizer's own ranges: no chunk
+arithmetic of the checkpoint is involved in the expectation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from graph.catalog import OptimArgs
+from graph.placement.layout import DeviceMesh, Layout
+from runtime.execution.launch import LaunchSpec, launch
+from tests.runtime.dist_checks import tiny_arch
+
+ROLE = "actor"
+
+
+def _reference(name: str, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(sum(map(ord, f"{what}:{name}")))
+    return torch.randn(shape, generator=g)
+
+
+class _Engines:
+    def __init__(self, engine, layout):
+        self.homes = {ROLE: layout}
+        self.by_key = {(ROLE, layout): engine}
+        self._engine = engine
+
+    def get(self, role, layout):
+        return self._engine
+
+
+def _expected_local(engine, name: str, what: str) -> torch.Tensor:
+    """The reference global tensor cut to this rank's TP-local shape (padding rows zero)."""
+    from runtime.engine import convert
+
+    shard = engine.named_local_shards()[name]
+    full = convert.pad_vocab(name, _reference(name, shard.global_shape, what), engine.arch, engine.layout.tp)
+    return convert.shard(full, shard.spec, engine.layout.tp, engine.coords.tp_rank)
+
+
+def _build(rank: int, layout: Layout, *, ema: bool):
+    from graph.spec import ModelSpec
+    from runtime.engine.ema import EMA
+    from runtime.engine.model_engine import build_engine
+
+    engine = build_engine(ModelSpec(role=ROLE, arch=tiny_arch("llama"), trainable=True), layout, rank, seed=3)
+    if engine is not None and ema:
+        engine.ema = EMA(engine, 0.9)
+    return engine
+
+
+def _make_trainer(role, engine):
+    from runtime.engine.schedule import Trainer
+
+    return Trainer(engine, OptimArgs(lr=1e-3), total_steps=10)
+
+
+def _check(engine, failures: list[str]) -> int:
+    """Compare everything this rank holds with the references; returns the elements checked."""
+    checked = 0
+    for name, shard in engine.named_local_shards().items():
+        for what, tensor in (("w", shard.tensor), ("ema", engine.ema.shadow[name])):
+            want = _expected_local(engine, name, what).to(tensor.dtype)
+            if not torch.equal(tensor, want):
+                failures.append(f"{what} {name} on {engine.layout}")
+            checked += tensor.numel()
+    by_ptr = {s.tensor.data_ptr(): s for s in engine.named_local_shards().values()}
+    for s in engine.trainer.optimizer_shards():
+        name = by_ptr[s.param.data_ptr()].name
+        for what in ("exp_avg", "exp_avg_sq", "main"):
+            got = s.main if what == "main" else s.inner.state[s.main][what]
+            source = "w" if what == "main" else what
+            want = _expected_local(engine, name, source).reshape(-1)[s.start:s.stop]
+            if not torch.equal(got, want):
+                failures.append(f"{what} {name} [{s.start}, {s.stop}) on {engine.layout}")
+            checked += got.numel()
+        if float(s.inner.state[s.main]["step"]) != 1.0:
+            failures.append(f"Adam step of {name}: {s.inner.state[s.main]['step']}")
+    if engine.trainer.step != 1:
+        failures.append(f"trainer step {engine.trainer.step}")
+    return checked
+
+
+def _write(ctx, layout: Layout, root: str, iteration: int) -> None:
+    from runtime.rundir import rank_state
+
+    engine = _build(ctx.rank, layout, ema=True)
+    if engine is not None:
+        engine.trainer = _make_trainer(ROLE, engine)
+        engine.trainer.optimizer.step()  # zero gradients: Adam creates its state, the weights stay
+        engine.trainer.step = 1
+        for name, shard in engine.named_local_shards().items():
+            with torch.no_grad():
+                shard.tensor.copy_(_expected_local(engine, name, "w"))
+                engine.ema.shadow[name].copy_(_expected_local(engine, name, "ema"))
+        engine.weights_changed()
+        by_ptr = {s.tensor.data_ptr(): s for s in engine.named_local_shards().values()}
+        for s in engine.trainer.optimizer_shards():
+            name = by_ptr[s.param.data_ptr()].name
+            for what in ("exp_avg", "exp_avg_sq"):
+                s.inner.state[s.main][what].copy_(_expected_local(engine, name, what).reshape(-1)[s.start:s.stop])
+        engine.state["ppo/kl_coef"] = 0.125
+    rank_state.save_checkpoint(Path(root), iteration, _Engines(engine, layout), [ROLE], rank=ctx.rank,
+                               world_size=ctx.world_size, fingerprint={}, layouts={"train": str(layout)}, keep=5)
+
+
+def _load(ctx, layout: Layout, path: str, then_write: tuple[str, int] | None) -> tuple[list[str], int, dict]:
+    from runtime.rundir import checkpoints, rank_state
+
+    engine = _build(ctx.rank, layout, ema=True)
+    meta = checkpoints.verify(path)
+    rank_state.restore(Path(path), meta, _Engines(engine, layout), [ROLE], _make_trainer, rank=ctx.rank,
+                       world_size=ctx.world_size)
+    failures: list[str] = []
+    checked = _check(engine, failures) if engine is not None else 0
+    state = dict(engine.state) if engine is not None else {}
+    if then_write is not None:
+        root, iteration = then_write
+        rank_state.save_checkpoint(Path(root), iteration, _Engines(engine, layout), [ROLE], rank=ctx.rank,
+                                   world_size=ctx.world_size, fingerprint={}, layouts={"train": str(layout)},
+                                   keep=5)
+    return failures, checked, state
+
+
+def _layout(size: int, **degrees: int) -> Layout:
+    return Layout(mesh=DeviceMesh.span(0, size), **{"dp": 1, "tp": 1, "pp": 1, **degrees})
+
+
+@pytest.mark.slow  # three launches (~30 s idle, more under load)
+def test_checkpoints_reshard_across_layouts_and_world_sizes(tmp_path):
+    from runtime.engine import convert
+    from runtime.rundir import checkpoints
+
+    root = tmp_path / "ckpt"
+    arch = tiny_arch("llama")
+    assert convert.padded_vocab(arch, 2) > arch.vocab_size  # TP 2 pads the vocabulary: padding is dropped
+    launch(_write, (_layout(4, dp=2, tp=2), str(root), 1), LaunchSpec(nproc_per_node=4, log_dir=str(tmp_path / "a")))
+    first = root / "iter_000001"
+    meta = checkpoints.verify(first)
+    assert meta.world_size == 4 and sorted(meta.files) == [".metadata"] + [f"__{r}_0.distcp" for r in range(4)]
+    b = launch(_load, (_layout(2, pp=2), str(first), (str(root), 2)),
+               LaunchSpec(nproc_per_node=2, log_dir=str(tmp_path / "b")))
+    c = launch(_load, (_layout(4, tp=2, pp=2), str(root / "iter_000002"), None),
+               LaunchSpec(nproc_per_node=4, log_dir=str(tmp_path / "c")))
+    numel = sum(t.numel() for t in convert.random_hf_state(arch, seed=0, value_head=False).values())
+    for results in (b, c):
+        assert [f for r in results.values() for f in r[0]] == []
+        # every rank held something, and all of it was checked: weights + EMA once per DP
+        # replica, main params and two moments once per element
+        assert all(r[1] > 0 for r in results.values())
+        assert sum(r[1] for r in results.values()) >= 5 * numel
+        assert all(r[2] == {"ppo/kl_coef": 0.125} for r in results.values())
