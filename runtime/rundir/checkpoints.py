@@ -205,6 +205,11 @@ def begin(root: str | Path, iteration: int) -> Path:
     return tmp
 
 
+def discard(tmp: Path) -> None:
+    """Remove a temporary checkpoint directory that will not be committed."""
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def commit(root: str | Path, meta: CheckpointMeta, *, keep: int) -> Path:
     """Write meta.json last, rename the temporary directory into place, prune; returns the path.
 

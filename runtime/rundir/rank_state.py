@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -296,6 +297,9 @@ def save_checkpoint(root: str | Path, iteration: int, engines: Engines, trained:
     dist.all_gather_object(results, (error, entries))
     failed = next((e for e, _ in results if e is not None), None)
     if failed is not None:
+        dist.barrier()
+        if rank == 0:  # give the space back; nothing resumes from an uncommitted directory
+            store.discard(tmp)
         raise store.CheckpointWriteError(
             f"writing checkpoint {store.checkpoint_name(iteration)} under {str(root)!r} failed ({failed}); the "
             "previous checkpoints are intact: free disk space (or set train.run_dir elsewhere) and resume "
@@ -326,6 +330,15 @@ def _prepare_optimizer(role: str, engine: ModelEngine, saved: Mapping[str, Any],
             state[k] = torch.tensor(v["value"], dtype=getattr(torch, v["dtype"])) if "dtype" in v else v["value"]
         s.inner.state[s.main] = state
     trainer.step = int(saved["step"])
+
+
+def _tied_from_embedding(state: dict[str, Any], saved: set[str]) -> None:
+    """A tied output layer the checkpoint lacks (it was written with pp = 1, where the output
+    layer is the embedding) is read from the embedding's key."""
+    for key in [k for k in state if k.endswith("/output_layer.weight") and k not in saved]:
+        source = key.removesuffix("output_layer.weight") + "embedding.word_embeddings.weight"
+        if source in saved and source not in state:
+            state[source] = state.pop(key)
 
 
 def restore(path: str | Path, meta: store.CheckpointMeta, engines: Engines, trained: Iterable[str],
@@ -359,7 +372,9 @@ def restore(path: str | Path, meta: store.CheckpointMeta, engines: Engines, trai
     same_world = meta.world_size == world_size
     rng = _rng_tensors(rank, {k: v.clone() for k, v in rng_state().items()}) if same_world else {}
     state.update(rng)
-    dcp.load(state, storage_reader=dcp.FileSystemReader(str(path)))
+    reader = dcp.FileSystemReader(str(path))
+    _tied_from_embedding(state, set(reader.read_metadata().state_dict_metadata))
+    dcp.load(state, storage_reader=reader)
     for engine in reload:
         engine.weights_changed()
     states = meta.extra.get("engine_state", {})
@@ -371,3 +386,22 @@ def restore(path: str | Path, meta: store.CheckpointMeta, engines: Engines, trai
             engine.state.update(states.get(engine_key(role, layout), by_role.get(role, {}) if home else {}))
     if same_world:
         set_rng_state({k.removeprefix(f"rng/{rank}/"): v for k, v in rng.items()})
+
+
+def read_global(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
+    """Every tensor of checkpoint `path` whose key starts with `prefix` (e.g. 'actor/weights/'),
+    whole, by the rest of its key; in this process, without a process group (for export
+    and inspection: it holds the selected tensors in memory)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    reader = dcp.FileSystemReader(str(path))
+    md = reader.read_metadata()
+    state = {k: torch.empty(tuple(v.size), dtype=v.properties.dtype)
+             for k, v in md.state_dict_metadata.items()
+             if k.startswith(prefix) and isinstance(v, TensorStorageMetadata)}
+    if state:
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
+            dcp.load(state, storage_reader=reader, no_dist=True)
+    return {k.removeprefix(prefix): v for k, v in state.items()}
