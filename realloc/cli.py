@@ -188,7 +188,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from realloc.pipeline import load_pipeline, run_pipeline, summary_lines
 
     pipeline = load_pipeline(args.pipeline, args.overrides)
-    results = run_pipeline(pipeline)
+    results = run_pipeline(pipeline, rerun=tuple(args.rerun or ()))
     print(f"pipeline {pipeline.name}: {len(results)} stages done")
     for line in summary_lines(results):
         print(f"  {line}")
@@ -345,10 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipeline", parents=[common], help="run experiments as stages (e.g. SFT -> RM -> PPO)",
                        description="Run a pipeline file's stages in order, each stage's saved models feeding "
-                                   "the next (${stages.NAME.run_dir}); finished stages are skipped on a re-run.")
+                                   "the next (${stages.NAME.run_dir}); on a re-run, finished stages of the same config are "
+                                   "reused and unfinished ones resume from their last checkpoint.")
     p.add_argument("pipeline", help="pipeline YAML or shipped name (experiments/pipelines/), e.g. dschat_tiny")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="run_dir=DIR, STAGE.key=value (one stage) or all.key=value (every stage)")
+    p.add_argument("--rerun", action="append", metavar="STAGE",
+                   help="run this stage again from the start even if it finished (repeatable); its old "
+                        "run directory is kept, moved aside")
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("keys", parents=[common], help="list the configuration keys with their meaning and defaults")
