@@ -325,7 +325,12 @@ def _prepare_optimizer(role: str, engine: ModelEngine, saved: Mapping[str, Any],
         engine.trainer = make_trainer(role, engine)
     trainer = engine.trainer
     for s in trainer.optimizer_shards():
-        state: dict[str, Any] = {k: torch.zeros_like(s.main) for k in saved["optim_keys"]}
+        old = s.inner.state.get(s.main, {})
+        state: dict[str, Any] = {}
+        for k in saved["optim_keys"]:  # reuse a live tensor (no second copy); padding rows stay zero
+            t = old.get(k)
+            ok = torch.is_tensor(t) and t.shape == s.main.shape and t.dtype == s.main.dtype
+            state[k] = t.zero_() if ok else torch.zeros_like(s.main)
         for k, v in saved["optim_scalars"].items():
             state[k] = torch.tensor(v["value"], dtype=getattr(torch, v["dtype"])) if "dtype" in v else v["value"]
         s.inner.state[s.main] = state
