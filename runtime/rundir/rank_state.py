@@ -287,12 +287,16 @@ def save_checkpoint(root: str | Path, iteration: int, engines: Engines, trained:
     parts: list[Any] = [None] * world_size
     dist.all_gather_object(parts, mine)
     info = _merge(parts)
+    from torch.distributed.checkpoint.api import CheckpointException
+
     error = None
     try:
         write(state_dict(engines, trained, info, rank=rank), tmp)
         entries = {name: store.file_entry(tmp / name) for name in own_files(tmp, rank)}
     except OSError as exc:
         error, entries = f"{type(exc).__name__}: {exc}", {}
+    except CheckpointException as exc:  # DCP gathers every rank's failure and raises it on all
+        error, entries = _first_failure(exc), {}
     results: list[Any] = [None] * world_size
     dist.all_gather_object(results, (error, entries))
     failed = next((e for e, _ in results if e is not None), None)
@@ -313,6 +317,14 @@ def save_checkpoint(root: str | Path, iteration: int, engines: Engines, trained:
         path = store.commit(root, meta, keep=keep)
     dist.barrier()
     return path
+
+
+def _first_failure(exc: Any) -> str:
+    """'OSError: ... (rank R)' of the first rank a DCP CheckpointException names."""
+    for r, failure in sorted(exc.failures.items()):
+        cause = failure[0] if isinstance(failure, tuple) else failure
+        return f"{type(cause).__name__}: {cause} (rank {r})"
+    return " ".join(str(exc).split())
 
 
 # --------------------------------------------------------------------------- restore

@@ -32,9 +32,17 @@ def save(it, write=rank_state._write):
     return rank_state.save_checkpoint(root, it, NoEngines(), [], rank=0, world_size=1, fingerprint={"seed": 1},
                                       layouts={}, keep=5, write=write)
 
-def full_disk(state, path):
-    rank_state._write(state, path)  # the files are there, then the disk fills up
-    raise OSError(errno.ENOSPC, "No space left on device")
+def full_disk(state, path):  # DCP's own writer finds the disk full
+    from torch.distributed.checkpoint import filesystem
+
+    real = filesystem._write_item
+    def write_item(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    filesystem._write_item = write_item
+    try:
+        rank_state._write(state, path)
+    finally:
+        filesystem._write_item = real
 
 def hang(state, path):
     rank_state._write(state, path)
@@ -67,7 +75,7 @@ def test_a_full_disk_stops_with_one_line_then_sigkill_mid_save_leaves_the_previo
     # ENOSPC: one line, the partial checkpoint removed, the previous one intact
     [line] = [line for line in out.splitlines() if line.startswith("ERROR")]
     assert line == (f"ERROR writing checkpoint iter_000002 under {str(ckpt)!r} failed (OSError: "
-                    "[Errno 28] No space left on device); the previous checkpoints are intact: free disk space "
+                    "[Errno 28] No space left on device (rank 0)); the previous checkpoints are intact: free disk space "
                     "(or set train.run_dir elsewhere) and resume with train.resume=true")
     assert (ckpt / "after-enospc").read_text() == "iter_000001"
     # SIGKILL after the DCP files of checkpoint 3, before its meta.json

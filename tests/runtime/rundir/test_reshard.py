@@ -22,7 +22,10 @@ from graph.placement.layout import DeviceMesh, Layout
 from runtime.execution.launch import LaunchSpec, launch
 from tests.runtime.dist_checks import tiny_arch
 
-ROLE = "actor"
+FAMILIES = {"actor": "llama", "policy": "qwen2"}
+"""Two models: llama (GQA, fused gate/up) and qwen2 with tied embeddings, whose output layer
+is a parameter of its own only at pp > 1 (the 4-worker checkpoint lacks it: the 2-worker
+pp2 load reads it from the embedding)."""
 
 
 def _reference(name: str, shape: tuple[int, ...], what: str) -> torch.Tensor:
@@ -31,13 +34,13 @@ def _reference(name: str, shape: tuple[int, ...], what: str) -> torch.Tensor:
 
 
 class _Engines:
-    def __init__(self, engine, layout):
-        self.homes = {ROLE: layout}
-        self.by_key = {(ROLE, layout): engine}
-        self._engine = engine
+    def __init__(self, engines, layout):
+        self.homes = {role: layout for role in engines}
+        self.by_key = {(role, layout): engine for role, engine in engines.items()}
+        self._engines = engines
 
     def get(self, role, layout):
-        return self._engine
+        return self._engines[role]
 
 
 def _expected_local(engine, name: str, what: str) -> torch.Tensor:
@@ -45,19 +48,26 @@ def _expected_local(engine, name: str, what: str) -> torch.Tensor:
     from runtime.engine import convert
 
     shard = engine.named_local_shards()[name]
-    full = convert.pad_vocab(name, _reference(name, shard.global_shape, what), engine.arch, engine.layout.tp)
+    source = name  # a tied output layer is the embedding
+    if name == "output_layer.weight" and engine.arch.tied_embeddings:
+        source = "embedding.word_embeddings.weight"
+    ref = _reference(source, shard.global_shape, f"{engine.spec.role}:{what}")
+    full = convert.pad_vocab(name, ref, engine.arch, engine.layout.tp)
     return convert.shard(full, shard.spec, engine.layout.tp, engine.coords.tp_rank)
 
 
-def _build(rank: int, layout: Layout, *, ema: bool):
+def _build(rank: int, layout: Layout) -> dict:
     from graph.spec import ModelSpec
     from runtime.engine.ema import EMA
     from runtime.engine.model_engine import build_engine
 
-    engine = build_engine(ModelSpec(role=ROLE, arch=tiny_arch("llama"), trainable=True), layout, rank, seed=3)
-    if engine is not None and ema:
-        engine.ema = EMA(engine, 0.9)
-    return engine
+    out = {}
+    for role, family in FAMILIES.items():
+        engine = build_engine(ModelSpec(role=role, arch=tiny_arch(family), trainable=True), layout, rank, seed=3)
+        if engine is not None:
+            engine.ema = EMA(engine, 0.9)
+            out[role] = engine
+    return out
 
 
 def _make_trainer(role, engine):
@@ -95,9 +105,9 @@ def _check(engine, failures: list[str]) -> int:
 def _write(ctx, layout: Layout, root: str, iteration: int) -> None:
     from runtime.rundir import rank_state
 
-    engine = _build(ctx.rank, layout, ema=True)
-    if engine is not None:
-        engine.trainer = _make_trainer(ROLE, engine)
+    engines = _build(ctx.rank, layout)
+    for role, engine in engines.items():
+        engine.trainer = _make_trainer(role, engine)
         engine.trainer.optimizer.step()  # zero gradients: Adam creates its state, the weights stay
         engine.trainer.step = 1
         for name, shard in engine.named_local_shards().items():
@@ -111,34 +121,32 @@ def _write(ctx, layout: Layout, root: str, iteration: int) -> None:
             for what in ("exp_avg", "exp_avg_sq"):
                 s.inner.state[s.main][what].copy_(_expected_local(engine, name, what).reshape(-1)[s.start:s.stop])
         engine.state["ppo/kl_coef"] = 0.125
-    rank_state.save_checkpoint(Path(root), iteration, _Engines(engine, layout), [ROLE], rank=ctx.rank,
+    rank_state.save_checkpoint(Path(root), iteration, _Engines(engines, layout), list(FAMILIES), rank=ctx.rank,
                                world_size=ctx.world_size, fingerprint={}, layouts={"train": str(layout)}, keep=5)
 
 
 def _load(ctx, layout: Layout, path: str, then_write: tuple[str, int] | None) -> tuple[list[str], int, dict, Any]:
+    from runtime.data.batch import SeqBatch
     from runtime.rundir import checkpoints, rank_state
+    from tests.runtime.dist_checks import _full_logits
 
-    engine = _build(ctx.rank, layout, ema=True)
+    engines = _build(ctx.rank, layout)
     meta = checkpoints.verify(path)
-    rank_state.restore(Path(path), meta, _Engines(engine, layout), [ROLE], _make_trainer, rank=ctx.rank,
+    rank_state.restore(Path(path), meta, _Engines(engines, layout), list(FAMILIES), _make_trainer, rank=ctx.rank,
                        world_size=ctx.world_size)
     failures: list[str] = []
-    checked = _check(engine, failures) if engine is not None else 0
-    state = dict(engine.state) if engine is not None else {}
-    logits = None
-    if engine is not None:  # the same weights in another layout: reductions in another order
-        from runtime.data.batch import SeqBatch
-        from tests.runtime.dist_checks import _full_logits
-
-        g = torch.Generator().manual_seed(7)
-        seqs = [torch.randint(0, 101, (n,), generator=g).tolist() for n in (9, 5, 12)]
-        logits = _full_logits(engine, SeqBatch.from_lists(seqs, [3, 2, 4]))
+    checked = sum(_check(engine, failures) for engine in engines.values())
+    states = {role: dict(engine.state) for role, engine in engines.items()}
+    # the same weights in another layout: reductions in another order
+    g = torch.Generator().manual_seed(7)
+    seqs = [torch.randint(0, 101, (n,), generator=g).tolist() for n in (9, 5, 12)]
+    logits = _full_logits(engines["actor"], SeqBatch.from_lists(seqs, [3, 2, 4])) if engines else None
     if then_write is not None:
         root, iteration = then_write
-        rank_state.save_checkpoint(Path(root), iteration, _Engines(engine, layout), [ROLE], rank=ctx.rank,
-                                   world_size=ctx.world_size, fingerprint={}, layouts={"train": str(layout)},
-                                   keep=5)
-    return failures, checked, state, logits
+        rank_state.save_checkpoint(Path(root), iteration, _Engines(engines, layout), list(FAMILIES),
+                                   rank=ctx.rank, world_size=ctx.world_size, fingerprint={},
+                                   layouts={"train": str(layout)}, keep=5)
+    return failures, checked, states, logits
 
 
 def _layout(size: int, **degrees: int) -> Layout:
@@ -161,14 +169,15 @@ def test_checkpoints_reshard_across_layouts_and_world_sizes(tmp_path):
                LaunchSpec(nproc_per_node=2, log_dir=str(tmp_path / "b")))
     c = launch(_load, (_layout(4, tp=2, pp=2), str(root / "iter_000002"), None),
                LaunchSpec(nproc_per_node=4, log_dir=str(tmp_path / "c")))
-    numel = sum(t.numel() for t in convert.random_hf_state(arch, seed=0, value_head=False).values())
+    numel = sum(t.numel() for f in FAMILIES.values()
+                for t in convert.random_hf_state(tiny_arch(f), seed=0, value_head=False).values())
     for results in (b, c):
         assert [f for r in results.values() for f in r[0]] == []
         # every rank held something, and all of it was checked: weights + EMA once per DP
         # replica, main params and two moments once per element
         assert all(r[1] > 0 for r in results.values())
         assert sum(r[1] for r in results.values()) >= 5 * numel
-        assert all(r[2] == {"ppo/kl_coef": 0.125} for r in results.values())
+        assert all(r[2] == {role: {"ppo/kl_coef": 0.125} for role in FAMILIES} for r in results.values())
     # not bit-identical across layouts: the same weights give logits that differ in the last
     # bits (TP splits the matmul reductions); the README quotes this number
     b_logits, c_logits = b[0][3], c[0][3]
