@@ -300,22 +300,26 @@ def save_checkpoint(root: str | Path, iteration: int, engines: Engines, trained:
     results: list[Any] = [None] * world_size
     dist.all_gather_object(results, (error, entries))
     failed = next((e for e, _ in results if e is not None), None)
-    if failed is not None:
-        dist.barrier()
-        if rank == 0:  # give the space back; nothing resumes from an uncommitted directory
-            store.discard(tmp)
-        raise store.CheckpointWriteError(
-            f"writing checkpoint {store.checkpoint_name(iteration)} under {str(root)!r} failed ({failed}); the "
-            "previous checkpoints are intact: free disk space (or set train.run_dir elsewhere) and resume "
-            "with train.resume=true")
     path = None
     if rank == 0:
-        files = {n: e for _, part in results for n, e in part.items()}
-        meta = store.CheckpointMeta(
-            iteration=iteration, world_size=world_size, data_position=iteration,
-            fingerprint=dict(fingerprint), layouts=dict(layouts), files=files, extra=info)
-        path = store.commit(root, meta, keep=keep)
-    dist.barrier()
+        if failed is None:
+            files = {n: e for _, part in results for n, e in part.items()}
+            meta = store.CheckpointMeta(
+                iteration=iteration, world_size=world_size, data_position=iteration,
+                fingerprint=dict(fingerprint), layouts=dict(layouts), files=files, extra=info)
+            try:
+                path = store.commit(root, meta, keep=keep)
+            except OSError as exc:  # meta.json itself did not fit
+                failed = f"{type(exc).__name__}: {exc}"
+        if failed is not None:  # give the space back; nothing resumes from an uncommitted directory
+            store.discard(tmp)
+    box = [failed]
+    dist.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        raise store.CheckpointWriteError(
+            f"writing checkpoint {store.checkpoint_name(iteration)} under {str(root)!r} failed ({box[0]}); the "
+            "previous checkpoints are intact: free disk space (or set train.run_dir elsewhere) and resume "
+            "with train.resume=true")
     return path
 
 
