@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -297,9 +298,9 @@ def test_checkpoints_command_lists_status_size_and_plan(runs, capsys):
 
     assert main(["checkpoints", str(runs["killed"])]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ITER", "SIZE", "WORKERS", "PLAN", "STATUS", "DIRECTORY"]
-    rows = [line.split() for line in lines[1:]]
-    assert [r[0] for r in rows] == ["4", "6", "8"]
-    assert rows[0][-2:] == ["aside", rows[0][-1]] and rows[0][-1].startswith("iter_000004.unusable-")
-    assert rows[1][2] == "2" and rows[1][-2:] == ["ok", "iter_000006"]
-    assert float(rows[2][1]) > 0.1 and rows[2][2] == "2"
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines]  # columns are 2+ spaces apart
+    assert rows[0] == ["ITER", "SIZE", "WORKERS", "PLAN", "STATUS", "DIRECTORY"]
+    assert [r[0] for r in rows[1:]] == ["4", "6", "8"]
+    assert rows[1][4] == "moved aside" and rows[1][5].startswith("iter_000004.unusable-")
+    assert rows[2][2:] == ["2", "6 calls on 4 layouts", "ok", "iter_000006"]
+    assert rows[3][1].endswith(" MiB") and float(rows[3][1].split()[0]) > 0.1
