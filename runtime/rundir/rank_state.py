@@ -26,9 +26,14 @@ nobody trains rebuild from their seed or checkpoint.
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import glob
+import io
 import os
+import sys
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -393,7 +398,7 @@ def restore(path: str | Path, meta: store.CheckpointMeta, engines: Engines, trai
     same_world = meta.world_size == world_size
     rng = _rng_tensors(rank, {k: v.clone() for k, v in rng_state().items()}) if same_world else {}
     state.update(rng)
-    reader = dcp.FileSystemReader(str(path))
+    reader = _dcp_reader()(str(path))
     _tied_from_embedding(state, set(reader.read_metadata().state_dict_metadata))
     dcp.load(state, storage_reader=reader)
     for engine in reload:
@@ -409,6 +414,119 @@ def restore(path: str | Path, meta: store.CheckpointMeta, engines: Engines, trai
         set_rng_state({k.removeprefix(f"rng/{rank}/"): v for k, v in rng.items()})
 
 
+class _Slice(io.RawIOBase):
+    """Bytes [offset, offset + length) of an open file, as a seekable file of their own."""
+
+    def __init__(self, fh: Any, offset: int, length: int) -> None:
+        super().__init__()
+        self.fh, self.offset, self.length, self.pos = fh, offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.length}[whence]
+        self.pos = min(max(base + pos, 0), self.length)
+        return self.pos
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self.length - self.pos)
+        if n <= 0:
+            return 0
+        self.fh.seek(self.offset + self.pos)
+        got = self.fh.readinto(memoryview(b)[:n])
+        self.pos += got
+        return got
+
+
+def _data_span(fh: Any, offset: int, length: int) -> tuple[int, int] | None:
+    """(file offset, bytes) of the one tensor record inside a torch.save archive stored at
+    [offset, offset + length) of `fh`, when it is stored uncompressed; None otherwise."""
+    try:
+        with zipfile.ZipFile(_Slice(fh, offset, length)) as zf:
+            data = [i for i in zf.infolist() if "/data/" in i.filename]
+            order = [i for i in zf.infolist() if i.filename.endswith("/byteorder")]
+            if len(data) != 1 or data[0].compress_type != zipfile.ZIP_STORED:
+                return None
+            if order and zf.read(order[0]).decode() != sys.byteorder:
+                return None
+            info = data[0]
+        fh.seek(offset + info.header_offset)
+        header = fh.read(30)
+        if len(header) != 30 or header[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
+        return offset + info.header_offset + 30 + name_len + extra_len, info.file_size
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError):
+        return None
+
+
+def _dcp_reader() -> type:
+    import torch.distributed.checkpoint as dcp
+
+    class DirectReader(dcp.FileSystemReader):
+        """DCP's FileSystemReader, reading a whole stored chunk straight into a contiguous
+        target tensor (one copy from the page cache; the stock reader `torch.load`s every
+        chunk into a new tensor, then copies that). Anything else takes the stock path."""
+
+        def read_data(self, plan: Any, planner: Any) -> Any:
+            from torch.distributed.checkpoint.planner import LoadItemType
+
+            rest = []
+            by_file: dict[str, list[Any]] = {}
+            for req in plan.items:
+                md = self.storage_data[req.storage_index]
+                if req.type == LoadItemType.TENSOR and not md.transform_descriptors and not any(req.storage_offsets):
+                    by_file.setdefault(md.relative_path, []).append(req)
+                else:
+                    rest.append(req)
+            for relative, reqs in by_file.items():
+                reqs.sort(key=lambda r: self.storage_data[r.storage_index].offset)
+                with open(os.path.join(str(self.path), relative), "rb", buffering=0) as fh:
+                    for req in reqs:
+                        if not self._direct(fh, req, planner):
+                            rest.append(req)
+            if rest:
+                return super().read_data(dataclasses.replace(plan, items=rest), planner)
+            from torch.futures import Future
+
+            fut: Future[None] = Future()
+            fut.set_result(None)
+            return fut
+
+        def _direct(self, fh: Any, req: Any, planner: Any) -> bool:
+            md = self.storage_data[req.storage_index]
+            target = planner.resolve_tensor(req).detach()
+            stored = planner.metadata.state_dict_metadata[req.storage_index.fqn]
+            nbytes = target.numel() * target.element_size()
+            if (target.device.type != "cpu" or not target.is_contiguous() or target.dtype != stored.properties.dtype
+                    or tuple(target.shape) != tuple(req.lengths)):
+                return False
+            span = _data_span(fh, md.offset, md.length)
+            if span is None or span[1] != nbytes:  # not the whole stored chunk
+                return False
+            start, _ = span
+            if nbytes:
+                view = memoryview((ctypes.c_char * nbytes).from_address(target.data_ptr())).cast("B")
+                fh.seek(start)
+                done = 0
+                while done < nbytes:
+                    got = fh.readinto(view[done:])
+                    if not got:
+                        raise OSError(f"{md.relative_path}: unexpected end of file at {start + done}")
+                    done += got
+            planner.commit_tensor(req, target)
+            return True
+
+    return DirectReader
+
+
 def read_global(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
     """Every tensor of checkpoint `path` whose key starts with `prefix` (e.g. 'actor/weights/'),
     whole, by the rest of its key; in this process, without a process group (for export
@@ -416,7 +534,7 @@ def read_global(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    reader = dcp.FileSystemReader(str(path))
+    reader = _dcp_reader()(str(path))
     md = reader.read_metadata()
     state = {k: torch.empty(tuple(v.size), dtype=v.properties.dtype)
              for k, v in md.state_dict_metadata.items()
