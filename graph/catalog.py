@@ -221,6 +221,12 @@ class RewardModelArgs:
     """Sequence rewards from a reward model's value head at the last token."""
 
 
+@interface("advantage_model", CallKind.INFERENCE, inputs=("sequences",), outputs=("rewards",))
+@dataclass(frozen=True, kw_only=True)
+class AdvantageModelArgs:
+    """Sequence rewards in the Advantage Model form: the score at the last token minus the score at the last prompt token."""
+
+
 @interface("rule_reward", CallKind.INFERENCE, needs_weights=False, inputs=("sequences", "answers"), outputs=("rewards",),
            required=1)
 @dataclass(frozen=True, kw_only=True)
@@ -279,6 +285,26 @@ class RewardPairwiseArgs(OptimArgs):
     """Reward-model training with the Bradley-Terry pairwise loss."""
 
 
+@interface("am_pairwise", CallKind.TRAIN, inputs=("pairs",))
+@dataclass(frozen=True, kw_only=True)
+class AdvantagePairwiseArgs(OptimArgs):
+    """Advantage-Model training: ranking loss on advantages, centred and bounded (Peng et al. 2023)."""
+
+    bound: float = 2.5
+    """m: advantages beyond +-bound are penalised (the paper's m(x) = 2.5)."""
+    bound_coef: float = 1.0
+    """Weight of the squared hinge relu(|a| - bound)^2 that keeps advantages bounded."""
+    center_coef: float = 1.0
+    """Weight of the squared pair-mean advantage ((a_c + a_r) / 2)^2 that centres advantages at 0 per prompt."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bound <= 0:
+            raise ValueError(f"bound must be > 0, got {self.bound}")
+        if self.bound_coef < 0 or self.center_coef < 0:
+            raise ValueError("bound_coef and center_coef must be >= 0")
+
+
 REWARD_SHAPING_ARGS = ("kl_coef", "kl_in_reward", "adaptive_kl_target", "adaptive_kl_horizon",
                       "reward_clip", "normalize_reward", "gamma", "lam")
 """Arguments ppo_actor and ppo_critic must share: both compute the same GAE targets from the
@@ -335,12 +361,26 @@ class PPOActorArgs(OptimArgs):
     """Optimizer steps per pass."""
     ptx_coef: float = 0.0
     """Weight of the pretraining/SFT loss on data.ptx mixed into the actor loss (0 disables ptx)."""
+    rehearsal_coef: float = 0.0
+    """Weight of the Selective Rehearsal SFT loss on the kept rollouts (0 disables rehearsal)."""
+    rehearsal_every: int = 1
+    """Iterations between two selections of the rehearsal set (1 reselects every iteration)."""
+    rehearsal_clusters: int = 2
+    """k of the k-means over the actor's prompt embeddings (mean last hidden state)."""
+    rehearsal_per_cluster: int = 2
+    """Rollouts kept per cluster: the highest-reward ones whose reward (advantage) is > rehearsal_min_reward."""
+    rehearsal_min_reward: float = 0.0
+    """A rollout is kept only above this reward (0: better than expected under the AM)."""
     temperature: float = 1.0
     """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_range("eps_clip", self.eps_clip, 0.0, 1.0)
+        if self.rehearsal_coef < 0:
+            raise ValueError(f"rehearsal_coef must be >= 0, got {self.rehearsal_coef}")
+        if min(self.rehearsal_every, self.rehearsal_clusters, self.rehearsal_per_cluster) < 1:
+            raise ValueError("rehearsal_every, rehearsal_clusters and rehearsal_per_cluster must be >= 1")
         _check_reward_shaping(self)
         if self.ppo_epochs < 1 or self.mini_batches < 1:
             raise ValueError("ppo_epochs and mini_batches must be >= 1")
@@ -449,3 +489,92 @@ class DPOArgs(OptimArgs):
         super().__post_init__()
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
+
+
+# --------------------------------------------------------------------------- policy-gradient family
+
+ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce_pp", "group_mean")
+"""pg_actor's advantage estimators (runtime.interfaces.pg_math)."""
+LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+"""pg_actor's loss aggregations (runtime.interfaces.pg_math.aggregate)."""
+
+
+@interface("pg_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "rewards", "ref_logprobs"), required=3)
+@dataclass(frozen=True, kw_only=True)
+class PGActorArgs(OptimArgs):
+    """Critic-free policy gradient: RLOO, REINFORCE++, GSPO, Dr. GRPO, DAPO (by options).
+
+    The reference's log-probs (4th input) are needed only with kl_coef > 0.
+    """
+
+    group_size: int = 1
+    """Responses per prompt (consecutive sequences); 1 only for reinforce_pp."""
+    advantage: str = "grpo"
+    """grpo (group mean/std), rloo (leave-one-out), reinforce_pp (KL in reward, global norm), group_mean (Dr. GRPO)."""
+    ratio: str = "token"
+    """Importance ratio: token (PPO/GRPO) or sequence (GSPO: length-normalised, clipped per sequence)."""
+    loss_agg: str = "token_mean"
+    """token_mean (DAPO), seq_mean_token_mean (GRPO paper) or seq_mean_token_sum_norm (Dr. GRPO)."""
+    eps_low: float = 0.2
+    """Lower clip: the ratio is clipped at 1 - eps_low."""
+    eps_high: float = 0.2
+    """Upper clip: 1 + eps_high (DAPO's clip-higher sets it above eps_low)."""
+    kl_coef: float = 0.0
+    """KL coefficient: a per-token penalty in the reward (kl_in_reward) or a loss term."""
+    kl_in_reward: bool = False
+    """Fold -kl_coef x (logp - ref_logp) into the reward per token (RLOO, REINFORCE++) instead of a KL loss."""
+    kl_estimator: str = "k3"
+    """KL estimator of the loss term: k1 or k3."""
+    max_response_len: int = 0
+    """Generation budget in tokens (templates copy graph.generate.max_new_tokens); Dr. GRPO's divisor and DAPO's overlong limit."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
+    overlong_buffer: int = 0
+    """DAPO soft overlong punishment: the last this-many tokens before max_response_len are penalised linearly (0: off)."""
+    overlong_penalty: float = 1.0
+    """Penalty at max_response_len of the overlong punishment."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal and refill the batch by generating more."""
+    max_sampling_rounds: int = 4
+    """Most generation rounds per iteration with dynamic sampling (the first included)."""
+    expected_sampling_rounds: float = 1.5
+    """Generation rounds per iteration the planner expects with dynamic sampling (prices the generate and reward calls)."""
+    ppo_epochs: int = 1
+    """Passes over the batch per iteration."""
+    mini_batches: int = 1
+    """Optimizer steps per pass."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        for key, value, known in (("advantage", self.advantage, ADVANTAGE_ESTIMATORS),
+                                  ("ratio", self.ratio, ("token", "sequence")),
+                                  ("loss_agg", self.loss_agg, LOSS_AGGREGATIONS),
+                                  ("kl_estimator", self.kl_estimator, ("k1", "k3"))):
+            if value not in known:
+                raise ValueError(f"{key} must be one of {', '.join(known)}, got {value!r}")
+        if self.group_size < 2 and self.advantage != "reinforce_pp":
+            raise ValueError(f"advantage {self.advantage!r} compares responses of one prompt: "
+                             f"group_size must be >= 2, got {self.group_size}")
+        _check_range("eps_low", self.eps_low, 0.0, 1.0)
+        if self.eps_high < 0:
+            raise ValueError(f"eps_high must be >= 0, got {self.eps_high}")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        if self.max_response_len < 0 or self.overlong_buffer < 0:
+            raise ValueError("max_response_len and overlong_buffer must be >= 0")
+        if self.overlong_buffer and not self.overlong_buffer <= self.max_response_len:
+            raise ValueError(f"overlong_buffer={self.overlong_buffer} needs max_response_len >= it "
+                             f"(got {self.max_response_len}); the templates copy it from max_new_tokens")
+        if self.loss_agg == "seq_mean_token_sum_norm" and self.max_response_len < 1:
+            raise ValueError("loss_agg seq_mean_token_sum_norm divides by max_response_len; set it >= 1")
+        if self.dynamic_sampling and self.group_size < 2:
+            raise ValueError("dynamic_sampling drops groups with equal rewards: it needs group_size >= 2")
+        if self.max_sampling_rounds < 1:
+            raise ValueError(f"max_sampling_rounds must be >= 1, got {self.max_sampling_rounds}")
+        if not 1.0 <= self.expected_sampling_rounds <= self.max_sampling_rounds:
+            raise ValueError(f"expected_sampling_rounds must be in [1, max_sampling_rounds="
+                             f"{self.max_sampling_rounds}], got {self.expected_sampling_rounds}")
+        if self.ppo_epochs < 1 or self.mini_batches < 1:
+            raise ValueError("ppo_epochs and mini_batches must be >= 1")

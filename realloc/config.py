@@ -120,11 +120,13 @@ class GraphConfig:
     """The algorithm: a template, or calls written one by one."""
 
     template: str | None = "ppo"
-    """Template name (ppo, grpo, remax, sft, rm, dpo), or null for a custom graph in `calls`."""
+    """Template name (ppo, grpo, remax, sft, rm, am, dpo), or null for a custom graph in `calls`."""
     batch_size: int = 8
     """Prompts (RL), samples (SFT) or preference pairs (RM, DPO) per iteration."""
     group_size: int = 1
     """Responses per prompt (GRPO's group size)."""
+    reward_form: str = "reward"
+    """How a neural reward model scores rollouts: reward (last-token score) or advantage (an Advantage Model trained by template am)."""
     micro_batches: int = 1
     """Micro-batches per call (a lower bound; the planner may raise it)."""
     generate: dict[str, Any] = field(default_factory=dict)
@@ -133,7 +135,7 @@ class GraphConfig:
     """Arguments of the main train interface (lr, eps_clip, kl_coef, ...)."""
     critic_train: dict[str, Any] = field(default_factory=dict)
     """Arguments of the critic's train interface (PPO)."""
-    reward: dict[str, Any] = field(default_factory=dict)
+    reward: dict[str, Any] | None = field(default_factory=dict)
     """Arguments of the rule/function reward call (correct, wrong, unfinished_scale)."""
     calls: dict[str, CallConfig] = field(default_factory=dict)
     """Custom graph: call name -> call; used when template is null."""

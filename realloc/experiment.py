@@ -20,8 +20,15 @@ from graph.catalog import POLICY_INTERFACES, get_interface, make_args
 from graph.dataflow import DataflowGraph
 from graph.dataset_keys import PTX_KEY, dataset_keys
 from graph.errors import UserError
+from graph.sampling import dynamic_sampling
 from graph.spec import Call, CallKind, LoraSpec, ModelArch, ModelSpec, RewardFunctionSpec
-from graph.templates import TemplateParams, build_template, check_ppo_calls
+from graph.templates import (
+    PG_PRESETS,
+    TemplateParams,
+    build_template,
+    check_pg_calls,
+    check_ppo_calls,
+)
 from planner import known_heuristics
 from realloc import schema
 from realloc.config import ArchConfig, ExperimentConfig, ModelConfig
@@ -361,11 +368,17 @@ def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
         params = TemplateParams(
             batch_size=g.batch_size, prompt_len=cfg.data.prompt_len, response_len=cfg.data.response_len,
             micro_batches=g.micro_batches, group_size=g.group_size, generate=g.generate,
-            train=g.train, critic_train=g.critic_train, reward=g.reward, ptx=ptx is not None,
+            train=g.train, critic_train=g.critic_train, reward=g.reward or {}, ptx=ptx is not None,
+            reward_form=g.reward_form,
         )
         calls = list(build_template(g.template, params, by_role))
+        if g.template in PG_PRESETS:  # no reference call without a KL term: drop an unused ref
+            models = [m for m in models if m.role != "ref" or any(c.model == "ref" for c in calls)]
     check_ppo_calls(calls, frozenset(keys))
-    return DataflowGraph(models=models, calls=calls, dataset_keys=keys)
+    check_pg_calls(calls)
+    graph = DataflowGraph(models=models, calls=calls, dataset_keys=keys)
+    dynamic_sampling(graph)  # a graph that cannot resample fails here, before planning
+    return graph
 
 
 def check_data(cfg: ExperimentConfig, graph: DataflowGraph) -> None:

@@ -104,9 +104,64 @@ class Exported:
     files: tuple[str, ...]
 
 
+def _checkpoint_roles(path: Path) -> list[str]:
+    from runtime.rundir.checkpoints import CheckpointMeta
+
+    return sorted(CheckpointMeta.from_json((path / "meta.json").read_text()).extra.get("models", {}))
+
+
+def _pick_checkpoint_role(path: Path, role: str | None) -> str:
+    roles = _checkpoint_roles(path)
+    if role is None:
+        if "actor" in roles or len(roles) == 1:
+            return "actor" if "actor" in roles else roles[0]
+        raise ExportError(f"checkpoint {path.name} holds several models ({', '.join(roles)}); choose one with --model")
+    if role not in roles:
+        raise ExportError(f"checkpoint {path.name} holds no model {role!r}; it holds: {', '.join(roles) or 'none'}")
+    return role
+
+
+def find_checkpoint(run_dir: Path, iteration: int) -> Path:
+    """The verified checkpoint of `iteration` in a run directory; ExportError naming those there."""
+    from runtime.rundir.checkpoints import checkpoint_name, list_checkpoints, verify
+
+    path = run_dir / "checkpoints" / checkpoint_name(iteration)
+    if not path.is_dir():
+        usable = [str(c.iteration) for c in list_checkpoints(run_dir / "checkpoints", verify_hashes=False)
+                  if c.status == "ok"]
+        raise ExportError(f"--checkpoint {iteration}: {str(run_dir)!r} has no checkpoint of iteration {iteration}; "
+                         f"it has: {', '.join(usable) or 'none'} (see `realloc checkpoints {run_dir}`)")
+    try:
+        verify(path)
+    except ValueError as exc:
+        raise ExportError(f"--checkpoint {iteration}: checkpoint {path.name} is unusable ({exc}); export "
+                         "another one (see `realloc checkpoints RUN_DIR`)") from None
+    return path
+
+
+def _write_from_checkpoint(run_dir: Path, path: Path, role: str, staging: Path) -> None:
+    """Model `role` of a training checkpoint as a HF checkpoint in `staging` (in this process)."""
+    from realloc.experiment import load_experiment
+    from runtime.engine import convert
+    from runtime.engine.hf_checkpoint import save_hf_checkpoint
+    from runtime.rundir.rank_state import read_global
+
+    spec = load_experiment(str(run_dir / "config.yaml")).graph.models[role]
+    assert spec.arch is not None
+    mg = read_global(path, f"{role}/weights/")
+    if spec.lora is not None:
+        from runtime.engine.lora import merge_lora, save_adapters
+
+        save_adapters(str(staging), mg, spec.lora)
+        mg = merge_lora(mg, spec.lora)
+    hf = convert.megatron_to_hf(mg, spec.arch, value_head=spec.value_head)
+    save_hf_checkpoint(str(staging), hf, spec.arch, value_head=spec.value_head)
+
+
 def export_model(run_dir: str | Path, out: str | Path, *, role: str | None = None,
-                 force: bool = False) -> Exported:
-    """Write model `role` of a finished run, with its tokenizer, as a HF directory `out`.
+                 force: bool = False, checkpoint: int | None = None) -> Exported:
+    """Write model `role` of a finished run (or of its training checkpoint `checkpoint`, by
+    iteration), with its tokenizer, as a HF directory `out`.
 
     The directory is assembled beside `out` and renamed into place, so an existing `out`
     is replaced (with `force`) only once the new one is complete.
@@ -115,16 +170,20 @@ def export_model(run_dir: str | Path, out: str | Path, *, role: str | None = Non
     if not run_dir.is_dir():
         raise ExportError(f"run directory {str(run_dir)!r} does not exist; give the train.run_dir of a run")
     config = _run_config(run_dir)
-    role = _pick_role(run_dir, role)
+    ckpt = find_checkpoint(run_dir, checkpoint) if checkpoint is not None else None
+    role = _pick_checkpoint_role(ckpt, role) if ckpt is not None else _pick_role(run_dir, role)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ExportError(f"export target {str(out)!r} already exists and is not empty; choose another --out "
                          "or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for item in (run_dir / "models" / role).iterdir():
-            if item.is_file():
-                shutil.copy2(item, staging / item.name)
+        if ckpt is not None:
+            _write_from_checkpoint(run_dir, ckpt, role, staging)
+        else:
+            for item in (run_dir / "models" / role).iterdir():
+                if item.is_file():
+                    shutil.copy2(item, staging / item.name)
         data = config.get("data") or {}
         tokenizer = str(data.get("tokenizer", "char"))
         _save_tokenizer(tokenizer, staging)
@@ -133,6 +192,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, role: str | None = Non
         # data.chat_template was on (runtime.data.prompts)
         fmt = "chat" if has_template and data.get("chat_template", True) else "bos"
         info = {"run_dir": str(run_dir.resolve()), "experiment": config.get("name"), "model": role,
+                "checkpoint": ckpt.name if ckpt is not None else None,
                 "tokenizer": tokenizer, "prompt_format": fmt,
                 "value_head": bool(((config.get("models") or {}).get(role) or {}).get("value_head", False))}
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")

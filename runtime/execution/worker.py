@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from graph.dataset_keys import PTX_KEY
+from graph.sampling import dynamic_sampling
 from runtime.data.binding import Payload, dataset_payloads, ptx_payloads
 from runtime.data.prompts import fit_prompts
 from runtime.data.records import DataError, Record, batch_at, batches, load_records
@@ -42,7 +43,11 @@ from runtime.execution.engines import EngineSet
 from runtime.execution.job import Job
 from runtime.execution.launch import WorkerContext
 from runtime.execution.metrics import IterationLog, MetricsReporter
-from runtime.execution.program import Step, compile_iteration, rank_program
+from runtime.execution.program import compile_iteration, rank_program
+from runtime.execution.sampling import Resampler, split_program
+
+REFILL_IDS = 1 << 40
+"""First prompt id of dynamic sampling's refill rounds: above any iteration's own ids."""
 
 
 class Worker:
@@ -70,12 +75,20 @@ class Worker:
         p = d.ptx
         self.ptx_records: list[Record] | None = None if p is None else load_records(
             fmt=p.format, path=p.path, generator=p.generator, num_records=p.num_records, seed=p.seed)
-        self.programs: dict[bool, tuple[Step, ...]] = {
+        self.programs: dict[bool, Any] = {
             first: rank_program(compile_iteration(self.graph, job.layouts, world_size=ctx.world_size,
                                                   first=first, free_replicas=job.free_replicas), self.rank)
             for first in (True, False)
         }
         self.dispatcher = StepDispatcher(job, self.engines, self.tok, rank=self.rank)
+        self.resampler: Resampler | None = None
+        spec = dynamic_sampling(self.graph)
+        if spec is not None:  # DAPO: the sampling calls run in rounds (runtime.execution.sampling)
+            self.programs = {first: split_program(steps, spec.calls) for first, steps in self.programs.items()}
+            keys = set(self.graph.dataset_keys) - {PTX_KEY}
+            keys.update(k for name in spec.calls for k in self.graph.call(name).outputs)
+            self.resampler = Resampler(spec, rewards_rank=job.layouts[spec.rewards_call].mesh.devices[0],
+                                       num_prompts=dataset_batch_size(job), keys=frozenset(keys))
         self.checkpointer = Checkpointer(job, self.engines, rank=self.rank, world_size=ctx.world_size)
         self.checkpointer.attach_ema()
         self.start = 0
@@ -119,10 +132,29 @@ class Worker:
         self.dispatcher.rows = dict(zip(ids, records))
         due = self.eval_records is not None and it % self.job.eval_every == 0
         self.dispatcher.eval_records = self.eval_records if due else None
-        for step in self.programs[it == 0]:
+        steps = self.programs[it == 0]
+        if self.resampler is not None:
+            sampling, steps = steps
+            payloads = self.resampler.run(sampling, payloads, log,
+                                          lambda step, p: self.dispatcher.run(step, p, it, log),
+                                          lambda r: self._refill_payloads(it, r, len(indices)))
+        for step in steps:
             self.dispatcher.run(step, payloads, it, log)
         log.elapsed_s = time.perf_counter() - start
         self.reporter.report(it, log)
+
+    def _refill_payloads(self, it: int, r: int, size: int) -> dict[str, Payload]:
+        """Dataset payloads of refill round r >= 1 of iteration `it` (dynamic sampling): records
+        from a stream of their own, with prompt ids from REFILL_IDS up."""
+        assert self.resampler is not None
+        rounds = self.resampler.spec.max_rounds
+        indices = batch_at(len(self.records), size, self.job.data.seed + 7919 * r, it)
+        base = REFILL_IDS + (it * (rounds - 1) + (r - 1)) * size  # fixed: a resumed run draws alike
+        records = [self.records[i] for i in indices]
+        ids = [base + j for j in range(size)]
+        # reward functions read the refill samples' columns too
+        self.dispatcher.rows = {**self.dispatcher.rows, **dict(zip(ids, records))}
+        return dict(dataset_payloads(self.job.data.format, records, ids, self.tok))
 
     def _ptx_payloads(self, it: int) -> dict[str, Payload]:
         """The ptx key of iteration `it`: as many ptx records as the call reading them trains on."""

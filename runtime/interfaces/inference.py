@@ -4,6 +4,8 @@ Output fields (see runtime.data.batch for the alignment):
 * logprobs -> token field `logprobs` (or the key given by the caller's rename);
 * values -> token field `values`: values[b, t] = V(tokens[:t]), read at position t-1;
 * reward_model -> sequence field `rewards`: the value head at each sequence's last token;
+* advantage_model -> sequence field `rewards`: the head at the last token minus the head at
+  the last prompt token (the Advantage Model's a(x, y) = r(x, y) - b(x));
 * rule_reward -> sequence field `rewards` from a rule in `runtime.rewards.rules`, or from the
   user's reward functions (`runtime.rewards.functions`), with each function's scores as
   sequence field `reward_NAME` (NaN where it gave None).
@@ -16,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from graph.catalog import LogprobsArgs, RewardModelArgs, RuleRewardArgs, ValuesArgs
+from graph.catalog import (
+    AdvantageModelArgs,
+    LogprobsArgs,
+    RewardModelArgs,
+    RuleRewardArgs,
+    ValuesArgs,
+)
 from runtime.data.batch import SeqBatch
 from runtime.engine import vocab_parallel
 from runtime.engine.schedule import micro_batch_split, run_micro_batches
@@ -119,6 +127,21 @@ def reward_model(engine: ModelEngine, batch: SeqBatch, args: RewardModelArgs, ct
     _need_value_head(engine, "reward_model")
     return _run(engine, batch, lambda mb, out: {"rewards": last_token_scores(mb, out)}, (), ("rewards",),
                 ctx.micro_batches)
+
+
+def prompt_end_scores(mb: SeqBatch, out: torch.Tensor) -> torch.Tensor:
+    """[b] value-head output at each sequence's last prompt token: the AM's expected reward b(x)
+    (a causal model sees only the prompt there)."""
+    last = (mb.prompt_lens - 1).clamp(min=0).to(out.device)
+    return out[torch.arange(out.shape[0], device=out.device), last, 0].float()
+
+
+@register("advantage_model")
+def advantage_model(engine: ModelEngine, batch: SeqBatch, args: AdvantageModelArgs, ctx: CallContext) -> SeqBatch:
+    """Sequence field `rewards` = a(x, y) from an Advantage Model (trained by am_pairwise)."""
+    _need_value_head(engine, "advantage_model")
+    return _run(engine, batch, lambda mb, out: {"rewards": last_token_scores(mb, out) - prompt_end_scores(mb, out)},
+                (), ("rewards",), ctx.micro_batches)
 
 
 @register("rule_reward")

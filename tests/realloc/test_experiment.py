@@ -82,6 +82,19 @@ def test_grpovi_switch():
     assert exp.graph.call("actor_train").args.variance_increase
 
 
+def test_advantage_model_and_selective_rehearsal_switches():
+    am = load_experiment("am_tiny")
+    assert am.graph.call("reward_train").interface == "am_pairwise"
+    assert am.graph.call("reward_train").args.bound == 2.5
+    exp = load_experiment("ppo_tiny", ["models.reward.rule=null", "+models.reward.arch=${models.actor.arch}",
+                                       "models.reward.value_head=true", "graph.reward_form=advantage",
+                                       "graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_every=5",
+                                       "graph.reward=null"])  # ppo_tiny's rule settings do not apply
+    assert exp.graph.call("reward_inf").interface == "advantage_model"
+    args = exp.graph.call("actor_train").args
+    assert (args.rehearsal_coef, args.rehearsal_every) == (0.5, 5)
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["graph.batch_sise=3"], "unknown config key 'graph.batch_sise'; did you mean 'graph.batch_size'"),
     (["graph.generate.temperature=0.7", "graph.train.temperature=1.0"],
@@ -99,6 +112,8 @@ def test_grpovi_switch():
     (["data.format=prompt"], "unknown dataset format 'prompt' \\(did you mean 'prompts'\\?\\)"),
     (["graph.batch_size"], "not of the form key=value"),
     (["graph.batch_size=[1,2"], "cannot compose"),
+    (["graph.reward_form=adv"], "graph.reward_form must be reward or advantage, got 'adv'"),
+    (["graph.train.rehearsal_every=0"], "rehearsal_every, rehearsal_clusters and rehearsal_per_cluster must be >= 1"),
 ])
 def test_bad_overrides(overrides, message):
     with pytest.raises((ConfigError, GraphError), match=message):
