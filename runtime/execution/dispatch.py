@@ -14,6 +14,7 @@ table below must cover every member, which a test checks).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -118,8 +119,10 @@ class StepDispatcher:
                           seed=self.job.seed, step=it, total_steps=self.job.iterations,
                           micro_batches=layout.micro_batches, side_inputs=side_inputs(call, payloads),
                           reward_functions=self.reward_functions.get(call.model, ()),
-                          reward_time_limit_s=model.time_limit_s, rows=self.rows)
+                          reward_time_limit_s=model.time_limit_s)
         batch = assemble_inputs(call, payloads)
+        if ctx.reward_functions:
+            ctx = dataclasses.replace(ctx, rows=self._sample_rows(call, batch.ids))
         start = time.perf_counter()
         result = run_interface(call.interface, engine, batch, call.args, ctx)
         elapsed = time.perf_counter() - start
@@ -135,6 +138,13 @@ class StepDispatcher:
             self.eval_records = None  # once per iteration
             if stats:
                 log.stats["eval"] = stats
+
+    def _sample_rows(self, call: Call, ids: tuple[int, ...] | list[int]) -> dict[int, Record]:
+        """Each sample's dataset record: sample p * n + k of prompt p, n the samples per prompt of
+        the generate call that produced the call's sequences (1 when they are the dataset's)."""
+        producer = next((c for c in self.graph.calls if call.inputs and call.inputs[0] in c.outputs), None)
+        n = producer.args.num_samples if producer is not None and producer.interface == "generate" else 1
+        return {sid: self.rows[sid // n] for sid in ids if sid // n in self.rows}
 
     def _free(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
         call = self.graph.call(step.call)

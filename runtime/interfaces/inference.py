@@ -182,17 +182,15 @@ def ends_at_eos(batch: SeqBatch, i: int, ctx: CallContext) -> bool:
 def function_rewards(batch: SeqBatch, ctx: CallContext, args: RuleRewardArgs | None = None) -> SeqBatch:
     """Sequence field `rewards` from the user's reward functions (the weighted sum; times
     `unfinished_scale` for a response that does not end at EOS, plus `eos_bonus` for one that
-    does), and `reward_NAME` per function
-    (unscaled). Prompts and columns come from the dataset records of `ctx.rows` (sample
-    p * n + k of prompt p), else the decoded prompt and no columns."""
+    does), and `reward_NAME` per function (unscaled). Prompts and columns come from each
+    sample's dataset record in `ctx.rows` (by sample id), else the decoded prompt and no columns."""
     if ctx.decode is None:
         raise ValueError("reward functions need a detokeniser in the CallContext (ctx.decode)")
-    group = batch.size // len(ctx.rows) if ctx.rows and batch.size % len(ctx.rows) == 0 else 1
     prompts: list[Any] = []
     completions: list[Any] = []
     rows: list[Any] = []
     for i, sid in enumerate(batch.ids):
-        record = ctx.rows.get(sid // group)
+        record = ctx.rows.get(sid)
         prompt = record.prompt if record is not None else ctx.decode(batch.input_ids[i, : int(batch.prompt_lens[i])].tolist())
         text = ctx.decode(batch.response(i))
         prompts.append(prompt)

@@ -52,7 +52,7 @@ class CallContext:
     reward_time_limit_s: float = 0.0
     """Longest one reward function may take on a batch (0: no limit)."""
     rows: Mapping[int, Any] = field(default_factory=dict)
-    """This iteration's dataset records by prompt id (their prompts and columns feed reward functions)."""
+    """Each sample's dataset record by sample id (their prompts and columns feed reward functions)."""
 
 
 def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
