@@ -32,11 +32,12 @@ class PlanContext:
     """One experiment's graph and cost provider, with caches shared by every planner mode."""
 
     def __init__(self, graph: DataflowGraph, cost: CostProvider, *,
-                 space_options: SpaceOptions | None = None, num_iterations: int = 4) -> None:
+                 space_options: SpaceOptions | None = None, num_iterations: int = 4,
+                 off_policy_steps: int = 0) -> None:
         self.graph = graph
         self.cost = cost
         self.space_options = space_options or SpaceOptions()
-        self.sim = Simulator(graph, cost, num_iterations=num_iterations)
+        self.sim = Simulator(graph, cost, num_iterations=num_iterations, off_policy_steps=off_policy_steps)
         self.pricer = Pricer(cost)
 
     @cached_property

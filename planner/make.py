@@ -41,7 +41,7 @@ def make_plan(graph: DataflowGraph, cost: CostProvider,
     """Plan `graph` on `cost.cluster` as `options` say; ValueError for anything a user can fix."""
     options = options or PlanOptions()
     ctx = PlanContext(graph, cost, space_options=options.space_options(),
-                      num_iterations=options.num_iterations)
+                      num_iterations=options.num_iterations, off_policy_steps=options.off_policy_steps)
     baselines: dict[str, Plan] = {}
     errors: dict[str, str] = {}
     if options.compare_heuristics or options.mode is PlanMode.SEARCH:

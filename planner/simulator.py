@@ -22,6 +22,12 @@ Semantics (the contract the search and the runtime share):
   edges (through the transfer when there is one), parameter edges (readers of M before
   M's train), cross-iteration edges (M's train in iteration i-1 before every call on M
   in iteration i) and the reallocation that fills the call's replica.
+- **One-step off-policy** (`off_policy_steps=1`, see `graph.overlap`): the ahead generate
+  calls of iteration i make batch i+1, as the runtime's program orders them: first the
+  transfers of their outputs of batch i (made in iteration i-1) to the consumers, then
+  the ahead calls (after their replica's refresh, which waits on the train of i-1), then
+  the rest, whose inputs from the ahead calls depend on iteration i-1. On devices disjoint
+  from training, generation of i+1 thus overlaps training of i; the steady state prices it.
 - **Steady state.** `num_iterations` (>= 3) iterations are unrolled; the iteration time
   is (end of the last iteration - end of the second) / (num_iterations - 2), which
   leaves out the first iteration's one-off reallocations and start-up.
@@ -45,6 +51,7 @@ from dataclasses import dataclass, field
 
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
+from graph.overlap import ahead_calls
 from graph.placement.layout import DeviceMesh, Layout
 from graph.spec import CallKind
 from planner.space import GIB, Candidate, placement_key
@@ -176,10 +183,15 @@ def _union(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 class Simulator:
     """Simulates plans of one graph under one cost provider (caches move costs)."""
 
-    def __init__(self, graph: DataflowGraph, cost: CostProvider, *, num_iterations: int = 4) -> None:
+    def __init__(self, graph: DataflowGraph, cost: CostProvider, *, num_iterations: int = 4,
+                 off_policy_steps: int = 0) -> None:
         if num_iterations < 3:
             raise ValueError(f"num_iterations must be >= 3 to measure a steady state, got {num_iterations}")
         self.graph = graph
+        self.off_policy_steps = off_policy_steps
+        self.ahead = frozenset(i for i, c in enumerate(graph.calls)
+                               if c.name in ahead_calls(graph, off_policy_steps))
+        """Indices of the generate calls running one batch ahead (one-step off-policy)."""
         self.cost = cost
         self.num_iterations = num_iterations
         self.calls = graph.calls
@@ -292,7 +304,22 @@ class Simulator:
         call_task: dict[int, int] = {}
         replica_task: dict[tuple, int] = {}
         pending: list[tuple[int, str]] = []
-        for i, call in enumerate(self.calls):
+        ahead = self.ahead
+        # one step off-policy: the ahead calls' outputs of this iteration's batch (made one
+        # iteration earlier) move first, then the ahead calls make the next batch, then the rest
+        early: dict[tuple[int, int, str], int] = {}
+        if ahead:
+            for i in range(len(self.calls)):
+                if i in ahead:
+                    continue
+                for p, key in self.data_in[i]:
+                    if p in ahead and cands[p].key != cands[i].key:
+                        early[(p, i, key)] = len(tasks)
+                        tasks.append(self._transfer_task(p, i, key, cands[p], cands[i], []))
+        order = [i for i in range(len(self.calls)) if i in ahead] + \
+                [i for i in range(len(self.calls)) if i not in ahead]
+        for i in order:
+            call = self.calls[i]
             cand = cands[i]
             deps: list[tuple[int, int]] = []
             prim = primaries.get(call.model)
@@ -310,21 +337,24 @@ class Simulator:
                                        first_only=not trained, ref=step))
                 deps.append((replica_task[rkey], 0))
             for p, key in self.data_in[i]:
+                lag = -1 if p in ahead and i not in ahead else 0
                 src = cands[p]
                 if src.key == cand.key:
-                    deps.append((call_task[p], 0))
-                    continue
-                dur, nbytes = self._data(p, i, key, src, cand)
-                held = self._held_by_transfer(src, cand) if self.blocking_transfers and dur > 0 else ()
-                tasks.append(Task(TRANSFER, f"{key}:{self.calls[p].name}->{call.name}",
-                                   held, dur, [(call_task[p], 0)],
-                                   ref=(key, self.calls[p].name, call.name, src.layout,
-                                        cand.layout, dur, nbytes), shown=cand.key[0]))
-                deps.append((len(tasks) - 1, 0))
+                    deps.append((call_task[p], lag))
+                elif lag:
+                    deps.append((early[(p, i, key)], 0))
+                else:
+                    tasks.append(self._transfer_task(p, i, key, src, cand, [(call_task[p], 0)]))
+                    deps.append((len(tasks) - 1, 0))
             for p in self.param_in[i]:
-                deps.append((call_task[p], 0))
+                # an ahead call reads the weights through its replica's refresh (or on the home
+                # devices themselves), which comes before the train in every device's order
+                if p not in ahead:
+                    deps.append((call_task[p], 0))
             call_task[i] = len(tasks)
             tasks.append(Task(CALL, call.name, cand.key[0], cand.estimate.time_s, deps))
+        for (p, _i, _key), k in early.items():
+            tasks[k].deps.append((call_task[p], -1))
         # cross-iteration edges need the train's task index, known only now
         for k, model in pending:
             tasks[k].deps.append((call_task[self.train_index[model]], -1))
@@ -333,6 +363,14 @@ class Simulator:
             if t is not None:
                 tasks[call_task[i]].deps.append((call_task[t], -1))
         return tasks
+
+    def _transfer_task(self, p: int, i: int, key: str, src: Candidate, dst: Candidate,
+                       deps: list[tuple[int, int]]) -> Task:
+        dur, nbytes = self._data(p, i, key, src, dst)
+        held = self._held_by_transfer(src, dst) if self.blocking_transfers and dur > 0 else ()
+        return Task(TRANSFER, f"{key}:{self.calls[p].name}->{self.calls[i].name}", held, dur, deps,
+                    ref=(key, self.calls[p].name, self.calls[i].name, src.layout, dst.layout, dur, nbytes),
+                    shown=dst.key[0])
 
     # ------------------------------------------------------------------ memory
 

@@ -183,6 +183,8 @@ class TrainConfig:
     """Trained models that keep an EMA when ema_decay > 0; saved as run_dir/models/ROLE_ema."""
     free_replicas: bool = True
     """Free a trained model's extra replicas between uses (reallocation refreshes them anyway)."""
+    off_policy_steps: int = 0
+    """0: on-policy; 1: generate batch k+1 with weights one version old, overlapping training of batch k."""
 
 
 @dataclass

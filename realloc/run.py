@@ -66,6 +66,7 @@ def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: st
         save_every=cfg.train.save_every, keep_checkpoints=cfg.train.keep_checkpoints, resume_from=resume_from,
         fingerprint=fingerprint(experiment), ema_decay=cfg.train.ema_decay,
         ema_models=tuple(cfg.train.ema_models) if cfg.train.ema_decay > 0 else (),
+        off_policy_steps=cfg.train.off_policy_steps,
     )
 
 

@@ -47,3 +47,5 @@ class Job:
     """EMA decay of the models in `ema_models` (0: no EMA)."""
     ema_models: tuple[str, ...] = ()
     """Roles whose home engine keeps an EMA of its weights."""
+    off_policy_steps: int = 0
+    """1: generate calls run one batch ahead with weights one version old (graph.overlap)."""

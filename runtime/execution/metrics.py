@@ -34,6 +34,8 @@ class IterationLog:
     realloc_bytes: int = 0
     freed_bytes: int = 0
     elapsed_s: float = 0.0
+    staleness: dict[str, int] = field(default_factory=dict)
+    """Generate call -> weight versions its batch's behaviour policy lags (one-step off-policy only)."""
 
     def record_call(self, call: Call, result: Any, elapsed: float, payloads: Mapping[str, Payload]) -> None:
         """Note a call's time, its statistics and the rewards / response lengths it produced."""
@@ -67,6 +69,8 @@ def merge_logs(it: int, logs: list[IterationLog]) -> dict[str, Any]:
             record[f"{call}/reward"] = value
         for call, value in part.response_len.items():
             record[f"{call}/response_len"] = value
+        for call, lag in part.staleness.items():
+            record[f"{call}/staleness"] = lag
     return record
 
 

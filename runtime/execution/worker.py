@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from graph.dataset_keys import PTX_KEY
+from graph.overlap import ahead_calls
 from runtime.data.binding import Payload, dataset_payloads, ptx_payloads
 from runtime.data.records import Record, batch_at, batches, load_records
 from runtime.data.tokenizer import load_tokenizer
@@ -64,11 +65,16 @@ class Worker:
         p = d.ptx
         self.ptx_records: list[Record] | None = None if p is None else load_records(
             fmt=p.format, path=p.path, generator=p.generator, num_records=p.num_records, seed=p.seed)
-        self.programs: dict[bool, tuple[Step, ...]] = {
-            first: rank_program(compile_iteration(self.graph, job.layouts, world_size=ctx.world_size,
-                                                  first=first, free_replicas=job.free_replicas), self.rank)
-            for first in (True, False)
+        self.ahead = ahead_calls(self.graph, job.off_policy_steps)
+        self.programs: dict[tuple[bool, bool], tuple[Step, ...]] = {
+            (first, prologue, last): rank_program(compile_iteration(
+                self.graph, job.layouts, world_size=ctx.world_size, first=first, free_replicas=job.free_replicas,
+                ahead=self.ahead, prologue=prologue, last=last), self.rank)
+            for first in (True, False) for prologue in ((True, False) if self.ahead else (first,))
+            for last in ((False, True) if self.ahead else (False,))
         }
+        # one-step off-policy: the next batch's payloads and log, filled while this iteration runs
+        self.upcoming: tuple[dict[str, Payload], IterationLog] | None = None
         self.dispatcher = StepDispatcher(job, self.engines, self.tok, rank=self.rank)
         self.checkpointer = Checkpointer(job, self.engines, rank=self.rank, world_size=ctx.world_size)
         self.checkpointer.attach_ema()
@@ -85,17 +91,43 @@ class Worker:
         """The metrics records so far (rank 0; empty elsewhere)."""
         return self.reporter.history
 
-    def iteration(self, it: int, indices: list[int]) -> None:
-        """Run iteration `it` (0-based) on the dataset records `indices`."""
-        log = IterationLog()
-        start = time.perf_counter()
+    def _batch(self, it: int, indices: list[int]) -> dict[str, Payload]:
+        """The dataset keys of batch `it` (every rank builds them itself)."""
         ids = [it * len(indices) + j for j in range(len(indices))]
         records = [self.records[i] for i in indices]
-        # every rank builds the dataset keys itself
         payloads: dict[str, Payload] = dict(dataset_payloads(self.job.data.format, records, ids, self.tok))
         payloads.update(self._ptx_payloads(it))
-        for step in self.programs[it == 0]:
-            self.dispatcher.run(step, payloads, it, log)
+        return payloads
+
+    def iteration(self, it: int, indices: list[int], next_indices: list[int] | None = None) -> None:
+        """Run iteration `it` (0-based) on the dataset records `indices`.
+
+        One step off-policy, the ahead generate calls also produce batch it+1 (on
+        `next_indices`); its payloads and log wait in `self.upcoming` for the next iteration.
+        A resumed run (or the first iteration) generates its own batch first.
+        """
+        start = time.perf_counter()
+        prologue = self.upcoming is None
+        if prologue:
+            payloads, log = self._batch(it, indices), IterationLog()
+        else:
+            assert self.upcoming is not None
+            payloads, log = self.upcoming
+        if not self.ahead:
+            for step in self.programs[(it == 0, it == 0, False)]:
+                self.dispatcher.run(step, payloads, it, log)
+        else:
+            last = next_indices is None
+            upcoming = (self._batch(it + 1, next_indices), IterationLog()) if next_indices is not None else None
+            for step in self.programs[(it == 0, prologue, last)]:
+                if step.ahead:
+                    assert upcoming is not None
+                    self.dispatcher.run(step, upcoming[0], it + 1, upcoming[1])
+                else:
+                    self.dispatcher.run(step, payloads, it, log)
+            self.upcoming = upcoming
+            for name in self.ahead:
+                log.staleness[name] = 0 if prologue else self.job.off_policy_steps
         log.elapsed_s = time.perf_counter() - start
         self.reporter.report(it, log)
 
@@ -112,9 +144,11 @@ class Worker:
     def run(self) -> list[dict[str, Any]]:
         """Every remaining iteration, checkpoints when due, then the trained models."""
         order = batches(len(self.records), dataset_batch_size(self.job), self.job.data.seed, start=self.start)
-        for it, indices in zip(range(self.start, self.job.iterations), order):
+        upcoming = next(order)
+        for it in range(self.start, self.job.iterations):
+            indices, upcoming = upcoming, next(order)
             start = time.perf_counter()
-            self.iteration(it, indices)
+            self.iteration(it, indices, upcoming if it + 1 < self.job.iterations else None)
             print(f"rank {self.rank}: iteration {it + 1} in {time.perf_counter() - start:.2f} s", flush=True)
             if self.checkpointer.save_due(it + 1):
                 self.checkpointer.save(it + 1, dict(self.job.layouts))

@@ -289,3 +289,27 @@ def test_blocking_transfers_hold_sender_and_receiver():
     assert _entries(plan, "actor_train", 0) == [(6.5, 9.5)]
     assert _entries(plan, "critic_train", 0) == [(10.0, 12.0)]
     assert _entries(plan, "seq:gen->critic_train", 0) == [(9.5, 10.0)]
+
+
+def test_one_step_off_policy_overlaps_generation_with_training():
+    """gen on [0], train on [1]; gen 2 s, train 3 s, realloc 1 s, transfer 0.5 s.
+
+    On-policy: realloc + gen + transfer + train = 6.5 s. One step off-policy, iteration i:
+    seq of batch i moves at the end of gen(i-1); the realloc waits for train(i-1) and holds
+    [0, 1]; then gen(i+1) on [0] and train(i) on [1] run side by side: 1 + max(2, 3) = 4 s.
+    Iteration 1: transfer 3-3.5, realloc 4-5, gen 5-7, train 5-8; iteration 2: realloc 8-9.
+    """
+    g = gen_train_graph()
+    cost = FixedCost(Cluster(num_nodes=1, devices_per_node=2), times={"gen": 2.0, "train": 3.0})
+    layouts = {"gen": on(0, 1), "train": on(1, 1)}
+    assert PlanContext(g, cost).evaluate(layouts, "t").iteration_time_s == pytest.approx(6.5)
+    plan = PlanContext(g, cost, off_policy_steps=1).evaluate(layouts, "t")
+    assert plan.iteration_time_s == pytest.approx(4.0)
+    assert _entries(plan, "seq:gen->train", 1) == [(3.0, 3.5)]
+    assert _entries(plan, "actor->gen", 1) == [(4.0, 5.0)]
+    assert _entries(plan, "gen", 1) == [(5.0, 7.0)]
+    assert _entries(plan, "train", 1) == [(5.0, 8.0)]
+    assert _entries(plan, "actor->gen", 2) == [(8.0, 9.0)]
+    # on one shared device nothing overlaps: off-policy only reorders (1 device: no realloc)
+    same = {"gen": on(0, 1), "train": on(0, 1)}
+    assert PlanContext(g, cost, off_policy_steps=1).evaluate(same, "t").iteration_time_s == pytest.approx(5.0)
