@@ -17,7 +17,9 @@ The call's `micro_batches` is a lower bound on the layout's.
 - generate: prefill of the prompts (compute-bound), which samples the first response
   token, plus one decode step per further expected response token: each step reads the stage's weights and KV cache (memory-bound),
   pays a fixed per-layer overhead and latency-bound TP all-reduces. The KV cache is
-  sized by max_new_tokens, the time by the expected response length.
+  sized by max_new_tokens, the time by the expected response length, or, given a per-sample
+  length distribution (`Call.response_lengths`), by the expected longest response of each
+  static micro-batch (a batch decodes until its longest response ends).
 Memory: bf16 weights, grads (param dtype, Megatron's default grad_reduce_in_fp32=False),
 Adam states as fp32 master + m + v = 12 bytes/param (sharded over DP with the
 distributed optimizer), activations of the micro-batches 1F1B keeps in flight, KV cache,
@@ -371,6 +373,8 @@ class AnalyticCostModel:
         prompt = call.prompt_len
         max_new = call.max_new_tokens or getattr(call.args, "max_new_tokens", 0) or call.response_len
         expected = call.response_len or max_new
+        if call.response_lengths is not None:  # a static batch decodes until its longest response ends
+            expected = call.response_lengths.expected_max(b)
         prefill = [self._forward_pass(s, k, b * max(prompt, 1), shapes.causal_ctx(prompt), b, 1.0, sampling=True)
                    for k in range(lay.pp)]
         sampling = hw.decode_step_overhead_s + b * hw.decode_sample_overhead_s  # per sampled token, per micro-batch

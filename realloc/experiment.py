@@ -26,6 +26,7 @@ from graph.templates import TemplateParams, build_template, check_ppo_calls
 from planner import known_heuristics
 from realloc import schema
 from realloc.config import ArchConfig, ExperimentConfig, ModelConfig
+from realloc.lengths import with_response_lengths
 
 
 def _shipped_dir() -> Path:
@@ -337,6 +338,7 @@ def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
         )
         calls = list(build_template(g.template, params, by_role))
     check_ppo_calls(calls, frozenset(keys))
+    calls = with_response_lengths(list(calls), cfg.plan.response_lengths, exp_dir=exp_dir, data=cfg.data)
     return DataflowGraph(models=models, calls=calls, dataset_keys=keys)
 
 

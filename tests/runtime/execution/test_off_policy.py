@@ -106,4 +106,9 @@ def test_staleness_is_logged(runs):
         assert [r["actor_gen/staleness"] for r in lines] == [0, 1, 1]
         # batch k+1's generation time is measured during iteration k and reported with batch k+1
         assert all(r["call_time_s"]["actor_gen"] > 0 for r in lines)
+        # the per-sample lengths plan.response_lengths can read back: batch 8, mean as logged
+        for r in lines:
+            hist = r["actor_gen/response_len_hist"]
+            assert sum(c for _, c in hist) == 8
+            assert sum(n * c for n, c in hist) / 8 == pytest.approx(r["actor_gen/response_len"])
     assert all("actor_gen/staleness" not in r for r in histories["on"])
