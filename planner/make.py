@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
+from graph.overlap import stream_candidates
 from planner.context import PlanContext
 from planner.errors import PlanError
 from planner.heuristics import known_heuristics, run_heuristic
@@ -41,7 +42,8 @@ def make_plan(graph: DataflowGraph, cost: CostProvider,
     """Plan `graph` on `cost.cluster` as `options` say; ValueError for anything a user can fix."""
     options = options or PlanOptions()
     ctx = PlanContext(graph, cost, space_options=options.space_options(),
-                      num_iterations=options.num_iterations, off_policy_steps=options.off_policy_steps)
+                      num_iterations=options.num_iterations, off_policy_steps=options.off_policy_steps,
+                      fusion=options.fusion)
     baselines: dict[str, Plan] = {}
     errors: dict[str, str] = {}
     if options.compare_heuristics or options.mode is PlanMode.SEARCH:
@@ -64,6 +66,11 @@ def make_plan(graph: DataflowGraph, cost: CostProvider,
         plan = _manual(ctx, options)
     else:
         plan = _from_file(ctx, str(options.file))
+    if options.fusion == "auto" and options.mode is not PlanMode.FILE:
+        cands = ctx.candidates_of(plan.layouts)
+        streamed = ctx.choose_streaming(cands)
+        if streamed:
+            plan = ctx.plan_from(cands, plan.source, streamed=streamed)
     if not options.compare_heuristics:
         baselines, errors = {}, {}
     return PlanResult(plan=plan, baselines=baselines, baseline_errors=errors, search=stats)
@@ -104,8 +111,13 @@ def _manual(ctx: PlanContext, options: PlanOptions) -> Plan:
 def _from_file(ctx: PlanContext, path: str) -> Plan:
     stored = load_plan(path)
     stored.check_matches(ctx.graph, ctx.cost.cluster)
+    meshes = {c.name: c.layout.mesh.devices for c in stored.calls}
+    bad = [e for e in stored.streamed if e not in stream_candidates(ctx.graph, meshes)]
+    if bad:
+        raise PlanError(f"plan file {path!r}: streamed edge {bad[0][0]} -> {bad[0][1]} cannot stream (the "
+                        "consumer must be an inference call reading the generate call's samples on other devices)")
     try:
-        plan = ctx.evaluate(stored.layouts, f"file:{path}")
+        plan = ctx.evaluate(stored.layouts, f"file:{path}", streamed=stored.streamed or None)
     except ValueError as exc:
         raise PlanError(f"plan file {path!r} does not match the experiment: {exc}") from None
     if not plan.feasible:

@@ -67,6 +67,8 @@ class Plan:
     transfers: tuple[DataTransfer, ...] = ()
     device_peak_bytes: tuple[float, ...] = ()
     timeline: tuple[TimelineEntry, ...] = field(default=(), repr=False)
+    streamed: tuple[tuple[str, str], ...] = ()
+    """(generate call, inference call) edges whose samples stream in chunks (plan.fusion)."""
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.calls]
@@ -140,6 +142,7 @@ class Plan:
                            "time_s": t.time_s, "bytes_total": t.bytes_total}
                           for t in self.transfers],
             "device_peak_bytes": list(self.device_peak_bytes),
+            **({"streamed": [list(e) for e in self.streamed]} if self.streamed else {}),
         }
 
     @classmethod
@@ -176,7 +179,8 @@ class Plan:
                    feasible=bool(data.get("feasible", True)),
                    reasons=tuple(data.get("reasons", ())), reallocations=reallocs,
                    transfers=transfers,
-                   device_peak_bytes=tuple(float(x) for x in data.get("device_peak_bytes", ())))
+                   device_peak_bytes=tuple(float(x) for x in data.get("device_peak_bytes", ())),
+                   streamed=_streamed_from(data.get("streamed", ()), where))
 
     def save(self, path: str | Path) -> Path:
         """Write YAML (.yaml/.yml) or JSON (.json), atomically (a reader never sees a torn file)."""
@@ -235,3 +239,11 @@ def _call_from_dict(c: Mapping[str, Any], where: str) -> CallPlan:
                     layout=layout_from_dict(c, f"{where}: call {name!r}"),
                     time_s=float(c.get("time_s", 0.0)), peak_bytes=float(c.get("peak_bytes", 0.0)),
                     resident_bytes=float(c.get("resident_bytes", 0.0)))
+
+
+def _streamed_from(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    try:
+        edges = tuple((str(g), str(c)) for g, c in value)
+    except (TypeError, ValueError):
+        raise PlanError(f"{where}: streamed must be a list of [generate call, inference call] pairs") from None
+    return edges

@@ -157,6 +157,8 @@ class PlanConfig:
     """Let generate calls use pipeline parallelism."""
     compare_heuristics: bool = True
     """Also price the heuristic baselines in `realloc plan`."""
+    fusion: str = "off"
+    """Stage fusion: off, inter (stream finished samples from generate into inference calls), or auto (the planner decides per edge)."""
     response_lengths: str = "fixed"
     """Response lengths generate calls are priced with: fixed, longtail, data, or a previous run's metrics.jsonl."""
 

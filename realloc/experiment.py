@@ -20,7 +20,7 @@ from graph.catalog import get_interface, make_args
 from graph.dataflow import DataflowGraph
 from graph.dataset_keys import PTX_KEY, dataset_keys
 from graph.errors import UserError
-from graph.overlap import ahead_calls
+from graph.overlap import ahead_calls, check_fusion
 from graph.spec import Call, CallKind, LoraSpec, ModelArch, ModelSpec
 from graph.templates import TemplateParams, build_template, check_ppo_calls
 from planner import known_heuristics
@@ -420,6 +420,7 @@ def load_experiment(exp: str | None, overrides: list[str] | tuple[str, ...] = ()
     experiment.graph  # noqa: B018 - build and validate now
     _check_sampling_temperature(experiment.graph)
     ahead_calls(experiment.graph, cfg.train.off_policy_steps)  # train.off_policy_steps fits the graph
+    check_fusion(cfg.plan.fusion, cfg.train.off_policy_steps)
     check_data(cfg, experiment.graph)
     return experiment
 
