@@ -6,7 +6,9 @@
   executing the TransferPlan `graph.placement.transfer.plan_transfer` derives;
 - `SEND`: the step's `src` rank sends a data key's payload to its `dst` rank;
 - `RUN`: run the call's interface on this rank's engine;
-- `FREE`: drop a trained model's replica storage after its last use in the iteration.
+- `FREE`: drop a trained model's replica storage after its last use in the iteration;
+- `STREAM`: a generate call streaming finished samples into inference calls on other ranks
+  (`runtime.execution.streaming`).
 
 A step of any other kind is a bug and raises at once (the step types are an enum; the
 table below must cover every member, which a test checks).
@@ -27,6 +29,7 @@ from graph.spec import Call, ModelSpec
 from runtime.data.binding import Payload, assemble_inputs, extract_outputs, side_inputs
 from runtime.data.tokenizer import Tokenizer
 from runtime.engine import platform
+from runtime.execution import streaming
 from runtime.execution.engines import EngineSet, local_shards
 from runtime.execution.job import Job
 from runtime.execution.metrics import IterationLog
@@ -55,6 +58,7 @@ class StepDispatcher:
         StepKind.SEND: "_send",
         StepKind.RUN: "_run",
         StepKind.FREE: "_free",
+        StepKind.STREAM: "_stream",
     }
     """Step kind -> the method that executes it."""
 
@@ -99,14 +103,19 @@ class StepDispatcher:
             dist.recv_object_list(box, src=step.src)
             payloads[step.key] = box[0]
 
-    def _run(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
+    def _context(self, call: Call, payloads: dict[str, Payload], it: int, **extra: Any) -> CallContext:
+        layout = self.job.layouts[call.name]
+        return CallContext(eos_ids=(self.tok.eos_id,), decode=self.tok.decode,
+                           rule=self.graph.models[call.model].rule, seed=self.job.seed, step=it,
+                           total_steps=self.job.iterations, micro_batches=layout.micro_batches,
+                           side_inputs=side_inputs(call, payloads), **extra)
+
+    def _run(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog,
+             **extra: Any) -> None:
         call: Call = self.graph.call(step.call)
         layout = self.job.layouts[step.call]
-        model = self.graph.models[call.model]
         engine = self.engines.get(call.model, layout)
-        ctx = CallContext(eos_ids=(self.tok.eos_id,), decode=self.tok.decode, rule=model.rule,
-                          seed=self.job.seed, step=it, total_steps=self.job.iterations,
-                          micro_batches=layout.micro_batches, side_inputs=side_inputs(call, payloads))
+        ctx = self._context(call, payloads, it, **extra)
         batch = assemble_inputs(call, payloads)
         start = time.perf_counter()
         result = run_interface(call.interface, engine, batch, call.args, ctx)
@@ -114,6 +123,49 @@ class StepDispatcher:
         payloads.update(extract_outputs(call, result))
         if self.rank == layout.mesh.devices[0]:
             log.record_call(call, result, elapsed, payloads)
+
+    def _stream(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
+        gen = self.graph.call(step.call)
+        gen_layout = self.job.layouts[gen.name]
+        consumers = [self.graph.call(n) for n in step.consumers]
+        layouts = [self.job.layouts[c.name] for c in consumers]
+        senders = streaming.stream_senders(gen_layout)
+        samples = int(getattr(gen.args, "num_samples", 1) or 1)
+        if self.rank in gen_layout.mesh.devices:
+            dsts = tuple(sorted(set().union(*(lay.mesh.devices for lay in layouts))))
+            sender = streaming.ChunkSender(dsts) if self.rank in senders else None
+            chunk = streaming.chunk_size(gen.batch_size * samples, gen_layout, layouts)
+            self._run(step, payloads, it, log, on_finished=sender, stream_chunk=chunk)
+            if sender is not None:
+                sender.close()
+            return
+        mine = [c for c, lay in zip(consumers, layouts) if self.rank in lay.mesh.devices]
+        base = {k: streaming.expand_field(payloads[k], samples)
+                for c in mine for k in c.inputs if k in self.graph.dataset_keys}
+        acc = streaming.ChunkResults()
+
+        def handle(chunk: Any) -> None:
+            current = {**base, **extract_outputs(gen, chunk)}
+            acc.add({k: v for k, v in current.items() if k not in base})
+            for c in mine:
+                engine = self.engines.get(c.model, self.job.layouts[c.name])
+                ctx = self._context(c, current, it)
+                start = time.perf_counter()
+                result = run_interface(c.interface, engine, assemble_inputs(c, current), c.args, ctx)
+                acc.seconds[c.name] = acc.seconds.get(c.name, 0.0) + time.perf_counter() - start
+                outputs = extract_outputs(c, result)
+                current.update(outputs)
+                acc.add(outputs)
+                acc.results.setdefault(c.name, []).append(result)
+
+        streaming.receive_chunks(senders, handle)
+        prompts = payloads[gen.inputs[0]]
+        order = tuple(p * samples + k for p in prompts.ids for k in range(samples)) if samples > 1 else prompts.ids
+        payloads.update(acc.joined(order))
+        for c, lay in zip(consumers, layouts):
+            if c in mine and self.rank == lay.mesh.devices[0]:
+                result = streaming.join_result(acc.results.get(c.name, []), order)
+                log.record_call(c, result, acc.seconds.get(c.name, 0.0), payloads)
 
     def _free(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
         call = self.graph.call(step.call)

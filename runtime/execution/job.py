@@ -49,3 +49,5 @@ class Job:
     """Roles whose home engine keeps an EMA of its weights."""
     off_policy_steps: int = 0
     """1: generate calls run one batch ahead with weights one version old (graph.overlap)."""
+    streamed: tuple[tuple[str, str], ...] = ()
+    """(generate call, inference call) edges whose samples stream in chunks (Plan.streamed)."""

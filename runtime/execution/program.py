@@ -38,6 +38,7 @@ class StepKind(enum.Enum):
     SEND = "send"
     RUN = "run"
     FREE = "free"
+    STREAM = "stream"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Step:
     ahead: int = 0
     """0: the iteration's own batch; 1: the next batch (a generate call running one step
     off-policy, see graph.overlap)."""
+    consumers: tuple[str, ...] = ()
+    """STREAM: the inference calls the generate call `call` streams its samples to."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, StepKind):
@@ -64,6 +67,8 @@ class Step:
             text = f"send {self.key} {self.src}->{self.dst} for {self.call}"
         elif self.kind is StepKind.RUN:
             text = f"run {self.call} on {list(self.ranks)}"
+        elif self.kind is StepKind.STREAM:
+            text = f"stream {self.call} into {', '.join(self.consumers)} on {list(self.ranks)}"
         else:
             text = f"{self.kind.value} {self.model} for {self.call} on {list(self.ranks)}"
         return text + (" (next batch)" if self.ahead else "")
@@ -103,12 +108,23 @@ def replica_last_uses(graph: DataflowGraph, layouts: Mapping[str, Layout]) -> se
 
 def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, world_size: int,
                       first: bool, free_replicas: bool = True, ahead: tuple[str, ...] = (),
-                      prologue: bool | None = None, last: bool = False) -> tuple[Step, ...]:
+                      prologue: bool | None = None, last: bool = False,
+                      streamed: tuple[tuple[str, str], ...] = ()) -> tuple[Step, ...]:
     """The global step order of one iteration.
 
     `ahead` names the generate calls that run one batch ahead (one-step off-policy, see
     `graph.overlap.ahead_calls`); then `compile_off_policy_iteration` orders the steps.
+    `streamed` (generate call, inference call) edges run as one STREAM step per generate call
+    (`runtime.execution.streaming`), after the refreshes of every replica it involves; the
+    streamed calls' outputs are then held by their meshes, and the generate call's by its
+    mesh and theirs.
     """
+    if ahead and streamed:
+        raise ValueError("bug: streaming and one-step off-policy together (graph.overlap.check_fusion refuses it)")
+    stream_of: dict[str, list[str]] = {}
+    for gen, consumer in streamed:
+        stream_of.setdefault(gen, []).append(consumer)
+    fused = {consumer for _, consumer in streamed}
     if ahead:
         return compile_off_policy_iteration(graph, layouts, world_size=world_size, first=first,
                                             prologue=first if prologue is None else prologue,
@@ -123,13 +139,32 @@ def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, wo
     holders: dict[str, set[int]] = {key: set(range(world_size)) for key in graph.dataset_keys}
     steps: list[Step] = []
     for call in graph.calls:
+        if call.name in fused:
+            continue  # ran inside its generate call's STREAM step
         layout = layouts[call.name]
         mesh = tuple(layout.mesh.devices)
-        if (call.model, layout) in stale:
-            home = homes[call.model]
-            ranks = tuple(sorted(set(home.mesh.devices) | set(mesh)))
-            steps.append(Step(StepKind.REALLOC, call.name, ranks, model=call.model))
-            stale.discard((call.model, layout))
+        consumers = [graph.call(n) for n in graph.topological_order() if n in stream_of.get(call.name, ())]
+        for c in [*consumers, call]:
+            c_layout = layouts[c.name]
+            if (c.model, c_layout) in stale:
+                home = homes[c.model]
+                ranks = tuple(sorted(set(home.mesh.devices) | set(c_layout.mesh.devices)))
+                steps.append(Step(StepKind.REALLOC, c.name, ranks, model=c.model))
+                stale.discard((c.model, c_layout))
+        if consumers:
+            _sends(steps, call.name, call.inputs, mesh, holders, 0)
+            everyone = set(mesh).union(*(layouts[c.name].mesh.devices for c in consumers))
+            steps.append(Step(StepKind.STREAM, call.name, tuple(sorted(everyone)), model=call.model,
+                              consumers=tuple(c.name for c in consumers)))
+            for key in call.outputs:
+                holders[key] = set(everyone)
+            for c in consumers:
+                for key in c.outputs:
+                    holders[key] = set(layouts[c.name].mesh.devices)
+            for c in [call, *consumers]:
+                if c.name in free_after:
+                    steps.append(Step(StepKind.FREE, c.name, tuple(layouts[c.name].mesh.devices), model=c.model))
+            continue
         for key in dict.fromkeys(call.inputs):
             have = holders[key]
             senders = sorted(have)

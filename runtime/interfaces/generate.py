@@ -153,6 +153,32 @@ def generate_local(engine: ModelEngine, prompts: SeqBatch, args: GenerateArgs, c
     generated = torch.zeros(b, dtype=torch.long)
     eos = torch.tensor(sorted(ctx.eos_ids), dtype=torch.long)
     stepper = _Stepper(engine, b, total)
+    sent = torch.zeros(b, dtype=torch.bool)
+
+    def rows_batch(rows: list[int]) -> SeqBatch:
+        """Samples `rows` as the final result will hold them (pad and 0 past their end)."""
+        sub = lens[rows] + generated[rows]
+        width = int(sub.max())
+        return SeqBatch(input_ids=tokens[rows, :width].clone(), seq_lens=sub, prompt_lens=lens[rows].clone(),
+                        ids=tuple(prompts.ids[i] for i in rows), pad_id=prompts.pad_id,
+                        token_fields={"logprobs": logprobs[rows, :width].clone()},
+                        seq_fields={**{k: v[rows] for k, v in prompts.seq_fields.items()},
+                                    "truncated": truncated[rows].clone()})
+
+    def stream(final: bool) -> None:
+        """Pass finished, unsent samples on once there are enough (and enough stay for a last chunk)."""
+        if ctx.on_finished is None:
+            return
+        ready = (done & ~sent).nonzero().flatten().tolist()
+        left = b - int(sent.sum()) - len(ready)
+        if final:
+            ready = (~sent).nonzero().flatten().tolist()
+        elif len(ready) < max(ctx.stream_chunk, 1) or 0 < left < ctx.stream_chunk:
+            return
+        if ready:
+            sent[ready] = True
+            ctx.on_finished(rows_batch(ready))
+
     prev, cur = 0, int(lens.min())
     last_pp = engine.stage_rank(engine.layout.pp - 1)
     while cur < total and not bool(done.all()):
@@ -189,6 +215,8 @@ def generate_local(engine: ModelEngine, prompts: SeqBatch, args: GenerateArgs, c
                 done[i] = True
                 truncated[i] = 1.0
         prev, cur = cur, cur + 1
+        stream(final=False)
+    stream(final=True)
     seq_lens = lens + generated
     t = int(seq_lens.max())
     return SeqBatch(input_ids=tokens[:, :t].clone(), seq_lens=seq_lens, prompt_lens=lens,

@@ -152,3 +152,22 @@ def test_off_policy_sends_come_from_holders_of_the_right_batch(first, prologue, 
     expected = [c.name for c in GRAPH.calls if prologue or c.name != "actor_gen"]
     assert sorted(runs) == sorted(expected)
     assert [s.call for s in steps if s.kind is StepKind.RUN and s.ahead] == ([] if last else ["actor_gen"])
+
+
+def test_streamed_iteration_by_hand():
+    layouts = {**DISJOINT, "actor_train": lay(0, 4, dp=4), "critic_inf": lay(2, 2, tp=2)}
+    streamed = (("actor_gen", "reward_inf"), ("actor_gen", "ref_inf"), ("actor_gen", "critic_inf"))
+    steps = [str(s) for s in compile_iteration(GRAPH, layouts, world_size=4, first=False, streamed=streamed)]
+    assert steps == [
+        "realloc critic for critic_inf on [2, 3]",     # the streamed calls' stale replicas first
+        "realloc actor for actor_gen on [0, 1, 2, 3]",
+        "stream actor_gen into reward_inf, ref_inf, critic_inf on [0, 1, 2, 3]",
+        "free actor for actor_gen on [0, 1]",
+        "free critic for critic_inf on [2, 3]",
+        # seq and old_logp are everywhere now; the scores are on [2, 3]
+        "send ref_logp 2->0 for actor_train", "send ref_logp 3->1 for actor_train",
+        "send rewards 3->0 for actor_train", "send rewards 3->1 for actor_train", "send rewards 3->2 for actor_train",
+        "send values 2->0 for actor_train", "send values 3->1 for actor_train",
+        "run actor_train on [0, 1, 2, 3]",
+        "run critic_train on [2, 3]",
+    ]
