@@ -158,7 +158,9 @@ class StepDispatcher:
                 acc.add(outputs)
                 acc.results.setdefault(c.name, []).append(result)
 
-        streaming.receive_chunks(senders, handle)
+        chunks = streaming.receive_chunks(senders, handle)
+        if self.rank == min(d for lay in layouts for d in lay.mesh.devices):
+            log.stream_chunks[gen.name] = chunks
         prompts = payloads[gen.inputs[0]]
         order = tuple(p * samples + k for p in prompts.ids for k in range(samples)) if samples > 1 else prompts.ids
         payloads.update(acc.joined(order))

@@ -38,6 +38,8 @@ class IterationLog:
     """Generate call -> [[response length, count], ...] (plan.response_lengths reads it back)."""
     staleness: dict[str, int] = field(default_factory=dict)
     """Generate call -> weight versions its batch's behaviour policy lags (one-step off-policy only)."""
+    stream_chunks: dict[str, int] = field(default_factory=dict)
+    """Generate call -> chunks of samples it streamed (plan.fusion; counted by one consumer rank)."""
 
     def record_call(self, call: Call, result: Any, elapsed: float, payloads: Mapping[str, Payload]) -> None:
         """Note a call's time, its statistics and the rewards / response lengths it produced."""
@@ -77,6 +79,8 @@ def merge_logs(it: int, logs: list[IterationLog]) -> dict[str, Any]:
             record[f"{call}/response_len_hist"] = hist
         for call, lag in part.staleness.items():
             record[f"{call}/staleness"] = lag
+        for call, count in part.stream_chunks.items():
+            record[f"{call}/stream_chunks"] = count
     return record
 
 
