@@ -11,6 +11,7 @@ Sections (each calls a module of `realloc.bench`, whose `main()` also runs on it
 | realloc | parameter reallocation throughput vs a raw p2p transfer of the same bytes | realloc_throughput |
 | peer | end to end vs TRL's GRPOTrainer: samples/s and generated tokens/s | peer_trl |
 | validation | the cost model's estimates vs measured times | validate_cost_model |
+| fusion | fused vs unfused, one-step off-policy vs on-policy: measured (ppo_longtail_tiny) and estimated (published scales) | fusion |
 
 `run_bench` writes `OUT/report.json` (schema below) and `OUT/report.md`. A section that
 fails is recorded as failed with its one-line error; the others still run.
@@ -190,6 +191,16 @@ def _run_validation(quick: bool, note: Note) -> dict[str, Any]:
     return run_validation(quick=quick, out=None)
 
 
+def _run_fusion(quick: bool, note: Note) -> dict[str, Any]:
+    from realloc.bench.fusion import estimate_published, measure_fusion
+
+    iterations, warmup = (3, 1) if quick else (6, 2)
+    note(f"ppo_longtail_tiny: unfused, fused, off-policy; {iterations} iterations on 4 workers")
+    measured = measure_fusion(iterations=iterations, warmup=warmup, budget=0.5 if quick else 1.0)
+    note("published settings with long-tailed lengths (estimated)")
+    return {"measured": measured, "published": estimate_published(budget=0.5 if quick else 1.0, quick=quick)}
+
+
 # --------------------------------------------------------------------------- sections: render
 
 
@@ -270,6 +281,27 @@ def _render_peer(data: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _render_fusion(data: Mapping[str, Any]) -> list[str]:
+    m = data["measured"]
+    lines = [f"**{m['experiment']}** on {m['devices']} CPU workers: median s/iteration of the last "
+             f"{m['iterations'] - m['warmup']} of {m['iterations']} iterations (load {m['load_before']} -> "
+             f"{m['load_after']}).", ""]
+    lines += md_table(["variant", "measured s", "estimated s", "estimate error", "measured speedup",
+                       "estimated speedup"],
+                      [[n, r["measured_s"], r["estimated_s"], _pct(r["estimate_error"]), _x(r["measured_speedup"]),
+                        _x(r["estimated_speedup"])] for n, r in m["plans"].items()])
+    lines += ["", "Published settings with RLHFuse-like long-tailed lengths (estimated s/iteration):", ""]
+    rows = []
+    for r in data["published"]:
+        cells = [r["unfused"].get("iteration_s")]
+        for name in ("fused", "auto", "off_policy"):
+            it, sp = r[name].get("iteration_s"), r[name].get("speedup")
+            cells.append(f"{it} ({sp}x)" if it is not None else "no plan")
+        rows.append([r["setting"], *cells])
+    lines += md_table(["setting", "unfused", "fused", "auto", "off-policy"], rows)
+    return lines
+
+
 def _flat(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for k, v in data.items():
@@ -339,6 +371,8 @@ SECTIONS: tuple[Section, ...] = (
     Section(name="peer", title="End to end vs TRL (GRPO)", run=_run_peer, render=_render_peer),
     Section(name="validation", title="Cost model vs measured times", run=_run_validation,
             render=_render_validation),
+    Section(name="fusion", title="Stage overlap: fusion and one-step off-policy", run=_run_fusion,
+            render=_render_fusion),
 )
 
 
@@ -490,6 +524,11 @@ def _readme_rows(sections: Mapping[str, Any]) -> list[list[str]]:
         if ratios:
             rows.append([f"reallocation throughput, {d['params_m']}M model",
                          f"{min(ratios):.2f}-{max(ratios):.2f}x a raw p2p copy of the same bytes"])
+    if (d := ok("fusion")):
+        m = d["measured"]
+        cells = [f"{n}: {r['measured_s']:.2f} s ({r['measured_speedup']:.2f}x; est. {r['estimated_s']:.2f} s)"
+                 for n, r in m["plans"].items() if n != "fused_layouts_unstreamed"]
+        rows.append([f"stage overlap, {m['experiment']}, {m['devices']} CPU workers (measured)", "; ".join(cells)])
     if (d := ok("peer")):
         for size, r in d["sizes"].items():
             cells = [f"{n}: {v['samples_per_s']:.1f} samples/s, {v['tokens_per_s']:.0f} tokens/s"

@@ -1,0 +1,180 @@
+"""Stage overlap: fused vs unfused and one-step off-policy vs on-policy, measured and estimated.
+
+Measured (one launch of 4 CPU workers, `ppo_longtail_tiny`: up to 64 new tokens, a long tail
+of response lengths), each variant under the plan the planner searches for it:
+
+- `unfused`: plan.fusion=off, on-policy (the baseline);
+- `fused`: plan.fusion=inter (finished samples stream into the reward, ref and critic calls);
+- `fused_layouts_unstreamed`: the fused plan's layouts without streaming (what the layouts
+  alone change);
+- `off_policy`: train.off_policy_steps=1 (generation of batch k+1 beside training of batch k).
+
+Each row: the median seconds per iteration after warm-up, the planner's estimate for that plan
+(the simulator with the experiment's response-length distribution, plan.response_lengths),
+and the speedup over `unfused`. The machine's load average is recorded: on a shared machine
+the measured times stretch and the estimate (fitted to a quiet machine) does not.
+
+Estimated at published scales (docs/published-rlhf.md settings), with an RLHFuse-like
+long-tailed length distribution (graph.lengths.LengthDist.longtail), for each: unfused,
+fused (inter), auto, and one-step off-policy.
+
+    python experiments/bench/fusion.py [--iterations 6] [--warmup 2] [--quick] [--json out.json] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "ppo_longtail_tiny"
+
+
+def _run_all(ctx: Any, jobs: list[Any]) -> list[Any]:
+    from runtime.execution.worker import Worker
+
+    return [Worker(ctx, job).run() for job in jobs]
+
+
+VARIANTS: dict[str, list[str]] = {
+    "unfused": ["plan.fusion=off"],
+    "fused": ["plan.fusion=inter"],
+    "off_policy": ["train.off_policy_steps=1"],
+}
+
+
+def measure_fusion(*, iterations: int = 6, warmup: int = 2, overrides: tuple[str, ...] = (),
+                   budget: float = 1.0) -> dict[str, Any]:
+    """Plan and run every variant (see the module docstring) in one launch of the experiment's workers."""
+    from realloc.experiment import load_experiment
+    from realloc.planning import cost_model_for, plan_experiment, plan_options
+    from realloc.run import make_job
+    from runtime.execution.launch import LaunchSpec, launch
+
+    if warmup >= iterations:
+        raise ValueError(f"warmup={warmup} leaves no measured iteration of {iterations}; lower it")
+    base = [*overrides, f"train.iterations={iterations}", f"plan.time_budget_s={budget}"]
+    exps, plans = {}, {}
+    for name, extra in VARIANTS.items():
+        exps[name] = load_experiment(EXPERIMENT, [*base, *extra])
+        plans[name] = plan_experiment(exps[name], compare=False, quiet=True).plan
+    # the fused plan's layouts, unstreamed: priced by the fused experiment's planner with no edge
+    from planner.context import PlanContext
+
+    fused_exp = exps["fused"]
+    opts = plan_options(fused_exp, compare=False)
+    ctx = PlanContext(fused_exp.graph, cost_model_for(fused_exp), space_options=opts.space_options(),
+                      fusion="inter")
+    cands = ctx.candidates_of(plans["fused"].layouts)
+    plans["fused_layouts_unstreamed"] = ctx.plan_from(cands, "fused layouts", streamed=())
+    exps["fused_layouts_unstreamed"] = exps["unfused"]
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="realloc-fusion-") as root:
+        jobs = [dataclasses.replace(make_job(exps[name], dict(plan.layouts), streamed=plan.streamed),
+                                    run_dir=str(Path(root) / name), plot_every=10**9)
+                for name, plan in plans.items()]
+        devices = exps["unfused"].config.cluster.devices_per_node
+        histories = launch(_run_all, (jobs,), LaunchSpec(nproc_per_node=devices))[0]
+    load_after = os.getloadavg()[0]
+    measured = {name: statistics.median(r["iter_time_s"] for r in h[warmup:]) for name, h in zip(plans, histories)}
+    rows = {}
+    for name, plan in plans.items():
+        est = plan.iteration_time_s or float("nan")
+        rows[name] = {
+            "measured_s": round(measured[name], 4), "estimated_s": round(est, 4),
+            "estimate_error": round(est / measured[name] - 1.0, 3),
+            "measured_speedup": round(measured["unfused"] / measured[name], 3),
+            "estimated_speedup": round((plans["unfused"].iteration_time_s or est) / est, 3),
+            "streamed": [list(e) for e in plan.streamed],
+            "layouts": {c.name: str(c.layout) for c in plan.calls},
+            "response_len": round(statistics.mean(r["actor_gen/response_len"] for r in histories[list(plans).index(name)]), 2),
+        }
+    return {"experiment": EXPERIMENT, "devices": devices, "iterations": iterations, "warmup": warmup,
+            "load_before": round(load_before, 2), "load_after": round(load_after, 2), "plans": rows}
+
+
+def estimate_published(*, budget: float = 1.0, quick: bool = False) -> list[dict[str, Any]]:
+    """Estimates at the published settings with a long-tailed length distribution."""
+    from cost_model.estimator import AnalyticCostModel
+    from cost_model.hardware import preset
+    from graph.dataflow import DataflowGraph
+    from graph.lengths import LengthDist
+    from graph.placement.layout import Cluster
+    from planner.make import make_plan
+    from planner.options import PlanOptions
+    from realloc.bench.published_rlhf import SETTINGS, graph
+
+    rows = []
+    for s in SETTINGS[:2] if quick else SETTINGS:
+        g0 = graph(s)
+        calls = [dataclasses.replace(c, response_lengths=LengthDist.longtail(c.max_new_tokens))
+                 if c.name == "actor_gen" else c for c in g0.calls]
+        g = DataflowGraph(models=g0.models.values(), calls=calls, dataset_keys=g0.dataset_keys)
+        cluster = Cluster(num_nodes=max(1, s.gpus // 8), devices_per_node=min(8, s.gpus))
+        cost = AnalyticCostModel(preset(s.hardware), cluster)
+        row: dict[str, Any] = {"setting": s.name, "gpus": s.gpus}
+        for name, opts in (("unfused", {}), ("fused", {"fusion": "inter"}), ("auto", {"fusion": "auto"}),
+                           ("off_policy", {"off_policy_steps": 1})):
+            try:
+                plan = make_plan(g, cost, PlanOptions(time_budget_s=budget, compare_heuristics=False, **opts)).plan
+                row[name] = {"iteration_s": round(plan.iteration_time_s or float("nan"), 2),
+                             "streamed": len(plan.streamed)}
+            except ValueError as exc:
+                row[name] = {"iteration_s": None, "no_plan": str(exc).split(";")[0]}
+        base = row["unfused"].get("iteration_s")
+        for name in ("fused", "auto", "off_policy"):
+            it = row[name].get("iteration_s")
+            row[name]["speedup"] = round(base / it, 3) if base and it else None
+        rows.append(row)
+    return rows
+
+
+def print_fusion(result: dict[str, Any]) -> None:
+    n, w = result["iterations"], result["warmup"]
+    print(f"{result['experiment']} on {result['devices']} CPU workers: median of the last {n - w} of {n} "
+          f"iterations; load average {result['load_before']} -> {result['load_after']}")
+    print(f"{'variant':<26} {'measured s':>11} {'estimated s':>12} {'est/meas-1':>11} "
+          f"{'meas. speedup':>14} {'est. speedup':>13}")
+    for name, r in result["plans"].items():
+        print(f"{name:<26} {r['measured_s']:>11.3f} {r['estimated_s']:>12.3f} {r['estimate_error']:>+11.1%} "
+              f"{r['measured_speedup']:>13.2f}x {r['estimated_speedup']:>12.2f}x")
+
+
+def print_published(rows: list[dict[str, Any]]) -> None:
+    print("published settings, long-tailed lengths (estimated s/iteration and speedup over unfused):")
+    for r in rows:
+        parts = [f"unfused {r['unfused'].get('iteration_s')}"]
+        for name in ("fused", "auto", "off_policy"):
+            parts.append(f"{name} {r[name].get('iteration_s')} ({r[name].get('speedup')}x)")
+        why = r["unfused"].get("no_plan")
+        print(f"  {r['setting']}: " + (f"no feasible plan ({why})" if why else ", ".join(parts)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=1.0)
+    parser.add_argument("--quick", action="store_true", help="published scales: the first two settings only")
+    parser.add_argument("--skip-measured", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    out: dict[str, Any] = {}
+    if not args.skip_measured:
+        out["measured"] = measure_fusion(iterations=args.iterations, warmup=args.warmup,
+                                         overrides=tuple(args.overrides), budget=args.budget)
+        print_fusion(out["measured"])
+    out["published"] = estimate_published(budget=args.budget, quick=args.quick)
+    print_published(out["published"])
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
