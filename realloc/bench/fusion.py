@@ -5,13 +5,16 @@ of response lengths), each variant under the plan the planner searches for it:
 
 - `unfused`: plan.fusion=off, on-policy (the baseline);
 - `fused`: plan.fusion=inter (finished samples stream into the reward, ref and critic calls);
-- `fused_layouts_unstreamed`: the fused plan's layouts without streaming (what the layouts
-  alone change);
-- `off_policy`: train.off_policy_steps=1 (generation of batch k+1 beside training of batch k).
+- `off_policy`: train.off_policy_steps=1 (generation of batch k+1 beside training of batch k);
+- `split_unfused`, `split_fused`, `split_off_policy`: the same three on fixed layouts that
+  keep generation apart (`split_layouts`: the actor generates on half the devices, the
+  rest score and train), so that the mechanisms themselves are compared on equal layouts
+  (the search may well pick layouts where nothing can stream or overlap).
 
 Each row: the median seconds per iteration after warm-up, the planner's estimate for that plan
 (the simulator with the experiment's response-length distribution, plan.response_lengths),
-and the speedup over `unfused`. The machine's load average is recorded: on a shared machine
+the speedup over `unfused` (the split ones: over `split_unfused`), and the estimate
+again with the response lengths the run measured (its metrics.jsonl). The machine's load average is recorded: on a shared machine
 the measured times stretch and the estimate (fitted to a quiet machine) does not.
 
 Estimated at published scales (docs/published-rlhf.md settings), with an RLHFuse-like
@@ -45,12 +48,33 @@ VARIANTS: dict[str, list[str]] = {
     "unfused": ["plan.fusion=off"],
     "fused": ["plan.fusion=inter"],
     "off_policy": ["train.off_policy_steps=1"],
+    "split_unfused": ["plan.fusion=off"],
+    "split_fused": ["plan.fusion=inter"],
+    "split_off_policy": ["train.off_policy_steps=1"],
 }
+"""Overrides of each variant; the first three run the plan searched for them, the split_*
+ones the fixed SPLIT layouts (generation apart from scoring and training)."""
+
+
+def split_layouts(devices: int = 4) -> dict[str, Any]:
+    """The actor generates on the first half of the devices; the reward, ref and critic score,
+    and the actor and critic train, on the second half (the layouts fusion and off-policy need)."""
+    from graph.placement.layout import DeviceMesh, Layout
+
+    half = devices // 2
+
+    def lay(start: int, size: int, dp: int = 1) -> Layout:
+        return Layout(mesh=DeviceMesh.span(start, size), dp=dp, tp=size // dp, pp=1)
+
+    return {"actor_gen": lay(0, half, dp=half), "reward_inf": lay(devices - 1, 1),
+            "ref_inf": lay(half, 1), "critic_inf": lay(devices - 1, 1),
+            "actor_train": lay(half, half, dp=half), "critic_train": lay(half, half, dp=half)}
 
 
 def measure_fusion(*, iterations: int = 6, warmup: int = 2, overrides: tuple[str, ...] = (),
                    budget: float = 1.0) -> dict[str, Any]:
     """Plan and run every variant (see the module docstring) in one launch of the experiment's workers."""
+    from planner.context import PlanContext
     from realloc.experiment import load_experiment
     from realloc.planning import cost_model_for, plan_experiment, plan_options
     from realloc.run import make_job
@@ -60,19 +84,19 @@ def measure_fusion(*, iterations: int = 6, warmup: int = 2, overrides: tuple[str
         raise ValueError(f"warmup={warmup} leaves no measured iteration of {iterations}; lower it")
     base = [*overrides, f"train.iterations={iterations}", f"plan.time_budget_s={budget}"]
     exps, plans = {}, {}
+
+    def context(exp: Any) -> PlanContext:
+        o = plan_options(exp, compare=False)
+        return PlanContext(exp.graph, cost_model_for(exp), space_options=o.space_options(),
+                           off_policy_steps=o.off_policy_steps, fusion=o.fusion)
+
     for name, extra in VARIANTS.items():
         exps[name] = load_experiment(EXPERIMENT, [*base, *extra])
-        plans[name] = plan_experiment(exps[name], compare=False, quiet=True).plan
-    # the fused plan's layouts, unstreamed: priced by the fused experiment's planner with no edge
-    from planner.context import PlanContext
-
-    fused_exp = exps["fused"]
-    opts = plan_options(fused_exp, compare=False)
-    ctx = PlanContext(fused_exp.graph, cost_model_for(fused_exp), space_options=opts.space_options(),
-                      fusion="inter")
-    cands = ctx.candidates_of(plans["fused"].layouts)
-    plans["fused_layouts_unstreamed"] = ctx.plan_from(cands, "fused layouts", streamed=())
-    exps["fused_layouts_unstreamed"] = exps["unfused"]
+        if name.startswith("split_"):
+            split = split_layouts(exps[name].config.cluster.devices_per_node)
+            plans[name] = context(exps[name]).evaluate(split, name)
+        else:
+            plans[name] = plan_experiment(exps[name], compare=False, quiet=True).plan
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="realloc-fusion-") as root:
         jobs = [dataclasses.replace(make_job(exps[name], dict(plan.layouts), streamed=plan.streamed),
@@ -80,19 +104,32 @@ def measure_fusion(*, iterations: int = 6, warmup: int = 2, overrides: tuple[str
                 for name, plan in plans.items()]
         devices = exps["unfused"].config.cluster.devices_per_node
         histories = launch(_run_all, (jobs,), LaunchSpec(nproc_per_node=devices))[0]
+        # the same plans priced with the response lengths each run measured (its metrics.jsonl)
+        with_lengths = {}
+        for name, plan in plans.items():
+            lengths = f"plan.response_lengths={Path(root) / name / 'metrics.jsonl'}"
+            exp = load_experiment(EXPERIMENT, [*base, *VARIANTS[name], lengths])
+            with_lengths[name] = context(exp).evaluate(plan.layouts, name, streamed=plan.streamed).iteration_time_s
     load_after = os.getloadavg()[0]
     measured = {name: statistics.median(r["iter_time_s"] for r in h[warmup:]) for name, h in zip(plans, histories)}
+    def baseline(name: str) -> str:
+        return "split_unfused" if name.startswith("split_") else "unfused"
+
     rows = {}
     for name, plan in plans.items():
         est = plan.iteration_time_s or float("nan")
         rows[name] = {
             "measured_s": round(measured[name], 4), "estimated_s": round(est, 4),
             "estimate_error": round(est / measured[name] - 1.0, 3),
-            "measured_speedup": round(measured["unfused"] / measured[name], 3),
-            "estimated_speedup": round((plans["unfused"].iteration_time_s or est) / est, 3),
+            "measured_speedup": round(measured[baseline(name)] / measured[name], 3),
+            "estimated_speedup": round((plans[baseline(name)].iteration_time_s or est) / est, 3),
+            "estimated_measured_lengths_s": round(with_lengths[name] or float("nan"), 4),
             "streamed": [list(e) for e in plan.streamed],
             "layouts": {c.name: str(c.layout) for c in plan.calls},
             "response_len": round(statistics.mean(r["actor_gen/response_len"] for r in histories[list(plans).index(name)]), 2),
+            "call_time_s": {call: round(statistics.median(r["call_time_s"].get(call, 0.0)
+                                                          for r in histories[list(plans).index(name)][warmup:]), 4)
+                            for call in histories[0][0]["call_time_s"]},
         }
     return {"experiment": EXPERIMENT, "devices": devices, "iterations": iterations, "warmup": warmup,
             "load_before": round(load_before, 2), "load_after": round(load_after, 2), "plans": rows}
@@ -139,10 +176,11 @@ def print_fusion(result: dict[str, Any]) -> None:
     print(f"{result['experiment']} on {result['devices']} CPU workers: median of the last {n - w} of {n} "
           f"iterations; load average {result['load_before']} -> {result['load_after']}")
     print(f"{'variant':<26} {'measured s':>11} {'estimated s':>12} {'est/meas-1':>11} "
-          f"{'meas. speedup':>14} {'est. speedup':>13}")
+          f"{'meas. speedup':>14} {'est. speedup':>13} {'est. (run lengths) s':>21}  streamed")
     for name, r in result["plans"].items():
         print(f"{name:<26} {r['measured_s']:>11.3f} {r['estimated_s']:>12.3f} {r['estimate_error']:>+11.1%} "
-              f"{r['measured_speedup']:>13.2f}x {r['estimated_speedup']:>12.2f}x")
+              f"{r['measured_speedup']:>13.2f}x {r['estimated_speedup']:>12.2f}x "
+              f"{r['estimated_measured_lengths_s']:>21.3f}  {len(r['streamed'])} edges")
 
 
 def print_published(rows: list[dict[str, Any]]) -> None:

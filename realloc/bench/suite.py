@@ -527,7 +527,7 @@ def _readme_rows(sections: Mapping[str, Any]) -> list[list[str]]:
     if (d := ok("fusion")):
         m = d["measured"]
         cells = [f"{n}: {r['measured_s']:.2f} s ({r['measured_speedup']:.2f}x; est. {r['estimated_s']:.2f} s)"
-                 for n, r in m["plans"].items() if n != "fused_layouts_unstreamed"]
+                 for n, r in m["plans"].items()]
         rows.append([f"stage overlap, {m['experiment']}, {m['devices']} CPU workers (measured)", "; ".join(cells)])
     if (d := ok("peer")):
         for size, r in d["sizes"].items():
