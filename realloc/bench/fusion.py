@@ -19,7 +19,8 @@ the measured times stretch and the estimate (fitted to a quiet machine) does not
 
 Estimated at published scales (docs/published-rlhf.md settings), with an RLHFuse-like
 long-tailed length distribution (graph.lengths.LengthDist.longtail), for each: unfused,
-fused (inter), auto, and one-step off-policy.
+fused (inter), auto, and one-step off-policy, each searched, and the same three on the
+disaggregated heuristic's plan (every model on its own devices, OpenRLHF style).
 
     python experiments/bench/fusion.py [--iterations 6] [--warmup 2] [--quick] [--json out.json] [key=value ...]
 """
@@ -143,7 +144,7 @@ def estimate_published(*, budget: float = 1.0, quick: bool = False) -> list[dict
     from graph.lengths import LengthDist
     from graph.placement.layout import Cluster
     from planner.make import make_plan
-    from planner.options import PlanOptions
+    from planner.options import PlanMode, PlanOptions
     from realloc.bench.published_rlhf import SETTINGS, graph
 
     rows = []
@@ -155,16 +156,19 @@ def estimate_published(*, budget: float = 1.0, quick: bool = False) -> list[dict
         cluster = Cluster(num_nodes=max(1, s.gpus // 8), devices_per_node=min(8, s.gpus))
         cost = AnalyticCostModel(preset(s.hardware), cluster)
         row: dict[str, Any] = {"setting": s.name, "gpus": s.gpus}
+        disagg = {"mode": PlanMode.HEURISTIC, "heuristic": "disaggregated"}
         for name, opts in (("unfused", {}), ("fused", {"fusion": "inter"}), ("auto", {"fusion": "auto"}),
-                           ("off_policy", {"off_policy_steps": 1})):
+                           ("off_policy", {"off_policy_steps": 1}), ("disagg_unfused", disagg),
+                           ("disagg_fused", {**disagg, "fusion": "inter"}),
+                           ("disagg_off_policy", {**disagg, "off_policy_steps": 1})):
             try:
                 plan = make_plan(g, cost, PlanOptions(time_budget_s=budget, compare_heuristics=False, **opts)).plan
                 row[name] = {"iteration_s": round(plan.iteration_time_s or float("nan"), 2),
                              "streamed": len(plan.streamed)}
             except ValueError as exc:
                 row[name] = {"iteration_s": None, "no_plan": str(exc).split(";")[0]}
-        base = row["unfused"].get("iteration_s")
-        for name in ("fused", "auto", "off_policy"):
+        for name in ("fused", "auto", "off_policy", "disagg_fused", "disagg_off_policy"):
+            base = row["disagg_unfused" if name.startswith("disagg") else "unfused"].get("iteration_s")
             it = row[name].get("iteration_s")
             row[name]["speedup"] = round(base / it, 3) if base and it else None
         rows.append(row)
@@ -189,6 +193,9 @@ def print_published(rows: list[dict[str, Any]]) -> None:
         parts = [f"unfused {r['unfused'].get('iteration_s')}"]
         for name in ("fused", "auto", "off_policy"):
             parts.append(f"{name} {r[name].get('iteration_s')} ({r[name].get('speedup')}x)")
+        parts.append(f"disaggregated heuristic: unfused {r['disagg_unfused'].get('iteration_s')}")
+        for name in ("disagg_fused", "disagg_off_policy"):
+            parts.append(f"{name[7:]} {r[name].get('iteration_s')} ({r[name].get('speedup')}x)")
         why = r["unfused"].get("no_plan")
         print(f"  {r['setting']}: " + (f"no feasible plan ({why})" if why else ", ".join(parts)))
 

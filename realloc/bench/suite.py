@@ -292,13 +292,15 @@ def _render_fusion(data: Mapping[str, Any]) -> list[str]:
                         _x(r["estimated_speedup"])] for n, r in m["plans"].items()])
     lines += ["", "Published settings with RLHFuse-like long-tailed lengths (estimated s/iteration):", ""]
     rows = []
+    names = ("fused", "auto", "off_policy", "disagg_unfused", "disagg_fused", "disagg_off_policy")
     for r in data["published"]:
         cells = [r["unfused"].get("iteration_s")]
-        for name in ("fused", "auto", "off_policy"):
-            it, sp = r[name].get("iteration_s"), r[name].get("speedup")
-            cells.append(f"{it} ({sp}x)" if it is not None else "no plan")
+        for name in names:
+            it, sp = r.get(name, {}).get("iteration_s"), r.get(name, {}).get("speedup")
+            cells.append("no plan" if it is None else f"{it} ({sp}x)" if sp is not None else it)
         rows.append([r["setting"], *cells])
-    lines += md_table(["setting", "unfused", "fused", "auto", "off-policy"], rows)
+    lines += md_table(["setting", "unfused", "fused", "auto", "off-policy", "disaggregated",
+                       "disaggregated fused", "disaggregated off-policy"], rows)
     return lines
 
 

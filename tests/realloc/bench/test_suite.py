@@ -188,3 +188,20 @@ def test_validation_summary_rendering_and_fallback() -> None:
     # an unknown shape falls back to a key/value table of its scalars
     assert bench.get_section("validation").render({"a": {"b": 0.123456}, "c": [1, 2]}) == [
         "| key | value |", "|---|---|", "| a.b | 0.1235 |", ""]
+
+
+def test_fusion_section_renders_measured_and_published_rows() -> None:
+    row = {"measured_s": 1.0, "estimated_s": 0.9, "estimate_error": -0.1, "measured_speedup": 1.0,
+           "estimated_speedup": 1.0, "estimated_measured_lengths_s": 0.8, "streamed": []}
+    data = {"measured": {"experiment": "ppo_longtail_tiny", "devices": 4, "iterations": 6, "warmup": 2,
+                         "load_before": 1.0, "load_after": 1.5,
+                         "plans": {"unfused": row, "split_fused": {**row, "measured_s": 0.5, "measured_speedup": 2.0,
+                                                                   "streamed": [["actor_gen", "ref_inf"]]}}},
+            "published": [{"setting": "S", "unfused": {"iteration_s": 10.0},
+                           "fused": {"iteration_s": 8.0, "speedup": 1.25}, "auto": {"iteration_s": None},
+                           "off_policy": {"iteration_s": 5.0, "speedup": 2.0}}]}
+    text = "\n".join(bench.get_section("fusion").render(data))
+    assert "| split_fused | 0.5 | 0.9 | -10.0% | 2.00x | 1.00x |" in text
+    assert "| S | 10.0 | 8.0 (1.25x) | no plan | 5.0 (2.0x) | no plan | no plan | no plan |" in text
+    rows = bench._readme_rows({"fusion": {"status": "ok", "data": data}})
+    assert rows[0][1].startswith("unfused: 1.00 s (1.00x; est. 0.90 s); split_fused: 0.50 s (2.00x")
