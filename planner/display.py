@@ -102,6 +102,9 @@ def summary_text(result: PlanResult) -> Text:
     plan = result.plan
     t = "unknown" if plan.iteration_time_s is None else f"{plan.iteration_time_s:.3f} s"
     text = Text(f"estimated iteration time: {t}  (plan from {plan.source})")
+    if plan.streamed:
+        text.append("\nstreamed (samples flow in chunks): "
+                    + ", ".join(f"{g} -> {c}" for g, c in plan.streamed))
     if plan.device_peak_bytes:
         text.append(f"\npeak memory: {max(plan.device_peak_bytes) / GIB:.2f} GiB of "
                     f"{plan.device_memory_bytes / GIB:.2f} GiB per device")

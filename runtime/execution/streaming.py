@@ -42,10 +42,11 @@ def stream_senders(layout: Layout) -> tuple[int, ...]:
 
 
 def chunk_size(num_samples: int, gen: Layout, consumers: list[Layout]) -> int:
-    """Fewest samples per chunk: an eighth of a replica's samples, and at least twice the
-    largest consumer dp (so every consumer replica gets samples of every chunk)."""
+    """Fewest samples per chunk: a quarter of a replica's samples (each chunk costs every
+    consumer a call: its fixed overheads), and at least twice the largest consumer dp (so
+    every consumer replica gets samples of every chunk)."""
     per_replica = -(-num_samples // gen.dp)
-    return max(2 * max((c.dp for c in consumers), default=1), per_replica // 8, 1)
+    return max(2 * max((c.dp for c in consumers), default=1), per_replica // 4, 1)
 
 
 class ChunkSender:
