@@ -353,7 +353,9 @@ class Simulator:
         fraction F_j of samples has finished (the response-length distribution's CDF at that
         step of the expected longest response; 0 before the end without a distribution). A
         consumer's piece j scores (and receives) those F_j - F_{j-1} samples once piece j of g
-        has ended: its work overlaps generation of the long tail.
+        has ended: its work overlaps generation of the long tail. Each piece with samples is one
+        more call of the consumer per generating replica (each sends its own chunks), so it pays
+        the call's fixed overhead (`call_overhead_s`) again.
         """
         cands, tasks = b.cands, b.tasks
         consumer_deps = {c: b.deps_of(c, skip_from=g) for c in consumers}  # their refreshes come first
@@ -372,10 +374,14 @@ class Simulator:
             for c in consumers:
                 move = sum(self._data(g, c, key, cands[g], cands[c])[0]
                            for p, key in self.data_in[c] if p == g)
+                # every chunk (one per generating replica and piece) is one more call of the
+                # consumer: it pays the call's fixed overhead again
+                fixed = cands[c].estimate.breakdown.get("call_overhead_s", 0.0)
+                chunks = cands[g].layout.dp if share > 0 else 0
+                work = share * (cands[c].estimate.time_s - fixed + move) + fixed * chunks
                 deps = [(pieces[j], 0)] + (consumer_deps[c] if j == 0 else [(last[c], 0)])
                 last[c] = len(tasks)
-                tasks.append(Task(CALL, self.calls[c].name, cands[c].key[0],
-                                  share * (cands[c].estimate.time_s + move), deps))
+                tasks.append(Task(CALL, self.calls[c].name, cands[c].key[0], work, deps))
         for c in consumers:
             b.call_task[c] = last[c]
 
