@@ -47,7 +47,8 @@ def test_fused_run_matches_the_unfused_one(runs):
         assert got["actor_gen/response_len_hist"] == ref["actor_gen/response_len_hist"]
         assert got["reward_inf/reward"] == ref["reward_inf/reward"]
         assert len(got["actor_gen/response_len_hist"]) > 3  # long-tailed: many distinct lengths
-        assert got["actor_gen/stream_chunks"] >= 4 and "actor_gen/stream_chunks" not in ref  # 2 senders
+        # 2 senders: more than 2 chunks means samples went out while generation went on
+        assert got["actor_gen/stream_chunks"] > 2 and "actor_gen/stream_chunks" not in ref
         # scores computed per chunk (other padding) agree with the whole batch's to rounding
         for key in ("actor_train/loss", "critic_train/loss", "actor_train/ref_kl", "critic_train/kl_coef"):
             assert got[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-5), (key, got["iteration"])
