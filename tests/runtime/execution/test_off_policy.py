@@ -18,7 +18,9 @@ k >= 1 from w_{k-1}. Hence:
    them and the reference (`ref_kl`; the ref starts as a copy of the actor, so it is w0) is 0
    for batches 0 and 1 off-policy, but not for on-policy batch 1 (from w1);
 4. the plan does not change the numbers (one device or disjoint meshes);
-5. metrics.jsonl logs the staleness: 0 for batch 0, then 1.
+5. metrics.jsonl logs the staleness: 0 for batch 0, then 1;
+6. the whole run equals a loop written by hand that generates each batch from a snapshot of
+   the actor taken before the previous train step (`dist_checks.off_policy_reference`).
 """
 
 import dataclasses
@@ -59,8 +61,24 @@ def runs(tmp_path_factory):
         exp = load_experiment("ppo_tiny", overrides)
         layouts = layouts or {c.name: one for c in exp.graph.calls}
         jobs.append(dataclasses.replace(make_job(exp, layouts), run_dir=str(root / name)))
-    results = launch(dist_checks.run_jobs, (jobs,), LaunchSpec(nproc_per_node=4, log_dir=str(root / "logs")))
-    return {name: results[0][i] for i, name in enumerate(setups)}, root
+    reference = dataclasses.replace(jobs[0], run_dir=str(root / "reference"))  # the on-policy job
+    results = launch(dist_checks.run_jobs_and_reference, (jobs, reference),
+                     LaunchSpec(nproc_per_node=4, log_dir=str(root / "logs")))
+    histories, by_hand = results[0]
+    return {**{name: histories[i] for i, name in enumerate(setups)}, "by_hand": by_hand}, root
+
+
+def test_matches_the_loop_written_by_hand(runs):
+    """dist_checks.off_policy_reference: an on-policy single-device run whose generate calls use
+    a snapshot of the actor taken before the previous train step. The same samples, rewards,
+    losses and statistics, bit for bit."""
+    histories, _ = runs
+    assert len(histories["by_hand"]) == ITERATIONS
+    for ref, got in zip(histories["by_hand"], histories["off"]):
+        for key, value in ref.items():
+            if "time" in key:
+                continue
+            assert got[key] == value, (key, got["iteration"])
 
 
 def test_first_iteration_is_on_policy(runs):
