@@ -148,7 +148,7 @@ def estimate_published(*, budget: float = 1.0, quick: bool = False) -> list[dict
     from realloc.bench.published_rlhf import SETTINGS, graph
 
     rows = []
-    for s in SETTINGS[:2] if quick else SETTINGS:
+    for s in (SETTINGS[0], SETTINGS[3]) if quick else SETTINGS:  # quick: 8 A100 and 8 H100
         g0 = graph(s)
         calls = [dataclasses.replace(c, response_lengths=LengthDist.longtail(c.max_new_tokens))
                  if c.name == "actor_gen" else c for c in g0.calls]
@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--budget", type=float, default=1.0)
-    parser.add_argument("--quick", action="store_true", help="published scales: the first two settings only")
+    parser.add_argument("--quick", action="store_true", help="published scales: the two 8-GPU settings only")
     parser.add_argument("--skip-measured", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
