@@ -136,8 +136,10 @@ def measure_fusion(*, iterations: int = 6, warmup: int = 2, overrides: tuple[str
             "load_before": round(load_before, 2), "load_after": round(load_after, 2), "plans": rows}
 
 
-def estimate_published(*, budget: float = 1.0, quick: bool = False) -> list[dict[str, Any]]:
-    """Estimates at the published settings with a long-tailed length distribution."""
+def estimate_published(*, budget: float = 1.0, quick: bool = False,
+                       names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Estimates at the published settings (those whose name contains one of `names`, when
+    given) with a long-tailed length distribution."""
     from cost_model.estimator import AnalyticCostModel
     from cost_model.hardware import preset
     from graph.dataflow import DataflowGraph
@@ -148,7 +150,8 @@ def estimate_published(*, budget: float = 1.0, quick: bool = False) -> list[dict
     from realloc.bench.published_rlhf import SETTINGS, graph
 
     rows = []
-    for s in (SETTINGS[0], SETTINGS[3]) if quick else SETTINGS:  # quick: 8 A100 and 8 H100
+    chosen = (SETTINGS[0], SETTINGS[3]) if quick else SETTINGS  # quick: 8 A100 and 8 H100
+    for s in [s for s in chosen if not names or any(n in s.name for n in names)]:
         g0 = graph(s)
         calls = [dataclasses.replace(c, response_lengths=LengthDist.longtail(c.max_new_tokens))
                  if c.name == "actor_gen" else c for c in g0.calls]
@@ -208,6 +211,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="published scales: the two 8-GPU settings only")
     parser.add_argument("--skip-measured", action="store_true")
+    parser.add_argument("--setting", action="append", default=[],
+                        help="published settings whose name contains this (repeatable)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     out: dict[str, Any] = {}
@@ -215,7 +220,7 @@ def main() -> None:
         out["measured"] = measure_fusion(iterations=args.iterations, warmup=args.warmup,
                                          overrides=tuple(args.overrides), budget=args.budget)
         print_fusion(out["measured"])
-    out["published"] = estimate_published(budget=args.budget, quick=args.quick)
+    out["published"] = estimate_published(budget=args.budget, quick=args.quick, names=tuple(args.setting))
     print_published(out["published"])
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
