@@ -22,7 +22,8 @@ long-tailed length distribution (graph.lengths.LengthDist.longtail), for each: u
 fused (inter), auto, and one-step off-policy, each searched, and the same three on the
 disaggregated heuristic's plan (every model on its own devices, OpenRLHF style).
 
-    python experiments/bench/fusion.py [--iterations 6] [--warmup 2] [--quick] [--json out.json] [key=value ...]
+    python experiments/bench/fusion.py [--iterations 6] [--warmup 2] [--quick] [--setting NAME]
+        [--skip-measured] [--skip-published] [--json out.json] [key=value ...]
 """
 
 from __future__ import annotations
@@ -211,6 +212,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="published scales: the two 8-GPU settings only")
     parser.add_argument("--skip-measured", action="store_true")
+    parser.add_argument("--skip-published", action="store_true")
     parser.add_argument("--setting", action="append", default=[],
                         help="published settings whose name contains this (repeatable)")
     parser.add_argument("--json", type=Path)
@@ -220,8 +222,9 @@ def main() -> None:
         out["measured"] = measure_fusion(iterations=args.iterations, warmup=args.warmup,
                                          overrides=tuple(args.overrides), budget=args.budget)
         print_fusion(out["measured"])
-    out["published"] = estimate_published(budget=args.budget, quick=args.quick, names=tuple(args.setting))
-    print_published(out["published"])
+    if not args.skip_published:
+        out["published"] = estimate_published(budget=args.budget, quick=args.quick, names=tuple(args.setting))
+        print_published(out["published"])
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 
