@@ -4,7 +4,8 @@ ppo_longtail_tiny (long-tailed response lengths) under one manual plan, run unfu
 every generate -> inference edge streamed, in one launch of 4 gloo workers. The actor
 generates on [0, 1] (dp 2: two senders); the reward scores on [3], the ref on [2, 3] (tp 2:
 its collectives see every chunk in the same order) and the critic on [2, 3] (dp 2: each
-chunk is split over its replicas).
+chunk is split over its replicas). GRPO (groups of 4 samples per prompt) the same way, in the
+same launch: each chunk's samples take their prompt's answer.
 """
 
 import dataclasses
@@ -35,8 +36,17 @@ def runs(tmp_path_factory):
                "critic_inf": lay(2, 2, dp=2), "actor_train": lay(0, 4, dp=4), "critic_train": lay(2, 2, dp=2)}
     jobs = [dataclasses.replace(make_job(exp, layouts, streamed=streamed), run_dir=str(root / name))
             for name, streamed in (("unfused", ()), ("fused", STREAMED))]
+    # GRPO: groups of 4 samples per prompt; the answers (per prompt) follow each sample of a chunk
+    grpo = load_experiment("grpo_tiny", ["train.iterations=2", "graph.batch_size=4", "graph.group_size=4",
+                                         "graph.generate.max_new_tokens=16", 'graph.generate.stop_strings=["+","="]'])
+    grpo_layouts = {"actor_gen": lay(0, 2, dp=2), "reward_inf": lay(3, 1), "ref_inf": lay(2, 2, tp=2),
+                    "actor_train": lay(0, 4, dp=4)}
+    edges = (("actor_gen", "reward_inf"), ("actor_gen", "ref_inf"))
+    jobs += [dataclasses.replace(make_job(grpo, grpo_layouts, streamed=streamed), run_dir=str(root / name))
+             for name, streamed in (("grpo_unfused", ()), ("grpo_fused", edges))]
     results = launch(dist_checks.run_jobs, (jobs,), LaunchSpec(nproc_per_node=4, log_dir=str(root / "logs")))
-    return {"unfused": results[0][0], "fused": results[0][1]}
+    names = ("unfused", "fused", "grpo_unfused", "grpo_fused")
+    return {name: results[0][i] for i, name in enumerate(names)}
 
 
 def test_fused_run_matches_the_unfused_one(runs):
@@ -54,3 +64,13 @@ def test_fused_run_matches_the_unfused_one(runs):
             assert got[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-5), (key, got["iteration"])
         for call in ("reward_inf", "ref_inf", "critic_inf"):
             assert got["call_time_s"][call] > 0
+
+
+def test_fused_grpo_matches_the_unfused_one(runs):
+    unfused, fused = runs["grpo_unfused"], runs["grpo_fused"]
+    for ref, got in zip(unfused, fused):
+        assert got["actor_gen/response_len_hist"] == ref["actor_gen/response_len_hist"]
+        assert got["reward_inf/reward"] == ref["reward_inf/reward"]
+        assert got["actor_gen/stream_chunks"] >= 2
+        for key in ("actor_train/loss", "actor_train/kl"):
+            assert got[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-5), (key, got["iteration"])
