@@ -13,6 +13,7 @@ from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
 from graph.overlap import stream_candidates
 from graph.placement.layout import Layout
+from graph.sampling import expected_runs
 from graph.spec import Call, CallKind
 from planner.errors import PlanError
 from planner.plan import CallPlan, Plan
@@ -40,7 +41,7 @@ class PlanContext:
         self.space_options = space_options or SpaceOptions()
         self.sim = Simulator(graph, cost, num_iterations=num_iterations, off_policy_steps=off_policy_steps,
                              fusion=fusion)
-        self.pricer = Pricer(cost)
+        self.pricer = Pricer(cost, expected_runs(graph))
 
     @cached_property
     def spaces(self) -> Mapping[str, CallSpace]:

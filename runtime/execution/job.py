@@ -51,3 +51,5 @@ class Job:
     """1: generate calls run one batch ahead with weights one version old (graph.overlap)."""
     streamed: tuple[tuple[str, str], ...] = ()
     """(generate call, inference call) edges whose samples stream in chunks (Plan.streamed)."""
+    eval_every: int = 0
+    """Score data.eval_path's prompts every N iterations (0: never); see runtime.execution.evaluation."""

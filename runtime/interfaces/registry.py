@@ -52,6 +52,12 @@ class CallContext:
     generation goes on (inter-stage fusion, runtime.execution.streaming); None streams nothing."""
     stream_chunk: int = 0
     """generate: fewest finished samples per chunk passed to `on_finished`."""
+    reward_functions: tuple[Any, ...] = ()
+    """The reward model's functions, loaded (runtime.rewards.functions.LoadedFunction; rule_reward)."""
+    reward_time_limit_s: float = 0.0
+    """Longest one reward function may take on a batch (0: no limit)."""
+    rows: Mapping[int, Any] = field(default_factory=dict)
+    """This iteration's dataset records by prompt id (their prompts and columns feed reward functions)."""
 
 
 def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
