@@ -170,14 +170,15 @@ def _run_peer(quick: bool, note: Note) -> dict[str, Any]:
 
     if not trl_available():
         note("TRL not installed: realloc alone")
-    runs = [PeerSettings(size="tiny", steps=2, warmup=1)] if quick else [
-        PeerSettings(size="tiny", steps=8, warmup=3),
-        PeerSettings(size="smollm2-135m-body", steps=3, warmup=1),
+    runs = [PeerSettings(size="tiny", steps=2, warmup=1, rounds=1)] if quick else [
+        PeerSettings(size="tiny", steps=8, warmup=3, rounds=3),
+        PeerSettings(size="smollm2-135m-body", steps=3, warmup=1, rounds=3),
     ]
     out = {}
     for s in runs:
-        note(f"{s.size}: TRL, realloc on 1 worker and on {s.devices}, {s.warmup}+{s.steps} steps")
-        out[s.size] = compare(s)
+        note(f"{s.size}: {s.rounds} interleaved rounds of TRL, realloc on 1 worker and on {s.devices}, "
+             f"{s.threads} cores each, {s.warmup}+{s.steps} steps")
+        out[s.size] = compare(s, log=note)
     return {"sizes": out, "trl_installed": trl_available(), **({} if trl_available() else {"note": INSTALL_HINT})}
 
 
@@ -246,21 +247,32 @@ def _render_realloc(data: Mapping[str, Any]) -> list[str]:
 
 
 def _render_peer(data: Mapping[str, Any]) -> list[str]:
+    from realloc.bench.peer_trl import PHASES, headline
+
     lines: list[str] = []
     if data.get("note"):
         lines += [f"_{data['note']}_", ""]
     for size, r in data["sizes"].items():
         s = r["settings"]
-        lines.append(f"**{size}**: GRPO, {s['prompts']} prompts x {s['group_size']} samples, <= "
-                     f"{s['max_new_tokens']} new tokens, temperature {s['temperature']}, fp32, "
-                     f"{s['threads']} thread(s) for TRL and realloc on 1 worker; medians of {s['steps']} "
-                     f"steps after {s['warmup']} warm-up.")
+        lines.append(f"**{size}**: GRPO, {headline(s)}; temperature {s['temperature']}, fp32.")
+        if "cores" in r:
+            lines.append(f"Machine: {r['cores']} cores, 1-minute load {r['load_before']} -> {r['load_after']}"
+                         f"{'' if r.get('equal_tokens', True) else '; generated tokens per step differ'}.")
         lines.append("")
-        lines += md_table(["system", "s/step", "samples/s", "generated tokens/s", "tokens/step", "generate share",
-                           "threads/worker", "peak RSS GiB", "vs TRL"],
-                          [[n, f"{v['step_s']:.3f}", f"{v['samples_per_s']:.1f}", f"{v['tokens_per_s']:.0f}",
-                            v["tokens_per_step"], f"{v['generate_share']:.0%}", v["threads"], v.get("peak_rss_gib"),
-                            _x(v.get("speedup_vs_trl"))] for n, v in r["systems"].items()])
+        lines += md_table(["system", "workers x threads", "generated tokens/s", "min-max", "samples/s", "s/step",
+                           "tokens/step", "generate share", "peak RSS GiB", "vs TRL (tokens/s)"],
+                          [[n, f"{v.get('workers', 1)} x {v['threads']}", f"{v['tokens_per_s']:.0f}",
+                            "-" if "tokens_per_s_range" not in v else
+                            "{:.0f}-{:.0f}".format(*v["tokens_per_s_range"]),
+                            f"{v['samples_per_s']:.1f}", f"{v['step_s']:.3f}", v["tokens_per_step"],
+                            f"{v['generate_share']:.0%}", v.get("peak_rss_gib"), _x(v.get("speedup_vs_trl"))]
+                           for n, v in r["systems"].items()])
+        phases = {n: v["phase_s"] for n, v in r["systems"].items() if v.get("phase_s")}
+        if phases:
+            lines += ["", "Median seconds per step and phase (TRL's train: the rest of its step; realloc's other: "
+                      "time between calls):", ""]
+            lines += md_table(["system", *PHASES], [[n, *(f"{ph[p]:.3f}" if p in ph else "-" for p in PHASES)]
+                                                    for n, ph in phases.items()])
         calls = {n: v["call_s"] for n, v in r["systems"].items() if v.get("call_s")}
         if calls:
             lines += ["", "realloc's median seconds per call: " + "; ".join(
@@ -492,9 +504,12 @@ def _readme_rows(sections: Mapping[str, Any]) -> list[list[str]]:
                          f"{min(ratios):.2f}-{max(ratios):.2f}x a raw p2p copy of the same bytes"])
     if (d := ok("peer")):
         for size, r in d["sizes"].items():
-            cells = [f"{n}: {v['samples_per_s']:.1f} samples/s, {v['tokens_per_s']:.0f} tokens/s"
-                     for n, v in r["systems"].items()]
-            rows.append([f"GRPO end to end, {size} model", "; ".join(cells) or "no system ran"])
+            cores = r["settings"].get("threads")
+            cells = [f"{n}: {v['tokens_per_s']:.0f} tokens/s ({_x(v.get('speedup_vs_trl')) or '-'} TRL)"
+                     if v.get("speedup_vs_trl") is not None and n != "TRL GRPOTrainer"
+                     else f"{n}: {v['tokens_per_s']:.0f} tokens/s" for n, v in r["systems"].items()]
+            rows.append([f"GRPO end to end, {size} model, {cores} cores for every system",
+                         "; ".join(cells) or "no system ran"])
     return rows
 
 
