@@ -435,7 +435,7 @@ def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     out["threads"] = rounds[0]["threads"]
     out["workers"] = rounds[0].get("workers", 1)
     out["busy_workers"] = rounds[0].get("busy_workers", out["workers"])
-    out["cores_used"] = out["threads"] * out["workers"]
+    out["cores_used"] = out["threads"] * out["busy_workers"]  # idle workers wait in gloo, off the cores
     out["peak_rss_gib"] = max((r["peak_rss_gib"] for r in rounds if r.get("peak_rss_gib") is not None), default=None)
     for key in ("call_s", "plan"):
         if key in rounds[0]:

@@ -47,3 +47,5 @@ class Job:
     """EMA decay of the models in `ema_models` (0: no EMA)."""
     ema_models: tuple[str, ...] = ()
     """Roles whose home engine keeps an EMA of its weights."""
+    threads_per_worker: int = 0
+    """Torch threads of every worker, from the plan (0: leave the launcher's equal share)."""

@@ -50,6 +50,8 @@ class Worker:
     def __init__(self, ctx: WorkerContext, job: Job) -> None:
         start = time.perf_counter()
         platform.apply_platform_patches()
+        if job.threads_per_worker:  # the plan's threads, over the launcher's equal share
+            torch.set_num_threads(job.threads_per_worker)
         self.ctx, self.job, self.rank = ctx, job, ctx.rank
         self.graph = job.graph
         torch.manual_seed(job.seed)

@@ -54,7 +54,7 @@ def test_rounds_aggregate_to_median_and_range() -> None:
     assert got["generate_share"] == 0.5
     assert got["phase_s"] == {"generate": 0.25, "train": 0.01}  # medians of 0.25, 0.1, 0.6
     assert got["call_s"] == {"gen": 0.25}
-    assert (got["workers"], got["threads"], got["cores_used"], got["busy_workers"]) == (2, 1, 2, 1)
+    assert (got["workers"], got["threads"], got["cores_used"], got["busy_workers"]) == (2, 1, 1, 1)
     assert got["peak_rss_gib"] == 1.5
     with pytest.raises(ValueError, match="no rounds"):
         aggregate([])
