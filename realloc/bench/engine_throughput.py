@@ -22,18 +22,22 @@ from collections.abc import Callable
 
 import torch
 
+CLOCK = {"clock": time.perf_counter}
+"""Wall time, or this process's CPU time (`--cpu-time`: robust to other load with 1 thread)."""
+
 
 def _timeit(fn: Callable[[], object], repeats: int, *, warm: bool = True) -> float:
     if warm:
         fn()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    clock = CLOCK["clock"]
+    start = clock()
     for _ in range(repeats):
         fn()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
+    return (clock() - start) / repeats
 
 
 def _arch_and_ckpt(args: argparse.Namespace) -> tuple[object, str | None]:
@@ -78,11 +82,15 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3, help="alternations of engine and transformers per row")
     p.add_argument("--threads", type=int, default=0, help="torch threads for both (default: all cores)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time with this process's CPU time instead of wall time (use with --threads 1 on a busy machine)")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print the engine's top N functions per row")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak, for MFU")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     threads = args.threads or os.cpu_count() or 1
+    if args.cpu_time:
+        CLOCK["clock"] = time.process_time
     torch.set_num_threads(threads)
 
     import torch.distributed as dist
@@ -164,7 +172,8 @@ def main() -> None:
     n = arch.num_params()
     print(f"model {args.model}: {n / 1e6:.1f} M params, device {dev}, dtype {engine.dtype}, "
           f"batch {args.batch} x seq {args.seq} (prompt {args.prompt}, new {args.new_tokens}), {threads} threads "
-          f"each, median of {args.rounds} alternations of {args.repeats} repeats; 1-minute load {os.getloadavg()[0]:.1f}")
+          f"each, median of {args.rounds} alternations of {args.repeats} repeats, "
+          f"{'CPU' if args.cpu_time else 'wall'} time; 1-minute load {os.getloadavg()[0]:.1f}")
     print(f"{'':12s} {'engine tok/s':>14s} {'HF tok/s':>12s} {'engine/HF':>10s}")
     for what, eng, ref in rows:
         line = f"{what:12s} {eng:14.1f} {ref:12.1f} {eng / ref:10.2f}"

@@ -201,7 +201,7 @@ class Trainer:
         """One optimizer step over the micro-batches; returns summed report scalars + stats."""
         engine = self.engine
         self._apply_args(args)
-        engine.module.train()
+        engine.set_training(True)
         engine.model.zero_grad_buffer()
         self.optimizer.zero_grad()
         reports = run_micro_batches(engine, mbs, loss_fn, forward_only=False)

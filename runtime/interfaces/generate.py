@@ -178,8 +178,15 @@ def _stop_hit(response: list[int], stop_strings: tuple, ctx: CallContext) -> boo
 
 @torch.no_grad()
 def generate_local(engine: ModelEngine, prompts: SeqBatch, args: GenerateArgs, ctx: CallContext) -> SeqBatch:
-    """Generate for this replica's prompts (prompt_lens == seq_lens) on this engine."""
-    engine.module.eval()
+    """Generate for this replica's prompts (prompt_lens == seq_lens) on this engine; plain
+    torch throughout (the forward never needed the CPU device rewrites, nor does the sampling
+    loop's host work)."""
+    with platform.without_cuda_rewrites():
+        return _generate_local(engine, prompts, args, ctx)
+
+
+def _generate_local(engine: ModelEngine, prompts: SeqBatch, args: GenerateArgs, ctx: CallContext) -> SeqBatch:
+    engine.set_training(False)
     b = prompts.size
     lens = prompts.prompt_lens.clone()
     total = int(lens.max()) + args.max_new_tokens
