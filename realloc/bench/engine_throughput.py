@@ -84,6 +84,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads for both (default: all cores)")
     p.add_argument("--cpu-time", action="store_true",
                    help="time with this process's CPU time instead of wall time (use with --threads 1 on a busy machine)")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON (the bench's engine section reads it)")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print the engine's top N functions per row")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak, for MFU")
     args = p.parse_args()
@@ -181,6 +182,17 @@ def main() -> None:
             flops = (6 if what == "train step" else 2) * n * eng
             line += f"   MFU {flops / (args.peak_tflops * 1e12):.1%}"
         print(line)
+    if args.json:
+        import json
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps({
+            "model": args.model, "params_m": round(n / 1e6, 1), "threads": threads,
+            "clock": "cpu" if args.cpu_time else "wall", "rounds": args.rounds, "repeats": args.repeats,
+            "batch": args.batch, "seq": args.seq, "prompt": args.prompt, "new_tokens": args.new_tokens,
+            "load_after": round(os.getloadavg()[0], 2),
+            "rows": [{"what": w, "engine_tok_s": round(e, 1), "hf_tok_s": round(r, 1), "ratio": round(e / r, 3)}
+                     for w, e, r in rows]}, indent=2))
     dist.destroy_process_group()
 
 

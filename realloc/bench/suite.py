@@ -9,7 +9,8 @@ Sections (each calls a module of `realloc.bench`, whose `main()` also runs on it
 | paper | the same, estimated by the cost model at the published 8-128 GPU scales | planner_paper |
 | search | annealing vs exhaustive search on small instances: quality and time | planner_exact |
 | realloc | parameter reallocation throughput vs a raw p2p transfer of the same bytes | realloc_throughput |
-| peer | end to end vs TRL's GRPOTrainer: samples/s and generated tokens/s | peer_trl |
+| peer | end to end vs TRL's GRPOTrainer: generated tokens/s on equal cores, time per phase | peer_trl |
+| engine | the Megatron engine vs transformers at equal threads: train step, generation, log-probs | engine_throughput |
 | validation | the cost model's estimates vs measured times | validate_cost_model |
 
 `run_bench` writes `OUT/report.json` (schema below) and `OUT/report.md`. A section that
@@ -182,6 +183,38 @@ def _run_peer(quick: bool, note: Note) -> dict[str, Any]:
     return {"sizes": out, "trl_installed": trl_available(), **({} if trl_available() else {"note": INSTALL_HINT})}
 
 
+ENGINE_RUNS = {
+    "tiny": ["--layers", "2", "--hidden", "64", "--vocab", "64", "--seq", "16", "--prompt", "8",
+             "--new-tokens", "8", "--batch", "32", "--repeats", "5"],
+    "smollm2-body": ["--model", "smollm2-body", "--batch", "4", "--seq", "64", "--prompt", "32",
+                     "--new-tokens", "8", "--repeats", "1"],
+}
+"""engine_throughput's arguments per model size: the peer bench's two sizes."""
+
+
+def _run_engine(quick: bool, note: Note) -> dict[str, Any]:
+    import sys
+    import tempfile
+
+    out: dict[str, Any] = {}
+    sizes = ["tiny"] if quick else list(ENGINE_RUNS)
+    with tempfile.TemporaryDirectory(prefix="realloc-engine-") as tmp:
+        for size in sizes:
+            rounds = "2" if quick else "3" if size != "tiny" else "5"
+            note(f"{size}: engine vs transformers, {rounds} alternations, all cores each")
+            path = Path(tmp) / f"{size}.json"
+            cmd = [sys.executable, "-m", "realloc.bench.engine_throughput", *ENGINE_RUNS[size], "--rounds", rounds,
+                   "--json", str(path)]
+            env = {**os.environ, "MASTER_PORT": str(29700 + len(out)),
+                   "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()
+                raise RuntimeError(f"engine_throughput ({size}) failed: {tail[-1] if tail else proc.returncode}")
+            out[size] = json.loads(path.read_text())
+    return {"sizes": out}
+
+
 def _run_validation(quick: bool, note: Note) -> dict[str, Any]:
     try:
         from realloc.bench.validate_cost_model import run_validation
@@ -282,6 +315,19 @@ def _render_peer(data: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _render_engine(data: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for size, r in data["sizes"].items():
+        lines += [f"**{size}** ({r['params_m']}M parameters): batch {r['batch']} x {r['seq']} tokens (prompt "
+                  f"{r['prompt']}, {r['new_tokens']} new), {r['threads']} thread(s) for both, median of "
+                  f"{r['rounds']} alternations, {r['clock']} time.", ""]
+        lines += md_table(["what", "engine tokens/s", "transformers tokens/s", "engine / transformers"],
+                          [[row["what"], f"{row['engine_tok_s']:.0f}", f"{row['hf_tok_s']:.0f}", _x(row["ratio"])]
+                           for row in r["rows"]])
+        lines.append("")
+    return lines
+
+
 def _flat(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for k, v in data.items():
@@ -349,6 +395,7 @@ SECTIONS: tuple[Section, ...] = (
     Section(name="realloc", title="Parameter reallocation vs a raw transfer", run=_run_realloc,
             render=_render_realloc),
     Section(name="peer", title="End to end vs TRL (GRPO)", run=_run_peer, render=_render_peer),
+    Section(name="engine", title="Engine vs transformers at equal threads", run=_run_engine, render=_render_engine),
     Section(name="validation", title="Cost model vs measured times", run=_run_validation,
             render=_render_validation),
 )
@@ -510,7 +557,15 @@ def _readme_rows(sections: Mapping[str, Any]) -> list[list[str]]:
                      else f"{n}: {v['tokens_per_s']:.0f} tokens/s" for n, v in r["systems"].items()]
             rows.append([f"GRPO end to end, {size} model, {cores} cores for every system",
                          "; ".join(cells) or "no system ran"])
+    if (d := ok("engine")):
+        rows += _engine_rows(d)
     return rows
+
+
+def _engine_rows(d: Mapping[str, Any]) -> list[list[str]]:
+    return [[f"engine vs transformers, {size} model, {r['threads']} thread(s) each",
+             ", ".join(f"{row['what']} {_x(row['ratio'])}" for row in r["rows"]) + " of transformers' tokens/s"]
+            for size, r in d["sizes"].items()]
 
 
 def render_readme_table(report: Mapping[str, Any]) -> str:

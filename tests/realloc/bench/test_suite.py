@@ -202,3 +202,20 @@ def test_validation_summary_rendering_and_fallback() -> None:
     # an unknown shape falls back to a key/value table of its scalars
     assert bench.get_section("validation").render({"a": {"b": 0.123456}, "c": [1, 2]}) == [
         "| key | value |", "|---|---|", "| a.b | 0.1235 |", ""]
+
+
+def test_engine_section_renders_ratios_and_readme_rows() -> None:
+    data = {"sizes": {"tiny": {"model": "tiny", "params_m": 0.1, "threads": 2, "clock": "wall", "rounds": 5,
+                               "repeats": 5, "batch": 32, "seq": 16, "prompt": 8, "new_tokens": 8,
+                               "rows": [{"what": "train step", "engine_tok_s": 950.0, "hf_tok_s": 1000.0,
+                                         "ratio": 0.95},
+                                        {"what": "generate", "engine_tok_s": 300.4, "hf_tok_s": 400.0,
+                                         "ratio": 0.751}]}}}
+    lines = bench.get_section("engine").render(data)
+    assert lines[0] == ("**tiny** (0.1M parameters): batch 32 x 16 tokens (prompt 8, 8 new), 2 thread(s) for both, "
+                        "median of 5 alternations, wall time.")
+    assert "| train step | 950 | 1000 | 0.95x |" in lines
+    assert "| generate | 300 | 400 | 0.75x |" in lines
+    rows = bench._readme_rows({"engine": {"status": "ok", "data": data}})
+    assert rows == [["engine vs transformers, tiny model, 2 thread(s) each",
+                     "train step 0.95x, generate 0.75x of transformers' tokens/s"]]
