@@ -353,9 +353,9 @@ def run_realloc(s: PeerSettings, workdir: Path, *, devices: int) -> dict[str, An
     run_dir = workdir / f"realloc-{devices}"
     exp = load(s, devices=devices, run_dir=str(run_dir))
     plan = plan_experiment(exp, compare=False, quiet=True).plan
-    job = dataclasses.replace(make_job(exp, dict(plan.layouts)), plot_every=10**9)
-    planned = getattr(plan, "threads_per_worker", None)
+    planned = plan.threads_per_worker
     threads = s.threads if devices == 1 else (planned or s.threads_per_worker)
+    job = dataclasses.replace(make_job(exp, dict(plan.layouts), threads_per_worker=threads), plot_every=10**9)
     results = launch(_realloc_worker, (job, threads), LaunchSpec(nproc_per_node=devices))
     history = results[0][0]
     n = s.samples_per_step
