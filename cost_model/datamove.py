@@ -30,12 +30,30 @@ def num_sequences(call: Call) -> int:
 
 
 def side_sequences(call: Call) -> int:
-    """Sequences a call processes besides its main batch: `batch_size` for each further
-    sequence-role input (the PPO actor's ptx batch, as the executor sizes it). A train
-    call's compute grows by these sequences (forward and backward, same micro-batching)."""
+    """Sequences a call trains on besides its main batch: `batch_size` for each further
+    sequence-role input (the PPO actor's ptx batch, as the executor sizes it), plus the
+    Selective Rehearsal set of a ppo_actor with rehearsal_coef > 0 (at most
+    rehearsal_clusters x rehearsal_per_cluster kept rollouts). A train call's compute grows
+    by these sequences (forward and backward, same micro-batching)."""
     roles = get_interface(call.interface).inputs
     extra = [r for r in roles[1:len(call.inputs)] if r in SEQUENCE_ROLES]
-    return call.batch_size * len(extra)
+    return call.batch_size * len(extra) + rehearsal_sequences(call)
+
+
+def rehearsal_sequences(call: Call) -> int:
+    """Rollouts a ppo_actor rehearses per step (0 without Selective Rehearsal)."""
+    args = call.args
+    if call.kind != CallKind.TRAIN or float(getattr(args, "rehearsal_coef", 0.0) or 0.0) <= 0:
+        return 0
+    return int(args.rehearsal_clusters) * int(args.rehearsal_per_cluster)
+
+
+def rehearsal_embedding_sequences(call: Call) -> float:
+    """Prompts the selection embeds per iteration (a forward of the batch's prompts every
+    rehearsal_every iterations), 0 without Selective Rehearsal."""
+    if rehearsal_sequences(call) == 0:
+        return 0.0
+    return call.batch_size / int(call.args.rehearsal_every)
 
 
 def key_role(producer: Call, key: str) -> str:

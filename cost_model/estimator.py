@@ -36,7 +36,12 @@ from typing import Any
 
 from cost_model import shapes
 from cost_model.collectives import collective_time
-from cost_model.datamove import data_loads, num_sequences
+from cost_model.datamove import (
+    data_loads,
+    num_sequences,
+    rehearsal_embedding_sequences,
+    side_sequences,
+)
 from cost_model.hardware import DTYPE_BYTES, GiB, HardwareSpec
 from cost_model.provider import CallEstimate, MoveEstimate
 from cost_model.transfer_cost import price_loads
@@ -308,9 +313,12 @@ class AnalyticCostModel:
         lay, opts, hw = s.layout, self.options, self.hardware
         epochs, minis = _epochs(call.args), _mini_batches(call.args)
         steps = epochs * minis
-        seq_per_mb = call.batch_size / minis / lay.dp / lay.micro_batches
-        tokens = seq_per_mb * call.seq_len
+        # the extra batches (ptx, rehearsal) train in the same steps; the rehearsal selection's
+        # forward of the prompts (prompt_len of seq_len, one pass of `passes`) is amortised in
         passes = 4.0 if opts.recompute else 3.0
+        embed = rehearsal_embedding_sequences(call) * call.prompt_len / max(call.seq_len, 1) / passes / max(steps, 1)
+        seq_per_mb = (call.batch_size + side_sequences(call) + embed) / minis / lay.dp / lay.micro_batches
+        tokens = seq_per_mb * call.seq_len
         ctx = shapes.causal_ctx(call.seq_len)
         stages = [self._forward_pass(s, k, tokens, ctx, tokens, passes) for k in range(lay.pp)]
         worst = max(range(lay.pp), key=lambda k: sum(stages[k]))

@@ -140,6 +140,16 @@ def _coerce(default: Any, value: Any, what: str) -> Any:
     raise GraphError(f"{what} must be {type(default).__name__}, got {value!r}")
 
 
+def _check_temperature(args: Any) -> None:
+    if args.temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {args.temperature}")
+
+
+POLICY_INTERFACES = ("ppo_actor", "grpo_actor", "remax_actor")
+"""Train interfaces whose loss recomputes the log-probs of sampled tokens: they divide the logits
+by their `temperature`, which must be the sampling temperature of the generate call feeding them."""
+
+
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
@@ -195,6 +205,9 @@ class LogprobsArgs:
     temperature: float = 1.0
     """Temperature the logits are divided by (match the generation's)."""
 
+    def __post_init__(self) -> None:
+        _check_temperature(self)
+
 
 @interface("values", CallKind.INFERENCE, inputs=("sequences",), outputs=("values",))
 @dataclass(frozen=True, kw_only=True)
@@ -208,15 +221,31 @@ class RewardModelArgs:
     """Sequence rewards from a reward model's value head at the last token."""
 
 
-@interface("rule_reward", CallKind.INFERENCE, needs_weights=False, inputs=("sequences", "answers"), outputs=("rewards",))
+@interface("advantage_model", CallKind.INFERENCE, inputs=("sequences",), outputs=("rewards",))
+@dataclass(frozen=True, kw_only=True)
+class AdvantageModelArgs:
+    """Sequence rewards in the Advantage Model form: the score at the last token minus the score at the last prompt token."""
+
+
+@interface("rule_reward", CallKind.INFERENCE, needs_weights=False, inputs=("sequences", "answers"), outputs=("rewards",),
+           required=1)
 @dataclass(frozen=True, kw_only=True)
 class RuleRewardArgs:
-    """Sequence rewards from a rule-based function (the model's `rule`)."""
+    """Sequence rewards from a rule (the model's `rule`) or the user's reward functions (its `functions`)."""
 
     correct: float = 1.0
     """Reward of a correct response."""
     wrong: float = 0.0
     """Reward of a wrong or malformed response."""
+    unfinished_scale: float = 1.0
+    """Factor on the score of a response that does not end at EOS (cut at max_new_tokens): 1 ignores stopping, 0 scores only responses that stop."""
+    eos_bonus: float = 0.0
+    """Added to the reward of every response that ends at EOS: a format term that teaches stopping."""
+
+    def __post_init__(self) -> None:
+        _check_range("unfinished_scale", self.unfinished_scale, 0.0, 1.0)
+        if self.eos_bonus < 0:
+            raise ValueError(f"eos_bonus must be >= 0, got {self.eos_bonus}")
 
 
 # --------------------------------------------------------------------------- train
@@ -254,6 +283,26 @@ class SFTArgs(OptimArgs):
 @dataclass(frozen=True, kw_only=True)
 class RewardPairwiseArgs(OptimArgs):
     """Reward-model training with the Bradley-Terry pairwise loss."""
+
+
+@interface("am_pairwise", CallKind.TRAIN, inputs=("pairs",))
+@dataclass(frozen=True, kw_only=True)
+class AdvantagePairwiseArgs(OptimArgs):
+    """Advantage-Model training: ranking loss on advantages, centred and bounded (Peng et al. 2023)."""
+
+    bound: float = 2.5
+    """m: advantages beyond +-bound are penalised (the paper's m(x) = 2.5)."""
+    bound_coef: float = 1.0
+    """Weight of the squared hinge relu(|a| - bound)^2 that keeps advantages bounded."""
+    center_coef: float = 1.0
+    """Weight of the squared pair-mean advantage ((a_c + a_r) / 2)^2 that centres advantages at 0 per prompt."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bound <= 0:
+            raise ValueError(f"bound must be > 0, got {self.bound}")
+        if self.bound_coef < 0 or self.center_coef < 0:
+            raise ValueError("bound_coef and center_coef must be >= 0")
 
 
 REWARD_SHAPING_ARGS = ("kl_coef", "kl_in_reward", "adaptive_kl_target", "adaptive_kl_horizon",
@@ -312,15 +361,32 @@ class PPOActorArgs(OptimArgs):
     """Optimizer steps per pass."""
     ptx_coef: float = 0.0
     """Weight of the pretraining/SFT loss on data.ptx mixed into the actor loss (0 disables ptx)."""
+    rehearsal_coef: float = 0.0
+    """Weight of the Selective Rehearsal SFT loss on the kept rollouts (0 disables rehearsal)."""
+    rehearsal_every: int = 1
+    """Iterations between two selections of the rehearsal set (1 reselects every iteration)."""
+    rehearsal_clusters: int = 2
+    """k of the k-means over the actor's prompt embeddings (mean last hidden state)."""
+    rehearsal_per_cluster: int = 2
+    """Rollouts kept per cluster: the highest-reward ones whose reward (advantage) is > rehearsal_min_reward."""
+    rehearsal_min_reward: float = 0.0
+    """A rollout is kept only above this reward (0: better than expected under the AM)."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_range("eps_clip", self.eps_clip, 0.0, 1.0)
+        if self.rehearsal_coef < 0:
+            raise ValueError(f"rehearsal_coef must be >= 0, got {self.rehearsal_coef}")
+        if min(self.rehearsal_every, self.rehearsal_clusters, self.rehearsal_per_cluster) < 1:
+            raise ValueError("rehearsal_every, rehearsal_clusters and rehearsal_per_cluster must be >= 1")
         _check_reward_shaping(self)
         if self.ppo_epochs < 1 or self.mini_batches < 1:
             raise ValueError("ppo_epochs and mini_batches must be >= 1")
         if self.entropy_coef < 0 or self.ptx_coef < 0:
             raise ValueError("entropy_coef and ptx_coef must be >= 0")
+        _check_temperature(self)
 
 
 @interface("ppo_critic", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values"))
@@ -383,6 +449,8 @@ class GRPOActorArgs(OptimArgs):
     """Passes over the batch per iteration."""
     mini_batches: int = 1
     """Optimizer steps per pass."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -392,6 +460,7 @@ class GRPOActorArgs(OptimArgs):
             raise ValueError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
         if self.reward_min >= self.reward_max:
             raise ValueError("reward_min must be below reward_max")
+        _check_temperature(self)
 
 
 @interface("remax_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "baseline_rewards"))
@@ -401,7 +470,12 @@ class ReMaxActorArgs(OptimArgs):
 
     kl_coef: float = 0.1
     """KL penalty coefficient."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_temperature(self)
 
 @interface("dpo", CallKind.TRAIN, inputs=("pairs", "ref_logprobs"))
 @dataclass(frozen=True, kw_only=True)
@@ -415,3 +489,92 @@ class DPOArgs(OptimArgs):
         super().__post_init__()
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
+
+
+# --------------------------------------------------------------------------- policy-gradient family
+
+ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce_pp", "group_mean")
+"""pg_actor's advantage estimators (runtime.interfaces.pg_math)."""
+LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+"""pg_actor's loss aggregations (runtime.interfaces.pg_math.aggregate)."""
+
+
+@interface("pg_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "rewards", "ref_logprobs"), required=3)
+@dataclass(frozen=True, kw_only=True)
+class PGActorArgs(OptimArgs):
+    """Critic-free policy gradient: RLOO, REINFORCE++, GSPO, Dr. GRPO, DAPO (by options).
+
+    The reference's log-probs (4th input) are needed only with kl_coef > 0.
+    """
+
+    group_size: int = 1
+    """Responses per prompt (consecutive sequences); 1 only for reinforce_pp."""
+    advantage: str = "grpo"
+    """grpo (group mean/std), rloo (leave-one-out), reinforce_pp (KL in reward, global norm), group_mean (Dr. GRPO)."""
+    ratio: str = "token"
+    """Importance ratio: token (PPO/GRPO) or sequence (GSPO: length-normalised, clipped per sequence)."""
+    loss_agg: str = "token_mean"
+    """token_mean (DAPO), seq_mean_token_mean (GRPO paper) or seq_mean_token_sum_norm (Dr. GRPO)."""
+    eps_low: float = 0.2
+    """Lower clip: the ratio is clipped at 1 - eps_low."""
+    eps_high: float = 0.2
+    """Upper clip: 1 + eps_high (DAPO's clip-higher sets it above eps_low)."""
+    kl_coef: float = 0.0
+    """KL coefficient: a per-token penalty in the reward (kl_in_reward) or a loss term."""
+    kl_in_reward: bool = False
+    """Fold -kl_coef x (logp - ref_logp) into the reward per token (RLOO, REINFORCE++) instead of a KL loss."""
+    kl_estimator: str = "k3"
+    """KL estimator of the loss term: k1 or k3."""
+    max_response_len: int = 0
+    """Generation budget in tokens (templates copy graph.generate.max_new_tokens); Dr. GRPO's divisor and DAPO's overlong limit."""
+    temperature: float = 1.0
+    """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
+    overlong_buffer: int = 0
+    """DAPO soft overlong punishment: the last this-many tokens before max_response_len are penalised linearly (0: off)."""
+    overlong_penalty: float = 1.0
+    """Penalty at max_response_len of the overlong punishment."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal and refill the batch by generating more."""
+    max_sampling_rounds: int = 4
+    """Most generation rounds per iteration with dynamic sampling (the first included)."""
+    expected_sampling_rounds: float = 1.5
+    """Generation rounds per iteration the planner expects with dynamic sampling (prices the generate and reward calls)."""
+    ppo_epochs: int = 1
+    """Passes over the batch per iteration."""
+    mini_batches: int = 1
+    """Optimizer steps per pass."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        for key, value, known in (("advantage", self.advantage, ADVANTAGE_ESTIMATORS),
+                                  ("ratio", self.ratio, ("token", "sequence")),
+                                  ("loss_agg", self.loss_agg, LOSS_AGGREGATIONS),
+                                  ("kl_estimator", self.kl_estimator, ("k1", "k3"))):
+            if value not in known:
+                raise ValueError(f"{key} must be one of {', '.join(known)}, got {value!r}")
+        if self.group_size < 2 and self.advantage != "reinforce_pp":
+            raise ValueError(f"advantage {self.advantage!r} compares responses of one prompt: "
+                             f"group_size must be >= 2, got {self.group_size}")
+        _check_range("eps_low", self.eps_low, 0.0, 1.0)
+        if self.eps_high < 0:
+            raise ValueError(f"eps_high must be >= 0, got {self.eps_high}")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        if self.max_response_len < 0 or self.overlong_buffer < 0:
+            raise ValueError("max_response_len and overlong_buffer must be >= 0")
+        if self.overlong_buffer and not self.overlong_buffer <= self.max_response_len:
+            raise ValueError(f"overlong_buffer={self.overlong_buffer} needs max_response_len >= it "
+                             f"(got {self.max_response_len}); the templates copy it from max_new_tokens")
+        if self.loss_agg == "seq_mean_token_sum_norm" and self.max_response_len < 1:
+            raise ValueError("loss_agg seq_mean_token_sum_norm divides by max_response_len; set it >= 1")
+        if self.dynamic_sampling and self.group_size < 2:
+            raise ValueError("dynamic_sampling drops groups with equal rewards: it needs group_size >= 2")
+        if self.max_sampling_rounds < 1:
+            raise ValueError(f"max_sampling_rounds must be >= 1, got {self.max_sampling_rounds}")
+        if not 1.0 <= self.expected_sampling_rounds <= self.max_sampling_rounds:
+            raise ValueError(f"expected_sampling_rounds must be in [1, max_sampling_rounds="
+                             f"{self.max_sampling_rounds}], got {self.expected_sampling_rounds}")
+        if self.ppo_epochs < 1 or self.mini_batches < 1:
+            raise ValueError("ppo_epochs and mini_batches must be >= 1")

@@ -95,7 +95,8 @@ class DataflowGraph:
             if model.is_rule and info.needs_weights:
                 raise GraphError(
                     f"call {call.name!r}: model {call.model!r} is the rule-based reward "
-                    f"{model.rule!r} and has no weights; use interface 'rule_reward'"
+                    f"{repr(model.rule) if model.rule else '(reward functions)'} and has no weights; "
+                    "use interface 'rule_reward'"
                 )
             if not model.is_rule and not info.needs_weights:
                 raise GraphError(

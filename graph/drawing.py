@@ -16,7 +16,8 @@ def graph_text(graph: DataflowGraph) -> str:
     lines = ["models:"]
     for role, model in graph.models.items():
         if model.is_rule:
-            desc = f"rule-based reward {model.rule!r}"
+            desc = (f"rule-based reward {model.rule!r}" if model.rule is not None else
+                    "reward functions " + ", ".join(f"{f.name} x{f.weight:g}" for f in model.functions))
         else:
             arch = model.arch
             assert arch is not None

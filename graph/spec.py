@@ -250,6 +250,27 @@ class LoraSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RewardFunctionSpec:
+    """A reward function written by the user, as `path/to/file.py:name` or `package.module:name`."""
+
+    function: str
+    """Where the function is: `FILE.py:NAME` (absolute once loaded) or `MODULE:NAME`."""
+    weight: float = 1.0
+    """Weight of its score in the reward (the weighted sum over functions)."""
+
+    def __post_init__(self) -> None:
+        target, sep, name = self.function.rpartition(":")
+        if not sep or not target or not name.isidentifier():
+            raise ValueError(f"reward function {self.function!r} must be 'path/to/file.py:name' or "
+                             "'package.module:name'")
+
+    @property
+    def name(self) -> str:
+        """The function's name (the part after the colon)."""
+        return self.function.rpartition(":")[2]
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """One model of the experiment, named by its role (actor, critic, ref, reward, ...)."""
 
@@ -269,23 +290,29 @@ class ModelSpec:
     """Role whose initial weights this model copies (e.g. ref from actor)."""
     lora: LoraSpec | None = None
     """LoRA adapters (train only them, plus a value head); None trains every weight."""
+    functions: tuple[RewardFunctionSpec, ...] = ()
+    """Reward functions written by the user (weighted sum); set instead of an architecture or rule."""
+    time_limit_s: float = 0.0
+    """Longest a reward function may take on one batch, in seconds (0: no limit)."""
 
     def __post_init__(self) -> None:
         check_name("model role", self.role)
-        if (self.arch is None) == (self.rule is None):
+        if sum((self.arch is not None, self.rule is not None, bool(self.functions))) != 1:
             raise ValueError(
-                f"model {self.role!r}: give exactly one of an architecture or a rule-based reward"
+                f"model {self.role!r}: give exactly one of an architecture, a rule-based reward or reward functions"
             )
-        if self.rule is not None and self.trainable:
+        if self.is_rule and self.trainable:
             raise ValueError(f"model {self.role!r}: a rule-based reward cannot be trainable")
+        if self.time_limit_s < 0:
+            raise ValueError(f"model {self.role!r}: time_limit_s must be >= 0 (0: no limit), got {self.time_limit_s}")
         if self.lora is not None and not self.trainable:
             raise ValueError(f"model {self.role!r}: lora is set on a model that is not trainable; "
                              "set trainable: true or drop lora")
 
     @property
     def is_rule(self) -> bool:
-        """True for a rule-based reward, which holds no parameters."""
-        return self.rule is not None
+        """True for a rule-based reward or reward functions: no parameters."""
+        return self.rule is not None or bool(self.functions)
 
     @property
     def num_params(self) -> int:

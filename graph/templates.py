@@ -38,6 +38,10 @@ class TemplateParams:
     """Arguments of the main train interface (actor, or the reward model for RM)."""
     critic_train: Mapping[str, Any] = field(default_factory=dict)
     """Arguments of the critic's train interface (PPO)."""
+    reward_form: str = "reward"
+    """How a neural reward model scores: `reward` (its last-token score) or `advantage` (an Advantage Model: last-token minus last-prompt-token score)."""
+    reward: Mapping[str, Any] = field(default_factory=dict)
+    """Arguments of the rule/function reward call (rule_reward); a reward model takes none."""
     ptx: bool = False
     """Whether the dataset provides the `ptx` key (data.ptx), mixed into the PPO actor's loss."""
 
@@ -49,6 +53,8 @@ class TemplateParams:
             raise GraphError(f"data.prompt_len must be >= 1, got {self.prompt_len}")
         if self.response_len is not None and self.response_len < 1:
             raise GraphError(f"data.response_len must be >= 1, got {self.response_len}")
+        if self.reward_form not in ("reward", "advantage"):
+            raise GraphError(f"graph.reward_form must be reward or advantage, got {self.reward_form!r}")
 
 
 TemplateFn = Callable[[TemplateParams, Mapping[str, ModelSpec]], tuple[Call, ...]]
@@ -139,19 +145,25 @@ def _lengths(params: TemplateParams, gen_args: Any | None = None) -> dict[str, i
 def _reward_call(name: str, params: TemplateParams, models: Mapping[str, ModelSpec],
                  seq_key: str, out_key: str, batch: int, lengths: dict[str, int]) -> Call:
     reward = models["reward"]
-    if reward.is_rule:
+    if reward.is_rule:  # a rule reads the answers key; reward functions read every column themselves
         return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="rule_reward",
-                    args=make_args("rule_reward", {}), inputs=(seq_key, "answers"),
+                    args=make_args("rule_reward", params.reward, where="graph.reward"),
+                    inputs=(seq_key, "answers") if reward.rule is not None else (seq_key,),
                     outputs=(out_key,), batch_size=batch, micro_batches=1, **lengths)
-    return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface="reward_model",
-                args=make_args("reward_model", {}), inputs=(seq_key,), outputs=(out_key,),
+    if params.reward:
+        raise GraphError(f"graph.reward sets {', '.join(sorted(params.reward))} of a rule or function reward, "
+                         "but models.reward is a reward model; remove graph.reward (or override graph.reward=null)")
+    interface = "advantage_model" if params.reward_form == "advantage" else "reward_model"
+    return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface=interface,
+                args=make_args(interface, {}), inputs=(seq_key,), outputs=(out_key,),
                 batch_size=batch, micro_batches=params.micro_batches, **lengths)
 
 
 def _infer(name: str, role: str, interface: str, params: TemplateParams, inputs: tuple[str, ...],
-           outputs: tuple[str, ...], batch: int, lengths: dict[str, int]) -> Call:
+           outputs: tuple[str, ...], batch: int, lengths: dict[str, int],
+           values: Mapping[str, Any] | None = None) -> Call:
     return Call(name=name, model=role, kind=CallKind.INFERENCE, interface=interface,
-                args=make_args(interface, {}), inputs=inputs, outputs=outputs,
+                args=make_args(interface, values or {}), inputs=inputs, outputs=outputs,
                 batch_size=batch, micro_batches=params.micro_batches, **lengths)
 
 
@@ -161,6 +173,18 @@ def _train(name: str, role: str, interface: str, values: Mapping[str, Any], wher
     return Call(name=name, model=role, kind=CallKind.TRAIN, interface=interface,
                 args=make_args(interface, values, where=where), inputs=inputs,
                 batch_size=batch, micro_batches=params.micro_batches, **lengths)
+
+
+def _at_sampling_temperature(train_values: Mapping[str, Any], gen_args: Any) -> dict[str, Any]:
+    """A policy update's arguments with the sampling temperature copied in: its loss divides the
+    logits by the temperature the responses were drawn at (as the old log-probs were)."""
+    values = dict(train_values)
+    given = values.get("temperature")
+    if given is not None and float(given) != gen_args.temperature:
+        raise GraphError(f"graph.train.temperature={given} disagrees with graph.generate.temperature="
+                         f"{gen_args.temperature}; set only graph.generate.temperature")
+    values["temperature"] = gen_args.temperature
+    return values
 
 
 def _generate(name: str, params: TemplateParams, gen_args: Any, outputs: tuple[str, ...],
@@ -184,13 +208,14 @@ def ppo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, 
     n = params.batch_size
     rl_inputs = ("seq", "old_logp", "ref_logp", "rewards", "values")
     actor_inputs = rl_inputs + ((PTX_KEY,) if params.ptx else ())
-    actor = _train("actor_train", "actor", "ppo_actor", params.train, "graph.train", params,
-                   actor_inputs, n, lengths)
+    actor = _train("actor_train", "actor", "ppo_actor", _at_sampling_temperature(params.train, gen),
+                   "graph.train", params, actor_inputs, n, lengths)
     critic_values = _shared_reward_args(actor.args, params.critic_train)
     return (
         _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
-        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths,
+               {"temperature": gen.temperature}),
         _infer("critic_inf", "critic", "values", params, ("seq",), ("values",), n, lengths),
         actor,
         _train("critic_train", "critic", "ppo_critic", critic_values,
@@ -245,7 +270,7 @@ def grpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call,
     gen = _generate_args(params)
     lengths = _lengths(params, gen)
     n = params.batch_size * params.group_size
-    train_values = dict(params.train)
+    train_values = _at_sampling_temperature(params.train, gen)
     if train_values.get("group_size", params.group_size) != params.group_size:
         raise GraphError(
             f"graph.train.group_size={train_values['group_size']} disagrees with graph.group_size="
@@ -255,7 +280,8 @@ def grpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call,
     return (
         _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
-        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths,
+               {"temperature": gen.temperature}),
         _train("actor_train", "actor", "grpo_actor", train_values, "graph.train", params,
                ("seq", "old_logp", "ref_logp", "rewards"), n, lengths),
     )
@@ -276,8 +302,10 @@ def remax(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call
         greedy_call,
         _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
         _reward_call("baseline_inf", params, models, "greedy_seq", "baseline_rewards", n, lengths),
-        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths),
-        _train("actor_train", "actor", "remax_actor", params.train, "graph.train", params,
+        _infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths,
+               {"temperature": gen.temperature}),
+        _train("actor_train", "actor", "remax_actor", _at_sampling_temperature(params.train, gen),
+               "graph.train", params,
                ("seq", "old_logp", "ref_logp", "rewards", "baseline_rewards"), n, lengths),
     )
 
@@ -300,6 +328,16 @@ def reward_modeling(params: TemplateParams, models: Mapping[str, ModelSpec]) -> 
                    ("pairs",), 2 * params.batch_size, lengths),)
 
 
+@template("am", roles=("reward",))
+def advantage_modeling(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """Advantage-Model training on chosen/rejected pairs (ranking on advantages, centred, bounded)."""
+    if models["reward"].is_rule:
+        raise GraphError("template 'am' trains the advantage model; models.reward must be a neural model, not a rule")
+    lengths = _lengths(params)
+    return (_train("reward_train", "reward", "am_pairwise", params.train, "graph.train", params,
+                   ("pairs",), 2 * params.batch_size, lengths),)
+
+
 @template("dpo", roles=("actor", "ref"))
 def dpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
     """DPO: the reference scores chosen/rejected pairs; the actor trains on them."""
@@ -310,3 +348,88 @@ def dpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, 
         _train("actor_train", "actor", "dpo", params.train, "graph.train", params,
                ("pairs", "ref_logp"), n, lengths),
     )
+
+
+# --------------------------------------------------------------------------- policy-gradient family
+
+PG_PRESETS: dict[str, dict[str, Any]] = {
+    "rloo": {"advantage": "rloo", "kl_in_reward": True, "kl_coef": 0.05, "loss_agg": "seq_mean_token_mean"},
+    "reinforce_pp": {"advantage": "reinforce_pp", "kl_in_reward": True, "kl_coef": 0.01, "loss_agg": "token_mean"},
+    "gspo": {"advantage": "grpo", "ratio": "sequence", "loss_agg": "seq_mean_token_mean",
+             "eps_low": 3e-4, "eps_high": 4e-4, "kl_coef": 0.0},
+    "dr_grpo": {"advantage": "group_mean", "loss_agg": "seq_mean_token_sum_norm", "kl_coef": 0.0},
+    "dapo": {"advantage": "grpo", "loss_agg": "token_mean", "eps_low": 0.2, "eps_high": 0.28,
+             "kl_coef": 0.0, "dynamic_sampling": True},
+}
+"""The pg_actor arguments each template presets; graph.train overrides any of them.
+Sources: runtime.interfaces.pg_math and the README's algorithm table. A template whose KL
+coefficient is 0 has no reference call (models.ref is then not needed)."""
+
+
+def _pg_template(name: str, params: TemplateParams, models: Mapping[str, ModelSpec], *,
+                 min_group: int) -> tuple[Call, ...]:
+    if params.group_size < min_group:
+        raise GraphError(f"template {name!r} needs graph.group_size >= {min_group} responses per prompt, "
+                         f"got {params.group_size}")
+    gen = _generate_args(params)
+    lengths = _lengths(params, gen)
+    n = params.batch_size * params.group_size
+    values = _at_sampling_temperature({**PG_PRESETS[name], **params.train}, gen)
+    for key, want in (("group_size", params.group_size), ("max_response_len", gen.max_new_tokens)):
+        if values.get(key, want) != want:
+            raise GraphError(f"graph.train.{key}={values[key]} disagrees with the template's {want} "
+                             f"(graph.group_size / graph.generate.max_new_tokens); set it there only")
+        values[key] = want
+    # without a KL term the reference is never read: no reference call (DAPO, GSPO, Dr. GRPO)
+    kl = make_args("pg_actor", values, where="graph.train").kl_coef > 0
+    if kl and "ref" not in models:
+        raise GraphError(f"template {name!r} with graph.train.kl_coef > 0 needs a reference model; define "
+                         "models.ref (e.g. init_from: actor) or set graph.train.kl_coef=0")
+    inputs = ("seq", "old_logp", "rewards", *(("ref_logp",) if kl else ()))
+    actor = _train("actor_train", "actor", "pg_actor", values, "graph.train", params, inputs, n, lengths)
+    ref = (_infer("ref_inf", "ref", "logprobs", params, ("seq",), ("ref_logp",), n, lengths,
+                  {"temperature": gen.temperature}),) if kl else ()
+    return (
+        _generate("actor_gen", params, gen, ("seq", "old_logp"), lengths),
+        _reward_call("reward_inf", params, models, "seq", "rewards", n, lengths),
+        *ref,
+        actor,
+    )
+
+
+def check_pg_calls(calls: tuple[Call, ...] | list[Call]) -> None:
+    """A pg_actor with a KL term reads the reference's log-probs (its 4th input)."""
+    for call in calls:
+        if call.interface == "pg_actor" and call.args.kl_coef > 0 and len(call.inputs) < 4:
+            raise GraphError(f"call {call.name!r}: kl_coef={call.args.kl_coef} needs the reference's log-probs "
+                             "as 4th input (seq, old_logp, rewards, ref_logp); add them or set kl_coef=0")
+
+
+@template("rloo", roles=("actor", "ref", "reward"))
+def rloo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """RLOO (Ahmadian et al. 2024): leave-one-out baseline per group, KL in the reward."""
+    return _pg_template("rloo", params, models, min_group=2)
+
+
+@template("reinforce_pp", roles=("actor", "ref", "reward"))
+def reinforce_pp(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """REINFORCE++ (Hu 2025): token-level KL in the reward, global batch advantage normalisation."""
+    return _pg_template("reinforce_pp", params, models, min_group=1)
+
+
+@template("gspo", roles=("actor", "reward"))
+def gspo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """GSPO (Zheng et al. 2025): length-normalised sequence importance ratio, clipped per sequence."""
+    return _pg_template("gspo", params, models, min_group=2)
+
+
+@template("dr_grpo", roles=("actor", "reward"))
+def dr_grpo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """Dr. GRPO (Liu et al. 2025): no length and no std normalisation."""
+    return _pg_template("dr_grpo", params, models, min_group=2)
+
+
+@template("dapo", roles=("actor", "reward"))
+def dapo(params: TemplateParams, models: Mapping[str, ModelSpec]) -> tuple[Call, ...]:
+    """DAPO (Yu et al. 2025): clip-higher, token-level loss, overlong shaping, dynamic sampling."""
+    return _pg_template("dapo", params, models, min_group=2)

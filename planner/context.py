@@ -12,6 +12,7 @@ from functools import cached_property
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
 from graph.placement.layout import Layout
+from graph.sampling import expected_runs
 from graph.spec import Call, CallKind
 from planner.errors import PlanError
 from planner.plan import CallPlan, Plan
@@ -37,7 +38,7 @@ class PlanContext:
         self.cost = cost
         self.space_options = space_options or SpaceOptions()
         self.sim = Simulator(graph, cost, num_iterations=num_iterations)
-        self.pricer = Pricer(cost)
+        self.pricer = Pricer(cost, expected_runs(graph))
 
     @cached_property
     def spaces(self) -> Mapping[str, CallSpace]:

@@ -25,6 +25,7 @@ a call, `build_space` raises a ValueError naming the call and how far it is from
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -32,6 +33,7 @@ from typing import NamedTuple
 from cost_model.provider import CallEstimate, CostProvider
 from graph.dataflow import DataflowGraph
 from graph.placement.layout import Cluster, DeviceMesh, Layout
+from graph.sampling import expected_runs
 from graph.spec import Call, CallKind, ModelSpec
 from planner.errors import PlanError
 
@@ -214,10 +216,15 @@ def _miss_text(call: Call, layout: Layout, est: CallEstimate, memory: float) -> 
 
 
 class Pricer:
-    """Prices layouts, reusing estimates across meshes of the same shape."""
+    """Prices layouts, reusing estimates across meshes of the same shape.
 
-    def __init__(self, cost: CostProvider) -> None:
+    `runs` holds the expected runs per iteration of calls that run more than once (the
+    generation and reward calls of DAPO's dynamic sampling, `graph.sampling.expected_runs`):
+    their time is the one-run estimate times that, memory unchanged."""
+
+    def __init__(self, cost: CostProvider, runs: Mapping[str, float] | None = None) -> None:
         self.cost = cost
+        self.runs = dict(runs or {})
         self.cache: dict[tuple, CallEstimate] = {}
         self._nodes: dict[tuple[int, ...], int] = {}
 
@@ -233,9 +240,19 @@ class Pricer:
         key = (call.name, layout.mesh.size, nodes, layout.strategy, layout.micro_batches)
         est = self.cache.get(key)
         if est is None:
-            est = self.cost.call_estimate(call, model, layout)
+            est = repeated(self.cost.call_estimate(call, model, layout), self.runs.get(call.name, 1.0))
             self.cache[key] = est
         return est
+
+
+def repeated(est: CallEstimate, runs: float) -> CallEstimate:
+    """The estimate of a call run `runs` times an iteration on average (time scales, memory
+    does not); the extra time is the breakdown's `resampling_s`."""
+    if runs == 1.0 or not est.feasible:
+        return est
+    extra = est.time_s * (runs - 1.0)
+    return dataclasses.replace(est, time_s=est.time_s + extra,
+                               breakdown={**est.breakdown, "resampling_s": extra})
 
 
 def build_call_space(call: Call, model: ModelSpec, cost: CostProvider,
@@ -285,7 +302,7 @@ def build_space(graph: DataflowGraph, cost: CostProvider,
     """Feasible candidates for every call; ValueError naming a call that fits nowhere."""
     options = options or SpaceOptions()
     meshes = enumerate_meshes(cost.cluster, max_mesh_nodes=options.max_mesh_nodes)
-    pricer = Pricer(cost)
+    pricer = Pricer(cost, expected_runs(graph))
     out: dict[str, CallSpace] = {}
     for call in graph.calls:
         model = graph.models[call.model]

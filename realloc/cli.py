@@ -1,5 +1,5 @@
-"""The `realloc` command line: run, pipeline, plan, profile, validate, graph, export, chat,
-bench, keys, list.
+"""The `realloc` command line: run, pipeline, plan, profile, validate, graph, export, checkpoints,
+chat, bench, keys, list.
 
 Every user error (a `graph.errors.UserError`) prints one line (`realloc: error: ...`) and
 exits 2. Anything else is a bug in realloc: one line saying so, with the path of a log holding
@@ -126,8 +126,36 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from realloc.export import export_model
 
-    done = export_model(args.run_dir, args.out, role=args.model, force=args.force)
-    print(f"exported {done.role} to {done.out} ({', '.join(done.files)})")
+    done = export_model(args.run_dir, args.out, role=args.model, force=args.force, checkpoint=args.checkpoint)
+    source = f" of checkpoint {args.checkpoint}" if args.checkpoint is not None else ""
+    print(f"exported {done.role}{source} to {done.out} ({', '.join(done.files)})")
+    return 0
+
+
+def cmd_checkpoints(args: argparse.Namespace) -> int:
+    from realloc.export import ExportError
+    from runtime.rundir.checkpoints import list_checkpoints
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ExportError(f"{str(run_dir)!r} is not a run directory (no config.yaml); give the train.run_dir of a run")
+    rows = list_checkpoints(run_dir / "checkpoints", verify_hashes=not args.quick)
+    if not rows:
+        print(f"no checkpoints in {run_dir / 'checkpoints'} (a run writes them with train.save_every=N)")
+        return 0
+    table = [("ITER", "SIZE", "WORKERS", "PLAN", "STATUS", "DIRECTORY")]
+    for c in rows:
+        homes = sorted(set(c.layouts.values())) if c.layouts else []
+        plan = f"{len(c.layouts)} calls on {len(homes)} layouts" if c.layouts else "-"
+        table.append((str(c.iteration), f"{c.size / 2**20:.1f} MiB", str(c.world_size or "-"), plan, c.status,
+                      c.name))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    if args.plans:
+        for c in rows:
+            for call, layout in sorted(c.layouts.items()):
+                print(f"{c.name}  {call}: {layout}")
     return 0
 
 
@@ -160,7 +188,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from realloc.pipeline import load_pipeline, run_pipeline, summary_lines
 
     pipeline = load_pipeline(args.pipeline, args.overrides)
-    results = run_pipeline(pipeline)
+    results = run_pipeline(pipeline, rerun=tuple(args.rerun or ()))
     print(f"pipeline {pipeline.name}: {len(results)} stages done")
     for line in summary_lines(results):
         print(f"  {line}")
@@ -183,9 +211,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in known_experiments():
             print(name)
     elif args.what == "templates":
+        width = max(len(name) for name in known_templates())
         for name in known_templates():
             info = get_template(name)
-            print(f"{name:<8} models: {', '.join(info.roles):<28} {info.doc}")
+            print(f"{name:<{width}} models: {', '.join(info.roles):<28} {info.doc}")
     else:
         for name in known_interfaces():
             info = get_interface(name)
@@ -278,7 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", required=True, help="directory to write (must not exist or be empty)")
     p.add_argument("--model", metavar="ROLE", help="which trained model (default: actor, or the only one)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--checkpoint", type=int, metavar="N",
+                   help="export the training checkpoint of iteration N instead of the run's final model")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("checkpoints", parents=[common], help="list a run's checkpoints (iteration, size, plan, status)",
+                       description="Every checkpoint directory of a run, verified as a resume would (sizes and "
+                                   "SHA-256 of every file): complete ones, broken ones, ones moved aside.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run's train.run_dir")
+    p.add_argument("--plans", action="store_true", help="also print every call's layout in each checkpoint")
+    p.add_argument("--quick", action="store_true", help="skip verifying the files (read meta.json only)")
+    p.set_defaults(func=cmd_checkpoints)
 
     p = sub.add_parser("chat", parents=[common], help="talk to a trained or exported model",
                        description="Interactive chat with a HF model directory (from `realloc export`) or a run "
@@ -307,10 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipeline", parents=[common], help="run experiments as stages (e.g. SFT -> RM -> PPO)",
                        description="Run a pipeline file's stages in order, each stage's saved models feeding "
-                                   "the next (${stages.NAME.run_dir}); finished stages are skipped on a re-run.")
+                                   "the next (${stages.NAME.run_dir}); on a re-run, finished stages of the same config are "
+                                   "reused and unfinished ones resume from their last checkpoint.")
     p.add_argument("pipeline", help="pipeline YAML or shipped name (experiments/pipelines/), e.g. dschat_tiny")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="run_dir=DIR, STAGE.key=value (one stage) or all.key=value (every stage)")
+    p.add_argument("--rerun", action="append", metavar="STAGE",
+                   help="run this stage again from the start even if it finished (repeatable); its old "
+                        "run directory is kept, moved aside")
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("keys", parents=[common], help="list the configuration keys with their meaning and defaults")

@@ -56,6 +56,16 @@ class LoraConfig:
 
 
 @dataclass
+class RewardFunctionConfig:
+    """One reward function of `models.reward.functions`."""
+
+    function: str = "???"
+    """The function: path/to/file.py:name (relative to the experiment's folder, else the working directory) or package.module:name."""
+    weight: float = 1.0
+    """Weight of its score in the reward (weighted sum over the functions)."""
+
+
+@dataclass
 class ModelConfig:
     """One model, named by its role under `models:`."""
 
@@ -71,6 +81,12 @@ class ModelConfig:
     """Scalar value head instead of the LM head (critic and reward models)."""
     rule: str | None = None
     """Name of a rule-based reward function (no weights)."""
+    function: str | None = None
+    """Your reward function, path/to/file.py:name or package.module:name, called as name(prompts, completions, **columns)."""
+    functions: list[RewardFunctionConfig] = field(default_factory=list)
+    """Several reward functions, each {function, weight}; the reward is their weighted sum, each logged as reward_NAME."""
+    time_limit_s: float = 0.0
+    """Longest one reward function may take on one batch, in seconds (0: no limit)."""
     init_from: str | None = None
     """Role whose initial weights this model copies, e.g. ref from actor."""
     lora: LoraConfig | None = None
@@ -104,11 +120,13 @@ class GraphConfig:
     """The algorithm: a template, or calls written one by one."""
 
     template: str | None = "ppo"
-    """Template name (ppo, grpo, remax, sft, rm, dpo), or null for a custom graph in `calls`."""
+    """Template name (ppo, grpo, remax, sft, rm, am, dpo), or null for a custom graph in `calls`."""
     batch_size: int = 8
     """Prompts (RL), samples (SFT) or preference pairs (RM, DPO) per iteration."""
     group_size: int = 1
     """Responses per prompt (GRPO's group size)."""
+    reward_form: str = "reward"
+    """How a neural reward model scores rollouts: reward (last-token score) or advantage (an Advantage Model trained by template am)."""
     micro_batches: int = 1
     """Micro-batches per call (a lower bound; the planner may raise it)."""
     generate: dict[str, Any] = field(default_factory=dict)
@@ -117,6 +135,8 @@ class GraphConfig:
     """Arguments of the main train interface (lr, eps_clip, kl_coef, ...)."""
     critic_train: dict[str, Any] = field(default_factory=dict)
     """Arguments of the critic's train interface (PPO)."""
+    reward: dict[str, Any] | None = field(default_factory=dict)
+    """Arguments of the rule/function reward call (correct, wrong, unfinished_scale)."""
     calls: dict[str, CallConfig] = field(default_factory=dict)
     """Custom graph: call name -> call; used when template is null."""
 
@@ -137,6 +157,8 @@ class ClusterConfig:
     """Measured profile file (JSON); used instead of the preset when given."""
     port: int = 0
     """Rendezvous port of the workers; 0 picks a free one."""
+    collective_timeout_s: float = 120.0
+    """Longest a worker waits on a peer (a send, a gather) before the run fails; raise it when one iteration's call takes longer (real models on CPU)."""
 
 
 @dataclass
@@ -181,6 +203,8 @@ class TrainConfig:
     """EMA decay d of the ema_models (ema = d*ema + (1-d)*w after each optimizer step); 0 is off."""
     ema_models: list[str] = field(default_factory=lambda: ["actor"])
     """Trained models that keep an EMA when ema_decay > 0; saved as run_dir/models/ROLE_ema."""
+    eval_every: int = 0
+    """Score data.eval_path's prompts (greedy responses, the reward call's rule or functions) every N iterations; 0 is off."""
     free_replicas: bool = True
     """Free a trained model's extra replicas between uses (reallocation refreshes them anyway)."""
 

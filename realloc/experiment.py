@@ -16,12 +16,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from graph.catalog import get_interface, make_args
+from graph.catalog import POLICY_INTERFACES, get_interface, make_args
 from graph.dataflow import DataflowGraph
 from graph.dataset_keys import PTX_KEY, dataset_keys
 from graph.errors import UserError
-from graph.spec import Call, CallKind, LoraSpec, ModelArch, ModelSpec
-from graph.templates import TemplateParams, build_template, check_ppo_calls
+from graph.sampling import dynamic_sampling
+from graph.spec import Call, CallKind, LoraSpec, ModelArch, ModelSpec, RewardFunctionSpec
+from graph.templates import (
+    PG_PRESETS,
+    TemplateParams,
+    build_template,
+    check_pg_calls,
+    check_ppo_calls,
+)
 from planner import known_heuristics
 from realloc import schema
 from realloc.config import ArchConfig, ExperimentConfig, ModelConfig
@@ -163,11 +170,21 @@ def _shipped_model(name: str) -> str:
     return str(shipped_model_dir(name))
 
 
+def _shipped_file(rel: str) -> str:
+    """`${shipped:PATH}`: the absolute path of a file shipped with the experiments (a dataset)."""
+    path = EXPERIMENTS_DIR / rel
+    if not path.exists():
+        raise ConfigError(f"${{shipped:{rel}}}: no such shipped file under {EXPERIMENTS_DIR}")
+    return str(path)
+
+
 def _register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("model_dir"):
         OmegaConf.register_new_resolver("model_dir", _shipped_model, use_cache=True)
+    if not OmegaConf.has_resolver("shipped"):
+        OmegaConf.register_new_resolver("shipped", _shipped_file, use_cache=True)
 
 
 def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
@@ -217,10 +234,11 @@ def _arch_fields(role: str, arch: Any) -> dict[str, Any]:
 
 def _arch(role: str, mc: ModelConfig, exp_dir: Path) -> ModelArch | None:
     key = f"models.{role}"
-    given = [name for name in ("arch", "config", "rule") if getattr(mc, name) is not None]
+    given = [name for name in ("arch", "config", "rule", "function") if getattr(mc, name) is not None]
+    given += ["functions"] if mc.functions else []
     if len(given) > 1:
-        raise ConfigError(f"{key}: give only one of arch, config or rule (got {', '.join(given)})")
-    if mc.rule is not None:
+        raise ConfigError(f"{key}: give only one of arch, config, rule, function or functions (got {', '.join(given)})")
+    if mc.rule is not None or mc.function is not None or mc.functions:
         return None
     try:
         if mc.arch is not None:
@@ -253,6 +271,23 @@ def _lora(role: str, mc: ModelConfig) -> LoraSpec | None:
         raise ConfigError(f"models.{role}.{exc}") from None
 
 
+def _reward_functions(role: str, mc: ModelConfig, exp_dir: Path) -> tuple[RewardFunctionSpec, ...]:
+    """The RewardFunctionSpecs of `models.ROLE.function(s)`, file paths made absolute (relative to
+    the experiment's folder when the file is there, else the working directory); each function
+    is imported and its signature checked against the dataset's columns in check_data."""
+    from runtime.rewards.functions import resolve_reference  # pure Python: no torch
+
+    given = [(f"models.{role}.function", mc.function, 1.0)] if mc.function is not None else []
+    given += [(f"models.{role}.functions[{i}]", f.function, f.weight) for i, f in enumerate(mc.functions)]
+    out = []
+    for key, ref, weight in given:
+        try:
+            out.append(RewardFunctionSpec(function=resolve_reference(ref, exp_dir), weight=float(weight)))
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    return tuple(out)
+
+
 def build_models(cfg: ExperimentConfig, exp_dir: Path) -> list[ModelSpec]:
     """ModelSpecs from the `models` section."""
     if not cfg.models:
@@ -272,10 +307,11 @@ def build_models(cfg: ExperimentConfig, exp_dir: Path) -> list[ModelSpec]:
                 f"models.{role}.init_from: unknown role {mc.init_from!r}; defined: {', '.join(cfg.models)}"
             )
         lora = _lora(role, mc)
+        functions = _reward_functions(role, mc, exp_dir)
         try:
             specs.append(ModelSpec(role=role, arch=arch, checkpoint=checkpoint, trainable=mc.trainable,
                                    value_head=mc.value_head, rule=mc.rule, init_from=mc.init_from,
-                                   lora=lora))
+                                   lora=lora, functions=functions, time_limit_s=float(mc.time_limit_s)))
         except ValueError as exc:
             raise ConfigError(f"models.{role}: {exc}") from None
     # `init_from` copies the source's initial weights: its checkpoint when it has one
@@ -332,36 +368,94 @@ def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
         params = TemplateParams(
             batch_size=g.batch_size, prompt_len=cfg.data.prompt_len, response_len=cfg.data.response_len,
             micro_batches=g.micro_batches, group_size=g.group_size, generate=g.generate,
-            train=g.train, critic_train=g.critic_train, ptx=ptx is not None,
+            train=g.train, critic_train=g.critic_train, reward=g.reward or {}, ptx=ptx is not None,
+            reward_form=g.reward_form,
         )
         calls = list(build_template(g.template, params, by_role))
+        if g.template in PG_PRESETS:  # no reference call without a KL term: drop an unused ref
+            models = [m for m in models if m.role != "ref" or any(c.model == "ref" for c in calls)]
     check_ppo_calls(calls, frozenset(keys))
-    return DataflowGraph(models=models, calls=calls, dataset_keys=keys)
+    check_pg_calls(calls)
+    graph = DataflowGraph(models=models, calls=calls, dataset_keys=keys)
+    dynamic_sampling(graph)  # a graph that cannot resample fails here, before planning
+    return graph
 
 
 def check_data(cfg: ExperimentConfig, graph: DataflowGraph) -> None:
-    """Read the datasets once (JSONL files, generators) so that a bad record fails at load
-    with one line naming the file, the line and the field, before any worker starts
-    (the workers read them again; a JSONL file is read twice)."""
+    """Read the datasets once (files, generators) so that a bad record fails at load with one
+    line naming the file, the line or row and the field, before any worker starts (the workers
+    read them again); then import the reward functions and check their signatures against the
+    dataset's columns, and check the validation settings."""
     from runtime.data.records import load_records  # pure Python: no torch
 
+    d = cfg.data
+    if d.overlong_prompts not in ("drop", "truncate"):
+        raise ConfigError(f"data.overlong_prompts: {d.overlong_prompts!r} is not one of drop, truncate")
+    if d.max_prompt_len is not None and d.max_prompt_len < 1:
+        raise ConfigError(f"data.max_prompt_len must be >= 1 (or null), got {d.max_prompt_len}")
     sources = [("data", cfg.data.format, cfg.data)]
     if cfg.data.ptx is not None:
         sources.append(("data.ptx", cfg.data.ptx.format, cfg.data.ptx))
-    for key, fmt, d in sources:
-        if d.path is None and d.generator is None:
+    columns: set[str] | None = None
+    for key, fmt, src in sources:
+        if src.path is None and src.generator is None:
             continue  # a plan-only experiment; `realloc run` asks for data
-        where = f"{key}.path" if d.path is not None else key
+        where = f"{key}.path" if src.path is not None else key
+        prompt_key = d.prompt_key if key == "data" else "prompt"
         try:
-            records = load_records(fmt=fmt, path=d.path, generator=d.generator,
-                                   num_records=d.num_records, seed=d.seed)
+            records = load_records(fmt=fmt, path=src.path, generator=src.generator,
+                                   num_records=src.num_records, seed=src.seed, prompt_key=prompt_key)
         except (ValueError, FileNotFoundError) as exc:
             raise ConfigError(f"{where}: {exc}") from None
+        if key == "data":
+            columns = {k for r in records for k in r.columns}
         if key == "data.ptx":
             need = max((c.batch_size for c in graph.calls if PTX_KEY in c.inputs), default=0)
             if len(records) < need:
                 raise ConfigError(f"{where}: {len(records)} ptx records cannot fill one iteration's ptx "
                                   f"batch of {need} (as many as the actor trains on); give more records")
+    _check_reward_functions(graph, columns)
+    _check_eval(cfg, graph)
+
+
+def _check_reward_functions(graph: DataflowGraph, columns: set[str] | None) -> None:
+    from runtime.rewards.functions import (  # pure Python: no torch
+        RewardFunctionError,
+        load_functions,
+    )
+
+    for role, model in graph.models.items():
+        if not model.functions:
+            continue
+        try:
+            load_functions(model.functions, sorted(columns) if columns is not None else None)
+        except RewardFunctionError as exc:
+            raise ConfigError(f"models.{role}: {exc}") from None
+
+
+def _check_eval(cfg: ExperimentConfig, graph: DataflowGraph) -> None:
+    from runtime.data.records import load_records
+
+    every, path = cfg.train.eval_every, cfg.data.eval_path
+    if every < 0:
+        raise ConfigError(f"train.eval_every must be >= 0 (0 is off), got {every}")
+    if path is None and every > 0:
+        raise ConfigError(f"train.eval_every={every} needs a validation dataset; set data.eval_path")
+    if path is None:
+        return
+    if every == 0:
+        raise ConfigError("data.eval_path is set but train.eval_every is 0; set train.eval_every=N to score it")
+    if cfg.data.format not in ("prompts", "prompts_with_answers"):
+        raise ConfigError(f"data.eval_path: validation scores generated answers; data.format={cfg.data.format!r} "
+                          "has no prompts to answer")
+    if not any(c.interface == "rule_reward" for c in graph.calls):
+        raise ConfigError("data.eval_path: validation scores answers with a rule or reward functions "
+                          "(models.reward.rule / function); this experiment's reward is a model")
+    try:
+        load_records(fmt=cfg.data.format, path=path, generator=None, num_records=0, seed=0,
+                     prompt_key=cfg.data.prompt_key)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"data.eval_path: {exc}") from None
 
 
 def _check_sections(cfg: ExperimentConfig) -> None:
@@ -370,6 +464,8 @@ def _check_sections(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"cluster.device: {c.device!r} is not one of cpu, cuda")
     if c.nodes < 1 or c.devices_per_node < 1:
         raise ConfigError("cluster.nodes and cluster.devices_per_node must be >= 1")
+    if c.collective_timeout_s <= 0:
+        raise ConfigError(f"cluster.collective_timeout_s must be > 0 seconds, got {c.collective_timeout_s}")
     mode = cfg.plan.mode
     name = mode.split(":", 1)[1] if mode.startswith("heuristic:") else None
     if mode not in ("search", "manual", "file") and name is None:
@@ -421,16 +517,22 @@ def load_experiment(exp: str | None, overrides: list[str] | tuple[str, ...] = ()
 
 
 def _check_sampling_temperature(graph: DataflowGraph) -> None:
-    """The policy losses recompute log-probs at temperature 1, so their samples must be
-    drawn at temperature 1 too (else the PPO ratio compares two different policies)."""
+    """A policy update and the log-probs it compares against must use the temperature its samples
+    were drawn at (logits / T); templates copy it, a custom graph must set it alike."""
     producers = {key: call for call in graph.calls for key in call.outputs}
     for call in graph.calls:
         gen = producers.get(call.inputs[0]) if call.inputs else None
-        if call.interface not in ("ppo_actor", "grpo_actor", "remax_actor") or gen is None:
+        if call.interface not in POLICY_INTERFACES or gen is None or gen.interface != "generate":
             continue
-        temperature = getattr(gen.args, "temperature", 1.0)
-        if gen.interface == "generate" and temperature != 1.0:
+        want = 1.0 if gen.args.greedy else gen.args.temperature
+        if call.args.temperature != want:
             raise ConfigError(
-                f"call {gen.name!r} samples at temperature {temperature:g} but {call.name!r} "
-                f"({call.interface}) recomputes log-probs at temperature 1; set "
-                "graph.generate.temperature=1.0 (other temperatures are not supported by the policy losses yet)")
+                f"call {call.name!r} ({call.interface}) has temperature {call.args.temperature:g} but its "
+                f"samples come from {gen.name!r} at temperature {want:g}; set temperature: {want:g} in "
+                f"{call.name!r}'s args")
+        ref = producers.get(call.inputs[2]) if len(call.inputs) > 2 else None
+        if ref is not None and ref.interface == "logprobs" and ref.args.temperature != want:
+            raise ConfigError(
+                f"call {ref.name!r} (logprobs) has temperature {ref.args.temperature:g} but {call.name!r} "
+                f"trains on samples drawn at temperature {want:g}; set temperature: {want:g} in "
+                f"{ref.name!r}'s args")

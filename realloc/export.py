@@ -77,6 +77,24 @@ def _save_tokenizer(name: str, out: Path) -> None:
     AutoTokenizer.from_pretrained(name, local_files_only=True).save_pretrained(str(out))
 
 
+def _write_special_tokens(model_dir: Path) -> bool:
+    """Write the tokenizer's EOS/BOS/PAD ids into config.json and a generation_config.json, so
+    transformers' `generate` stops where realloc stops (at EOS) with no arguments; returns
+    whether the tokenizer has a chat template."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    eos = tok.eos_token_id
+    ids = {"eos_token_id": eos, "bos_token_id": tok.bos_token_id if tok.bos_token_id is not None else eos,
+           "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else eos}
+    config_file = model_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    config.update(ids)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    GenerationConfig(**ids).save_pretrained(str(model_dir))
+    return bool(getattr(tok, "chat_template", None))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Exported:
     """What `export_model` wrote."""
@@ -86,9 +104,64 @@ class Exported:
     files: tuple[str, ...]
 
 
+def _checkpoint_roles(path: Path) -> list[str]:
+    from runtime.rundir.checkpoints import CheckpointMeta
+
+    return sorted(CheckpointMeta.from_json((path / "meta.json").read_text()).extra.get("models", {}))
+
+
+def _pick_checkpoint_role(path: Path, role: str | None) -> str:
+    roles = _checkpoint_roles(path)
+    if role is None:
+        if "actor" in roles or len(roles) == 1:
+            return "actor" if "actor" in roles else roles[0]
+        raise ExportError(f"checkpoint {path.name} holds several models ({', '.join(roles)}); choose one with --model")
+    if role not in roles:
+        raise ExportError(f"checkpoint {path.name} holds no model {role!r}; it holds: {', '.join(roles) or 'none'}")
+    return role
+
+
+def find_checkpoint(run_dir: Path, iteration: int) -> Path:
+    """The verified checkpoint of `iteration` in a run directory; ExportError naming those there."""
+    from runtime.rundir.checkpoints import checkpoint_name, list_checkpoints, verify
+
+    path = run_dir / "checkpoints" / checkpoint_name(iteration)
+    if not path.is_dir():
+        usable = [str(c.iteration) for c in list_checkpoints(run_dir / "checkpoints", verify_hashes=False)
+                  if c.status == "ok"]
+        raise ExportError(f"--checkpoint {iteration}: {str(run_dir)!r} has no checkpoint of iteration {iteration}; "
+                         f"it has: {', '.join(usable) or 'none'} (see `realloc checkpoints {run_dir}`)")
+    try:
+        verify(path)
+    except ValueError as exc:
+        raise ExportError(f"--checkpoint {iteration}: checkpoint {path.name} is unusable ({exc}); export "
+                         "another one (see `realloc checkpoints RUN_DIR`)") from None
+    return path
+
+
+def _write_from_checkpoint(run_dir: Path, path: Path, role: str, staging: Path) -> None:
+    """Model `role` of a training checkpoint as a HF checkpoint in `staging` (in this process)."""
+    from realloc.experiment import load_experiment
+    from runtime.engine import convert
+    from runtime.engine.hf_checkpoint import save_hf_checkpoint
+    from runtime.rundir.rank_state import read_global
+
+    spec = load_experiment(str(run_dir / "config.yaml")).graph.models[role]
+    assert spec.arch is not None
+    mg = read_global(path, f"{role}/weights/")
+    if spec.lora is not None:
+        from runtime.engine.lora import merge_lora, save_adapters
+
+        save_adapters(str(staging), mg, spec.lora)
+        mg = merge_lora(mg, spec.lora)
+    hf = convert.megatron_to_hf(mg, spec.arch, value_head=spec.value_head)
+    save_hf_checkpoint(str(staging), hf, spec.arch, value_head=spec.value_head)
+
+
 def export_model(run_dir: str | Path, out: str | Path, *, role: str | None = None,
-                 force: bool = False) -> Exported:
-    """Write model `role` of a finished run, with its tokenizer, as a HF directory `out`.
+                 force: bool = False, checkpoint: int | None = None) -> Exported:
+    """Write model `role` of a finished run (or of its training checkpoint `checkpoint`, by
+    iteration), with its tokenizer, as a HF directory `out`.
 
     The directory is assembled beside `out` and renamed into place, so an existing `out`
     is replaced (with `force`) only once the new one is complete.
@@ -97,20 +170,30 @@ def export_model(run_dir: str | Path, out: str | Path, *, role: str | None = Non
     if not run_dir.is_dir():
         raise ExportError(f"run directory {str(run_dir)!r} does not exist; give the train.run_dir of a run")
     config = _run_config(run_dir)
-    role = _pick_role(run_dir, role)
+    ckpt = find_checkpoint(run_dir, checkpoint) if checkpoint is not None else None
+    role = _pick_checkpoint_role(ckpt, role) if ckpt is not None else _pick_role(run_dir, role)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ExportError(f"export target {str(out)!r} already exists and is not empty; choose another --out "
                          "or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for item in (run_dir / "models" / role).iterdir():
-            if item.is_file():
-                shutil.copy2(item, staging / item.name)
-        tokenizer = str((config.get("data") or {}).get("tokenizer", "char"))
+        if ckpt is not None:
+            _write_from_checkpoint(run_dir, ckpt, role, staging)
+        else:
+            for item in (run_dir / "models" / role).iterdir():
+                if item.is_file():
+                    shutil.copy2(item, staging / item.name)
+        data = config.get("data") or {}
+        tokenizer = str(data.get("tokenizer", "char"))
         _save_tokenizer(tokenizer, staging)
+        has_template = _write_special_tokens(staging)
+        # prompts went through the chat template in training when the tokenizer has one and
+        # data.chat_template was on (runtime.data.prompts)
+        fmt = "chat" if has_template and data.get("chat_template", True) else "bos"
         info = {"run_dir": str(run_dir.resolve()), "experiment": config.get("name"), "model": role,
-                "tokenizer": tokenizer, "prompt_format": "bos",
+                "checkpoint": ckpt.name if ckpt is not None else None,
+                "tokenizer": tokenizer, "prompt_format": fmt,
                 "value_head": bool(((config.get("models") or {}).get(role) or {}).get("value_head", False))}
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
         old = None

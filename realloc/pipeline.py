@@ -14,10 +14,17 @@ A pipeline file lists stages in order, each an experiment with overrides:
 
 `${stages.NAME.run_dir}` in an override is the run directory of an EARLIER stage; every
 other `${...}` is left to Hydra. Run directories are fixed by the pipeline, so all
-references resolve before anything runs (`resolve_stages`, no processes). A stage whose
-run directory already holds a finished run (every iteration logged, models saved) is
-skipped, so a pipeline that failed half-way is re-run with the same command; an unfinished
-attempt is kept, moved aside to RUN_DIR/S.attempt-YYYYMMDDTHHMMSS, and the stage runs again.
+references resolve before anything runs (`resolve_stages`, no processes). A pipeline that
+failed half-way is re-run with the same command:
+
+- a stage whose run directory holds a finished run (every iteration logged, models saved)
+  is reused when its fingerprint (the resolved experiment with its overrides, as
+  checkpoints record it) is the one the stage has now; otherwise the pipeline stops with
+  one line naming the changed keys, and `--rerun STAGE` runs it again;
+- an unfinished stage with a usable checkpoint of the same fingerprint resumes from it
+  (train.resume=true);
+- any other attempt is kept, moved aside to RUN_DIR/S.attempt-YYYYMMDDTHHMMSS, and the
+  stage runs from the start.
 
 An optional `eval` section scores every stage's saved actor with a rule after the stage
 (greedy decoding of generated prompts with transformers on CPU): the rule-measured
@@ -310,7 +317,7 @@ class StageResult:
 
     name: str
     status: str
-    """ran or skipped."""
+    """ran or skipped (reused)."""
     run_dir: Path
     metrics: dict[str, float]
     """Mean reward / loss / accuracy over the last tenth of the iterations."""
@@ -336,33 +343,87 @@ Runner = Callable[[Any], int]
 """Runs a loaded experiment, returning its exit code (realloc.run.run_experiment)."""
 
 
-def run_pipeline(pipeline: Pipeline, *, runner: Runner | None = None,
+def saved_fingerprint(run_dir: Path) -> dict[str, Any] | None:
+    """The fingerprint of the experiment a run directory ran (its config.yaml), or None."""
+    import yaml
+
+    from runtime.rundir.checkpoints import experiment_fingerprint
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return None
+    return experiment_fingerprint(yaml.safe_load(config.read_text()) or {})
+
+
+def changed_keys(saved: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:
+    """'key is A there, B now' per differing key (everything, when nothing was saved)."""
+    from runtime.rundir.checkpoints import differences
+
+    if saved is None:
+        return ["config.yaml is missing there"]
+    return differences(saved, now)
+
+
+def _resume_point(run_dir: Path, fingerprint: Mapping[str, Any]) -> tuple[Path | None, str]:
+    """(checkpoint to resume an unfinished stage from, or None; why not)."""
+    from runtime.rundir.checkpoints import CheckpointError, find_resume_point
+
+    try:
+        point = find_resume_point(run_dir / "checkpoints")
+    except CheckpointError:
+        return None, "it has no usable checkpoint"
+    diffs = changed_keys(saved_fingerprint(run_dir), fingerprint)
+    if point.meta.fingerprint != dict(fingerprint) or diffs:
+        return None, f"its checkpoint belongs to another config ({(diffs or ['fingerprint'])[0]})"
+    return point.path, ""
+
+
+def run_pipeline(pipeline: Pipeline, *, runner: Runner | None = None, rerun: Sequence[str] = (),
                  echo: Callable[[str], None] = print) -> list[StageResult]:
-    """Run the stages in order, skipping finished ones; raises PipelineError naming a failed stage."""
+    """Run the stages in order, reusing finished ones of the same fingerprint and resuming
+    unfinished ones from their checkpoints; `rerun` names stages run again from the start
+    whatever is there. Raises PipelineError naming a failed or changed stage."""
     from realloc.experiment import load_experiment
+    from realloc.run import fingerprint
     from runtime.rundir.metrics import read_metrics
 
     if runner is None:
         from realloc.run import run_experiment as runner
+    stages = resolve_stages(pipeline)
+    unknown = sorted(set(rerun) - {s.name for s in stages})
+    if unknown:
+        raise PipelineError(f"--rerun {unknown[0]}: no such stage; stages: {', '.join(s.name for s in stages)}")
     results = []
-    for stage in resolve_stages(pipeline):
+    for stage in stages:
         echo(f"== stage {stage.name}: {stage.experiment} -> {stage.run_dir}")
         try:
             experiment = load_experiment(stage.experiment, list(stage.overrides))
         except ValueError as exc:
             raise PipelineError(f"stage {stage.name!r}: {' '.join(str(exc).split())}") from None
-        if stage_finished(stage.run_dir, experiment.config.train.iterations):
+        now = fingerprint(experiment)
+        finished = stage_finished(stage.run_dir, experiment.config.train.iterations)
+        diffs = changed_keys(saved_fingerprint(stage.run_dir), now) if finished else []
+        if finished and diffs and stage.name not in rerun:
+            raise PipelineError(
+                f"stage {stage.name!r} finished earlier under another config ({'; '.join(diffs)}); pass "
+                f"--rerun {stage.name} to run it again (the old run is kept, moved aside), or undo the change")
+        if finished and stage.name not in rerun:
             status = "skipped"
-            echo(f"   finished earlier in {stage.run_dir}; skipping it")
+            echo(f"   finished earlier in {stage.run_dir} with the same config; reusing it")
         else:
-            if stage.run_dir.exists():
+            resume, why = (None, "--rerun") if stage.name in rerun else _resume_point(stage.run_dir, now)
+            if resume is not None:
+                echo(f"   an unfinished attempt was there; resuming it from {resume.name}")
+                experiment = load_experiment(stage.experiment, [*stage.overrides, "train.resume=true"])
+            elif stage.run_dir.exists():
                 aside = set_aside(stage.run_dir)
-                echo(f"   an unfinished attempt was there; kept it as {aside} and starting the stage over")
+                echo(f"   an earlier attempt was there ({why}); kept it as {aside} and starting the stage over")
             code = runner(experiment)
             if code != 0:
                 raise PipelineError(f"stage {stage.name!r} ({stage.experiment}) failed with exit code {code}; "
-                                    f"see {stage.run_dir / 'logs'}; a re-run of the pipeline keeps this attempt "
-                                    "(moved aside with a timestamp) and runs the stage again")
+                                    f"see {stage.run_dir / 'logs'}; a re-run of the pipeline resumes it from its "
+                                    "last checkpoint, or keeps this attempt (moved aside with a timestamp) and "
+                                    "runs the stage again")
             status = "ran"
         accuracy = None
         actor = stage.run_dir / "models" / "actor"

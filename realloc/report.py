@@ -127,4 +127,18 @@ def print_plan(experiment: Experiment, result: Any) -> None:
     console.rule(f"[bold]{experiment.config.name}[/] ({experiment.path.name})")
     console.print(summary_line(experiment), markup=False)
     console.print(f"cost model: {c.profile or c.hardware}, {c.nodes} x {c.devices_per_node} devices", markup=False)
+    line = resampling_line(experiment)
+    if line:
+        console.print(line, markup=False)
     console.print(render_report(result))
+
+
+def resampling_line(experiment: Experiment) -> str:
+    """What the estimates assume of dynamic sampling ('' without it)."""
+    from graph.sampling import dynamic_sampling
+
+    spec = dynamic_sampling(experiment.graph)
+    if spec is None:
+        return ""
+    return (f"dynamic sampling: {', '.join(spec.calls)} priced at {spec.expected_rounds:g} rounds per iteration "
+            f"(graph.train.expected_sampling_rounds; at most {spec.max_rounds})")

@@ -59,7 +59,7 @@ def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: st
     cfg = experiment.config
     d = cfg.data
     if d.path is None and d.generator is None:
-        raise ConfigError("data: set data.path to a JSONL file or data.generator to a built-in generator")
+        raise ConfigError("data: set data.path to a dataset file or data.generator to a built-in generator")
     _check_train_keys(experiment)
     return Job(
         name=cfg.name, graph=experiment.graph, layouts=layouts, data=d,
@@ -69,15 +69,18 @@ def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: st
         fingerprint=fingerprint(experiment), ema_decay=cfg.train.ema_decay,
         ema_models=tuple(cfg.train.ema_models) if cfg.train.ema_decay > 0 else (),
         threads_per_worker=threads_per_worker,
+        eval_every=cfg.train.eval_every,
     )
 
 
 def resume_point(experiment: Experiment, *, world_size: int, plan: Plan | None = None,
                  warn: bool = True) -> tuple[ResumePoint, Plan]:
     """(checkpoint, plan) that `train.resume=true` starts from: the newest complete checkpoint
-    and the run's saved plan.yaml (or `plan`). ConfigError when there is none, or it belongs to
-    another experiment, plan or world size. Prints one line per newer checkpoint skipped."""
-    from runtime.rundir.checkpoints import check_compatible, find_resume_point, plan_layouts
+    and the plan to run: `plan`, else the run's saved plan.yaml when the plan and cluster
+    settings are those the run was started with, else a new plan for the new settings (the
+    checkpoint reshards). ConfigError when there is none, or it belongs to another
+    experiment. Prints one line per newer checkpoint skipped."""
+    from runtime.rundir.checkpoints import check_compatible, find_resume_point
     from runtime.rundir.directory import RunDir
 
     cfg = experiment.config
@@ -85,16 +88,38 @@ def resume_point(experiment: Experiment, *, world_size: int, plan: Plan | None =
     point = find_resume_point(run.checkpoints)
     for line in point.warnings if warn else ():
         print(f"realloc: warning: {line}", file=sys.stderr, flush=True)
-    check_compatible(point.meta, name=point.path.name, world_size=world_size,
-                     fingerprint=fingerprint(experiment), layouts=None)
-    plan = plan if plan is not None else _saved_plan(experiment, run)
-    check_compatible(point.meta, name=point.path.name, world_size=world_size,
-                     fingerprint=fingerprint(experiment), layouts=plan_layouts(plan.layouts))
+    check_compatible(point.meta, name=point.path.name, fingerprint=fingerprint(experiment))
     if point.meta.iteration >= cfg.train.iterations:
         raise ConfigError(f"train.resume: checkpoint {point.path.name} is already at iteration "
                           f"{point.meta.iteration} of train.iterations={cfg.train.iterations}; raise "
                           "train.iterations to train further")
+    if plan is None:
+        changed = _placement_changes(experiment, run)
+        if changed:
+            print(f"realloc: resuming under a new plan ({'; '.join(changed[:3])}): the checkpoint of "
+                  f"{point.meta.world_size} workers is resharded", file=sys.stderr, flush=True)
+            plan = plan_experiment(experiment).plan
+        else:
+            plan = _saved_plan(experiment, run)
     return point, plan
+
+
+def _placement_changes(experiment: Experiment, run: RunDir) -> list[str]:
+    """The plan.* and cluster.* settings that differ from those the run was started with."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from runtime.rundir.checkpoints import differences, flatten
+
+    if not run.config.is_file():
+        return []
+    saved = flatten(yaml.safe_load(run.config.read_text()) or {})
+    now = flatten(OmegaConf.to_container(OmegaConf.structured(experiment.config), resolve=True))
+
+    def placement(flat: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in flat.items() if k.startswith(("plan.", "cluster.")) and k != "cluster.port"}
+
+    return differences(placement(saved), placement(now))
 
 
 def _saved_plan(experiment: Experiment, run: RunDir) -> Plan:
@@ -148,6 +173,7 @@ def prepare_run(experiment: Experiment, *, world_size: int, plan: Plan | None = 
         run.create(resume=True)
         MetricsWriter(run.metrics).truncate_after(point.meta.iteration)
         set_aside_newer(run.checkpoints, point)
+        plan.save(run.plan)  # the plan that runs from here on (the checkpoint records the one before)
         start = point.meta.iteration
     else:
         if plan is None:
@@ -197,7 +223,8 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
     set_worker_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     # checks the config on every rank, before joining
     job = make_job(experiment, dict(plan.layouts), threads_per_worker=plan.threads_per_worker)
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group(backend, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=cfg.cluster.collective_timeout_s))
     box: list[Any] = [None]
     if rank == 0:
         try:
@@ -234,6 +261,7 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
         )
     backend = "nccl" if cfg.cluster.device == "cuda" else "gloo"
     spec = LaunchSpec(nproc_per_node=cfg.cluster.devices_per_node, backend=backend, port=cfg.cluster.port,
+                      collective_timeout_s=cfg.cluster.collective_timeout_s,
                       log_dir=None)
     # what can fail before any work starts, does
     check_devices(spec)
@@ -258,8 +286,28 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
         head, tail = rewards[: max(1, len(rewards) // 5)], rewards[-max(1, len(rewards) // 5):]
         console.print(f"mean reward: first {len(head)} iterations {sum(head) / len(head):.3f}, "
                       f"last {len(tail)} iterations {sum(tail) / len(tail):.3f}")
+    line = sampling_rounds_line(experiment.graph, records)
+    if line:
+        console.print(line, markup=False)
     from realloc.estimate_check import report_estimates
 
     report_estimates(experiment, plan, records, run.root, echo=lambda line: console.print(line, markup=False))
     console.print(f"done: {len(records)} iterations; metrics {run.metrics}, curves {run.curves}")
     return 0
+
+
+def sampling_rounds_line(graph: Any, records: list[dict[str, Any]]) -> str:
+    """Dynamic sampling's measured generation rounds per iteration against the planner's
+    expectation, with the setting that prices the next run by this one ('' without it)."""
+    from graph.sampling import dynamic_sampling
+
+    spec = dynamic_sampling(graph)
+    rounds = [r["dynamic_sampling/rounds"] for r in records if "dynamic_sampling/rounds" in r]
+    if spec is None or not rounds:
+        return ""
+    mean = sum(rounds) / len(rounds)
+    topped = sum(r.get("dynamic_sampling/groups_topped_up", 0.0) for r in records)
+    return (f"dynamic sampling: {mean:.2f} generation rounds per iteration (the plan priced "
+            f"{spec.expected_rounds:g}; set graph.train.expected_sampling_rounds={min(mean, spec.max_rounds):.2f} "
+            f"to price the next run by this one); {topped:g} groups topped up after "
+            f"{spec.max_rounds} rounds")

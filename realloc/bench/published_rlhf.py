@@ -8,8 +8,10 @@ searches a plan with the analytic cost model and prints the estimated seconds pe
 iteration and tokens per second (prompt + response tokens of every sequence, per
 iteration), twice: with the GPU presets as they were before this work (GEMM efficiency
 0.65 A100 / 0.55 H100, decode at 80% of HBM bandwidth, no per-call, per-micro-batch or
-per-decode-step costs) and with today's (docs/gpu-presets.md). The published measured
-throughput is validation only and lives in the doc, never here.
+per-decode-step costs) and with today's (docs/gpu-presets.md); settings whose published GPU
+is unsure are also estimated on the presets in `also_on`. The published measured
+throughput is validation only and lives in the doc, never here; `real_flops_per_iteration`
+is ReaL's FLOP count, which the doc uses to turn ReaL's PetaFLOP/s figure into seconds.
 """
 
 from __future__ import annotations
@@ -61,20 +63,76 @@ class Setting:
     batch: int
     prompt_len: int
     response_len: int
+    also_on: tuple[str, ...] = ()
+    """Other presets to estimate the setting on (today's presets only), where the published hardware is unsure."""
 
 
 SETTINGS = (
+    # DeepSpeed-Chat blog/paper Table 1: step 3, 256-token prompts and 256-token answers; the global batch is
+    # "the largest that fits, at most 1024 pairs" and not stated per row, so 256 here (see the doc).
     Setting(name="DeepSpeed-Chat, OPT-13B + 350M, 8 A100-80G", system="DeepSpeed-Chat", actor="opt-13b",
             critic="opt-350m", gpus=8, hardware="a100-80g", batch=256, prompt_len=256, response_len=256),
+    # The same table, 64 x A100-80G: 1.25 h; at 64 GPUs the 1024-pair cap is 16 per GPU.
+    Setting(name="DeepSpeed-Chat, OPT-13B + 350M, 64 A100-80G", system="DeepSpeed-Chat", actor="opt-13b",
+            critic="opt-350m", gpus=64, hardware="a100-80g", batch=1024, prompt_len=256, response_len=256),
+    # OpenRLHF README "Performance" table: 1024 prompts, 1 PPO epoch, 16 A800-80GB (a100-80g is the nearest
+    # preset); lengths from the repository's 7B Ray PPO script of the time (max 1024 + 1024).
     Setting(name="OpenRLHF, LLaMA-2 7B + 7B, 16 A100-80G", system="OpenRLHF", actor="llama2-7b",
             critic="llama2-7b", gpus=16, hardware="a100-80g", batch=1024, prompt_len=1024, response_len=1024),
     Setting(name="HybridFlow, LLaMA-2 13B + 13B, 32 A100-80G", system="HybridFlow (verl)", actor="llama2-13b",
             critic="llama2-13b", gpus=32, hardware="a100-80g", batch=1024, prompt_len=1024, response_len=1024),
-    Setting(name="ReaLHF, LLaMA-2 7B + 7B, 8 H100", system="ReaLHF", actor="llama2-7b", critic="llama2-7b",
-            gpus=8, hardware="h100-80g", batch=512, prompt_len=128, response_len=896),
-    Setting(name="ReaLHF, LLaMA-2 70B + 7B, 128 H100", system="ReaLHF", actor="llama2-70b", critic="llama2-7b",
-            gpus=128, hardware="h100-80g", batch=512, prompt_len=128, response_len=896),
+    # ReaL(HF) weak-scaling figure: 2**17 tokens per iteration, 128-token prompts, batch 2**17 // (128 + gen).
+    # The GPU type is not confirmed from a stored source (see the doc): also estimated on the A100 preset.
+    Setting(name="ReaLHF, LLaMA-2 7B + 7B, 8 H100, gen 896", system="ReaLHF", actor="llama2-7b",
+            critic="llama2-7b", gpus=8, hardware="h100-80g", batch=128, prompt_len=128, response_len=896,
+            also_on=("a100-80g",)),
+    Setting(name="ReaLHF, LLaMA-2 7B + 7B, 8 H100, gen 128", system="ReaLHF", actor="llama2-7b",
+            critic="llama2-7b", gpus=8, hardware="h100-80g", batch=512, prompt_len=128, response_len=128,
+            also_on=("a100-80g",)),
+    # "Scale Actor": actor and reference 70B, critic and reward 7B, at 64 GPUs.
+    Setting(name="ReaLHF, LLaMA-2 70B + 7B, 64 H100, gen 896", system="ReaLHF", actor="llama2-70b",
+            critic="llama2-7b", gpus=64, hardware="h100-80g", batch=128, prompt_len=128, response_len=896,
+            also_on=("a100-80g",)),
+    Setting(name="ReaLHF, LLaMA-2 70B + 7B, 64 H100, gen 128", system="ReaLHF", actor="llama2-70b",
+            critic="llama2-7b", gpus=64, hardware="h100-80g", batch=512, prompt_len=128, response_len=128,
+            also_on=("a100-80g",)),
+    # "Scale Both": all four models 70B, at 128 GPUs (the docs' full-training-time table uses gen 128).
+    Setting(name="ReaLHF, LLaMA-2 70B x4, 128 H100, gen 128", system="ReaLHF", actor="llama2-70b",
+            critic="llama2-70b", gpus=128, hardware="h100-80g", batch=512, prompt_len=128, response_len=128,
+            also_on=("a100-80g",)),
 )
+
+
+def real_flops_per_iteration(actor: str, critic: str, batch: int, prompt_len: int, gen_len: int) -> float:
+    """FLOPs of one PPO iteration as ReaL(HF) counts them, to turn its PetaFLOP/s figure into seconds.
+
+    ReaL's throughput figure plots FLOPs / iteration time, with FLOPs counted as in its
+    repository's plotting script (docs/published-rlhf.md has the source): dense projections
+    (4 h^2 per token and layer, no grouped-query saving), 2 s h attention per token, 3 h f
+    MLP, 2 h V head, all x2 for multiply-add; generation = a prompt forward plus one token
+    per step attending to the prefix; forwards of critic, reference (actor-sized) and reward
+    (critic-sized) over prompt + generation; training of actor and critic at 4 forwards
+    (backward x2 plus recomputation). Every sequence has exactly prompt_len + gen_len tokens.
+    """
+
+    def dims(name: str) -> tuple[int, int, int, int]:
+        a = ARCH[name]
+        return a.num_layers, a.hidden_size, a.ffn_hidden_size, a.vocab_size
+
+    def forward(name: str, seqlen: int) -> float:
+        layers, h, f, v = dims(name)
+        tokens = batch * seqlen
+        attn = batch * seqlen**2 * h
+        return 2 * layers * (4 * tokens * h * h + 2 * attn + 3 * tokens * h * f) + 4 * tokens * v * h
+
+    layers, h, f, v = dims(actor)
+    # step i attends to prompt_len + i cached tokens plus itself, for each of `batch` sequences
+    attended = batch * (gen_len * (prompt_len + 1) + gen_len * (gen_len - 1) // 2)
+    decode = (2 * layers * (gen_len * batch * (4 * h * h + 3 * h * f) + 2 * attended * h)
+              + 4 * gen_len * batch * v * h)
+    seq = prompt_len + gen_len
+    return (forward(actor, prompt_len) + decode + forward(critic, seq) + forward(actor, seq)
+            + forward(critic, seq) + 4 * (forward(actor, seq) + forward(critic, seq)))
 
 
 def old_preset(name: str) -> HardwareSpec:
@@ -129,14 +187,18 @@ def main() -> None:
         t0 = time.perf_counter()
         before = estimate(s, old_preset(s.hardware), args.budget)
         after = estimate(s, preset(s.hardware), args.budget)
-        rows.append({"setting": s.name, **dataclasses.asdict(s), "before": before, "after": after})
+        also = {hw: estimate(s, preset(hw), args.budget) for hw in s.also_on}
+        rows.append({"setting": s.name, **dataclasses.asdict(s), "before": before, "after": after,
+                     **({"after_on": also} if also else {})})
         if after.get("no_plan") or before.get("no_plan"):
             print(f"{s.name}: no feasible plan: {after.get('no_plan') or before.get('no_plan')}", flush=True)
             continue
         print(f"{s.name}: before {before['iteration_s']} s/iter ({before['tokens_per_s']} tok/s), "
               f"now {after['iteration_s']} s/iter ({after['tokens_per_s']} tok/s, "
-              f"{after['tokens_per_s_per_gpu']} per GPU; generation {after['generate_s']} s) "
-              f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+              f"{after['tokens_per_s_per_gpu']} per GPU; generation {after['generate_s']} s)"
+              + "".join(f"; on {hw}: {e['iteration_s']} s/iter ({e['tokens_per_s']} tok/s)"
+                        for hw, e in also.items())
+              + f" [{time.perf_counter() - t0:.0f} s]", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

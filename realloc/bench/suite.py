@@ -215,6 +215,19 @@ def _run_engine(quick: bool, note: Note) -> dict[str, Any]:
     return {"sizes": out}
 
 
+def _run_checkpoint(quick: bool, note: Note) -> dict[str, Any]:
+    from realloc.bench.checkpoint import measure
+
+    note("checkpoint: save/load vs raw write/read on 2 workers")
+    return measure(quick=quick)
+
+
+def _render_checkpoint(data: Mapping[str, Any]) -> list[str]:
+    from realloc.bench.checkpoint import render
+
+    return render(dict(data))
+
+
 def _run_validation(quick: bool, note: Note) -> dict[str, Any]:
     try:
         from realloc.bench.validate_cost_model import run_validation
@@ -396,6 +409,8 @@ SECTIONS: tuple[Section, ...] = (
             render=_render_realloc),
     Section(name="peer", title="End to end vs TRL (GRPO)", run=_run_peer, render=_render_peer),
     Section(name="engine", title="Engine vs transformers at equal threads", run=_run_engine, render=_render_engine),
+    Section(name="checkpoint", title="Checkpoints: save/load throughput and memory vs raw I/O",
+            run=_run_checkpoint, render=_render_checkpoint),
     Section(name="validation", title="Cost model vs measured times", run=_run_validation,
             render=_render_validation),
 )

@@ -85,8 +85,8 @@ def dataset_payloads(fmt: str, records: Sequence[Record], ids: Sequence[int],
     """Payloads of the dataset keys of format `fmt` for one batch of records."""
     bos, eos = [tok.bos_id], [tok.eos_id]
     ids = tuple(ids)
-    if fmt in ("prompts", "prompts_with_answers"):
-        prompts = [bos + tok.encode(r.prompt) for r in records]
+    if fmt in ("prompts", "prompts_with_answers"):  # fitted prompts carry their ids (runtime.data.prompts)
+        prompts = [list(r.prompt_ids) if r.prompt_ids is not None else bos + tok.encode(r.prompt) for r in records]
         out: dict[str, Payload] = {"prompts": SeqBatch.from_lists(prompts, [len(p) for p in prompts], ids=list(ids),
                                                                  pad_id=tok.pad_id)}
         if fmt == "prompts_with_answers":

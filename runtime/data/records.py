@@ -1,6 +1,8 @@
-"""Training data: JSONL datasets and the built-in generated tasks. Pure Python.
+"""Training data: dataset files and the built-in generated tasks. Pure Python.
 
-Record formats (one JSON object per line; graph.dataset_keys owns them and the keys each feeds):
+Files (`read_dataset`): JSONL (read line by line here, so errors name the line), and JSON,
+CSV, parquet or a `datasets` saved directory, read with the `datasets` library
+(`runtime.data.files`). Record formats (graph.dataset_keys owns them and the keys each feeds):
 
 | format | fields |
 |---|---|
@@ -8,6 +10,10 @@ Record formats (one JSON object per line; graph.dataset_keys owns them and the k
 | prompts_with_answers | prompt, answer |
 | prompt_answer | prompt, answer |
 | preference | prompt, chosen, rejected |
+
+The prompt column is `prompt`, or the one `data.prompt_key` names; it holds a string or a
+list of chat messages (`{"role": ..., "content": ...}`). Every other column of a row travels
+with its record (`Record.columns`) to user reward functions.
 
 The built-in generator `arithmetic` makes small verifiable problems ("12+7=" -> "19"):
 prompts with answers for RL, prompt/answer pairs for SFT, and chosen/rejected pairs
@@ -18,9 +24,10 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from graph.dataset_keys import dataset_format
 from graph.errors import UserError
@@ -37,14 +44,18 @@ class Record:
 
     index: int
     """Position in the dataset (stable sample id)."""
-    prompt: str
-    """The prompt text."""
+    prompt: Any
+    """The prompt: a string, or a list of chat messages ({"role", "content"} dicts)."""
     answer: str = ""
     """Reference answer (verifiable tasks, SFT targets)."""
     chosen: str = ""
     """Preferred response (preference data)."""
     rejected: str = ""
     """Dispreferred response (preference data)."""
+    columns: Mapping[str, Any] = field(default_factory=dict)
+    """The row's columns other than the prompt (reward functions receive them)."""
+    prompt_ids: tuple[int, ...] | None = None
+    """The tokenised prompt once fitted to data.max_prompt_len (runtime.data.prompts); None: not yet."""
 
 
 def _check_format(fmt: str) -> tuple[str, ...]:
@@ -52,13 +63,8 @@ def _check_format(fmt: str) -> tuple[str, ...]:
     return dataset_format(fmt).fields
 
 
-def read_jsonl(path: str | Path, fmt: str) -> list[Record]:
-    """Read a JSONL dataset, naming the line and field of any bad record."""
-    fields = _check_format(fmt)
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"dataset {str(p)!r} does not exist; set data.path to a JSONL file")
-    records = []
+def _jsonl_rows(p: Path) -> list[tuple[str, Any]]:
+    rows = []
     with p.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -67,17 +73,70 @@ def read_jsonl(path: str | Path, fmt: str) -> list[Record]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            for name in fields:
-                if name not in obj:
-                    raise DataError(f"{p}:{lineno}: missing field {name!r} (format {fmt!r} needs {', '.join(fields)})")
-                if not isinstance(obj[name], str):
-                    raise DataError(f"{p}:{lineno}: field {name!r} must be a string, got {type(obj[name]).__name__}")
-            records.append(Record(index=len(records), **{k: obj[k] for k in fields}))
+            rows.append((f"{p}:{lineno}", obj))
+    return rows
+
+
+def is_messages(value: Any) -> bool:
+    """Whether `value` is a list of chat messages: dicts with string `role` and `content`."""
+    return (isinstance(value, list | tuple) and len(value) > 0
+            and all(isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                    for m in value))
+
+
+def _record(where: str, obj: Any, index: int, fmt: str, fields: tuple[str, ...], prompt_key: str) -> Record:
+    if not isinstance(obj, Mapping):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    values: dict[str, Any] = {}
+    for name in fields:
+        key = prompt_key if name == "prompt" else name
+        if key not in obj or obj[key] is None:
+            hint = " (set data.prompt_key to the prompt's column)" if name == "prompt" else ""
+            raise DataError(f"{where}: missing field {key!r} (format {fmt!r} needs "
+                            f"{', '.join(prompt_key if f == 'prompt' else f for f in fields)}){hint}")
+        value = obj[key]
+        if name == "prompt" and not isinstance(value, str):
+            if not is_messages(value):
+                raise DataError(f"{where}: field {key!r} must be a string or a list of chat messages "
+                                f"{{role, content}}, got {type(value).__name__}")
+            value = [{"role": m["role"], "content": m["content"]} for m in value]
+        elif name == "answer" and fmt == "prompts_with_answers" and isinstance(value, int | float) \
+                and not isinstance(value, bool):
+            value = str(value)
+        elif name != "prompt" and not isinstance(value, str):
+            raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+        values[name] = value
+    columns = {k: v for k, v in obj.items() if k != prompt_key}
+    return Record(index=index, columns=columns, **values)
+
+
+def read_dataset(path: str | Path, fmt: str, *, prompt_key: str = "prompt") -> list[Record]:
+    """Read a dataset file (JSONL, JSON, CSV, parquet) or a `datasets` saved directory,
+    naming the file, the line or row, and the field of any bad record."""
+    fields = _check_format(fmt)
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"dataset {str(p)!r} does not exist; set data.path to a JSONL, JSON, CSV or "
+                        "parquet file or a `datasets` saved directory")
+    if p.is_file() and p.suffix == ".jsonl":
+        rows = _jsonl_rows(p)
+    else:
+        # the `datasets` library, imported only when needed
+        from runtime.data.files import read_rows
+
+        rows = read_rows(p)
+    if fmt not in ("prompts", "prompts_with_answers") and prompt_key != "prompt":
+        raise DataError(f"data.prompt_key={prompt_key!r} applies to the formats prompts and "
+                        f"prompts_with_answers, not {fmt!r}")
+    records = [_record(where, obj, i, fmt, fields, prompt_key) for i, (where, obj) in enumerate(rows)]
     if not records:
         raise DataError(f"dataset {str(p)!r} has no records")
     return records
+
+
+def read_jsonl(path: str | Path, fmt: str) -> list[Record]:
+    """Read a JSONL dataset, naming the line and field of any bad record."""
+    return read_dataset(path, fmt)
 
 
 def write_jsonl(records: Sequence[Record], path: str | Path, fmt: str) -> Path:
@@ -128,9 +187,10 @@ def _arithmetic_records(fmt: str, num_records: int, seed: int, *, max_value: int
         if fmt == "preference":
             near = (value - 2, value - 1, value + 1, value + 2)
             wrong = rng.choice([v for v in near if v >= 0 and len(str(v)) <= len(str(max_value))])
-            out.append(Record(index=i, prompt=prompt, chosen=answer, rejected=str(wrong)))
+            out.append(Record(index=i, prompt=prompt, chosen=answer, rejected=str(wrong),
+                              columns={"chosen": answer, "rejected": str(wrong)}))
         else:
-            out.append(Record(index=i, prompt=prompt, answer=answer))
+            out.append(Record(index=i, prompt=prompt, answer=answer, columns={"answer": answer}))
     return out
 
 
@@ -147,12 +207,12 @@ def arithmetic_1digit(fmt: str, num_records: int, seed: int) -> list[Record]:
 
 
 def load_records(*, fmt: str, path: str | None, generator: str | None, num_records: int,
-                 seed: int) -> list[Record]:
+                 seed: int, prompt_key: str = "prompt") -> list[Record]:
     """The experiment's records: from `path` if given, else from `generator`."""
     if path is not None:
-        return read_jsonl(path, fmt)
+        return read_dataset(path, fmt, prompt_key=prompt_key)
     if generator is None:
-        raise DataError("data: set data.path to a JSONL file or data.generator to a built-in generator")
+        raise DataError("data: set data.path to a dataset file or data.generator to a built-in generator")
     return generate(generator, fmt, num_records, seed)
 
 

@@ -34,7 +34,17 @@ class DataConfig:
     format: str = "prompts_with_answers"
     """Record format: prompts, prompts_with_answers, prompt_answer or preference."""
     path: str | None = None
-    """JSONL file of records; null uses the generator."""
+    """Dataset: a JSONL, JSON, CSV or parquet file or a `datasets` saved directory; null uses the generator."""
+    prompt_key: str = "prompt"
+    """Column holding the prompt: a string or a list of chat messages ({role, content})."""
+    max_prompt_len: int | None = None
+    """Longest prompt in tokens (after the chat template); longer ones are dropped or truncated (overlong_prompts)."""
+    overlong_prompts: str = "drop"
+    """What happens to prompts over max_prompt_len: drop (counted in the log) or truncate (keeps the last tokens)."""
+    chat_template: bool = True
+    """Put prompts through the tokenizer's chat template when it has one (false: plain BOS + text)."""
+    eval_path: str | None = None
+    """Validation dataset (same format and columns as path), scored every train.eval_every iterations."""
     generator: str | None = "arithmetic"
     """Built-in generator of a verifiable task, used when path is null."""
     num_records: int = 512

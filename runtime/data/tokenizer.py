@@ -6,6 +6,7 @@ Both expose the same small surface (`encode`, `decode`, `pad_id`, `bos_id`, `eos
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +27,11 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: list[int]) -> str: ...
+
+    @property
+    def has_chat_template(self) -> bool: ...
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,15 @@ class CharTokenizer:
             if i >= len(SPECIALS):
                 out.append(CHARS[i - len(SPECIALS)] if i - len(SPECIALS) < len(CHARS) else "")
         return "".join(out)
+
+    @property
+    def has_chat_template(self) -> bool:
+        """The character tokenizer has none."""
+        return False
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> list[int]:
+        raise UserError("the character tokenizer has no chat template; give string prompts or a HF tokenizer "
+                        "with a chat template (data.tokenizer)")
 
 
 _CHAR_TO_ID = {ch: i + len(SPECIALS) for i, ch in enumerate(CHARS)}
@@ -90,6 +105,17 @@ class HFTokenizer:
         if self.eos_id in ids:
             ids = ids[: ids.index(self.eos_id)]
         return self._tok.decode(ids, skip_special_tokens=True)
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer carries a chat template."""
+        return bool(getattr(self._tok, "chat_template", None))
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> list[int]:
+        """Ids of `messages` through the chat template, ending with the assistant's turn opened."""
+        out = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = out["input_ids"] if isinstance(out, Mapping) else out
+        return [int(i) for i in ids]
 
 
 def load_tokenizer(name: str, vocab_size: int | None = None) -> Tokenizer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -158,6 +159,24 @@ def lr_at(step: int, *, lr: float, warmup_steps: int, schedule: str, total_steps
     return lr * (min_ratio + (1.0 - min_ratio) * decay)
 
 
+@dataclass(frozen=True, kw_only=True)
+class OptimizerShard:
+    """One main-param shard of the distributed optimizer on this rank."""
+
+    param: torch.nn.Parameter
+    """The model parameter (TP-local, as the engine holds it)."""
+    main: torch.Tensor
+    """The fp32 main parameter: flat, `stop - start` elements."""
+    start: int
+    """First element of `param.view(-1)` this shard covers."""
+    stop: int
+    """One past the last."""
+    inner: Any
+    """The torch optimizer whose `state[main]` holds the Adam moments."""
+    aliases_param: bool
+    """True when `main` is a view of the model parameter (fp32 training): saving the weights saves it."""
+
+
 class Trainer:
     """Megatron DDP + distributed optimizer + LR schedule for one engine."""
 
@@ -230,6 +249,23 @@ class Trainer:
         for part in getattr(opt, "chained_optimizers", [opt]):
             for group in part.optimizer.param_groups:
                 out.extend((part.optimizer, p) for p in group["params"])
+        return out
+
+    def optimizer_shards(self) -> list[OptimizerShard]:
+        """Where every main-param shard of this rank sits in its model parameter: the
+        distributed optimizer owns the flat range [start, stop) of each (TP-local) parameter
+        on this DP rank. Checkpoints reshard the optimizer state by these ranges."""
+        out = []
+        for part in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            pairs = [(m, s) for models, mains in zip(part.model_float16_groups, part.shard_fp32_from_float16_groups)
+                     for m, s in zip(models, mains)]
+            pairs += [(m, s) for models, mains in zip(part.model_fp32_groups, part.shard_fp32_groups)
+                      for m, s in zip(models, mains)]
+            for model_param, main in pairs:
+                rng = part._get_model_param_range_map(model_param)["param"]
+                aliases = main.untyped_storage().data_ptr() == model_param.untyped_storage().data_ptr()
+                out.append(OptimizerShard(param=model_param, main=main, start=rng.start, stop=rng.end,
+                                          inner=part.optimizer, aliases_param=aliases))
         return out
 
     def state_dict(self) -> dict[str, Any]:

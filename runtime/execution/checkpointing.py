@@ -46,16 +46,21 @@ class Checkpointer:
         return Trainer(engine, call.args, total_steps=self.job.iterations)
 
     def restore(self, path: Path) -> tuple[int, list[dict[str, Any]]]:
-        """Load the checkpoint at `path` into this rank's engines; returns the data position to
-        continue from and (rank 0) the metrics records up to the checkpoint."""
+        """Load the checkpoint at `path` into this rank's engines (whatever plan and world
+        size wrote it; world-collective); returns the data position to continue from and
+        (rank 0) the metrics records up to the checkpoint."""
+        start = time.perf_counter()
         meta = checkpoints.CheckpointMeta.from_json((path / checkpoints.META).read_text())
-        state = rank_state.read_rank_file(path / checkpoints.rank_file(self.rank))
-        rank_state.restore(state, self.engines, self.trained, self._make_trainer)
+        rank_state.restore(path, meta, self.engines, self.trained, self._make_trainer, rank=self.rank,
+                           world_size=self.world_size)
         history: list[dict[str, Any]] = []
         if self.rank == 0:
             history = [r for r in read_metrics(Path(self.job.run_dir) / "metrics.jsonl")
                        if int(r.get("iteration", 0)) <= meta.iteration]
-            print(f"rank 0: resumed from {path} (iteration {meta.iteration})", flush=True)
+            how = "" if meta.world_size == self.world_size and meta.layouts == checkpoints.plan_layouts(
+                self.job.layouts) else f", resharded from {meta.world_size} workers and its plan"
+            print(f"rank 0: resumed from {path} (iteration {meta.iteration}{how}) in "
+                  f"{time.perf_counter() - start:.2f} s", flush=True)
         return meta.data_position, history
 
     def save_due(self, iteration: int) -> bool:
@@ -66,9 +71,8 @@ class Checkpointer:
     def save(self, iteration: int, layouts: dict[str, Layout]) -> None:
         """Write RUN_DIR/checkpoints/iter_NNNNNN (world-collective)."""
         start = time.perf_counter()
-        state = rank_state.collect(self.engines, self.trained)
         path = rank_state.save_checkpoint(
-            Path(self.job.run_dir) / "checkpoints", iteration, state, rank=self.rank,
+            Path(self.job.run_dir) / "checkpoints", iteration, self.engines, self.trained, rank=self.rank,
             world_size=self.world_size, fingerprint=self.job.fingerprint,
             layouts=checkpoints.plan_layouts(layouts), keep=self.job.keep_checkpoints)
         if path is not None:

@@ -15,7 +15,7 @@ table below must cover every member, which a test checks).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch.distributed as dist
@@ -23,16 +23,19 @@ import torch.distributed as dist
 from graph.dataflow import DataflowGraph
 from graph.placement.layout import Layout
 from graph.placement.transfer import TransferPlan, plan_transfer
-from graph.spec import Call, ModelSpec
+from graph.spec import Call, CallKind, ModelSpec
 from runtime.data.binding import Payload, assemble_inputs, extract_outputs, side_inputs
+from runtime.data.records import Record
 from runtime.data.tokenizer import Tokenizer
 from runtime.engine import platform
 from runtime.execution.engines import EngineSet, local_shards
+from runtime.execution.evaluation import evaluate, reward_call
 from runtime.execution.job import Job
 from runtime.execution.metrics import IterationLog
 from runtime.execution.program import Step, StepKind, placement
 from runtime.execution.reallocation import StagingPool, execute_transfer
 from runtime.interfaces import CallContext, run_interface
+from runtime.rewards.functions import load_functions
 
 Handler = Callable[[Step, dict[str, Payload], int, IterationLog], None]
 
@@ -49,6 +52,13 @@ class StepDispatcher:
         # comes from the platform, not from whether this rank holds an engine
         self.dtype_bytes = 2 if platform.has_cuda() else 4
         self.staging = StagingPool()
+        # the user's reward functions, loaded once per worker (the front door checked them)
+        self.reward_functions = {role: tuple(load_functions(m.functions))
+                                 for role, m in self.graph.models.items() if m.functions}
+        self.rows: Mapping[int, Record] = {}
+        """This iteration's dataset records by prompt id (the worker sets them)."""
+        self.eval_records: list[Record] | None = None
+        """Validation records to score after this iteration's generate call; None: not this iteration."""
 
     HANDLERS: dict[StepKind, str] = {
         StepKind.REALLOC: "_reallocate",
@@ -106,7 +116,9 @@ class StepDispatcher:
         engine = self.engines.get(call.model, layout)
         ctx = CallContext(eos_ids=(self.tok.eos_id,), decode=self.tok.decode, rule=model.rule,
                           seed=self.job.seed, step=it, total_steps=self.job.iterations,
-                          micro_batches=layout.micro_batches, side_inputs=side_inputs(call, payloads))
+                          micro_batches=layout.micro_batches, side_inputs=side_inputs(call, payloads),
+                          reward_functions=self.reward_functions.get(call.model, ()),
+                          reward_time_limit_s=model.time_limit_s, rows=self.rows)
         batch = assemble_inputs(call, payloads)
         start = time.perf_counter()
         result = run_interface(call.interface, engine, batch, call.args, ctx)
@@ -114,6 +126,15 @@ class StepDispatcher:
         payloads.update(extract_outputs(call, result))
         if self.rank == layout.mesh.devices[0]:
             log.record_call(call, result, elapsed, payloads)
+        if self.eval_records is not None and call.kind is CallKind.GENERATE and call.inputs[0] == "prompts":
+            scorer = reward_call(self.graph)
+            functions = self.reward_functions.get(scorer.model, ()) if scorer is not None else ()
+            stats = evaluate(graph=self.graph, call=call, engine=engine, records=self.eval_records,
+                             fmt=self.job.data.format, tok=self.tok, ctx=ctx, reward_functions=functions,
+                             score=self.rank == layout.mesh.devices[0])
+            self.eval_records = None  # once per iteration
+            if stats:
+                log.stats["eval"] = stats
 
     def _free(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
         call = self.graph.call(step.call)

@@ -49,3 +49,5 @@ class Job:
     """Roles whose home engine keeps an EMA of its weights."""
     threads_per_worker: int = 0
     """Torch threads of every worker, from the plan (0: leave the launcher's equal share)."""
+    eval_every: int = 0
+    """Score data.eval_path's prompts every N iterations (0: never); see runtime.execution.evaluation."""

@@ -34,20 +34,41 @@ class IterationLog:
     realloc_bytes: int = 0
     freed_bytes: int = 0
     elapsed_s: float = 0.0
+    runs: dict[str, int] = field(default_factory=dict)
+    """Times each call ran this iteration (more than once: dynamic sampling's rounds)."""
 
     def record_call(self, call: Call, result: Any, elapsed: float, payloads: Mapping[str, Payload]) -> None:
-        """Note a call's time, its statistics and the rewards / response lengths it produced."""
-        self.call_time_s[call.name] = elapsed
+        """Note a call's time, its statistics and the rewards / response lengths it produced.
+
+        A call that runs several times an iteration (dynamic sampling's rounds, on batches of
+        one size) reports its total time and the mean of its statistics over the runs."""
+        k = self.runs[call.name] = self.runs.get(call.name, 0) + 1
+        self.call_time_s[call.name] = self.call_time_s.get(call.name, 0.0) + elapsed
+
+        def mean(old: float | None, new: float) -> float:
+            return new if old is None else old + (new - old) / k
+
+        stats: dict[str, float] = {}
         if isinstance(result, dict):
-            self.stats[call.name] = {k: float(v) for k, v in result.items()}
-        elif "accuracy" in getattr(result, "seq_fields", {}):  # a rule's exact-match rate
-            self.stats[call.name] = {"accuracy": float(result.seq_fields["accuracy"].float().mean())}
+            stats = {key: float(v) for key, v in result.items()}
+        else:
+            fields = getattr(result, "seq_fields", {})
+            if "accuracy" in fields:  # a rule's exact-match rate
+                stats["accuracy"] = float(fields["accuracy"].float().mean())
+            for name, values in fields.items():  # each reward function's mean over the samples it scored
+                if name.startswith("reward_"):
+                    scored = values.float()[~values.float().isnan()]
+                    stats[name] = float(scored.mean()) if scored.numel() else float("nan")
+        if stats:
+            old = self.stats.get(call.name, {})
+            self.stats[call.name] = {key: mean(old.get(key), v) for key, v in stats.items()}
         for key, role in zip(call.outputs, get_interface(call.interface).outputs):
             payload = payloads[key]
             if role == "rewards" and isinstance(payload, Field):
-                self.rewards[call.name] = float(payload.values.float().mean())
+                self.rewards[call.name] = mean(self.rewards.get(call.name), float(payload.values.float().mean()))
             if role == "sequences" and not isinstance(payload, Field):
-                self.response_len[call.name] = float((payload.seq_lens - payload.prompt_lens).float().mean())
+                lens = float((payload.seq_lens - payload.prompt_lens).float().mean())
+                self.response_len[call.name] = mean(self.response_len.get(call.name), lens)
 
 
 def merge_logs(it: int, logs: list[IterationLog]) -> dict[str, Any]:

@@ -32,8 +32,10 @@ from typing import Any
 import torch
 
 from graph.dataset_keys import PTX_KEY
+from graph.sampling import dynamic_sampling
 from runtime.data.binding import Payload, dataset_payloads, ptx_payloads
-from runtime.data.records import Record, batch_at, batches, load_records
+from runtime.data.prompts import fit_prompts
+from runtime.data.records import DataError, Record, batch_at, batches, load_records
 from runtime.data.tokenizer import load_tokenizer
 from runtime.engine import platform
 from runtime.execution.checkpointing import Checkpointer
@@ -42,7 +44,11 @@ from runtime.execution.engines import EngineSet
 from runtime.execution.job import Job
 from runtime.execution.launch import WorkerContext, equal_share
 from runtime.execution.metrics import IterationLog, MetricsReporter
-from runtime.execution.program import Step, compile_iteration, rank_program
+from runtime.execution.program import compile_iteration, rank_program
+from runtime.execution.sampling import Resampler, split_program
+
+REFILL_IDS = 1 << 40
+"""First prompt id of dynamic sampling's refill rounds: above any iteration's own ids."""
 
 
 class Worker:
@@ -62,17 +68,30 @@ class Worker:
         vocab = min((m.arch.vocab_size for m in self.graph.models.values() if m.arch is not None), default=None)
         self.tok = load_tokenizer(job.data.tokenizer, vocab)
         d = job.data
-        self.records = load_records(fmt=d.format, path=d.path, generator=d.generator,
-                                    num_records=d.num_records, seed=d.seed)
+        self.records = self._fit(load_records(fmt=d.format, path=d.path, generator=d.generator,
+                                              num_records=d.num_records, seed=d.seed, prompt_key=d.prompt_key),
+                                 "data.path" if d.path else "data.generator")
+        self.eval_records: list[Record] | None = None
+        if d.eval_path is not None and job.eval_every > 0:
+            self.eval_records = self._fit(load_records(fmt=d.format, path=d.eval_path, generator=None, num_records=0,
+                                                       seed=d.seed, prompt_key=d.prompt_key), "data.eval_path")
         p = d.ptx
         self.ptx_records: list[Record] | None = None if p is None else load_records(
             fmt=p.format, path=p.path, generator=p.generator, num_records=p.num_records, seed=p.seed)
-        self.programs: dict[bool, tuple[Step, ...]] = {
+        self.programs: dict[bool, Any] = {
             first: rank_program(compile_iteration(self.graph, job.layouts, world_size=ctx.world_size,
                                                   first=first, free_replicas=job.free_replicas), self.rank)
             for first in (True, False)
         }
         self.dispatcher = StepDispatcher(job, self.engines, self.tok, rank=self.rank)
+        self.resampler: Resampler | None = None
+        spec = dynamic_sampling(self.graph)
+        if spec is not None:  # DAPO: the sampling calls run in rounds (runtime.execution.sampling)
+            self.programs = {first: split_program(steps, spec.calls) for first, steps in self.programs.items()}
+            keys = set(self.graph.dataset_keys) - {PTX_KEY}
+            keys.update(k for name in spec.calls for k in self.graph.call(name).outputs)
+            self.resampler = Resampler(spec, rewards_rank=job.layouts[spec.rewards_call].mesh.devices[0],
+                                       num_prompts=dataset_batch_size(job), keys=frozenset(keys))
         self.checkpointer = Checkpointer(job, self.engines, rank=self.rank, world_size=ctx.world_size)
         self.checkpointer.attach_ema()
         self.start = 0
@@ -82,6 +101,22 @@ class Worker:
         self.reporter = MetricsReporter(graph=self.graph, rank=self.rank, world_size=ctx.world_size,
                                         run_dir=Path(job.run_dir), name=job.name, iterations=job.iterations,
                                         plot_every=job.plot_every, start=self.start, history=history)
+
+    def _fit(self, records: list[Record], key: str) -> list[Record]:
+        """Prompts through the chat template and data.max_prompt_len (runtime.data.prompts); the
+        count of dropped prompts goes to the log."""
+        d = self.job.data
+        if d.format not in ("prompts", "prompts_with_answers"):
+            return records
+        kept, dropped = fit_prompts(records, self.tok, chat_template=d.chat_template, max_len=d.max_prompt_len,
+                                    overlong=d.overlong_prompts)
+        if dropped and self.rank == 0:
+            print(f"{key}: dropped {dropped} of {len(records)} prompts longer than data.max_prompt_len="
+                  f"{d.max_prompt_len} tokens (data.overlong_prompts=truncate keeps them, cut)", flush=True)
+        if not kept:
+            raise DataError(f"{key}: every prompt is longer than data.max_prompt_len={d.max_prompt_len} tokens; "
+                            "raise it or set data.overlong_prompts=truncate")
+        return kept
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -97,10 +132,32 @@ class Worker:
         # every rank builds the dataset keys itself
         payloads: dict[str, Payload] = dict(dataset_payloads(self.job.data.format, records, ids, self.tok))
         payloads.update(self._ptx_payloads(it))
-        for step in self.programs[it == 0]:
+        self.dispatcher.rows = dict(zip(ids, records))
+        due = self.eval_records is not None and it % self.job.eval_every == 0
+        self.dispatcher.eval_records = self.eval_records if due else None
+        steps = self.programs[it == 0]
+        if self.resampler is not None:
+            sampling, steps = steps
+            payloads = self.resampler.run(sampling, payloads, log,
+                                          lambda step, p: self.dispatcher.run(step, p, it, log),
+                                          lambda r: self._refill_payloads(it, r, len(indices)))
+        for step in steps:
             self.dispatcher.run(step, payloads, it, log)
         log.elapsed_s = time.perf_counter() - start
         self.reporter.report(it, log)
+
+    def _refill_payloads(self, it: int, r: int, size: int) -> dict[str, Payload]:
+        """Dataset payloads of refill round r >= 1 of iteration `it` (dynamic sampling): records
+        from a stream of their own, with prompt ids from REFILL_IDS up."""
+        assert self.resampler is not None
+        rounds = self.resampler.spec.max_rounds
+        indices = batch_at(len(self.records), size, self.job.data.seed + 7919 * r, it)
+        base = REFILL_IDS + (it * (rounds - 1) + (r - 1)) * size  # fixed: a resumed run draws alike
+        records = [self.records[i] for i in indices]
+        ids = [base + j for j in range(size)]
+        # reward functions read the refill samples' columns too
+        self.dispatcher.rows = {**self.dispatcher.rows, **dict(zip(ids, records))}
+        return dict(dataset_payloads(self.job.data.format, records, ids, self.tok))
 
     def _ptx_payloads(self, it: int) -> dict[str, Payload]:
         """The ptx key of iteration `it`: as many ptx records as the call reading them trains on."""

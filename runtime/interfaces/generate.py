@@ -212,13 +212,18 @@ def _generate_local(engine: ModelEngine, prompts: SeqBatch, args: GenerateArgs, 
         lp = torch.zeros(b)
         if logits is not None:
             full = logits.float()[:, : engine.arch.vocab_size].cpu()  # gathered over TP
+            # the recorded log-prob is the model's own distribution at the temperature, the one the
+            # losses and the reference recompute: min_new_tokens (like top-k/top-p) only shapes the draw
+            model = full
             if args.min_new_tokens and len(eos):
                 early = generated < args.min_new_tokens
-                full[early.nonzero().squeeze(-1)[:, None], eos[None, :]] = float("-inf")
+                if bool(early.any()):
+                    full = full.clone()
+                    full[early.nonzero().squeeze(-1)[:, None], eos[None, :]] = float("-inf")
             uniforms = uniforms_at(keys, cur)
             picked = sample_next(full, args, uniforms)
             temp = 1.0 if args.greedy else args.temperature
-            lp = torch.log_softmax(full / temp, dim=-1).gather(-1, picked[:, None]).squeeze(-1)
+            lp = torch.log_softmax(model / temp, dim=-1).gather(-1, picked[:, None]).squeeze(-1)
         if engine.layout.pp > 1:
             both = torch.cat([picked.double(), lp.double()])
             dist.broadcast(both, src=last_pp, group=engine.pgc.pp)

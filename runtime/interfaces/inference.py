@@ -4,21 +4,33 @@ Output fields (see runtime.data.batch for the alignment):
 * logprobs -> token field `logprobs` (or the key given by the caller's rename);
 * values -> token field `values`: values[b, t] = V(tokens[:t]), read at position t-1;
 * reward_model -> sequence field `rewards`: the value head at each sequence's last token;
-* rule_reward -> sequence field `rewards` from a rule in `runtime.rewards.rules`.
+* advantage_model -> sequence field `rewards`: the head at the last token minus the head at
+  the last prompt token (the Advantage Model's a(x, y) = r(x, y) - b(x));
+* rule_reward -> sequence field `rewards` from a rule in `runtime.rewards.rules`, or from the
+  user's reward functions (`runtime.rewards.functions`), with each function's scores as
+  sequence field `reward_NAME` (NaN where it gave None).
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from graph.catalog import LogprobsArgs, RewardModelArgs, RuleRewardArgs, ValuesArgs
+from graph.catalog import (
+    AdvantageModelArgs,
+    LogprobsArgs,
+    RewardModelArgs,
+    RuleRewardArgs,
+    ValuesArgs,
+)
 from runtime.data.batch import SeqBatch
 from runtime.engine import platform, vocab_parallel
 from runtime.engine.schedule import micro_batch_split, run_micro_batches
 from runtime.interfaces.dp import gather_parts, local_part
 from runtime.interfaces.registry import CallContext, register
+from runtime.rewards.functions import score_batch
 from runtime.rewards.rules import get_rule
 
 if TYPE_CHECKING:
@@ -119,10 +131,30 @@ def reward_model(engine: ModelEngine, batch: SeqBatch, args: RewardModelArgs, ct
                 ctx.micro_batches)
 
 
+def prompt_end_scores(mb: SeqBatch, out: torch.Tensor) -> torch.Tensor:
+    """[b] value-head output at each sequence's last prompt token: the AM's expected reward b(x)
+    (a causal model sees only the prompt there)."""
+    last = (mb.prompt_lens - 1).clamp(min=0).to(out.device)
+    return out[torch.arange(out.shape[0], device=out.device), last, 0].float()
+
+
+@register("advantage_model")
+def advantage_model(engine: ModelEngine, batch: SeqBatch, args: AdvantageModelArgs, ctx: CallContext) -> SeqBatch:
+    """Sequence field `rewards` = a(x, y) from an Advantage Model (trained by am_pairwise)."""
+    _need_value_head(engine, "advantage_model")
+    return _run(engine, batch, lambda mb, out: {"rewards": last_token_scores(mb, out) - prompt_end_scores(mb, out)},
+                (), ("rewards",), ctx.micro_batches)
+
+
 @register("rule_reward")
 def rule_reward(engine: ModelEngine | None, batch: SeqBatch, args: RuleRewardArgs, ctx: CallContext) -> SeqBatch:
-    """Sequence field `rewards`: wrong + (correct - wrong) * the rule's score (True = 1), and
-    `accuracy`: 1.0 where the response got the rule's full score (an exact answer)."""
+    """Sequence field `rewards`: wrong + (correct - wrong) * the rule's score (True = 1), the
+    score times `unfinished_scale` for a response that does not end at EOS, plus `eos_bonus` for
+    one that does; and `accuracy`: 1.0 where the response got the rule's full score (an exact
+    answer, that stops unless unfinished_scale is 1). Reward functions: see
+    `function_rewards`."""
+    if ctx.reward_functions:
+        return function_rewards(batch, ctx, args)
     if ctx.rule is None or ctx.decode is None:
         raise ValueError("rule_reward needs the model's rule name and a detokeniser in the "
                          "CallContext (ctx.rule, ctx.decode)")
@@ -135,6 +167,46 @@ def rule_reward(engine: ModelEngine | None, batch: SeqBatch, args: RuleRewardArg
         score = float(rule(prompt, response, meta))
         if not 0.0 <= score <= 1.0:
             raise ValueError(f"reward rule {ctx.rule!r} returned {score}; a rule's score must be in [0, 1]")
-        rewards[i] = args.wrong + (args.correct - args.wrong) * score
+        finished = ends_at_eos(batch, i, ctx)
+        if not finished:
+            score *= args.unfinished_scale
+        rewards[i] = args.wrong + (args.correct - args.wrong) * score + (args.eos_bonus if finished else 0.0)
         exact[i] = float(score >= 1.0)
     return batch.with_fields(seq_fields={"rewards": rewards, "accuracy": exact})
+
+
+def ends_at_eos(batch: SeqBatch, i: int, ctx: CallContext) -> bool:
+    """Whether response i stopped at an EOS token (rather than being cut at max_new_tokens)."""
+    response = batch.response(i)
+    return bool(response) and response[-1] in ctx.eos_ids
+
+
+def function_rewards(batch: SeqBatch, ctx: CallContext, args: RuleRewardArgs | None = None) -> SeqBatch:
+    """Sequence field `rewards` from the user's reward functions (the weighted sum; times
+    `unfinished_scale` for a response that does not end at EOS, plus `eos_bonus` for one that
+    does), and `reward_NAME` per function
+    (unscaled). Prompts and columns come from the dataset records of `ctx.rows` (sample
+    p * n + k of prompt p), else the decoded prompt and no columns."""
+    if ctx.decode is None:
+        raise ValueError("reward functions need a detokeniser in the CallContext (ctx.decode)")
+    group = batch.size // len(ctx.rows) if ctx.rows and batch.size % len(ctx.rows) == 0 else 1
+    prompts: list[Any] = []
+    completions: list[Any] = []
+    rows: list[Any] = []
+    for i, sid in enumerate(batch.ids):
+        record = ctx.rows.get(sid // group)
+        prompt = record.prompt if record is not None else ctx.decode(batch.input_ids[i, : int(batch.prompt_lens[i])].tolist())
+        text = ctx.decode(batch.response(i))
+        prompts.append(prompt)
+        completions.append(text if isinstance(prompt, str) else [{"role": "assistant", "content": text}])
+        rows.append(record.columns if record is not None else {})
+    names = sorted({k for r in rows for k in r} - {"prompts", "completions"})
+    columns = {k: [r.get(k) for r in rows] for k in names}
+    total, each = score_batch(ctx.reward_functions, prompts, completions, columns, time_limit_s=ctx.reward_time_limit_s)
+    if args is not None:
+        total = [t + args.eos_bonus if ends_at_eos(batch, i, ctx) else t * args.unfinished_scale
+                 for i, t in enumerate(total)]
+    fields = {"rewards": torch.tensor(total, dtype=torch.float32)}
+    for metric, scores in each.items():  # NaN where the function gave None
+        fields[metric] = torch.tensor([math.nan if v is None else v for v in scores], dtype=torch.float32)
+    return batch.with_fields(seq_fields=fields)

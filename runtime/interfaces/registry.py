@@ -47,6 +47,12 @@ class CallContext:
     """Micro-batches of this call; 0 takes the engine layout's (calls may share an engine)."""
     side_inputs: Mapping[str, Any] = field(default_factory=dict)
     """Sequence inputs after the first, by role (e.g. `ptx`): whole SeqBatches of their own."""
+    reward_functions: tuple[Any, ...] = ()
+    """The reward model's functions, loaded (runtime.rewards.functions.LoadedFunction; rule_reward)."""
+    reward_time_limit_s: float = 0.0
+    """Longest one reward function may take on a batch (0: no limit)."""
+    rows: Mapping[int, Any] = field(default_factory=dict)
+    """This iteration's dataset records by prompt id (their prompts and columns feed reward functions)."""
 
 
 def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

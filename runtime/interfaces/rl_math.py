@@ -119,6 +119,32 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Te
     return -F.logsigmoid(chosen - rejected)
 
 
+def advantage_model_loss(score_chosen: torch.Tensor, score_rejected: torch.Tensor,
+                         baseline: torch.Tensor, *, bound: float, center_coef: float,
+                         bound_coef: float) -> dict[str, torch.Tensor]:
+    """Per-pair Advantage-Model loss (Peng et al. 2023, arXiv 2309.10202, Sec. 3.1).
+
+    The AM scores a response by its advantage a(x, y) = r(x, y) - E_{y'~pi_old}[r(x, y')]:
+    here r = `score_*` (the head at the response's last token) and the expected reward is
+    parameterised by the same head at the prompt's last token, `baseline` = b(x).
+    Three terms per pair (the form used here, see docs/advantage-model.md):
+    * rank:   -log sigmoid(a_c - a_r): the ranking loss written on advantages (b(x) cancels
+              in the difference, so it ranks exactly as the RM loss -log sigmoid(r_c - r_r));
+    * center: ((a_c + a_r) / 2)^2: the pair's mean advantage is 0, i.e. b(x) fits the
+              expected reward of the prompt, so every task's scores centre at 0;
+    * bound:  (relu(|a_c| - m)^2 + relu(|a_r| - m)^2) / 2: scores stay within +-m (m = bound).
+    Returns the per-pair `loss` = rank + center_coef * center + bound_coef * bound, the
+    three terms and the advantages `a_chosen`, `a_rejected`.
+    """
+    a_c = score_chosen - baseline
+    a_r = score_rejected - baseline
+    rank = -F.logsigmoid(a_c - a_r)
+    center = ((a_c + a_r) / 2) ** 2
+    over = (F.relu(a_c.abs() - bound) ** 2 + F.relu(a_r.abs() - bound) ** 2) / 2
+    return {"loss": rank + center_coef * center + bound_coef * over, "rank": rank, "center": center,
+            "bound": over, "a_chosen": a_c, "a_rejected": a_r}
+
+
 def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
              ref_rejected: torch.Tensor, *, beta: float) -> torch.Tensor:
     """Per-pair DPO loss from summed response log-probs."""

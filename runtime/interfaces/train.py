@@ -1,4 +1,4 @@
-"""Train interfaces: sft, rw_pairwise, ppo_actor, ppo_critic, grpo_actor, remax_actor, dpo.
+"""Train interfaces: sft, rw_pairwise, am_pairwise, ppo_actor, ppo_critic, grpo_actor, remax_actor, dpo.
 
 Every step goes through Megatron's pipeline schedule, DDP and distributed optimizer
 (`runtime.engine.schedule.Trainer`). Losses are means over the WHOLE batch (tokens for token
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from graph.catalog import (
+    AdvantagePairwiseArgs,
     DPOArgs,
     GRPOActorArgs,
     OptimArgs,
@@ -33,9 +34,14 @@ from graph.catalog import (
 from runtime.data.batch import SeqBatch
 from runtime.engine import vocab_parallel
 from runtime.engine.schedule import Trainer, all_reduce_sum, micro_batch_split
-from runtime.interfaces import rl_math
+from runtime.interfaces import rehearsal, rl_math
 from runtime.interfaces.dp import local_part
-from runtime.interfaces.inference import last_token_scores, shifted_logprobs, shifted_values
+from runtime.interfaces.inference import (
+    last_token_scores,
+    prompt_end_scores,
+    shifted_logprobs,
+    shifted_values,
+)
 from runtime.interfaces.registry import CallContext, register
 from runtime.interfaces.reward_variance import adjusted_group_rewards
 
@@ -111,25 +117,28 @@ def _step(engine: ModelEngine, trainer: Trainer, parts: list[LossPart], args: Op
 def _train(engine: ModelEngine, batch: SeqBatch, args: OptimArgs, ctx: CallContext, terms: Terms, *,
            unit: int = 1, count: Callable[[SeqBatch], int] | None = None,
            epochs: int = 1, mini_batches: int = 1,
-           extra: tuple[SeqBatch, Terms] | None = None) -> dict[str, float]:
+           extra: tuple[SeqBatch, Terms] | None = None,
+           extras: tuple[tuple[SeqBatch, Terms], ...] = ()) -> dict[str, float]:
     """Optimizer steps over the FULL batch: mini-batches are cut from the whole batch (so
-    they are the same at every layout), then each is split over data parallelism. `extra`
-    (ptx) is cut into as many mini-batches, and step i mixes in extra mini-batch i."""
+    they are the same at every layout), then each is split over data parallelism. Each
+    extra batch (ptx, rehearsal) is cut into as many mini-batches, and step i mixes in its
+    mini-batch i."""
     trainer = _trainer(engine, args, ctx)
     count = count or (lambda b: int(loss_mask(b).sum()))
     minis = batch.split(mini_batches, unit=unit) if mini_batches > 1 else [batch]
-    extras: list[SeqBatch | None] = [None] * len(minis)
-    if extra is not None:
-        if extra[0].size < len(minis) * engine.layout.dp:
-            raise ValueError(f"the ptx batch of {extra[0].size} sequences cannot feed {len(minis)} "
+    side = ((extra,) if extra is not None else ()) + tuple(extras)
+    cut: list[list[SeqBatch]] = []
+    for more, _ in side:
+        if more.size < len(minis) * engine.layout.dp:
+            raise ValueError(f"the ptx batch of {more.size} sequences cannot feed {len(minis)} "
                              f"mini-batches x dp={engine.layout.dp}; give more ptx sequences")
-        extras = list(extra[0].split(len(minis))) if len(minis) > 1 else [extra[0]]
+        cut.append(list(more.split(len(minis))) if len(minis) > 1 else [more])
     history: list[dict[str, float]] = []
     for _ in range(epochs):
-        for mini, more in zip(minis, extras):
+        for i, mini in enumerate(minis):
             parts = [LossPart(local_part(engine, mini, unit=unit), terms, count, unit)]
-            if more is not None and extra is not None:
-                parts.append(LossPart(local_part(engine, more), extra[1],
+            for k, (_, more_terms) in enumerate(side):
+                parts.append(LossPart(local_part(engine, cut[k][i]), more_terms,
                                       lambda b: int(loss_mask(b).sum())))
             history.append(_step(engine, trainer, parts, args, micro_batches=ctx.micro_batches))
     out = {k: sum(h[k] for h in history) / len(history) for k in history[0]}
@@ -137,8 +146,8 @@ def _train(engine: ModelEngine, batch: SeqBatch, args: OptimArgs, ctx: CallConte
     return out
 
 
-def _lp(engine: ModelEngine, mb: SeqBatch, out: torch.Tensor) -> torch.Tensor:
-    return shifted_logprobs(engine, mb, out)
+def _lp(engine: ModelEngine, mb: SeqBatch, out: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    return shifted_logprobs(engine, mb, out, temperature)
 
 
 @register("sft")
@@ -167,6 +176,26 @@ def rw_pairwise(engine: ModelEngine, batch: SeqBatch, args: RewardPairwiseArgs,
         chosen, rejected = _pairs(last_token_scores(mb, out))
         return {"loss": rl_math.bradley_terry_loss(chosen, rejected).sum(),
                 "accuracy": (chosen > rejected).float().sum()}
+
+    return _train(engine, batch, args, ctx, terms, unit=2, count=lambda b: b.size // 2)
+
+
+@register("am_pairwise")
+def am_pairwise(engine: ModelEngine, batch: SeqBatch, args: AdvantagePairwiseArgs,
+                ctx: CallContext) -> dict[str, float]:
+    """Advantage-Model loss (rl_math.advantage_model_loss) on (chosen, rejected) pairs: the
+    score at the last token minus the expected reward b(x) read at the last prompt token."""
+    if not engine.spec.value_head:
+        raise ValueError(f"am_pairwise needs a value head on model {engine.spec.role!r}")
+
+    def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        chosen, rejected = _pairs(last_token_scores(mb, out))
+        b_c, b_r = _pairs(prompt_end_scores(mb, out))
+        t = rl_math.advantage_model_loss(chosen, rejected, (b_c + b_r) / 2, bound=args.bound,
+                                         center_coef=args.center_coef, bound_coef=args.bound_coef)
+        return {"loss": t["loss"].sum(), "rank_loss": t["rank"].sum(), "center_loss": t["center"].sum(),
+                "bound_loss": t["bound"].sum(), "accuracy": (t["a_chosen"] > t["a_rejected"]).float().sum(),
+                "adv_chosen": t["a_chosen"].detach().sum(), "adv_rejected": t["a_rejected"].detach().sum()}
 
     return _train(engine, batch, args, ctx, terms, unit=2, count=lambda b: b.size // 2)
 
@@ -249,10 +278,13 @@ def _engine_state(engine: ModelEngine) -> MutableMapping[str, Any]:
 
 
 def _policy_terms(engine: ModelEngine, eps_clip: float, kl_coef: float, kl_estimator: str,
-                  entropy_coef: float) -> Terms:
+                  entropy_coef: float, temperature: float = 1.0) -> Terms:
+    """Clipped-ratio loss, KL and entropy of the policy at the sampling `temperature` (logits / T),
+    the distribution the old log-probs and the reference log-probs were taken from."""
+
     def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = loss_mask(mb).to(out.device)
-        lp = _lp(engine, mb, out)
+        lp = _lp(engine, mb, out, temperature)
         old = mb.token_fields["logprobs"].to(out.device)
         pg, clipped = rl_math.ppo_policy_loss(lp, old, mb.token_fields["advantages"].to(out.device),
                                               mask, eps_clip=eps_clip)
@@ -264,7 +296,7 @@ def _policy_terms(engine: ModelEngine, eps_clip: float, kl_coef: float, kl_estim
             result["kl"] = kl
             loss = loss + kl_coef * kl
         if entropy_coef:
-            ent = vocab_parallel.entropy(out[:, :-1], engine.pgc.tp, vocab_size=engine.arch.vocab_size)
+            ent = vocab_parallel.entropy(out[:, :-1] / temperature, engine.pgc.tp, vocab_size=engine.arch.vocab_size)
             ent = rl_math.masked_sum(torch.nn.functional.pad(ent, (1, 0)), mask)
             result["entropy"] = ent
             loss = loss - entropy_coef * ent
@@ -274,12 +306,13 @@ def _policy_terms(engine: ModelEngine, eps_clip: float, kl_coef: float, kl_estim
     return terms
 
 
-def _sft_terms(engine: ModelEngine, coef: float) -> Terms:
-    """ptx: coef x cross-entropy on the answer tokens; reported unweighted as `ptx_loss`."""
+def _sft_terms(engine: ModelEngine, coef: float, name: str = "ptx_loss") -> Terms:
+    """ptx (rehearsal): coef x cross-entropy on the answer tokens; reported unweighted as
+    `ptx_loss` (`rehearsal_loss`)."""
 
     def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
         ce = rl_math.masked_sum(-_lp(engine, mb, out), loss_mask(mb).to(out.device))
-        return {"loss": coef * ce, "ptx_loss": ce}
+        return {"loss": coef * ce, name: ce}
 
     return terms
 
@@ -300,11 +333,48 @@ def ppo_actor(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs, ctx: Cal
     prepared = ppo_targets(batch, rewards, gamma=args.gamma, lam=args.lam,
                            whiten=args.whiten_advantages)
     kl_loss_coef = 0.0 if args.kl_in_reward else shaping["kl_coef"]
-    terms = _policy_terms(engine, args.eps_clip, kl_loss_coef, "k1", args.entropy_coef)
+    terms = _policy_terms(engine, args.eps_clip, kl_loss_coef, "k1", args.entropy_coef, args.temperature)
     extra = (ptx, _sft_terms(engine, args.ptx_coef)) if ptx is not None and args.ptx_coef > 0 else None
+    rehearse, stats = _rehearsal_batch(engine, batch, args)
+    more = ((rehearse, _sft_terms(engine, args.rehearsal_coef, "rehearsal_loss")),) if rehearse is not None else ()
     out = _train(engine, prepared, args, ctx, terms, epochs=args.ppo_epochs,
-                 mini_batches=args.mini_batches, extra=extra)
-    return {**out, **shaping}
+                 mini_batches=args.mini_batches, extra=extra, extras=more)
+    if args.rehearsal_coef > 0 and rehearse is None:
+        out["rehearsal_loss"] = 0.0
+    return {**out, **shaping, **stats}
+
+
+def _rehearsal_batch(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs
+                     ) -> tuple[SeqBatch | None, dict[str, float]]:
+    """Selective Rehearsal (runtime.interfaces.rehearsal): every `rehearsal_every` calls,
+    select from this batch's rollouts by their `rewards` (the AM's advantages) per k-means
+    cluster of the actor's prompt embeddings, and keep the selection in engine.state; return
+    the kept sequences (tiled to feed every mini-batch x dp) or None when none is kept."""
+    if args.rehearsal_coef <= 0:
+        return None, {}
+    state = _engine_state(engine)
+    calls = int(state.get("rehearsal/calls", 0))
+    state["rehearsal/calls"] = calls + 1
+    if calls % args.rehearsal_every == 0:
+        rewards = _field(batch, "rewards", "ppo_actor rehearsal").float()
+        has_tokens = loss_mask(batch).any(dim=1)
+        labels = rehearsal.kmeans(rehearsal.prompt_embeddings(engine, batch), args.rehearsal_clusters)
+        scores = torch.where(has_tokens, rewards, torch.full_like(rewards, -torch.inf))
+        kept = rehearsal.select_per_cluster(labels, scores, per_cluster=args.rehearsal_per_cluster,
+                                            min_score=args.rehearsal_min_reward)
+        state["rehearsal/seqs"] = [batch.input_ids[i, : int(batch.seq_lens[i])].tolist() for i in kept]
+        state["rehearsal/prompt_lens"] = [int(batch.prompt_lens[i]) for i in kept]
+        state["rehearsal/kept_reward"] = float(rewards[kept].mean()) if kept else 0.0
+        state["rehearsal/clusters"] = len(set(labels.tolist()))
+    seqs, lens = list(state.get("rehearsal/seqs", [])), list(state.get("rehearsal/prompt_lens", []))
+    stats = {"rehearsal_size": float(len(seqs)), "rehearsal_kept_reward": float(state.get("rehearsal/kept_reward", 0.0)),
+             "rehearsal_clusters": float(state.get("rehearsal/clusters", 0))}
+    if not seqs:
+        return None, stats
+    need = args.mini_batches * engine.layout.dp
+    reps = -(-need // len(seqs))  # tiling keeps the mean loss: each copy weighs the same
+    return SeqBatch.from_lists(seqs * reps, lens * reps, ids=list(range(len(seqs) * reps)),
+                               pad_id=batch.pad_id), stats
 
 
 @register("ppo_critic")
@@ -340,7 +410,7 @@ def grpo_actor(engine: ModelEngine, batch: SeqBatch, args: GRPOActorArgs, ctx: C
     mask = loss_mask(prepared)
     adv = torch.where(mask, adv_seq[:, None].expand_as(mask), torch.zeros(mask.shape))
     prepared = prepared.with_fields(token_fields={"advantages": adv})
-    terms = _policy_terms(engine, args.eps_clip, args.kl_coef, args.kl_estimator, 0.0)
+    terms = _policy_terms(engine, args.eps_clip, args.kl_coef, args.kl_estimator, 0.0, args.temperature)
     return _train(engine, prepared, args, ctx, terms, unit=args.group_size, epochs=args.ppo_epochs,
                   mini_batches=args.mini_batches)
 
@@ -359,7 +429,7 @@ def remax_actor(engine: ModelEngine, batch: SeqBatch, args: ReMaxActorArgs, ctx:
 
     def terms(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
         m = loss_mask(mb).to(out.device)
-        lp = _lp(engine, mb, out)
+        lp = _lp(engine, mb, out, args.temperature)
         return {"loss": rl_math.masked_sum(-lp * mb.token_fields["advantages"].to(out.device), m)}
 
     return _train(engine, prepared, args, ctx, terms)

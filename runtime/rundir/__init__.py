@@ -2,9 +2,12 @@
 
 Owns: the run directory's paths and atomic writes (`directory`), metrics.jsonl,
 TensorBoard scalars and the curves plot (`metrics`), training checkpoints: their layout on
-disk, atomic commit, verification and fallback (`checkpoints`, plain file handling), and
-what each rank puts in one (`rank_state`).
+disk, atomic commit, verification, fallback and listing (`checkpoints`, plain file
+handling), where a rank's pieces sit in the global tensors (`chunks`, plain integers), and
+what each rank writes into one and reads back from one, resharded, with
+torch.distributed.checkpoint (`rank_state`).
 
-May import: `runtime.engine` (rank state), torch, the standard library. Plain file handling
-(`directory`, `checkpoints`) imports no torch.
+May import: `runtime.engine` (rank state), torch (and torch.distributed.checkpoint), the
+standard library. Plain file handling (`directory`, `checkpoints`, `chunks`) imports no
+torch.
 """

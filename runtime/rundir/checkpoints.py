@@ -2,15 +2,19 @@
 
     RUN_DIR/checkpoints/
       iter_000004/          a complete checkpoint (iteration 4 done)
-        rank0.pt ...        what each rank holds (see `runtime.rundir.rank_state`)
-        meta.json           written last: fingerprint, plan, world size, sizes, checksums
+        __0_0.distcp ...    torch.distributed.checkpoint files, one per rank, tensors by
+        .metadata           global name (see `runtime.rundir.rank_state`)
+        meta.json           written last: fingerprint, plan, world size, sizes, checksums,
+                            plain state (LR step, interface state)
       .iter_000006.tmp/     a checkpoint being written (ignored, removed on the next save)
+      iter_000002.unusable-20260101T120000/   a corrupt one, moved aside (never deleted)
 
-A checkpoint is written into a temporary directory; every rank fsyncs its file, rank 0
-writes `meta.json` (which names every file with its size and SHA-256), fsyncs the
-directory and renames it into place. A directory named `iter_*` without a valid
+A checkpoint is written into a temporary directory; every rank fsyncs and hashes its own
+file, rank 0 writes `meta.json` (which names every file with its size and SHA-256), fsyncs
+the directory and renames it into place. A directory named `iter_*` without a valid
 `meta.json`, or whose files do not match it, is partial or corrupt: `find_resume_point`
-skips it with a one-line warning and falls back to the previous complete one.
+skips it with a one-line warning and falls back to the previous complete one. Any plan
+and world size can resume any checkpoint (the tensors are resharded by name on load).
 
 This module is plain file handling (no torch), so it is unit-tested without processes.
 """
@@ -31,20 +35,31 @@ from typing import Any
 from graph.errors import UserError
 from graph.files import atomic_write
 
-FORMAT_VERSION = 1
-"""Bumped when the rank files change incompatibly."""
+FORMAT_VERSION = 2
+"""Bumped when the files change incompatibly (1: one torch.save per rank; 2: DCP)."""
 
 META = "meta.json"
 _DIR_RE = re.compile(r"^iter_(\d{6,})$")
 
 FINGERPRINT_EXCLUDED = ("train.iterations", "train.run_dir", "train.resume", "train.save_every",
-                        "train.keep_checkpoints", "train.log_every", "cluster.port")
+                        "train.keep_checkpoints", "train.log_every", "cluster.port", "cluster.nodes",
+                        "cluster.devices_per_node")
 """Config keys that may change between a run and its resumption (they do not change the math;
-`train.iterations` changes an LR schedule that decays over the run, see the README)."""
+`train.iterations` changes an LR schedule that decays over the run, see the README; the
+cluster's size and the plan change the order of reductions only, see the README)."""
+
+FINGERPRINT_EXCLUDED_PREFIXES = ("plan.",)
+"""Config sections that may change between a run and its resumption (the plan)."""
+
+DCP_METADATA = ".metadata"
 
 
 class CheckpointError(UserError):
     """No usable checkpoint, or one that belongs to another experiment; the message says the fix."""
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (e.g. a full disk); the previous ones are intact."""
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -65,17 +80,25 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def experiment_fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved config, flattened and JSON-normalised, minus `FINGERPRINT_EXCLUDED`."""
     flat = flatten(config)
-    kept = {k: v for k, v in sorted(flat.items()) if k not in FINGERPRINT_EXCLUDED}
+    kept = {k: v for k, v in sorted(flat.items())
+            if k not in FINGERPRINT_EXCLUDED and not k.startswith(FINGERPRINT_EXCLUDED_PREFIXES)}
     return json.loads(json.dumps(kept, default=str))
 
 
-def first_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
-    """'key: A there, B now' for the first (sorted) key whose values differ; None if equal."""
+def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """'key is A there, B now' for every (sorted) key whose values differ."""
+    out = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key, "<unset>"), current.get(key, "<unset>")
         if a != b:
-            return f"{key} is {json.dumps(a)} there, {json.dumps(b)} now"
-    return None
+            out.append(f"{key} is {json.dumps(a)} there, {json.dumps(b)} now")
+    return out
+
+
+def first_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """'key is A there, B now' for the first (sorted) key whose values differ; None if equal."""
+    diffs = differences(saved, current)
+    return diffs[0] if diffs else None
 
 
 def plan_layouts(layouts: Mapping[str, Any]) -> dict[str, str]:
@@ -103,7 +126,7 @@ class CheckpointMeta:
     iteration: int
     """Iterations completed when it was written."""
     world_size: int
-    """Ranks that wrote it (one file each)."""
+    """Ranks that wrote it."""
     data_position: int
     """Dataset batches consumed (the next batch index)."""
     fingerprint: dict[str, Any]
@@ -111,19 +134,19 @@ class CheckpointMeta:
     layouts: dict[str, str]
     """`plan_layouts` of the plan that ran."""
     files: dict[str, FileEntry]
-    """File name -> size and checksum."""
+    """File name -> size and checksum (every file of the checkpoint but meta.json)."""
     format_version: int = FORMAT_VERSION
-    """Layout of the rank files."""
+    """Layout of the files."""
     extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form notes (e.g. the models each file holds)."""
+    """Plain state beside the tensors (`runtime.rundir.rank_state.describe`): per trained
+    model its layout, trainer step and optimizer scalars; every engine's interface state."""
 
     def __post_init__(self) -> None:
         if self.iteration < 0 or self.world_size < 1:
             raise ValueError(f"checkpoint meta: iteration {self.iteration} / world size "
                              f"{self.world_size} out of range")
-        missing = [rank_file(r) for r in range(self.world_size) if rank_file(r) not in self.files]
-        if missing:
-            raise ValueError(f"checkpoint meta lists no {missing[0]} (world size {self.world_size})")
+        if self.format_version == FORMAT_VERSION and DCP_METADATA not in self.files:
+            raise ValueError(f"checkpoint meta lists no {DCP_METADATA}")
 
     def to_json(self) -> str:
         data = {k: getattr(self, k) for k in ("format_version", "iteration", "world_size", "data_position",
@@ -139,10 +162,6 @@ class CheckpointMeta:
                    data_position=int(data["data_position"]), fingerprint=dict(data["fingerprint"]),
                    layouts=dict(data["layouts"]), files=files,
                    format_version=int(data.get("format_version", 0)), extra=dict(data.get("extra", {})))
-
-
-def rank_file(rank: int) -> str:
-    return f"rank{rank}.pt"
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -186,14 +205,9 @@ def begin(root: str | Path, iteration: int) -> Path:
     return tmp
 
 
-def write_rank_file(tmp: Path, rank: int, data: bytes) -> FileEntry:
-    """Write one rank's bytes into the temporary directory, fsynced; returns its entry."""
-    path = tmp / rank_file(rank)
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return FileEntry(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+def discard(tmp: Path) -> None:
+    """Remove a temporary checkpoint directory that will not be committed."""
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def commit(root: str | Path, meta: CheckpointMeta, *, keep: int) -> Path:
@@ -325,26 +339,62 @@ def set_aside_newer(root: str | Path, point: ResumePoint) -> list[Path]:
     return [move_aside(p, "unusable") for it, p in _numbered(Path(root)) if it > point.meta.iteration]
 
 
-def check_compatible(meta: CheckpointMeta, *, name: str, world_size: int, fingerprint: Mapping[str, Any],
-                     layouts: Mapping[str, str] | None) -> None:
-    """CheckpointError naming the first thing that stops `meta` from resuming this run.
-
-    `layouts` None skips the plan check (the plan is not known yet).
-    """
-    if meta.world_size != world_size:
-        raise CheckpointError(
-            f"checkpoint {name} was written by {meta.world_size} workers, this run has {world_size}; "
-            f"resharding a checkpoint is not supported: resume on {meta.world_size} devices "
-            "(the same cluster settings)")
+def check_compatible(meta: CheckpointMeta, *, name: str, fingerprint: Mapping[str, Any]) -> None:
+    """CheckpointError when `meta` belongs to another experiment (the plan and the world
+    size may differ: checkpoints reshard)."""
     diff = first_difference(meta.fingerprint, fingerprint)
     if diff is not None:
         raise CheckpointError(
             f"train.resume: the run directory holds a different experiment ({diff}); resume with the "
             "same config, or set train.run_dir to a new directory for a new run")
-    if layouts is not None and dict(layouts) != meta.layouts:
-        call = next(k for k in sorted(set(layouts) | set(meta.layouts))
-                    if layouts.get(k) != meta.layouts.get(k))
-        raise CheckpointError(
-            f"checkpoint {name} was written under another plan (call {call!r}: "
-            f"{meta.layouts.get(call, '<none>')} there, {layouts.get(call, '<none>')} now); resharding a "
-            "checkpoint is not supported: resume with the run's plan.yaml")
+
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True, kw_only=True)
+class Listed:
+    """One checkpoint directory as `realloc checkpoints` shows it."""
+
+    name: str
+    iteration: int
+    size: int
+    """Bytes of every file in it."""
+    world_size: int | None
+    layouts: dict[str, str]
+    status: str
+    """'ok', or what is wrong ('partial: ...', 'corrupt: ...', 'moved aside', 'being written')."""
+
+
+def list_checkpoints(root: str | Path, *, verify_hashes: bool = True) -> list[Listed]:
+    """Every checkpoint directory under `root` (complete, broken, moved aside, in progress),
+    oldest first, each checked like a resume would (`verify`)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = re.match(r"^\.?iter_(\d{6,})", p.name)
+        if not m or not p.is_dir():
+            continue
+        size = sum(f.stat().st_size for f in p.iterdir() if f.is_file())
+        meta = None
+        if p.name.startswith("."):
+            status = "being written (or abandoned)"
+        elif not _DIR_RE.match(p.name):
+            status = "moved aside"
+        else:
+            try:
+                meta = verify(p) if verify_hashes else CheckpointMeta.from_json((p / META).read_text())
+                status = "ok"
+            except (ValueError, KeyError, OSError) as exc:
+                status = str(exc)
+        if meta is None and (p / META).is_file():
+            try:
+                meta = CheckpointMeta.from_json((p / META).read_text())
+            except (ValueError, KeyError, TypeError):
+                meta = None
+        out.append(Listed(name=p.name, iteration=int(m.group(1)), size=size,
+                          world_size=meta.world_size if meta else None, layouts=meta.layouts if meta else {},
+                          status=status))
+    return sorted(out, key=lambda c: (c.iteration, c.name))

@@ -291,3 +291,21 @@ def test_a_rule_reward_costs_its_host_work_per_sequence() -> None:
     est = AnalyticCostModel(hw, CLUSTER).call_estimate(call, Spec(role="reward", arch=None, rule="r"),
                                                       _layout(1, 1, 1))
     assert est.time_s == pytest.approx(1e-3 + 128 * 5e-5) and est.peak_bytes == 0.0
+
+
+def test_ptx_and_selective_rehearsal_are_priced_as_extra_training_sequences() -> None:
+    """compute is linear in the tokens of a step: 4 rollouts of 8 + 8 tokens, plus 4 ptx
+    sequences, plus 2 clusters x 1 kept rollout rehearsed, plus the selection's forward of
+    the 4 prompts every 2 iterations (8 of 16 tokens, 1 of 3 passes): 4 + 2 + 4/2 * 8/16 / 3."""
+    model = AnalyticCostModel(ROUND, CLUSTER)
+
+    def compute(args: object, inputs: tuple[str, ...] = ()) -> float:
+        call = Call(name="train", model="actor", kind=CallKind.TRAIN, interface="ppo_actor", args=args,
+                    batch_size=4, prompt_len=8, response_len=8, inputs=inputs)
+        return model.call_estimate(call, ACTOR, _layout(1, 1, 1)).breakdown["compute_s"]
+
+    base = compute(PPOActorArgs())
+    sr = PPOActorArgs(rehearsal_coef=0.1, rehearsal_every=2, rehearsal_clusters=2, rehearsal_per_cluster=1)
+    assert compute(sr) == pytest.approx(base * (4 + 2 + 2 * 0.5 / 3) / 4)
+    ptx = ("seq", "logp", "ref", "score", "values", "ptx")
+    assert compute(PPOActorArgs(ptx_coef=0.5), ptx) == pytest.approx(base * 2)

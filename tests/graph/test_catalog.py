@@ -13,11 +13,11 @@ def test_catalog_kinds():
     assert get_interface("values").kind is CallKind.INFERENCE
     assert get_interface("dpo").kind is CallKind.TRAIN
     assert not get_interface("rule_reward").needs_weights
-    assert len(known_interfaces()) == 12
+    assert len(known_interfaces()) == 15
 
 
 def test_unknown_interface_lists_known():
-    with pytest.raises(GraphError, match="unknown interface 'ppo_actr' \\(did you mean 'ppo_actor'\\?\\); known: dpo, generate"):
+    with pytest.raises(GraphError, match="unknown interface 'ppo_actr' \\(did you mean 'ppo_actor'\\?\\); known: advantage_model, am_pairwise, dpo, generate"):
         get_interface("ppo_actr")
 
 

@@ -33,7 +33,8 @@ def shape(g):
 
 
 def test_known_templates():
-    assert known_templates() == ("dpo", "grpo", "ppo", "remax", "rm", "sft")
+    assert known_templates() == ("am", "dapo", "dpo", "dr_grpo", "grpo", "gspo", "ppo", "reinforce_pp",
+                                 "remax", "rloo", "rm", "sft")
 
 
 def test_ppo_with_reward_model():
@@ -105,7 +106,7 @@ def test_sft_rm_dpo():
 
 
 def test_template_errors():
-    with pytest.raises(GraphError, match="unknown template 'ppp' \\(did you mean 'ppo'\\?\\); known: dpo, grpo"):
+    with pytest.raises(GraphError, match="unknown template 'ppp' \\(did you mean 'ppo'\\?\\); known: am, dapo, dpo, dr_grpo, grpo"):
         build("ppp", MODELS, "prompts")
     with pytest.raises(GraphError, match="template 'ppo' needs models actor, critic, ref, reward; missing: critic"):
         build("ppo", {k: v for k, v in MODELS.items() if k != "critic"}, "prompts")
@@ -156,3 +157,87 @@ def test_check_ppo_calls_for_custom_graphs():
     odd = dataclasses.replace(critic, args=dataclasses.replace(critic.args, reward_clip=1.0))
     with pytest.raises(GraphError, match="reward_clip=1.0 differs from reward_clip=10.0 of 'actor_train'"):
         check_ppo_calls([c for c in plain if c is not critic] + [odd], keys)
+
+
+def test_advantage_model_template_and_reward_form():
+    g = build("am", MODELS, "preference", response_len=5)
+    assert shape(g) == [("reward_train", "reward", "train", "am_pairwise", 16)]
+    assert g.call("reward_train").args.bound == 2.5
+    with pytest.raises(GraphError, match="must be a neural model"):
+        build("am", RULE, "preference", response_len=5)
+    g = build("ppo", MODELS, "prompts", generate={"max_new_tokens": 20}, reward_form="advantage")
+    assert g.call("reward_inf").interface == "advantage_model"
+    g = build("ppo", RULE, "prompts_with_answers", generate={"max_new_tokens": 20}, reward_form="advantage")
+    assert g.call("reward_inf").interface == "rule_reward"  # a rule has no advantage form
+    with pytest.raises(GraphError, match="graph.reward_form must be reward or advantage"):
+        build("ppo", MODELS, "prompts", generate={"max_new_tokens": 20}, reward_form="adv")
+
+
+@pytest.mark.parametrize("name,want", [
+    ("rloo", {"advantage": "rloo", "kl_in_reward": True, "loss_agg": "seq_mean_token_mean"}),
+    ("reinforce_pp", {"advantage": "reinforce_pp", "kl_in_reward": True, "loss_agg": "token_mean"}),
+    ("gspo", {"advantage": "grpo", "ratio": "sequence", "eps_low": 3e-4, "eps_high": 4e-4}),
+    ("dr_grpo", {"advantage": "group_mean", "loss_agg": "seq_mean_token_sum_norm", "max_response_len": 6}),
+    ("dapo", {"eps_low": 0.2, "eps_high": 0.28, "loss_agg": "token_mean", "dynamic_sampling": True,
+              "kl_coef": 0.0}),
+])
+def test_policy_gradient_templates_preset_pg_actor(name, want):
+    g = build(name, RULE, "prompts_with_answers", group_size=4, generate={"max_new_tokens": 6})
+    kl = name in ("rloo", "reinforce_pp")  # the others have no KL term and so no reference call
+    assert shape(g) == [("actor_gen", "actor", "generate", "generate", 8),
+                        ("reward_inf", "reward", "inference", "rule_reward", 32),
+                        *([("ref_inf", "ref", "inference", "logprobs", 32)] if kl else []),
+                        ("actor_train", "actor", "train", "pg_actor", 32)]
+    assert g.call("actor_train").inputs == ("seq", "old_logp", "rewards", *(("ref_logp",) if kl else ()))
+    args = g.call("actor_train").args
+    assert args.group_size == 4 and args.max_response_len == 6
+    for key, value in want.items():
+        assert getattr(args, key) == value, key
+
+
+def test_policy_gradient_templates_take_overrides_and_refuse_conflicts():
+    g = build("dapo", RULE, "prompts_with_answers", group_size=4, generate={"max_new_tokens": 6},
+              train={"eps_high": 0.3, "overlong_buffer": 2})
+    assert g.call("actor_train").args.eps_high == 0.3 and g.call("actor_train").args.overlong_buffer == 2
+    with pytest.raises(GraphError, match="graph.train.group_size=2 disagrees"):
+        build("rloo", RULE, "prompts_with_answers", group_size=4, train={"group_size": 2})
+    with pytest.raises(GraphError, match="needs graph.group_size >= 2"):
+        build("gspo", RULE, "prompts_with_answers", group_size=1)
+    with pytest.raises(GraphError, match="overlong_buffer"):
+        build("dapo", RULE, "prompts_with_answers", group_size=4, generate={"max_new_tokens": 6},
+              train={"overlong_buffer": 7})
+    # REINFORCE++ runs with one response per prompt
+    assert build("reinforce_pp", RULE, "prompts_with_answers").call("actor_train").args.group_size == 1
+    # a KL term brings the reference call back, and needs the reference model
+    g = build("dapo", RULE, "prompts_with_answers", group_size=4, train={"kl_coef": 0.01})
+    assert [c.name for c in g.calls] == ["actor_gen", "reward_inf", "ref_inf", "actor_train"]
+    no_ref = {k: v for k, v in RULE.items() if k != "ref"}
+    assert len(build("gspo", no_ref, "prompts_with_answers", group_size=4).calls) == 3
+    with pytest.raises(GraphError, match="missing: ref"):
+        build("rloo", no_ref, "prompts_with_answers", group_size=4)
+    with pytest.raises(GraphError, match="kl_coef > 0 needs a reference model; define models.ref"):
+        build("dapo", no_ref, "prompts_with_answers", group_size=4, train={"kl_coef": 0.01})
+
+
+def test_a_custom_pg_actor_with_a_kl_term_needs_the_reference():
+    from graph.catalog import make_args
+    from graph.spec import Call
+    from graph.templates import check_pg_calls
+
+    call = Call(name="t", model="actor", kind=CallKind.TRAIN, interface="pg_actor",
+                args=make_args("pg_actor", {"group_size": 2, "kl_coef": 0.1}), inputs=("seq", "logp", "rewards"))
+    with pytest.raises(GraphError, match="needs the reference's log-probs as 4th input"):
+        check_pg_calls([call])
+    check_pg_calls([dataclasses.replace(call, inputs=("seq", "logp", "rewards", "ref_logp"))])
+
+
+@pytest.mark.parametrize("name", ["rloo", "reinforce_pp", "gspo", "dr_grpo", "dapo"])
+def test_policy_gradient_templates_train_at_the_sampling_temperature(name):
+    g = build(name, RULE, "prompts_with_answers", group_size=4,
+              generate={"max_new_tokens": 6, "temperature": 0.7})
+    assert g.call("actor_train").args.temperature == 0.7
+    if "ref_inf" in {c.name for c in g.calls}:
+        assert g.call("ref_inf").args.temperature == 0.7
+    with pytest.raises(GraphError, match="graph.train.temperature=0.5 disagrees with graph.generate.temperature=0.7"):
+        build(name, RULE, "prompts_with_answers", group_size=4,
+              generate={"max_new_tokens": 6, "temperature": 0.7}, train={"temperature": 0.5})

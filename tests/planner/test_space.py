@@ -104,3 +104,29 @@ def test_large_clusters_place_meshes_on_a_grid_of_granules():
             assert size % (8 * dpn) == 0 and first % (8 * dpn) == 0
     small = enumerate_meshes(Cluster(num_nodes=16, devices_per_node=dpn))  # unchanged up to 16 nodes
     assert len(small) == 16 * 17 // 2 + 16 * (15 - 1)
+
+
+@pytest.mark.parametrize("mode", ["heuristic:symmetric", "search"])
+def test_dynamic_sampling_prices_the_extra_generation(mode):
+    """DAPO's generate and reward calls cost expected_sampling_rounds times one run; the
+    other calls do not change, and the iteration's estimate rises with the factor."""
+    from realloc.experiment import load_experiment
+    from realloc.planning import plan_experiment
+
+    plans = {}
+    for rounds in (1.0, 2.0, 3.5):
+        exp = load_experiment("dapo_tiny", [f"graph.train.expected_sampling_rounds={rounds}",
+                                            f"plan.mode={mode}", "plan.time_budget_s=0.05"])
+        plans[rounds] = plan_experiment(exp, compare=False, quiet=True).plan
+    base = {c.name: c for c in plans[1.0].calls}
+    times = [plans[r].iteration_time_s for r in (1.0, 2.0, 3.5)]
+    assert times[0] < times[1] < times[2]
+    for rounds in (2.0, 3.5):
+        for c in plans[rounds].calls:
+            if c.layout != base[c.name].layout:
+                continue  # the search may move a call; compare like with like
+            factor = rounds if c.name in ("actor_gen", "reward_inf") else 1.0
+            assert c.time_s == pytest.approx(base[c.name].time_s * factor, rel=1e-9), (rounds, c.name)
+    sym = {c.name: c for c in plans[3.5].calls}
+    if mode.startswith("heuristic"):  # same layouts: every call compared
+        assert sym["actor_gen"].time_s == pytest.approx(3.5 * base["actor_gen"].time_s)

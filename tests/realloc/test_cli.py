@@ -73,9 +73,14 @@ def test_validate_graph_keys_list(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "keys", "plan")
     assert code == 0 and "plan.mode = 'search'" in out
     code, out, _ = run_cli(capsys, "list", "templates")
-    assert code == 0 and out.splitlines()[0].startswith("dpo")
+    from graph.catalog import known_interfaces
+    from graph.templates import known_templates
+
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == list(known_templates())
+    assert {"rloo", "reinforce_pp", "gspo", "dr_grpo", "dapo"} <= set(known_templates())
     code, out, _ = run_cli(capsys, "list", "interfaces")
-    assert code == 0 and len(out.splitlines()) == 12
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == list(known_interfaces())
+    assert "pg_actor" in known_interfaces()
 
 
 def test_plan_prints_layouts_estimates_and_baselines(capsys, tmp_path):

@@ -69,20 +69,42 @@ def test_overrides_apply():
     assert exp.config.train.run_dir == "runs/ppo_tiny"
 
 
+@pytest.mark.parametrize("name", ["ppo_tiny", "grpo_tiny", "remax_tiny"])
+def test_sampling_temperature_reaches_the_policy_loss_and_the_reference(name):
+    g = load_experiment(name, ["graph.generate.temperature=0.7"]).graph
+    assert g.call("actor_gen").args.temperature == 0.7
+    assert g.call("actor_train").args.temperature == 0.7
+    assert g.call("ref_inf").args.temperature == 0.7
+
+
 def test_grpovi_switch():
     exp = load_experiment("grpo_tiny", ["graph.train.variance_increase=true"])
     assert exp.graph.call("actor_train").args.variance_increase
 
 
+def test_advantage_model_and_selective_rehearsal_switches():
+    am = load_experiment("am_tiny")
+    assert am.graph.call("reward_train").interface == "am_pairwise"
+    assert am.graph.call("reward_train").args.bound == 2.5
+    exp = load_experiment("ppo_tiny", ["models.reward.rule=null", "+models.reward.arch=${models.actor.arch}",
+                                       "models.reward.value_head=true", "graph.reward_form=advantage",
+                                       "graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_every=5",
+                                       "graph.reward=null"])  # ppo_tiny's rule settings do not apply
+    assert exp.graph.call("reward_inf").interface == "advantage_model"
+    args = exp.graph.call("actor_train").args
+    assert (args.rehearsal_coef, args.rehearsal_every) == (0.5, 5)
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["graph.batch_sise=3"], "unknown config key 'graph.batch_sise'; did you mean 'graph.batch_size'"),
-    (["graph.generate.temperature=0.7"], "samples at temperature 0.7 but 'actor_train' \\(ppo_actor\\) recomputes"),
+    (["graph.generate.temperature=0.7", "graph.train.temperature=1.0"],
+     "graph.train.temperature=1.0 disagrees with graph.generate.temperature=0.7"),
     (["+foo=1"], "unknown config key 'foo'; valid keys at the top level: name, seed"),
     (["graph.batch_size=abc"], "config key 'graph.batch_size' has a wrong type.*expected int"),
     (["graph.template=ppp"], "unknown template 'ppp' \\(did you mean 'ppo'\\?\\)"),
     (["models.actor.trainable=false"], "trains model 'actor', which is not trainable"),
     (["graph.generate.max_new_token=3"], "unknown argument 'max_new_token' for interface 'generate'"),
-    (["models.critic.rule=x"], "models.critic: give only one of arch, config or rule"),
+    (["models.critic.rule=x"], "models.critic: give only one of arch, config, rule, function or functions"),
     (["cluster.device=tpu"], "cluster.device: 'tpu' is not one of cpu, cuda"),
     (["plan.mode=heuristic:magic"], "unknown heuristic 'magic'; known: symmetric"),
     (["plan.mode=fast"], "plan.mode: 'fast' is not one of search"),
@@ -90,6 +112,8 @@ def test_grpovi_switch():
     (["data.format=prompt"], "unknown dataset format 'prompt' \\(did you mean 'prompts'\\?\\)"),
     (["graph.batch_size"], "not of the form key=value"),
     (["graph.batch_size=[1,2"], "cannot compose"),
+    (["graph.reward_form=adv"], "graph.reward_form must be reward or advantage, got 'adv'"),
+    (["graph.train.rehearsal_every=0"], "rehearsal_every, rehearsal_clusters and rehearsal_per_cluster must be >= 1"),
 ])
 def test_bad_overrides(overrides, message):
     with pytest.raises((ConfigError, GraphError), match=message):
@@ -165,6 +189,16 @@ graph:
     missing = write(tmp_path, "x.yaml", open(path).read().replace("model: reward, ", ""))
     with pytest.raises(ConfigError, match="config key 'graph.calls.score.model' is required"):
         load_experiment(missing)
+    # a custom graph sets the sampling temperature on the update and the reference itself
+    hot = open(path).read().replace("max_new_tokens: 4}", "max_new_tokens: 4, temperature: 0.5}")
+    with pytest.raises(ConfigError, match="call 'train' \\(ppo_actor\\) has temperature 1 but its samples "
+                                          "come from 'gen' at temperature 0.5; set temperature: 0.5"):
+        load_experiment(write(tmp_path, "h.yaml", hot))
+    hot = hot.replace("args: {lr: 0.01}", "args: {lr: 0.01, temperature: 0.5}")
+    with pytest.raises(ConfigError, match="call 'refp' \\(logprobs\\) has temperature 1 but 'train'"):
+        load_experiment(write(tmp_path, "h.yaml", hot))
+    hot = hot.replace("interface: logprobs,", "interface: logprobs, args: {temperature: 0.5},")
+    assert load_experiment(write(tmp_path, "h.yaml", hot)).graph.call("refp").args.temperature == 0.5
 
 
 def _schema_classes():
@@ -226,3 +260,33 @@ def test_init_from_copies_the_sources_checkpoint(tmp_path):
     assert models["actor"].checkpoint == str((tmp_path / "sft").resolve())
     assert models["ref"].checkpoint == models["actor"].checkpoint  # ref: init_from actor
     assert models["critic"].checkpoint is None  # no init_from: its own initialisation
+
+
+def test_reward_functions_are_checked_at_load(tmp_path):
+    (tmp_path / "fns.py").write_text("def ok(prompts, completions, answer, **kw):\n    return [0.0] * len(completions)\n"
+                                     "def wants(prompts, completions, level):\n    return []\n")
+    ok = load_experiment("grpo_tiny", ["models.reward.rule=null", f"models.reward.function={tmp_path}/fns.py:ok"])
+    reward = ok.graph.models["reward"]
+    assert reward.functions[0].function == f"{tmp_path}/fns.py:ok" and reward.is_rule
+    assert ok.graph.call("reward_inf").inputs == ("seq",)  # the functions read every column themselves
+    for overrides, message in [
+        ([f"models.reward.function={tmp_path}/fns.py:ok"], "give only one of arch, config, rule, function"),
+        (["models.reward.rule=null", f"models.reward.function={tmp_path}/none.py:ok"],
+         "models.reward: reward function .*none.py:ok': file .* does not exist"),
+        (["models.reward.rule=null", f"models.reward.function={tmp_path}/fns.py:nope"], "has no 'nope'"),
+        (["models.reward.rule=null", f"models.reward.function={tmp_path}/fns.py:wants"],
+         "requires 'level', which the dataset does not give \\(its columns: answer\\)"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_experiment("grpo_tiny", overrides)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["train.eval_every=5"], "train.eval_every=5 needs a validation dataset; set data.eval_path"),
+    (["data.eval_path=x.jsonl"], "data.eval_path is set but train.eval_every is 0"),
+    (["data.overlong_prompts=cut"], "data.overlong_prompts: 'cut' is not one of drop, truncate"),
+    (["graph.reward.unfinished_scale=2"], "unfinished_scale must be in \\[0.0, 1.0\\]"),
+])
+def test_data_and_eval_settings_are_checked_at_load(overrides, message):
+    with pytest.raises((ConfigError, GraphError), match=message):
+        load_experiment("grpo_tiny", overrides)

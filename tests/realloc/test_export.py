@@ -118,3 +118,34 @@ def test_cli_export_and_chat(run_dir, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == expected
     assert main(["export", str(run_dir), "--out", str(tmp_path / "m")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_exported_model_stops_at_eos_in_plain_transformers_generate(tmp_path):
+    """A model built to always predict EOS: the embedding's dimension 0 is 1 for every token, the
+    layers add nothing, and the LM head reads EOS off that dimension. transformers' generate,
+    given no eos_token_id, stops after one token only if the export wrote the special tokens."""
+    state = random_hf_state(ARCH, seed=5, value_head=False)
+    state["model.embed_tokens.weight"][:, 0] = 1.0
+    for key in state:
+        if key.endswith(("o_proj.weight", "down_proj.weight")):
+            state[key].zero_()
+    state["lm_head.weight"].zero_()
+    eos = CharTokenizer().eos_id
+    state["lm_head.weight"][eos, 0] = 10.0
+    root = tmp_path / "run"
+    (root / "models").mkdir(parents=True)
+    (root / "config.yaml").write_text(yaml.safe_dump({"name": "t", "data": {"tokenizer": "char"}}))
+    save_hf_checkpoint(str(root / "models" / "actor"), state, ARCH, value_head=False)
+    raw = transformers.AutoModelForCausalLM.from_pretrained(root / "models" / "actor")
+    prompt = torch.tensor([[CharTokenizer().bos_id] + CharTokenizer().encode("3+4=")])
+    before = raw.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False)
+    assert before.shape[1] - prompt.shape[1] == 8  # the saved model alone does not know its EOS
+
+    export_model(root, tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (config["eos_token_id"], config["bos_token_id"], config["pad_token_id"]) == (eos, 1, 0)
+    generation = json.loads((tmp_path / "out" / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == eos
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False)
+    assert out[0, prompt.shape[1]:].tolist() == [eos]  # stops at EOS

@@ -211,9 +211,96 @@ def test_a_failed_stage_attempt_is_kept_aside_never_deleted(tmp_path: Path) -> N
         return 1 if len(attempts) < 3 else 0
 
     for _ in range(2):
-        with pytest.raises(PipelineError, match="a re-run of the pipeline keeps this attempt"):
+        with pytest.raises(PipelineError, match="a re-run of the pipeline resumes it from its last checkpoint, or keeps this attempt"):
             run_pipeline(pipeline, runner=runner, echo=lambda _: None)
     run_pipeline(pipeline, runner=runner, echo=lambda _: None)
     kept = sorted(p for p in tmp_path.iterdir() if p.name.startswith("sft.attempt-"))
     assert len(kept) == 2
     assert sorted((p / "logs" / "why.txt").read_text() for p in kept) == ["attempt 0", "attempt 1"]
+
+
+def test_shipped_am_ppo_pipeline_scores_ppo_with_the_advantage_model(tmp_path: Path) -> None:
+    stages = resolve_stages(load_pipeline("am_ppo_tiny", [f"run_dir={tmp_path}"]))
+    assert [s.name for s in stages] == ["sft", "am", "ppo"]
+    assert stages[1].experiment == "am_tiny"
+    ppo = dict(ov.split("=", 1) for ov in stages[2].overrides)
+    assert ppo["models.reward.checkpoint"] == f"{tmp_path}/am/models/reward"
+    assert ppo["graph.reward_form"] == "advantage"
+
+
+def _one_stage(tmp_path: Path, *overrides: str):
+    pipeline = apply_overrides(load_pipeline("dschat_tiny"), [f"run_dir={tmp_path}", *overrides])
+    return pipeline.__class__(**{**pipeline.__dict__, "stages": pipeline.stages[:1], "eval": None})
+
+
+def _fake_run(experiment, *, iterations_done: int, checkpoint_at: int | None = None) -> None:
+    """What a run leaves behind: config.yaml, metrics, a checkpoint (its meta and files), models
+    when every iteration is done."""
+    from realloc.run import fingerprint
+    from runtime.rundir import checkpoints as rc
+
+    run_dir = Path(experiment.config.train.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(experiment.to_yaml())
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps({"iteration": i, "loss": 1.0 / i}) + "\n" for i in range(1, iterations_done + 1)))
+    if checkpoint_at is not None:
+        tmp = rc.begin(run_dir / "checkpoints", checkpoint_at)
+        (tmp / ".metadata").write_bytes(b"dcp")
+        meta = rc.CheckpointMeta(iteration=checkpoint_at, world_size=1, data_position=checkpoint_at,
+                                 fingerprint=fingerprint(experiment), layouts={},
+                                 files={".metadata": rc.file_entry(tmp / ".metadata")})
+        rc.commit(run_dir / "checkpoints", meta, keep=2)
+    if iterations_done >= experiment.config.train.iterations:
+        (run_dir / "models" / "actor").mkdir(parents=True, exist_ok=True)
+
+
+def test_a_failed_stage_resumes_from_its_last_checkpoint_on_a_rerun(tmp_path: Path) -> None:
+    from realloc.pipeline import run_pipeline
+
+    pipeline = _one_stage(tmp_path, "sft.train.iterations=4", "sft.train.save_every=2")
+    seen = []
+
+    def runner(experiment) -> int:
+        seen.append(experiment.config.train.resume)
+        if len(seen) == 1:  # killed after its checkpoint of iteration 2
+            _fake_run(experiment, iterations_done=3, checkpoint_at=2)
+            return 1
+        _fake_run(experiment, iterations_done=4, checkpoint_at=4)
+        return 0
+
+    with pytest.raises(PipelineError, match="failed with exit code 1"):
+        run_pipeline(pipeline, runner=runner, echo=lambda _: None)
+    lines: list[str] = []
+    [result] = run_pipeline(pipeline, runner=runner, echo=lines.append)
+    assert seen == [False, True] and result.status == "ran"
+    assert "   an unfinished attempt was there; resuming it from iter_000002" in lines
+    assert not any(p.name.startswith("sft.attempt-") for p in tmp_path.iterdir())  # resumed in place
+
+
+def test_a_finished_stage_is_reused_only_with_the_same_fingerprint(tmp_path: Path) -> None:
+    from realloc.pipeline import run_pipeline
+
+    runs = []
+
+    def runner(experiment) -> int:
+        runs.append(experiment.config.graph.batch_size)
+        _fake_run(experiment, iterations_done=experiment.config.train.iterations)
+        return 0
+
+    run_pipeline(_one_stage(tmp_path, "sft.train.iterations=2"), runner=runner, echo=lambda _: None)
+    [again] = run_pipeline(_one_stage(tmp_path, "sft.train.iterations=2"), runner=runner, echo=lambda _: None)
+    assert again.status == "skipped" and len(runs) == 1
+    changed = _one_stage(tmp_path, "sft.train.iterations=2", "sft.graph.batch_size=4", "sft.seed=7")
+    with pytest.raises(PipelineError) as info:
+        run_pipeline(changed, runner=runner, echo=lambda _: None)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("stage 'sft' finished earlier under another config (")
+    assert f"graph.batch_size is {runs[0]} there, 4 now" in message and "seed is " in message
+    assert message.endswith("pass --rerun sft to run it again (the old run is kept, moved aside), or undo the change")
+    assert len(runs) == 1
+    [forced] = run_pipeline(changed, runner=runner, rerun=("sft",), echo=lambda _: None)
+    assert forced.status == "ran" and runs == [runs[0], 4]
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("sft.attempt-")]) == 1
+    with pytest.raises(PipelineError, match="--rerun ppo: no such stage; stages: sft"):
+        run_pipeline(changed, runner=runner, rerun=("ppo",), echo=lambda _: None)

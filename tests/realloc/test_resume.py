@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def runs(tmp_path_factory):
         "last": (killed / "checkpoints" / f"iter_{ITERATIONS:06d}").exists(),
     }
     # corrupt the newest checkpoint without changing its size: resume must fall back
-    victim = killed / "checkpoints" / "iter_000004" / "rank1.pt"
+    victim = killed / "checkpoints" / "iter_000004" / "__1_0.distcp"
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
@@ -127,7 +128,7 @@ def test_the_run_was_killed_mid_run_after_a_checkpoint(runs):
 @slow
 def test_a_corrupt_checkpoint_is_skipped_with_one_warning(runs):
     warnings = [line for line in runs["stderr"].splitlines() if "warning" in line]
-    assert warnings == ["realloc: warning: checkpoint iter_000004 is unusable (corrupt: rank1.pt fails its "
+    assert warnings == ["realloc: warning: checkpoint iter_000004 is unusable (corrupt: __1_0.distcp fails its "
                         "SHA-256 check); falling back to iter_000002 (the unusable one is moved aside, not "
                         "deleted, when the run resumes)"]
     assert "resuming from" in runs["stdout"] and "iter_000002" in runs["stdout"]
@@ -157,25 +158,28 @@ def test_resumed_models_and_ema_equal_the_uninterrupted_run(runs):
     assert names[1:] == ["iter_000006", "iter_000008"] and names[0].startswith("iter_000004.unusable-")
 
 
-def _rank_state(run_dir: Path, iteration: int, rank: int) -> dict:
-    path = run_dir / "checkpoints" / f"iter_{iteration:06d}" / f"rank{rank}.pt"
-    return torch.load(path, weights_only=True)
+def _saved(run_dir: Path, iteration: int, role: str = "actor") -> dict:
+    """The global weights and EMA of `role` in a checkpoint."""
+    from runtime.rundir.rank_state import read_global
+
+    path = run_dir / "checkpoints" / f"iter_{iteration:06d}"
+    return {what: read_global(path, f"{role}/{what}/") for what in ("weights", "ema")}
 
 
 @slow
-def test_ema_follows_its_recurrence_on_every_rank(runs):
-    """ema_k = d * ema_(k-1) + (1 - d) * w_k, by hand in float64, on each rank's shards."""
-    for rank in (0, 1):  # actor_train is dp=2: both ranks hold the actor and its EMA
-        prev = _rank_state(runs["full"], 1, rank)["models"]["actor"]
-        for it in (2, 3, 4):
-            cur = _rank_state(runs["full"], it, rank)["models"]["actor"]
-            moved = False
-            for name, ema in cur["ema"].items():
-                want = DECAY * prev["ema"][name].double() + (1 - DECAY) * cur["weights"][name].double()
-                torch.testing.assert_close(ema.double(), want, rtol=0, atol=1e-6)
-                moved |= not torch.equal(cur["weights"][name], prev["weights"][name])
-            assert moved
-            prev = cur
+def test_ema_follows_its_recurrence(runs):
+    """ema_k = d * ema_(k-1) + (1 - d) * w_k, by hand in float64, on the saved global tensors."""
+    prev = _saved(runs["full"], 1)
+    for it in (2, 3, 4):
+        cur = _saved(runs["full"], it)
+        moved = False
+        assert cur["ema"].keys() == cur["weights"].keys() and cur["ema"]
+        for name, ema in cur["ema"].items():
+            want = DECAY * prev["ema"][name].double() + (1 - DECAY) * cur["weights"][name].double()
+            torch.testing.assert_close(ema.double(), want, rtol=0, atol=1e-6)
+            moved |= not torch.equal(cur["weights"][name], prev["weights"][name])
+        assert moved
+        prev = cur
 
 
 @slow
@@ -183,7 +187,7 @@ def test_ema_is_saved_beside_the_actor(runs):
     from graph.spec import ModelArch
     from runtime.engine import convert
 
-    final = _rank_state(runs["full"], ITERATIONS, 0)["models"]["actor"]
+    final = _saved(runs["full"], ITERATIONS)
     arch = ModelArch.from_config_file(runs["full"] / "models" / "actor_ema" / "config.json")
     want = convert.megatron_to_hf(dict(final["ema"]), arch, value_head=False)
     got = load_file(runs["full"] / "models" / "actor_ema" / "model.safetensors")
@@ -195,16 +199,39 @@ def test_ema_is_saved_beside_the_actor(runs):
 
 
 @slow
-def test_resume_refuses_another_experiment_world_size_or_a_finished_run(runs):
+def test_resume_refuses_another_experiment_or_a_finished_run(runs):
     """Checked before any worker starts (no launch)."""
     killed = runs["killed"]
     with pytest.raises(UserError, match=r"different experiment \(graph\.batch_size is 8 there, 16 now\)"):
         run_experiment(load_experiment("ppo_tiny", _overrides(killed, "train.resume=true", "graph.batch_size=16")))
-    with pytest.raises(UserError, match="written by 2 workers, this run has 4; resharding"):
-        run_experiment(load_experiment("ppo_tiny", _overrides(killed, "train.resume=true",
-                                                              "cluster.devices_per_node=4")))
     with pytest.raises(ConfigError, match=f"already at iteration {ITERATIONS}"):
         run_experiment(load_experiment("ppo_tiny", _overrides(killed, "train.resume=true")))
+
+
+@slow
+def test_a_finished_run_continues_on_one_worker_under_a_searched_plan(runs, tmp_path):
+    """The 2-worker run's last checkpoint resumes on 1 worker with a plan searched anew: the
+    metrics continue from iteration 8, the first 8 stay as they were."""
+    import shutil
+
+    run = tmp_path / "moved"
+    shutil.copytree(runs["killed"], run)
+    before = _metrics(run)
+    proc = subprocess.run(
+        [sys.executable, "-m", "realloc.cli", "run", "ppo_tiny", "cluster.devices_per_node=1",
+         f"train.iterations={ITERATIONS + 2}", "graph.batch_size=8", f"train.ema_decay={DECAY}",
+         f"train.run_dir={run}", "train.resume=true", "train.save_every=2"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming under a new plan" in proc.stderr and "checkpoint of 2 workers is resharded" in proc.stderr
+    after = _metrics(run)
+    assert [r["iteration"] for r in after] == list(range(1, ITERATIONS + 3))
+    assert after[:ITERATIONS] == before
+    assert all(r["actor_train/grad_norm"] > 0 for r in after[ITERATIONS:])
+    from runtime.rundir.checkpoints import verify
+
+    meta = verify(run / "checkpoints" / f"iter_{ITERATIONS + 2:06d}")
+    assert meta.world_size == 1
 
 
 @pytest.mark.parametrize("override, message", [
@@ -227,21 +254,53 @@ def test_resume_without_checkpoints_says_how_to_write_them(tmp_path):
         run_experiment(exp)
 
 
-def _tensor_bytes(obj) -> int:
-    if torch.is_tensor(obj):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(_tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, list | tuple):
-        return sum(_tensor_bytes(v) for v in obj)
-    return 0
+@slow
+def test_each_rank_writes_its_own_file_of_compact_tensors(runs):
+    """Parameters are views into DDP's flat buffer; saving a view would write the whole buffer,
+    and DP replicas are written once: the files hold about the state's bytes, no more."""
+    from runtime.rundir.checkpoints import verify
+    from runtime.rundir.rank_state import read_global
+
+    path = runs["full"] / "checkpoints" / f"iter_{ITERATIONS:06d}"
+    meta = verify(path)
+    assert sorted(meta.files) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert all(meta.files[f"__{r}_0.distcp"].size > 50_000 for r in (0, 1))  # both ranks wrote
+    payload = 0
+    for role in ("actor", "critic"):
+        for what in ("weights", "ema", "optim/exp_avg", "optim/exp_avg_sq"):
+            payload += sum(t.numel() * t.element_size() for t in read_global(path, f"{role}/{what}/").values())
+    data = sum(e.size for n, e in meta.files.items() if n.endswith(".distcp"))
+    assert payload < data < 1.3 * payload + 256 * 1024
 
 
 @slow
-def test_rank_files_hold_compact_copies_not_whole_buffers(runs):
-    """Parameters are views into DDP's flat buffer; saving a view would write the whole buffer."""
-    for rank in (0, 1):
-        path = runs["full"] / "checkpoints" / f"iter_{ITERATIONS:06d}" / f"rank{rank}.pt"
-        payload = _tensor_bytes(torch.load(path, weights_only=True))
-        assert payload > 100_000
-        assert path.stat().st_size < 1.2 * payload + 256 * 1024
+def test_export_of_the_last_checkpoint_equals_the_final_model(runs, tmp_path):
+    """Two paths to the same weights: the run's own end-of-run HF export (gathered by the
+    engines) and `realloc export --checkpoint 8` (read from the DCP files in one process)."""
+    from realloc.cli import main
+
+    for role in ("actor", "critic"):
+        assert main(["export", str(runs["full"]), "--checkpoint", str(ITERATIONS), "--model", role,
+                     "--out", str(tmp_path / role)]) == 0
+        got = load_file(tmp_path / role / "model.safetensors")
+        want = load_file(runs["full"] / "models" / role / "model.safetensors")
+        assert got.keys() == want.keys()
+        for name in got:
+            assert torch.equal(got[name], want[name]), (role, name)
+        info = json.loads((tmp_path / role / "realloc_export.json").read_text())
+        assert info["checkpoint"] == f"iter_{ITERATIONS:06d}"
+    assert main(["export", str(runs["full"]), "--checkpoint", "99", "--out", str(tmp_path / "x")]) == 2
+
+
+@slow
+def test_checkpoints_command_lists_status_size_and_plan(runs, capsys):
+    from realloc.cli import main
+
+    assert main(["checkpoints", str(runs["killed"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines]  # columns are 2+ spaces apart
+    assert rows[0] == ["ITER", "SIZE", "WORKERS", "PLAN", "STATUS", "DIRECTORY"]
+    assert [r[0] for r in rows[1:]] == ["4", "6", "8"]
+    assert rows[1][4] == "moved aside" and rows[1][5].startswith("iter_000004.unusable-")
+    assert rows[2][2:] == ["2", "6 calls on 4 layouts", "ok", "iter_000006"]
+    assert rows[3][1].endswith(" MiB") and float(rows[3][1].split()[0]) > 0.1

@@ -146,6 +146,13 @@ def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
         ref_v = [scorer.score(scorer.model(torch.tensor([s])).last_hidden_state)[0, :-1, 0]
                  for s in seqs]
         ref_r = [float(scorer(torch.tensor([s])).logits[0, 0]) for s in seqs]
+        # Advantage Model: score at the last token minus at the last prompt token; the
+        # selection's prompt embedding: mean final-norm hidden state over the prompt tokens
+        ref_a = [float(v[-1] - v[p - 1]) for v, p in
+                 ((scorer.score(scorer.model(torch.tensor([s])).last_hidden_state)[0, :, 0], int(p))
+                  for s, p in zip(seqs, batch.prompt_lens))]
+        ref_e = [lm.model(torch.tensor([s[:int(p)]])).last_hidden_state[0].mean(0)
+                 for s, p in zip(seqs, batch.prompt_lens)]
     for name, dp, tp, pp in (("tp2", 1, 2, 1), ("dp2pp2", 2, 1, 2)):
         layout = _layout(dp, tp, pp, 0, micro_batches=2)
         actor = build_engine(ModelSpec(role="ref", arch=arch, checkpoint=str(ckpt / "llama")),
@@ -162,6 +169,13 @@ def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
         res[f"infer/values/{name}"] = max(float((vals[i, 1:len(s)] - ref_v[i]).abs().max())
                                           for i, s in enumerate(seqs))
         res[f"infer/rewards/{name}"] = max(abs(float(rew[i]) - ref_r[i]) for i in range(len(seqs)))
+        adv = run_interface("advantage_model", critic, batch).seq_fields["rewards"]
+        res[f"infer/advantages/{name}"] = max(abs(float(adv[i]) - ref_a[i]) for i in range(len(seqs)))
+        from runtime.interfaces.rehearsal import prompt_embeddings
+
+        emb = prompt_embeddings(actor, batch)
+        res[f"infer/prompt_embeddings/{name}"] = max(float((emb[i] - ref_e[i]).abs().max())
+                                                     for i in range(len(seqs)))
         res[f"infer/zero_outside/{name}"] = float(lp[~batch.valid_mask()].abs().sum()
                                                   + lp[:, 0].abs().sum())
     # a critic initialised from a causal-LM checkpoint: trunk copied, head from the seed
@@ -182,7 +196,7 @@ def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
 
 def check_generate_controls(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
     """EOS, min_new_tokens, truncation, and seeded sampling that is the same at tp1 and tp2."""
-    from graph.catalog import GenerateArgs
+    from graph.catalog import GenerateArgs, LogprobsArgs
     from graph.spec import ModelSpec
     from runtime.data.batch import SeqBatch
     from runtime.engine.model_engine import build_engine
@@ -211,6 +225,12 @@ def check_generate_controls(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
             res[f"gen/truncated/{name}"] = [float(x) for x in free.seq_fields["truncated"]]
             res[f"gen/min_new/{name}"] = (len(late.response(0)) >= 4
                                           and eos not in late.response(0)[:4])
+        # the recorded log-probs are the model's own (EOS not masked), as a scoring call recomputes them
+        rescored = run_interface("logprobs", engine, late, LogprobsArgs(), CallContext())
+        if rank == 0:
+            mask = late.response_mask()
+            res[f"gen/min_new_lp_err/{name}"] = float(
+                (late.token_fields["logprobs"][mask] - rescored.token_fields["logprobs"][mask]).abs().max())
             lp = drawn.token_fields["logprobs"]
             res[f"gen/sample_lp_ok/{name}"] = bool((lp[drawn.response_mask()] < 0).all())
             res[f"gen/sample_ids/{name}"] = list(drawn.ids)
@@ -251,6 +271,10 @@ TRAIN_CASES = (  # (label, interface, family, value_head, args[, layouts])
     ("ppo_actor_ptx", "ppo_actor", "llama", False,  # ptx micro-batches beside PPO's; controller state
      {"lr": 1e-3, "ptx_coef": 0.5, "mini_batches": 2, "adaptive_kl_target": 0.01,
       "adaptive_kl_horizon": 10, "normalize_reward": True}, SHORT),
+    ("am_pairwise", "am_pairwise", "llama", True, {"lr": 1e-3, "bound": 0.05}, SHORT),
+    ("ppo_actor_rehearsal", "ppo_actor", "llama", False,  # selection on the actor's own embeddings
+     {"lr": 1e-3, "rehearsal_coef": 0.5, "rehearsal_clusters": 2, "rehearsal_per_cluster": 2,
+      "rehearsal_every": 2}, SHORT),
 )
 
 

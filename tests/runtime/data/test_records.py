@@ -49,7 +49,7 @@ def test_jsonl_errors_name_line_and_field(tmp_path):
     with pytest.raises(ValueError, match="d.jsonl:3: missing field 'answer'"):
         read_jsonl(p, "prompts_with_answers")
     p.write_text('{"prompt": 3}\n')
-    with pytest.raises(ValueError, match="d.jsonl:1: field 'prompt' must be a string, got int"):
+    with pytest.raises(ValueError, match="d.jsonl:1: field 'prompt' must be a string or a list of chat messages .*, got int"):
         read_jsonl(p, "prompts")
     p.write_text('{"prompt": \n')
     with pytest.raises(ValueError, match="d.jsonl:1: not valid JSON"):

@@ -57,7 +57,7 @@ def test_greedy_generation_matches_transformers(results: dict, family: str) -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["tp2", "dp2pp2"])
 def test_inference_matches_transformers(results: dict, layout: str) -> None:
-    for what in ("logprobs", "values", "rewards"):
+    for what in ("logprobs", "values", "rewards", "advantages", "prompt_embeddings"):
         err = results[f"infer/{what}/{layout}"]
         assert err < 1e-4, f"{what} at {layout}: max diff {err}"
     assert results[f"infer/zero_outside/{layout}"] == 0.0
@@ -74,6 +74,7 @@ def test_generation_controls(results: dict, layout: str) -> None:
     assert results[f"gen/eos_stops/{layout}"] is True
     assert results[f"gen/truncated/{layout}"] == [1.0] * len(dist_checks.PROMPTS)
     assert results[f"gen/min_new/{layout}"] is True
+    assert results[f"gen/min_new_lp_err/{layout}"] < 1e-5
     assert results[f"gen/sample_lp_ok/{layout}"] is True
     assert results[f"gen/sample_ids/{layout}"] == [0, 1, 2, 3, 4, 5, 6, 7]
 

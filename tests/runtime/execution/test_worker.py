@@ -1,5 +1,6 @@
 """The executor: PPO gives the same rewards and losses under a searched plan, a heuristic plan
-and on one device, because sampling is tied to the sample and not to the rank."""
+and on one device, because sampling is tied to the sample and not to the rank; so does GRPO at
+sampling temperature 0.7."""
 
 import dataclasses
 import json
@@ -35,8 +36,10 @@ def runs(tmp_path_factory):
     manual = dist_checks.ppo_six_layouts()
     plans = {"search": searched, "symmetric": symmetric, "manual": manual, "single": single}
     jobs = [_job(exp, layouts, root / name) for name, layouts in plans.items()]
-    # GRPO under a manual plan of four different layouts, and on one device, in the same launch
-    grpo = load_experiment("grpo_tiny", [f"train.iterations={ITERATIONS}", "graph.batch_size=4"])
+    # GRPO under a manual plan of four different layouts, and on one device, in the same launch,
+    # sampling at temperature 0.7 (the losses and the reference divide the logits by it too)
+    grpo = load_experiment("grpo_tiny", [f"train.iterations={ITERATIONS}", "graph.batch_size=4",
+                                         "graph.generate.temperature=0.7"])
     grpo_manual = {"actor_gen": Layout(mesh=DeviceMesh.span(0, 2), dp=1, tp=2, pp=1),
                    "reward_inf": Layout(mesh=DeviceMesh.span(2, 1), dp=1, tp=1, pp=1),
                    "ref_inf": Layout(mesh=DeviceMesh.span(2, 2), dp=2, tp=1, pp=1),
@@ -78,3 +81,13 @@ def test_plan_independence(runs, other):
             if key in ref:
                 assert got[key] == pytest.approx(ref[key], abs=1e-4, rel=1e-4), (other, key, got["iteration"])
 
+
+
+@pytest.mark.parametrize("plan", ["grpo_single", "grpo_manual"])
+def test_losses_at_the_sampling_temperature(runs, plan):
+    """At T = 0.7 the first update's ratio is exactly 1 (no clipping) and its KL to the reference
+    (still the actor's weights) is 0: old, new and reference log-probs are all taken at T."""
+    histories, _, _ = runs
+    first = histories[plan][0]
+    assert first["actor_train/clip_frac"] == 0.0
+    assert first["actor_train/kl"] == pytest.approx(0.0, abs=1e-6)

@@ -260,3 +260,47 @@ def test_whitened_advantages_by_hand() -> None:
     obj = sum(-(r - mean) / std * torch.log_softmax(table[s[t - 1]], -1)[s[t]] for s, t, r in tokens)
     (obj / len(tokens)).backward()
     assert torch.allclose(engine.trainer.steps[0]["grad"], table.grad, atol=1e-5)
+
+
+def test_policy_loss_at_a_sampling_temperature_by_hand() -> None:
+    """GRPO at T = 0.5: samples drawn at T carry old log-probs log softmax(table / T), so the
+    ratio is 1 (no clipping) and pg_loss = -mean(A); the k3 KL to a uniform reference and the
+    gradient are those of log softmax(table / T). At T = 1 the ratio would not be 1."""
+    from graph.catalog import GRPOActorArgs
+
+    temp, kl_coef = 0.5, 0.3
+    engine = _BigramEngine(seed=3)
+    b = SeqBatch.from_lists([list(s) for s in RL_SEQS], RL_PROMPTS)
+    mask = loss_mask(b)
+    with torch.no_grad():
+        lp_t = torch.log_softmax(engine.table[b.input_ids[:, :-1]] / temp, -1).gather(-1, b.input_ids[:, 1:, None])
+    old = torch.where(mask, torch.nn.functional.pad(lp_t[..., 0], (1, 0)), 0.0)
+    ref = torch.where(mask, torch.full_like(old, -math.log(VOCAB)), 0.0)  # a uniform reference
+    batch = b.with_fields(token_fields={"logprobs": old, "ref_logprobs": ref},
+                          seq_fields={"rewards": torch.tensor([1.0, 0.0, 0.0, 1.0])})
+    args = GRPOActorArgs(group_size=2, kl_coef=kl_coef, kl_estimator="k3", temperature=temp)
+    out = run_interface("grpo_actor", engine, batch, args)
+
+    a = 1 / math.sqrt(0.5) * 0.5  # (r - group mean) / unbiased group std, groups (1, 0), (0, 1)
+    adv = [a, -a, -a, a]
+    table = engine.table.detach()
+    tokens = [(s, t, adv[i]) for i, (s, p) in enumerate(zip(RL_SEQS, RL_PROMPTS)) for t in range(p, len(s))]
+
+    def logp(tab: torch.Tensor, s: tuple[int, ...], t: int) -> torch.Tensor:
+        return torch.log_softmax(tab[s[t - 1]] / temp, -1)[s[t]]
+
+    kls = [math.exp(-math.log(VOCAB) - float(logp(table, s, t))) + math.log(VOCAB) + float(logp(table, s, t)) - 1
+           for s, t, _ in tokens]
+    assert out["clip_frac"] == 0.0
+    assert out["pg_loss"] == pytest.approx(-sum(x for _, _, x in tokens) / len(tokens), abs=1e-5)
+    assert out["kl"] == pytest.approx(sum(kls) / len(kls), abs=1e-6)
+    assert out["loss"] == pytest.approx(out["pg_loss"] + kl_coef * sum(kls) / len(kls), abs=1e-5)
+    # gradient: d/dtable mean_t [-A_t exp(lp_t - old_t) + kl_coef * k3(lp_t, ref)], lp at T
+    tab = table.clone().requires_grad_(True)
+    obj = torch.zeros(())
+    for s, t, x in tokens:
+        lp, lp_old = logp(tab, s, t), float(logp(table, s, t))
+        log_r = -math.log(VOCAB) - lp
+        obj = obj - x * torch.exp(lp - lp_old) + kl_coef * (torch.exp(log_r) - 1 - log_r)
+    (obj / len(tokens)).backward()
+    assert torch.allclose(engine.trainer.steps[0]["grad"], tab.grad, atol=1e-5)

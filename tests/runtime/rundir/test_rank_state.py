@@ -1,41 +1,45 @@
-"""A rank's checkpoint state without processes: the file format loads with weights_only and
-the RNG states come back exactly. (Weights, optimizer and EMA across a real kill and resume
-are checked end to end in tests/realloc/test_resume.py.)"""
+"""A rank's RNG states come back exactly. (Tensors across layouts and world sizes:
+tests/runtime/rundir/test_reshard.py; a real kill and resume: tests/realloc/test_resume.py.)"""
 
 from __future__ import annotations
 
 import torch
 
-from runtime.rundir import rank_state as train_state
-
-
-def test_a_rank_file_round_trips_tensors_and_json_engine_state(tmp_path):
-    state = {
-        "models": {"actor": {"layout": "[0-1] dp2 tp1 pp1 mb1",
-                             "weights": {"embedding.word_embeddings.weight": torch.randn(5, 3)},
-                             "optimizer": {"step": 3, "main_params": [torch.randn(7)],
-                                           "state": [{"step": torch.tensor(3.0), "exp_avg": torch.randn(7),
-                                                      "exp_avg_sq": torch.rand(7)}]},
-                             "ema": None}},
-        "engine_state": {"actor@[0-1] dp2 tp1 pp1 mb1": {"kl_coef": 0.05, "history": [0.1, None], "on": True}},
-        "rng": train_state.rng_state(),
-    }
-    path = tmp_path / "rank0.pt"
-    path.write_bytes(train_state.to_bytes(state))
-    back = train_state.read_rank_file(path)  # weights_only=True: no pickled code
-    assert back["engine_state"] == state["engine_state"]
-    saved, loaded = state["models"]["actor"], back["models"]["actor"]
-    assert loaded["layout"] == saved["layout"] and loaded["ema"] is None
-    assert torch.equal(loaded["weights"]["embedding.word_embeddings.weight"],
-                       saved["weights"]["embedding.word_embeddings.weight"])
-    for key in ("step", "exp_avg", "exp_avg_sq"):
-        assert torch.equal(loaded["optimizer"]["state"][0][key], saved["optimizer"]["state"][0][key])
-    assert loaded["optimizer"]["step"] == 3
+from runtime.rundir import rank_state
 
 
 def test_rng_state_restores_the_same_draws():
-    saved = train_state.rng_state()
+    saved = rank_state.rng_state()
+    assert all(torch.is_tensor(v) for v in saved.values())  # DCP stores them as plain tensors
     first = torch.rand(4)
     torch.rand(100)  # move on
-    train_state.set_rng_state(saved)
+    rank_state.set_rng_state(saved)
     assert torch.equal(torch.rand(4), first)
+
+
+def test_the_direct_reader_reads_whole_chunks_in_place_and_leaves_the_rest_to_dcp(tmp_path, monkeypatch):
+    """One process, plain tensors: whole contiguous targets are read in place (counted),
+    a target of another dtype or a non-contiguous one goes the stock way; all exact."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    g = torch.Generator().manual_seed(0)
+    saved = {"a": torch.randn(64, 33, generator=g), "b": torch.randn(7, generator=g).to(torch.bfloat16),
+             "c": torch.randint(0, 9, (5, 4), generator=g), "d": torch.randn(6, 6, generator=g)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(saved, storage_writer=dcp.FileSystemWriter(str(tmp_path)), no_dist=True)
+        reader = rank_state._dcp_reader()
+        used = []
+        real = reader._direct
+        monkeypatch.setattr(reader, "_direct", lambda self, *a: used.append(real(self, *a)) or used[-1])
+        target = {"a": torch.zeros(64, 33), "b": torch.zeros(7, dtype=torch.bfloat16), "c": torch.zeros(5, 4,
+                  dtype=torch.int64), "d": torch.zeros(6, 6).t()}  # d: not contiguous
+        target64 = {"a": torch.zeros(64, 33, dtype=torch.float64)}  # another dtype
+        dcp.load(target, storage_reader=reader(str(tmp_path)), no_dist=True)
+        dcp.load(target64, storage_reader=reader(str(tmp_path)), no_dist=True)
+    for name in saved:
+        assert torch.equal(target[name], saved[name]), name
+    assert torch.equal(target64["a"], saved["a"].double())
+    assert sorted(used) == [False, False, True, True, True]

@@ -1,0 +1,96 @@
+"""Selective Rehearsal: k-means and the per-cluster selection on small cases worked by hand,
+and the rehearsal loss mixed into ppo_actor (table "model" of tests/.../test_train.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from graph.catalog import PPOActorArgs
+from runtime.interfaces import CallContext, run_interface
+from runtime.interfaces.rehearsal import kmeans, select_per_cluster
+from tests.runtime.interfaces.test_train import RL_PROMPTS, RL_SEQS, _BigramEngine, _rl_batch
+
+
+def test_kmeans_two_obvious_groups() -> None:
+    # start: point 0 (0,0); farthest is point 3 (10,1); Lloyd keeps {0,1,2} / {3,4}
+    pts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [10.0, 1.0], [9.0, 0.0]])
+    assert kmeans(pts, 2).tolist() == [0, 0, 0, 1, 1]
+
+
+def test_kmeans_ties_and_centre_updates_by_hand() -> None:
+    """1-D: 0, 4, 5, 10; start centres 0 and 10 (the farthest); 5 is equally far from both
+    and goes to the lower-numbered centre: {0,4,5} {10}; centres 3 and 10; 5 stays (2 < 5)."""
+    assert kmeans(torch.tensor([[0.0], [4.0], [5.0], [10.0]]), 2).tolist() == [0, 0, 0, 1]
+    # 0, 1, 2, 9, 10 with k=2: start 0 and 10; {0,1,2} {9,10}
+    assert kmeans(torch.tensor([[0.0], [1.0], [2.0], [9.0], [10.0]]), 2).tolist() == [0, 0, 0, 1, 1]
+    # k=3 on 0, 1, 10, 11, 20: start 0, 20, then 10 (farthest from both: 10); Lloyd: {0,1}
+    # {20} {10,11}, numbered by start point
+    assert kmeans(torch.tensor([[0.0], [1.0], [10.0], [11.0], [20.0]]), 3).tolist() == [0, 0, 2, 2, 1]
+
+
+def test_kmeans_fewer_distinct_points_than_k() -> None:
+    assert kmeans(torch.tensor([[1.0], [1.0], [1.0]]), 3).tolist() == [0, 0, 0]
+
+
+def test_select_per_cluster_by_hand() -> None:
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2])
+    scores = torch.tensor([0.5, 2.0, 1.0, -0.2, 0.3, 0.3, -1.0])
+    # cluster 0: 2.0 (1), 1.0 (2) kept; cluster 1: 0.3 (4) and 0.3 (5) tie -> 4 first, only
+    # 0.3s are > 0; cluster 2: nothing above 0
+    assert select_per_cluster(labels, scores, per_cluster=2, min_score=0.0) == [1, 2, 4, 5]
+    assert select_per_cluster(labels, scores, per_cluster=1, min_score=0.0) == [1, 4]
+    assert select_per_cluster(labels, scores, per_cluster=3, min_score=0.6) == [1, 2]
+
+
+def _emb_engine(seed: int = 0) -> _BigramEngine:
+    engine = _BigramEngine(seed=seed)
+    # prompts of RL_SEQS start with 1, 2, 3, 4: embed by first token -> clusters {1,2} {3,4}
+    engine.prompt_embeddings = lambda b: b.input_ids[:, :1].float()  # type: ignore[attr-defined]
+    return engine
+
+
+def test_rehearsal_loss_by_hand_and_reselection_every_n() -> None:
+    """rewards 1, -2, 0.5, 3 and 2 clusters {seq 0, seq 1} {seq 2, seq 3}, one kept per cluster
+    above 0: seqs 0 and 3. The rehearsal loss is the mean cross-entropy of their response
+    tokens, weighted by rehearsal_coef; the selection holds for rehearsal_every=2 calls."""
+    engine = _emb_engine()
+    rewards = [1.0, -2.0, 0.5, 3.0]
+    coef = 0.3
+    args = PPOActorArgs(kl_coef=0.0, gamma=1.0, lam=1.0, whiten_advantages=False, reward_clip=100.0,
+                        rehearsal_coef=coef, rehearsal_every=2, rehearsal_clusters=2, rehearsal_per_cluster=1)
+    table = engine.table.detach().clone()
+    out = run_interface("ppo_actor", engine, _rl_batch(engine, rewards), args, CallContext())
+    kept = [0, 3]
+    ce = [-math.log(torch.softmax(table[RL_SEQS[i][t - 1]], -1)[RL_SEQS[i][t]].item())
+          for i in kept for t in range(RL_PROMPTS[i], len(RL_SEQS[i]))]
+    n = [len(s) - p for s, p in zip(RL_SEQS, RL_PROMPTS)]
+    pg = -sum(r * k for r, k in zip(rewards, n)) / sum(n)
+    assert out["rehearsal_size"] == 2 and out["rehearsal_clusters"] == 2
+    assert out["rehearsal_kept_reward"] == pytest.approx(2.0)
+    assert out["rehearsal_loss"] == pytest.approx(sum(ce) / len(ce), abs=1e-6)
+    assert out["loss"] == pytest.approx(pg + coef * sum(ce) / len(ce), abs=1e-6)
+    # second call: rewards changed so that a fresh selection would keep seqs 1 and 2, but
+    # rehearsal_every=2 keeps the old selection; the third call reselects
+    flipped = [-1.0, 2.0, 4.0, -3.0]
+    run_interface("ppo_actor", engine, _rl_batch(engine, flipped), args, CallContext())
+    assert engine.state["rehearsal/seqs"] == [list(RL_SEQS[0]), list(RL_SEQS[3])]
+    run_interface("ppo_actor", engine, _rl_batch(engine, flipped), args, CallContext())
+    assert engine.state["rehearsal/seqs"] == [list(RL_SEQS[1]), list(RL_SEQS[2])]
+
+
+def test_nothing_above_the_threshold_means_no_rehearsal_loss() -> None:
+    engine = _emb_engine()
+    args = PPOActorArgs(kl_coef=0.0, whiten_advantages=False, rehearsal_coef=0.5)
+    out = run_interface("ppo_actor", engine, _rl_batch(engine, [-1.0, -2.0, -0.5, -3.0]), args, CallContext())
+    assert out["rehearsal_size"] == 0 and out["rehearsal_loss"] == 0.0
+    assert len(engine.trainer.steps[0]["ids"]) == 1  # PPO micro-batch only
+
+
+def test_rehearsal_args_reject_bad_values() -> None:
+    with pytest.raises(ValueError, match="rehearsal_coef"):
+        PPOActorArgs(rehearsal_coef=-0.1)
+    with pytest.raises(ValueError, match="rehearsal_every"):
+        PPOActorArgs(rehearsal_every=0)
