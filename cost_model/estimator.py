@@ -128,6 +128,20 @@ class AnalyticCostModel:
         holds their devices during a transfer)."""
         self._realloc_cache: dict[tuple[Any, ...], MoveEstimate] = {}
 
+    @property
+    def threads_per_device(self) -> int:
+        """Torch threads each worker runs with under this model."""
+        return self.hardware.threads_per_device
+
+    def thread_options(self) -> tuple[int, ...]:
+        """Threads per worker a plan may choose (`HardwareSpec.thread_options`)."""
+        return self.hardware.thread_options()
+
+    def with_threads(self, threads: int) -> AnalyticCostModel:
+        """The same model with every worker running `threads` torch threads (`HardwareSpec.with_threads`)."""
+        return AnalyticCostModel(self.hardware.with_threads(threads), self.cluster, options=self.options,
+                                 iteration_barrier=self.iteration_barrier, blocking_transfers=self.blocking_transfers)
+
     # ------------------------------------------------------------------ CostProvider
     def call_estimate(self, call: Call, model: ModelSpec, layout: Layout) -> CallEstimate:
         """Time and per-device memory of `call` on `model` under `layout`."""

@@ -57,6 +57,10 @@ def _layout_text(layout: Any) -> str:
 def call_table(plan: Plan, *, title: str | None = None) -> Table:
     """Per call: model, mesh, dp/tp/pp, micro-batches, estimated time and peak memory."""
     table = Table(title=title or f"plan ({plan.source})")
+    if plan.threads_per_worker:
+        busy = len({d for c in plan.calls for d in c.layout.mesh.devices})
+        table.caption = (f"{plan.threads_per_worker} torch thread(s) per worker; {busy} of "
+                         f"{plan.cluster.num_devices} workers busy")
     for name in ("call", "model", "mesh", "dp", "tp", "pp", "micro-batches", "est. time (s)",
                  "peak mem (GiB)"):
         table.add_column(name, justify="left" if name in ("call", "model", "mesh") else "right")

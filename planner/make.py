@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ class PlanResult:
     """Why a heuristic has no plan for this experiment, by name."""
     search: SearchStats | None = None
     """Statistics of the annealing search (mode search only)."""
+    threads_tried: Mapping[int, float] = field(default_factory=dict)
+    """Searched plan's estimated seconds per iteration by threads per worker, where the
+    search chose the threads (CPU workers sharing cores); empty elsewhere."""
 
     def speedup_over(self, name: str) -> float | None:
         """Baseline iteration time / plan iteration time (None when either is unknown)."""
@@ -39,8 +43,32 @@ class PlanResult:
 
 def make_plan(graph: DataflowGraph, cost: CostProvider,
               options: PlanOptions | None = None) -> PlanResult:
-    """Plan `graph` on `cost.cluster` as `options` say; ValueError for anything a user can fix."""
+    """Plan `graph` on `cost.cluster` as `options` say; ValueError for anything a user can fix.
+
+    Where the workers are CPU processes sharing cores (`cost.thread_options()` offers more
+    than one count), the search also chooses the torch threads per worker: it searches the
+    layouts under each count's cost model (`cost.with_threads`) and keeps the fastest plan,
+    which may leave workers idle to give the busy ones more threads. A plan file keeps its
+    own threads per worker."""
     options = options or PlanOptions()
+    choices = tuple(getattr(cost, "thread_options", lambda: ())())
+    if options.mode is PlanMode.FILE:
+        threads = load_plan(str(options.file)).threads_per_worker
+        result = _make_plan(graph, cost.with_threads(threads) if threads > 1 and len(choices) > 1 else cost,
+                            options)
+        return dataclasses.replace(result, plan=dataclasses.replace(result.plan, threads_per_worker=threads))
+    if options.mode is not PlanMode.SEARCH or len(choices) < 2:
+        return _make_plan(graph, cost, options)
+    tried = {t: _make_plan(graph, cost.with_threads(t), options) for t in choices}
+    times = {t: r.plan.iteration_time_s for t, r in tried.items()}
+    feasible = [t for t, r in tried.items() if r.plan.feasible and r.plan.iteration_time_s is not None]
+    best = min(feasible or list(tried), key=lambda t: (times[t] if times[t] is not None else float("inf"), t))
+    result = tried[best]
+    return dataclasses.replace(result, plan=dataclasses.replace(result.plan, threads_per_worker=best),
+                               threads_tried={t: v for t, v in times.items() if v is not None})
+
+
+def _make_plan(graph: DataflowGraph, cost: CostProvider, options: PlanOptions) -> PlanResult:
     ctx = PlanContext(graph, cost, space_options=options.space_options(),
                       num_iterations=options.num_iterations, off_policy_steps=options.off_policy_steps,
                       fusion=options.fusion)

@@ -102,7 +102,7 @@ def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: 
         f"models.actor.checkpoint={sft}/models/actor", f"models.ref.checkpoint={sft}/models/actor",
         f"graph.train.lr={ppo_lr}", "graph.train.kl_coef=0.05", f"train.iterations={ppo_iterations}",
     ]
-    neural = ["models.reward.rule=null", "models.reward.value_head=true"]
+    neural = ["models.reward.rule=null", "models.reward.value_head=true", "graph.reward=null"]
     sr = ["graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_every=10",
           "graph.train.rehearsal_clusters=4", "graph.train.rehearsal_per_cluster=8"]
     pref = [f"seed={seed}", f"data.path={data['pref']}", "data.generator=null"]

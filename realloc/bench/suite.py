@@ -9,7 +9,8 @@ Sections (each calls a module of `realloc.bench`, whose `main()` also runs on it
 | paper | the same, estimated by the cost model at the published 8-128 GPU scales | planner_paper |
 | search | annealing vs exhaustive search on small instances: quality and time | planner_exact |
 | realloc | parameter reallocation throughput vs a raw p2p transfer of the same bytes | realloc_throughput |
-| peer | end to end vs TRL's GRPOTrainer: samples/s and generated tokens/s | peer_trl |
+| peer | end to end vs TRL's GRPOTrainer: generated tokens/s on equal cores, time per phase | peer_trl |
+| engine | the Megatron engine vs transformers at equal threads: train step, generation, log-probs | engine_throughput |
 | validation | the cost model's estimates vs measured times | validate_cost_model |
 | fusion | fused vs unfused, one-step off-policy vs on-policy: measured (ppo_longtail_tiny) and estimated (published scales) | fusion |
 
@@ -171,15 +172,48 @@ def _run_peer(quick: bool, note: Note) -> dict[str, Any]:
 
     if not trl_available():
         note("TRL not installed: realloc alone")
-    runs = [PeerSettings(size="tiny", steps=2, warmup=1)] if quick else [
-        PeerSettings(size="tiny", steps=8, warmup=3),
-        PeerSettings(size="smollm2-135m-body", steps=3, warmup=1),
+    runs = [PeerSettings(size="tiny", steps=2, warmup=1, rounds=1)] if quick else [
+        PeerSettings(size="tiny", steps=8, warmup=3, rounds=3),
+        PeerSettings(size="smollm2-135m-body", steps=3, warmup=1, rounds=3),
     ]
     out = {}
     for s in runs:
-        note(f"{s.size}: TRL, realloc on 1 worker and on {s.devices}, {s.warmup}+{s.steps} steps")
-        out[s.size] = compare(s)
+        note(f"{s.size}: {s.rounds} interleaved rounds of TRL, realloc on 1 worker and on {s.devices}, "
+             f"{s.threads} cores each, {s.warmup}+{s.steps} steps")
+        out[s.size] = compare(s, log=note)
     return {"sizes": out, "trl_installed": trl_available(), **({} if trl_available() else {"note": INSTALL_HINT})}
+
+
+ENGINE_RUNS = {
+    "tiny": ["--layers", "2", "--hidden", "64", "--vocab", "64", "--seq", "16", "--prompt", "8",
+             "--new-tokens", "8", "--batch", "32", "--repeats", "5"],
+    "smollm2-body": ["--model", "smollm2-body", "--batch", "4", "--seq", "64", "--prompt", "32",
+                     "--new-tokens", "8", "--repeats", "1"],
+}
+"""engine_throughput's arguments per model size: the peer bench's two sizes."""
+
+
+def _run_engine(quick: bool, note: Note) -> dict[str, Any]:
+    import sys
+    import tempfile
+
+    out: dict[str, Any] = {}
+    sizes = ["tiny"] if quick else list(ENGINE_RUNS)
+    with tempfile.TemporaryDirectory(prefix="realloc-engine-") as tmp:
+        for size in sizes:
+            rounds = "2" if quick else "3" if size != "tiny" else "5"
+            note(f"{size}: engine vs transformers, {rounds} alternations, all cores each")
+            path = Path(tmp) / f"{size}.json"
+            cmd = [sys.executable, "-m", "realloc.bench.engine_throughput", *ENGINE_RUNS[size], "--rounds", rounds,
+                   "--json", str(path)]
+            env = {**os.environ, "MASTER_PORT": str(29700 + len(out)),
+                   "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()
+                raise RuntimeError(f"engine_throughput ({size}) failed: {tail[-1] if tail else proc.returncode}")
+            out[size] = json.loads(path.read_text())
+    return {"sizes": out}
 
 
 def _run_checkpoint(quick: bool, note: Note) -> dict[str, Any]:
@@ -270,21 +304,32 @@ def _render_realloc(data: Mapping[str, Any]) -> list[str]:
 
 
 def _render_peer(data: Mapping[str, Any]) -> list[str]:
+    from realloc.bench.peer_trl import PHASES, headline
+
     lines: list[str] = []
     if data.get("note"):
         lines += [f"_{data['note']}_", ""]
     for size, r in data["sizes"].items():
         s = r["settings"]
-        lines.append(f"**{size}**: GRPO, {s['prompts']} prompts x {s['group_size']} samples, <= "
-                     f"{s['max_new_tokens']} new tokens, temperature {s['temperature']}, fp32, "
-                     f"{s['threads']} thread(s) for TRL and realloc on 1 worker; medians of {s['steps']} "
-                     f"steps after {s['warmup']} warm-up.")
+        lines.append(f"**{size}**: GRPO, {headline(s)}; temperature {s['temperature']}, fp32.")
+        if "cores" in r:
+            lines.append(f"Machine: {r['cores']} cores, 1-minute load {r['load_before']} -> {r['load_after']}"
+                         f"{'' if r.get('equal_tokens', True) else '; generated tokens per step differ'}.")
         lines.append("")
-        lines += md_table(["system", "s/step", "samples/s", "generated tokens/s", "tokens/step", "generate share",
-                           "threads/worker", "peak RSS GiB", "vs TRL"],
-                          [[n, f"{v['step_s']:.3f}", f"{v['samples_per_s']:.1f}", f"{v['tokens_per_s']:.0f}",
-                            v["tokens_per_step"], f"{v['generate_share']:.0%}", v["threads"], v.get("peak_rss_gib"),
-                            _x(v.get("speedup_vs_trl"))] for n, v in r["systems"].items()])
+        lines += md_table(["system", "workers x threads", "generated tokens/s", "min-max", "samples/s", "s/step",
+                           "tokens/step", "generate share", "peak RSS GiB", "vs TRL (tokens/s)"],
+                          [[n, f"{v.get('workers', 1)} x {v['threads']}", f"{v['tokens_per_s']:.0f}",
+                            "-" if "tokens_per_s_range" not in v else
+                            "{:.0f}-{:.0f}".format(*v["tokens_per_s_range"]),
+                            f"{v['samples_per_s']:.1f}", f"{v['step_s']:.3f}", v["tokens_per_step"],
+                            f"{v['generate_share']:.0%}", v.get("peak_rss_gib"), _x(v.get("speedup_vs_trl"))]
+                           for n, v in r["systems"].items()])
+        phases = {n: v["phase_s"] for n, v in r["systems"].items() if v.get("phase_s")}
+        if phases:
+            lines += ["", "Median seconds per step and phase (TRL's train: the rest of its step; realloc's other: "
+                      "time between calls):", ""]
+            lines += md_table(["system", *PHASES], [[n, *(f"{ph[p]:.3f}" if p in ph else "-" for p in PHASES)]
+                                                    for n, ph in phases.items()])
         calls = {n: v["call_s"] for n, v in r["systems"].items() if v.get("call_s")}
         if calls:
             lines += ["", "realloc's median seconds per call: " + "; ".join(
@@ -314,6 +359,19 @@ def _render_fusion(data: Mapping[str, Any]) -> list[str]:
         rows.append([r["setting"], *cells])
     lines += md_table(["setting", "unfused", "fused", "auto", "off-policy", "disaggregated",
                        "disaggregated fused", "disaggregated off-policy"], rows)
+    return lines
+
+
+def _render_engine(data: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for size, r in data["sizes"].items():
+        lines += [f"**{size}** ({r['params_m']}M parameters): batch {r['batch']} x {r['seq']} tokens (prompt "
+                  f"{r['prompt']}, {r['new_tokens']} new), {r['threads']} thread(s) for both, median of "
+                  f"{r['rounds']} alternations, {r['clock']} time.", ""]
+        lines += md_table(["what", "engine tokens/s", "transformers tokens/s", "engine / transformers"],
+                          [[row["what"], f"{row['engine_tok_s']:.0f}", f"{row['hf_tok_s']:.0f}", _x(row["ratio"])]
+                           for row in r["rows"]])
+        lines.append("")
     return lines
 
 
@@ -384,6 +442,7 @@ SECTIONS: tuple[Section, ...] = (
     Section(name="realloc", title="Parameter reallocation vs a raw transfer", run=_run_realloc,
             render=_render_realloc),
     Section(name="peer", title="End to end vs TRL (GRPO)", run=_run_peer, render=_render_peer),
+    Section(name="engine", title="Engine vs transformers at equal threads", run=_run_engine, render=_render_engine),
     Section(name="checkpoint", title="Checkpoints: save/load throughput and memory vs raw I/O",
             run=_run_checkpoint, render=_render_checkpoint),
     Section(name="validation", title="Cost model vs measured times", run=_run_validation,
@@ -548,10 +607,21 @@ def _readme_rows(sections: Mapping[str, Any]) -> list[list[str]]:
         rows.append([f"stage overlap, {m['experiment']}, {m['devices']} CPU workers (measured)", "; ".join(cells)])
     if (d := ok("peer")):
         for size, r in d["sizes"].items():
-            cells = [f"{n}: {v['samples_per_s']:.1f} samples/s, {v['tokens_per_s']:.0f} tokens/s"
-                     for n, v in r["systems"].items()]
-            rows.append([f"GRPO end to end, {size} model", "; ".join(cells) or "no system ran"])
+            cores = r["settings"].get("threads")
+            cells = [f"{n}: {v['tokens_per_s']:.0f} tokens/s ({_x(v.get('speedup_vs_trl')) or '-'} TRL)"
+                     if v.get("speedup_vs_trl") is not None and n != "TRL GRPOTrainer"
+                     else f"{n}: {v['tokens_per_s']:.0f} tokens/s" for n, v in r["systems"].items()]
+            rows.append([f"GRPO end to end, {size} model, {cores} cores for every system",
+                         "; ".join(cells) or "no system ran"])
+    if (d := ok("engine")):
+        rows += _engine_rows(d)
     return rows
+
+
+def _engine_rows(d: Mapping[str, Any]) -> list[list[str]]:
+    return [[f"engine vs transformers, {size} model, {r['threads']} thread(s) each",
+             ", ".join(f"{row['what']} {_x(row['ratio'])}" for row in r["rows"]) + " of transformers' tokens/s"]
+            for size, r in d["sizes"].items()]
 
 
 def render_readme_table(report: Mapping[str, Any]) -> str:

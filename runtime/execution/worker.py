@@ -24,6 +24,7 @@ The worker is a composition of parts with one job each: `EngineSet` (the engines
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from runtime.execution.checkpointing import Checkpointer
 from runtime.execution.dispatch import StepDispatcher
 from runtime.execution.engines import EngineSet
 from runtime.execution.job import Job
-from runtime.execution.launch import WorkerContext
+from runtime.execution.launch import WorkerContext, equal_share
 from runtime.execution.metrics import IterationLog, MetricsReporter
 from runtime.execution.program import compile_iteration, rank_program
 from runtime.execution.sampling import Resampler, split_program
@@ -57,6 +58,8 @@ class Worker:
     def __init__(self, ctx: WorkerContext, job: Job) -> None:
         start = time.perf_counter()
         platform.apply_platform_patches()
+        # the plan's threads, else the launcher's equal share (again: jobs may share a process)
+        torch.set_num_threads(job.threads_per_worker or equal_share(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         self.ctx, self.job, self.rank = ctx, job, ctx.rank
         self.graph = job.graph
         torch.manual_seed(job.seed)

@@ -38,6 +38,18 @@ def test_round_trip(tmp_path, suffix):
     assert dataclasses.replace(back, timeline=plan.timeline) == plan
 
 
+def test_threads_per_worker_round_trip_and_checks(tmp_path):
+    plan = dataclasses.replace(_plan(), threads_per_worker=2)
+    assert load_plan(plan.save(tmp_path / "plan.yaml")).threads_per_worker == 2
+    assert _plan().threads_per_worker == 0  # the launcher's share
+    data = plan.to_dict()
+    data["threads_per_worker"] = -1
+    with pytest.raises(ValueError, match="threads_per_worker must be an integer >= 0"):
+        Plan.from_dict(data)
+    del data["threads_per_worker"]  # files from before threads were planned
+    assert Plan.from_dict(data).threads_per_worker == 0
+
+
 def test_check_matches_names_the_call(tmp_path):
     plan = _plan()
     plan.check_matches(fan_graph(), CLUSTER)

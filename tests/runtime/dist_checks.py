@@ -196,7 +196,7 @@ def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
 
 def check_generate_controls(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
     """EOS, min_new_tokens, truncation, and seeded sampling that is the same at tp1 and tp2."""
-    from graph.catalog import GenerateArgs
+    from graph.catalog import GenerateArgs, LogprobsArgs
     from graph.spec import ModelSpec
     from runtime.data.batch import SeqBatch
     from runtime.engine.model_engine import build_engine
@@ -225,6 +225,12 @@ def check_generate_controls(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
             res[f"gen/truncated/{name}"] = [float(x) for x in free.seq_fields["truncated"]]
             res[f"gen/min_new/{name}"] = (len(late.response(0)) >= 4
                                           and eos not in late.response(0)[:4])
+        # the recorded log-probs are the model's own (EOS not masked), as a scoring call recomputes them
+        rescored = run_interface("logprobs", engine, late, LogprobsArgs(), CallContext())
+        if rank == 0:
+            mask = late.response_mask()
+            res[f"gen/min_new_lp_err/{name}"] = float(
+                (late.token_fields["logprobs"][mask] - rescored.token_fields["logprobs"][mask]).abs().max())
             lp = drawn.token_fields["logprobs"]
             res[f"gen/sample_lp_ok/{name}"] = bool((lp[drawn.response_mask()] < 0).all())
             res[f"gen/sample_ids/{name}"] = list(drawn.ids)
