@@ -145,7 +145,7 @@ def _check_temperature(args: Any) -> None:
         raise ValueError(f"temperature must be > 0, got {args.temperature}")
 
 
-POLICY_INTERFACES = ("ppo_actor", "grpo_actor", "remax_actor")
+POLICY_INTERFACES = ("ppo_actor", "grpo_actor", "remax_actor", "pg_actor")
 """Train interfaces whose loss recomputes the log-probs of sampled tokens: they divide the logits
 by their `temperature`, which must be the sampling temperature of the generate call feeding them."""
 

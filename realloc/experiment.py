@@ -528,21 +528,34 @@ def load_experiment(exp: str | None, overrides: list[str] | tuple[str, ...] = ()
     return experiment
 
 
+_NO_LOGPROBS = ("ppo_critic",)
+"""Train interfaces that read samples without recomputing their log-probs (no temperature)."""
+
+
 def _check_sampling_temperature(graph: DataflowGraph) -> None:
     """A policy update and the log-probs it compares against must use the temperature its samples
     were drawn at (logits / T); templates copy it, a custom graph must set it alike."""
     producers = {key: call for call in graph.calls for key in call.outputs}
     for call in graph.calls:
         gen = producers.get(call.inputs[0]) if call.inputs else None
-        if call.interface not in POLICY_INTERFACES or gen is None or gen.interface != "generate":
+        if call.kind is not CallKind.TRAIN or gen is None or gen.interface != "generate":
             continue
         want = 1.0 if gen.args.greedy else gen.args.temperature
+        if call.interface not in POLICY_INTERFACES:
+            if want != 1.0 and call.interface not in _NO_LOGPROBS:  # an update blind to the temperature
+                raise ConfigError(
+                    f"call {call.name!r} ({call.interface}) trains on samples drawn at temperature {want:g} but "
+                    "does not divide its logits by it; set graph.generate.temperature=1.0 or use "
+                    f"{', '.join(POLICY_INTERFACES)}")
+            continue
         if call.args.temperature != want:
             raise ConfigError(
                 f"call {call.name!r} ({call.interface}) has temperature {call.args.temperature:g} but its "
                 f"samples come from {gen.name!r} at temperature {want:g}; set temperature: {want:g} in "
                 f"{call.name!r}'s args")
-        ref = producers.get(call.inputs[2]) if len(call.inputs) > 2 else None
+        roles = get_interface(call.interface).inputs  # the reference's log-probs, by role
+        at = roles.index("ref_logprobs") if "ref_logprobs" in roles else len(call.inputs)
+        ref = producers.get(call.inputs[at]) if at < len(call.inputs) else None
         if ref is not None and ref.interface == "logprobs" and ref.args.temperature != want:
             raise ConfigError(
                 f"call {ref.name!r} (logprobs) has temperature {ref.args.temperature:g} but {call.name!r} "

@@ -246,6 +246,22 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
     return 0
 
 
+def _is_user_error(message: str) -> bool:
+    """Whether a worker's failure (`rank N failed: TYPE: text`) is a UserError subclass raised in
+    the worker, e.g. a reward function that raised or a bad dataset row: exit 2, not 1."""
+    import runtime.data.records  # noqa: F401 - defines DataError (pure Python)
+    import runtime.rewards.functions  # noqa: F401 - defines RewardFunctionError (pure Python)
+    from graph.errors import UserError
+
+    names, todo = set(), [UserError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    kind = message.split(" failed: ", 1)[-1].split(":", 1)[0].strip()
+    return kind in names
+
+
 def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
     """Train the experiment; returns the process exit code."""
     from planner.display import call_table
@@ -281,7 +297,7 @@ def run_experiment(experiment: Experiment, *, debug: bool = False) -> int:
             launch(worker_main, (job,), spec)
     except WorkerFailed as exc:
         print(f"realloc: error: {exc} (worker logs: {run.logs})", file=sys.stderr)
-        return 1
+        return 2 if _is_user_error(str(exc)) else 1
     records = read_metrics(run.metrics)
     rewards = [r["reward"] for r in records if r.get("reward") is not None]
     if rewards:

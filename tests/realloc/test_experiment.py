@@ -199,6 +199,12 @@ graph:
         load_experiment(write(tmp_path, "h.yaml", hot))
     hot = hot.replace("interface: logprobs,", "interface: logprobs, args: {temperature: 0.5},")
     assert load_experiment(write(tmp_path, "h.yaml", hot)).graph.call("refp").args.temperature == 0.5
+    # an update that cannot divide by the temperature is refused at T != 1
+    blind = hot.replace("interface: ppo_actor, args: {lr: 0.01, temperature: 0.5}, inputs: [seq, logp, rlogp, rewards]",
+                        "interface: sft, inputs: [seq]")
+    with pytest.raises(ConfigError, match="call 'train' \\(sft\\) trains on samples drawn at temperature 0.5 but "
+                                          "does not divide its logits by it"):
+        load_experiment(write(tmp_path, "h.yaml", blind))
 
 
 def _schema_classes():

@@ -102,3 +102,12 @@ def test_two_torchrun_agents_run_one_plan(tmp_path):
     checkpoints = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["iter_000002", "iter_000003"]
     assert json.loads((checkpoints / "iter_000003" / "meta.json").read_text())["world_size"] == 4
+
+
+def test_a_user_error_raised_in_a_worker_exits_2():
+    from realloc.run import _is_user_error
+
+    assert _is_user_error("rank 0 failed: RewardFunctionError: reward function 'f.py:bad' raised ...")
+    assert _is_user_error("rank 3 failed: DataError: data.path: row 2 ...")
+    assert not _is_user_error("rank 1 failed: RuntimeError: Timed out waiting 120000ms")
+    assert not _is_user_error("rank 1 failed: killed by signal SIGKILL")
