@@ -17,7 +17,9 @@ The call's `micro_batches` is a lower bound on the layout's.
 - generate: prefill of the prompts (compute-bound), which samples the first response
   token, plus one decode step per further expected response token: each step reads the stage's weights and KV cache (memory-bound),
   pays a fixed per-layer overhead and latency-bound TP all-reduces. The KV cache is
-  sized by max_new_tokens, the time by the expected response length.
+  sized by max_new_tokens, the time by the expected response length, or, given a per-sample
+  length distribution (`Call.response_lengths`), by the expected longest response of each
+  static micro-batch (a batch decodes until its longest response ends).
 Memory: bf16 weights, grads (param dtype, Megatron's default grad_reduce_in_fp32=False),
 Adam states as fp32 master + m + v = 12 bytes/param (sharded over DP with the
 distributed optimizer), activations of the micro-batches 1F1B keeps in flight, KV cache,
@@ -125,6 +127,20 @@ class AnalyticCostModel:
         """The runtime's data sends block the sending and receiving ranks (the simulator then
         holds their devices during a transfer)."""
         self._realloc_cache: dict[tuple[Any, ...], MoveEstimate] = {}
+
+    @property
+    def threads_per_device(self) -> int:
+        """Torch threads each worker runs with under this model."""
+        return self.hardware.threads_per_device
+
+    def thread_options(self) -> tuple[int, ...]:
+        """Threads per worker a plan may choose (`HardwareSpec.thread_options`)."""
+        return self.hardware.thread_options()
+
+    def with_threads(self, threads: int) -> AnalyticCostModel:
+        """The same model with every worker running `threads` torch threads (`HardwareSpec.with_threads`)."""
+        return AnalyticCostModel(self.hardware.with_threads(threads), self.cluster, options=self.options,
+                                 iteration_barrier=self.iteration_barrier, blocking_transfers=self.blocking_transfers)
 
     # ------------------------------------------------------------------ CostProvider
     def call_estimate(self, call: Call, model: ModelSpec, layout: Layout) -> CallEstimate:
@@ -379,6 +395,8 @@ class AnalyticCostModel:
         prompt = call.prompt_len
         max_new = call.max_new_tokens or getattr(call.args, "max_new_tokens", 0) or call.response_len
         expected = call.response_len or max_new
+        if call.response_lengths is not None:  # a static batch decodes until its longest response ends
+            expected = call.response_lengths.expected_max(b)
         prefill = [self._forward_pass(s, k, b * max(prompt, 1), shapes.causal_ctx(prompt), b, 1.0, sampling=True)
                    for k in range(lay.pp)]
         sampling = hw.decode_step_overhead_s + b * hw.decode_sample_overhead_s  # per sampled token, per micro-batch

@@ -99,6 +99,13 @@ class HardwareSpec:
     host_cores: float = 0.0
     """Cores the devices of one node share (CPU workers); 0 when devices do not share cores.
     With more devices busy than cores the simulator slows every busy device down."""
+    thread_efficiency: float = 0.6
+    """CPU workers: the compute of a worker with t torch threads runs 1 + (t - 1) x this
+    times as fast as with one (see `with_threads`). Not yet calibrated by `realloc profile`;
+    the default is a conservative guess for small models on few cores."""
+    threads_per_device: int = 1
+    """Torch threads each worker runs with; compute figures above are for this many (1 for a
+    profile, which measures one-thread workers). Set by `with_threads`."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -128,6 +135,12 @@ class HardwareSpec:
                 if kind not in CALL_KINDS or not isinstance(value, int | float) or value < 0 or math.isnan(value):
                     raise ValueError(f"hardware {self.name!r}: {name}[{kind!r}] = {value!r}; kinds are "
                                      f"{', '.join(CALL_KINDS)} with seconds >= 0")
+        if not (isinstance(self.thread_efficiency, int | float) and 0 <= self.thread_efficiency <= 1):
+            raise ValueError(f"hardware {self.name!r}: thread_efficiency must be in [0, 1], got "
+                             f"{self.thread_efficiency!r}")
+        if not isinstance(self.threads_per_device, int) or self.threads_per_device < 1:
+            raise ValueError(f"hardware {self.name!r}: threads_per_device must be an integer >= 1, got "
+                             f"{self.threads_per_device!r}")
         if self.reserved_bytes >= self.memory_bytes:
             raise ValueError(
                 f"hardware {self.name!r}: reserved_bytes {self.reserved_bytes:.3g} leaves no memory "
@@ -172,6 +185,35 @@ class HardwareSpec:
         per_rank = self.call_dp_overhead_s.get(kind, 0.0) + seqs_per_rank * self.call_dp_seq_overhead_s.get(kind, 0.0)
         return (self.call_overhead_s.get(kind, 0.0) + seqs_per_rank * self.call_seq_overhead_s.get(kind, 0.0)
                 + (dp - 1) * per_rank)
+
+    def thread_speedup(self, threads: int) -> float:
+        """How much faster a worker's compute runs with `threads` torch threads than with one."""
+        return 1.0 + (threads - 1) * self.thread_efficiency
+
+    def thread_options(self) -> tuple[int, ...]:
+        """Torch threads per worker a plan may choose: 1 up to the node's cores (CPU workers that
+        share cores); just the current count elsewhere."""
+        if self.kind != "cpu-gloo" or self.host_cores <= 0 or self.threads_per_device != 1:
+            return (self.threads_per_device,)
+        return tuple(range(1, max(1, round(self.host_cores)) + 1))
+
+    def with_threads(self, threads: int) -> HardwareSpec:
+        """This spec (of one-thread workers) with every worker running `threads` torch threads:
+        its compute (peak FLOP/s, memory bandwidth, the optimizer's time per parameter) sped up by
+        `thread_speedup(threads)`, fixed overheads unchanged, and each busy worker taking
+        `threads` of the node's `host_cores`, so the simulator shares `host_cores / threads`
+        among the busy workers."""
+        if self.threads_per_device != 1:
+            raise ValueError(f"hardware {self.name!r} already has {self.threads_per_device} threads per device")
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        if threads == 1:
+            return self
+        k = self.thread_speedup(threads)
+        return self.replace(
+            peak_flops={d: v * k for d, v in self.peak_flops.items()}, memory_bandwidth=self.memory_bandwidth * k,
+            optimizer_param_time_s=self.optimizer_param_time_s / k,
+            host_cores=self.host_cores / threads if self.host_cores > 0 else 0.0, threads_per_device=threads)
 
     def slowdown(self, busy_devices: int) -> float:
         """How much slower each device runs when `busy_devices` of one node compute at once."""

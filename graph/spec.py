@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from graph.errors import GraphError
+from graph.lengths import LengthDist
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -348,6 +349,9 @@ class Call:
     """Expected response tokens per sequence (generated, or given by the data)."""
     max_new_tokens: int = 0
     """For generate calls: the most tokens a response may have (sizes the KV cache)."""
+    response_lengths: LengthDist | None = None
+    """For generate calls: the per-sample response-length distribution the cost model prices a
+    static batch with (its expected longest response); None prices every response at response_len."""
 
     def __post_init__(self) -> None:
         check_name("call", self.name)

@@ -150,9 +150,11 @@ def _reward_call(name: str, params: TemplateParams, models: Mapping[str, ModelSp
                     args=make_args("rule_reward", params.reward, where="graph.reward"),
                     inputs=(seq_key, "answers") if reward.rule is not None else (seq_key,),
                     outputs=(out_key,), batch_size=batch, micro_batches=1, **lengths)
-    if params.reward and make_args("rule_reward", params.reward, where="graph.reward") != make_args("rule_reward", {}):
+    at_defaults = make_args("rule_reward", params.reward, where="graph.reward") == make_args("rule_reward", {})
+    if params.reward and not at_defaults:
         raise GraphError(f"graph.reward sets {', '.join(sorted(params.reward))} of a rule or function reward, "
-                         "but models.reward is a reward model; remove graph.reward (or override graph.reward=null, or set its defaults)")
+                         "but models.reward is a reward model; remove graph.reward (or override "
+                         "graph.reward=null, or set its defaults)")
     interface = "advantage_model" if params.reward_form == "advantage" else "reward_model"
     return Call(name=name, model="reward", kind=CallKind.INFERENCE, interface=interface,
                 args=make_args(interface, {}), inputs=(seq_key,), outputs=(out_key,),

@@ -11,6 +11,7 @@ from functools import cached_property
 
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
+from graph.overlap import stream_candidates
 from graph.placement.layout import Layout
 from graph.sampling import expected_runs
 from graph.spec import Call, CallKind
@@ -33,11 +34,13 @@ class PlanContext:
     """One experiment's graph and cost provider, with caches shared by every planner mode."""
 
     def __init__(self, graph: DataflowGraph, cost: CostProvider, *,
-                 space_options: SpaceOptions | None = None, num_iterations: int = 4) -> None:
+                 space_options: SpaceOptions | None = None, num_iterations: int = 4,
+                 off_policy_steps: int = 0, fusion: str = "off") -> None:
         self.graph = graph
         self.cost = cost
         self.space_options = space_options or SpaceOptions()
-        self.sim = Simulator(graph, cost, num_iterations=num_iterations)
+        self.sim = Simulator(graph, cost, num_iterations=num_iterations, off_policy_steps=off_policy_steps,
+                             fusion=fusion)
         self.pricer = Pricer(cost, expected_runs(graph))
 
     @cached_property
@@ -108,10 +111,11 @@ class PlanContext:
         return out
 
     def plan_from(self, cands: list[Candidate] | tuple[Candidate, ...], source: str,
-                  sim: SimResult | None = None) -> Plan:
-        """A priced Plan from one candidate per call (graph order)."""
-        if sim is None or not sim.timeline:
-            sim = self.sim.simulate(cands, detail=True)
+                  sim: SimResult | None = None, streamed: tuple[tuple[str, str], ...] | None = None) -> Plan:
+        """A priced Plan from one candidate per call (graph order); `streamed` edges as
+        `Simulator.simulate` takes them (default: what plan.fusion implies)."""
+        if sim is None or not sim.timeline or (streamed is not None and tuple(streamed) != sim.streamed):
+            sim = self.sim.simulate(cands, detail=True, streamed=streamed)
         calls = tuple(
             CallPlan(name=call.name, model=call.model, layout=c.layout, time_s=c.estimate.time_s,
                      peak_bytes=c.estimate.peak_bytes, resident_bytes=c.estimate.resident_bytes)
@@ -122,11 +126,27 @@ class PlanContext:
                     iteration_time_s=sim.iteration_time_s, feasible=sim.feasible,
                     reasons=sim.reasons, reallocations=sim.reallocations,
                     transfers=sim.transfers, device_peak_bytes=sim.device_peak_bytes,
-                    timeline=sim.timeline)
+                    timeline=sim.timeline, streamed=sim.streamed)
 
-    def evaluate(self, layouts: Mapping[str, Layout], source: str) -> Plan:
+    def evaluate(self, layouts: Mapping[str, Layout], source: str,
+                 streamed: tuple[tuple[str, str], ...] | None = None) -> Plan:
         """Price and simulate a layout per call."""
-        return self.plan_from(self.candidates_of(layouts), source)
+        return self.plan_from(self.candidates_of(layouts), source, streamed=streamed)
+
+    def choose_streaming(self, cands: list[Candidate] | tuple[Candidate, ...]) -> tuple[tuple[str, str], ...]:
+        """plan.fusion=auto: the streamed edges, decided per edge greedily (an edge is kept when
+        streaming it lowers the simulated iteration time), in graph order."""
+        if self.sim.off_policy_steps:
+            return ()  # the next batch generates ahead: nothing of it streams within an iteration
+        meshes = {c.name: cand.key[0] for c, cand in zip(self.graph.calls, cands)}
+        chosen: list[tuple[str, str]] = []
+        best = self.sim.simulate(cands, streamed=()).iteration_time_s
+        for edge in stream_candidates(self.graph, meshes):
+            t = self.sim.simulate(cands, streamed=(*chosen, edge)).iteration_time_s
+            if t < best * (1 - 1e-9):
+                chosen.append(edge)
+                best = t
+        return tuple(chosen)
 
     def time_of(self, cands: list[Candidate]) -> float:
         """Simulated iteration time, inf when the plan does not fit in memory."""

@@ -57,6 +57,10 @@ def _layout_text(layout: Any) -> str:
 def call_table(plan: Plan, *, title: str | None = None) -> Table:
     """Per call: model, mesh, dp/tp/pp, micro-batches, estimated time and peak memory."""
     table = Table(title=title or f"plan ({plan.source})")
+    if plan.threads_per_worker:
+        busy = len({d for c in plan.calls for d in c.layout.mesh.devices})
+        table.caption = (f"{plan.threads_per_worker} torch thread(s) per worker; {busy} of "
+                         f"{plan.cluster.num_devices} workers busy")
     for name in ("call", "model", "mesh", "dp", "tp", "pp", "micro-batches", "est. time (s)",
                  "peak mem (GiB)"):
         table.add_column(name, justify="left" if name in ("call", "model", "mesh") else "right")
@@ -102,6 +106,9 @@ def summary_text(result: PlanResult) -> Text:
     plan = result.plan
     t = "unknown" if plan.iteration_time_s is None else f"{plan.iteration_time_s:.3f} s"
     text = Text(f"estimated iteration time: {t}  (plan from {plan.source})")
+    if plan.streamed:
+        text.append("\nstreamed (samples flow in chunks): "
+                    + ", ".join(f"{g} -> {c}" for g, c in plan.streamed))
     if plan.device_peak_bytes:
         text.append(f"\npeak memory: {max(plan.device_peak_bytes) / GIB:.2f} GiB of "
                     f"{plan.device_memory_bytes / GIB:.2f} GiB per device")

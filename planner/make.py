@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
+from graph.overlap import stream_candidates
 from planner.context import PlanContext
 from planner.errors import PlanError
 from planner.heuristics import known_heuristics, run_heuristic
@@ -27,6 +29,9 @@ class PlanResult:
     """Why a heuristic has no plan for this experiment, by name."""
     search: SearchStats | None = None
     """Statistics of the annealing search (mode search only)."""
+    threads_tried: Mapping[int, float] = field(default_factory=dict)
+    """Searched plan's estimated seconds per iteration by threads per worker, where the
+    search chose the threads (CPU workers sharing cores); empty elsewhere."""
 
     def speedup_over(self, name: str) -> float | None:
         """Baseline iteration time / plan iteration time (None when either is unknown)."""
@@ -38,10 +43,35 @@ class PlanResult:
 
 def make_plan(graph: DataflowGraph, cost: CostProvider,
               options: PlanOptions | None = None) -> PlanResult:
-    """Plan `graph` on `cost.cluster` as `options` say; ValueError for anything a user can fix."""
+    """Plan `graph` on `cost.cluster` as `options` say; ValueError for anything a user can fix.
+
+    Where the workers are CPU processes sharing cores (`cost.thread_options()` offers more
+    than one count), the search also chooses the torch threads per worker: it searches the
+    layouts under each count's cost model (`cost.with_threads`) and keeps the fastest plan,
+    which may leave workers idle to give the busy ones more threads. A plan file keeps its
+    own threads per worker."""
     options = options or PlanOptions()
+    choices = tuple(getattr(cost, "thread_options", lambda: ())())
+    if options.mode is PlanMode.FILE:
+        threads = load_plan(str(options.file)).threads_per_worker
+        result = _make_plan(graph, cost.with_threads(threads) if threads > 1 and len(choices) > 1 else cost,
+                            options)
+        return dataclasses.replace(result, plan=dataclasses.replace(result.plan, threads_per_worker=threads))
+    if options.mode is not PlanMode.SEARCH or len(choices) < 2:
+        return _make_plan(graph, cost, options)
+    tried = {t: _make_plan(graph, cost.with_threads(t), options) for t in choices}
+    times = {t: r.plan.iteration_time_s for t, r in tried.items()}
+    feasible = [t for t, r in tried.items() if r.plan.feasible and r.plan.iteration_time_s is not None]
+    best = min(feasible or list(tried), key=lambda t: (times[t] if times[t] is not None else float("inf"), t))
+    result = tried[best]
+    return dataclasses.replace(result, plan=dataclasses.replace(result.plan, threads_per_worker=best),
+                               threads_tried={t: v for t, v in times.items() if v is not None})
+
+
+def _make_plan(graph: DataflowGraph, cost: CostProvider, options: PlanOptions) -> PlanResult:
     ctx = PlanContext(graph, cost, space_options=options.space_options(),
-                      num_iterations=options.num_iterations)
+                      num_iterations=options.num_iterations, off_policy_steps=options.off_policy_steps,
+                      fusion=options.fusion)
     baselines: dict[str, Plan] = {}
     errors: dict[str, str] = {}
     if options.compare_heuristics or options.mode is PlanMode.SEARCH:
@@ -64,6 +94,11 @@ def make_plan(graph: DataflowGraph, cost: CostProvider,
         plan = _manual(ctx, options)
     else:
         plan = _from_file(ctx, str(options.file))
+    if options.fusion == "auto" and options.mode is not PlanMode.FILE:
+        cands = ctx.candidates_of(plan.layouts)
+        streamed = ctx.choose_streaming(cands)
+        if streamed:
+            plan = ctx.plan_from(cands, plan.source, streamed=streamed)
     if not options.compare_heuristics:
         baselines, errors = {}, {}
     return PlanResult(plan=plan, baselines=baselines, baseline_errors=errors, search=stats)
@@ -104,8 +139,13 @@ def _manual(ctx: PlanContext, options: PlanOptions) -> Plan:
 def _from_file(ctx: PlanContext, path: str) -> Plan:
     stored = load_plan(path)
     stored.check_matches(ctx.graph, ctx.cost.cluster)
+    meshes = {c.name: c.layout.mesh.devices for c in stored.calls}
+    bad = [e for e in stored.streamed if e not in stream_candidates(ctx.graph, meshes)]
+    if bad:
+        raise PlanError(f"plan file {path!r}: streamed edge {bad[0][0]} -> {bad[0][1]} cannot stream (the "
+                        "consumer must be an inference call reading the generate call's samples on other devices)")
     try:
-        plan = ctx.evaluate(stored.layouts, f"file:{path}")
+        plan = ctx.evaluate(stored.layouts, f"file:{path}", streamed=stored.streamed or None)
     except ValueError as exc:
         raise PlanError(f"plan file {path!r} does not match the experiment: {exc}") from None
     if not plan.feasible:

@@ -109,6 +109,10 @@ class PlanOptions:
     """Iterations the simulator unrolls (>= 3)."""
     compare_heuristics: bool = True
     """Also price every heuristic for comparison."""
+    off_policy_steps: int = 0
+    """train.off_policy_steps: 1 plans generation of the next batch beside training (graph.overlap)."""
+    fusion: str = "off"
+    """off | inter (stream every generate -> inference edge on disjoint devices) | auto (decide per edge)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, PlanMode):

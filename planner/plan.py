@@ -67,8 +67,15 @@ class Plan:
     transfers: tuple[DataTransfer, ...] = ()
     device_peak_bytes: tuple[float, ...] = ()
     timeline: tuple[TimelineEntry, ...] = field(default=(), repr=False)
+    streamed: tuple[tuple[str, str], ...] = ()
+    """(generate call, inference call) edges whose samples stream in chunks (plan.fusion)."""
+    threads_per_worker: int = 0
+    """Torch threads each worker runs with (CPU workers sharing cores: the search chooses it);
+    0 leaves it to the launcher (an equal share of the machine's cores)."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.threads_per_worker, int) or self.threads_per_worker < 0:
+            raise PlanError(f"plan: threads_per_worker must be an integer >= 0, got {self.threads_per_worker!r}")
         names = [c.name for c in self.calls]
         if len(set(names)) != len(names):
             raise PlanError(f"plan lists a call twice: {names}")
@@ -126,6 +133,7 @@ class Plan:
                         "devices_per_node": self.cluster.devices_per_node},
             "device_memory_bytes": self.device_memory_bytes,
             "iteration_time_s": self.iteration_time_s,
+            "threads_per_worker": self.threads_per_worker,
             "feasible": self.feasible,
             "reasons": list(self.reasons),
             "calls": [{"name": c.name, "model": c.model, **layout_to_dict(c.layout),
@@ -140,6 +148,7 @@ class Plan:
                            "time_s": t.time_s, "bytes_total": t.bytes_total}
                           for t in self.transfers],
             "device_peak_bytes": list(self.device_peak_bytes),
+            **({"streamed": [list(e) for e in self.streamed]} if self.streamed else {}),
         }
 
     @classmethod
@@ -176,7 +185,9 @@ class Plan:
                    feasible=bool(data.get("feasible", True)),
                    reasons=tuple(data.get("reasons", ())), reallocations=reallocs,
                    transfers=transfers,
-                   device_peak_bytes=tuple(float(x) for x in data.get("device_peak_bytes", ())))
+                   device_peak_bytes=tuple(float(x) for x in data.get("device_peak_bytes", ())),
+                   streamed=_streamed_from(data.get("streamed", ()), where),
+                   threads_per_worker=_threads(data.get("threads_per_worker", 0), where))
 
     def save(self, path: str | Path) -> Path:
         """Write YAML (.yaml/.yml) or JSON (.json), atomically (a reader never sees a torn file)."""
@@ -191,6 +202,13 @@ class Plan:
         else:
             raise PlanError(f"plan file {str(p)!r}: use a .yaml, .yml or .json suffix")
         return p
+
+
+def _threads(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PlanError(f"{where}: threads_per_worker must be an integer >= 0 (0: the launcher's share), "
+                        f"got {value!r}")
+    return value
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -235,3 +253,11 @@ def _call_from_dict(c: Mapping[str, Any], where: str) -> CallPlan:
                     layout=layout_from_dict(c, f"{where}: call {name!r}"),
                     time_s=float(c.get("time_s", 0.0)), peak_bytes=float(c.get("peak_bytes", 0.0)),
                     resident_bytes=float(c.get("resident_bytes", 0.0)))
+
+
+def _streamed_from(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    try:
+        edges = tuple((str(g), str(c)) for g, c in value)
+    except (TypeError, ValueError):
+        raise PlanError(f"{where}: streamed must be a list of [generate call, inference call] pairs") from None
+    return edges

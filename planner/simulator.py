@@ -22,6 +22,12 @@ Semantics (the contract the search and the runtime share):
   edges (through the transfer when there is one), parameter edges (readers of M before
   M's train), cross-iteration edges (M's train in iteration i-1 before every call on M
   in iteration i) and the reallocation that fills the call's replica.
+- **One-step off-policy** (`off_policy_steps=1`, see `graph.overlap`): the ahead generate
+  calls of iteration i make batch i+1, as the runtime's program orders them: first the
+  transfers of their outputs of batch i (made in iteration i-1) to the consumers, then
+  the ahead calls (after their replica's refresh, which waits on the train of i-1), then
+  the rest, whose inputs from the ahead calls depend on iteration i-1. On devices disjoint
+  from training, generation of i+1 thus overlaps training of i; the steady state prices it.
 - **Steady state.** `num_iterations` (>= 3) iterations are unrolled; the iteration time
   is (end of the last iteration - end of the second) / (num_iterations - 2), which
   leaves out the first iteration's one-off reallocations and start-up.
@@ -43,10 +49,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from cost_model.datamove import num_sequences
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
+from graph.overlap import ahead_calls, check_fusion, streamed_edges
 from graph.placement.layout import DeviceMesh, Layout
-from graph.spec import CallKind
+from graph.spec import Call, CallKind
 from planner.space import GIB, Candidate, placement_key
 from planner.timeline import Atoms, Event, Task, list_schedule, shared_schedule
 
@@ -157,6 +165,8 @@ class SimResult:
     timeline: tuple[TimelineEntry, ...] = ()
     """Per-device entries of every unrolled iteration (only with detail=True)."""
     call_times: Mapping[str, float] = field(default_factory=dict)
+    streamed: tuple[tuple[str, str], ...] = ()
+    """(generate call, inference call) edges that streamed samples (inter-stage fusion)."""
 
 
 def _transfer_devices(src: Layout, dst: Layout) -> tuple[int, ...]:
@@ -176,10 +186,17 @@ def _union(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 class Simulator:
     """Simulates plans of one graph under one cost provider (caches move costs)."""
 
-    def __init__(self, graph: DataflowGraph, cost: CostProvider, *, num_iterations: int = 4) -> None:
+    def __init__(self, graph: DataflowGraph, cost: CostProvider, *, num_iterations: int = 4,
+                 off_policy_steps: int = 0, fusion: str = "off") -> None:
         if num_iterations < 3:
             raise ValueError(f"num_iterations must be >= 3 to measure a steady state, got {num_iterations}")
         self.graph = graph
+        self.off_policy_steps = off_policy_steps
+        self.ahead = frozenset(i for i, c in enumerate(graph.calls)
+                               if c.name in ahead_calls(graph, off_policy_steps))
+        """Indices of the generate calls running one batch ahead (one-step off-policy)."""
+        self.fusion = check_fusion(fusion, off_policy_steps)
+        """plan.fusion: inter streams every candidate edge (graph.overlap.stream_candidates)."""
         self.cost = cost
         self.num_iterations = num_iterations
         self.calls = graph.calls
@@ -287,52 +304,94 @@ class Simulator:
                 out[c.model] = cands[i]
         return out
 
-    def _tasks(self, cands: Sequence[Candidate], primaries: dict[str, Candidate]) -> list[Task]:
-        tasks: list[Task] = []
-        call_task: dict[int, int] = {}
-        replica_task: dict[tuple, int] = {}
-        pending: list[tuple[int, str]] = []
-        for i, call in enumerate(self.calls):
-            cand = cands[i]
-            deps: list[tuple[int, int]] = []
-            prim = primaries.get(call.model)
-            trained = call.model in self.train_index
-            if prim is not None and cand.key != prim.key:
-                rkey = (call.model, cand.key)
-                if rkey not in replica_task:
-                    dur, nbytes = self._realloc(call.model, prim, cand)
-                    replica_task[rkey] = len(tasks)
-                    if trained:  # after the previous iteration's train, patched in below
-                        pending.append((len(tasks), call.model))
-                    step = (call.model, call.name, prim.layout, cand.layout, dur, nbytes, trained)
-                    tasks.append(Task(REALLOC, f"{call.model}->{call.name}",
-                                       _union(prim.key[0], cand.key[0]), dur, [],
-                                       first_only=not trained, ref=step))
-                deps.append((replica_task[rkey], 0))
-            for p, key in self.data_in[i]:
-                src = cands[p]
-                if src.key == cand.key:
-                    deps.append((call_task[p], 0))
+    def _tasks(self, cands: Sequence[Candidate], primaries: dict[str, Candidate],
+               streamed: frozenset[tuple[int, int]] = frozenset()) -> list[Task]:
+        b = _TaskBuilder(self, cands, primaries)
+        tasks = b.tasks
+        ahead = self.ahead
+        stream_of: dict[int, list[int]] = {}
+        for g, c in sorted(streamed):
+            stream_of.setdefault(g, []).append(c)
+        fused = {c for _, c in streamed}
+        # one step off-policy: the ahead calls' outputs of this iteration's batch (made one
+        # iteration earlier) move first, then the ahead calls make the next batch, then the rest
+        early: dict[tuple[int, int, str], int] = {}
+        if ahead:
+            for i in range(len(self.calls)):
+                if i in ahead:
                     continue
-                dur, nbytes = self._data(p, i, key, src, cand)
-                held = self._held_by_transfer(src, cand) if self.blocking_transfers and dur > 0 else ()
-                tasks.append(Task(TRANSFER, f"{key}:{self.calls[p].name}->{call.name}",
-                                   held, dur, [(call_task[p], 0)],
-                                   ref=(key, self.calls[p].name, call.name, src.layout,
-                                        cand.layout, dur, nbytes), shown=cand.key[0]))
-                deps.append((len(tasks) - 1, 0))
-            for p in self.param_in[i]:
-                deps.append((call_task[p], 0))
-            call_task[i] = len(tasks)
-            tasks.append(Task(CALL, call.name, cand.key[0], cand.estimate.time_s, deps))
+                for p, key in self.data_in[i]:
+                    if p in ahead and cands[p].key != cands[i].key:
+                        early[(p, i, key)] = len(tasks)
+                        tasks.append(self._transfer_task(p, i, key, cands[p], cands[i], []))
+        order = [i for i in range(len(self.calls)) if i in ahead] + \
+                [i for i in range(len(self.calls)) if i not in ahead]
+        for i in order:
+            if i in fused:
+                continue  # built with the generate call it streams from
+            if i in stream_of:
+                self._stream_tasks(b, i, stream_of[i])
+                continue
+            deps = b.deps_of(i, early=early)
+            b.call_task[i] = len(tasks)
+            tasks.append(Task(CALL, self.calls[i].name, cands[i].key[0], cands[i].estimate.time_s, deps))
+        for (p, _i, _key), k in early.items():
+            tasks[k].deps.append((b.call_task[p], -1))
         # cross-iteration edges need the train's task index, known only now
-        for k, model in pending:
-            tasks[k].deps.append((call_task[self.train_index[model]], -1))
+        for k, model in b.pending:
+            tasks[k].deps.append((b.call_task[self.train_index[model]], -1))
         for i, call in enumerate(self.calls):
             t = self.train_index.get(call.model)
             if t is not None:
-                tasks[call_task[i]].deps.append((call_task[t], -1))
+                tasks[b.call_task[i]].deps.append((b.call_task[t], -1))
         return tasks
+
+    def _stream_tasks(self, b: _TaskBuilder, g: int, consumers: list[int]) -> None:
+        """Generate call g streaming finished samples to `consumers` (inter-stage fusion).
+
+        g is cut into STREAM_PIECES pieces of equal decode steps; by the end of piece j the
+        fraction F_j of samples has finished (the response-length distribution's CDF at that
+        step of the expected longest response; 0 before the end without a distribution). A
+        consumer's piece j scores (and receives) those F_j - F_{j-1} samples once piece j of g
+        has ended: its work overlaps generation of the long tail. Each piece with samples is one
+        more call of the consumer per generating replica (each sends its own chunks), so it pays
+        the call's fixed overhead (`call_overhead_s`) again.
+        """
+        cands, tasks = b.cands, b.tasks
+        consumer_deps = {c: b.deps_of(c, skip_from=g) for c in consumers}  # their refreshes come first
+        gen_deps = b.deps_of(g)
+        fracs = stream_fractions(self.calls[g], cands[g].layout)
+        gen_time = cands[g].estimate.time_s
+        pieces: list[int] = []
+        for j in range(len(fracs)):
+            pieces.append(len(tasks))
+            tasks.append(Task(CALL, self.calls[g].name, cands[g].key[0], gen_time / len(fracs),
+                              gen_deps if j == 0 else [(pieces[-2], 0)]))
+        b.call_task[g] = pieces[-1]
+        last: dict[int, int] = {}
+        for j, frac in enumerate(fracs):
+            share = frac - (fracs[j - 1] if j else 0.0)
+            for c in consumers:
+                move = sum(self._data(g, c, key, cands[g], cands[c])[0]
+                           for p, key in self.data_in[c] if p == g)
+                # every chunk (one per generating replica and piece) is one more call of the
+                # consumer: it pays the call's fixed overhead again
+                fixed = cands[c].estimate.breakdown.get("call_overhead_s", 0.0)
+                chunks = cands[g].layout.dp if share > 0 else 0
+                work = share * (cands[c].estimate.time_s - fixed + move) + fixed * chunks
+                deps = [(pieces[j], 0)] + (consumer_deps[c] if j == 0 else [(last[c], 0)])
+                last[c] = len(tasks)
+                tasks.append(Task(CALL, self.calls[c].name, cands[c].key[0], work, deps))
+        for c in consumers:
+            b.call_task[c] = last[c]
+
+    def _transfer_task(self, p: int, i: int, key: str, src: Candidate, dst: Candidate,
+                       deps: list[tuple[int, int]]) -> Task:
+        dur, nbytes = self._data(p, i, key, src, dst)
+        held = self._held_by_transfer(src, dst) if self.blocking_transfers and dur > 0 else ()
+        return Task(TRANSFER, f"{key}:{self.calls[p].name}->{self.calls[i].name}", held, dur, deps,
+                    ref=(key, self.calls[p].name, self.calls[i].name, src.layout, dst.layout, dur, nbytes),
+                    shown=dst.key[0])
 
     # ------------------------------------------------------------------ memory
 
@@ -398,12 +457,24 @@ class Simulator:
         self.work_units += SIM_BASE_UNITS + SIM_INCIDENCE_UNITS * incidences
         return list_schedule(tasks, held, len(atoms), n, barrier=self.iteration_barrier, detail=detail)
 
-    def simulate(self, cands: Sequence[Candidate], *, detail: bool = False) -> SimResult:
-        """Simulate the plan given by one candidate per call (in `graph.calls` order)."""
+    def streamed_of(self, cands: Sequence[Candidate],
+                    edges: Sequence[tuple[str, str]] | None = None) -> frozenset[tuple[int, int]]:
+        """Edges (generate index, consumer index) that stream: `edges` when given, else those
+        `fusion` implies for these layouts (every candidate for inter, none for off and auto)."""
+        if edges is None:
+            meshes = {c.name: cand.key[0] for c, cand in zip(self.calls, cands)}
+            edges = streamed_edges(self.graph, meshes, self.fusion, self.off_policy_steps)
+        return frozenset((self.index[g], self.index[c]) for g, c in edges)
+
+    def simulate(self, cands: Sequence[Candidate], *, detail: bool = False,
+                 streamed: Sequence[tuple[str, str]] | None = None) -> SimResult:
+        """Simulate the plan given by one candidate per call (in `graph.calls` order);
+        `streamed` names the (generate, inference) edges that stream (default: see `streamed_of`)."""
         if len(cands) != len(self.calls):
             raise ValueError(f"expected {len(self.calls)} layouts, one per call, got {len(cands)}")
         primaries = self.primaries(cands)
-        tasks = self._tasks(cands, primaries)
+        edges = self.streamed_of(cands, streamed)
+        tasks = self._tasks(cands, primaries, edges)
         dpn = self.cost.cluster.devices_per_node
         atoms = Atoms([t.devices for t in tasks] + [c.key[0] for c in cands],
                       cut_every=dpn if self.host_cores else 0)
@@ -432,12 +503,83 @@ class Simulator:
                 for dev in atoms.devices(a):
                     expanded[dev] = nbytes
             per_device = tuple(expanded)
+        names = tuple(sorted((self.calls[g].name, self.calls[c].name) for g, c in edges))
         result = SimResult(iteration_time_s=iteration_time, feasible=not reasons,
                            reasons=tuple(reasons), overflow_ratio=overflow,
-                           device_peak_bytes=per_device, iteration_ends=tuple(ends))
+                           device_peak_bytes=per_device, iteration_ends=tuple(ends), streamed=names)
         if not detail:
             return result
         return _with_detail(result, self.calls, cands, tasks, events)
+
+
+STREAM_PIECES = 4
+"""Pieces the simulator cuts a streaming generate call into (see `Simulator._stream_tasks`)."""
+
+
+def stream_fractions(call: Call, layout: Layout, pieces: int = STREAM_PIECES) -> list[float]:
+    """Fraction of a generate call's samples finished by the end of each of `pieces` equal
+    spans of decode steps (the last is 1): the CDF of the call's response lengths at j/pieces
+    of the expected longest response of a static batch (ceil(sequences / dp) / micro-batches
+    samples); without a distribution every sample ends with the batch."""
+    dist = call.response_lengths
+    if dist is None:
+        return [0.0] * (pieces - 1) + [1.0]
+    per_batch = math.ceil(num_sequences(call) / layout.dp) / layout.micro_batches
+    longest = dist.expected_max(per_batch)
+    return [dist.finished_by(longest * j / pieces) for j in range(1, pieces)] + [1.0]
+
+
+class _TaskBuilder:
+    """The task list of one simulation while it is built: replicas, pending cross edges, call tasks."""
+
+    def __init__(self, sim: Simulator, cands: Sequence[Candidate], primaries: dict[str, Candidate]) -> None:
+        self.sim, self.cands, self.primaries = sim, cands, primaries
+        self.tasks: list[Task] = []
+        self.call_task: dict[int, int] = {}
+        self.replica_task: dict[tuple, int] = {}
+        self.pending: list[tuple[int, str]] = []
+
+    def deps_of(self, i: int, *, early: Mapping[tuple[int, int, str], int] | None = None,
+                skip_from: int = -1) -> list[tuple[int, int]]:
+        """Call i's dependencies, adding its replica's refresh and its data transfers as tasks
+        (data from `skip_from`, which streams, is left out)."""
+        sim, cands, tasks = self.sim, self.cands, self.tasks
+        call, cand = sim.calls[i], cands[i]
+        ahead = sim.ahead
+        deps: list[tuple[int, int]] = []
+        prim = self.primaries.get(call.model)
+        trained = call.model in sim.train_index
+        if prim is not None and cand.key != prim.key:
+            rkey = (call.model, cand.key)
+            if rkey not in self.replica_task:
+                dur, nbytes = sim._realloc(call.model, prim, cand)
+                self.replica_task[rkey] = len(tasks)
+                if trained:  # after the previous iteration's train, patched in below
+                    self.pending.append((len(tasks), call.model))
+                step = (call.model, call.name, prim.layout, cand.layout, dur, nbytes, trained)
+                tasks.append(Task(REALLOC, f"{call.model}->{call.name}",
+                                  _union(prim.key[0], cand.key[0]), dur, [],
+                                  first_only=not trained, ref=step))
+            deps.append((self.replica_task[rkey], 0))
+        for p, key in sim.data_in[i]:
+            if p == skip_from:
+                continue
+            lag = -1 if p in ahead and i not in ahead else 0
+            src = cands[p]
+            if src.key == cand.key:
+                deps.append((self.call_task[p], lag))
+            elif lag:
+                assert early is not None
+                deps.append((early[(p, i, key)], 0))
+            else:
+                tasks.append(sim._transfer_task(p, i, key, src, cand, [(self.call_task[p], 0)]))
+                deps.append((len(tasks) - 1, 0))
+        for p in sim.param_in[i]:
+            # an ahead call reads the weights through its replica's refresh (or on the home
+            # devices themselves), which comes before the train in every device's order
+            if p not in ahead:
+                deps.append((self.call_task[p], 0))
+        return deps
 
 
 def _with_detail(result: SimResult, calls: Sequence, cands: Sequence[Candidate],
@@ -462,4 +604,5 @@ def _with_detail(result: SimResult, calls: Sequence, cands: Sequence[Candidate],
                      reasons=result.reasons, overflow_ratio=result.overflow_ratio,
                      device_peak_bytes=result.device_peak_bytes,
                      iteration_ends=result.iteration_ends, reallocations=reallocs,
-                     transfers=transfers, timeline=timeline, call_times=call_times)
+                     transfers=transfers, timeline=timeline, call_times=call_times,
+                     streamed=result.streamed)

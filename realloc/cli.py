@@ -96,11 +96,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         print_plan(experiment, result)
     if args.steps and not args.json:
+        from graph.overlap import ahead_calls
         from runtime.execution.program import compile_iteration
 
         c = experiment.config.cluster
+        ahead = ahead_calls(experiment.graph, experiment.config.train.off_policy_steps)
         steps = compile_iteration(experiment.graph, result.plan.layouts, world_size=c.nodes * c.devices_per_node,
-                                  first=False, free_replicas=experiment.config.train.free_replicas)
+                                  first=False, free_replicas=experiment.config.train.free_replicas, ahead=ahead,
+                                  streamed=() if ahead else tuple(result.plan.streamed))
         print("\nsteps of a steady iteration (every rank runs its own steps in this order):")
         for i, step in enumerate(steps, 1):
             print(f"{i:4}. {step}")

@@ -179,6 +179,10 @@ class PlanConfig:
     """Let generate calls use pipeline parallelism."""
     compare_heuristics: bool = True
     """Also price the heuristic baselines in `realloc plan`."""
+    fusion: str = "off"
+    """Stage fusion: off, inter (stream finished samples from generate into inference calls), or auto (the planner decides per edge)."""
+    response_lengths: str = "fixed"
+    """Response lengths generate calls are priced with: fixed, longtail, data, or a previous run's metrics.jsonl."""
 
 
 @dataclass
@@ -207,6 +211,8 @@ class TrainConfig:
     """Score data.eval_path's prompts (greedy responses, the reward call's rule or functions) every N iterations; 0 is off."""
     free_replicas: bool = True
     """Free a trained model's extra replicas between uses (reallocation refreshes them anyway)."""
+    off_policy_steps: int = 0
+    """0: on-policy; 1: generate batch k+1 with weights one version old, overlapping training of batch k."""
 
 
 @dataclass

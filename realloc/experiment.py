@@ -20,6 +20,7 @@ from graph.catalog import POLICY_INTERFACES, get_interface, make_args
 from graph.dataflow import DataflowGraph
 from graph.dataset_keys import PTX_KEY, dataset_keys
 from graph.errors import UserError
+from graph.overlap import ahead_calls, check_fusion
 from graph.sampling import dynamic_sampling
 from graph.spec import Call, CallKind, LoraSpec, ModelArch, ModelSpec, RewardFunctionSpec
 from graph.templates import (
@@ -32,6 +33,7 @@ from graph.templates import (
 from planner import known_heuristics
 from realloc import schema
 from realloc.config import ArchConfig, ExperimentConfig, ModelConfig
+from realloc.lengths import with_response_lengths
 
 
 def _shipped_dir() -> Path:
@@ -375,6 +377,7 @@ def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
         if g.template in PG_PRESETS:  # no reference call without a KL term: drop an unused ref
             models = [m for m in models if m.role != "ref" or any(c.model == "ref" for c in calls)]
     check_ppo_calls(calls, frozenset(keys))
+    calls = with_response_lengths(list(calls), cfg.plan.response_lengths, exp_dir=exp_dir, data=cfg.data)
     check_pg_calls(calls)
     graph = DataflowGraph(models=models, calls=calls, dataset_keys=keys)
     dynamic_sampling(graph)  # a graph that cannot resample fails here, before planning
@@ -512,6 +515,15 @@ def load_experiment(exp: str | None, overrides: list[str] | tuple[str, ...] = ()
     experiment = Experiment(path=path, overrides=tuple(overrides), config=cfg)
     experiment.graph  # noqa: B018 - build and validate now
     _check_sampling_temperature(experiment.graph)
+    ahead_calls(experiment.graph, cfg.train.off_policy_steps)  # train.off_policy_steps fits the graph
+    check_fusion(cfg.plan.fusion, cfg.train.off_policy_steps)
+    if dynamic_sampling(experiment.graph) is not None:
+        if cfg.train.off_policy_steps:
+            raise ConfigError("train.off_policy_steps=1 with dynamic sampling (graph.train.dynamic_sampling=true) "
+                              "is not supported yet; set one of them off")
+        if cfg.plan.fusion != "off":
+            raise ConfigError(f"plan.fusion={cfg.plan.fusion} with dynamic sampling (graph.train.dynamic_sampling="
+                              "true) is not supported yet; set plan.fusion=off")
     check_data(cfg, experiment.graph)
     return experiment
 

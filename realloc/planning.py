@@ -45,6 +45,8 @@ def plan_options(experiment: Experiment, *, compare: bool | None = None) -> Plan
         "layouts": dict(p.layouts),
         "allow_pp_generate": p.allow_pp_generate,
         "compare_heuristics": p.compare_heuristics if compare is None else compare,
+        "off_policy_steps": experiment.config.train.off_policy_steps,
+        "fusion": p.fusion,
     }
     try:
         return PlanOptions.from_dict(data)

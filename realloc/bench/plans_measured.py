@@ -50,7 +50,7 @@ def measure_plans(exp_name: str, *, iterations: int = 12, warmup: int = 3, overr
             errors[name] = " ".join(str(exc).split())
     exp = load_experiment(exp_name, over)
     with tempfile.TemporaryDirectory(prefix="realloc-bench-") as root:
-        jobs = [dataclasses.replace(make_job(exp, dict(plan.layouts)), run_dir=str(Path(root) / name),
+        jobs = [dataclasses.replace(make_job(exp, dict(plan.layouts), threads_per_worker=plan.threads_per_worker), run_dir=str(Path(root) / name),
                                     plot_every=10**9)
                 for name, plan in plans.items()]
         histories = launch(_run_all, (jobs,), LaunchSpec(nproc_per_node=exp.config.cluster.devices_per_node))[0]

@@ -9,8 +9,10 @@ Sections (each calls a module of `realloc.bench`, whose `main()` also runs on it
 | paper | the same, estimated by the cost model at the published 8-128 GPU scales | planner_paper |
 | search | annealing vs exhaustive search on small instances: quality and time | planner_exact |
 | realloc | parameter reallocation throughput vs a raw p2p transfer of the same bytes | realloc_throughput |
-| peer | end to end vs TRL's GRPOTrainer: samples/s and generated tokens/s | peer_trl |
+| peer | end to end vs TRL's GRPOTrainer: generated tokens/s on equal cores, time per phase | peer_trl |
+| engine | the Megatron engine vs transformers at equal threads: train step, generation, log-probs | engine_throughput |
 | validation | the cost model's estimates vs measured times | validate_cost_model |
+| fusion | fused vs unfused, one-step off-policy vs on-policy: measured (ppo_longtail_tiny) and estimated (published scales) | fusion |
 
 `run_bench` writes `OUT/report.json` (schema below) and `OUT/report.md`. A section that
 fails is recorded as failed with its one-line error; the others still run.
@@ -170,15 +172,48 @@ def _run_peer(quick: bool, note: Note) -> dict[str, Any]:
 
     if not trl_available():
         note("TRL not installed: realloc alone")
-    runs = [PeerSettings(size="tiny", steps=2, warmup=1)] if quick else [
-        PeerSettings(size="tiny", steps=8, warmup=3),
-        PeerSettings(size="smollm2-135m-body", steps=3, warmup=1),
+    runs = [PeerSettings(size="tiny", steps=2, warmup=1, rounds=1)] if quick else [
+        PeerSettings(size="tiny", steps=8, warmup=3, rounds=3),
+        PeerSettings(size="smollm2-135m-body", steps=3, warmup=1, rounds=3),
     ]
     out = {}
     for s in runs:
-        note(f"{s.size}: TRL, realloc on 1 worker and on {s.devices}, {s.warmup}+{s.steps} steps")
-        out[s.size] = compare(s)
+        note(f"{s.size}: {s.rounds} interleaved rounds of TRL, realloc on 1 worker and on {s.devices}, "
+             f"{s.threads} cores each, {s.warmup}+{s.steps} steps")
+        out[s.size] = compare(s, log=note)
     return {"sizes": out, "trl_installed": trl_available(), **({} if trl_available() else {"note": INSTALL_HINT})}
+
+
+ENGINE_RUNS = {
+    "tiny": ["--layers", "2", "--hidden", "64", "--vocab", "64", "--seq", "16", "--prompt", "8",
+             "--new-tokens", "8", "--batch", "32", "--repeats", "5"],
+    "smollm2-body": ["--model", "smollm2-body", "--batch", "4", "--seq", "64", "--prompt", "32",
+                     "--new-tokens", "8", "--repeats", "1"],
+}
+"""engine_throughput's arguments per model size: the peer bench's two sizes."""
+
+
+def _run_engine(quick: bool, note: Note) -> dict[str, Any]:
+    import sys
+    import tempfile
+
+    out: dict[str, Any] = {}
+    sizes = ["tiny"] if quick else list(ENGINE_RUNS)
+    with tempfile.TemporaryDirectory(prefix="realloc-engine-") as tmp:
+        for size in sizes:
+            rounds = "2" if quick else "3" if size != "tiny" else "5"
+            note(f"{size}: engine vs transformers, {rounds} alternations, all cores each")
+            path = Path(tmp) / f"{size}.json"
+            cmd = [sys.executable, "-m", "realloc.bench.engine_throughput", *ENGINE_RUNS[size], "--rounds", rounds,
+                   "--json", str(path)]
+            env = {**os.environ, "MASTER_PORT": str(29700 + len(out)),
+                   "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()
+                raise RuntimeError(f"engine_throughput ({size}) failed: {tail[-1] if tail else proc.returncode}")
+            out[size] = json.loads(path.read_text())
+    return {"sizes": out}
 
 
 def _run_checkpoint(quick: bool, note: Note) -> dict[str, Any]:
@@ -201,6 +236,16 @@ def _run_validation(quick: bool, note: Note) -> dict[str, Any]:
         raise SectionSkipped(f"realloc.bench.validate_cost_model is not importable ({exc})") from None
     note("estimates vs measured runs")
     return run_validation(quick=quick, out=None)
+
+
+def _run_fusion(quick: bool, note: Note) -> dict[str, Any]:
+    from realloc.bench.fusion import estimate_published, measure_fusion
+
+    iterations, warmup = (3, 1) if quick else (6, 2)
+    note(f"ppo_longtail_tiny: unfused, fused, off-policy; {iterations} iterations on 4 workers")
+    measured = measure_fusion(iterations=iterations, warmup=warmup, budget=0.5 if quick else 1.0)
+    note("published settings with long-tailed lengths (estimated)")
+    return {"measured": measured, "published": estimate_published(budget=0.5 if quick else 1.0, quick=quick)}
 
 
 # --------------------------------------------------------------------------- sections: render
@@ -259,26 +304,73 @@ def _render_realloc(data: Mapping[str, Any]) -> list[str]:
 
 
 def _render_peer(data: Mapping[str, Any]) -> list[str]:
+    from realloc.bench.peer_trl import PHASES, headline
+
     lines: list[str] = []
     if data.get("note"):
         lines += [f"_{data['note']}_", ""]
     for size, r in data["sizes"].items():
         s = r["settings"]
-        lines.append(f"**{size}**: GRPO, {s['prompts']} prompts x {s['group_size']} samples, <= "
-                     f"{s['max_new_tokens']} new tokens, temperature {s['temperature']}, fp32, "
-                     f"{s['threads']} thread(s) for TRL and realloc on 1 worker; medians of {s['steps']} "
-                     f"steps after {s['warmup']} warm-up.")
+        lines.append(f"**{size}**: GRPO, {headline(s)}; temperature {s['temperature']}, fp32.")
+        if "cores" in r:
+            lines.append(f"Machine: {r['cores']} cores, 1-minute load {r['load_before']} -> {r['load_after']}"
+                         f"{'' if r.get('equal_tokens', True) else '; generated tokens per step differ'}.")
         lines.append("")
-        lines += md_table(["system", "s/step", "samples/s", "generated tokens/s", "tokens/step", "generate share",
-                           "threads/worker", "peak RSS GiB", "vs TRL"],
-                          [[n, f"{v['step_s']:.3f}", f"{v['samples_per_s']:.1f}", f"{v['tokens_per_s']:.0f}",
-                            v["tokens_per_step"], f"{v['generate_share']:.0%}", v["threads"], v.get("peak_rss_gib"),
-                            _x(v.get("speedup_vs_trl"))] for n, v in r["systems"].items()])
+        lines += md_table(["system", "workers x threads", "generated tokens/s", "min-max", "samples/s", "s/step",
+                           "tokens/step", "generate share", "peak RSS GiB", "vs TRL (tokens/s)"],
+                          [[n, f"{v.get('workers', 1)} x {v['threads']}", f"{v['tokens_per_s']:.0f}",
+                            "-" if "tokens_per_s_range" not in v else
+                            "{:.0f}-{:.0f}".format(*v["tokens_per_s_range"]),
+                            f"{v['samples_per_s']:.1f}", f"{v['step_s']:.3f}", v["tokens_per_step"],
+                            f"{v['generate_share']:.0%}", v.get("peak_rss_gib"), _x(v.get("speedup_vs_trl"))]
+                           for n, v in r["systems"].items()])
+        phases = {n: v["phase_s"] for n, v in r["systems"].items() if v.get("phase_s")}
+        if phases:
+            lines += ["", "Median seconds per step and phase (TRL's train: the rest of its step; realloc's other: "
+                      "time between calls):", ""]
+            lines += md_table(["system", *PHASES], [[n, *(f"{ph[p]:.3f}" if p in ph else "-" for p in PHASES)]
+                                                    for n, ph in phases.items()])
         calls = {n: v["call_s"] for n, v in r["systems"].items() if v.get("call_s")}
         if calls:
             lines += ["", "realloc's median seconds per call: " + "; ".join(
                 f"{n}: " + ", ".join(f"{c} {t:.3f}" for c, t in cs.items()) for n, cs in calls.items()) + "."]
         lines += [f"- {n}: failed: {e}" for n, e in r.get("errors", {}).items()]
+        lines.append("")
+    return lines
+
+
+def _render_fusion(data: Mapping[str, Any]) -> list[str]:
+    m = data["measured"]
+    lines = [f"**{m['experiment']}** on {m['devices']} CPU workers: median s/iteration of the last "
+             f"{m['iterations'] - m['warmup']} of {m['iterations']} iterations (load {m['load_before']} -> "
+             f"{m['load_after']}).", ""]
+    lines += md_table(["variant", "measured s", "estimated s", "estimate error", "measured speedup",
+                       "estimated speedup"],
+                      [[n, r["measured_s"], r["estimated_s"], _pct(r["estimate_error"]), _x(r["measured_speedup"]),
+                        _x(r["estimated_speedup"])] for n, r in m["plans"].items()])
+    lines += ["", "Published settings with RLHFuse-like long-tailed lengths (estimated s/iteration):", ""]
+    rows = []
+    names = ("fused", "auto", "off_policy", "disagg_unfused", "disagg_fused", "disagg_off_policy")
+    for r in data["published"]:
+        cells = [r["unfused"].get("iteration_s")]
+        for name in names:
+            it, sp = r.get(name, {}).get("iteration_s"), r.get(name, {}).get("speedup")
+            cells.append("no plan" if it is None else f"{it} ({sp}x)" if sp is not None else it)
+        rows.append([r["setting"], *cells])
+    lines += md_table(["setting", "unfused", "fused", "auto", "off-policy", "disaggregated",
+                       "disaggregated fused", "disaggregated off-policy"], rows)
+    return lines
+
+
+def _render_engine(data: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for size, r in data["sizes"].items():
+        lines += [f"**{size}** ({r['params_m']}M parameters): batch {r['batch']} x {r['seq']} tokens (prompt "
+                  f"{r['prompt']}, {r['new_tokens']} new), {r['threads']} thread(s) for both, median of "
+                  f"{r['rounds']} alternations, {r['clock']} time.", ""]
+        lines += md_table(["what", "engine tokens/s", "transformers tokens/s", "engine / transformers"],
+                          [[row["what"], f"{row['engine_tok_s']:.0f}", f"{row['hf_tok_s']:.0f}", _x(row["ratio"])]
+                           for row in r["rows"]])
         lines.append("")
     return lines
 
@@ -350,10 +442,13 @@ SECTIONS: tuple[Section, ...] = (
     Section(name="realloc", title="Parameter reallocation vs a raw transfer", run=_run_realloc,
             render=_render_realloc),
     Section(name="peer", title="End to end vs TRL (GRPO)", run=_run_peer, render=_render_peer),
+    Section(name="engine", title="Engine vs transformers at equal threads", run=_run_engine, render=_render_engine),
     Section(name="checkpoint", title="Checkpoints: save/load throughput and memory vs raw I/O",
             run=_run_checkpoint, render=_render_checkpoint),
     Section(name="validation", title="Cost model vs measured times", run=_run_validation,
             render=_render_validation),
+    Section(name="fusion", title="Stage overlap: fusion and one-step off-policy", run=_run_fusion,
+            render=_render_fusion),
 )
 
 
@@ -505,12 +600,28 @@ def _readme_rows(sections: Mapping[str, Any]) -> list[list[str]]:
         if ratios:
             rows.append([f"reallocation throughput, {d['params_m']}M model",
                          f"{min(ratios):.2f}-{max(ratios):.2f}x a raw p2p copy of the same bytes"])
+    if (d := ok("fusion")):
+        m = d["measured"]
+        cells = [f"{n}: {r['measured_s']:.2f} s ({r['measured_speedup']:.2f}x; est. {r['estimated_s']:.2f} s)"
+                 for n, r in m["plans"].items()]
+        rows.append([f"stage overlap, {m['experiment']}, {m['devices']} CPU workers (measured)", "; ".join(cells)])
     if (d := ok("peer")):
         for size, r in d["sizes"].items():
-            cells = [f"{n}: {v['samples_per_s']:.1f} samples/s, {v['tokens_per_s']:.0f} tokens/s"
-                     for n, v in r["systems"].items()]
-            rows.append([f"GRPO end to end, {size} model", "; ".join(cells) or "no system ran"])
+            cores = r["settings"].get("threads")
+            cells = [f"{n}: {v['tokens_per_s']:.0f} tokens/s ({_x(v.get('speedup_vs_trl')) or '-'} TRL)"
+                     if v.get("speedup_vs_trl") is not None and n != "TRL GRPOTrainer"
+                     else f"{n}: {v['tokens_per_s']:.0f} tokens/s" for n, v in r["systems"].items()]
+            rows.append([f"GRPO end to end, {size} model, {cores} cores for every system",
+                         "; ".join(cells) or "no system ran"])
+    if (d := ok("engine")):
+        rows += _engine_rows(d)
     return rows
+
+
+def _engine_rows(d: Mapping[str, Any]) -> list[list[str]]:
+    return [[f"engine vs transformers, {size} model, {r['threads']} thread(s) each",
+             ", ".join(f"{row['what']} {_x(row['ratio'])}" for row in r["rows"]) + " of transformers' tokens/s"]
+            for size, r in d["sizes"].items()]
 
 
 def render_readme_table(report: Mapping[str, Any]) -> str:

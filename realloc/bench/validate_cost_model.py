@@ -174,7 +174,7 @@ def measure(exp: Any, plans: dict[str, Any], root: Path) -> dict[str, list[dict[
     from realloc.run import make_job
     from runtime.execution.launch import LaunchSpec, launch
 
-    jobs = [dataclasses.replace(make_job(exp, dict(plan.layouts)), run_dir=str(root / exp.config.name / name))
+    jobs = [dataclasses.replace(make_job(exp, dict(plan.layouts), threads_per_worker=plan.threads_per_worker), run_dir=str(root / exp.config.name / name))
             for name, plan in plans.items()]
     spec = LaunchSpec(nproc_per_node=exp.config.cluster.devices_per_node)
     histories = launch(_run_all, (jobs,), spec)[0]

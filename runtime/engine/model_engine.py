@@ -171,6 +171,12 @@ class ModelEngine:
 
     # ------------------------------------------------------------------ topology
 
+    def set_training(self, training: bool) -> None:
+        """Put the model in train or eval mode; a no-op when it already is (the recursive
+        `Module.train` walks every submodule: ~1 ms a call on a small model on CPU)."""
+        if self.module.training != training:
+            self.module.train(training)
+
     @property
     def is_first_stage(self) -> bool:
         return self.coords.pp_rank == 0

@@ -154,6 +154,60 @@ def _patch_megatron_cuda_literals() -> None:
     fused_softmax.get_default_causal_mask = causal_mask
 
 
+def _alone(group: Any) -> bool:
+    """Whether a process group (None: the world) has this rank only."""
+    import torch.distributed as dist
+
+    if group is None or group is dist.GroupMember.WORLD:
+        return dist.get_world_size() == 1
+    return group.size() == 1
+
+
+def _skip_collectives_of_one() -> None:
+    """Collectives on a group of one rank are identities; on gloo each still costs a round
+    trip through the backend (~1 ms on a loaded CPU). Megatron runs several per train step at
+    dp = tp = pp = 1: the gradient-norm all-reduce and the distributed optimizer's
+    parameter all-gather (whose only shard is the whole buffer) and gradient reduce-scatter.
+    Asynchronous calls go to the backend unchanged (their handles are waited on)."""
+    import torch.distributed as dist
+    from megatron.core.distributed import param_and_grad_buffer as pgb
+
+    if getattr(dist.all_reduce, "_realloc_skips_one", False):
+        return
+    all_reduce = dist.all_reduce
+
+    def all_reduce_unless_alone(tensor: torch.Tensor, op: Any = dist.ReduceOp.SUM, group: Any = None,
+                                async_op: bool = False) -> Any:
+        if not async_op and _alone(group):
+            return None
+        return all_reduce(tensor, op=op, group=group, async_op=async_op)
+
+    all_reduce_unless_alone._realloc_skips_one = True  # type: ignore[attr-defined]
+    dist.all_reduce = all_reduce_unless_alone  # type: ignore[assignment]
+
+    start_param_sync = pgb._ParamAndGradBucketGroup.start_param_sync
+
+    def start_param_sync_unless_alone(self: Any, force_sync: bool = False) -> None:
+        if self.intra_distributed_optimizer_instance_size == 1 and self.param_gather_handle is None:
+            self.param_gather_dispatched = True  # the local shard is the whole buffer: nothing to gather
+            return
+        start_param_sync(self, force_sync)
+
+    pgb._ParamAndGradBucketGroup.start_param_sync = start_param_sync_unless_alone
+
+    reduce_scatter = pgb.dist_reduce_scatter_func  # the gradient reduce-scatter of the distributed optimizer
+
+    def reduce_scatter_unless_alone(output: torch.Tensor, input: torch.Tensor, op: Any = dist.ReduceOp.SUM,
+                                    group: Any = None, async_op: bool = False) -> Any:
+        if not async_op and _alone(group):
+            if output.data_ptr() != input.data_ptr() or output.numel() != input.numel():
+                output.copy_(input.view_as(output))
+            return None
+        return reduce_scatter(output, input, op=op, group=group, async_op=async_op)
+
+    pgb.dist_reduce_scatter_func = reduce_scatter_unless_alone
+
+
 def apply_platform_patches() -> str:
     """Make Megatron-core run on this platform; idempotent. Returns the dist backend."""
     if _STATE["applied"]:
@@ -162,6 +216,7 @@ def apply_platform_patches() -> str:
         _patch_cuda_module()
         _patch_megatron_rng()
         _patch_megatron_cuda_literals()
+        _skip_collectives_of_one()
         logging.getLogger("megatron.core.tensor_parallel.random").addFilter(_DropCpuRngWarning())
         mode = _CpuAsCudaMode()
         mode.__enter__()  # process-wide, for the rest of the process

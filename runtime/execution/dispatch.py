@@ -6,7 +6,9 @@
   executing the TransferPlan `graph.placement.transfer.plan_transfer` derives;
 - `SEND`: the step's `src` rank sends a data key's payload to its `dst` rank;
 - `RUN`: run the call's interface on this rank's engine;
-- `FREE`: drop a trained model's replica storage after its last use in the iteration.
+- `FREE`: drop a trained model's replica storage after its last use in the iteration;
+- `STREAM`: a generate call streaming finished samples into inference calls on other ranks
+  (`runtime.execution.streaming`).
 
 A step of any other kind is a bug and raises at once (the step types are an enum; the
 table below must cover every member, which a test checks).
@@ -14,7 +16,6 @@ table below must cover every member, which a test checks).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,10 +26,11 @@ from graph.dataflow import DataflowGraph
 from graph.placement.layout import Layout
 from graph.placement.transfer import TransferPlan, plan_transfer
 from graph.spec import Call, CallKind, ModelSpec
-from runtime.data.binding import Payload, assemble_inputs, extract_outputs, side_inputs
+from runtime.data.binding import Field, Payload, assemble_inputs, extract_outputs, side_inputs
 from runtime.data.records import Record
 from runtime.data.tokenizer import Tokenizer
 from runtime.engine import platform
+from runtime.execution import streaming
 from runtime.execution.engines import EngineSet, local_shards
 from runtime.execution.evaluation import evaluate, reward_call
 from runtime.execution.job import Job
@@ -66,6 +68,7 @@ class StepDispatcher:
         StepKind.SEND: "_send",
         StepKind.RUN: "_run",
         StepKind.FREE: "_free",
+        StepKind.STREAM: "_stream",
     }
     """Step kind -> the method that executes it."""
 
@@ -110,19 +113,23 @@ class StepDispatcher:
             dist.recv_object_list(box, src=step.src)
             payloads[step.key] = box[0]
 
-    def _run(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
+    def _context(self, call: Call, payloads: dict[str, Payload], it: int, **extra: Any) -> CallContext:
+        layout = self.job.layouts[call.name]
+        return CallContext(eos_ids=(self.tok.eos_id,), decode=self.tok.decode,
+                           rule=self.graph.models[call.model].rule, seed=self.job.seed, step=it,
+                           total_steps=self.job.iterations, micro_batches=layout.micro_batches,
+                           side_inputs=side_inputs(call, payloads),
+                           reward_functions=self.reward_functions.get(call.model, ()),
+                           reward_time_limit_s=self.graph.models[call.model].time_limit_s,
+                           rows=self._sample_rows(call, payloads), **extra)
+
+    def _run(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog,
+             **extra: Any) -> None:
         call: Call = self.graph.call(step.call)
         layout = self.job.layouts[step.call]
-        model = self.graph.models[call.model]
         engine = self.engines.get(call.model, layout)
-        ctx = CallContext(eos_ids=(self.tok.eos_id,), decode=self.tok.decode, rule=model.rule,
-                          seed=self.job.seed, step=it, total_steps=self.job.iterations,
-                          micro_batches=layout.micro_batches, side_inputs=side_inputs(call, payloads),
-                          reward_functions=self.reward_functions.get(call.model, ()),
-                          reward_time_limit_s=model.time_limit_s)
+        ctx = self._context(call, payloads, it, **extra)
         batch = assemble_inputs(call, payloads)
-        if ctx.reward_functions:
-            ctx = dataclasses.replace(ctx, rows=self._sample_rows(call, batch.ids))
         start = time.perf_counter()
         result = run_interface(call.interface, engine, batch, call.args, ctx)
         elapsed = time.perf_counter() - start
@@ -139,12 +146,62 @@ class StepDispatcher:
             if stats:
                 log.stats["eval"] = stats
 
-    def _sample_rows(self, call: Call, ids: tuple[int, ...] | list[int]) -> dict[int, Record]:
-        """Each sample's dataset record: sample p * n + k of prompt p, n the samples per prompt of
-        the generate call that produced the call's sequences (1 when they are the dataset's)."""
+    def _sample_rows(self, call: Call, payloads: dict[str, Payload]) -> dict[int, Record]:
+        """Each sample's dataset record, for reward functions: sample p * n + k of prompt p, n the
+        samples per prompt of the generate call that produced the call's sequences (1 when they
+        are the dataset's); a stream chunk gets its own samples' rows."""
+        base = payloads.get(call.inputs[0]) if call.inputs else None
+        if not self.reward_functions.get(call.model) or base is None or isinstance(base, Field):
+            return {}
+        ids = base.ids
         producer = next((c for c in self.graph.calls if call.inputs and call.inputs[0] in c.outputs), None)
         n = producer.args.num_samples if producer is not None and producer.interface == "generate" else 1
         return {sid: self.rows[sid // n] for sid in ids if sid // n in self.rows}
+
+    def _stream(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
+        gen = self.graph.call(step.call)
+        gen_layout = self.job.layouts[gen.name]
+        consumers = [self.graph.call(n) for n in step.consumers]
+        layouts = [self.job.layouts[c.name] for c in consumers]
+        senders = streaming.stream_senders(gen_layout)
+        samples = int(getattr(gen.args, "num_samples", 1) or 1)
+        if self.rank in gen_layout.mesh.devices:
+            dsts = tuple(sorted(set().union(*(lay.mesh.devices for lay in layouts))))
+            sender = streaming.ChunkSender(dsts) if self.rank in senders else None
+            chunk = streaming.chunk_size(gen.batch_size * samples, gen_layout, layouts)
+            self._run(step, payloads, it, log, on_finished=sender, stream_chunk=chunk)
+            if sender is not None:
+                sender.close()
+            return
+        mine = [c for c, lay in zip(consumers, layouts) if self.rank in lay.mesh.devices]
+        base = {k: streaming.expand_field(payloads[k], samples)
+                for c in mine for k in c.inputs if k in self.graph.dataset_keys}
+        acc = streaming.ChunkResults()
+
+        def handle(chunk: Any) -> None:
+            current = {**base, **extract_outputs(gen, chunk)}
+            acc.add({k: v for k, v in current.items() if k not in base})
+            for c in mine:
+                engine = self.engines.get(c.model, self.job.layouts[c.name])
+                ctx = self._context(c, current, it)
+                start = time.perf_counter()
+                result = run_interface(c.interface, engine, assemble_inputs(c, current), c.args, ctx)
+                acc.seconds[c.name] = acc.seconds.get(c.name, 0.0) + time.perf_counter() - start
+                outputs = extract_outputs(c, result)
+                current.update(outputs)
+                acc.add(outputs)
+                acc.results.setdefault(c.name, []).append(result)
+
+        chunks = streaming.receive_chunks(senders, handle)
+        if self.rank == min(d for lay in layouts for d in lay.mesh.devices):
+            log.stream_chunks[gen.name] = chunks
+        prompts = payloads[gen.inputs[0]]
+        order = tuple(p * samples + k for p in prompts.ids for k in range(samples)) if samples > 1 else prompts.ids
+        payloads.update(acc.joined(order))
+        for c, lay in zip(consumers, layouts):
+            if c in mine and self.rank == lay.mesh.devices[0]:
+                result = streaming.join_result(acc.results.get(c.name, []), order)
+                log.record_call(c, result, acc.seconds.get(c.name, 0.0), payloads)
 
     def _free(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
         call = self.graph.call(step.call)

@@ -47,5 +47,11 @@ class Job:
     """EMA decay of the models in `ema_models` (0: no EMA)."""
     ema_models: tuple[str, ...] = ()
     """Roles whose home engine keeps an EMA of its weights."""
+    off_policy_steps: int = 0
+    """1: generate calls run one batch ahead with weights one version old (graph.overlap)."""
+    streamed: tuple[tuple[str, str], ...] = ()
+    """(generate call, inference call) edges whose samples stream in chunks (Plan.streamed)."""
+    threads_per_worker: int = 0
+    """Torch threads of every worker, from the plan (0: leave the launcher's equal share)."""
     eval_every: int = 0
     """Score data.eval_path's prompts every N iterations (0: never); see runtime.execution.evaluation."""

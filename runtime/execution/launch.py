@@ -120,13 +120,18 @@ def check_devices(spec: LaunchSpec) -> None:
             )
 
 
+def equal_share(local_workers: int) -> int:
+    """Each of a machine's `local_workers` workers' equal share of its cores (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, local_workers))
+
+
 def set_worker_threads(local_workers: int) -> int:
     """Give each of a machine's workers an equal share of its cores for torch's intra-op threads.
 
     Without it every worker starts as many threads as the machine has cores, and on CPU
     the workers thrash: copies and matrix products slow down several times over.
     """
-    threads = max(1, (os.cpu_count() or 1) // max(1, local_workers))
+    threads = equal_share(local_workers)
     torch.set_num_threads(threads)
     return threads
 

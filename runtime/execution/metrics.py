@@ -34,6 +34,12 @@ class IterationLog:
     realloc_bytes: int = 0
     freed_bytes: int = 0
     elapsed_s: float = 0.0
+    response_hist: dict[str, list[list[int]]] = field(default_factory=dict)
+    """Generate call -> [[response length, count], ...] (plan.response_lengths reads it back)."""
+    staleness: dict[str, int] = field(default_factory=dict)
+    """Generate call -> weight versions its batch's behaviour policy lags (one-step off-policy only)."""
+    stream_chunks: dict[str, int] = field(default_factory=dict)
+    """Generate call -> chunks of samples it streamed (plan.fusion; counted by one consumer rank)."""
     runs: dict[str, int] = field(default_factory=dict)
     """Times each call ran this iteration (more than once: dynamic sampling's rounds)."""
 
@@ -67,8 +73,10 @@ class IterationLog:
             if role == "rewards" and isinstance(payload, Field):
                 self.rewards[call.name] = mean(self.rewards.get(call.name), float(payload.values.float().mean()))
             if role == "sequences" and not isinstance(payload, Field):
+                lengths = (payload.seq_lens - payload.prompt_lens).tolist()
                 lens = float((payload.seq_lens - payload.prompt_lens).float().mean())
                 self.response_len[call.name] = mean(self.response_len.get(call.name), lens)
+                self.response_hist[call.name] = [[n, lengths.count(n)] for n in sorted(set(lengths))]
 
 
 def merge_logs(it: int, logs: list[IterationLog]) -> dict[str, Any]:
@@ -88,6 +96,12 @@ def merge_logs(it: int, logs: list[IterationLog]) -> dict[str, Any]:
             record[f"{call}/reward"] = value
         for call, value in part.response_len.items():
             record[f"{call}/response_len"] = value
+        for call, hist in part.response_hist.items():
+            record[f"{call}/response_len_hist"] = hist
+        for call, lag in part.staleness.items():
+            record[f"{call}/staleness"] = lag
+        for call, count in part.stream_chunks.items():
+            record[f"{call}/stream_chunks"] = count
     return record
 
 

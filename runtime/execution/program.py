@@ -38,6 +38,7 @@ class StepKind(enum.Enum):
     SEND = "send"
     RUN = "run"
     FREE = "free"
+    STREAM = "stream"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class Step:
     key: str = ""
     src: int = -1
     dst: int = -1
+    ahead: int = 0
+    """0: the iteration's own batch; 1: the next batch (a generate call running one step
+    off-policy, see graph.overlap)."""
+    consumers: tuple[str, ...] = ()
+    """STREAM: the inference calls the generate call `call` streams its samples to."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, StepKind):
@@ -58,10 +64,14 @@ class Step:
 
     def __str__(self) -> str:
         if self.kind is StepKind.SEND:
-            return f"send {self.key} {self.src}->{self.dst} for {self.call}"
-        if self.kind is StepKind.RUN:
-            return f"run {self.call} on {list(self.ranks)}"
-        return f"{self.kind.value} {self.model} for {self.call} on {list(self.ranks)}"
+            text = f"send {self.key} {self.src}->{self.dst} for {self.call}"
+        elif self.kind is StepKind.RUN:
+            text = f"run {self.call} on {list(self.ranks)}"
+        elif self.kind is StepKind.STREAM:
+            text = f"stream {self.call} into {', '.join(self.consumers)} on {list(self.ranks)}"
+        else:
+            text = f"{self.kind.value} {self.model} for {self.call} on {list(self.ranks)}"
+        return text + (" (next batch)" if self.ahead else "")
 
 
 def placement(layout: Layout) -> Layout:
@@ -97,8 +107,28 @@ def replica_last_uses(graph: DataflowGraph, layouts: Mapping[str, Layout]) -> se
 
 
 def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, world_size: int,
-                      first: bool, free_replicas: bool = True) -> tuple[Step, ...]:
-    """The global step order of one iteration."""
+                      first: bool, free_replicas: bool = True, ahead: tuple[str, ...] = (),
+                      prologue: bool | None = None, last: bool = False,
+                      streamed: tuple[tuple[str, str], ...] = ()) -> tuple[Step, ...]:
+    """The global step order of one iteration.
+
+    `ahead` names the generate calls that run one batch ahead (one-step off-policy, see
+    `graph.overlap.ahead_calls`); then `compile_off_policy_iteration` orders the steps.
+    `streamed` (generate call, inference call) edges run as one STREAM step per generate call
+    (`runtime.execution.streaming`), after the refreshes of every replica it involves; the
+    streamed calls' outputs are then held by their meshes, and the generate call's by its
+    mesh and theirs.
+    """
+    if ahead and streamed:
+        raise ValueError("bug: streaming and one-step off-policy together (graph.overlap.check_fusion refuses it)")
+    stream_of: dict[str, list[str]] = {}
+    for gen, consumer in streamed:
+        stream_of.setdefault(gen, []).append(consumer)
+    fused = {consumer for _, consumer in streamed}
+    if ahead:
+        return compile_off_policy_iteration(graph, layouts, world_size=world_size, first=first,
+                                            prologue=first if prologue is None else prologue,
+                                            last=last, free_replicas=free_replicas, ahead=ahead)
     homes = home_layouts(graph, layouts)
     layouts = {name: placement(layout) for name, layout in layouts.items()}
     trained = {role for role in graph.models if graph.train_call(role) is not None}
@@ -109,13 +139,32 @@ def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, wo
     holders: dict[str, set[int]] = {key: set(range(world_size)) for key in graph.dataset_keys}
     steps: list[Step] = []
     for call in graph.calls:
+        if call.name in fused:
+            continue  # ran inside its generate call's STREAM step
         layout = layouts[call.name]
         mesh = tuple(layout.mesh.devices)
-        if (call.model, layout) in stale:
-            home = homes[call.model]
-            ranks = tuple(sorted(set(home.mesh.devices) | set(mesh)))
-            steps.append(Step(StepKind.REALLOC, call.name, ranks, model=call.model))
-            stale.discard((call.model, layout))
+        consumers = [graph.call(n) for n in graph.topological_order() if n in stream_of.get(call.name, ())]
+        for c in [*consumers, call]:
+            c_layout = layouts[c.name]
+            if (c.model, c_layout) in stale:
+                home = homes[c.model]
+                ranks = tuple(sorted(set(home.mesh.devices) | set(c_layout.mesh.devices)))
+                steps.append(Step(StepKind.REALLOC, c.name, ranks, model=c.model))
+                stale.discard((c.model, c_layout))
+        if consumers:
+            _sends(steps, call.name, call.inputs, mesh, holders, 0)
+            everyone = set(mesh).union(*(layouts[c.name].mesh.devices for c in consumers))
+            steps.append(Step(StepKind.STREAM, call.name, tuple(sorted(everyone)), model=call.model,
+                              consumers=tuple(c.name for c in consumers)))
+            for key in call.outputs:
+                holders[key] = set(everyone)
+            for c in consumers:
+                for key in c.outputs:
+                    holders[key] = set(layouts[c.name].mesh.devices)
+            for c in [call, *consumers]:
+                if c.name in free_after:
+                    steps.append(Step(StepKind.FREE, c.name, tuple(layouts[c.name].mesh.devices), model=c.model))
+            continue
         for key in dict.fromkeys(call.inputs):
             have = holders[key]
             senders = sorted(have)
@@ -138,3 +187,92 @@ def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, wo
 def rank_program(steps: tuple[Step, ...], rank: int) -> tuple[Step, ...]:
     """The steps `rank` takes part in, in the global order."""
     return tuple(s for s in steps if rank in s.ranks)
+
+
+def compile_off_policy_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, world_size: int,
+                                 first: bool, prologue: bool, last: bool, ahead: tuple[str, ...],
+                                 free_replicas: bool = True) -> tuple[Step, ...]:
+    """The global step order of iteration k when the `ahead` generate calls run one batch ahead.
+
+    1. (`prologue`: the first iteration, or the first after a resume) the ahead calls
+       generate batch k with the current weights;
+    2. their outputs of batch k go to every rank of their consumers' meshes at once, so no
+       consumer waits on a generate rank that has moved on to the next batch;
+    3. (unless last) the ahead calls generate batch k+1 (steps with `ahead=1`), after the
+       refresh of their replica: it reads the home weights before this iteration's train
+       step, i.e. one version behind the weights batch k+1 will train;
+    4. every other call on batch k, in graph order, as `compile_iteration` orders them.
+
+    A rank outside the ahead calls' meshes skips steps 2-3 except the sends it receives, so
+    training of batch k runs while batch k+1 generates on disjoint devices. The program stays
+    one global order, hence deadlock-free (module docstring).
+    """
+    homes = home_layouts(graph, layouts)
+    layouts = {name: placement(layout) for name, layout in layouts.items()}
+    trained = {role for role in graph.models if graph.train_call(role) is not None}
+    ahead_set = set(ahead)
+    rest = [c for c in graph.calls if c.name not in ahead_set]
+    order = [graph.call(n) for n in ahead] + rest
+    stale = set() if first else {(c.model, layouts[c.name]) for c in graph.calls
+                                 if c.model in trained and layouts[c.name] != homes[c.model]}
+    # replicas are freed after their last use in this iteration's order (ahead calls come first)
+    last_use: dict[tuple[str, Layout], str] = {}
+    for call in order:
+        layout = layouts[call.name]
+        if (call.model in trained and not graph.models[call.model].is_rule
+                and layout != homes[call.model]):
+            last_use[(call.model, layout)] = call.name
+    free_after = set(last_use.values()) if free_replicas else set()
+    dataset = {key: set(range(world_size)) for key in graph.dataset_keys}
+    holders: dict[str, set[int]] = {k: set(v) for k, v in dataset.items()}  # batch k
+    if not prologue:  # the ahead calls made batch k in the previous iteration, on their meshes
+        for name in ahead:
+            for key in graph.call(name).outputs:
+                holders[key] = set(layouts[name].mesh.devices)
+    steps: list[Step] = []
+
+    def run(call_name: str, have: dict[str, set[int]], batch: int, refresh: bool, free: bool) -> None:
+        call = graph.call(call_name)
+        layout = layouts[call.name]
+        mesh = tuple(layout.mesh.devices)
+        if refresh and (call.model, layout) in stale:
+            home = homes[call.model]
+            ranks = tuple(sorted(set(home.mesh.devices) | set(mesh)))
+            steps.append(Step(StepKind.REALLOC, call.name, ranks, model=call.model, ahead=batch))
+            stale.discard((call.model, layout))
+        _sends(steps, call.name, call.inputs, mesh, have, batch)
+        steps.append(Step(StepKind.RUN, call.name, mesh, model=call.model, ahead=batch))
+        for key in call.outputs:
+            have[key] = set(mesh)
+        if free and call.name in free_after:
+            steps.append(Step(StepKind.FREE, call.name, mesh, model=call.model, ahead=batch))
+
+    if prologue:
+        for name in ahead:  # batch k with the current weights (refreshed when stale)
+            run(name, holders, 0, refresh=True, free=False)
+    for consumer in rest:  # 2. batch k's generated keys to every rank that reads them
+        keys = [k for k in dict.fromkeys(consumer.inputs) if graph.producer(k) in ahead_set]
+        _sends(steps, consumer.name, keys, tuple(layouts[consumer.name].mesh.devices), holders, 0)
+    if not last:
+        upcoming: dict[str, set[int]] = {k: set(v) for k, v in dataset.items()}
+        for name in ahead:
+            run(name, upcoming, 1, refresh=True, free=True)
+    for call in rest:
+        run(call.name, holders, 0, refresh=True, free=True)
+        if call.kind is CallKind.TRAIN:
+            stale.update((c.model, layouts[c.name]) for c in graph.calls_of(call.model)
+                         if layouts[c.name] != layouts[call.name])
+    return tuple(steps)
+
+
+def _sends(steps: list[Step], call: str, keys: tuple[str, ...] | list[str], mesh: tuple[int, ...],
+           holders: dict[str, set[int]], batch: int) -> None:
+    """Send steps giving every rank of `mesh` the `keys` it lacks (round robin over the holders)."""
+    for key in dict.fromkeys(keys):
+        have = holders[key]
+        senders = sorted(have)
+        needers = [d for d in mesh if d not in have]
+        for i, dst in enumerate(needers):
+            src = senders[i % len(senders)]
+            steps.append(Step(StepKind.SEND, call, (src, dst), key=key, src=src, dst=dst, ahead=batch))
+        have.update(needers)

@@ -24,6 +24,7 @@ The worker is a composition of parts with one job each: `EngineSet` (the engines
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 
 from graph.dataset_keys import PTX_KEY
+from graph.overlap import ahead_calls
 from graph.sampling import dynamic_sampling
 from runtime.data.binding import Payload, dataset_payloads, ptx_payloads
 from runtime.data.prompts import fit_prompts
@@ -41,7 +43,7 @@ from runtime.execution.checkpointing import Checkpointer
 from runtime.execution.dispatch import StepDispatcher
 from runtime.execution.engines import EngineSet
 from runtime.execution.job import Job
-from runtime.execution.launch import WorkerContext
+from runtime.execution.launch import WorkerContext, equal_share
 from runtime.execution.metrics import IterationLog, MetricsReporter
 from runtime.execution.program import compile_iteration, rank_program
 from runtime.execution.sampling import Resampler, split_program
@@ -56,6 +58,8 @@ class Worker:
     def __init__(self, ctx: WorkerContext, job: Job) -> None:
         start = time.perf_counter()
         platform.apply_platform_patches()
+        # the plan's threads, else the launcher's equal share (again: jobs may share a process)
+        torch.set_num_threads(job.threads_per_worker or equal_share(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         self.ctx, self.job, self.rank = ctx, job, ctx.rank
         self.graph = job.graph
         torch.manual_seed(job.seed)
@@ -75,16 +79,23 @@ class Worker:
         p = d.ptx
         self.ptx_records: list[Record] | None = None if p is None else load_records(
             fmt=p.format, path=p.path, generator=p.generator, num_records=p.num_records, seed=p.seed)
-        self.programs: dict[bool, Any] = {
-            first: rank_program(compile_iteration(self.graph, job.layouts, world_size=ctx.world_size,
-                                                  first=first, free_replicas=job.free_replicas), self.rank)
-            for first in (True, False)
+        self.ahead = ahead_calls(self.graph, job.off_policy_steps)
+        self.programs: dict[tuple[bool, bool, bool], Any] = {
+            (first, prologue, last): rank_program(compile_iteration(
+                self.graph, job.layouts, world_size=ctx.world_size, first=first, free_replicas=job.free_replicas,
+                ahead=self.ahead, prologue=prologue, last=last, streamed=job.streamed), self.rank)
+            for first in (True, False) for prologue in ((True, False) if self.ahead else (first,))
+            for last in ((False, True) if self.ahead else (False,))
         }
+        self.batch_rows: dict[int, dict[int, Record]] = {}
+        """Dataset records by prompt id of the batches built and not yet run (reward functions read them)."""
+        # one-step off-policy: the next batch's payloads and log, filled while this iteration runs
+        self.upcoming: tuple[dict[str, Payload], IterationLog] | None = None
         self.dispatcher = StepDispatcher(job, self.engines, self.tok, rank=self.rank)
         self.resampler: Resampler | None = None
         spec = dynamic_sampling(self.graph)
         if spec is not None:  # DAPO: the sampling calls run in rounds (runtime.execution.sampling)
-            self.programs = {first: split_program(steps, spec.calls) for first, steps in self.programs.items()}
+            self.programs = {key: split_program(steps, spec.calls) for key, steps in self.programs.items()}
             keys = set(self.graph.dataset_keys) - {PTX_KEY}
             keys.update(k for name in spec.calls for k in self.graph.call(name).outputs)
             self.resampler = Resampler(spec, rewards_rank=job.layouts[spec.rewards_call].mesh.devices[0],
@@ -120,26 +131,54 @@ class Worker:
         """The metrics records so far (rank 0; empty elsewhere)."""
         return self.reporter.history
 
-    def iteration(self, it: int, indices: list[int]) -> None:
-        """Run iteration `it` (0-based) on the dataset records `indices`."""
-        log = IterationLog()
-        start = time.perf_counter()
+    def _batch(self, it: int, indices: list[int]) -> dict[str, Payload]:
+        """The dataset keys of batch `it` (every rank builds them itself)."""
         ids = [it * len(indices) + j for j in range(len(indices))]
         records = [self.records[i] for i in indices]
-        # every rank builds the dataset keys itself
         payloads: dict[str, Payload] = dict(dataset_payloads(self.job.data.format, records, ids, self.tok))
         payloads.update(self._ptx_payloads(it))
-        self.dispatcher.rows = dict(zip(ids, records))
+        self.batch_rows[it] = dict(zip(ids, records))
+        return payloads
+
+    def iteration(self, it: int, indices: list[int], next_indices: list[int] | None = None) -> None:
+        """Run iteration `it` (0-based) on the dataset records `indices`.
+
+        One step off-policy, the ahead generate calls also produce batch it+1 (on
+        `next_indices`); its payloads and log wait in `self.upcoming` for the next iteration.
+        A resumed run (or the first iteration) generates its own batch first.
+        """
+        start = time.perf_counter()
+        prologue = self.upcoming is None
+        if prologue:
+            payloads, log = self._batch(it, indices), IterationLog()
+        else:
+            assert self.upcoming is not None
+            payloads, log = self.upcoming
         due = self.eval_records is not None and it % self.job.eval_every == 0
         self.dispatcher.eval_records = self.eval_records if due else None
-        steps = self.programs[it == 0]
-        if self.resampler is not None:
-            sampling, steps = steps
-            payloads = self.resampler.run(sampling, payloads, log,
-                                          lambda step, p: self.dispatcher.run(step, p, it, log),
-                                          lambda r: self._refill_payloads(it, r, len(indices)))
-        for step in steps:
-            self.dispatcher.run(step, payloads, it, log)
+        if not self.ahead:
+            self.dispatcher.rows = self.batch_rows.pop(it, {})
+            steps = self.programs[(it == 0, it == 0, False)]
+            if self.resampler is not None:  # dynamic sampling (refused with off-policy at load)
+                sampling, steps = steps
+                payloads = self.resampler.run(sampling, payloads, log,
+                                              lambda step, p: self.dispatcher.run(step, p, it, log),
+                                              lambda r: self._refill_payloads(it, r, len(indices)))
+            for step in steps:
+                self.dispatcher.run(step, payloads, it, log)
+        else:
+            last = next_indices is None
+            upcoming = (self._batch(it + 1, next_indices), IterationLog()) if next_indices is not None else None
+            self.dispatcher.rows = {**self.batch_rows.pop(it, {}), **self.batch_rows.get(it + 1, {})}
+            for step in self.programs[(it == 0, prologue, last)]:
+                if step.ahead:
+                    assert upcoming is not None
+                    self.dispatcher.run(step, upcoming[0], it + 1, upcoming[1])
+                else:
+                    self.dispatcher.run(step, payloads, it, log)
+            self.upcoming = upcoming
+            for name in self.ahead:
+                log.staleness[name] = 0 if prologue else self.job.off_policy_steps
         log.elapsed_s = time.perf_counter() - start
         self.reporter.report(it, log)
 
@@ -169,9 +208,11 @@ class Worker:
     def run(self) -> list[dict[str, Any]]:
         """Every remaining iteration, checkpoints when due, then the trained models."""
         order = batches(len(self.records), dataset_batch_size(self.job), self.job.data.seed, start=self.start)
-        for it, indices in zip(range(self.start, self.job.iterations), order):
+        upcoming = next(order)
+        for it in range(self.start, self.job.iterations):
+            indices, upcoming = upcoming, next(order)
             start = time.perf_counter()
-            self.iteration(it, indices)
+            self.iteration(it, indices, upcoming if it + 1 < self.job.iterations else None)
             print(f"rank {self.rank}: iteration {it + 1} in {time.perf_counter() - start:.2f} s", flush=True)
             if self.checkpointer.save_due(it + 1):
                 self.checkpointer.save(it + 1, dict(self.job.layouts))

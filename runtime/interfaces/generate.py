@@ -63,12 +63,55 @@ def sample_uniform(seed: int, step: int, sample_id: int, position: int) -> float
     """A uniform draw in [0, 1) that depends only on (seed, iteration, sample, position).
 
     Tying the randomness to the sample, not to the rank or the batch it lands in, makes
-    generation give the same tokens under every layout and data-parallel split.
+    generation give the same tokens under every layout and data-parallel split. The scalar
+    reference of `sample_uniforms`, which generation uses.
     """
     x = seed & _MASK64
     for key in (step, sample_id, position):
         x = _mix(x ^ (key & _MASK64))
     return (x >> 11) * (1.0 / (1 << 53))
+
+
+def _signed(c: int) -> int:
+    """A 64-bit constant as the int64 with the same bits."""
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_GOLDEN, _M1, _M2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bits (torch shifts arithmetically)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix_tensor(x: torch.Tensor) -> torch.Tensor:
+    """`_mix` on int64 tensors (two's-complement wrap-around gives the same 64 bits); in place
+    on a fresh tensor: a handful of small kernels per call."""
+    x = x + _GOLDEN
+    x.bitwise_xor_(_shr(x, 30)).mul_(_M1)
+    x.bitwise_xor_(_shr(x, 27)).mul_(_M2)
+    return x.bitwise_xor_(_shr(x, 31))
+
+
+def sample_keys(seed: int, step: int, sample_ids: torch.Tensor | list[int] | tuple[int, ...]) -> torch.Tensor:
+    """The per-sample part of the draw chain, int64 [len(sample_ids)]: it is the same at every
+    position, so generation computes it once per call."""
+    ids = torch.as_tensor(sample_ids, dtype=torch.int64)
+    head = _signed(_mix((seed & _MASK64) ^ (step & _MASK64)))
+    return _mix_tensor(ids ^ head)
+
+
+def uniforms_at(keys: torch.Tensor, position: int) -> torch.Tensor:
+    """The draws of `sample_keys` samples at one position: float64 in [0, 1)."""
+    return _shr(_mix_tensor(keys ^ _signed(position & _MASK64)), 11).double() * (1.0 / (1 << 53))
+
+
+def sample_uniforms(seed: int, step: int, sample_ids: torch.Tensor | list[int] | tuple[int, ...],
+                    position: int) -> torch.Tensor:
+    """`sample_uniform` for many samples at once, vectorised in torch: float64 [len(sample_ids)],
+    bit-identical to the scalar function (the same counter-based splitmix64 chain)."""
+    return uniforms_at(sample_keys(seed, step, sample_ids), position)
 
 
 def sample_next(logits: torch.Tensor, args: GenerateArgs, uniforms: torch.Tensor) -> torch.Tensor:
@@ -135,8 +178,15 @@ def _stop_hit(response: list[int], stop_strings: tuple, ctx: CallContext) -> boo
 
 @torch.no_grad()
 def generate_local(engine: ModelEngine, prompts: SeqBatch, args: GenerateArgs, ctx: CallContext) -> SeqBatch:
-    """Generate for this replica's prompts (prompt_lens == seq_lens) on this engine."""
-    engine.module.eval()
+    """Generate for this replica's prompts (prompt_lens == seq_lens) on this engine; plain
+    torch throughout (the forward never needed the CPU device rewrites, nor does the sampling
+    loop's host work)."""
+    with platform.without_cuda_rewrites():
+        return _generate_local(engine, prompts, args, ctx)
+
+
+def _generate_local(engine: ModelEngine, prompts: SeqBatch, args: GenerateArgs, ctx: CallContext) -> SeqBatch:
+    engine.set_training(False)
     b = prompts.size
     lens = prompts.prompt_lens.clone()
     total = int(lens.max()) + args.max_new_tokens
@@ -153,6 +203,33 @@ def generate_local(engine: ModelEngine, prompts: SeqBatch, args: GenerateArgs, c
     generated = torch.zeros(b, dtype=torch.long)
     eos = torch.tensor(sorted(ctx.eos_ids), dtype=torch.long)
     stepper = _Stepper(engine, b, total)
+    sent = torch.zeros(b, dtype=torch.bool)
+
+    def rows_batch(rows: list[int]) -> SeqBatch:
+        """Samples `rows` as the final result will hold them (pad and 0 past their end)."""
+        sub = lens[rows] + generated[rows]
+        width = int(sub.max())
+        return SeqBatch(input_ids=tokens[rows, :width].clone(), seq_lens=sub, prompt_lens=lens[rows].clone(),
+                        ids=tuple(prompts.ids[i] for i in rows), pad_id=prompts.pad_id,
+                        token_fields={"logprobs": logprobs[rows, :width].clone()},
+                        seq_fields={**{k: v[rows] for k, v in prompts.seq_fields.items()},
+                                    "truncated": truncated[rows].clone()})
+
+    def stream(final: bool) -> None:
+        """Pass finished, unsent samples on once there are enough (and enough stay for a last chunk)."""
+        if ctx.on_finished is None:
+            return
+        ready = (done & ~sent).nonzero().flatten().tolist()
+        left = b - int(sent.sum()) - len(ready)
+        if final:
+            ready = (~sent).nonzero().flatten().tolist()
+        elif len(ready) < max(ctx.stream_chunk, 1) or 0 < left < ctx.stream_chunk:
+            return
+        if ready:
+            sent[ready] = True
+            ctx.on_finished(rows_batch(ready))
+
+    keys = sample_keys(ctx.seed, ctx.step, prompts.ids)  # the draws' per-sample part, once
     prev, cur = 0, int(lens.min())
     last_pp = engine.stage_rank(engine.layout.pp - 1)
     while cur < total and not bool(done.all()):
@@ -161,14 +238,18 @@ def generate_local(engine: ModelEngine, prompts: SeqBatch, args: GenerateArgs, c
         lp = torch.zeros(b)
         if logits is not None:
             full = logits.float()[:, : engine.arch.vocab_size].cpu()  # gathered over TP
+            # the recorded log-prob is the model's own distribution at the temperature, the one the
+            # losses and the reference recompute: min_new_tokens (like top-k/top-p) only shapes the draw
+            model = full
             if args.min_new_tokens and len(eos):
                 early = generated < args.min_new_tokens
-                full[early.nonzero().squeeze(-1)[:, None], eos[None, :]] = float("-inf")
-            uniforms = torch.tensor([sample_uniform(ctx.seed, ctx.step, sid, cur) for sid in prompts.ids],
-                                    dtype=torch.float64)
+                if bool(early.any()):
+                    full = full.clone()
+                    full[early.nonzero().squeeze(-1)[:, None], eos[None, :]] = float("-inf")
+            uniforms = uniforms_at(keys, cur)
             picked = sample_next(full, args, uniforms)
             temp = 1.0 if args.greedy else args.temperature
-            lp = torch.log_softmax(full / temp, dim=-1).gather(-1, picked[:, None]).squeeze(-1)
+            lp = torch.log_softmax(model / temp, dim=-1).gather(-1, picked[:, None]).squeeze(-1)
         if engine.layout.pp > 1:
             both = torch.cat([picked.double(), lp.double()])
             dist.broadcast(both, src=last_pp, group=engine.pgc.pp)
@@ -179,16 +260,16 @@ def generate_local(engine: ModelEngine, prompts: SeqBatch, args: GenerateArgs, c
                                      torch.where(done, torch.full_like(picked, prompts.pad_id), picked))
         logprobs[:, cur] = torch.where(active, lp, torch.zeros_like(lp))
         generated += active.long()
-        for i in active.nonzero().flatten().tolist():
-            tok = int(picked[i])
-            hit_eos = bool((eos == tok).any()) if len(eos) else False
-            resp = tokens[i, int(lens[i]): cur + 1].tolist()
-            if hit_eos or _stop_hit(resp, args.stop_strings, ctx):
-                done[i] = True
-            elif int(generated[i]) >= args.max_new_tokens:
-                done[i] = True
-                truncated[i] = 1.0
+        stopped = active & torch.isin(picked, eos) if len(eos) else torch.zeros_like(active)
+        if args.stop_strings:  # text matching: per row, only where stop strings are asked for
+            for i in (active & ~stopped).nonzero().flatten().tolist():
+                stopped[i] = _stop_hit(tokens[i, int(lens[i]): cur + 1].tolist(), args.stop_strings, ctx)
+        full_length = active & ~stopped & (generated >= args.max_new_tokens)
+        truncated[full_length] = 1.0
+        done |= stopped | full_length
         prev, cur = cur, cur + 1
+        stream(final=False)
+    stream(final=True)
     seq_lens = lens + generated
     t = int(seq_lens.max())
     return SeqBatch(input_ids=tokens[:, :t].clone(), seq_lens=seq_lens, prompt_lens=lens,

@@ -26,7 +26,7 @@ from graph.catalog import (
     ValuesArgs,
 )
 from runtime.data.batch import SeqBatch
-from runtime.engine import vocab_parallel
+from runtime.engine import platform, vocab_parallel
 from runtime.engine.schedule import micro_batch_split, run_micro_batches
 from runtime.interfaces.dp import gather_parts, local_part
 from runtime.interfaces.registry import CallContext, register
@@ -60,7 +60,7 @@ def _forward_fields(engine: ModelEngine, batch: SeqBatch, extract: Any, micro_ba
             fields = {k: v.detach().cpu() for k, v in extract(mb, out).items()}
         return torch.zeros((), device=out.device), {"ids": mb.ids, **fields}
 
-    engine.module.eval()
+    engine.set_training(False)
     with torch.no_grad():
         return run_micro_batches(engine, mbs, loss_fn, forward_only=True)
 
@@ -88,7 +88,9 @@ def _run(engine: ModelEngine, batch: SeqBatch, extract: Any, token_keys: tuple[s
          seq_keys: tuple[str, ...], micro_batches: int = 0) -> SeqBatch:
     part = local_part(engine, batch)
     reports = _forward_fields(engine, part, extract, micro_batches)
-    return gather_parts(engine, _assemble(part, reports, token_keys, seq_keys), batch.ids)
+    with platform.without_cuda_rewrites():  # host-side bookkeeping: plain torch, no per-op dispatch
+        assembled = _assemble(part, reports, token_keys, seq_keys)
+    return gather_parts(engine, assembled, batch.ids)
 
 
 @register("logprobs")

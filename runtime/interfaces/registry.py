@@ -47,6 +47,11 @@ class CallContext:
     """Micro-batches of this call; 0 takes the engine layout's (calls may share an engine)."""
     side_inputs: Mapping[str, Any] = field(default_factory=dict)
     """Sequence inputs after the first, by role (e.g. `ptx`): whole SeqBatches of their own."""
+    on_finished: Callable[[Any], None] | None = None
+    """generate: called with each chunk (a SeqBatch) of finished samples of this replica while
+    generation goes on (inter-stage fusion, runtime.execution.streaming); None streams nothing."""
+    stream_chunk: int = 0
+    """generate: fewest finished samples per chunk passed to `on_finished`."""
     reward_functions: tuple[Any, ...] = ()
     """The reward model's functions, loaded (runtime.rewards.functions.LoadedFunction; rule_reward)."""
     reward_time_limit_s: float = 0.0

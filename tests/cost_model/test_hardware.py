@@ -33,3 +33,26 @@ def test_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="unknown field 'bandwidth'"):
         HardwareSpec.from_dict({"name": "x", "bandwidth": 1})
     assert HardwareSpec.from_dict(preset("h200").to_dict()) == preset("h200")
+
+
+def test_threads_per_worker_speed_up_compute_and_take_cores():
+    from cost_model.hardware import preset
+
+    hw = preset("cpu-gloo").replace(host_cores=2.0, thread_efficiency=0.5, optimizer_param_time_s=3e-9)
+    assert hw.thread_options() == (1, 2)
+    assert hw.with_threads(1) is hw
+    two = hw.with_threads(2)
+    # 1 + (2 - 1) x 0.5 = 1.5 times the compute; each busy worker takes 2 of the 2 cores
+    assert two.peak_flops == {"fp32": 75e9, "bf16": 15e9}
+    assert two.memory_bandwidth == 15e9 and two.optimizer_param_time_s == pytest.approx(2e-9)
+    assert two.host_cores == 1.0 and two.threads_per_device == 2
+    assert two.layer_overhead_s == hw.layer_overhead_s  # fixed overheads do not scale
+    assert two.slowdown(1) == 1.0 and two.slowdown(2) == 2.0
+    assert two.thread_options() == (2,)
+    assert preset("cpu-gloo").replace(host_cores=1.94).thread_options() == (1, 2)
+    assert preset("cpu-gloo").thread_options() == (1,)  # cores not shared: nothing to choose
+    assert preset("h100-80g").thread_options() == (1,)
+    with pytest.raises(ValueError, match="thread_efficiency must be in"):
+        hw.replace(thread_efficiency=1.5)
+    with pytest.raises(ValueError, match="already has 2 threads"):
+        two.with_threads(2)

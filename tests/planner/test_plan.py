@@ -38,6 +38,18 @@ def test_round_trip(tmp_path, suffix):
     assert dataclasses.replace(back, timeline=plan.timeline) == plan
 
 
+def test_threads_per_worker_round_trip_and_checks(tmp_path):
+    plan = dataclasses.replace(_plan(), threads_per_worker=2)
+    assert load_plan(plan.save(tmp_path / "plan.yaml")).threads_per_worker == 2
+    assert _plan().threads_per_worker == 0  # the launcher's share
+    data = plan.to_dict()
+    data["threads_per_worker"] = -1
+    with pytest.raises(ValueError, match="threads_per_worker must be an integer >= 0"):
+        Plan.from_dict(data)
+    del data["threads_per_worker"]  # files from before threads were planned
+    assert Plan.from_dict(data).threads_per_worker == 0
+
+
 def test_check_matches_names_the_call(tmp_path):
     plan = _plan()
     plan.check_matches(fan_graph(), CLUSTER)
@@ -78,3 +90,21 @@ def test_hand_written_minimal_file(tmp_path):
     assert plan.layouts == {"gen": on(0, 2, tp=2), "train": on(0, 2, mb=2)}
     assert plan.iteration_time_s is None and plan.reallocations == ()
     plan.check_matches(gen_train_graph(), CLUSTER)
+
+
+def test_streamed_edges_round_trip_and_are_checked(tmp_path):
+    from planner.make import _from_file
+
+    layouts = {"gen": on(0, 1), "actor_train": on(0, 1), "ref_inf": on(1, 1), "values": on(1, 1),
+               "critic_train": on(1, 1)}
+    ctx = PlanContext(fan_graph(), FixedCost(CLUSTER, times=TIMES), fusion="inter")
+    plan = ctx.evaluate(layouts, "manual")
+    assert plan.streamed == (("gen", "ref_inf"), ("gen", "values"))
+    back = load_plan(plan.save(tmp_path / "plan.yaml"))
+    assert back.streamed == plan.streamed
+    assert "streamed" not in _plan().to_dict()  # unfused plan files stay as they were
+    # a plan file may not stream an edge that cannot stream (here: both calls on device 0)
+    bad = dataclasses.replace(back, streamed=(("gen", "actor_train"),))
+    bad.save(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="streamed edge gen -> actor_train cannot stream"):
+        _from_file(ctx, str(tmp_path / "bad.yaml"))

@@ -289,3 +289,77 @@ def test_blocking_transfers_hold_sender_and_receiver():
     assert _entries(plan, "actor_train", 0) == [(6.5, 9.5)]
     assert _entries(plan, "critic_train", 0) == [(10.0, 12.0)]
     assert _entries(plan, "seq:gen->critic_train", 0) == [(9.5, 10.0)]
+
+
+def test_one_step_off_policy_overlaps_generation_with_training():
+    """gen on [0], train on [1]; gen 2 s, train 3 s, realloc 1 s, transfer 0.5 s.
+
+    On-policy: realloc + gen + transfer + train = 6.5 s. One step off-policy, iteration i:
+    seq of batch i moves at the end of gen(i-1); the realloc waits for train(i-1) and holds
+    [0, 1]; then gen(i+1) on [0] and train(i) on [1] run side by side: 1 + max(2, 3) = 4 s.
+    Iteration 1: transfer 3-3.5, realloc 4-5, gen 5-7, train 5-8; iteration 2: realloc 8-9.
+    """
+    g = gen_train_graph()
+    cost = FixedCost(Cluster(num_nodes=1, devices_per_node=2), times={"gen": 2.0, "train": 3.0})
+    layouts = {"gen": on(0, 1), "train": on(1, 1)}
+    assert PlanContext(g, cost).evaluate(layouts, "t").iteration_time_s == pytest.approx(6.5)
+    plan = PlanContext(g, cost, off_policy_steps=1).evaluate(layouts, "t")
+    assert plan.iteration_time_s == pytest.approx(4.0)
+    assert _entries(plan, "seq:gen->train", 1) == [(3.0, 3.5)]
+    assert _entries(plan, "actor->gen", 1) == [(4.0, 5.0)]
+    assert _entries(plan, "gen", 1) == [(5.0, 7.0)]
+    assert _entries(plan, "train", 1) == [(5.0, 8.0)]
+    assert _entries(plan, "actor->gen", 2) == [(8.0, 9.0)]
+    # on one shared device nothing overlaps: off-policy only reorders (1 device: no realloc)
+    same = {"gen": on(0, 1), "train": on(0, 1)}
+    assert PlanContext(g, cost, off_policy_steps=1).evaluate(same, "t").iteration_time_s == pytest.approx(5.0)
+
+
+def _stream_graph(dist):
+    from graph.lengths import LengthDist  # noqa: F401 -- the type of `dist`
+    from graph.spec import Call, CallKind, ModelSpec
+    from realloc.bench.synthetic import arch, fitted_graph
+
+    lens = {"batch_size": 8, "prompt_len": 16, "response_len": 16}
+    return fitted_graph(
+        models=[ModelSpec(role="actor", arch=arch(), trainable=True), ModelSpec(role="ref", arch=arch())],
+        calls=[Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate", inputs=("prompts",),
+                    outputs=("seq",), max_new_tokens=16, response_lengths=dist, **lens),
+               Call(name="ref1", model="ref", kind=CallKind.INFERENCE, interface="logprobs", inputs=("seq",),
+                    outputs=("a",), **lens),
+               Call(name="train", model="actor", kind=CallKind.TRAIN, interface="ppo_actor",
+                    inputs=("seq", "a"), outputs=(), **lens)],
+        dataset_keys=("prompts",))
+
+
+def test_streaming_overlaps_scoring_with_the_long_tail():
+    """gen 4 s on [0] (its train's placement: no realloc), ref1 2 s on [1], train 3 s on [0];
+    transfers 0.5 s.
+
+    Unfused: gen 0-4, seq 4-4.5, ref1 4.5-6.5, a 6.5-7, train 7-10: 10 s per iteration.
+    Streamed, 3/4 of responses are 1 token and 1/4 are 16 (batch 8): the expected longest is
+    1 + 15 (1 - 0.75^8) = 14.50 steps, so by the end of gen's first quarter (3.62 steps) 3/4 of
+    the samples are done, and the rest at the end. ref1 scores 0.75 x (2 + 0.5) = 1.875 s after
+    gen's first piece (1-2.875) and the last 0.625 s after gen ends (4-4.625); a 4.625-5.125,
+    train 5.125-8.125: 8.125 s. Without a length distribution streaming gains nothing (10 s).
+    """
+    from graph.lengths import LengthDist
+
+    dist = LengthDist(probs=(0.75,) + (0.0,) * 14 + (0.25,))
+    g = _stream_graph(dist)
+    cost = FixedCost(Cluster(num_nodes=1, devices_per_node=2), times={"gen": 4.0, "ref1": 2.0, "train": 3.0})
+    layouts = {"gen": on(0, 1), "ref1": on(1, 1), "train": on(0, 1)}
+    off = PlanContext(g, cost).evaluate(layouts, "t")
+    assert off.iteration_time_s == pytest.approx(10.0) and off.streamed == ()
+    fused = PlanContext(g, cost, fusion="inter").evaluate(layouts, "t")
+    assert fused.streamed == (("gen", "ref1"),)
+    assert fused.iteration_time_s == pytest.approx(8.125)
+    it = [e for e in fused.timeline if e.iteration == 0 and e.label == "ref1"]
+    assert sorted((round(e.start, 3), round(e.end, 3)) for e in it) == [(1.0, 2.875), (4.0, 4.625)]
+    fixed = _stream_graph(None)
+    assert PlanContext(fixed, cost, fusion="inter").evaluate(layouts, "t").iteration_time_s == pytest.approx(10.0)
+    # auto keeps the edge because it helps; on a shared device nothing can stream
+    ctx = PlanContext(g, cost, fusion="auto")
+    assert ctx.choose_streaming(ctx.candidates_of(layouts)) == (("gen", "ref1"),)
+    shared = {**layouts, "ref1": on(0, 1)}
+    assert PlanContext(g, cost, fusion="inter").evaluate(shared, "t").streamed == ()

@@ -296,3 +296,12 @@ def test_reward_functions_are_checked_at_load(tmp_path):
 def test_data_and_eval_settings_are_checked_at_load(overrides, message):
     with pytest.raises((ConfigError, GraphError), match=message):
         load_experiment("grpo_tiny", overrides)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.off_policy_steps=1", "train.off_policy_steps=1 with dynamic sampling"),
+    ("plan.fusion=inter", "plan.fusion=inter with dynamic sampling"),
+])
+def test_dynamic_sampling_refuses_overlap(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_experiment("dapo_tiny", [override])

@@ -196,7 +196,7 @@ def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
 
 def check_generate_controls(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
     """EOS, min_new_tokens, truncation, and seeded sampling that is the same at tp1 and tp2."""
-    from graph.catalog import GenerateArgs
+    from graph.catalog import GenerateArgs, LogprobsArgs
     from graph.spec import ModelSpec
     from runtime.data.batch import SeqBatch
     from runtime.engine.model_engine import build_engine
@@ -225,6 +225,12 @@ def check_generate_controls(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
             res[f"gen/truncated/{name}"] = [float(x) for x in free.seq_fields["truncated"]]
             res[f"gen/min_new/{name}"] = (len(late.response(0)) >= 4
                                           and eos not in late.response(0)[:4])
+        # the recorded log-probs are the model's own (EOS not masked), as a scoring call recomputes them
+        rescored = run_interface("logprobs", engine, late, LogprobsArgs(), CallContext())
+        if rank == 0:
+            mask = late.response_mask()
+            res[f"gen/min_new_lp_err/{name}"] = float(
+                (late.token_fields["logprobs"][mask] - rescored.token_fields["logprobs"][mask]).abs().max())
             lp = drawn.token_fields["logprobs"]
             res[f"gen/sample_lp_ok/{name}"] = bool((lp[drawn.response_mask()] < 0).all())
             res[f"gen/sample_ids/{name}"] = list(drawn.ids)
@@ -405,3 +411,61 @@ def run_jobs(ctx: Any, jobs: list[Any]) -> list[Any]:
     from runtime.execution.worker import Worker
 
     return [Worker(ctx, job).run() for job in jobs]
+
+
+def off_policy_reference(ctx: Any, job: Any) -> list[Any]:
+    """One-step off-policy by hand, on an on-policy single-device job: the actor's weights are
+    snapshot before each train step, and the next batch is generated from that snapshot (copied
+    into the live engine for the generate call only, then the trained weights are put back).
+    Every rank walks the loop (engine building and the metrics gather are world-collective)."""
+    from contextlib import contextmanager
+
+    from graph.spec import CallKind
+    from runtime.data.records import batches
+    from runtime.execution.metrics import IterationLog
+    from runtime.execution.program import Step, StepKind
+    from runtime.execution.worker import Worker, dataset_batch_size
+
+    w = Worker(ctx, job)
+    actor = w.engines.home("actor")
+
+    def snapshot() -> dict[str, torch.Tensor] | None:
+        return None if actor is None else {n: s.tensor.detach().clone()
+                                           for n, s in actor.named_local_shards().items()}
+
+    @contextmanager
+    def weights(state: dict[str, torch.Tensor] | None) -> Any:
+        live = snapshot()
+        with torch.no_grad():
+            if actor is not None and state is not None:
+                for n, s in actor.named_local_shards().items():
+                    s.tensor.copy_(state[n])
+        yield
+        with torch.no_grad():
+            if actor is not None and live is not None:
+                for n, s in actor.named_local_shards().items():
+                    s.tensor.copy_(live[n])
+
+    order = batches(len(w.records), dataset_batch_size(job), job.data.seed)
+    behaviour = snapshot()  # w0
+    for k in range(job.iterations):
+        payloads, log = w._batch(k, next(order)), IterationLog()
+        for call in w.graph.calls:
+            step = Step(StepKind.RUN, call.name, tuple(job.layouts[call.name].mesh.devices), model=call.model)
+            if ctx.rank not in step.ranks:
+                continue
+            if call.kind is CallKind.GENERATE:
+                with weights(behaviour):  # batch k from w_{k-1} (w0 for batches 0 and 1)
+                    w.dispatcher.run(step, payloads, k, log)
+                continue
+            if call.kind is CallKind.TRAIN and call.model == "actor":
+                behaviour = snapshot()  # w_k, the behaviour policy of batch k+1
+            w.dispatcher.run(step, payloads, k, log)
+        w.reporter.report(k, log)
+    w.reporter.close()
+    return w.history
+
+
+def run_jobs_and_reference(ctx: Any, jobs: list[Any], reference: Any) -> tuple[list[Any], list[Any]]:
+    """`run_jobs`, then `off_policy_reference` on `reference`, in the same launch."""
+    return run_jobs(ctx, jobs), off_policy_reference(ctx, reference)

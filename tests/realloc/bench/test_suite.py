@@ -31,14 +31,21 @@ def synthetic_report() -> dict:
                         "optimal": False, "gap": 0.25, "exact_time_s": 2.0, "anneal_time_s": 0.5}]}
     peer = {"trl_installed": True, "sizes": {"tiny": {
         "settings": {"size": "tiny", "prompts": 8, "group_size": 4, "max_new_tokens": 8, "temperature": 1.0,
-                     "threads": 1, "steps": 8, "warmup": 3},
-        "errors": {"realloc, 4 workers (planned)": "RuntimeError: boom"},
+                     "threads": 2, "devices": 2, "steps": 8, "warmup": 3, "rounds": 3, "equal_lengths": True},
+        "cores": 2, "load_before": 0.1, "load_after": 1.9, "equal_tokens": True,
+        "errors": {"realloc, 2 workers (planned)": "RuntimeError: boom"},
         "systems": {"TRL GRPOTrainer": {"step_s": 0.064, "samples_per_s": 500.0, "tokens_per_s": 4000.0,
-                                        "tokens_per_step": 256.0, "generate_share": 0.4, "threads": 1,
-                                        "speedup_vs_trl": 1.0, "peak_rss_gib": 1.5},
-                    "realloc, 1 worker": {"step_s": 0.128, "samples_per_s": 250.0, "tokens_per_s": 2000.0,
-                                          "tokens_per_step": 256.0, "generate_share": 0.5, "threads": 1,
-                                          "speedup_vs_trl": 0.5, "call_s": {"gen": 0.06, "train": 0.05}}}}}}
+                                        "tokens_per_s_range": [3900.0, 4100.0], "tokens_per_step": 256.0,
+                                        "generate_share": 0.4, "threads": 2, "workers": 1,
+                                        "speedup_vs_trl": 1.0, "peak_rss_gib": 1.5,
+                                        "phase_s": {"generate": 0.026, "score": 0.001, "reference": 0.005,
+                                                    "train": 0.032}},
+                    "realloc, 1 worker x 2 threads": {
+                        "step_s": 0.128, "samples_per_s": 250.0, "tokens_per_s": 2000.0,
+                        "tokens_per_s_range": [1500.0, 2100.0], "tokens_per_step": 256.0, "generate_share": 0.5,
+                        "threads": 2, "workers": 1, "speedup_vs_trl": 0.5, "call_s": {"gen": 0.06, "train": 0.05},
+                        "phase_s": {"generate": 0.06, "score": 0.002, "reference": 0.01, "train": 0.05,
+                                    "other": 0.006}}}}}}
     return {"schema_version": 1, "command": "realloc bench --out out", "quick": False,
             "sections_run": ["plans", "search", "realloc", "peer", "validation"], "machine": MACHINE,
             "elapsed_s": 100.0,
@@ -72,10 +79,17 @@ def test_markdown_of_a_synthetic_report() -> None:
     assert "**failed** after 1.0 s: WorkerFailed: rank 2 failed: out of memory" in lines
     assert "_skipped: not importable_" in lines
     # peer: both systems, the failure of the third
-    assert "| TRL GRPOTrainer | 0.064 | 500.0 | 4000 | 256.0 | 40% | 1 | 1.5 | 1.00x |" in lines
-    assert "| realloc, 1 worker | 0.128 | 250.0 | 2000 | 256.0 | 50% | 1 | - | 0.50x |" in lines
-    assert "realloc's median seconds per call: realloc, 1 worker: gen 0.060, train 0.050." in lines
-    assert "- realloc, 4 workers (planned): failed: RuntimeError: boom" in lines
+    assert ("**tiny**: GRPO, size tiny: 8 prompts x 4 samples, 8 new tokens, every response exactly "
+            "max_new_tokens long in both systems (equal generated tokens); 2 cores for every system; 3 interleaved "
+            "rounds of 8 measured steps after 3 warm-up; median [min-max] over rounds; temperature 1.0, fp32.") in lines
+    assert "Machine: 2 cores, 1-minute load 0.1 -> 1.9." in lines
+    assert "| TRL GRPOTrainer | 1 x 2 | 4000 | 3900-4100 | 500.0 | 0.064 | 256.0 | 40% | 1.5 | 1.00x |" in lines
+    assert ("| realloc, 1 worker x 2 threads | 1 x 2 | 2000 | 1500-2100 | 250.0 | 0.128 | 256.0 | 50% | - | "
+            "0.50x |") in lines
+    assert "| TRL GRPOTrainer | 0.026 | 0.001 | 0.005 | 0.032 | - |" in lines
+    assert "| realloc, 1 worker x 2 threads | 0.060 | 0.002 | 0.010 | 0.050 | 0.006 |" in lines
+    assert "realloc's median seconds per call: realloc, 1 worker x 2 threads: gen 0.060, train 0.050." in lines
+    assert "- realloc, 2 workers (planned): failed: RuntimeError: boom" in lines
     # headings in section order
     order = [md.index(f"(`{n}`)") for n in ("plans", "search", "realloc", "peer", "validation")]
     assert order == sorted(order)
@@ -89,8 +103,8 @@ def test_readme_table_from_a_report() -> None:
     assert ("| searched plan, grpo_tiny, 4 CPU workers (measured) | 0.100 s/iteration; speedup over the best "
             "heuristic (disaggregated): 1.50x |") in lines
     assert "| annealing vs exhaustive search | optimum in 1/2 instances; annealing 1.0 s, exhaustive 3.0 s |" in lines
-    assert ("| GRPO end to end, tiny model | TRL GRPOTrainer: 500.0 samples/s, 4000 tokens/s; "
-            "realloc, 1 worker: 250.0 samples/s, 2000 tokens/s |") in lines
+    assert ("| GRPO end to end, tiny model, 2 cores for every system | TRL GRPOTrainer: 4000 tokens/s; "
+            "realloc, 1 worker x 2 threads: 2000 tokens/s (0.50x TRL) |") in lines
     assert not any("reallocation" in line for line in lines)  # the failed section gives no row
     assert lines[-1].endswith("by `realloc bench --out out`; details in the report.")
 
@@ -188,3 +202,37 @@ def test_validation_summary_rendering_and_fallback() -> None:
     # an unknown shape falls back to a key/value table of its scalars
     assert bench.get_section("validation").render({"a": {"b": 0.123456}, "c": [1, 2]}) == [
         "| key | value |", "|---|---|", "| a.b | 0.1235 |", ""]
+
+
+def test_fusion_section_renders_measured_and_published_rows() -> None:
+    row = {"measured_s": 1.0, "estimated_s": 0.9, "estimate_error": -0.1, "measured_speedup": 1.0,
+           "estimated_speedup": 1.0, "estimated_measured_lengths_s": 0.8, "streamed": []}
+    data = {"measured": {"experiment": "ppo_longtail_tiny", "devices": 4, "iterations": 6, "warmup": 2,
+                         "load_before": 1.0, "load_after": 1.5,
+                         "plans": {"unfused": row, "split_fused": {**row, "measured_s": 0.5, "measured_speedup": 2.0,
+                                                                   "streamed": [["actor_gen", "ref_inf"]]}}},
+            "published": [{"setting": "S", "unfused": {"iteration_s": 10.0},
+                           "fused": {"iteration_s": 8.0, "speedup": 1.25}, "auto": {"iteration_s": None},
+                           "off_policy": {"iteration_s": 5.0, "speedup": 2.0}}]}
+    text = "\n".join(bench.get_section("fusion").render(data))
+    assert "| split_fused | 0.5 | 0.9 | -10.0% | 2.00x | 1.00x |" in text
+    assert "| S | 10.0 | 8.0 (1.25x) | no plan | 5.0 (2.0x) | no plan | no plan | no plan |" in text
+    rows = bench._readme_rows({"fusion": {"status": "ok", "data": data}})
+    assert rows[0][1].startswith("unfused: 1.00 s (1.00x; est. 0.90 s); split_fused: 0.50 s (2.00x")
+
+
+def test_engine_section_renders_ratios_and_readme_rows() -> None:
+    data = {"sizes": {"tiny": {"model": "tiny", "params_m": 0.1, "threads": 2, "clock": "wall", "rounds": 5,
+                               "repeats": 5, "batch": 32, "seq": 16, "prompt": 8, "new_tokens": 8,
+                               "rows": [{"what": "train step", "engine_tok_s": 950.0, "hf_tok_s": 1000.0,
+                                         "ratio": 0.95},
+                                        {"what": "generate", "engine_tok_s": 300.4, "hf_tok_s": 400.0,
+                                         "ratio": 0.751}]}}}
+    lines = bench.get_section("engine").render(data)
+    assert lines[0] == ("**tiny** (0.1M parameters): batch 32 x 16 tokens (prompt 8, 8 new), 2 thread(s) for both, "
+                        "median of 5 alternations, wall time.")
+    assert "| train step | 950 | 1000 | 0.95x |" in lines
+    assert "| generate | 300 | 400 | 0.75x |" in lines
+    rows = bench._readme_rows({"engine": {"status": "ok", "data": data}})
+    assert rows == [["engine vs transformers, tiny model, 2 thread(s) each",
+                     "train step 0.95x, generate 0.75x of transformers' tokens/s"]]

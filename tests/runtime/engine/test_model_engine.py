@@ -74,6 +74,7 @@ def test_generation_controls(results: dict, layout: str) -> None:
     assert results[f"gen/eos_stops/{layout}"] is True
     assert results[f"gen/truncated/{layout}"] == [1.0] * len(dist_checks.PROMPTS)
     assert results[f"gen/min_new/{layout}"] is True
+    assert results[f"gen/min_new_lp_err/{layout}"] < 1e-5
     assert results[f"gen/sample_lp_ok/{layout}"] is True
     assert results[f"gen/sample_ids/{layout}"] == [0, 1, 2, 3, 4, 5, 6, 7]
 

@@ -85,3 +85,89 @@ def test_a_step_kind_must_be_a_step_kind():
         Step("runn", "actor_gen", (0,))
     with pytest.raises(ValueError):
         StepKind("runn")
+
+
+# one-step off-policy: the actor generates on {0, 1}; everything else runs on {2, 3}
+DISJOINT = {"actor_gen": lay(0, 2, dp=2), "reward_inf": lay(3, 1), "ref_inf": lay(2, 2, tp=2),
+            "critic_inf": lay(2, 2, dp=2), "actor_train": lay(2, 2, dp=2), "critic_train": lay(2, 2, dp=2)}
+
+
+def test_off_policy_steady_iteration_by_hand():
+    steps = [str(s) for s in compile_iteration(GRAPH, DISJOINT, world_size=4, first=False,
+                                               ahead=("actor_gen",))]
+    assert steps == [
+        # batch k's samples (generated last iteration) go out before generation moves on
+        "send seq 0->3 for reward_inf", "send seq 0->2 for ref_inf",
+        "send old_logp 0->2 for actor_train", "send old_logp 1->3 for actor_train",
+        # batch k+1 with the weights of before this iteration's train step
+        "realloc actor for actor_gen on [0, 1, 2, 3] (next batch)",
+        "run actor_gen on [0, 1] (next batch)",
+        "free actor for actor_gen on [0, 1] (next batch)",
+        # meanwhile {2, 3} score and train batch k
+        "run reward_inf on [3]",
+        "run ref_inf on [2, 3]",
+        "run critic_inf on [2, 3]",
+        "send rewards 3->2 for actor_train",
+        "run actor_train on [2, 3]",
+        "run critic_train on [2, 3]",
+    ]
+    # ranks 2 and 3 never wait for generation: after the refresh their steps involve no rank 0/1
+    for rank in (2, 3):
+        prog = rank_program(compile_iteration(GRAPH, DISJOINT, world_size=4, first=False,
+                                              ahead=("actor_gen",)), rank)
+        after = prog[[s.kind for s in prog].index(StepKind.REALLOC) + 1:]
+        assert all(set(s.ranks) <= {2, 3} for s in after)
+
+
+def test_off_policy_first_and_last_iterations():
+    first = compile_iteration(GRAPH, DISJOINT, world_size=4, first=True, ahead=("actor_gen",))
+    gens = [(s.ahead, str(s)) for s in first if s.call == "actor_gen" and s.kind is StepKind.RUN]
+    assert gens == [(0, "run actor_gen on [0, 1]"), (1, "run actor_gen on [0, 1] (next batch)")]
+    assert StepKind.REALLOC not in {s.kind for s in first}  # nothing trained yet
+    last = compile_iteration(GRAPH, DISJOINT, world_size=4, first=False, ahead=("actor_gen",), last=True)
+    assert not any(s.ahead for s in last) and "actor_gen" not in {s.call for s in last if s.kind is StepKind.RUN}
+    # a resumed run generates its own batch first, from refreshed weights
+    resumed = compile_iteration(GRAPH, DISJOINT, world_size=4, first=False, prologue=True, ahead=("actor_gen",))
+    assert [str(s) for s in resumed[:2]] == ["realloc actor for actor_gen on [0, 1, 2, 3]", "run actor_gen on [0, 1]"]
+
+
+@pytest.mark.parametrize("first,prologue,last", [(True, True, False), (False, False, False), (False, True, True)])
+def test_off_policy_sends_come_from_holders_of_the_right_batch(first, prologue, last):
+    steps = compile_iteration(GRAPH, LAYOUTS, world_size=4, first=first, prologue=prologue, last=last,
+                              ahead=("actor_gen",))
+    batches = [{k: set(range(4)) for k in GRAPH.dataset_keys} for _ in range(2)]
+    if not prologue:  # batch k was generated last iteration on actor_gen's mesh
+        batches[0].update({k: set(LAYOUTS["actor_gen"].mesh.devices) for k in GRAPH.call("actor_gen").outputs})
+    for s in steps:
+        holders = batches[s.ahead]
+        if s.kind is StepKind.SEND:
+            assert s.src in holders[s.key] and s.dst not in holders[s.key]
+            holders[s.key].add(s.dst)
+        elif s.kind is StepKind.RUN:
+            call = GRAPH.call(s.call)
+            assert all(set(s.ranks) <= holders[k] for k in call.inputs), s
+            for k in call.outputs:
+                holders[k] = set(s.ranks)
+    runs = [s.call for s in steps if s.kind is StepKind.RUN and not s.ahead]
+    expected = [c.name for c in GRAPH.calls if prologue or c.name != "actor_gen"]
+    assert sorted(runs) == sorted(expected)
+    assert [s.call for s in steps if s.kind is StepKind.RUN and s.ahead] == ([] if last else ["actor_gen"])
+
+
+def test_streamed_iteration_by_hand():
+    layouts = {**DISJOINT, "actor_train": lay(0, 4, dp=4), "critic_inf": lay(2, 2, tp=2)}
+    streamed = (("actor_gen", "reward_inf"), ("actor_gen", "ref_inf"), ("actor_gen", "critic_inf"))
+    steps = [str(s) for s in compile_iteration(GRAPH, layouts, world_size=4, first=False, streamed=streamed)]
+    assert steps == [
+        "realloc critic for critic_inf on [2, 3]",     # the streamed calls' stale replicas first
+        "realloc actor for actor_gen on [0, 1, 2, 3]",
+        "stream actor_gen into reward_inf, ref_inf, critic_inf on [0, 1, 2, 3]",
+        "free actor for actor_gen on [0, 1]",
+        "free critic for critic_inf on [2, 3]",
+        # seq and old_logp are everywhere now; the scores are on [2, 3]
+        "send ref_logp 2->0 for actor_train", "send ref_logp 3->1 for actor_train",
+        "send rewards 3->0 for actor_train", "send rewards 3->1 for actor_train", "send rewards 3->2 for actor_train",
+        "send values 2->0 for actor_train", "send values 3->1 for actor_train",
+        "run actor_train on [0, 1, 2, 3]",
+        "run critic_train on [2, 3]",
+    ]

@@ -60,3 +60,62 @@ def test_stop_strings_without_detokeniser_raise() -> None:
     b = SeqBatch.from_lists([[1, 2]], [2])
     with pytest.raises(ValueError, match="stop_strings need a detokeniser"):
         run_interface("generate", None, b, GenerateArgs(stop_strings=("x",)), CallContext())
+
+
+def _streaming_child(rank: int, port: int, out: str) -> None:
+    import json
+    import os
+
+    import torch.distributed as dist
+
+    from graph.catalog import GenerateArgs
+    from graph.placement.layout import DeviceMesh, Layout
+    from graph.spec import ModelSpec
+    from runtime.data.batch import SeqBatch
+    from runtime.engine import platform
+    from runtime.engine.model_engine import build_engine
+    from runtime.interfaces import CallContext, run_interface
+    from tests.runtime import dist_checks
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    platform.apply_platform_patches()
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    spec = ModelSpec(role="actor", arch=dist_checks.tiny_arch("llama"), trainable=True)
+    engine = build_engine(spec, Layout(mesh=DeviceMesh.span(0, 1), dp=1, tp=1, pp=1), 0, seed=1)
+    prompts = SeqBatch.from_lists([[5 + i, 17, 33 + i] for i in range(12)], [3] * 12, ids=list(range(12)))
+    # token 7 ends a response: with 101 random logits most responses run long, some stop early
+    args = GenerateArgs(max_new_tokens=24)
+    chunks: list[SeqBatch] = []
+    ctx = dict(eos_ids=(7, 11, 13, 19, 23), seed=3, step=0)
+    full = run_interface("generate", engine, prompts, args, CallContext(**ctx))
+    streamed = run_interface("generate", engine, prompts, args,
+                             CallContext(**ctx, on_finished=chunks.append, stream_chunk=3))
+    joined = SeqBatch.concat(chunks).reorder(full.ids)
+    same = all(torch.equal(getattr(joined, k), getattr(full, k)) for k in ("input_ids", "seq_lens", "prompt_lens"))
+    same = same and torch.equal(joined.token_fields["logprobs"], full.token_fields["logprobs"])
+    same = same and torch.equal(streamed.input_ids, full.input_ids)
+    lens = [c.seq_lens.tolist() for c in chunks]
+    with open(out, "w") as fh:
+        json.dump({"same": same, "sizes": [c.size for c in chunks], "lens": lens,
+                   "distinct": len(set(full.seq_lens.tolist()))}, fh)
+    dist.destroy_process_group()
+
+
+def test_streamed_chunks_are_the_final_rows(tmp_path) -> None:
+    """generate's on_finished chunks: exactly the final result's rows, chunk by chunk as they end."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out.json"
+    mp.spawn(_streaming_child, args=(port, str(out)), nprocs=1, join=True)
+    r = json.loads(out.read_text())
+    assert r["same"] is True
+    assert sum(r["sizes"]) == 12 and all(n >= 3 for n in r["sizes"]) and len(r["sizes"]) >= 2
+    assert r["distinct"] > 2
+    # a chunk goes out once its samples have ended: earlier chunks hold shorter (or equal) responses
+    assert max(r["lens"][0]) <= max(r["lens"][-1])

@@ -30,3 +30,28 @@ def test_inverse_cdf_picks_by_hand():
     # top_k=1 keeps only the most likely token whatever the draw
     assert sample_next(logits, GenerateArgs(top_k=1), torch.tensor([0.0, 0.3, 0.6, 0.99])).tolist() == [2] * 4
     assert sample_next(logits, GenerateArgs(greedy=True), torch.zeros(4)).tolist() == [2] * 4
+
+
+def test_mix_is_splitmix64():
+    # splitmix64 seeded with 0 returns mix(0), then mix(golden gamma): its published first outputs
+    from runtime.interfaces.generate import _mix, _mix_tensor, _signed
+
+    assert _mix(0) == 0xE220A8397B1DCDAF
+    assert _mix(0x9E3779B97F4A7C15) == 0x6E789E6AA1B965F4
+    got = _mix_tensor(torch.tensor([0, _signed(0x9E3779B97F4A7C15)]))
+    assert got.tolist() == [_signed(0xE220A8397B1DCDAF), _signed(0x6E789E6AA1B965F4)]
+
+
+def test_vectorised_draws_equal_the_scalar_ones_bit_for_bit():
+    import random
+
+    from runtime.interfaces.generate import sample_keys, sample_uniforms, uniforms_at
+
+    rng = random.Random(0)
+    for _ in range(50):
+        seed, step, pos = rng.randrange(2**64), rng.randrange(2**40), rng.randrange(10**6)
+        ids = [0, 1, 2**63 - 1] + [rng.randrange(2**62) for _ in range(13)]
+        want = torch.tensor([sample_uniform(seed, step, i, pos) for i in ids], dtype=torch.float64)
+        assert torch.equal(sample_uniforms(seed, step, ids, pos), want)
+        # a sample's draw does not depend on which other samples share the call
+        assert torch.equal(uniforms_at(sample_keys(seed, step, ids[5:9]), pos), want[5:9])
