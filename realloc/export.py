@@ -77,10 +77,11 @@ def _save_tokenizer(name: str, out: Path) -> None:
     AutoTokenizer.from_pretrained(name, local_files_only=True).save_pretrained(str(out))
 
 
-def _write_special_tokens(model_dir: Path) -> bool:
+def _write_special_tokens(model_dir: Path, min_new_tokens: int = 0) -> bool:
     """Write the tokenizer's EOS/BOS/PAD ids into config.json and a generation_config.json, so
-    transformers' `generate` stops where realloc stops (at EOS) with no arguments; returns
-    whether the tokenizer has a chat template."""
+    transformers' `generate` stops where realloc stops (at EOS) with no arguments, and forbids
+    EOS before `min_new_tokens` as the run's generation did (a policy trained that way never
+    learnt to avoid an empty answer); returns whether the tokenizer has a chat template."""
     from transformers import AutoTokenizer, GenerationConfig
 
     tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
@@ -91,7 +92,8 @@ def _write_special_tokens(model_dir: Path) -> bool:
     config = json.loads(config_file.read_text())
     config.update(ids)
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    GenerationConfig(**ids).save_pretrained(str(model_dir))
+    GenerationConfig(**ids, **({"min_new_tokens": min_new_tokens} if min_new_tokens else {})).save_pretrained(
+        str(model_dir))
     return bool(getattr(tok, "chat_template", None))
 
 
@@ -187,7 +189,10 @@ def export_model(run_dir: str | Path, out: str | Path, *, role: str | None = Non
         data = config.get("data") or {}
         tokenizer = str(data.get("tokenizer", "char"))
         _save_tokenizer(tokenizer, staging)
-        has_template = _write_special_tokens(staging)
+        # the actor samples as its run's generate calls did (graph.generate.min_new_tokens)
+        generate = ((config.get("graph") or {}).get("generate") or {}) if role == "actor" else {}
+        min_new = int(generate.get("min_new_tokens") or 0)
+        has_template = _write_special_tokens(staging, min_new)
         # prompts went through the chat template in training when the tokenizer has one and
         # data.chat_template was on (runtime.data.prompts)
         fmt = "chat" if has_template and data.get("chat_template", True) else "bos"

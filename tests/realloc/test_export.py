@@ -149,3 +149,13 @@ def test_exported_model_stops_at_eos_in_plain_transformers_generate(tmp_path):
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False)
     assert out[0, prompt.shape[1]:].tolist() == [eos]  # stops at EOS
+
+    # a run that sampled with graph.generate.min_new_tokens=1: its export forbids the empty answer too
+    (root / "config.yaml").write_text(yaml.safe_dump({"name": "t", "data": {"tokenizer": "char"},
+                                                      "graph": {"generate": {"min_new_tokens": 1}}}))
+    export_model(root, tmp_path / "out1")
+    assert json.loads((tmp_path / "out1" / "generation_config.json").read_text())["min_new_tokens"] == 1
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out1")
+    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False)
+    answer = out[0, prompt.shape[1]:].tolist()
+    assert len(answer) == 2 and answer[0] != eos and answer[1] == eos  # one token, then EOS
