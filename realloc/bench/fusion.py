@@ -34,6 +34,7 @@ import json
 import os
 import statistics
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,40 @@ def print_published(rows: list[dict[str, Any]]) -> None:
             parts.append(f"{name[7:]} {r[name].get('iteration_s')} ({r[name].get('speedup')}x)")
         why = r["unfused"].get("no_plan")
         print(f"  {r['setting']}: " + (f"no feasible plan ({why})" if why else ", ".join(parts)))
+
+
+def render(data: Mapping[str, Any]) -> list[str]:
+    """The bench report's fusion section (realloc.bench.suite)."""
+    from realloc.bench.suite import _pct, _x, md_table
+
+    m = data["measured"]
+    lines = [f"**{m['experiment']}** on {m['devices']} CPU workers: median s/iteration of the last "
+             f"{m['iterations'] - m['warmup']} of {m['iterations']} iterations (load {m['load_before']} -> "
+             f"{m['load_after']}).", ""]
+    lines += md_table(["variant", "measured s", "estimated s", "estimate error", "measured speedup",
+                       "estimated speedup"],
+                      [[n, r["measured_s"], r["estimated_s"], _pct(r["estimate_error"]), _x(r["measured_speedup"]),
+                        _x(r["estimated_speedup"])] for n, r in m["plans"].items()])
+    lines += ["", "Published settings with RLHFuse-like long-tailed lengths (estimated s/iteration):", ""]
+    rows = []
+    names = ("fused", "auto", "off_policy", "disagg_unfused", "disagg_fused", "disagg_off_policy")
+    for r in data["published"]:
+        cells = [r["unfused"].get("iteration_s")]
+        for name in names:
+            it, sp = r.get(name, {}).get("iteration_s"), r.get(name, {}).get("speedup")
+            cells.append("no plan" if it is None else f"{it} ({sp}x)" if sp is not None else it)
+        rows.append([r["setting"], *cells])
+    lines += md_table(["setting", "unfused", "fused", "auto", "off-policy", "disaggregated",
+                       "disaggregated fused", "disaggregated off-policy"], rows)
+    return lines
+
+
+def readme_row(data: Mapping[str, Any]) -> list[str]:
+    """The README table's row of the fusion section."""
+    m = data["measured"]
+    cells = [f"{n}: {r['measured_s']:.2f} s ({r['measured_speedup']:.2f}x; est. {r['estimated_s']:.2f} s)"
+             for n, r in m["plans"].items()]
+    return [f"stage overlap, {m['experiment']}, {m['devices']} CPU workers (measured)", "; ".join(cells)]
 
 
 def main() -> None:

@@ -184,36 +184,13 @@ def _run_peer(quick: bool, note: Note) -> dict[str, Any]:
     return {"sizes": out, "trl_installed": trl_available(), **({} if trl_available() else {"note": INSTALL_HINT})}
 
 
-ENGINE_RUNS = {
-    "tiny": ["--layers", "2", "--hidden", "64", "--vocab", "64", "--seq", "16", "--prompt", "8",
-             "--new-tokens", "8", "--batch", "32", "--repeats", "5"],
-    "smollm2-body": ["--model", "smollm2-body", "--batch", "4", "--seq", "64", "--prompt", "32",
-                     "--new-tokens", "8", "--repeats", "1"],
-}
-"""engine_throughput's arguments per model size: the peer bench's two sizes."""
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """`module.name`, imported at the call: the section modules may import torch."""
+    def call(*args: Any) -> Any:
+        import importlib
 
-
-def _run_engine(quick: bool, note: Note) -> dict[str, Any]:
-    import sys
-    import tempfile
-
-    out: dict[str, Any] = {}
-    sizes = ["tiny"] if quick else list(ENGINE_RUNS)
-    with tempfile.TemporaryDirectory(prefix="realloc-engine-") as tmp:
-        for size in sizes:
-            rounds = "2" if quick else "3" if size != "tiny" else "5"
-            note(f"{size}: engine vs transformers, {rounds} alternations, all cores each")
-            path = Path(tmp) / f"{size}.json"
-            cmd = [sys.executable, "-m", "realloc.bench.engine_throughput", *ENGINE_RUNS[size], "--rounds", rounds,
-                   "--json", str(path)]
-            env = {**os.environ, "MASTER_PORT": str(29700 + len(out)),
-                   "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-            if proc.returncode != 0:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()
-                raise RuntimeError(f"engine_throughput ({size}) failed: {tail[-1] if tail else proc.returncode}")
-            out[size] = json.loads(path.read_text())
-    return {"sizes": out}
+        return getattr(importlib.import_module(f"realloc.bench.{module}"), name)(*args)
+    return call
 
 
 def _run_checkpoint(quick: bool, note: Note) -> dict[str, Any]:
@@ -221,12 +198,6 @@ def _run_checkpoint(quick: bool, note: Note) -> dict[str, Any]:
 
     note("checkpoint: save/load vs raw write/read on 2 workers")
     return measure(quick=quick)
-
-
-def _render_checkpoint(data: Mapping[str, Any]) -> list[str]:
-    from realloc.bench.checkpoint import render
-
-    return render(dict(data))
 
 
 def _run_validation(quick: bool, note: Note) -> dict[str, Any]:
@@ -339,42 +310,6 @@ def _render_peer(data: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _render_fusion(data: Mapping[str, Any]) -> list[str]:
-    m = data["measured"]
-    lines = [f"**{m['experiment']}** on {m['devices']} CPU workers: median s/iteration of the last "
-             f"{m['iterations'] - m['warmup']} of {m['iterations']} iterations (load {m['load_before']} -> "
-             f"{m['load_after']}).", ""]
-    lines += md_table(["variant", "measured s", "estimated s", "estimate error", "measured speedup",
-                       "estimated speedup"],
-                      [[n, r["measured_s"], r["estimated_s"], _pct(r["estimate_error"]), _x(r["measured_speedup"]),
-                        _x(r["estimated_speedup"])] for n, r in m["plans"].items()])
-    lines += ["", "Published settings with RLHFuse-like long-tailed lengths (estimated s/iteration):", ""]
-    rows = []
-    names = ("fused", "auto", "off_policy", "disagg_unfused", "disagg_fused", "disagg_off_policy")
-    for r in data["published"]:
-        cells = [r["unfused"].get("iteration_s")]
-        for name in names:
-            it, sp = r.get(name, {}).get("iteration_s"), r.get(name, {}).get("speedup")
-            cells.append("no plan" if it is None else f"{it} ({sp}x)" if sp is not None else it)
-        rows.append([r["setting"], *cells])
-    lines += md_table(["setting", "unfused", "fused", "auto", "off-policy", "disaggregated",
-                       "disaggregated fused", "disaggregated off-policy"], rows)
-    return lines
-
-
-def _render_engine(data: Mapping[str, Any]) -> list[str]:
-    lines: list[str] = []
-    for size, r in data["sizes"].items():
-        lines += [f"**{size}** ({r['params_m']}M parameters): batch {r['batch']} x {r['seq']} tokens (prompt "
-                  f"{r['prompt']}, {r['new_tokens']} new), {r['threads']} thread(s) for both, median of "
-                  f"{r['rounds']} alternations, {r['clock']} time.", ""]
-        lines += md_table(["what", "engine tokens/s", "transformers tokens/s", "engine / transformers"],
-                          [[row["what"], f"{row['engine_tok_s']:.0f}", f"{row['hf_tok_s']:.0f}", _x(row["ratio"])]
-                           for row in r["rows"]])
-        lines.append("")
-    return lines
-
-
 def _flat(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for k, v in data.items():
@@ -442,13 +377,14 @@ SECTIONS: tuple[Section, ...] = (
     Section(name="realloc", title="Parameter reallocation vs a raw transfer", run=_run_realloc,
             render=_render_realloc),
     Section(name="peer", title="End to end vs TRL (GRPO)", run=_run_peer, render=_render_peer),
-    Section(name="engine", title="Engine vs transformers at equal threads", run=_run_engine, render=_render_engine),
+    Section(name="engine", title="Engine vs transformers at equal threads", run=_lazy("engine_section", "run"),
+            render=_lazy("engine_section", "render")),
     Section(name="checkpoint", title="Checkpoints: save/load throughput and memory vs raw I/O",
-            run=_run_checkpoint, render=_render_checkpoint),
+            run=_run_checkpoint, render=_lazy("checkpoint", "render")),
     Section(name="validation", title="Cost model vs measured times", run=_run_validation,
             render=_render_validation),
     Section(name="fusion", title="Stage overlap: fusion and one-step off-policy", run=_run_fusion,
-            render=_render_fusion),
+            render=_lazy("fusion", "render")),
 )
 
 
@@ -601,10 +537,9 @@ def _readme_rows(sections: Mapping[str, Any]) -> list[list[str]]:
             rows.append([f"reallocation throughput, {d['params_m']}M model",
                          f"{min(ratios):.2f}-{max(ratios):.2f}x a raw p2p copy of the same bytes"])
     if (d := ok("fusion")):
-        m = d["measured"]
-        cells = [f"{n}: {r['measured_s']:.2f} s ({r['measured_speedup']:.2f}x; est. {r['estimated_s']:.2f} s)"
-                 for n, r in m["plans"].items()]
-        rows.append([f"stage overlap, {m['experiment']}, {m['devices']} CPU workers (measured)", "; ".join(cells)])
+        from realloc.bench.fusion import readme_row
+
+        rows.append(readme_row(d))
     if (d := ok("peer")):
         for size, r in d["sizes"].items():
             cores = r["settings"].get("threads")
@@ -614,14 +549,10 @@ def _readme_rows(sections: Mapping[str, Any]) -> list[list[str]]:
             rows.append([f"GRPO end to end, {size} model, {cores} cores for every system",
                          "; ".join(cells) or "no system ran"])
     if (d := ok("engine")):
-        rows += _engine_rows(d)
+        from realloc.bench.engine_section import readme_rows
+
+        rows += readme_rows(d)
     return rows
-
-
-def _engine_rows(d: Mapping[str, Any]) -> list[list[str]]:
-    return [[f"engine vs transformers, {size} model, {r['threads']} thread(s) each",
-             ", ".join(f"{row['what']} {_x(row['ratio'])}" for row in r["rows"]) + " of transformers' tokens/s"]
-            for size, r in d["sizes"].items()]
 
 
 def render_readme_table(report: Mapping[str, Any]) -> str:
