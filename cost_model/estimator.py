@@ -444,3 +444,20 @@ def mfu(call: Call, model: ModelSpec, estimate: CallEstimate, layout: Layout, ha
     flops = shapes.model_flops_per_token(model.arch, call.seq_len, value_head=model.value_head)
     total = flops * call.num_tokens * _epochs(call.args)
     return total / (estimate.time_s * layout.mesh.size * hardware.peak_flops[dtype])
+
+
+STREAM_PIECES = 4
+"""Pieces the simulator cuts a streaming generate call into (planner.simulator's stream tasks)."""
+
+
+def stream_fractions(call: Call, layout: Layout, pieces: int = STREAM_PIECES) -> list[float]:
+    """Fraction of a generate call's samples finished by the end of each of `pieces` equal
+    spans of decode steps (the last is 1): the CDF of the call's response lengths at j/pieces
+    of the expected longest response of a static batch (ceil(sequences / dp) / micro-batches
+    samples); without a distribution every sample ends with the batch."""
+    dist = call.response_lengths
+    if dist is None:
+        return [0.0] * (pieces - 1) + [1.0]
+    # a static batch: one micro-batch of a data-parallel rank, as `_generate` prices it
+    longest = dist.expected_max(math.ceil(num_sequences(call) / layout.dp) / layout.micro_batches)
+    return [dist.finished_by(longest * j / pieces) for j in range(1, pieces)] + [1.0]

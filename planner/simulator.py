@@ -49,12 +49,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cost_model.datamove import num_sequences
+from cost_model.estimator import stream_fractions
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
 from graph.overlap import ahead_calls, check_fusion, streamed_edges
 from graph.placement.layout import DeviceMesh, Layout
-from graph.spec import Call, CallKind
+from graph.spec import CallKind
 from planner.space import GIB, Candidate, placement_key
 from planner.timeline import Atoms, Event, Task, list_schedule, shared_schedule
 
@@ -510,23 +510,6 @@ class Simulator:
         if not detail:
             return result
         return _with_detail(result, self.calls, cands, tasks, events)
-
-
-STREAM_PIECES = 4
-"""Pieces the simulator cuts a streaming generate call into (see `Simulator._stream_tasks`)."""
-
-
-def stream_fractions(call: Call, layout: Layout, pieces: int = STREAM_PIECES) -> list[float]:
-    """Fraction of a generate call's samples finished by the end of each of `pieces` equal
-    spans of decode steps (the last is 1): the CDF of the call's response lengths at j/pieces
-    of the expected longest response of a static batch (ceil(sequences / dp) / micro-batches
-    samples); without a distribution every sample ends with the batch."""
-    dist = call.response_lengths
-    if dist is None:
-        return [0.0] * (pieces - 1) + [1.0]
-    per_batch = math.ceil(num_sequences(call) / layout.dp) / layout.micro_batches
-    longest = dist.expected_max(per_batch)
-    return [dist.finished_by(longest * j / pieces) for j in range(1, pieces)] + [1.0]
 
 
 class _TaskBuilder:
