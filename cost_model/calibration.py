@@ -39,6 +39,9 @@ overlaps calls).
   of its busiest rank (peers x latency + bytes / bandwidth) is fitted as fixed + peers x
   per_peer for reallocations (a local-only one exchanges no messages), and as the median
   fixed overhead of data transfers.
+- ThreadSample: the same forward+backward of a layer of `hidden` size on one worker alone,
+  with one torch thread and with `threads`; the thread efficiency at that size is
+  (one_s / time_s - 1) / (threads - 1), clipped to [0, 1], the median per size.
 
 `apply_calibration` rewrites a HardwareSpec so that its achieved rates equal the
 fitted ones (efficiency = fitted / peak; a peak below the fitted rate is raised) and
@@ -248,10 +251,33 @@ class MoveSample:
                self.busiest_bytes >= 0 and self.peers >= 0 and self.time_s > 0 and self.busy >= 1, self)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ThreadSample:
+    """One layer's forward+backward on one worker alone, with one torch thread and with more."""
+
+    hidden: int
+    """Hidden size of the layer (ffn twice that)."""
+    threads: int
+    """Torch threads of the second timing (>= 2)."""
+    one_s: float
+    """Seconds with one torch thread."""
+    time_s: float
+    """Seconds with `threads` torch threads."""
+
+    def __post_init__(self) -> None:
+        _check("needs hidden >= 1, threads >= 2, one_s > 0, time_s > 0",
+               self.hidden >= 1 and self.threads >= 2 and self.one_s > 0 and self.time_s > 0, self)
+
+    @property
+    def efficiency(self) -> float:
+        """What each thread beyond the first adds, as a fraction of the first (in [0, 1])."""
+        return min(1.0, max(0.0, (self.one_s / self.time_s - 1.0) / (self.threads - 1)))
+
+
 SAMPLE_KINDS: dict[str, type] = {
     "contention": ContentionSample, "compute": ComputeSample, "memory": MemorySample,
     "decode": DecodeSample, "collectives": CollectiveSample, "optimizer": OptimizerSample,
-    "calls": CallSample, "moves": MoveSample,
+    "calls": CallSample, "moves": MoveSample, "threads": ThreadSample,
 }
 
 
@@ -267,6 +293,7 @@ class Samples:
     optimizer: tuple[OptimizerSample, ...] = ()
     calls: tuple[CallSample, ...] = ()
     moves: tuple[MoveSample, ...] = ()
+    threads: tuple[ThreadSample, ...] = ()
 
     def __bool__(self) -> bool:
         return any(getattr(self, k) for k in SAMPLE_KINDS)
@@ -332,9 +359,12 @@ class Calibration:
     """Fixed seconds of a rule-based reward call."""
     rule_seq_overhead_s: float | None = None
     """Seconds per sequence of a rule-based reward call."""
+    thread_efficiency_by_hidden: Mapping[int, float] = field(default_factory=dict)
+    """Thread efficiency per hidden size (median of the thread samples of that size)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
+        out["thread_efficiency_by_hidden"] = {str(k): v for k, v in self.thread_efficiency_by_hidden.items()}
         for name in ("flops", "link_bandwidth", "link_latency", "call_overhead_s", "call_dp_overhead_s",
                      "call_seq_overhead_s", "call_dp_seq_overhead_s"):
             out[name] = dict(getattr(self, name))
@@ -346,6 +376,9 @@ class Calibration:
         for key in d:
             if key not in known:
                 raise ValueError(f"profile calibration: unknown field {key!r}; known: {', '.join(sorted(known))}")
+        d = dict(d)
+        if "thread_efficiency_by_hidden" in d:
+            d["thread_efficiency_by_hidden"] = {int(k): float(v) for k, v in d["thread_efficiency_by_hidden"].items()}
         return cls(**d)
 
 
@@ -487,6 +520,14 @@ def _fit_calls(samples: Sequence[CallSample], cores: float) -> dict[str, dict[st
     return out
 
 
+def fit_thread_efficiency(samples: Sequence[ThreadSample]) -> dict[int, float]:
+    """Thread efficiency per hidden size: the median of its samples' efficiencies."""
+    by_hidden: dict[int, list[float]] = defaultdict(list)
+    for s in samples:
+        by_hidden[s.hidden].append(s.efficiency)
+    return {h: float(np.median(v)) for h, v in sorted(by_hidden.items())}
+
+
 def fit_calibration(samples: Samples) -> Calibration:
     """Fit achieved rates and overheads from samples (each fit needs its kind of sample)."""
     cores = fit_host_cores(samples.contention) if samples.contention else 0.0
@@ -539,7 +580,7 @@ def fit_calibration(samples: Samples) -> Calibration:
                        link_latency=lats, host_cores=cores if samples.contention else None,
                        micro_batch_overhead_s=mb, call_overhead_s=call_fixed, call_dp_overhead_s=call_dp,
                        call_seq_overhead_s=call_seq, call_dp_seq_overhead_s=call_dp_seq,
-                       **values)
+                       thread_efficiency_by_hidden=fit_thread_efficiency(samples.threads), **values)
 
 
 def _rate(peak: float, achieved: float) -> tuple[float, float]:
@@ -573,6 +614,8 @@ def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:
     for name in ("call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s", "call_dp_seq_overhead_s"):
         if getattr(cal, name):
             changes[name] = {**getattr(spec, name), **getattr(cal, name)}
+    if cal.thread_efficiency_by_hidden:
+        changes["thread_efficiency_by_hidden"] = dict(cal.thread_efficiency_by_hidden)
     if cal.memory_bandwidth is not None:
         changes["memory_bandwidth"], changes["memory_efficiency"] = _rate(spec.memory_bandwidth,
                                                                           cal.memory_bandwidth)

@@ -137,9 +137,10 @@ class AnalyticCostModel:
         """Threads per worker a plan may choose (`HardwareSpec.thread_options`)."""
         return self.hardware.thread_options()
 
-    def with_threads(self, threads: int) -> AnalyticCostModel:
-        """The same model with every worker running `threads` torch threads (`HardwareSpec.with_threads`)."""
-        return AnalyticCostModel(self.hardware.with_threads(threads), self.cluster, options=self.options,
+    def with_threads(self, threads: int, hidden: int | None = None) -> AnalyticCostModel:
+        """The same model with every worker running `threads` torch threads (`HardwareSpec.with_threads`;
+        `hidden`: the layer size the thread efficiency is taken at)."""
+        return AnalyticCostModel(self.hardware.with_threads(threads, hidden), self.cluster, options=self.options,
                                  iteration_barrier=self.iteration_barrier, blocking_transfers=self.blocking_transfers)
 
     # ------------------------------------------------------------------ CostProvider

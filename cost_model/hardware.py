@@ -101,8 +101,12 @@ class HardwareSpec:
     With more devices busy than cores the simulator slows every busy device down."""
     thread_efficiency: float = 0.6
     """CPU workers: the compute of a worker with t torch threads runs 1 + (t - 1) x this
-    times as fast as with one (see `with_threads`). Not yet calibrated by `realloc profile`;
-    the default is a conservative guess for small models on few cores."""
+    times as fast as with one (see `with_threads`), where `thread_efficiency_by_hidden` has
+    no measurement; the default is a guess for small models on few cores."""
+    thread_efficiency_by_hidden: Mapping[int, float] = field(default_factory=dict)
+    """Thread efficiency measured by `realloc profile` per hidden size of a layer (threads
+    help more the larger the matrices); between measured sizes it is interpolated in
+    log(hidden), beyond them the nearest is used (`thread_efficiency_at`)."""
     threads_per_device: int = 1
     """Torch threads each worker runs with; compute figures above are for this many (1 for a
     profile, which measures one-thread workers). Set by `with_threads`."""
@@ -138,6 +142,10 @@ class HardwareSpec:
         if not (isinstance(self.thread_efficiency, int | float) and 0 <= self.thread_efficiency <= 1):
             raise ValueError(f"hardware {self.name!r}: thread_efficiency must be in [0, 1], got "
                              f"{self.thread_efficiency!r}")
+        for hidden, eff in self.thread_efficiency_by_hidden.items():
+            if not (isinstance(hidden, int) and hidden >= 1 and isinstance(eff, int | float) and 0 <= eff <= 1):
+                raise ValueError(f"hardware {self.name!r}: thread_efficiency_by_hidden[{hidden!r}] = {eff!r}; "
+                                 f"hidden sizes are integers >= 1 with efficiencies in [0, 1]")
         if not isinstance(self.threads_per_device, int) or self.threads_per_device < 1:
             raise ValueError(f"hardware {self.name!r}: threads_per_device must be an integer >= 1, got "
                              f"{self.threads_per_device!r}")
@@ -186,9 +194,25 @@ class HardwareSpec:
         return (self.call_overhead_s.get(kind, 0.0) + seqs_per_rank * self.call_seq_overhead_s.get(kind, 0.0)
                 + (dp - 1) * per_rank)
 
-    def thread_speedup(self, threads: int) -> float:
-        """How much faster a worker's compute runs with `threads` torch threads than with one."""
-        return 1.0 + (threads - 1) * self.thread_efficiency
+    def thread_efficiency_at(self, hidden: int | None) -> float:
+        """Thread efficiency for layers of `hidden` size: interpolated in log(hidden) between the
+        measured sizes, the nearest measured one outside them, `thread_efficiency` with none
+        measured or no size given."""
+        points = sorted(self.thread_efficiency_by_hidden.items())
+        if not points or hidden is None:
+            return self.thread_efficiency
+        if hidden <= points[0][0]:
+            return float(points[0][1])
+        for (h0, e0), (h1, e1) in zip(points, points[1:], strict=False):
+            if hidden <= h1:
+                w = math.log(hidden / h0) / math.log(h1 / h0)
+                return float(e0 + w * (e1 - e0))
+        return float(points[-1][1])
+
+    def thread_speedup(self, threads: int, hidden: int | None = None) -> float:
+        """How much faster a worker's compute (layers of `hidden` size) runs with `threads`
+        torch threads than with one."""
+        return 1.0 + (threads - 1) * self.thread_efficiency_at(hidden)
 
     def thread_options(self) -> tuple[int, ...]:
         """Torch threads per worker a plan may choose: 1 up to the node's cores (CPU workers that
@@ -197,10 +221,11 @@ class HardwareSpec:
             return (self.threads_per_device,)
         return tuple(range(1, max(1, round(self.host_cores)) + 1))
 
-    def with_threads(self, threads: int) -> HardwareSpec:
+    def with_threads(self, threads: int, hidden: int | None = None) -> HardwareSpec:
         """This spec (of one-thread workers) with every worker running `threads` torch threads:
         its compute (peak FLOP/s, memory bandwidth, the optimizer's time per parameter) sped up by
-        `thread_speedup(threads)`, fixed overheads unchanged, and each busy worker taking
+        `thread_speedup(threads, hidden)` (`hidden`: the models' layer size, None for the
+        unmeasured default), fixed overheads unchanged, and each busy worker taking
         `threads` of the node's `host_cores`, so the simulator shares `host_cores / threads`
         among the busy workers."""
         if self.threads_per_device != 1:
@@ -209,7 +234,7 @@ class HardwareSpec:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         if threads == 1:
             return self
-        k = self.thread_speedup(threads)
+        k = self.thread_speedup(threads, hidden)
         return self.replace(
             peak_flops={d: v * k for d, v in self.peak_flops.items()}, memory_bandwidth=self.memory_bandwidth * k,
             optimizer_param_time_s=self.optimizer_param_time_s / k,
@@ -228,6 +253,7 @@ class HardwareSpec:
         for name in ("peak_flops", "call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s",
                      "call_dp_seq_overhead_s"):
             out[name] = dict(getattr(self, name))
+        out["thread_efficiency_by_hidden"] = {str(k): v for k, v in self.thread_efficiency_by_hidden.items()}
         return out
 
     @classmethod
@@ -242,6 +268,13 @@ class HardwareSpec:
                      "call_dp_seq_overhead_s"):
             if name in values:
                 values[name] = {str(k): float(v) for k, v in dict(values[name]).items()}
+        if "thread_efficiency_by_hidden" in values:
+            try:
+                values["thread_efficiency_by_hidden"] = {int(k): float(v) for k, v in
+                                                         dict(values["thread_efficiency_by_hidden"]).items()}
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: thread_efficiency_by_hidden must map hidden sizes to efficiencies, "
+                                 f"got {values['thread_efficiency_by_hidden']!r}") from None
         return cls(**values)
 
     def replace(self, **changes: Any) -> HardwareSpec:

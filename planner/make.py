@@ -52,20 +52,28 @@ def make_plan(graph: DataflowGraph, cost: CostProvider,
     own threads per worker."""
     options = options or PlanOptions()
     choices = tuple(getattr(cost, "thread_options", lambda: ())())
+    hidden = _largest_hidden(graph)
     if options.mode is PlanMode.FILE:
         threads = load_plan(str(options.file)).threads_per_worker
-        result = _make_plan(graph, cost.with_threads(threads) if threads > 1 and len(choices) > 1 else cost,
+        result = _make_plan(graph, cost.with_threads(threads, hidden) if threads > 1 and len(choices) > 1 else cost,
                             options)
         return dataclasses.replace(result, plan=dataclasses.replace(result.plan, threads_per_worker=threads))
     if options.mode is not PlanMode.SEARCH or len(choices) < 2:
         return _make_plan(graph, cost, options)
-    tried = {t: _make_plan(graph, cost.with_threads(t), options) for t in choices}
+    tried = {t: _make_plan(graph, cost.with_threads(t, hidden), options) for t in choices}
     times = {t: r.plan.iteration_time_s for t, r in tried.items()}
     feasible = [t for t, r in tried.items() if r.plan.feasible and r.plan.iteration_time_s is not None]
     best = min(feasible or list(tried), key=lambda t: (times[t] if times[t] is not None else float("inf"), t))
     result = tried[best]
     return dataclasses.replace(result, plan=dataclasses.replace(result.plan, threads_per_worker=best),
                                threads_tried={t: v for t, v in times.items() if v is not None})
+
+
+def _largest_hidden(graph: DataflowGraph) -> int | None:
+    """Layer size the threads' speed-up is priced at: the largest model's (the one whose
+    calls dominate); None for a graph of rule-based rewards only."""
+    sizes = [m.arch.hidden_size for m in graph.models.values() if m.arch is not None]
+    return max(sizes) if sizes else None
 
 
 def _make_plan(graph: DataflowGraph, cost: CostProvider, options: PlanOptions) -> PlanResult:

@@ -178,7 +178,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from runtime.profiling.machine import profile_machine, summary
+    from runtime.profiling.launcher import profile_machine, summary
 
     out = args.out or f"profile-{args.devices}proc.json"
     profile = profile_machine(devices=args.devices, quick=args.quick, out=out)

@@ -275,7 +275,7 @@ def run_validation(*, quick: bool = False, out: Path | None = None, profile: str
 
     profile = Path(profile or DEFAULT_PROFILE)
     if remeasure:  # profile this machine first (in place of the committed file's numbers)
-        from runtime.profiling.machine import profile_machine
+        from runtime.profiling.launcher import profile_machine
 
         profile_machine(devices=4, quick=quick, out=profile, show_progress=show)
     if not profile.is_file():

@@ -13,7 +13,9 @@ that `cluster.profile` loads. What is measured, on a synthetic Llama-style model
 - collectives: all_reduce, all_gather and p2p within groups of 2..N ranks;
 - optimizer: one Adam step (distributed optimizer) at two model sizes;
 - calls: the real interfaces (logprobs, sft, generate) minus their core work, at dp 1 and N;
-- moves: parameter reallocations between three layouts, and one batch sent between calls.
+- moves: parameter reallocations between three layouts, and one batch sent between calls;
+- threads (CPU): one layer's forward+backward on one worker alone with one torch thread and
+  with all the cores, at a few hidden sizes, for the thread efficiency plans price.
 
 Each timing is the median of `repeats` runs after warm-ups; the ranks outside the measured
 group wait at a barrier meanwhile. Work on one CPU worker alone is timed in thread CPU time
@@ -22,13 +24,8 @@ group wait at a barrier meanwhile. Work on one CPU worker alone is timed in thre
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
-import platform as pyplatform
 import statistics
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,16 +44,12 @@ from cost_model.calibration import (
     DecodeSample,
     MoveSample,
     OptimizerSample,
-    Samples,
-    fit_calibration,
+    ThreadSample,
 )
-from cost_model.hardware import GiB, preset
-from cost_model.profile import Profile, save_profile
-from graph.errors import UserError
 from graph.placement.layout import DeviceMesh, Layout
 from graph.placement.params import stage_params
 from graph.spec import ModelArch, ModelSpec
-from runtime.execution.launch import LaunchSpec, WorkerContext, launch
+from runtime.execution.launch import WorkerContext
 from runtime.interfaces.registry import CallContext
 
 if TYPE_CHECKING:
@@ -89,6 +82,11 @@ class ProfileGrid:
     """Prompt tokens of the generations."""
     call_seqs: tuple[int, ...] = (4, 16)
     """Sequences per data-parallel rank of the call samples (cover the batches runs use)."""
+    thread_hidden: tuple[int, ...] = (64, 256)
+    """Hidden sizes whose one-layer forward+backward is timed with one torch thread and with
+    all cores (CPU only), for the thread efficiency."""
+    thread_shape: tuple[int, int] = (8, 64)
+    """(batch, seq) of those timings."""
 
 
 QUICK = ProfileGrid(hidden_sizes=(64,), shapes=((2, 16), (8, 32)), tp_degrees=(1, 2),
@@ -96,7 +94,8 @@ QUICK = ProfileGrid(hidden_sizes=(64,), shapes=((2, 16), (8, 32)), tp_degrees=(1
                     repeats=3)
 FULL = ProfileGrid(hidden_sizes=(64, 128), shapes=((2, 16), (4, 16), (8, 32), (16, 64)), tp_degrees=(1, 2, 4),
                    decode_batches=(2, 16, 64), decode_steps=(2, 8), repeats=5,
-                   collective_bytes=(4096, 65536, 1 << 20, 4 << 20), call_seqs=(4, 16, 64))
+                   collective_bytes=(4096, 65536, 1 << 20, 4 << 20), call_seqs=(4, 16, 64),
+                   thread_hidden=(64, 256, 576, 1024))
 
 
 def synthetic_arch(hidden: int, layers: int, vocab: int, tp: int = 1) -> ModelArch:
@@ -154,6 +153,13 @@ class _Progress:
             Path(self.path).write_text(f"{self.done} {self.total} {what}\n")
 
 
+def _thread_counts() -> int:
+    """Threads the thread samples compare with one: the cores (0, nothing to compare, on GPUs
+    or with a single core)."""
+    cores = _cores()
+    return cores if cores >= 2 else 0
+
+
 def _cores() -> int:
     """CPU cores this process may run on (the node's workers share them; on GPUs: unused)."""
     if torch.cuda.is_available():
@@ -209,11 +215,12 @@ class _Profiler:
         self.dtype = "bf16" if platform.has_cuda() else "fp32"
         self.dtype_bytes = 2 if platform.has_cuda() else 4
         self.tps = [t for t in grid.tp_degrees if t <= self.n and 4 % t == 0]
+        self.thread_counts = _thread_counts()
         total = (1 + len(self.tps) * len(grid.hidden_sizes) * len(grid.layers) + (self.n - 1)
-                 + len(grid.hidden_sizes) + (self.n > 1) + 1)
+                 + len(grid.hidden_sizes) + (self.n > 1) + 1 + (len(grid.thread_hidden) if self.thread_counts else 0))
         self.progress = _Progress(progress if self.rank == 0 else None, total)
         self.samples: dict[str, list[Any]] = {k: [] for k in ("contention", "compute", "decode", "collectives",
-                                                               "optimizer", "calls", "moves")}
+                                                               "optimizer", "calls", "moves", "threads")}
 
     def _engine(self, arch: ModelArch, layout: Layout) -> Any:
         from runtime.engine.model_engine import build_engine
@@ -313,6 +320,43 @@ class _Profiler:
                 self.samples["contention"].append(ContentionSample(devices=self.n, alone_s=alone,
                                                                    together_s=together, cores=_cores()))
         self.progress.step("contention")
+
+    # ---------------------------------------------------------------- threads
+
+    def threads(self) -> None:
+        """One layer's forward+backward on rank 0 alone (the others wait at a barrier) with one
+        torch thread and with all the cores, alternating (median of `repeats` pairs), wall time."""
+        if not self.thread_counts:
+            return
+        b, s = self.grid.thread_shape
+        before = torch.get_num_threads()
+        for hidden in self.grid.thread_hidden:
+            engine = self._engine(synthetic_arch(hidden, 1, self.grid.vocab_size), _layout((0,)))
+            if engine is not None:
+                times: dict[int, list[float]] = {t: [] for t in (1, self.thread_counts)}
+                try:
+                    for t in (1, self.thread_counts) * 2:  # warm-up at both counts
+                        torch.set_num_threads(t)
+                        self._pass_once(engine, b, s)
+                    for _ in range(self.grid.repeats):
+                        for t in times:
+                            torch.set_num_threads(t)
+                            times[t].append(_once(lambda e=engine: self._pass_once(e, b, s), None, wall=True))
+                finally:
+                    torch.set_num_threads(before)
+                self.samples["threads"].append(ThreadSample(
+                    hidden=hidden, threads=self.thread_counts, one_s=statistics.median(times[1]),
+                    time_s=statistics.median(times[self.thread_counts])))
+            dist.barrier()
+            self.progress.step(f"threads: hidden={hidden}")
+
+    def _pass_once(self, engine: ModelEngine, b: int, s: int) -> None:
+        from runtime.engine.schedule import run_micro_batches
+
+        engine.module.train()
+        run_micro_batches(engine, [_batch(b, s, self.grid.vocab_size)],
+                          lambda _mb, out: (out.float().mean(), {}), forward_only=False)
+        engine.module.zero_grad(set_to_none=True)
 
     # ---------------------------------------------------------------- collectives
 
@@ -508,6 +552,7 @@ class _Profiler:
         self.collectives()
         self.optimizer_and_calls()
         self.moves()
+        self.threads()
         if self.rank != 0:
             return None
         return {k: [s.__dict__ for s in v] for k, v in self.samples.items()}
@@ -516,108 +561,3 @@ class _Profiler:
 def profile_worker(ctx: WorkerContext, grid: ProfileGrid, progress: str | None) -> dict[str, Any] | None:
     """Entry point of every rank (see runtime.execution.launch); rank 0 returns the samples."""
     return _Profiler(ctx, grid, progress).run()
-
-
-# --------------------------------------------------------------------------- the launcher
-
-
-def machine_description(devices: int) -> dict[str, Any]:
-    """What the profile was measured on."""
-    desc: dict[str, Any] = {"host": pyplatform.node(), "cpus": os.cpu_count(), "workers": devices,
-                            "processor": pyplatform.processor() or pyplatform.machine(),
-                            "python": pyplatform.python_version(), "torch": torch.__version__}
-    if torch.cuda.is_available():
-        desc["gpu"] = torch.cuda.get_device_name(0)
-        desc["gpu_memory_bytes"] = torch.cuda.get_device_properties(0).total_memory
-    with_load = getattr(os, "getloadavg", None)
-    if with_load is not None:
-        desc["load_average"] = [round(x, 2) for x in with_load()]
-    return desc
-
-
-def _base_hardware(devices: int) -> tuple[str, dict[str, Any]]:
-    """The preset the profile overrides, and the hardware fields it sets."""
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0).lower()
-        base = "h200" if "h200" in name else "h100-80g" if "h100" in name else "a100-80g"
-        total = torch.cuda.get_device_properties(0).total_memory
-        return base, {"kind": "gpu", "devices_per_node": devices, "memory_bytes": float(total)}
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 8 * GiB
-    return "cpu-gloo", {"kind": "cpu-gloo", "devices_per_node": devices, "memory_bytes": float(memory / devices),
-                        "reserved_bytes": float(min(GiB, memory / devices / 4))}
-
-
-def _follow(path: Path, stop: threading.Event, devices: int) -> None:
-    """Show rank 0's progress with a rich progress bar until `stop` is set."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("[bold]profiling[/] {task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), transient=True) as bar:
-        task = bar.add_task(f"starting {devices} workers", total=None)
-        while not stop.wait(0.3):
-            try:
-                done, total, what = path.read_text().split(" ", 2)
-            except (OSError, ValueError):
-                continue
-            bar.update(task, completed=int(done), total=int(total), description=what.strip())
-
-
-def profile_machine(*, devices: int, quick: bool = False, out: str | Path | None = None,
-                    show_progress: bool = True, name: str | None = None) -> Profile:
-    """Measure this machine with `devices` workers; write the profile to `out` when given."""
-    if devices < 1:
-        raise UserError(f"--devices must be >= 1, got {devices}")
-    grid = QUICK if quick else FULL
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    spec = LaunchSpec(nproc_per_node=devices, backend=backend)
-    progress = Path(tempfile.mkdtemp(prefix="realloc-profile-")) / "progress"
-    stop = threading.Event()
-    follower = None
-    if show_progress:
-        follower = threading.Thread(target=_follow, args=(progress, stop, devices), daemon=True)
-        follower.start()
-    started = datetime.datetime.now(datetime.UTC)
-    try:
-        results = launch(profile_worker, (grid, str(progress)), spec)
-    finally:
-        stop.set()
-        if follower is not None:
-            follower.join()
-    samples = Samples.from_dict(results[0])
-    base, hardware = _base_hardware(devices)
-    stem = Path(out).stem if out else None
-    hardware["name"] = name or stem or f"profile-{devices}proc"
-    base_spec = preset(base).to_dict()
-    base_spec.update(hardware)
-    from cost_model.hardware import HardwareSpec
-
-    measured = {"date": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "grid": "quick" if quick else "full",
-                "wall_s": round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1),
-                "machine": machine_description(devices)}
-    profile = Profile(hardware=HardwareSpec.from_dict(base_spec), samples=samples,
-                      calibration=fit_calibration(samples), base=base, measured=measured)
-    if out is not None:
-        save_profile(profile, out)
-    return profile
-
-
-def summary(profile: Profile) -> str:
-    """A few lines on what the profile found."""
-    cal = profile.calibration
-    if cal is None:
-        return "no samples"
-    rows = {"host cores (effective)": cal.host_cores, "FLOP/s": dict(cal.flops),
-            "layer overhead s": cal.layer_overhead_s, "micro-batch overhead s": cal.micro_batch_overhead_s,
-            "decode step overhead s": cal.decode_step_overhead_s,
-            "decode per-sequence s": cal.decode_sample_overhead_s,
-            "train step overhead s": cal.train_step_overhead_s,
-            "optimizer s/param": cal.optimizer_param_time_s,
-            "link latency s": dict(cal.link_latency), "link bandwidth B/s": dict(cal.link_bandwidth),
-            "call overhead s": dict(cal.call_overhead_s), "call overhead per extra dp rank s":
-            dict(cal.call_dp_overhead_s), "call overhead per sequence s": dict(cal.call_seq_overhead_s),
-            "call overhead per extra dp rank per sequence s": dict(cal.call_dp_seq_overhead_s),
-            "reallocation overhead s": cal.realloc_overhead_s,
-            "reallocation overhead per peer s": cal.realloc_peer_overhead_s,
-            "data transfer overhead s": cal.data_overhead_s}
-    return "\n".join(f"  {k}: {json.dumps(v) if isinstance(v, dict) else (f'{v:.4g}' if v is not None else '-')}"
-                     for k, v in rows.items())

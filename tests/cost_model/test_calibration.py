@@ -184,3 +184,31 @@ def test_rule_reward_calls_fit_a_fixed_and_a_per_sequence_cost():
     assert "rule" not in cal.call_overhead_s and "rule" not in cal.call_seq_overhead_s
     spec = apply_calibration(preset("cpu-gloo"), cal)
     assert spec.rule_seq_overhead_s == pytest.approx(5e-5)
+
+
+def test_thread_samples_fit_an_efficiency_per_hidden_size_by_hand():
+    from cost_model.calibration import (
+        Calibration,
+        Samples,
+        ThreadSample,
+        apply_calibration,
+        fit_calibration,
+    )
+
+    samples = Samples(threads=(
+        # hidden 64: 1.0 -> 0.9 s with 2 threads is 1.111x: (1/0.9 - 1) / 1 = 0.111; a slower second
+        # timing (threads hurt) clips to 0; median of (0.111, 0, 0.25) = 0.111
+        ThreadSample(hidden=64, threads=2, one_s=1.0, time_s=0.9),
+        ThreadSample(hidden=64, threads=2, one_s=1.0, time_s=1.2),
+        ThreadSample(hidden=64, threads=2, one_s=1.0, time_s=0.8),
+        # hidden 512 on 4 threads: 1.0 -> 0.4 s is 2.5x: (2.5 - 1) / 3 = 0.5
+        ThreadSample(hidden=512, threads=4, one_s=1.0, time_s=0.4)))
+    cal = fit_calibration(samples)
+    assert cal.thread_efficiency_by_hidden == pytest.approx({64: 1 / 0.9 - 1, 512: 0.5})
+    assert ThreadSample(hidden=8, threads=2, one_s=1.0, time_s=0.25).efficiency == 1.0  # clipped at 1
+    spec = apply_calibration(preset("cpu-gloo"), cal)
+    assert spec.thread_efficiency_by_hidden == cal.thread_efficiency_by_hidden
+    assert Calibration.from_dict(cal.to_dict()) == cal  # via JSON's string keys too
+    assert Samples.from_dict(samples.to_dict()) == samples
+    with pytest.raises(ValueError, match="threads >= 2"):
+        ThreadSample(hidden=64, threads=1, one_s=1.0, time_s=1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cost_model.hardware import PRESETS, GiB, HardwareSpec, preset
@@ -56,3 +58,26 @@ def test_threads_per_worker_speed_up_compute_and_take_cores():
         hw.replace(thread_efficiency=1.5)
     with pytest.raises(ValueError, match="already has 2 threads"):
         two.with_threads(2)
+
+
+def test_measured_thread_efficiency_is_taken_at_the_models_layer_size():
+    from cost_model.hardware import preset
+
+    hw = preset("cpu-gloo").replace(host_cores=2.0, thread_efficiency=0.6,
+                                    thread_efficiency_by_hidden={64: 0.1, 256: 0.5, 1024: 0.9})
+    assert hw.thread_efficiency_at(None) == 0.6  # no size: the unmeasured default
+    assert hw.thread_efficiency_at(32) == 0.1 and hw.thread_efficiency_at(4096) == 0.9  # nearest outside
+    # between 64 and 256, in log(hidden): 128 is half-way, 0.1 + 0.5 x (0.5 - 0.1) = 0.3
+    assert hw.thread_efficiency_at(128) == pytest.approx(0.3)
+    # 512 is half-way between 256 and 1024 in log: 0.5 + 0.5 x 0.4 = 0.7
+    assert hw.thread_efficiency_at(512) == pytest.approx(0.7)
+    assert hw.thread_speedup(2, 512) == pytest.approx(1.7) and hw.thread_speedup(2) == pytest.approx(1.6)
+    assert hw.with_threads(2, 512).peak_flops["fp32"] == pytest.approx(hw.peak_flops["fp32"] * 1.7)
+    assert preset("cpu-gloo").thread_efficiency_at(512) == preset("cpu-gloo").thread_efficiency
+    # a profile file keeps the table (JSON keys are strings)
+    again = HardwareSpec.from_dict(json.loads(json.dumps(hw.to_dict())))
+    assert again.thread_efficiency_by_hidden == {64: 0.1, 256: 0.5, 1024: 0.9}
+    with pytest.raises(ValueError, match=r"thread_efficiency_by_hidden\[64\]"):
+        hw.replace(thread_efficiency_by_hidden={64: 1.5})
+    with pytest.raises(ValueError, match="must map hidden sizes"):
+        HardwareSpec.from_dict({**hw.to_dict(), "thread_efficiency_by_hidden": {"wide": 0.5}})

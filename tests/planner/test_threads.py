@@ -46,6 +46,23 @@ def test_search_picks_the_threads_whose_exhaustive_optimum_is_fastest(thread_eff
         assert best == 1  # threads that add nothing: the two workers share the cores instead
 
 
+def test_the_threads_are_priced_at_the_models_layer_size():
+    """A measured table decides by the actor's hidden size (64 here): nothing gained there, so
+    the two workers share the cores although larger layers would gain fully from threads."""
+    graph, cost = _grpo_on_two_workers(1.0)
+    hidden = graph.models["actor"].arch.hidden_size
+    table = {hidden: 0.0, 8 * hidden: 1.0}
+    measured = AnalyticCostModel(dataclasses.replace(cost.hardware, thread_efficiency_by_hidden=table), cost.cluster,
+                                 options=cost.options, iteration_barrier=True, blocking_transfers=True)
+    result = make_plan(graph, measured, PlanOptions.from_dict({"mode": "search", "time_budget_s": 1.0, "seed": 0}))
+    assert result.plan.threads_per_worker == 1  # as with an efficiency of 0 (the test above)
+    wide = {hidden // 8: 1.0, hidden: 1.0}
+    measured = AnalyticCostModel(dataclasses.replace(cost.hardware, thread_efficiency_by_hidden=wide), cost.cluster,
+                                 options=cost.options, iteration_barrier=True, blocking_transfers=True)
+    result = make_plan(graph, measured, PlanOptions.from_dict({"mode": "search", "time_budget_s": 1.0, "seed": 0}))
+    assert result.plan.threads_per_worker == 2
+
+
 def test_a_plan_file_keeps_its_threads(tmp_path):
     graph, cost = _grpo_on_two_workers(0.6)
     found = make_plan(graph, cost, PlanOptions.from_dict({"mode": "search", "time_budget_s": 0.3, "seed": 0})).plan

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,11 @@ def test_realloc_profile_quick_writes_a_loadable_profile(tmp_path: Path) -> None
     # reallocations around four layouts of 2 ranks (one of them local copies only) and one data transfer
     assert [m.kind for m in samples.moves] == ["realloc"] * 4 + ["data"]
     assert min(m.peers for m in samples.moves if m.kind == "realloc") == 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores >= 2:  # one layer with 1 thread and with all cores, per hidden size of the grid
+        assert [(s.hidden, s.threads) for s in samples.threads] == [(h, cores) for h in QUICK.thread_hidden]
+        assert set(profile.calibration.thread_efficiency_by_hidden) == set(QUICK.thread_hidden)
+        assert profile.spec.thread_efficiency_by_hidden == profile.calibration.thread_efficiency_by_hidden
     rule = [s for s in samples.calls if s.kind == "rule"]  # a rule-based reward, per batch size
     assert sorted(s.seqs for s in rule) == [4, 16] and spec_rule_fitted(profile)
     spec = profile.spec
