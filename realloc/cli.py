@@ -13,6 +13,7 @@ import datetime
 import errno
 import json
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -413,9 +414,11 @@ def _guard(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
                   "then run again)", file=sys.stderr)
             return EXIT_USER_ERROR
         return _report_bug(exc)
-    except KeyboardInterrupt:
-        print("realloc: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"realloc: interrupted ({signal.Signals(signum).name}); what was written stays: a run keeps its "
+              "complete checkpoints, and `train.resume=true` goes on from the newest", file=sys.stderr)
+        return 128 + int(signum)
     except Exception as exc:  # noqa: BLE001 - everything else is a bug, reported as one
         return _report_bug(exc)
 

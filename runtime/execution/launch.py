@@ -33,6 +33,15 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from graph.errors import UserError
 
 
+class Interrupted(KeyboardInterrupt):
+    """The launcher was stopped by a signal (Ctrl-C: SIGINT, or SIGTERM); the workers were
+    stopped with it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
 class WorkerFailed(RuntimeError):
     """A worker raised or died; the message names the rank and its error."""
 
@@ -212,6 +221,7 @@ def _root_cause(failures: dict[int, Any], log_dir: Path) -> tuple[int, str]:
 def launch(fn: Callable[..., Any], args: tuple[Any, ...], spec: LaunchSpec) -> dict[int, Any]:
     """Run `fn(ctx, *args)` on every worker; return {rank: result} or raise WorkerFailed."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -241,6 +251,8 @@ def launch(fn: Callable[..., Any], args: tuple[Any, ...], spec: LaunchSpec) -> d
     except ChildFailedError as exc:
         rank, message = _root_cause(exc.failures, Path(log_dir))
         raise WorkerFailed(rank, message) from None
+    except SignalException as exc:  # the agent stops the workers, then re-raises the signal
+        raise Interrupted(exc.sigval) from None
     finally:
         quiet.setLevel(level)
     return dict(results)

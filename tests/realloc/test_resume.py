@@ -304,3 +304,32 @@ def test_checkpoints_command_lists_status_size_and_plan(runs, capsys):
     assert rows[1][4] == "moved aside" and rows[1][5].startswith("iter_000004.unusable-")
     assert rows[2][2:] == ["2", "6 calls on 4 layouts", "ok", "iter_000006"]
     assert rows[3][1].endswith(" MiB") and float(rows[3][1].split()[0]) > 0.1
+
+
+def test_ctrl_c_stops_a_run_with_one_line_and_keeps_its_checkpoint(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground group: the launcher and its
+    workers. The run ends with exit 130 and one line (not a bug report), and the checkpoint
+    written before stays loadable."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "realloc.cli", "run", "ppo_tiny", "cluster.devices_per_node=1",
+                             "train.iterations=400", "train.save_every=2", "graph.batch_size=8",
+                             f"train.run_dir={run_dir}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoints" / "iter_000002" / "meta.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.startswith("realloc:")]
+    assert lines and "interrupted (SIGINT)" in lines[-1] and "bug" not in err, err
+    from runtime.rundir.checkpoints import list_checkpoints
+
+    rows = list_checkpoints(run_dir / "checkpoints", verify_hashes=True)
+    assert any(c.iteration == 2 and c.status == "ok" for c in rows), rows  # written before: intact
