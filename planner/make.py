@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
-from graph.overlap import stream_candidates
+from graph.overlap import intra_candidates, stream_candidates
 from planner.context import PlanContext
 from planner.errors import PlanError
 from planner.heuristics import known_heuristics, run_heuristic
@@ -97,8 +97,9 @@ def _make_plan(graph: DataflowGraph, cost: CostProvider, options: PlanOptions) -
     if options.fusion == "auto" and options.mode is not PlanMode.FILE:
         cands = ctx.candidates_of(plan.layouts)
         streamed = ctx.choose_streaming(cands)
-        if streamed:
-            plan = ctx.plan_from(cands, plan.source, streamed=streamed)
+        fused = ctx.choose_fused(cands, streamed)
+        if streamed or fused:
+            plan = ctx.plan_from(cands, plan.source, streamed=streamed, fused=fused)
     if not options.compare_heuristics:
         baselines, errors = {}, {}
     return PlanResult(plan=plan, baselines=baselines, baseline_errors=errors, search=stats)
@@ -144,8 +145,14 @@ def _from_file(ctx: PlanContext, path: str) -> Plan:
     if bad:
         raise PlanError(f"plan file {path!r}: streamed edge {bad[0][0]} -> {bad[0][1]} cannot stream (the "
                         "consumer must be an inference call reading the generate call's samples on other devices)")
+    pps = {c.name: c.layout.pp for c in stored.calls}
+    bad_pairs = [p for p in stored.fused if p not in intra_candidates(ctx.graph, meshes, pps)]
+    if bad_pairs:
+        raise PlanError(f"plan file {path!r}: fused pair {bad_pairs[0][0]} + {bad_pairs[0][1]} cannot fuse (both "
+                        "must be train calls on the same devices with the same pp > 1)")
     try:
-        plan = ctx.evaluate(stored.layouts, f"file:{path}", streamed=stored.streamed or None)
+        plan = ctx.evaluate(stored.layouts, f"file:{path}", streamed=stored.streamed or None,
+                            fused=stored.fused or None)
     except ValueError as exc:
         raise PlanError(f"plan file {path!r} does not match the experiment: {exc}") from None
     if not plan.feasible:
