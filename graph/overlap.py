@@ -131,9 +131,9 @@ def streamed_edges(graph: DataflowGraph, meshes: Mapping[str, tuple[int, ...]], 
 
 
 def intra_candidates(graph: DataflowGraph, meshes: Mapping[str, tuple[int, ...]],
-                     pps: Mapping[str, int]) -> tuple[tuple[str, str], ...]:
-    """Pairs (a, b) of train calls (graph order) that can fuse: same devices, same pipeline
-    degree > 1 (at pp = 1 there is no bubble to fill), and b can move up to a's place in the
+                     shapes: Mapping[str, tuple[int, int, int]]) -> tuple[tuple[str, str], ...]:
+    """Pairs (a, b) of train calls (graph order) that can fuse: same devices, same (dp, tp, pp)
+    `shapes` with pp > 1 (at pp = 1 there is no bubble to fill; one pipeline group), and b can move up to a's place in the
     order (its inputs are made before a, and no call between them reads b's model). Each
     train call is in at most one pair, paired with the first later train call that fits."""
     order = [c.name for c in graph.calls]
@@ -149,10 +149,10 @@ def intra_candidates(graph: DataflowGraph, meshes: Mapping[str, tuple[int, ...]]
         return made_early and all(c.model != graph.call(b).model for c in between)
 
     for i, a in enumerate(trains):
-        if a in used or pps[a] <= 1:
+        if a in used or shapes[a][2] <= 1:
             continue
         for b in trains[i + 1:]:
-            if (b not in used and tuple(meshes[b]) == tuple(meshes[a]) and pps[b] == pps[a]
+            if (b not in used and tuple(meshes[b]) == tuple(meshes[a]) and tuple(shapes[b]) == tuple(shapes[a])
                     and movable(a, b)):
                 out.append((a, b))
                 used.update((a, b))
@@ -160,10 +160,10 @@ def intra_candidates(graph: DataflowGraph, meshes: Mapping[str, tuple[int, ...]]
     return tuple(out)
 
 
-def intra_pairs(graph: DataflowGraph, meshes: Mapping[str, tuple[int, ...]], pps: Mapping[str, int],
-                fusion: str) -> tuple[tuple[str, str], ...]:
+def intra_pairs(graph: DataflowGraph, meshes: Mapping[str, tuple[int, ...]],
+                shapes: Mapping[str, tuple[int, int, int]], fusion: str) -> tuple[tuple[str, str], ...]:
     """The train pairs `plan.fusion` fuses without a search: every candidate for intra and
     all, none for off and inter (auto is decided by the planner, which starts from none)."""
     if fusion in ("intra", "all"):
-        return intra_candidates(graph, meshes, pps)
+        return intra_candidates(graph, meshes, shapes)
     return ()

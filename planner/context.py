@@ -158,10 +158,10 @@ class PlanContext:
         if self.sim.off_policy_steps:
             return ()  # the off-policy step order does not fuse train calls (graph.overlap.check_fusion)
         meshes = {c.name: cand.key[0] for c, cand in zip(self.graph.calls, cands)}
-        pps = {c.name: cand.layout.pp for c, cand in zip(self.graph.calls, cands)}
+        shapes = {c.name: cand.key[1:] for c, cand in zip(self.graph.calls, cands)}
         chosen: list[tuple[str, str]] = []
         best = self.sim.simulate(cands, streamed=streamed, fused=()).iteration_time_s
-        for pair in intra_candidates(self.graph, meshes, pps):
+        for pair in intra_candidates(self.graph, meshes, shapes):
             t = self.sim.simulate(cands, streamed=streamed, fused=(*chosen, pair)).iteration_time_s
             if t < best * (1 - 1e-9):
                 chosen.append(pair)

@@ -145,11 +145,11 @@ def _from_file(ctx: PlanContext, path: str) -> Plan:
     if bad:
         raise PlanError(f"plan file {path!r}: streamed edge {bad[0][0]} -> {bad[0][1]} cannot stream (the "
                         "consumer must be an inference call reading the generate call's samples on other devices)")
-    pps = {c.name: c.layout.pp for c in stored.calls}
-    bad_pairs = [p for p in stored.fused if p not in intra_candidates(ctx.graph, meshes, pps)]
+    shapes = {c.name: (c.layout.dp, c.layout.tp, c.layout.pp) for c in stored.calls}
+    bad_pairs = [p for p in stored.fused if p not in intra_candidates(ctx.graph, meshes, shapes)]
     if bad_pairs:
         raise PlanError(f"plan file {path!r}: fused pair {bad_pairs[0][0]} + {bad_pairs[0][1]} cannot fuse (both "
-                        "must be train calls on the same devices with the same pp > 1)")
+                        "must be train calls on the same devices with the same dp, tp and pp > 1)")
     try:
         plan = ctx.evaluate(stored.layouts, f"file:{path}", streamed=stored.streamed or None,
                             fused=stored.fused or None)

@@ -470,8 +470,8 @@ class Simulator:
         implies for these layouts (every candidate for intra and all, none otherwise)."""
         if pairs is None:
             meshes = {c.name: cand.key[0] for c, cand in zip(self.calls, cands)}
-            pps = {c.name: cand.layout.pp for c, cand in zip(self.calls, cands)}
-            pairs = intra_pairs(self.graph, meshes, pps, self.fusion)
+            shapes = {c.name: cand.key[1:] for c, cand in zip(self.calls, cands)}
+            pairs = intra_pairs(self.graph, meshes, shapes, self.fusion)
         return frozenset((self.index[a], self.index[b]) for a, b in pairs)
 
     def streamed_of(self, cands: Sequence[Candidate],

@@ -48,17 +48,18 @@ def test_fusion_values():
 
 def test_intra_candidates_share_devices_and_pipeline_degree():
     same = {c.name: (0, 1, 2, 3) for c in PPO.calls}
-    pp2 = {c.name: 2 for c in PPO.calls}
+    pp2 = {c.name: (2, 1, 2) for c in PPO.calls}
     assert intra_candidates(PPO, same, pp2) == (("actor_train", "critic_train"),)
     assert intra_pairs(PPO, same, pp2, "intra") == intra_pairs(PPO, same, pp2, "all") == intra_candidates(PPO, same, pp2)
     assert intra_pairs(PPO, same, pp2, "inter") == () == intra_pairs(PPO, same, pp2, "auto")
     # pp=1 has no bubble to fill; different devices or pipeline degrees cannot share one schedule
-    assert intra_candidates(PPO, same, {**pp2, "actor_train": 1, "critic_train": 1}) == ()
-    assert intra_candidates(PPO, same, {**pp2, "critic_train": 4}) == ()
+    assert intra_candidates(PPO, same, {**pp2, "actor_train": (4, 1, 1), "critic_train": (4, 1, 1)}) == ()
+    assert intra_candidates(PPO, same, {**pp2, "critic_train": (1, 1, 4)}) == ()
+    assert intra_candidates(PPO, same, {**pp2, "critic_train": (1, 2, 2)}) == ()
     assert intra_candidates(PPO, {**same, "critic_train": (0, 1)}, pp2) == ()
     # one train call (DPO) has nothing to pair with
     dpo = load_experiment("dpo_tiny").graph
-    assert intra_candidates(dpo, {c.name: (0, 1) for c in dpo.calls}, {c.name: 2 for c in dpo.calls}) == ()
+    assert intra_candidates(dpo, {c.name: (0, 1) for c in dpo.calls}, {c.name: (1, 1, 2) for c in dpo.calls}) == ()
 
 
 def test_stream_candidates_need_disjoint_meshes_and_inference_consumers():
