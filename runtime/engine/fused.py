@@ -82,16 +82,17 @@ class FusedPair:
 
     def run(self, first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
         out: list[Any] = [None, None]
-        errors: list[BaseException | None] = [None, None]
+        errors: list[BaseException] = []  # in the order they happened: the first is the cause
 
         def worker(i: int, fn: Callable[[], Any]) -> None:
             _INDEX.value = i
             with self.cond:
                 self.cond.wait_for(lambda: self.turn == i)
             try:
-                out[i] = fn()
+                with platform.in_thread():
+                    out[i] = fn()
             except BaseException as exc:  # re-raised by the caller's thread below
-                errors[i] = exc
+                errors.append(exc)
             finally:
                 with self.cond:
                     self.done[i] = True
@@ -104,9 +105,8 @@ class FusedPair:
             t.start()
         for t in threads:
             t.join()
-        for exc in errors:
-            if exc is not None:
-                raise exc
+        if errors:
+            raise errors[0]
         return out[0], out[1]
 
     def train_step(self, trainer: Trainer, mbs: list[SeqBatch], loss_fn: LossFn,
@@ -131,6 +131,8 @@ class FusedPair:
             self.cond.wait_for(lambda: self.turn == i)
             if i in self.results:
                 return self.results.pop(i)
+            if i not in self.parked:
+                raise RuntimeError("the fused train step failed in the other call's thread")
             return _alone(self.parked.pop(i))  # the other call ended without a step to pair
 
 
@@ -176,9 +178,9 @@ def fused_step(first: Request, second: Request) -> tuple[dict[str, float], dict[
         with engines[0].config.no_sync_func(), engines[1].config.no_sync_func():
             yield
 
-    def finalize(_models: Any, num_tokens: Any = None, pg_collection: Any = None) -> None:
+    def finalize(_models: Any, num_tokens: Any = None, pg_collection: Any = None, **kwargs: Any) -> None:
         for e in engines:
-            e.config.finalize_model_grads_func([e.model], None, pg_collection=e.pgc)
+            e.config.finalize_model_grads_func([e.model], num_tokens, pg_collection=e.pgc, **kwargs)
 
     config = copy.copy(engines[0].config)
     config.no_sync_func, config.finalize_model_grads_func = no_sync, finalize
