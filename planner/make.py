@@ -32,6 +32,8 @@ class PlanResult:
     threads_tried: Mapping[int, float] = field(default_factory=dict)
     """Searched plan's estimated seconds per iteration by threads per worker, where the
     search chose the threads (CPU workers sharing cores); empty elsewhere."""
+    notes: tuple[str, ...] = ()
+    """Warnings about the plan's options, one line each (e.g. plan.fusion=intra with nothing to fuse)."""
 
     def speedup_over(self, name: str) -> float | None:
         """Baseline iteration time / plan iteration time (None when either is unknown)."""
@@ -102,7 +104,11 @@ def _make_plan(graph: DataflowGraph, cost: CostProvider, options: PlanOptions) -
             plan = ctx.plan_from(cands, plan.source, streamed=streamed, fused=fused)
     if not options.compare_heuristics:
         baselines, errors = {}, {}
-    return PlanResult(plan=plan, baselines=baselines, baseline_errors=errors, search=stats)
+    notes = ()
+    if options.fusion in ("intra", "all") and not plan.fused:
+        notes = (f"plan.fusion={options.fusion}: no fusable train pair (two train calls on the same "
+                 "devices with the same dp, tp and pp > 1); the train calls run unfused",)
+    return PlanResult(plan=plan, baselines=baselines, baseline_errors=errors, search=stats, notes=notes)
 
 
 def _heuristic(ctx: PlanContext, name: str, baselines: dict[str, Plan],
