@@ -66,14 +66,15 @@ ones the fixed split layouts (generation apart from scoring and training), the p
 
 
 def pipe_layouts(devices: int = 4, micro_batches: int = 4) -> dict[str, Any]:
-    """Every call on all devices; the train calls at pp 2 (dp devices / 2) with `micro_batches`,
-    the rest data-parallel: the layouts intra-stage fusion needs."""
+    """Every call on all devices (the rule reward on the last); the train calls at pp 2 (dp
+    devices / 2) with `micro_batches`, the rest data-parallel: the layouts intra-stage fusion needs."""
     from graph.placement.layout import DeviceMesh, Layout
 
     mesh = DeviceMesh.span(0, devices)
     flat = Layout(mesh=mesh, dp=devices, tp=1, pp=1)
     pipe = Layout(mesh=mesh, dp=devices // 2, tp=1, pp=2, micro_batches=micro_batches)
-    return {name: pipe if name.endswith("_train") else flat
+    rule = Layout(mesh=DeviceMesh.span(devices - 1, 1), dp=1, tp=1, pp=1)  # the rule reward: one device
+    return {name: pipe if name.endswith("_train") else rule if name == "reward_inf" else flat
             for name in ("actor_gen", "reward_inf", "ref_inf", "critic_inf", "actor_train", "critic_train")}
 
 

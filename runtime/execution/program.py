@@ -7,7 +7,9 @@ A step is plain data: what to do, for which call, and which ranks take part.
 - `send`: rank `src` sends data key `key` to rank `dst`, which lacks it;
 - `run`: the call's mesh runs it;
 - `free`: the call's mesh drops the storage of a trained model's replica after its last
-  use (the next iteration's `realloc` rewrites all of it).
+  use (the next iteration's `realloc` rewrites all of it);
+- `stream`: a generate call streaming samples into inference calls (inter-stage fusion);
+- `fuse`: two train calls on one placement, their steps in one pipeline (intra-stage fusion).
 
 The steps of an iteration form one global order; each rank executes the sub-list of the
 steps it takes part in, in that order. Two ranks therefore meet their shared steps in
