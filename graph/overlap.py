@@ -17,6 +17,12 @@ share.
 finish in chunks to the inference calls reading them on other devices, which score each
 chunk while the long tail is still generating. `stream_candidates` says which edges can
 stream; the plan lists those that do (`Plan.streamed`).
+
+**Intra-stage fusion** (`plan.fusion: intra`): two train calls placed on the same devices
+with the same pipeline degree (PPO's actor_train and critic_train on one mesh) run as one
+step whose pipeline schedule alternates their micro-batches, so the pair pays one pipeline
+fill/drain per optimizer step instead of two (`cost_model.pipeline_fusion` prices it,
+`runtime.engine.fused` runs it). `intra_pairs` says which pairs fuse.
 """
 
 from __future__ import annotations
@@ -74,22 +80,21 @@ def ahead_calls(graph: DataflowGraph, off_policy_steps: int) -> tuple[str, ...]:
 
 FUSION_MODES = ("off", "inter", "intra", "all", "auto")
 """Values of `plan.fusion`: inter streams samples from a generate call into the inference calls
-reading them; intra would fuse two train calls' pipeline schedules (not implemented); all is
-both; auto lets the planner decide per edge."""
+reading them; intra fuses the pipeline schedules of two train calls sharing their devices; all
+is both; auto lets the planner decide per streamed edge and per fusable train pair."""
 
 
 def check_fusion(fusion: object, off_policy_steps: int = 0) -> str:
     """The validated `plan.fusion` value."""
     if fusion not in FUSION_MODES:
         raise OverlapError(f"plan.fusion={fusion!r} is not one of {', '.join(FUSION_MODES)}")
-    if fusion in ("intra", "all"):
-        raise OverlapError(f"plan.fusion={fusion}: the fused train schedule (intra-stage fusion) is not "
-                           "implemented; use plan.fusion=inter or auto (train calls on disjoint devices "
-                           "already run side by side)")
-    if fusion == "inter" and off_policy_steps:
-        raise OverlapError("plan.fusion=inter streams a batch's samples within its iteration, but "
+    if fusion in ("inter", "all") and off_policy_steps:
+        raise OverlapError(f"plan.fusion={fusion} streams a batch's samples within its iteration, but "
                            "train.off_policy_steps=1 generates the next batch ahead; set one of them off "
                            "(plan.fusion=auto plans no streaming with off-policy)")
+    if fusion == "intra" and off_policy_steps:
+        raise OverlapError("plan.fusion=intra with train.off_policy_steps=1 is not supported yet (the "
+                           "off-policy step order does not fuse train calls); set one of them off")
     return str(fusion)
 
 
@@ -120,6 +125,45 @@ def streamed_edges(graph: DataflowGraph, meshes: Mapping[str, tuple[int, ...]], 
     """The edges `plan.fusion` streams without a search: every candidate for inter, none for off
     (auto is decided by the planner, which starts from none)."""
     check_fusion(fusion, off_policy_steps)
-    if fusion == "inter":
+    if fusion in ("inter", "all"):
         return stream_candidates(graph, meshes)
+    return ()
+
+
+def intra_candidates(graph: DataflowGraph, meshes: Mapping[str, tuple[int, ...]],
+                     shapes: Mapping[str, tuple[int, int, int]]) -> tuple[tuple[str, str], ...]:
+    """Pairs (a, b) of train calls (graph order) that can fuse: same devices, same (dp, tp, pp)
+    `shapes` with pp > 1 (at pp = 1 there is no bubble to fill; one pipeline group), and b can move up to a's place in the
+    order (its inputs are made before a, and no call between them reads b's model). Each
+    train call is in at most one pair, paired with the first later train call that fits."""
+    order = [c.name for c in graph.calls]
+    trains = [c.name for c in graph.calls if c.kind is CallKind.TRAIN]
+    used: set[str] = set()
+    out = []
+
+    def movable(a: str, b: str) -> bool:
+        ia, ib = order.index(a), order.index(b)
+        made_early = all(k in graph.dataset_keys or order.index(graph.producer(k)) < ia
+                         for k in graph.call(b).inputs)
+        between = graph.calls[ia + 1:ib]
+        return made_early and all(c.model != graph.call(b).model for c in between)
+
+    for i, a in enumerate(trains):
+        if a in used or shapes[a][2] <= 1:
+            continue
+        for b in trains[i + 1:]:
+            if (b not in used and tuple(meshes[b]) == tuple(meshes[a]) and tuple(shapes[b]) == tuple(shapes[a])
+                    and movable(a, b)):
+                out.append((a, b))
+                used.update((a, b))
+                break
+    return tuple(out)
+
+
+def intra_pairs(graph: DataflowGraph, meshes: Mapping[str, tuple[int, ...]],
+                shapes: Mapping[str, tuple[int, int, int]], fusion: str) -> tuple[tuple[str, str], ...]:
+    """The train pairs `plan.fusion` fuses without a search: every candidate for intra and
+    all, none for off and inter (auto is decided by the planner, which starts from none)."""
+    if fusion in ("intra", "all"):
+        return intra_candidates(graph, meshes, shapes)
     return ()

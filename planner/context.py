@@ -11,7 +11,7 @@ from functools import cached_property
 
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
-from graph.overlap import stream_candidates
+from graph.overlap import intra_candidates, stream_candidates
 from graph.placement.layout import Layout
 from graph.sampling import expected_runs
 from graph.spec import Call, CallKind
@@ -111,11 +111,13 @@ class PlanContext:
         return out
 
     def plan_from(self, cands: list[Candidate] | tuple[Candidate, ...], source: str,
-                  sim: SimResult | None = None, streamed: tuple[tuple[str, str], ...] | None = None) -> Plan:
-        """A priced Plan from one candidate per call (graph order); `streamed` edges as
-        `Simulator.simulate` takes them (default: what plan.fusion implies)."""
-        if sim is None or not sim.timeline or (streamed is not None and tuple(streamed) != sim.streamed):
-            sim = self.sim.simulate(cands, detail=True, streamed=streamed)
+                  sim: SimResult | None = None, streamed: tuple[tuple[str, str], ...] | None = None,
+                  fused: tuple[tuple[str, str], ...] | None = None) -> Plan:
+        """A priced Plan from one candidate per call (graph order); `streamed` edges and `fused`
+        train pairs as `Simulator.simulate` takes them (default: what plan.fusion implies)."""
+        if (sim is None or not sim.timeline or (streamed is not None and tuple(streamed) != sim.streamed)
+                or (fused is not None and tuple(sorted(fused)) != sim.fused)):
+            sim = self.sim.simulate(cands, detail=True, streamed=streamed, fused=fused)
         calls = tuple(
             CallPlan(name=call.name, model=call.model, layout=c.layout, time_s=c.estimate.time_s,
                      peak_bytes=c.estimate.peak_bytes, resident_bytes=c.estimate.resident_bytes)
@@ -126,12 +128,13 @@ class PlanContext:
                     iteration_time_s=sim.iteration_time_s, feasible=sim.feasible,
                     reasons=sim.reasons, reallocations=sim.reallocations,
                     transfers=sim.transfers, device_peak_bytes=sim.device_peak_bytes,
-                    timeline=sim.timeline, streamed=sim.streamed)
+                    timeline=sim.timeline, streamed=sim.streamed, fused=sim.fused)
 
     def evaluate(self, layouts: Mapping[str, Layout], source: str,
-                 streamed: tuple[tuple[str, str], ...] | None = None) -> Plan:
+                 streamed: tuple[tuple[str, str], ...] | None = None,
+                 fused: tuple[tuple[str, str], ...] | None = None) -> Plan:
         """Price and simulate a layout per call."""
-        return self.plan_from(self.candidates_of(layouts), source, streamed=streamed)
+        return self.plan_from(self.candidates_of(layouts), source, streamed=streamed, fused=fused)
 
     def choose_streaming(self, cands: list[Candidate] | tuple[Candidate, ...]) -> tuple[tuple[str, str], ...]:
         """plan.fusion=auto: the streamed edges, decided per edge greedily (an edge is kept when
@@ -145,6 +148,23 @@ class PlanContext:
             t = self.sim.simulate(cands, streamed=(*chosen, edge)).iteration_time_s
             if t < best * (1 - 1e-9):
                 chosen.append(edge)
+                best = t
+        return tuple(chosen)
+
+    def choose_fused(self, cands: list[Candidate] | tuple[Candidate, ...],
+                     streamed: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
+        """plan.fusion=auto: the fused train pairs, decided per pair greedily (a pair is kept when
+        fusing it lowers the simulated iteration time), in graph order."""
+        if self.sim.off_policy_steps:
+            return ()  # the off-policy step order does not fuse train calls (graph.overlap.check_fusion)
+        meshes = {c.name: cand.key[0] for c, cand in zip(self.graph.calls, cands)}
+        shapes = {c.name: cand.key[1:] for c, cand in zip(self.graph.calls, cands)}
+        chosen: list[tuple[str, str]] = []
+        best = self.sim.simulate(cands, streamed=streamed, fused=()).iteration_time_s
+        for pair in intra_candidates(self.graph, meshes, shapes):
+            t = self.sim.simulate(cands, streamed=streamed, fused=(*chosen, pair)).iteration_time_s
+            if t < best * (1 - 1e-9):
+                chosen.append(pair)
                 best = t
         return tuple(chosen)
 

@@ -109,6 +109,11 @@ def summary_text(result: PlanResult) -> Text:
     if plan.streamed:
         text.append("\nstreamed (samples flow in chunks): "
                     + ", ".join(f"{g} -> {c}" for g, c in plan.streamed))
+    if plan.fused:
+        text.append("\nfused train pairs (one pipeline per step): "
+                    + ", ".join(f"{a} + {b}" for a, b in plan.fused))
+    for note in result.notes:
+        text.append(f"\nwarning: {note}", style="yellow")
     if plan.device_peak_bytes:
         text.append(f"\npeak memory: {max(plan.device_peak_bytes) / GIB:.2f} GiB of "
                     f"{plan.device_memory_bytes / GIB:.2f} GiB per device")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
-from graph.overlap import stream_candidates
+from graph.overlap import intra_candidates, stream_candidates
 from planner.context import PlanContext
 from planner.errors import PlanError
 from planner.heuristics import known_heuristics, run_heuristic
@@ -32,6 +32,8 @@ class PlanResult:
     threads_tried: Mapping[int, float] = field(default_factory=dict)
     """Searched plan's estimated seconds per iteration by threads per worker, where the
     search chose the threads (CPU workers sharing cores); empty elsewhere."""
+    notes: tuple[str, ...] = ()
+    """Warnings about the plan's options, one line each (e.g. plan.fusion=intra with nothing to fuse)."""
 
     def speedup_over(self, name: str) -> float | None:
         """Baseline iteration time / plan iteration time (None when either is unknown)."""
@@ -105,11 +107,16 @@ def _make_plan(graph: DataflowGraph, cost: CostProvider, options: PlanOptions) -
     if options.fusion == "auto" and options.mode is not PlanMode.FILE:
         cands = ctx.candidates_of(plan.layouts)
         streamed = ctx.choose_streaming(cands)
-        if streamed:
-            plan = ctx.plan_from(cands, plan.source, streamed=streamed)
+        fused = ctx.choose_fused(cands, streamed)
+        if streamed or fused:
+            plan = ctx.plan_from(cands, plan.source, streamed=streamed, fused=fused)
     if not options.compare_heuristics:
         baselines, errors = {}, {}
-    return PlanResult(plan=plan, baselines=baselines, baseline_errors=errors, search=stats)
+    notes = ()
+    if options.fusion in ("intra", "all") and not plan.fused:
+        notes = (f"plan.fusion={options.fusion}: no fusable train pair (two train calls on the same "
+                 "devices with the same dp, tp and pp > 1); the train calls run unfused",)
+    return PlanResult(plan=plan, baselines=baselines, baseline_errors=errors, search=stats, notes=notes)
 
 
 def _heuristic(ctx: PlanContext, name: str, baselines: dict[str, Plan],
@@ -152,8 +159,14 @@ def _from_file(ctx: PlanContext, path: str) -> Plan:
     if bad:
         raise PlanError(f"plan file {path!r}: streamed edge {bad[0][0]} -> {bad[0][1]} cannot stream (the "
                         "consumer must be an inference call reading the generate call's samples on other devices)")
+    shapes = {c.name: (c.layout.dp, c.layout.tp, c.layout.pp) for c in stored.calls}
+    bad_pairs = [p for p in stored.fused if p not in intra_candidates(ctx.graph, meshes, shapes)]
+    if bad_pairs:
+        raise PlanError(f"plan file {path!r}: fused pair {bad_pairs[0][0]} + {bad_pairs[0][1]} cannot fuse (both "
+                        "must be train calls on the same devices with the same dp, tp and pp > 1)")
     try:
-        plan = ctx.evaluate(stored.layouts, f"file:{path}", streamed=stored.streamed or None)
+        plan = ctx.evaluate(stored.layouts, f"file:{path}", streamed=stored.streamed or None,
+                            fused=stored.fused or None)
     except ValueError as exc:
         raise PlanError(f"plan file {path!r} does not match the experiment: {exc}") from None
     if not plan.feasible:

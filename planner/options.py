@@ -112,7 +112,9 @@ class PlanOptions:
     off_policy_steps: int = 0
     """train.off_policy_steps: 1 plans generation of the next batch beside training (graph.overlap)."""
     fusion: str = "off"
-    """off | inter (stream every generate -> inference edge on disjoint devices) | auto (decide per edge)."""
+    """off | inter (stream every generate -> inference edge on disjoint devices) | intra (fuse every
+    train pair on one placement with pp > 1 into one pipeline) | all (inter + intra) | auto (decide
+    per edge and per pair)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, PlanMode):

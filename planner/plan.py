@@ -69,6 +69,8 @@ class Plan:
     timeline: tuple[TimelineEntry, ...] = field(default=(), repr=False)
     streamed: tuple[tuple[str, str], ...] = ()
     """(generate call, inference call) edges whose samples stream in chunks (plan.fusion)."""
+    fused: tuple[tuple[str, str], ...] = ()
+    """(train call, train call) pairs that run as one fused pipeline step (plan.fusion: intra)."""
     threads_per_worker: int = 0
     """Torch threads each worker runs with (CPU workers sharing cores: the search chooses it);
     0 leaves it to the launcher (an equal share of the machine's cores)."""
@@ -149,6 +151,7 @@ class Plan:
                           for t in self.transfers],
             "device_peak_bytes": list(self.device_peak_bytes),
             **({"streamed": [list(e) for e in self.streamed]} if self.streamed else {}),
+            **({"fused": [list(e) for e in self.fused]} if self.fused else {}),
         }
 
     @classmethod
@@ -187,6 +190,7 @@ class Plan:
                    transfers=transfers,
                    device_peak_bytes=tuple(float(x) for x in data.get("device_peak_bytes", ())),
                    streamed=_streamed_from(data.get("streamed", ()), where),
+                   fused=_streamed_from(data.get("fused", ()), where, "fused", "[train call, train call]"),
                    threads_per_worker=_threads(data.get("threads_per_worker", 0), where))
 
     def save(self, path: str | Path) -> Path:
@@ -255,9 +259,10 @@ def _call_from_dict(c: Mapping[str, Any], where: str) -> CallPlan:
                     resident_bytes=float(c.get("resident_bytes", 0.0)))
 
 
-def _streamed_from(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+def _streamed_from(value: Any, where: str, field_name: str = "streamed",
+                   pair: str = "[generate call, inference call]") -> tuple[tuple[str, str], ...]:
     try:
         edges = tuple((str(g), str(c)) for g, c in value)
     except (TypeError, ValueError):
-        raise PlanError(f"{where}: streamed must be a list of [generate call, inference call] pairs") from None
+        raise PlanError(f"{where}: {field_name} must be a list of {pair} pairs") from None
     return edges

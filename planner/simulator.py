@@ -50,9 +50,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cost_model.estimator import stream_fractions
+from cost_model.pipeline_fusion import pair_saving_s
 from cost_model.provider import CostProvider
 from graph.dataflow import DataflowGraph
-from graph.overlap import ahead_calls, check_fusion, streamed_edges
+from graph.overlap import ahead_calls, check_fusion, intra_pairs, streamed_edges
 from graph.placement.layout import DeviceMesh, Layout
 from graph.spec import CallKind
 from planner.space import GIB, Candidate, placement_key
@@ -167,6 +168,8 @@ class SimResult:
     call_times: Mapping[str, float] = field(default_factory=dict)
     streamed: tuple[tuple[str, str], ...] = ()
     """(generate call, inference call) edges that streamed samples (inter-stage fusion)."""
+    fused: tuple[tuple[str, str], ...] = ()
+    """(train call, train call) pairs run as one fused pipeline step (intra-stage fusion)."""
 
 
 def _transfer_devices(src: Layout, dst: Layout) -> tuple[int, ...]:
@@ -305,8 +308,11 @@ class Simulator:
         return out
 
     def _tasks(self, cands: Sequence[Candidate], primaries: dict[str, Candidate],
-               streamed: frozenset[tuple[int, int]] = frozenset()) -> list[Task]:
+               streamed: frozenset[tuple[int, int]] = frozenset(),
+               fused: frozenset[tuple[int, int]] = frozenset()) -> list[Task]:
         b = _TaskBuilder(self, cands, primaries)
+        saving = {j: pair_saving_s(self.calls[i], cands[i].estimate, self.calls[j], cands[j].estimate)
+                  for i, j in fused}
         tasks = b.tasks
         ahead = self.ahead
         stream_of: dict[int, list[int]] = {}
@@ -334,7 +340,8 @@ class Simulator:
                 continue
             deps = b.deps_of(i, early=early)
             b.call_task[i] = len(tasks)
-            tasks.append(Task(CALL, self.calls[i].name, cands[i].key[0], cands[i].estimate.time_s, deps))
+            time_s = cands[i].estimate.time_s - saving.get(i, 0.0)  # the fused pair's one fill/drain
+            tasks.append(Task(CALL, self.calls[i].name, cands[i].key[0], time_s, deps))
         for (p, _i, _key), k in early.items():
             tasks[k].deps.append((b.call_task[p], -1))
         # cross-iteration edges need the train's task index, known only now
@@ -457,6 +464,16 @@ class Simulator:
         self.work_units += SIM_BASE_UNITS + SIM_INCIDENCE_UNITS * incidences
         return list_schedule(tasks, held, len(atoms), n, barrier=self.iteration_barrier, detail=detail)
 
+    def fused_of(self, cands: Sequence[Candidate],
+                 pairs: Sequence[tuple[str, str]] | None = None) -> frozenset[tuple[int, int]]:
+        """Train pairs (index, index) that run fused: `pairs` when given, else those `fusion`
+        implies for these layouts (every candidate for intra and all, none otherwise)."""
+        if pairs is None:
+            meshes = {c.name: cand.key[0] for c, cand in zip(self.calls, cands)}
+            shapes = {c.name: cand.key[1:] for c, cand in zip(self.calls, cands)}
+            pairs = intra_pairs(self.graph, meshes, shapes, self.fusion)
+        return frozenset((self.index[a], self.index[b]) for a, b in pairs)
+
     def streamed_of(self, cands: Sequence[Candidate],
                     edges: Sequence[tuple[str, str]] | None = None) -> frozenset[tuple[int, int]]:
         """Edges (generate index, consumer index) that stream: `edges` when given, else those
@@ -467,14 +484,17 @@ class Simulator:
         return frozenset((self.index[g], self.index[c]) for g, c in edges)
 
     def simulate(self, cands: Sequence[Candidate], *, detail: bool = False,
-                 streamed: Sequence[tuple[str, str]] | None = None) -> SimResult:
+                 streamed: Sequence[tuple[str, str]] | None = None,
+                 fused: Sequence[tuple[str, str]] | None = None) -> SimResult:
         """Simulate the plan given by one candidate per call (in `graph.calls` order);
-        `streamed` names the (generate, inference) edges that stream (default: see `streamed_of`)."""
+        `streamed` names the (generate, inference) edges that stream (default: see `streamed_of`),
+        `fused` the train pairs that run one fused pipeline (default: see `fused_of`)."""
         if len(cands) != len(self.calls):
             raise ValueError(f"expected {len(self.calls)} layouts, one per call, got {len(cands)}")
         primaries = self.primaries(cands)
         edges = self.streamed_of(cands, streamed)
-        tasks = self._tasks(cands, primaries, edges)
+        pairs = self.fused_of(cands, fused)
+        tasks = self._tasks(cands, primaries, edges, pairs)
         dpn = self.cost.cluster.devices_per_node
         atoms = Atoms([t.devices for t in tasks] + [c.key[0] for c in cands],
                       cut_every=dpn if self.host_cores else 0)
@@ -506,7 +526,8 @@ class Simulator:
         names = tuple(sorted((self.calls[g].name, self.calls[c].name) for g, c in edges))
         result = SimResult(iteration_time_s=iteration_time, feasible=not reasons,
                            reasons=tuple(reasons), overflow_ratio=overflow,
-                           device_peak_bytes=per_device, iteration_ends=tuple(ends), streamed=names)
+                           device_peak_bytes=per_device, iteration_ends=tuple(ends), streamed=names,
+                           fused=tuple(sorted((self.calls[a].name, self.calls[b].name) for a, b in pairs)))
         if not detail:
             return result
         return _with_detail(result, self.calls, cands, tasks, events)
@@ -588,4 +609,4 @@ def _with_detail(result: SimResult, calls: Sequence, cands: Sequence[Candidate],
                      device_peak_bytes=result.device_peak_bytes,
                      iteration_ends=result.iteration_ends, reallocations=reallocs,
                      transfers=transfers, timeline=timeline, call_times=call_times,
-                     streamed=result.streamed)
+                     streamed=result.streamed, fused=result.fused)

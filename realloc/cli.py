@@ -104,7 +104,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         ahead = ahead_calls(experiment.graph, experiment.config.train.off_policy_steps)
         steps = compile_iteration(experiment.graph, result.plan.layouts, world_size=c.nodes * c.devices_per_node,
                                   first=False, free_replicas=experiment.config.train.free_replicas, ahead=ahead,
-                                  streamed=() if ahead else tuple(result.plan.streamed))
+                                  streamed=() if ahead else tuple(result.plan.streamed),
+                                  fused=() if ahead else tuple(result.plan.fused))
         print("\nsteps of a steady iteration (every rank runs its own steps in this order):")
         for i, step in enumerate(steps, 1):
             print(f"{i:4}. {step}")

@@ -180,7 +180,7 @@ class PlanConfig:
     compare_heuristics: bool = True
     """Also price the heuristic baselines in `realloc plan`."""
     fusion: str = "off"
-    """Stage fusion: off, inter (stream finished samples from generate into inference calls), or auto (the planner decides per edge)."""
+    """Stage fusion: off, inter (stream finished samples from generate into inference calls), intra (two train calls on the same devices, dp, tp and pp > 1 share one pipeline per step: one fill/drain instead of two), all (inter + intra), or auto (the planner keeps each streamed edge and fused pair that lowers the estimate)."""
     response_lengths: str = "fixed"
     """Response lengths generate calls are priced with: fixed, longtail, data, or a previous run's metrics.jsonl."""
 

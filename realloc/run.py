@@ -51,7 +51,8 @@ def _check_train_keys(experiment: Experiment) -> None:
 
 
 def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: str | None = None,
-             streamed: tuple[tuple[str, str], ...] = (), threads_per_worker: int = 0) -> Job:
+             streamed: tuple[tuple[str, str], ...] = (), threads_per_worker: int = 0,
+             fused: tuple[tuple[str, str], ...] = ()) -> Job:
     """The Job the workers run: the experiment's graph under `layouts` (with the plan's streamed
     edges, plan.fusion, and its torch threads per worker; 0 leaves the launcher's share), checked first."""
     from runtime.execution.job import Job
@@ -68,7 +69,7 @@ def make_job(experiment: Experiment, layouts: dict[str, Any], *, resume_from: st
         save_every=cfg.train.save_every, keep_checkpoints=cfg.train.keep_checkpoints, resume_from=resume_from,
         fingerprint=fingerprint(experiment), ema_decay=cfg.train.ema_decay,
         ema_models=tuple(cfg.train.ema_models) if cfg.train.ema_decay > 0 else (),
-        off_policy_steps=cfg.train.off_policy_steps, streamed=tuple(streamed),
+        off_policy_steps=cfg.train.off_policy_steps, streamed=tuple(streamed), fused=tuple(fused),
         threads_per_worker=threads_per_worker,
         eval_every=cfg.train.eval_every,
     )
@@ -169,7 +170,7 @@ def prepare_run(experiment: Experiment, *, world_size: int, plan: Plan | None = 
     run = RunDir(Path(cfg.train.run_dir).resolve())
     if cfg.train.resume:
         point, plan = resume_point(experiment, world_size=world_size, plan=plan)
-        job = make_job(experiment, dict(plan.layouts), resume_from=str(point.path), streamed=plan.streamed,
+        job = make_job(experiment, dict(plan.layouts), resume_from=str(point.path), streamed=plan.streamed, fused=plan.fused,
                        threads_per_worker=plan.threads_per_worker)
         run.create(resume=True)
         MetricsWriter(run.metrics).truncate_after(point.meta.iteration)
@@ -179,7 +180,7 @@ def prepare_run(experiment: Experiment, *, world_size: int, plan: Plan | None = 
     else:
         if plan is None:
             plan = plan_experiment(experiment, compare=compare).plan
-        job = make_job(experiment, dict(plan.layouts), streamed=plan.streamed,
+        job = make_job(experiment, dict(plan.layouts), streamed=plan.streamed, fused=plan.fused,
                        threads_per_worker=plan.threads_per_worker)
         run.create(resume=False)
         plan.save(run.plan)
@@ -224,7 +225,7 @@ def worker_entry(experiment: Experiment, plan_file: str) -> int:
         torch.cuda.set_device(local_rank)
     set_worker_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     # checks the config on every rank, before joining
-    job = make_job(experiment, dict(plan.layouts), streamed=plan.streamed, threads_per_worker=plan.threads_per_worker)
+    job = make_job(experiment, dict(plan.layouts), streamed=plan.streamed, fused=plan.fused, threads_per_worker=plan.threads_per_worker)
     dist.init_process_group(backend, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=cfg.cluster.collective_timeout_s))
     box: list[Any] = [None]

@@ -235,6 +235,16 @@ def without_cuda_rewrites() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def in_thread() -> Iterator[None]:
+    """The process's CPU device mode in another thread (torch function modes are per thread)."""
+    if _STATE["mode"] is None:
+        yield
+        return
+    with _CpuAsCudaMode():
+        yield
+
+
 def patches_applied() -> bool:
     """Whether `apply_platform_patches` has run in this process."""
     return bool(_STATE["applied"])

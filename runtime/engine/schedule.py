@@ -217,13 +217,27 @@ class Trainer:
         self.last_lr = lr
 
     def train_step(self, mbs: list[SeqBatch], loss_fn: LossFn, args: OptimArgs) -> dict[str, float]:
-        """One optimizer step over the micro-batches; returns summed report scalars + stats."""
-        engine = self.engine
+        """One optimizer step over the micro-batches; returns summed report scalars + stats.
+        Inside a fused pair (`runtime.engine.fused`), the step runs in the pair's one pipeline."""
+        from runtime.engine import fused
+
+        pair = fused.current()
+        if pair is not None:
+            return pair.train_step(self, mbs, loss_fn, args)
+        self.begin_step(args)
+        return self.finish_step(run_micro_batches(self.engine, mbs, loss_fn, forward_only=False))
+
+    def begin_step(self, args: OptimArgs) -> None:
+        """Before a step's micro-batches: learning rate, training mode, zeroed gradients."""
         self._apply_args(args)
-        engine.set_training(True)
-        engine.model.zero_grad_buffer()
+        self.engine.set_training(True)
+        self.engine.model.zero_grad_buffer()
         self.optimizer.zero_grad()
-        reports = run_micro_batches(engine, mbs, loss_fn, forward_only=False)
+
+    def finish_step(self, reports: list[dict[str, Any]]) -> dict[str, float]:
+        """After a step's micro-batches (gradients finalized): the optimizer step, the EMA and
+        the summed reports."""
+        engine = self.engine
         ok, grad_norm, _ = self.optimizer.step()
         self.step += 1
         ema = engine.ema  # set by the executor when the run keeps an EMA

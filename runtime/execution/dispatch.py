@@ -8,7 +8,8 @@
 - `RUN`: run the call's interface on this rank's engine;
 - `FREE`: drop a trained model's replica storage after its last use in the iteration;
 - `STREAM`: a generate call streaming finished samples into inference calls on other ranks
-  (`runtime.execution.streaming`).
+  (`runtime.execution.streaming`);
+- `FUSE`: two train calls on one placement, their steps in one pipeline (`runtime.engine.fused`).
 
 A step of any other kind is a bug and raises at once (the step types are an enum; the
 table below must cover every member, which a test checks).
@@ -29,7 +30,7 @@ from graph.spec import Call, CallKind, ModelSpec
 from runtime.data.binding import Field, Payload, assemble_inputs, extract_outputs, side_inputs
 from runtime.data.records import Record
 from runtime.data.tokenizer import Tokenizer
-from runtime.engine import platform
+from runtime.engine import fused, platform
 from runtime.execution import streaming
 from runtime.execution.engines import EngineSet, local_shards
 from runtime.execution.evaluation import evaluate, reward_call
@@ -69,6 +70,7 @@ class StepDispatcher:
         StepKind.RUN: "_run",
         StepKind.FREE: "_free",
         StepKind.STREAM: "_stream",
+        StepKind.FUSE: "_fuse",
     }
     """Step kind -> the method that executes it."""
 
@@ -202,6 +204,25 @@ class StepDispatcher:
             if c in mine and self.rank == lay.mesh.devices[0]:
                 result = streaming.join_result(acc.results.get(c.name, []), order)
                 log.record_call(c, result, acc.seconds.get(c.name, 0.0), payloads)
+
+    def _fuse(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
+        calls = [self.graph.call(n) for n in (step.call, *step.consumers)]
+        jobs = []
+        for call in calls:
+            engine = self.engines.get(call.model, self.job.layouts[call.name])
+            ctx, batch = self._context(call, payloads, it), assemble_inputs(call, payloads)
+            jobs.append(lambda call=call, engine=engine, ctx=ctx, batch=batch:
+                        run_interface(call.interface, engine, batch, call.args, ctx))
+        start = time.perf_counter()
+        first, second, steps = fused.run_pair(jobs[0], jobs[1])
+        elapsed = time.perf_counter() - start
+        for call, result in zip(calls, (first, second)):
+            payloads.update(extract_outputs(call, result))
+            if self.rank == self.job.layouts[call.name].mesh.devices[0]:
+                # one wall time for both calls: each is charged half of it
+                log.record_call(call, result, elapsed / 2, payloads)
+        if self.rank == self.job.layouts[step.call].mesh.devices[0]:
+            log.stats.setdefault("fusion", {})[f"{step.call}+{step.consumers[0]}"] = float(steps)
 
     def _free(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
         call = self.graph.call(step.call)

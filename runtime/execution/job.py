@@ -51,6 +51,8 @@ class Job:
     """1: generate calls run one batch ahead with weights one version old (graph.overlap)."""
     streamed: tuple[tuple[str, str], ...] = ()
     """(generate call, inference call) edges whose samples stream in chunks (Plan.streamed)."""
+    fused: tuple[tuple[str, str], ...] = ()
+    """(train call, train call) pairs that run as one fused pipeline step (Plan.fused)."""
     threads_per_worker: int = 0
     """Torch threads of every worker, from the plan (0: leave the launcher's equal share)."""
     eval_every: int = 0

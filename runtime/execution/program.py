@@ -7,7 +7,9 @@ A step is plain data: what to do, for which call, and which ranks take part.
 - `send`: rank `src` sends data key `key` to rank `dst`, which lacks it;
 - `run`: the call's mesh runs it;
 - `free`: the call's mesh drops the storage of a trained model's replica after its last
-  use (the next iteration's `realloc` rewrites all of it).
+  use (the next iteration's `realloc` rewrites all of it);
+- `stream`: a generate call streaming samples into inference calls (inter-stage fusion);
+- `fuse`: two train calls on one placement, their steps in one pipeline (intra-stage fusion).
 
 The steps of an iteration form one global order; each rank executes the sub-list of the
 steps it takes part in, in that order. Two ranks therefore meet their shared steps in
@@ -39,6 +41,7 @@ class StepKind(enum.Enum):
     RUN = "run"
     FREE = "free"
     STREAM = "stream"
+    FUSE = "fuse"
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class Step:
     """0: the iteration's own batch; 1: the next batch (a generate call running one step
     off-policy, see graph.overlap)."""
     consumers: tuple[str, ...] = ()
-    """STREAM: the inference calls the generate call `call` streams its samples to."""
+    """STREAM: the inference calls the generate call `call` streams its samples to; FUSE: the
+    train call that runs fused with `call` (runtime.engine.fused)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, StepKind):
@@ -69,6 +73,8 @@ class Step:
             text = f"run {self.call} on {list(self.ranks)}"
         elif self.kind is StepKind.STREAM:
             text = f"stream {self.call} into {', '.join(self.consumers)} on {list(self.ranks)}"
+        elif self.kind is StepKind.FUSE:
+            text = f"fuse {self.call} + {', '.join(self.consumers)} on {list(self.ranks)}"
         else:
             text = f"{self.kind.value} {self.model} for {self.call} on {list(self.ranks)}"
         return text + (" (next batch)" if self.ahead else "")
@@ -109,7 +115,8 @@ def replica_last_uses(graph: DataflowGraph, layouts: Mapping[str, Layout]) -> se
 def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, world_size: int,
                       first: bool, free_replicas: bool = True, ahead: tuple[str, ...] = (),
                       prologue: bool | None = None, last: bool = False,
-                      streamed: tuple[tuple[str, str], ...] = ()) -> tuple[Step, ...]:
+                      streamed: tuple[tuple[str, str], ...] = (),
+                      fused: tuple[tuple[str, str], ...] = ()) -> tuple[Step, ...]:
     """The global step order of one iteration.
 
     `ahead` names the generate calls that run one batch ahead (one-step off-policy, see
@@ -117,8 +124,13 @@ def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, wo
     `streamed` (generate call, inference call) edges run as one STREAM step per generate call
     (`runtime.execution.streaming`), after the refreshes of every replica it involves; the
     streamed calls' outputs are then held by their meshes, and the generate call's by its
-    mesh and theirs.
+    mesh and theirs. `fused` (train call, train call) pairs run as one FUSE step at the first
+    call's place (graph.overlap.intra_candidates checked that the second can move there).
     """
+    if ahead and fused:
+        raise ValueError("bug: fused train pairs and one-step off-policy together (graph.overlap.check_fusion refuses it)")
+    fused_with = dict(fused)
+    fused_later = set(fused_with.values())
     if ahead and streamed:
         raise ValueError("bug: streaming and one-step off-policy together (graph.overlap.check_fusion refuses it)")
     stream_of: dict[str, list[str]] = {}
@@ -139,8 +151,8 @@ def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, wo
     holders: dict[str, set[int]] = {key: set(range(world_size)) for key in graph.dataset_keys}
     steps: list[Step] = []
     for call in graph.calls:
-        if call.name in fused:
-            continue  # ran inside its generate call's STREAM step
+        if call.name in fused or call.name in fused_later:
+            continue  # ran inside its generate call's STREAM step, or its partner's FUSE step
         layout = layouts[call.name]
         mesh = tuple(layout.mesh.devices)
         consumers = [graph.call(n) for n in graph.topological_order() if n in stream_of.get(call.name, ())]
@@ -173,14 +185,20 @@ def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, wo
                 src = senders[i % len(senders)]
                 steps.append(Step(StepKind.SEND, call.name, (src, dst), key=key, src=src, dst=dst))
             have.update(needers)
-        steps.append(Step(StepKind.RUN, call.name, mesh, model=call.model))
-        for key in call.outputs:
-            holders[key] = set(mesh)
-        if call.name in free_after:
-            steps.append(Step(StepKind.FREE, call.name, mesh, model=call.model))
-        if call.kind is CallKind.TRAIN:
-            stale.update((c.model, layouts[c.name]) for c in graph.calls_of(call.model)
-                         if layouts[c.name] != layout)
+        partner = graph.call(fused_with[call.name]) if call.name in fused_with else None
+        if partner is not None:
+            _sends(steps, partner.name, partner.inputs, mesh, holders, 0)
+            steps.append(Step(StepKind.FUSE, call.name, mesh, model=call.model, consumers=(partner.name,)))
+        else:
+            steps.append(Step(StepKind.RUN, call.name, mesh, model=call.model))
+        for c in [call] if partner is None else [call, partner]:
+            for key in c.outputs:
+                holders[key] = set(mesh)
+            if c.name in free_after:
+                steps.append(Step(StepKind.FREE, c.name, mesh, model=c.model))
+            if c.kind is CallKind.TRAIN:
+                stale.update((o.model, layouts[o.name]) for o in graph.calls_of(c.model)
+                             if layouts[o.name] != layouts[c.name])
     return tuple(steps)
 
 

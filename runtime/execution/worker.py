@@ -83,7 +83,7 @@ class Worker:
         self.programs: dict[tuple[bool, bool, bool], Any] = {
             (first, prologue, last): rank_program(compile_iteration(
                 self.graph, job.layouts, world_size=ctx.world_size, first=first, free_replicas=job.free_replicas,
-                ahead=self.ahead, prologue=prologue, last=last, streamed=job.streamed), self.rank)
+                ahead=self.ahead, prologue=prologue, last=last, streamed=job.streamed, fused=job.fused), self.rank)
             for first in (True, False) for prologue in ((True, False) if self.ahead else (first,))
             for last in ((False, True) if self.ahead else (False,))
         }

@@ -8,6 +8,8 @@ from graph.overlap import (
     ahead_calls,
     check_fusion,
     check_off_policy_steps,
+    intra_candidates,
+    intra_pairs,
     stream_candidates,
     streamed_edges,
 )
@@ -35,12 +37,29 @@ def test_fusion_values():
     assert check_fusion("auto", 1) == "auto"
     with pytest.raises(UserError, match="not one of off, inter, intra, all, auto"):
         check_fusion("yes")
-    with pytest.raises(UserError, match="intra-stage fusion.*not implemented"):
-        check_fusion("intra")
+    assert check_fusion("intra") == "intra" and check_fusion("all") == "all"
     with pytest.raises(UserError, match="set one of them off"):
         check_fusion("inter", 1)
-    with pytest.raises(UserError, match="plan.fusion=all"):
-        load_experiment("ppo_tiny", ["plan.fusion=all"])
+    with pytest.raises(UserError, match="plan.fusion=all streams"):
+        load_experiment("ppo_tiny", ["plan.fusion=all", "train.off_policy_steps=1"])
+    with pytest.raises(UserError, match="plan.fusion=intra with train.off_policy_steps=1"):
+        check_fusion("intra", 1)
+
+
+def test_intra_candidates_share_devices_and_pipeline_degree():
+    same = {c.name: (0, 1, 2, 3) for c in PPO.calls}
+    pp2 = {c.name: (2, 1, 2) for c in PPO.calls}
+    assert intra_candidates(PPO, same, pp2) == (("actor_train", "critic_train"),)
+    assert intra_pairs(PPO, same, pp2, "intra") == intra_pairs(PPO, same, pp2, "all") == intra_candidates(PPO, same, pp2)
+    assert intra_pairs(PPO, same, pp2, "inter") == () == intra_pairs(PPO, same, pp2, "auto")
+    # pp=1 has no bubble to fill; different devices or pipeline degrees cannot share one schedule
+    assert intra_candidates(PPO, same, {**pp2, "actor_train": (4, 1, 1), "critic_train": (4, 1, 1)}) == ()
+    assert intra_candidates(PPO, same, {**pp2, "critic_train": (1, 1, 4)}) == ()
+    assert intra_candidates(PPO, same, {**pp2, "critic_train": (1, 2, 2)}) == ()
+    assert intra_candidates(PPO, {**same, "critic_train": (0, 1)}, pp2) == ()
+    # one train call (DPO) has nothing to pair with
+    dpo = load_experiment("dpo_tiny").graph
+    assert intra_candidates(dpo, {c.name: (0, 1) for c in dpo.calls}, {c.name: (1, 1, 2) for c in dpo.calls}) == ()
 
 
 def test_stream_candidates_need_disjoint_meshes_and_inference_consumers():

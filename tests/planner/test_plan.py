@@ -108,3 +108,23 @@ def test_streamed_edges_round_trip_and_are_checked(tmp_path):
     bad.save(tmp_path / "bad.yaml")
     with pytest.raises(ValueError, match="streamed edge gen -> actor_train cannot stream"):
         _from_file(ctx, str(tmp_path / "bad.yaml"))
+
+
+def test_fused_pairs_round_trip_and_are_checked(tmp_path):
+    from planner.make import _from_file
+
+    pipe = on(0, 2, pp=2)
+    layouts = {"gen": on(0, 1), "actor_train": pipe, "ref_inf": on(1, 1), "values": on(1, 1), "critic_train": pipe}
+    ctx = PlanContext(fan_graph(), FixedCost(CLUSTER, times=TIMES), fusion="intra")
+    plan = ctx.evaluate(layouts, "manual")
+    assert plan.fused == (("actor_train", "critic_train"),)
+    back = load_plan(plan.save(tmp_path / "plan.yaml"))
+    assert back.fused == plan.fused
+    assert "fused" not in _plan().to_dict()
+    assert _from_file(ctx, str(tmp_path / "plan.yaml")).fused == plan.fused
+    # a plan file may not fuse train calls on different layouts
+    bad = dataclasses.replace(back, calls=tuple(dataclasses.replace(c, layout=on(0, 2)) if c.name == "critic_train"
+                                                else c for c in back.calls))
+    bad.save(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="fused pair actor_train \\+ critic_train cannot fuse"):
+        _from_file(ctx, str(tmp_path / "bad.yaml"))

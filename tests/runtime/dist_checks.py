@@ -469,3 +469,21 @@ def off_policy_reference(ctx: Any, job: Any) -> list[Any]:
 def run_jobs_and_reference(ctx: Any, jobs: list[Any], reference: Any) -> tuple[list[Any], list[Any]]:
     """`run_jobs`, then `off_policy_reference` on `reference`, in the same launch."""
     return run_jobs(ctx, jobs), off_policy_reference(ctx, reference)
+
+
+def run_jobs_with_weights(ctx: Any, jobs: list[Any], roles: tuple[str, ...]) -> list[Any]:
+    """Every job's Worker in one launch: (history, {role: this rank's parameter shards after
+    the run, as float64 copies by name}) per job."""
+    from runtime.execution.worker import Worker
+
+    out = []
+    for job in jobs:
+        w = Worker(ctx, job)
+        history = w.run()
+        weights = {}
+        for role in roles:
+            engine = w.engines.home(role)
+            if engine is not None:
+                weights[role] = {n: s.tensor.detach().double().clone() for n, s in engine.named_local_shards().items()}
+        out.append((history, weights))
+    return out

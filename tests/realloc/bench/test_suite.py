@@ -213,10 +213,14 @@ def test_fusion_section_renders_measured_and_published_rows() -> None:
                                                                    "streamed": [["actor_gen", "ref_inf"]]}}},
             "published": [{"setting": "S", "unfused": {"iteration_s": 10.0},
                            "fused": {"iteration_s": 8.0, "speedup": 1.25}, "auto": {"iteration_s": None},
+                           "intra": {"iteration_s": 9.0, "speedup": 1.111},
                            "off_policy": {"iteration_s": 5.0, "speedup": 2.0}}]}
     text = "\n".join(bench.get_section("fusion").render(data))
     assert "| split_fused | 0.5 | 0.9 | -10.0% | 2.00x | 1.00x |" in text
-    assert "| S | 10.0 | 8.0 (1.25x) | no plan | 5.0 (2.0x) | no plan | no plan | no plan |" in text
+    assert "| S | 10.0 | 8.0 (1.25x) | 9.0 (1.111x) | no plan | 5.0 (2.0x) | - | - | - |" in text
+    old = {**data, "published": [{k: v for k, v in data["published"][0].items() if k != "intra"}]}
+    assert "| S | 10.0 | 8.0 (1.25x) | - | no plan | 5.0 (2.0x) | - | - | - |" in "\n".join(
+        bench.get_section("fusion").render(old))
     rows = bench._readme_rows({"fusion": {"status": "ok", "data": data}})
     assert rows[0][1].startswith("unfused: 1.00 s (1.00x; est. 0.90 s); split_fused: 0.50 s (2.00x")
 

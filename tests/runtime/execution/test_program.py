@@ -171,3 +171,20 @@ def test_streamed_iteration_by_hand():
         "run actor_train on [0, 1, 2, 3]",
         "run critic_train on [2, 3]",
     ]
+
+
+def test_fused_train_pair_is_one_step_by_hand():
+    """actor_train and critic_train both on [0-3] (dp 2 x pp 2) with plan.fusion intra: one FUSE
+    step at actor_train's place, after the sends both calls need; the critic's replica on [2, 3]
+    is refreshed next iteration as before."""
+    train = Layout(mesh=DeviceMesh.span(0, 4), dp=2, tp=1, pp=2)
+    layouts = {**LAYOUTS, "actor_train": train, "critic_train": train}
+    pair = (("actor_train", "critic_train"),)
+    steps = [str(s) for s in compile_iteration(GRAPH, layouts, world_size=4, first=False, fused=pair)]
+    unfused = [str(s) for s in compile_iteration(GRAPH, layouts, world_size=4, first=False)]
+    i = unfused.index("run actor_train on [0, 1, 2, 3]")
+    assert unfused[i + 1:] == ["run critic_train on [0, 1, 2, 3]"]
+    # critic_train's inputs (seq, values, rewards, ...) are all sent before actor_train in both
+    assert steps == [*unfused[:i], "fuse actor_train + critic_train on [0, 1, 2, 3]"]
+    assert all(s.kind is not StepKind.RUN or s.call != "critic_train"
+               for s in compile_iteration(GRAPH, layouts, world_size=4, first=False, fused=pair))
