@@ -1,4 +1,4 @@
-"""Fit the search's work units (planner.simulator) to the CPU time the simulator really takes.
+"""Fit the search's work units (planner.work_units) to the CPU time the simulator really takes.
 
     PYTHONPATH=$PWD python experiments/bench/search_units.py [--states 60] [--seed 0]
 
@@ -9,7 +9,7 @@ core (process CPU time, the least of three tries) pricing each reallocation and 
 transfer with empty caches, and each simulation with full ones, fits the unit constants
 by least squares on relative error, and prints them with the ratio of predicted to
 measured time per experiment before and after the fit. Paste the fitted constants into
-planner/simulator.py. CPU time is less sensitive than wall time to other processes, but a
+planner/work_units.py. CPU time is less sensitive than wall time to other processes, but a
 loaded machine still inflates it: the 1-minute load average is printed.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-import planner.simulator as simulator
+import planner.work_units as units
 from planner.context import PlanContext
 
 EXPERIMENTS = (
@@ -67,13 +67,13 @@ def _samples(name: str, overrides: list[str], num_states: int, seed: int) -> dic
                     cost._realloc_cache.clear()
                     cost.realloc_estimate(model, a, b)
 
-                out["realloc"].append((simulator.realloc_pieces(a, b), a.mesh.size + b.mesh.size, _cpu(price)))
+                out["realloc"].append((units.realloc_pieces(a, b), a.mesh.size + b.mesh.size, _cpu(price)))
             for j, key in sim.data_in[i]:
                 if cands[j].key != cands[i].key:
                     src, dst = cands[j].layout, cands[i].layout
                     t = _cpu(lambda j=j, i=i, key=key, src=src, dst=dst: cost.data_estimate(
                         exp.graph.calls[j], exp.graph.calls[i], key, src, dst))
-                    out["data"].append((simulator.data_receivers(src, dst), t))
+                    out["data"].append((units.data_receivers(src, dst), t))
         sim.simulate(cands)  # prices the moves: the timed runs below find them cached
         t = _cpu(lambda cands=cands: sim.simulate(cands))
         out["sim"].append((sim.last_incidences, t, bool(sim.host_cores)))
@@ -92,7 +92,7 @@ def _fit(rows: np.ndarray, t: np.ndarray, groups: np.ndarray) -> np.ndarray:
 def _units(consts: dict[str, float], kind: str, row: tuple) -> float:
     """Predicted units of one sample under `consts` (the committed value where absent)."""
     def g(name: str) -> float:
-        return consts.get(name, getattr(simulator, name))
+        return consts.get(name, getattr(units, name))
 
     if kind == "realloc":
         return g("REALLOC_BASE_UNITS") + g("REALLOC_PIECE_UNITS") * row[0] + g("REALLOC_DEVICE_UNITS") * row[1]
@@ -135,13 +135,13 @@ def main() -> None:
                  np.array([g for *_, g in sims]))
         fitted.update(SIM_BASE_UNITS=c[0], SIM_INCIDENCE_UNITS=c[1])
     if shared:
-        base = fitted.get("SIM_BASE_UNITS", simulator.SIM_BASE_UNITS)
+        base = fitted.get("SIM_BASE_UNITS", units.SIM_BASE_UNITS)
         k = np.array([k for k, _, _ in shared], dtype=float)
         t = np.array([t for _, t, _ in shared])
         fitted["SHARED_INCIDENCE_UNITS"] = float(np.median((t - base) / k))
     for stage, consts in (("committed", {}), ("fitted", fitted)):
         print(f"\n{stage} constants: " + ", ".join(
-            f"{k}={consts.get(k, getattr(simulator, k)):.3g}" for k in fitted))
+            f"{k}={consts.get(k, getattr(units, k)):.3g}" for k in fitted))
         for label, s in per_exp.items():
             parts = []
             for kind in ("realloc", "data", "sim"):

@@ -255,7 +255,7 @@ def test_search_with_the_analytic_cost_model_equals_exact_search(memory_gib):
 def test_the_budget_counts_pricing_the_moves(monkeypatch):
     """Pricing a move the simulator has not seen is charged to the budget (at 128 GPUs it
     costs far more than a simulation): dearer moves leave room for fewer plans."""
-    import planner.simulator as simulator
+    import planner.work_units as units
 
     def evaluations() -> tuple[int, float]:
         ctx = _analytic_ppo_ctx(10.0)
@@ -263,7 +263,7 @@ def test_the_budget_counts_pricing_the_moves(monkeypatch):
         return found.stats.num_evaluations, ctx.sim.work_units
 
     cheap, cheap_units = evaluations()
-    monkeypatch.setattr(simulator, "REALLOC_BASE_UNITS", 100 * simulator.REALLOC_BASE_UNITS)
+    monkeypatch.setattr(units, "REALLOC_BASE_UNITS", 100 * units.REALLOC_BASE_UNITS)
     dear, dear_units = evaluations()
     assert cheap_units > 0 and dear_units > cheap_units
     assert dear < cheap / 2
