@@ -46,6 +46,8 @@ A sequence role after a call's first input is a batch of its own (ptx: pretraini
 sequences mixed into the PPO actor loss), not a field of the first input."""
 PER_SEQUENCE_ROLES = frozenset({"rewards", "baseline_rewards", "answers"})
 """Roles holding one value per sequence; the remaining value roles hold one per token."""
+REHEARSAL_SOURCES = ("rollouts", "data")
+"""Where ppo_actor's Selective Rehearsal draws its pairs from (PPOActorArgs.rehearsal_source)."""
 
 
 def interface(name: str, kind: CallKind, *, inputs: tuple[str, ...], outputs: tuple[str, ...] = (),
@@ -370,7 +372,11 @@ class PPOActorArgs(OptimArgs):
     rehearsal_per_cluster: int = 2
     """Rollouts kept per cluster: the highest-reward ones whose reward (advantage) is > rehearsal_min_reward."""
     rehearsal_min_reward: float = 0.0
-    """A rollout is kept only above this reward (0: better than expected under the AM)."""
+    """A rollout is kept only above this reward (0: better than expected under the AM); rehearsal_source=rollouts only."""
+    rehearsal_source: str = "rollouts"
+    """Where the rehearsed pairs come from: rollouts (this iteration's PPO rollouts, ranked by reward) or data (the supervised pool at rehearsal_path, ranked by the policy's mean log-likelihood of the reference answer)."""
+    rehearsal_path: str | None = None
+    """rehearsal_source=data: JSONL of {prompt, answer} records (the data.ptx format), the rehearsal pool."""
     temperature: float = 1.0
     """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
@@ -381,6 +387,14 @@ class PPOActorArgs(OptimArgs):
             raise ValueError(f"rehearsal_coef must be >= 0, got {self.rehearsal_coef}")
         if min(self.rehearsal_every, self.rehearsal_clusters, self.rehearsal_per_cluster) < 1:
             raise ValueError("rehearsal_every, rehearsal_clusters and rehearsal_per_cluster must be >= 1")
+        if self.rehearsal_source not in REHEARSAL_SOURCES:
+            raise ValueError(f"rehearsal_source: {self.rehearsal_source!r} is not one of {', '.join(REHEARSAL_SOURCES)}")
+        if self.rehearsal_source == "data" and self.rehearsal_coef > 0 and not self.rehearsal_path:
+            raise ValueError("rehearsal_source=data needs the pool: set graph.train.rehearsal_path to a JSONL of "
+                             "{prompt, answer} records")
+        if self.rehearsal_path and self.rehearsal_source != "data":
+            raise ValueError(f"rehearsal_path={self.rehearsal_path!r} is read only with rehearsal_source=data; "
+                             "set graph.train.rehearsal_source=data or rehearsal_path=null")
         _check_reward_shaping(self)
         if self.ppo_epochs < 1 or self.mini_batches < 1:
             raise ValueError("ppo_epochs and mini_batches must be >= 1")

@@ -417,8 +417,28 @@ def check_data(cfg: ExperimentConfig, graph: DataflowGraph) -> None:
             if len(records) < need:
                 raise ConfigError(f"{where}: {len(records)} ptx records cannot fill one iteration's ptx "
                                   f"batch of {need} (as many as the actor trains on); give more records")
+    _check_rehearsal_pool(graph)
     _check_reward_functions(graph, columns)
     _check_eval(cfg, graph)
+
+
+def _check_rehearsal_pool(graph: DataflowGraph) -> None:
+    """A ppo_actor rehearsing from data (graph.train.rehearsal_source=data) names a readable
+    JSONL of {prompt, answer} records with at least one record."""
+    from runtime.data.records import load_records
+
+    for call in graph.calls:
+        args = call.args
+        if getattr(args, "rehearsal_source", "rollouts") != "data" or float(args.rehearsal_coef) <= 0:
+            continue
+        try:
+            records = load_records(fmt="prompt_answer", path=args.rehearsal_path, generator=None, num_records=0,
+                                   seed=0)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"graph.train.rehearsal_path: {exc}") from None
+        if not records:
+            raise ConfigError(f"graph.train.rehearsal_path: {args.rehearsal_path} has no records; "
+                              "give a JSONL of {prompt, answer} records")
 
 
 def _check_reward_functions(graph: DataflowGraph, columns: set[str] | None) -> None:

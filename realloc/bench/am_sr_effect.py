@@ -14,8 +14,12 @@ multiplication (one-digit answers). Per seed:
    subtraction cannot tell right from off-by-one;
 3. PPO of the SFT actor on addition and subtraction prompts only (multiplication is the
    held-out skill), against: the RM (`ppo_rm`), the AM (`ppo_am`), the AM with Selective
-   Rehearsal (`ppo_am_sr`); control: the SFT actor itself (no PPO) and PPO on the exact-match
-   rule (`ppo_rule`, the true reward).
+   Rehearsal from the rollouts (`ppo_am_sr`, graph.train.rehearsal_source=rollouts), the AM
+   with Selective Rehearsal from the SFT data (`ppo_am_srdata`, rehearsal_source=data: the pool
+   is the SFT pairs of all three kinds, multiplication included, each pair once); control: the
+   SFT actor itself (no PPO) and PPO on the exact-match rule (`ppo_rule`, the true reward).
+`--forgetting` runs only what the forgetting comparison needs (sft, am, ppo_am, ppo_am_sr,
+ppo_am_srdata; no RM scores).
 Every actor is then decoded greedily on every prompt of each kind; the table gives per kind the
 rule accuracy and the mean score of the greedy answers under the RM and under the AM. Reward
 hacking shows as a model score that goes up while the rule accuracy goes down; forgetting as
@@ -36,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("add", "sub", "mul")
+FORGETTING = ("sft", "am", "ppo_am", "ppo_am_sr", "ppo_am_srdata")
+"""The stages of the forgetting comparison (--forgetting)."""
 OPS = {"add": "+", "sub": "-", "mul": "*"}
 
 
@@ -76,7 +82,9 @@ def make_data(root: Path, seed: int) -> dict[str, str]:
         pref.append({"prompt": p, "chosen": str(chosen), "rejected": str(rejected)})
     ppo = [{"prompt": p, "answer": str(v)} for k in ("add", "sub") for p, v in allp[k]]
     ppo = [rng.choice(ppo) for _ in range(512)]
+    pool = [{"prompt": p, "answer": str(v)} for k in KINDS for p, v in allp[k]]
     return {"sft": write_jsonl(root / "data" / "sft.jsonl", sft),
+            "pool": write_jsonl(root / "data" / "sft_pool.jsonl", pool),
             "pref": write_jsonl(root / "data" / "pref.jsonl", pref),
             "ppo": write_jsonl(root / "data" / "ppo.jsonl", ppo)}
 
@@ -118,6 +126,10 @@ def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: 
                                 f"models.critic.checkpoint={am}/models/reward", "graph.reward_form=advantage"]),
         "ppo_am_sr": ("ppo_tiny", [*ppo_common, *neural, f"models.reward.checkpoint={am}/models/reward",
                                    f"models.critic.checkpoint={am}/models/reward", "graph.reward_form=advantage", *sr]),
+        "ppo_am_srdata": ("ppo_tiny", [*ppo_common, *neural, f"models.reward.checkpoint={am}/models/reward",
+                                       f"models.critic.checkpoint={am}/models/reward", "graph.reward_form=advantage",
+                                       *sr, "graph.train.rehearsal_source=data",
+                                       f"graph.train.rehearsal_path={data['pool']}"]),
     }
 
 
@@ -169,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ppo-iterations", type=int, default=200)
     ap.add_argument("--ppo-lr", type=float, default=1e-4, help="the actor's PPO learning rate")
     ap.add_argument("--only", nargs="*", default=None, help="run only these stages (sft rm am ppo_rule ...)")
+    ap.add_argument("--forgetting", action="store_true",
+                    help=f"run only the forgetting comparison's stages ({' '.join(FORGETTING)})")
     args = ap.parse_args(argv)
+    if args.forgetting:
+        args.only = [n for n in FORGETTING if args.only is None or n in args.only]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -186,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.only is None or name in args.only:
                 print(f"seed {seed}: {name}", flush=True)
                 realloc_run(exp, root / name, ovs, root / "logs" / f"{name}.log")
-        scorers = {"rm": score_model(root / "rm" / "models" / "reward", advantage=False),
-                   "am": score_model(root / "am" / "models" / "reward", advantage=True)}
-        for name in ("sft", "ppo_rule", "ppo_rm", "ppo_am", "ppo_am_sr"):
+        scorers = {key: score_model(root / key / "models" / "reward", advantage=key == "am")
+                   for key in ("rm", "am") if (root / key / "models" / "reward").is_dir()}
+        for name in ("sft", "ppo_rule", "ppo_rm", "ppo_am", "ppo_am_sr", "ppo_am_srdata"):
             actor = root / name / "models" / "actor"
             if actor.is_dir():
                 res = evaluate(actor, scorers)
@@ -210,7 +226,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    colours = {"ppo_rule": "grey", "ppo_rm": "tab:red", "ppo_am": "tab:blue", "ppo_am_sr": "tab:green"}
+    colours = {"ppo_rule": "grey", "ppo_rm": "tab:red", "ppo_am": "tab:blue", "ppo_am_sr": "tab:green",
+               "ppo_am_srdata": "tab:purple"}
     for name, res in results.items():
         run = name.split("/")[-1]
         if "curves" not in res:
@@ -234,7 +251,8 @@ def table(results: dict[str, Any]) -> str:
     head = "| run | " + " | ".join(f"{k} acc | {k} RM | {k} AM" for k in KINDS) + " |"
     lines = [head, "|" + "---|" * (1 + 3 * len(KINDS))]
     for name, res in results.items():
-        cells = [f"{res[f'{k}/accuracy']:.2f} | {res[f'{k}/rm_score']:+.2f} | {res[f'{k}/am_score']:+.2f}" for k in KINDS]
+        cells = [" | ".join([f"{res[f'{k}/accuracy']:.2f}", *(f"{res[key]:+.2f}" if key in res else "-" for key in
+                                                               (f"{k}/rm_score", f"{k}/am_score"))]) for k in KINDS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -27,8 +27,16 @@ from graph.dataflow import DataflowGraph
 from graph.placement.layout import Layout
 from graph.placement.transfer import TransferPlan, plan_transfer
 from graph.spec import Call, CallKind, ModelSpec
-from runtime.data.binding import Field, Payload, assemble_inputs, extract_outputs, side_inputs
-from runtime.data.records import Record
+from runtime.data.batch import SeqBatch
+from runtime.data.binding import (
+    Field,
+    Payload,
+    assemble_inputs,
+    dataset_payloads,
+    extract_outputs,
+    side_inputs,
+)
+from runtime.data.records import Record, load_records
 from runtime.data.tokenizer import Tokenizer
 from runtime.engine import fused, platform
 from runtime.execution import streaming
@@ -63,6 +71,8 @@ class StepDispatcher:
         """This iteration's dataset records by prompt id (the worker sets them)."""
         self.eval_records: list[Record] | None = None
         """Validation records to score after this iteration's generate call; None: not this iteration."""
+        self.rehearsal_pools: dict[str, SeqBatch] = {}
+        """Selective Rehearsal pools (graph.train.rehearsal_source=data) by path, tokenised once."""
 
     HANDLERS: dict[StepKind, str] = {
         StepKind.REALLOC: "_reallocate",
@@ -120,10 +130,22 @@ class StepDispatcher:
         return CallContext(eos_ids=(self.tok.eos_id,), decode=self.tok.decode,
                            rule=self.graph.models[call.model].rule, seed=self.job.seed, step=it,
                            total_steps=self.job.iterations, micro_batches=layout.micro_batches,
-                           side_inputs=side_inputs(call, payloads),
+                           side_inputs={**side_inputs(call, payloads), **self._rehearsal_pool(call)},
                            reward_functions=self.reward_functions.get(call.model, ()),
                            reward_time_limit_s=self.graph.models[call.model].time_limit_s,
                            rows=self._sample_rows(call, payloads), **extra)
+
+    def _rehearsal_pool(self, call: Call) -> dict[str, SeqBatch]:
+        """{"rehearsal_pool": the whole pool} for a call rehearsing from data, else {}."""
+        args = call.args
+        if getattr(args, "rehearsal_source", "rollouts") != "data" or float(args.rehearsal_coef) <= 0:
+            return {}
+        path = str(args.rehearsal_path)
+        if path not in self.rehearsal_pools:
+            records = load_records(fmt="prompt_answer", path=path, generator=None, num_records=0, seed=0)
+            self.rehearsal_pools[path] = dataset_payloads("prompt_answer", records, range(len(records)),
+                                                          self.tok)["prompt_answer"]
+        return {"rehearsal_pool": self.rehearsal_pools[path]}
 
     def _run(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog,
              **extra: Any) -> None:

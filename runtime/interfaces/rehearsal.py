@@ -12,6 +12,15 @@ cluster the `rehearsal_per_cluster` rollouts of highest reward above `rehearsal_
 re-selected every `rehearsal_every` iterations from that iteration's rollouts and
 rehearsed at every step in between (ppo_actor).
 
+`rehearsal_source=data` selects instead from a fixed supervised pool (graph.train.
+rehearsal_path: {prompt, answer} records, e.g. the SFT data), so that a skill the PPO prompts
+lack can be rehearsed. The pool's prompts are clustered the same way; the rank within a
+cluster is the policy's own mean per-token log-likelihood of the reference answer
+(`response_loglik`, higher = the policy is already good on it), not the AM's score as in the
+paper: the AM runs on another worker, on the rollouts only, and scoring a data pool there is
+not in the dataflow. No threshold applies (rehearsal_min_reward is for rewards): the top
+`rehearsal_per_cluster` of every cluster are kept.
+
 The selection functions are pure; `prompt_embeddings` runs the engine.
 """
 
@@ -109,4 +118,35 @@ def prompt_embeddings(engine: Any, batch: SeqBatch) -> torch.Tensor:
         if hook is not None:
             hook.remove()
     rows = {sid: r["emb"][j] for r in reports for j, sid in enumerate(r["ids"])}
+    return torch.stack([rows[sid] for sid in batch.ids])
+
+
+def mean_response_logprob(batch: SeqBatch, token_logprobs: torch.Tensor) -> torch.Tensor:
+    """[b] mean over each sequence's answer tokens (positions >= max(prompt_len, 1)) of
+    `token_logprobs` [b, s] (log p(token t | tokens < t)); -inf for a sequence with none."""
+    mask = batch.response_mask() & (batch.positions() >= 1)
+    lp = token_logprobs.float().cpu()[:, : mask.shape[1]]
+    total = torch.where(mask, lp, torch.zeros_like(lp)).sum(1)
+    count = mask.sum(1)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, -torch.inf))
+
+
+def response_loglik(engine: Any, batch: SeqBatch) -> torch.Tensor:
+    """[b] the policy's mean per-token log-likelihood of each sequence's answer, from a
+    forward of the whole batch on every rank (no data-parallel split). An engine may supply
+    its own `logprobs(batch)` [b, s] (tests)."""
+    own = getattr(engine, "logprobs", None)
+    if callable(own):
+        return mean_response_logprob(batch, own(batch))
+    from runtime.interfaces.inference import shifted_logprobs
+
+    def loss_fn(mb: SeqBatch, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        lp = shifted_logprobs(engine, mb, out)
+        return torch.zeros((), device=out.device), {"ids": mb.ids, "score": mean_response_logprob(mb, lp.detach())}
+
+    engine.set_training(False)
+    with torch.no_grad():
+        reports = run_micro_batches(engine, micro_batch_split(batch, engine.layout.micro_batches),
+                                    loss_fn, forward_only=True)
+    rows = {sid: r["score"][j] for r in reports for j, sid in enumerate(r["ids"])}
     return torch.stack([rows[sid] for sid in batch.ids])

@@ -14,6 +14,7 @@ Returns the mean over optimizer steps of `loss` and the interface's statistics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -335,7 +336,7 @@ def ppo_actor(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs, ctx: Cal
     kl_loss_coef = 0.0 if args.kl_in_reward else shaping["kl_coef"]
     terms = _policy_terms(engine, args.eps_clip, kl_loss_coef, "k1", args.entropy_coef, args.temperature)
     extra = (ptx, _sft_terms(engine, args.ptx_coef)) if ptx is not None and args.ptx_coef > 0 else None
-    rehearse, stats = _rehearsal_batch(engine, batch, args)
+    rehearse, stats = _rehearsal_batch(engine, batch, args, ctx)
     more = ((rehearse, _sft_terms(engine, args.rehearsal_coef, "rehearsal_loss")),) if rehearse is not None else ()
     out = _train(engine, prepared, args, ctx, terms, epochs=args.ppo_epochs,
                  mini_batches=args.mini_batches, extra=extra, extras=more)
@@ -344,18 +345,32 @@ def ppo_actor(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs, ctx: Cal
     return {**out, **shaping, **stats}
 
 
-def _rehearsal_batch(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs
+def _rehearsal_batch(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs, ctx: CallContext
                      ) -> tuple[SeqBatch | None, dict[str, float]]:
     """Selective Rehearsal (runtime.interfaces.rehearsal): every `rehearsal_every` calls,
     select from this batch's rollouts by their `rewards` (the AM's advantages) per k-means
-    cluster of the actor's prompt embeddings, and keep the selection in engine.state; return
-    the kept sequences (tiled to feed every mini-batch x dp) or None when none is kept."""
+    cluster of the actor's prompt embeddings (rehearsal_source=data: from the pool in
+    ctx.side_inputs["rehearsal_pool"] by the policy's mean log-likelihood of the answers), and
+    keep the selection in engine.state; return the kept sequences (tiled to feed every
+    mini-batch x dp) or None when none is kept."""
     if args.rehearsal_coef <= 0:
         return None, {}
     state = _engine_state(engine)
     calls = int(state.get("rehearsal/calls", 0))
     state["rehearsal/calls"] = calls + 1
-    if calls % args.rehearsal_every == 0:
+    if calls % args.rehearsal_every == 0 and args.rehearsal_source == "data":
+        pool = ctx.side_inputs.get("rehearsal_pool")
+        if pool is None:
+            raise ValueError("ppo_actor: rehearsal_source=data but the call got no rehearsal_pool side input")
+        labels = rehearsal.kmeans(rehearsal.prompt_embeddings(engine, pool), args.rehearsal_clusters)
+        scores = rehearsal.response_loglik(engine, pool)
+        kept = rehearsal.select_per_cluster(labels, scores, per_cluster=args.rehearsal_per_cluster,
+                                            min_score=-math.inf)
+        state["rehearsal/seqs"] = [pool.input_ids[i, : int(pool.seq_lens[i])].tolist() for i in kept]
+        state["rehearsal/prompt_lens"] = [int(pool.prompt_lens[i]) for i in kept]
+        state["rehearsal/kept_reward"] = float(scores[kept].mean()) if kept else 0.0
+        state["rehearsal/clusters"] = len(set(labels.tolist()))
+    elif calls % args.rehearsal_every == 0:
         rewards = _field(batch, "rewards", "ppo_actor rehearsal").float()
         has_tokens = loss_mask(batch).any(dim=1)
         labels = rehearsal.kmeans(rehearsal.prompt_embeddings(engine, batch), args.rehearsal_clusters)

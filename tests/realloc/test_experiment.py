@@ -114,6 +114,11 @@ def test_advantage_model_and_selective_rehearsal_switches():
     (["graph.batch_size=[1,2"], "cannot compose"),
     (["graph.reward_form=adv"], "graph.reward_form must be reward or advantage, got 'adv'"),
     (["graph.train.rehearsal_every=0"], "rehearsal_every, rehearsal_clusters and rehearsal_per_cluster must be >= 1"),
+    (["graph.train.rehearsal_source=sft"], "rehearsal_source: 'sft' is not one of rollouts, data"),
+    (["graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_source=data"],
+     "rehearsal_source=data needs the pool: set graph.train.rehearsal_path"),
+    (["graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_source=data", "graph.train.rehearsal_path=/nope.jsonl"],
+     "graph.train.rehearsal_path: .*nope.jsonl"),
 ])
 def test_bad_overrides(overrides, message):
     with pytest.raises((ConfigError, GraphError), match=message):
@@ -305,3 +310,15 @@ def test_data_and_eval_settings_are_checked_at_load(overrides, message):
 def test_dynamic_sampling_refuses_overlap(override, message):
     with pytest.raises(ConfigError, match=message):
         load_experiment("dapo_tiny", [override])
+
+
+def test_rehearsal_from_data_loads_a_pool_and_refuses_an_empty_one(tmp_path):
+    pool = write(tmp_path, "pool.jsonl", '{"prompt": "2*3=", "answer": "6"}\n')
+    exp = load_experiment("ppo_tiny", ["graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_source=data",
+                                       f"graph.train.rehearsal_path={pool}"])
+    args = exp.graph.call("actor_train").args
+    assert (args.rehearsal_source, args.rehearsal_path) == ("data", pool)
+    empty = write(tmp_path, "empty.jsonl", "")
+    with pytest.raises(ConfigError, match="graph.train.rehearsal_path: "):
+        load_experiment("ppo_tiny", ["graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_source=data",
+                                     f"graph.train.rehearsal_path={empty}"])

@@ -171,9 +171,13 @@ def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
         res[f"infer/rewards/{name}"] = max(abs(float(rew[i]) - ref_r[i]) for i in range(len(seqs)))
         adv = run_interface("advantage_model", critic, batch).seq_fields["rewards"]
         res[f"infer/advantages/{name}"] = max(abs(float(adv[i]) - ref_a[i]) for i in range(len(seqs)))
-        from runtime.interfaces.rehearsal import prompt_embeddings
+        from runtime.interfaces.rehearsal import prompt_embeddings, response_loglik
 
         emb = prompt_embeddings(actor, batch)
+        # rehearsal_source=data's rank: mean log-likelihood of the answer tokens (t >= prompt_len)
+        ll = response_loglik(actor, batch)
+        res[f"infer/response_loglik/{name}"] = max(abs(float(ll[i]) - float(ref_lp[i][int(p) - 1:].mean()))
+                                                   for i, p in enumerate(batch.prompt_lens))
         res[f"infer/prompt_embeddings/{name}"] = max(float((emb[i] - ref_e[i]).abs().max())
                                                      for i in range(len(seqs)))
         res[f"infer/zero_outside/{name}"] = float(lp[~batch.valid_mask()].abs().sum()

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from graph.catalog import PPOActorArgs
+from runtime.data.batch import SeqBatch
 from runtime.interfaces import CallContext, run_interface
-from runtime.interfaces.rehearsal import kmeans, select_per_cluster
-from tests.runtime.interfaces.test_train import RL_PROMPTS, RL_SEQS, _BigramEngine, _rl_batch
+from runtime.interfaces.rehearsal import kmeans, mean_response_logprob, select_per_cluster
+from tests.runtime.interfaces.test_train import RL_PROMPTS, RL_SEQS, VOCAB, _BigramEngine, _rl_batch
 
 
 def test_kmeans_two_obvious_groups() -> None:
@@ -94,3 +95,89 @@ def test_rehearsal_args_reject_bad_values() -> None:
         PPOActorArgs(rehearsal_coef=-0.1)
     with pytest.raises(ValueError, match="rehearsal_every"):
         PPOActorArgs(rehearsal_every=0)
+
+
+# ----------------------------------------------------------------- rehearsal_source=data
+
+POOL_SEQS = ([1, 2, 3], [2, 4, 4], [5, 6], [6, 5, 1], [1, 4])
+POOL_PROMPTS = [1, 1, 1, 2, 1]
+
+
+def _pool_engine() -> _BigramEngine:
+    """Bigram logits 0 except 4 on 1->2, 2->3 and 5->1; embedding = first token, so the
+    pool's clusters are {1, 2, 1} = seqs {0, 1, 4} and {5, 6} = seqs {2, 3}."""
+    engine = _emb_engine()
+    table = torch.zeros(VOCAB, VOCAB)
+    for a, b in ((1, 2), (2, 3), (5, 1)):
+        table[a, b] = 4.0
+    engine.table = table.requires_grad_(True)
+    return engine
+
+
+def _pool() -> SeqBatch:
+    return SeqBatch.from_lists([list(s) for s in POOL_SEQS], POOL_PROMPTS)
+
+
+def test_mean_response_logprob_by_hand() -> None:
+    b = SeqBatch.from_lists([[1, 2, 3], [4, 5], [6]], [1, 0, 1])
+    lp = torch.tensor([[9.0, -1.0, -3.0], [9.0, -2.0, 7.0], [9.0, 9.0, 9.0]])
+    # seq 0: answer positions 1, 2 -> -2; seq 1: prompt_len 0, position 0 has no prediction,
+    # position 1 -> -2 (position 2 is padding); seq 2: no answer token -> -inf
+    assert mean_response_logprob(b, lp).tolist() == [-2.0, -2.0, -math.inf]
+
+
+def test_rehearsal_from_data_pool_by_hand() -> None:
+    """A boosted row r gives log p(boosted) = 4 - Z and log p(other) = -Z with Z = log(6 + e^4);
+    a plain row gives -log 7. Mean answer log-likelihoods: seq 0 (1->2, 2->3) 4 - Z; seq 1
+    (2->4, 4->4) (-Z - log 7) / 2; seq 2 (5->6) -Z; seq 3 (5->1) 4 - Z; seq 4 (1->4) -Z.
+    Cluster {0, 1, 4} ranks 0 > 1 > 4, cluster {2, 3} ranks 3 > 2: one per cluster keeps 0, 3;
+    two keep 0, 1, 2, 3. The rollouts' rewards (all below 0) play no part."""
+    z, l7 = math.log(6 + math.e ** 4), math.log(7)
+    coef = 0.25
+    engine = _pool_engine()
+    args = PPOActorArgs(kl_coef=0.0, gamma=1.0, lam=1.0, whiten_advantages=False, reward_clip=100.0,
+                        rehearsal_coef=coef, rehearsal_clusters=2, rehearsal_per_cluster=1,
+                        rehearsal_source="data", rehearsal_path="pool.jsonl")
+    rewards = [-1.0, -2.0, -0.5, -3.0]
+    ctx = CallContext(side_inputs={"rehearsal_pool": _pool()})
+    out = run_interface("ppo_actor", engine, _rl_batch(engine, rewards), args, ctx)
+    assert engine.state["rehearsal/seqs"] == [list(POOL_SEQS[0]), list(POOL_SEQS[3])]
+    assert out["rehearsal_size"] == 2 and out["rehearsal_clusters"] == 2
+    assert out["rehearsal_kept_reward"] == pytest.approx(4 - z, abs=1e-6)  # mean log-likelihood of the kept
+    # rehearsal loss: cross-entropy of the kept answers' tokens (1->2, 2->3, 5->1), each z - 4
+    assert out["rehearsal_loss"] == pytest.approx(z - 4, abs=1e-6)
+    n = [len(s) - p for s, p in zip(RL_SEQS, RL_PROMPTS)]
+    pg = -sum(r * k for r, k in zip(rewards, n)) / sum(n)
+    assert out["loss"] == pytest.approx(pg + coef * (z - 4), abs=1e-6)
+    two = PPOActorArgs(**{**args.__dict__, "rehearsal_per_cluster": 2})
+    fresh = _pool_engine()
+    run_interface("ppo_actor", fresh, _rl_batch(fresh, rewards), two, ctx)
+    assert fresh.state["rehearsal/seqs"] == [list(POOL_SEQS[i]) for i in (0, 1, 2, 3)]
+    assert (-z - l7) / 2 > -z  # seq 1 above seq 4, as worked above
+
+
+def test_rehearsal_source_data_needs_the_pool_side_input() -> None:
+    engine = _pool_engine()
+    args = PPOActorArgs(kl_coef=0.0, rehearsal_coef=0.5, rehearsal_source="data", rehearsal_path="p.jsonl")
+    with pytest.raises(ValueError, match="rehearsal_pool"):
+        run_interface("ppo_actor", engine, _rl_batch(engine, [1.0, 1.0, 1.0, 1.0]), args, CallContext())
+
+
+def test_rollouts_source_is_the_default_and_ignores_a_pool() -> None:
+    """The default selects from the rollouts as before, even when a pool is at hand."""
+    assert PPOActorArgs().rehearsal_source == "rollouts" and PPOActorArgs().rehearsal_path is None
+    engine = _emb_engine()
+    args = PPOActorArgs(kl_coef=0.0, whiten_advantages=False, rehearsal_coef=0.3, rehearsal_clusters=2,
+                        rehearsal_per_cluster=1)
+    run_interface("ppo_actor", engine, _rl_batch(engine, [1.0, -2.0, 0.5, 3.0]), args,
+                  CallContext(side_inputs={"rehearsal_pool": _pool()}))
+    assert engine.state["rehearsal/seqs"] == [list(RL_SEQS[0]), list(RL_SEQS[3])]
+
+
+def test_rehearsal_source_args_reject_bad_values() -> None:
+    with pytest.raises(ValueError, match="rehearsal_source: 'sft' is not one of rollouts, data"):
+        PPOActorArgs(rehearsal_source="sft")
+    with pytest.raises(ValueError, match="rehearsal_source=data needs the pool: set graph.train.rehearsal_path"):
+        PPOActorArgs(rehearsal_coef=0.5, rehearsal_source="data")
+    with pytest.raises(ValueError, match="rehearsal_path='x.jsonl' is read only with rehearsal_source=data"):
+        PPOActorArgs(rehearsal_path="x.jsonl")
