@@ -19,7 +19,8 @@ def _grpo_on_two_workers(thread_efficiency: float) -> tuple[object, AnalyticCost
     exp = load_experiment("grpo_tiny", ["cluster.devices_per_node=2", "graph.batch_size=8", "graph.group_size=4",
                                         "models.actor.arch.num_layers=1"])  # pp=1 only: a small space
     cost = cost_model_for(exp)  # the shipped 2-core profile: host_cores ~1.94
-    hw = dataclasses.replace(cost.hardware, thread_efficiency=thread_efficiency)
+    # the constant efficiency, not the profile's measured table
+    hw = dataclasses.replace(cost.hardware, thread_efficiency=thread_efficiency, thread_efficiency_by_hidden={})
     return exp.graph, AnalyticCostModel(hw, cost.cluster, options=cost.options, iteration_barrier=True,
                                         blocking_transfers=True)
 
