@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cost_model.calibration import Calibration, Samples, apply_calibration, fit_calibration
+from cost_model.calibration import Calibration, apply_calibration, fit_calibration
 from cost_model.hardware import PRESETS, HardwareSpec, preset
+from cost_model.samples import Samples
 from graph.errors import UserError
 
 FORMAT = "realloc-profile"

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from cost_model.calibration import Samples, fit_calibration
+from cost_model.calibration import fit_calibration
 from cost_model.hardware import GiB, preset
 from cost_model.profile import Profile, save_profile
+from cost_model.samples import Samples
 from graph.errors import UserError
 from runtime.execution.launch import LaunchSpec, launch
 from runtime.profiling.machine import FULL, QUICK, profile_worker

@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from cost_model import shapes
-from cost_model.calibration import (
+from cost_model.samples import (
     CallSample,
     CollectiveSample,
     ComputeSample,

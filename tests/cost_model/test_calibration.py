@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from cost_model.calibration import (
-    Calibration,
-    CollectiveSample,
-    ComputeSample,
-    MemorySample,
-    apply_calibration,
-    fit_calibration,
-    samples_from,
-)
+from cost_model.calibration import Calibration, apply_calibration, fit_calibration, samples_from
 from cost_model.collectives import collective_time
 from cost_model.estimator import AnalyticCostModel
 from cost_model.hardware import preset
+from cost_model.samples import CollectiveSample, ComputeSample, MemorySample
 from graph.placement.layout import Cluster, DeviceMesh, Layout
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
 
@@ -77,15 +70,14 @@ def test_bad_samples_are_rejected() -> None:
 
 
 # ---------------------------------------------------------------------- overheads and contention
-from cost_model.calibration import (  # noqa: E402
+from cost_model.calibration import fit_host_cores, slowdown  # noqa: E402
+from cost_model.samples import (  # noqa: E402
     CallSample,
     ContentionSample,
     DecodeSample,
     MoveSample,
     OptimizerSample,
     Samples,
-    fit_host_cores,
-    slowdown,
 )
 
 
@@ -174,8 +166,9 @@ def test_fit_recovers_overheads_by_hand() -> None:
 
 
 def test_rule_reward_calls_fit_a_fixed_and_a_per_sequence_cost():
-    from cost_model.calibration import CallSample, Samples, apply_calibration, fit_calibration
+    from cost_model.calibration import apply_calibration, fit_calibration
     from cost_model.hardware import preset
+    from cost_model.samples import CallSample, Samples
 
     samples = Samples(calls=tuple(CallSample(kind="rule", dp=1, overhead_s=2e-4 + n * 5e-5, seqs=n)
                                   for n in (16, 64, 128)))
@@ -187,13 +180,8 @@ def test_rule_reward_calls_fit_a_fixed_and_a_per_sequence_cost():
 
 
 def test_thread_samples_fit_an_efficiency_per_hidden_size_by_hand():
-    from cost_model.calibration import (
-        Calibration,
-        Samples,
-        ThreadSample,
-        apply_calibration,
-        fit_calibration,
-    )
+    from cost_model.calibration import Calibration, apply_calibration, fit_calibration
+    from cost_model.samples import Samples, ThreadSample
 
     samples = Samples(threads=(
         # hidden 64: 1.0 -> 0.9 s with 2 threads is 1.111x: (1/0.9 - 1) / 1 = 0.111; a slower second

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cost_model.calibration import CollectiveSample, ComputeSample, Samples
 from cost_model.hardware import preset
 from cost_model.profile import Profile, load_hardware, load_profile, save_profile
+from cost_model.samples import CollectiveSample, ComputeSample, Samples
 
 
 def test_round_trip_keeps_everything(tmp_path: Path) -> None:
@@ -68,13 +68,8 @@ def test_shipped_example_profile_loads() -> None:
 
 
 def test_round_trip_with_overhead_samples_and_measurement_record(tmp_path: Path) -> None:
-    from cost_model.calibration import (
-        CallSample,
-        ContentionSample,
-        DecodeSample,
-        OptimizerSample,
-        fit_calibration,
-    )
+    from cost_model.calibration import fit_calibration
+    from cost_model.samples import CallSample, ContentionSample, DecodeSample, OptimizerSample
 
     samples = Samples(
         contention=(ContentionSample(devices=4, alone_s=0.1, together_s=0.21),),
