@@ -197,6 +197,23 @@ def _with_response(prompts: Any, response: Any) -> Any:
     return out.with_fields(seq_fields=dict(prompts.seq_fields)) if prompts.seq_fields else out
 
 
+def _pass(engine: ModelEngine, mb: Any, forward_only: bool) -> None:
+    """One forward (no grad) or forward+backward of `mb` through the pipeline schedule."""
+    from runtime.engine.schedule import run_micro_batches
+
+    def loss_fn(_mb: Any, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        return out.float().mean(), {}
+
+    if forward_only:
+        engine.module.eval()
+        with torch.no_grad():
+            run_micro_batches(engine, [mb], loss_fn, forward_only=True)
+    else:
+        engine.module.train()
+        run_micro_batches(engine, [mb], loss_fn, forward_only=False)
+        engine.module.zero_grad(set_to_none=True)
+
+
 def _layout(devices: tuple[int, ...], *, dp: int = 1, tp: int = 1) -> Layout:
     return Layout(mesh=DeviceMesh(devices=devices), dp=dp, tp=tp, pp=1)
 
@@ -235,24 +252,9 @@ class _Profiler:
     # ---------------------------------------------------------------- compute and decode
 
     def _passes(self, engine: ModelEngine, b: int, s: int, forward_only: bool, wall: bool = False) -> float:
-        from runtime.engine.schedule import run_micro_batches
-
         mb = _batch(b, s, self.grid.vocab_size)
-
-        def loss_fn(_mb: Any, out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-            return out.float().mean(), {}
-
-        def run() -> None:
-            if forward_only:
-                engine.module.eval()
-                with torch.no_grad():
-                    run_micro_batches(engine, [mb], loss_fn, forward_only=True)
-            else:
-                engine.module.train()
-                run_micro_batches(engine, [mb], loss_fn, forward_only=False)
-                engine.module.zero_grad(set_to_none=True)
-
-        return _timed(run, self.grid.repeats, engine.pgc.tp if engine.layout.tp > 1 else None, wall)
+        return _timed(lambda: _pass(engine, mb, forward_only), self.grid.repeats,
+                      engine.pgc.tp if engine.layout.tp > 1 else None, wall)
 
     def _flops(self, arch: ModelArch, tp: int, tokens: float, ctx: float) -> float:
         layer = shapes.layer_forward_flops(arch, tokens, ctx) * arch.num_layers
@@ -329,6 +331,7 @@ class _Profiler:
         if not self.thread_counts:
             return
         b, s = self.grid.thread_shape
+        mb = _batch(b, s, self.grid.vocab_size)
         before = torch.get_num_threads()
         for hidden in self.grid.thread_hidden:
             engine = self._engine(synthetic_arch(hidden, 1, self.grid.vocab_size), _layout((0,)))
@@ -337,11 +340,11 @@ class _Profiler:
                 try:
                     for t in (1, self.thread_counts) * 2:  # warm-up at both counts
                         torch.set_num_threads(t)
-                        self._pass_once(engine, b, s)
+                        _pass(engine, mb, forward_only=False)
                     for _ in range(self.grid.repeats):
                         for t in times:
                             torch.set_num_threads(t)
-                            times[t].append(_once(lambda e=engine: self._pass_once(e, b, s), None, wall=True))
+                            times[t].append(_once(lambda e=engine: _pass(e, mb, forward_only=False), None, wall=True))
                 finally:
                     torch.set_num_threads(before)
                 self.samples["threads"].append(ThreadSample(
@@ -349,14 +352,6 @@ class _Profiler:
                     time_s=statistics.median(times[self.thread_counts])))
             dist.barrier()
             self.progress.step(f"threads: hidden={hidden}")
-
-    def _pass_once(self, engine: ModelEngine, b: int, s: int) -> None:
-        from runtime.engine.schedule import run_micro_batches
-
-        engine.module.train()
-        run_micro_batches(engine, [_batch(b, s, self.grid.vocab_size)],
-                          lambda _mb, out: (out.float().mean(), {}), forward_only=False)
-        engine.module.zero_grad(set_to_none=True)
 
     # ---------------------------------------------------------------- collectives
 
