@@ -59,6 +59,10 @@ class Calibration:
     """Fixed seconds per decode step."""
     decode_sample_overhead_s: float | None = None
     """Seconds per decode step per sequence."""
+    tp_collective_overhead_s: float | None = None
+    """Extra seconds per in-pass tensor-parallel collective beyond the link model."""
+    tp_step_overhead_s: float | None = None
+    """Extra seconds per ring step of an in-pass tensor-parallel collective."""
     train_step_overhead_s: float | None = None
     """Fixed seconds per optimizer step."""
     optimizer_param_time_s: float | None = None
@@ -219,6 +223,48 @@ def _fit_decode(samples: Sequence[DecodeSample], cores: float, flops: Mapping[st
     return float(coef[0]), float(coef[1]), float(coef[2]), bw
 
 
+def tp_collectives(sample: ComputeSample | DecodeSample) -> int:
+    """In-pass tensor-parallel collectives of a sample, counted as the estimator counts them:
+    two per layer per forward-equivalent pass, plus the sampling all-gather of the logits per
+    decoded token (the prefill samples one, each decode step one more)."""
+    if isinstance(sample, DecodeSample):
+        return (sample.steps + 1) * (2 * sample.layers + 1)
+    return sample.passes * sample.micro_batches * 2 * sample.layers
+
+
+def _fit_tp_collectives(compute: Sequence[ComputeSample], decode: Sequence[DecodeSample], cores: float,
+                        flops: Mapping[str, float], values: Mapping[str, float],
+                        latency: float) -> tuple[float, float] | None:
+    """(seconds per in-pass tp collective, seconds per ring step of one) beyond the link latency.
+
+    What tp > 1 samples measure beyond the tp = 1 fits (compute at the rank's share of the FLOPs,
+    overheads, decode terms) and the link latency of their collectives, fitted as
+    n_collectives x (fixed + ring steps x per step). The bytes of these collectives are small
+    (activations of one micro-batch; one token per sequence when decoding), so the link
+    bandwidth term, which the estimator still adds, is left out of the fit."""
+    layer, mb = values["layer"], values["mb"]
+    rows, t = [], []
+    for s in [*compute, *decode]:
+        rate = flops.get(s.dtype) or (next(iter(flops.values())) if flops else math.inf)
+        if isinstance(s, DecodeSample):
+            sampled = s.steps + 1
+            base = (mb + s.layers * layer + s.prefill_flops / rate + s.steps * s.layers * layer
+                    + values["decode_fixed"] + sampled * (values["step"] + s.batch * values["per_seq"])
+                    + s.steps * s.bytes / values["bw"])
+        else:
+            base = s.passes * s.micro_batches * (mb + s.layers * layer) + s.flops / rate
+        n, steps = tp_collectives(s), 2 * (s.tp - 1)
+        t.append(s.time_s / slowdown(s.busy, cores) - base - n * steps * latency)
+        rows.append([n, n * steps])
+    if not rows:
+        return None
+    design = np.array(rows, dtype=float)
+    cols = [0, 1] if len({r[1] // max(r[0], 1) for r in rows}) > 1 else [0]  # per step needs two tp sizes
+    coef = np.zeros(2)
+    coef[cols] = _nonneg_lstsq(design[:, cols], np.array(t))
+    return float(coef[0]), float(coef[1])
+
+
 def _fit_calls(samples: Sequence[CallSample], cores: float) -> dict[str, dict[str, float]]:
     """Per kind: fixed, per sequence, per extra dp rank, per extra dp rank per sequence (seconds).
 
@@ -265,11 +311,20 @@ def fit_calibration(samples: Samples) -> Calibration:
     values: dict[str, Any] = {}
     fitted = _fit_calls(samples.calls, cores)
     call_fixed, call_dp, call_seq, call_dp_seq = fitted["fixed"], fitted["dp"], fitted["seq"], fitted["dp_seq"]
+    decode_terms = {"layer": layer or 0.0, "mb": mb or 0.0, "decode_fixed": 0.0, "step": 0.0, "per_seq": 0.0,
+                    "bw": math.inf}
     if decode:
         fixed, step, per_seq, bw = _fit_decode(decode, cores, flops, layer or 0.0, mb or 0.0)
         values.update(decode_step_overhead_s=step, decode_sample_overhead_s=per_seq)
         call_fixed["generate"] = call_fixed.get("generate", 0.0) + fixed
         memory_bw = bw or memory_bw
+        decode_terms.update(decode_fixed=fixed, step=step, per_seq=per_seq, bw=memory_bw or math.inf)
+    # the tp = 1 samples fit the rest; without them the tp > 1 ones did, and nothing is left
+    tp_compute = [s for s in samples.compute if s.tp > 1] if any(s.tp == 1 for s in samples.compute) else []
+    tp_decode = [s for s in samples.decode if s.tp > 1] if any(s.tp == 1 for s in samples.decode) else []
+    tp_fit = _fit_tp_collectives(tp_compute, tp_decode, cores, flops, decode_terms, lats.get("intra", 0.0))
+    if tp_fit is not None:
+        values.update(tp_collective_overhead_s=tp_fit[0], tp_step_overhead_s=tp_fit[1])
     step_fixed = call_fixed.pop("train_step", None)
     optimizer = [s for s in samples.optimizer if s.busy == 1] or samples.optimizer
     if optimizer:  # like compute and decode: samples of one worker alone when there are any
@@ -313,8 +368,8 @@ def _rate(peak: float, achieved: float) -> tuple[float, float]:
 
 
 SCALAR_OVERHEADS = ("layer_overhead_s", "host_cores", "micro_batch_overhead_s", "decode_step_overhead_s",
-                    "decode_sample_overhead_s", "train_step_overhead_s", "optimizer_param_time_s",
-                    "realloc_overhead_s", "realloc_peer_overhead_s", "data_overhead_s", "rule_call_overhead_s",
+                    "decode_sample_overhead_s", "tp_collective_overhead_s", "tp_step_overhead_s",
+                    "train_step_overhead_s", "optimizer_param_time_s", "realloc_overhead_s", "realloc_peer_overhead_s", "data_overhead_s", "rule_call_overhead_s",
                     "rule_seq_overhead_s")
 
 

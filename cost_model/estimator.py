@@ -278,11 +278,15 @@ class AnalyticCostModel:
         if lay.tp > 1:
             group = self._group(lay, "tp", pp_rank=stage)
             tp_comm = 2 * s.layers_per_stage * collective_time("all_reduce", act, group, hw, self.cluster)
+            count = 2 * s.layers_per_stage
             if stage == lay.pp - 1 and not s.value_head:
                 if sampling:
                     tp_comm += collective_time("all_gather", head_tokens * s.vocab * 4, group, hw, self.cluster)
+                    count += 1
                 else:
                     tp_comm += 3 * collective_time("all_reduce", head_tokens * 4, group, hw, self.cluster)
+                    count += 3
+            tp_comm += count * hw.tp_collective_extra(lay.tp)  # host work and wake-ups (CPU profiles)
         p2p = 0.0
         if lay.pp > 1 and stage < lay.pp - 1:
             pair = [lay.device(dp_rank=0, tp_rank=0, pp_rank=stage),

@@ -23,7 +23,8 @@ KINDS = ("gpu", "cpu-gloo")
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 CALL_KINDS = ("generate", "inference", "train")
 OVERHEAD_FIELDS = ("micro_batch_overhead_s", "decode_step_overhead_s", "decode_sample_overhead_s",
-                   "train_step_overhead_s", "optimizer_param_time_s", "realloc_overhead_s", "realloc_peer_overhead_s",
+                   "tp_collective_overhead_s", "tp_step_overhead_s", "train_step_overhead_s",
+                   "optimizer_param_time_s", "realloc_overhead_s", "realloc_peer_overhead_s",
                    "data_overhead_s", "rule_call_overhead_s", "rule_seq_overhead_s")
 
 
@@ -70,6 +71,13 @@ class HardwareSpec:
     """Fixed time per decode step outside the layers (sampling, stop checks)."""
     decode_sample_overhead_s: float = 0.0
     """Time per decode step per sequence decoded (per-row sampling and bookkeeping)."""
+    tp_collective_overhead_s: float = 0.0
+    """Extra seconds per tensor-parallel collective issued inside a pass, beyond the link model
+    (latency and bytes): the host work of the collective and waking the group's processes
+    between two layers' compute. On CPU workers that share cores this, not the link, is most
+    of a small collective's cost; `realloc profile` fits it from its tp > 1 samples."""
+    tp_step_overhead_s: float = 0.0
+    """Extra seconds per ring step of such a collective (2(n-1) steps for an all-reduce over n)."""
     train_step_overhead_s: float = 0.0
     """Fixed time per optimizer step (zeroing and finalising grads, clipping, the step's fixed part)."""
     optimizer_param_time_s: float = 0.0
@@ -183,6 +191,12 @@ class HardwareSpec:
         if inter_node:
             return self.inter_node_bandwidth * self.inter_link_efficiency
         return self.intra_node_bandwidth * self.intra_link_efficiency
+
+    def tp_collective_extra(self, tp: int) -> float:
+        """Seconds one in-pass tensor-parallel collective over `tp` devices costs beyond the link model."""
+        if tp <= 1:
+            return 0.0
+        return self.tp_collective_overhead_s + 2 * (tp - 1) * self.tp_step_overhead_s
 
     def link_latency(self, inter_node: bool) -> float:
         """Latency of one message over an intra- or inter-node link."""

@@ -200,3 +200,34 @@ def test_thread_samples_fit_an_efficiency_per_hidden_size_by_hand():
     assert Samples.from_dict(samples.to_dict()) == samples
     with pytest.raises(ValueError, match="threads >= 2"):
         ThreadSample(hidden=64, threads=1, one_s=1.0, time_s=1.0)
+
+
+def test_in_pass_tp_collectives_fit_a_fixed_and_a_per_step_cost_by_hand() -> None:
+    from cost_model.calibration import tp_collectives
+    from cost_model.samples import DecodeSample
+
+    # ground truth: 1e9 FLOP/s, nothing else fixed; link latency 1e-4 per step; a tp collective
+    # costs 2e-3 fixed + 5e-4 per ring step beyond the link (tp 2: 2 steps, tp 4: 6 steps)
+    one = [ComputeSample(flops=f, passes=p, dtype="fp32", layers=2, time_s=f / 1e9) for f in (1e6, 4e6)
+           for p in (1, 3)]
+    coll = [CollectiveSample(op="all_reduce", link="intra", group_size=2, bytes=b, time_s=2 * 1e-4 + b / 1e9)
+            for b in (1e3, 1e6, 1e7)]
+
+    def extra(tp: int) -> float:
+        return 2e-3 + 2 * (tp - 1) * (5e-4 + 1e-4)
+
+    tp = [ComputeSample(flops=f, passes=p, dtype="fp32", layers=2, tp=t, busy=t,
+                        time_s=f / 1e9 + p * 2 * 2 * extra(t)) for f in (1e6, 4e6) for p in (1, 3) for t in (2, 4)]
+    decode = [DecodeSample(steps=7, batch=4, layers=2, bytes=0.0, prefill_flops=1e6, time_s=1e6 / 1e9, dtype="fp32")]
+    tp_decode = [DecodeSample(steps=7, batch=4, layers=2, bytes=0.0, prefill_flops=5e5, tp=t, busy=t, dtype="fp32",
+                              time_s=5e5 / 1e9 + 8 * (2 * 2 + 1) * extra(t)) for t in (2, 4)]
+    # a decode of 7 steps after the prefill samples 8 tokens: 8 x (2 per layer + the logits' all-gather)
+    assert tp_collectives(tp_decode[0]) == 8 * 5 and tp_collectives(tp[2]) == 3 * 2 * 2
+    cal = fit_calibration(samples_from(one + tp, collectives=coll, decode=decode + tp_decode))
+    assert cal.tp_collective_overhead_s == pytest.approx(2e-3, rel=1e-6)
+    assert cal.tp_step_overhead_s == pytest.approx(5e-4, rel=1e-6)
+    spec = apply_calibration(preset("cpu-gloo"), cal)
+    assert spec.tp_collective_extra(1) == 0.0
+    assert spec.tp_collective_extra(4) == pytest.approx(2e-3 + 6 * 5e-4)
+    # without tp = 1 samples the tp > 1 ones fit the rates and nothing is left for this term
+    assert fit_calibration(samples_from(tp, collectives=coll)).tp_collective_overhead_s is None

@@ -309,3 +309,26 @@ def test_ptx_and_selective_rehearsal_are_priced_as_extra_training_sequences() ->
     assert compute(sr) == pytest.approx(base * (4 + 2 + 2 * 0.5 / 3) / 4)
     ptx = ("seq", "logp", "ref", "score", "values", "ptx")
     assert compute(PPOActorArgs(ptx_coef=0.5), ptx) == pytest.approx(base * 2)
+
+
+def test_in_pass_tp_collectives_pay_the_fitted_extra_by_hand() -> None:
+    """At tp > 1 every in-pass collective the estimator counts pays tp_collective_extra: two per
+    layer per forward-equivalent, the sampling all-gather per decoded token, the log-prob
+    all-reduces of the head; tp = 1 and GPU presets pay nothing."""
+    extra = ROUND.replace(tp_collective_overhead_s=1e-3, tp_step_overhead_s=2e-4)
+    per = 1e-3 + 2 * 2e-4  # tp 2: an all-reduce has 2 ring steps
+    gen = Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate",
+               args=GenerateArgs(max_new_tokens=4), batch_size=4, prompt_len=8, response_len=4, max_new_tokens=4)
+    base = AnalyticCostModel(ROUND, CLUSTER).call_estimate(gen, ACTOR, _layout(1, 2, 1)).breakdown
+    more = AnalyticCostModel(extra, CLUSTER).call_estimate(gen, ACTOR, _layout(1, 2, 1)).breakdown
+    # prefill: 2 layers x 2 + the all-gather = 5 collectives; 3 decode steps of 5 each
+    assert more["prefill_s"] - base["prefill_s"] == pytest.approx(5 * per)
+    assert more["decode_s"] - base["decode_s"] == pytest.approx(3 * 5 * per)
+    inf = Call(name="lp", model="ref", kind=CallKind.INFERENCE, interface="logprobs", batch_size=4,
+               prompt_len=8, response_len=8)
+    base = AnalyticCostModel(ROUND, CLUSTER).call_estimate(inf, ACTOR, _layout(1, 2, 1)).breakdown
+    more = AnalyticCostModel(extra, CLUSTER).call_estimate(inf, ACTOR, _layout(1, 2, 1)).breakdown
+    assert more["tp_comm_s"] - base["tp_comm_s"] == pytest.approx((2 * 2 + 3) * per)  # + the head's 3 all-reduces
+    assert AnalyticCostModel(extra, CLUSTER).call_estimate(inf, ACTOR, _layout(2, 1, 1)).breakdown.get(
+        "tp_comm_s", 0.0) == 0.0
+    assert preset("h100-80g").tp_collective_extra(8) == 0.0
