@@ -3,11 +3,14 @@
 Each rank fills an `IterationLog` while it walks its steps (call times, train statistics,
 rewards, reallocation time and bytes). At the end of the iteration `MetricsReporter.report`
 gathers every rank's log on rank 0 (a world-collective), merges them into one record and
-appends it to metrics.jsonl and TensorBoard, and redraws the curves about 20 times a run.
+appends it to metrics.jsonl and TensorBoard, and has curves.png redrawn on a background thread
+about 20 times a run, at most every MIN_REDRAW_S seconds (and after the last iteration).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,7 @@ from graph.catalog import get_interface
 from graph.dataflow import DataflowGraph
 from graph.spec import Call, CallKind
 from runtime.data.binding import Field, Payload
-from runtime.rundir.metrics import MetricsWriter, TensorBoardWriter, plot_curves
+from runtime.rundir.metrics import CurvePlotter, MetricsWriter, TensorBoardWriter
 
 
 @dataclass
@@ -124,6 +127,10 @@ def headline(graph: DataflowGraph, record: Mapping[str, Any]) -> dict[str, float
     return out
 
 
+MIN_REDRAW_S = 5.0
+"""Seconds between two redraws of curves.png at least (the last iteration always redraws)."""
+
+
 class MetricsReporter:
     """Gathers the ranks' logs on rank 0 and writes metrics.jsonl, TensorBoard and curves.png."""
 
@@ -137,6 +144,8 @@ class MetricsReporter:
         # a resumed run hides the events a killed attempt logged after its checkpoint
         self.tensorboard = TensorBoardWriter(run_dir / "tensorboard", purge_step=start + 1 if start else None) \
             if rank == 0 else None
+        self.plotter = CurvePlotter(run_dir / "curves.png", title=name) if rank == 0 else None
+        self.last_redraw = -math.inf
 
     def report(self, it: int, log: IterationLog) -> None:
         """World-collective: gather every rank's log of iteration `it`; rank 0 writes the record."""
@@ -146,14 +155,18 @@ class MetricsReporter:
             return
         record = merge_logs(it, gathered)
         record.update(headline(self.graph, record))
-        assert self.metrics is not None and self.tensorboard is not None
+        assert self.metrics is not None and self.tensorboard is not None and self.plotter is not None
         self.metrics.write(record)
         self.tensorboard.write(record)
         self.history.append(record)
-        every = max(self.plot_every, self.iterations // 20)  # ~20 redraws a run: a plot costs ~0.5 s
-        if (it + 1) % every == 0 or it + 1 == self.iterations:
-            plot_curves(self.history, self.run_dir / "curves.png", title=self.name)
+        every = max(self.plot_every, self.iterations // 20)  # ~20 redraws a run: a plot costs ~0.5 s of a core
+        last = it + 1 == self.iterations
+        if last or ((it + 1) % every == 0 and time.monotonic() - self.last_redraw >= MIN_REDRAW_S):
+            self.last_redraw = time.monotonic()
+            self.plotter.request(self.history)  # drawn on a background thread
 
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+        if self.plotter is not None:
+            self.plotter.close()

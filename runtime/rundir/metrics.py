@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -124,12 +126,10 @@ def plot_curves(records: Iterable[Mapping[str, Any]], path: str | Path, title: s
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, so any one thread may draw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 3.0), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(series), 3.0))
+    axes = fig.subplots(1, len(series), squeeze=False)
     for ax, (key, points) in zip(axes[0], series.items()):
         xs, ys = zip(*points)
         if len(xs) < 20:
@@ -148,6 +148,49 @@ def plot_curves(records: Iterable[Mapping[str, Any]], path: str | Path, title: s
     fig.tight_layout()
     tmp = Path(path).with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     os.replace(tmp, path)
     return Path(path)
+
+
+class CurvePlotter:
+    """Redraws curves.png on a background thread, so the run does not wait for matplotlib.
+
+    A redraw costs ~0.5 s of one core; drawn inline on rank 0 it stalled every rank at the
+    next iteration's first collective. `request` hands over a snapshot of the records and
+    returns at once; a request made while a redraw is running replaces any waiting one (only
+    the newest snapshot is drawn). `close` draws the last request and waits for it.
+    """
+
+    def __init__(self, path: str | Path, title: str = "") -> None:
+        self.path, self.title = Path(path), title
+        self._pending: list[Mapping[str, Any]] | None = None
+        self._closing = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="curves", daemon=True)
+        self._thread.start()
+
+    def request(self, records: Iterable[Mapping[str, Any]]) -> None:
+        with self._cond:
+            self._pending = list(records)
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closing:
+                    self._cond.wait()
+                records, self._pending = self._pending, None
+                if records is None:  # closing, nothing left to draw
+                    return
+            try:
+                plot_curves(records, self.path, title=self.title)
+            except Exception as exc:  # a bug, not the run's: the run goes on without its picture
+                print(f"realloc: bug: redrawing {self.path} failed ({type(exc).__name__}: {exc}); "
+                      "training goes on", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """Draw the newest requested snapshot (if any) and stop."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()

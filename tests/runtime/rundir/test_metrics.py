@@ -50,6 +50,46 @@ def test_plot_curves_long_run_with_accuracy(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_curve_plotter_draws_the_newest_snapshot_off_the_calling_thread(tmp_path, monkeypatch, capsys):
+    import threading
+
+    import runtime.rundir.metrics as metrics
+
+    drawn, release = [], threading.Event()
+
+    def slow_plot(records, path, title=""):
+        release.wait(5)  # the first redraw blocks until the test lets it go
+        drawn.append((len(records), title, threading.current_thread().name))
+
+    monkeypatch.setattr(metrics, "plot_curves", slow_plot)
+    plotter = metrics.CurvePlotter(tmp_path / "curves.png", title="t")
+    recs = [{"iteration": i, "reward": 0.1 * i} for i in range(1, 31)]
+    plotter.request(recs[:5])
+    plotter.request(recs[:10])  # both return at once while the redraw waits
+    plotter.request(recs[:20])
+    release.set()
+    plotter.close()
+    # the 5-record snapshot may have been taken before the later ones; 10 was replaced by 20
+    assert drawn[-1] == (20, "t", "curves") and (10, "t", "curves") not in drawn and len(drawn) <= 2
+
+    def broken(records, path, title=""):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(metrics, "plot_curves", broken)
+    plotter = metrics.CurvePlotter(tmp_path / "curves.png")
+    plotter.request(recs)
+    plotter.close()  # a failed redraw says it is a bug and does not stop the run
+    err = capsys.readouterr().err
+    assert "realloc: bug: redrawing" in err and "RuntimeError: no fonts" in err
+
+
+def test_curve_plotter_writes_the_png(tmp_path):
+    from runtime.rundir.metrics import CurvePlotter
+
+    plotter = CurvePlotter(tmp_path / "curves.png", title="t")
+    plotter.request([{"iteration": i, "reward": 0.1 * i} for i in range(1, 6)])
+    plotter.close()
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_tensorboard_scalars_read_back(tmp_path):
