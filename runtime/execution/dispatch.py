@@ -4,7 +4,8 @@
 
 - `REALLOC`: refresh the model's replica in the call's layout from its home layout,
   executing the TransferPlan `graph.placement.transfer.plan_transfer` derives;
-- `SEND`: the step's `src` rank sends a data key's payload to its `dst` rank;
+- `SEND`: the step's `src` rank sends a data key's payload to its `dst` rank, without
+  waiting for it to be taken (`runtime.execution.p2p`);
 - `RUN`: run the call's interface on this rank's engine;
 - `FREE`: drop a trained model's replica storage after its last use in the iteration;
 - `STREAM`: a generate call streaming finished samples into inference calls on other ranks
@@ -20,8 +21,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import torch.distributed as dist
 
 from graph.dataflow import DataflowGraph
 from graph.placement.layout import Layout
@@ -44,6 +43,7 @@ from runtime.execution.engines import EngineSet, local_shards
 from runtime.execution.evaluation import evaluate, reward_call
 from runtime.execution.job import Job
 from runtime.execution.metrics import IterationLog
+from runtime.execution.p2p import ObjectSender, recv_object
 from runtime.execution.program import Step, StepKind, placement
 from runtime.execution.reallocation import StagingPool, execute_transfer
 from runtime.interfaces import CallContext, run_interface
@@ -64,6 +64,8 @@ class StepDispatcher:
         # comes from the platform, not from whether this rank holds an engine
         self.dtype_bytes = 2 if platform.has_cuda() else 4
         self.staging = StagingPool()
+        self.sends = ObjectSender()
+        """This iteration's pending sends of payloads to other ranks."""
         # the user's reward functions, loaded once per worker (the front door checked them)
         self.reward_functions = {role: tuple(load_functions(m.functions))
                                  for role, m in self.graph.models.items() if m.functions}
@@ -118,12 +120,15 @@ class StepDispatcher:
         log.realloc_bytes += stats.bytes_received
 
     def _send(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog) -> None:
+        """The sender posts the payload and goes on (`finish_sends` ends its sends); the receiver waits for it."""
         if self.rank == step.src:
-            dist.send_object_list([payloads[step.key]], dst=step.dst)
+            self.sends.send(payloads[step.key], (step.dst,))
         else:
-            box: list[Any] = [None]
-            dist.recv_object_list(box, src=step.src)
-            payloads[step.key] = box[0]
+            payloads[step.key] = recv_object(step.src)
+
+    def finish_sends(self) -> None:
+        """Wait until every payload this rank sent has been delivered (the end of an iteration)."""
+        self.sends.wait()
 
     def _context(self, call: Call, payloads: dict[str, Payload], it: int, **extra: Any) -> CallContext:
         layout = self.job.layouts[call.name]

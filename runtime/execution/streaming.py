@@ -22,18 +22,17 @@ last samples onto fewer devices) is not done.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from graph.placement.layout import Layout
 from graph.spec import Call
 from runtime.data.batch import SeqBatch
 from runtime.data.binding import Field, Payload, extract_outputs
+from runtime.execution.p2p import ObjectSender, comm_device, recv_bytes, recv_size
 
 
 def stream_senders(layout: Layout) -> tuple[int, ...]:
@@ -54,25 +53,17 @@ class ChunkSender:
 
     def __init__(self, dsts: tuple[int, ...]) -> None:
         self.dsts = dsts
-        self.pending: list[Any] = []  # (work, buffer): buffers stay alive until their send ends
+        self.sender = ObjectSender()
         self.chunks = 0
 
-    def _post(self, tensor: torch.Tensor) -> None:
-        for dst in self.dsts:
-            self.pending.append((dist.isend(tensor, dst=dst), tensor))
-
     def __call__(self, chunk: SeqBatch) -> None:
-        data = pickle.dumps(chunk)
-        self._post(torch.tensor([len(data)], dtype=torch.int64))
-        self._post(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        self.sender.send(chunk, self.dsts)
         self.chunks += 1
 
     def close(self) -> None:
         """Send the end marker and wait until every send has gone."""
-        self._post(torch.zeros(1, dtype=torch.int64))
-        for work, _ in self.pending:
-            work.wait()
-        self.pending.clear()
+        self.sender.post(torch.zeros(1, dtype=torch.int64, device=comm_device()), self.dsts)
+        self.sender.wait()
 
 
 def receive_chunks(senders: tuple[int, ...], handle: Callable[[SeqBatch], None]) -> int:
@@ -81,14 +72,11 @@ def receive_chunks(senders: tuple[int, ...], handle: Callable[[SeqBatch], None])
     count = 0
     while active:
         for src in list(active):
-            size = torch.zeros(1, dtype=torch.int64)
-            dist.recv(size, src=src)
-            if int(size.item()) == 0:
+            size = recv_size(src)
+            if size == 0:
                 active.remove(src)
                 continue
-            buf = torch.empty(int(size.item()), dtype=torch.uint8)
-            dist.recv(buf, src=src)
-            handle(pickle.loads(buf.numpy().tobytes()))
+            handle(recv_bytes(src, size))
             count += 1
     return count
 

@@ -179,6 +179,7 @@ class Worker:
             self.upcoming = upcoming
             for name in self.ahead:
                 log.staleness[name] = 0 if prologue else self.job.off_policy_steps
+        self.dispatcher.finish_sends()
         log.elapsed_s = time.perf_counter() - start
         self.reporter.report(it, log)
 
