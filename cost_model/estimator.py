@@ -110,7 +110,7 @@ class AnalyticCostModel:
     """CostProvider from analytic formulas over a HardwareSpec (optionally calibrated)."""
 
     def __init__(self, hardware: HardwareSpec, cluster: Cluster, *, options: EstimatorOptions | None = None,
-                 iteration_barrier: bool = False, blocking_transfers: bool = False,
+                 iteration_barrier: bool = False, blocking_receives: bool = False,
                  **option_values: Any) -> None:
         if options is not None and option_values:
             raise ValueError("give either options= or option keywords, not both")
@@ -123,9 +123,9 @@ class AnalyticCostModel:
         self.iteration_barrier = iteration_barrier
         """The runtime synchronises all ranks at the end of every iteration (the simulator then
         does not overlap iterations)."""
-        self.blocking_transfers = blocking_transfers
-        """The runtime's data sends block the sending and receiving ranks (the simulator then
-        holds their devices during a transfer)."""
+        self.blocking_receives = blocking_receives
+        """A rank of the runtime that receives data waits for it in its step order (sends do not
+        block); the simulator then holds the receiving devices during a transfer."""
         self._realloc_cache: dict[tuple[Any, ...], MoveEstimate] = {}
 
     @property
@@ -141,7 +141,7 @@ class AnalyticCostModel:
         """The same model with every worker running `threads` torch threads (`HardwareSpec.with_threads`;
         `hidden`: the layer size the thread efficiency is taken at)."""
         return AnalyticCostModel(self.hardware.with_threads(threads, hidden), self.cluster, options=self.options,
-                                 iteration_barrier=self.iteration_barrier, blocking_transfers=self.blocking_transfers)
+                                 iteration_barrier=self.iteration_barrier, blocking_receives=self.blocking_receives)
 
     # ------------------------------------------------------------------ CostProvider
     def call_estimate(self, call: Call, model: ModelSpec, layout: Layout) -> CallEstimate:

@@ -16,7 +16,8 @@ Semantics (the contract the search and the runtime share):
   occupy the devices of both placements. Data transfers are asynchronous: they start
   when the producer ends and delay the consumer by their time, but hold no device
   (data is small next to parameters and moves by non-blocking sends; the timeline
-  shows them on the consumer's devices). Every device runs its tasks in that order
+  shows them on the consumer's devices); with `blocking_receives` (realloc's runtime) a
+  transfer holds its receiving devices, which wait for it in their step order. Every device runs its tasks in that order
   (iteration by iteration, as the runtime's per-rank step list does); a task starts
   when its dependencies are done and all its devices are free. Dependencies: data
   edges (through the transfer when there is one), parameter edges (readers of M before
@@ -138,13 +139,10 @@ class SimResult:
 
 
 def _transfer_devices(src: Layout, dst: Layout) -> tuple[int, ...]:
-    """Ranks a blocking transfer occupies: each destination rank lacking the data and the
-    source rank serving it (round robin over the source mesh, as the executor assigns them)."""
-    senders = src.mesh.devices
-    have = set(senders)
-    needers = [d for d in dst.mesh.devices if d not in have]
-    used = {senders[i % len(senders)] for i in range(len(needers))} | set(needers)
-    return tuple(sorted(used))
+    """Ranks a transfer occupies when receives block: each destination rank lacking the data
+    (the sending ranks post their sends and go on; see runtime.execution.p2p)."""
+    have = set(src.mesh.devices)
+    return tuple(sorted(d for d in dst.mesh.devices if d not in have))
 
 
 def _union(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
@@ -188,9 +186,9 @@ class Simulator:
         cores = float(getattr(cost, "host_cores", 0.0) or 0.0)
         self.host_cores = cores if 0 < cores < cost.cluster.devices_per_node else 0.0
         """Cores a node's devices share; 0 when they never run short (see `_schedule_shared`)."""
-        self.blocking_transfers = bool(getattr(cost, "blocking_transfers", False))
-        """Data transfers occupy their sending and receiving devices (a runtime whose sends
-        block both ranks) instead of running asynchronously beside them."""
+        self.blocking_receives = bool(getattr(cost, "blocking_receives", False))
+        """Data transfers occupy their receiving devices, in their program order (a runtime whose
+        receives block and whose sends do not) instead of running asynchronously beside them."""
         self.iteration_barrier = bool(getattr(cost, "iteration_barrier", False))
         """Iterations do not overlap: every task of iteration i waits for all of iteration i-1
         (a runtime that synchronises every rank at the end of each iteration)."""
@@ -360,7 +358,7 @@ class Simulator:
     def _transfer_task(self, p: int, i: int, key: str, src: Candidate, dst: Candidate,
                        deps: list[tuple[int, int]]) -> Task:
         dur, nbytes = self._data(p, i, key, src, dst)
-        held = self._held_by_transfer(src, dst) if self.blocking_transfers and dur > 0 else ()
+        held = self._held_by_transfer(src, dst) if self.blocking_receives and dur > 0 else ()
         return Task(TRANSFER, f"{key}:{self.calls[p].name}->{self.calls[i].name}", held, dur, deps,
                     ref=(key, self.calls[p].name, self.calls[i].name, src.layout, dst.layout, dur, nbytes),
                     shown=dst.key[0])

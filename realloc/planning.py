@@ -31,10 +31,10 @@ def cost_model_for(experiment: Experiment) -> AnalyticCostModel:
         raise ConfigError(f"{key}: {exc}") from None
     dtype = "bf16" if c.device == "cuda" else "fp32"
     # realloc's executor gathers every rank's metrics at the end of each iteration, a sync
-    # point: iterations do not overlap; and its data sends block both ranks. The simulator is
-    # told both.
+    # point: iterations do not overlap; and a rank receiving data waits for it in its step
+    # order (sends do not block). The simulator is told both.
     return AnalyticCostModel(hardware, Cluster(num_nodes=c.nodes, devices_per_node=c.devices_per_node), dtype=dtype,
-                             iteration_barrier=True, blocking_transfers=True)
+                             iteration_barrier=True, blocking_receives=True)
 
 
 def plan_options(experiment: Experiment, *, compare: bool | None = None) -> PlanOptions:

@@ -276,19 +276,22 @@ def test_iteration_barrier_stops_iterations_overlapping():
 
 @dataclasses.dataclass
 class _BlockingCost(FixedCost):
-    blocking_transfers: bool = True
+    blocking_receives: bool = True
 
 
-def test_blocking_transfers_hold_sender_and_receiver():
-    """FAN_LAYOUTS when every send blocks its two ranks (transfers 0.5 s, in call order):
-    gen [0] 0-2; seq->ref_inf [0,1] 2-2.5; ref_inf 2.5-3.5; seq->values 3.5-4; values 4-5.5;
-    ref_logp->actor_train 5.5-6; val->actor_train 6-6.5; actor_train [0] 6.5-9.5; seq->critic_train
-    waits for its sender, rank 0, until 9.5: 9.5-10; critic_train [1] 10-12 (async: 5-7)."""
+def test_blocking_receives_hold_the_receiver_in_its_step_order():
+    """FAN_LAYOUTS when every receive blocks its rank and sends do not (transfers 0.5 s, each
+    in its receiver's step order): gen [0] 0-2; seq->ref_inf holds [1] 2-2.5; ref_inf 2.5-3.5;
+    seq->values 3.5-4; values 4-5.5; on [0] ref_logp->actor_train 3.5-4 (its sender, rank 1, is
+    not held), val->actor_train 5.5-6, actor_train 6-9; on [1] seq->critic_train comes after
+    values: 5.5-6, critic_train 6-8. (Sends blocking both ranks put critic_train at 10-12 behind
+    actor_train's receives; fully asynchronous transfers at 5-7.)"""
     plan = PlanContext(fan_graph(), _fan_cost(_BlockingCost)).evaluate(FAN_LAYOUTS, "t")
     assert _entries(plan, "values", 0) == [(4.0, 5.5)]
-    assert _entries(plan, "actor_train", 0) == [(6.5, 9.5)]
-    assert _entries(plan, "critic_train", 0) == [(10.0, 12.0)]
-    assert _entries(plan, "seq:gen->critic_train", 0) == [(9.5, 10.0)]
+    assert _entries(plan, "ref_logp:ref_inf->actor_train", 0) == [(3.5, 4.0)]
+    assert _entries(plan, "actor_train", 0) == [(6.0, 9.0)]
+    assert _entries(plan, "seq:gen->critic_train", 0) == [(5.5, 6.0)]
+    assert _entries(plan, "critic_train", 0) == [(6.0, 8.0)]
 
 
 def test_one_step_off_policy_overlaps_generation_with_training():

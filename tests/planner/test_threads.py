@@ -22,7 +22,7 @@ def _grpo_on_two_workers(thread_efficiency: float) -> tuple[object, AnalyticCost
     # the constant efficiency, not the profile's measured table
     hw = dataclasses.replace(cost.hardware, thread_efficiency=thread_efficiency, thread_efficiency_by_hidden={})
     return exp.graph, AnalyticCostModel(hw, cost.cluster, options=cost.options, iteration_barrier=True,
-                                        blocking_transfers=True)
+                                        blocking_receives=True)
 
 
 @pytest.mark.parametrize("thread_efficiency", [0.0, 1.0])
@@ -54,12 +54,12 @@ def test_the_threads_are_priced_at_the_models_layer_size():
     hidden = graph.models["actor"].arch.hidden_size
     table = {hidden: 0.0, 8 * hidden: 1.0}
     measured = AnalyticCostModel(dataclasses.replace(cost.hardware, thread_efficiency_by_hidden=table), cost.cluster,
-                                 options=cost.options, iteration_barrier=True, blocking_transfers=True)
+                                 options=cost.options, iteration_barrier=True, blocking_receives=True)
     result = make_plan(graph, measured, PlanOptions.from_dict({"mode": "search", "time_budget_s": 1.0, "seed": 0}))
     assert result.plan.threads_per_worker == 1  # as with an efficiency of 0 (the test above)
     wide = {hidden // 8: 1.0, hidden: 1.0}
     measured = AnalyticCostModel(dataclasses.replace(cost.hardware, thread_efficiency_by_hidden=wide), cost.cluster,
-                                 options=cost.options, iteration_barrier=True, blocking_transfers=True)
+                                 options=cost.options, iteration_barrier=True, blocking_receives=True)
     result = make_plan(graph, measured, PlanOptions.from_dict({"mode": "search", "time_budget_s": 1.0, "seed": 0}))
     assert result.plan.threads_per_worker == 2
 

@@ -39,7 +39,7 @@ def test_atoms_partition_every_set():
 @dataclasses.dataclass
 class _Shared(SyntheticCost):
     host_cores: float = 3.0
-    blocking_transfers: bool = True
+    blocking_receives: bool = True
 
 
 @pytest.mark.parametrize("shared", [False, True])
