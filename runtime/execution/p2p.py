@@ -10,7 +10,14 @@ the receiver posts its receive. `wait` ends every pending send: the worker calls
 end of each iteration, and nothing a send holds is freed before.
 
 The receiver's `recv_object(src)` takes the objects a source sent in the order it sent
-them (point-to-point messages between two ranks stay in order).
+them (point-to-point messages between two ranks with one tag stay in order).
+
+Tags keep the streams apart: a payload posted early may still be in flight when its two
+ranks meet in a reallocation (whose p2p messages use tag 0) or a streaming step, and gloo
+matches a receive with the next message of its source *and tag*. Payloads use
+`PAYLOAD_TAG`, streamed chunks `CHUNK_TAG`. NCCL ignores tags and orders a posted send
+before every later operation of the communicator, so there `send` waits for its send to
+finish: the blocking behaviour the step order was built for.
 """
 
 from __future__ import annotations
@@ -21,6 +28,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+PAYLOAD_TAG = 1
+"""Tag of the data keys sent between steps (StepKind.SEND)."""
+CHUNK_TAG = 2
+"""Tag of the chunks a streaming generate call sends (runtime.execution.streaming)."""
+
 
 def comm_device() -> torch.device:
     """Where the process group's point-to-point tensors live: the current GPU with NCCL, else the CPU."""
@@ -30,15 +42,20 @@ def comm_device() -> torch.device:
 
 
 class ObjectSender:
-    """Non-blocking sends of pickled objects; the buffers stay alive until `wait`."""
+    """Non-blocking sends of pickled objects with one tag; the buffers stay alive until `wait`."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag: int = PAYLOAD_TAG) -> None:
+        self.tag = tag
         self.pending: list[tuple[Any, torch.Tensor]] = []
 
     def post(self, tensor: torch.Tensor, dsts: tuple[int, ...]) -> None:
-        """Send one tensor to each rank of `dsts`."""
+        """Send one tensor to each rank of `dsts` (with NCCL: and wait for it, see the module docstring)."""
         for dst in dsts:
-            self.pending.append((dist.isend(tensor, dst=dst), tensor))
+            work = dist.isend(tensor, dst=dst, tag=self.tag)
+            if tensor.is_cuda:
+                work.wait()
+            else:
+                self.pending.append((work, tensor))
 
     def send(self, obj: Any, dsts: tuple[int, ...]) -> None:
         """Send `obj` to each rank of `dsts`: its byte size, then its pickled bytes."""
@@ -54,20 +71,20 @@ class ObjectSender:
         self.pending.clear()
 
 
-def recv_size(src: int) -> int:
-    """The next size header from `src` (0 is an end marker where a protocol uses one)."""
+def recv_size(src: int, tag: int = PAYLOAD_TAG) -> int:
+    """The next size header from `src` with `tag` (0 is an end marker where a protocol uses one)."""
     size = torch.zeros(1, dtype=torch.int64, device=comm_device())
-    dist.recv(size, src=src)
+    dist.recv(size, src=src, tag=tag)
     return int(size.item())
 
 
-def recv_bytes(src: int, size: int) -> Any:
-    """The object whose `size` pickled bytes `src` sends next."""
+def recv_bytes(src: int, size: int, tag: int = PAYLOAD_TAG) -> Any:
+    """The object whose `size` pickled bytes `src` sends next with `tag`."""
     buf = torch.empty(size, dtype=torch.uint8, device=comm_device())
-    dist.recv(buf, src=src)
+    dist.recv(buf, src=src, tag=tag)
     return pickle.loads(buf.cpu().numpy().tobytes())
 
 
-def recv_object(src: int) -> Any:
-    """The next object `ObjectSender.send` sent this rank from `src`."""
-    return recv_bytes(src, recv_size(src))
+def recv_object(src: int, tag: int = PAYLOAD_TAG) -> Any:
+    """The next object an `ObjectSender` with `tag` sent this rank from `src`."""
+    return recv_bytes(src, recv_size(src, tag), tag)

@@ -32,7 +32,7 @@ from graph.placement.layout import Layout
 from graph.spec import Call
 from runtime.data.batch import SeqBatch
 from runtime.data.binding import Field, Payload, extract_outputs
-from runtime.execution.p2p import ObjectSender, comm_device, recv_bytes, recv_size
+from runtime.execution.p2p import CHUNK_TAG, ObjectSender, comm_device, recv_bytes, recv_size
 
 
 def stream_senders(layout: Layout) -> tuple[int, ...]:
@@ -53,7 +53,7 @@ class ChunkSender:
 
     def __init__(self, dsts: tuple[int, ...]) -> None:
         self.dsts = dsts
-        self.sender = ObjectSender()
+        self.sender = ObjectSender(CHUNK_TAG)
         self.chunks = 0
 
     def __call__(self, chunk: SeqBatch) -> None:
@@ -72,11 +72,11 @@ def receive_chunks(senders: tuple[int, ...], handle: Callable[[SeqBatch], None])
     count = 0
     while active:
         for src in list(active):
-            size = recv_size(src)
+            size = recv_size(src, CHUNK_TAG)
             if size == 0:
                 active.remove(src)
                 continue
-            handle(recv_bytes(src, size))
+            handle(recv_bytes(src, size, CHUNK_TAG))
             count += 1
     return count
 

@@ -30,8 +30,15 @@ def _worker(rank: int, port: int, out: str) -> None:
         first = {"rank": rank, "t": torch.arange(5) * (rank + 1)}
         sender.send(first, (peer,))
         sender.send(("second", rank), (peer,))
+        # a reallocation between the two ranks while the payloads are in flight: its tag-0
+        # messages must not take the payloads' bytes (gloo matches by source and tag)
+        mine, theirs = torch.full((7,), float(rank)), torch.empty(7)
+        works = [dist.isend(mine, dst=peer), dist.irecv(theirs, src=peer)]
+        for w in works:
+            w.wait()
         got = [recv_object(peer), recv_object(peer)]
         sender.wait()
+        assert theirs.tolist() == [float(peer)] * 7
         assert not sender.pending
         Path(out, f"rank{rank}.json").write_text(json.dumps(
             {"first_rank": got[0]["rank"], "first_t": got[0]["t"].tolist(), "second": list(got[1])}))
@@ -39,7 +46,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_objects_arrive_in_order_and_senders_do_not_wait_for_receivers(tmp_path) -> None:
+def test_objects_arrive_in_order_past_other_messages_and_senders_do_not_wait(tmp_path) -> None:
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):
         peer = 1 - rank
