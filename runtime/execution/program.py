@@ -202,6 +202,53 @@ def compile_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, wo
     return tuple(steps)
 
 
+def hoist_sends(graph: DataflowGraph, steps: tuple[Step, ...]) -> tuple[Step, ...]:
+    """The same program with every send posted as soon as its sender holds the data.
+
+    Each SEND step becomes two: its sender's part (ranks (src,)), moved up to just after the
+    step that gave `src` the key (the call that made it, the send that brought it, or the
+    start of the iteration for dataset keys), and its receiver's part (ranks (dst,)), where
+    the send was. A sender then no longer holds a finished call's outputs back until it has
+    run its own later calls (in ppo_tiny the actor's rank sent the critic's inputs only after
+    training the actor). Posts between one pair of ranks keep their order, so each receive
+    takes the message it expects (point-to-point messages are matched in order).
+
+    Only for a runtime whose sends do not block (runtime.execution.p2p over gloo): then the
+    program's deadlock argument (module docstring) holds for its blocking steps, since every
+    receive's post comes before it. With NCCL a posted send occupies the stream until its
+    receive, so a hoisted send could wait behind a collective its receiver has not reached:
+    the worker hoists only on gloo, and only without dynamic sampling or one-step
+    off-policy (their programs are cut or re-run in parts).
+    """
+    dataset = set(graph.dataset_keys)
+    ready: dict[tuple[str, int], int] = {}
+    """(key, rank) -> index of the step after which the rank holds the key."""
+    posts: dict[int, list[Step]] = {}
+    """Step index (-1: the iteration's start) -> the sender parts posted right after it."""
+    last_post: dict[tuple[int, int], int] = {}
+    out: list[Step] = []
+    for i, step in enumerate(steps):
+        if step.kind is StepKind.SEND:
+            start = -1 if step.key in dataset else i - 1
+            slot = max(ready.get((step.key, step.src), start), last_post.get((step.src, step.dst), -1))
+            last_post[(step.src, step.dst)] = slot
+            posts.setdefault(slot, []).append(dataclasses.replace(step, ranks=(step.src,)))
+            out.append(dataclasses.replace(step, ranks=(step.dst,)))
+            ready[(step.key, step.dst)] = i
+            continue
+        out.append(step)
+        if step.kind in (StepKind.RUN, StepKind.FUSE, StepKind.STREAM):
+            for name in (step.call, *step.consumers):
+                for key in graph.call(name).outputs:
+                    for rank in step.ranks:
+                        ready[(key, rank)] = i
+    hoisted = list(posts.get(-1, []))
+    for i, step in enumerate(out):
+        hoisted.append(step)
+        hoisted.extend(posts.get(i, []))
+    return tuple(hoisted)
+
+
 def rank_program(steps: tuple[Step, ...], rank: int) -> tuple[Step, ...]:
     """The steps `rank` takes part in, in the global order."""
     return tuple(s for s in steps if rank in s.ranks)

@@ -188,3 +188,75 @@ def test_fused_train_pair_is_one_step_by_hand():
     assert steps == [*unfused[:i], "fuse actor_train + critic_train on [0, 1, 2, 3]"]
     assert all(s.kind is not StepKind.RUN or s.call != "critic_train"
                for s in compile_iteration(GRAPH, layouts, world_size=4, first=False, fused=pair))
+
+
+def test_hoisted_sends_by_hand():
+    """The steady iteration above with every send posted once its sender holds the key."""
+    from runtime.execution.program import hoist_sends
+
+    steps = hoist_sends(GRAPH, compile_iteration(GRAPH, LAYOUTS, world_size=4, first=False))
+    posts = [(str(s), s.ranks) for s in steps if s.kind is StepKind.SEND]
+    text = [f"{str(s)} @{list(s.ranks)}" if s.kind is StepKind.SEND else str(s) for s in steps]
+    assert text == [
+        "realloc actor for actor_gen on [0, 1, 2, 3]",
+        "run actor_gen on [0, 1]",
+        # actor_gen's outputs leave at once: seq to the reward and critic ranks, old_logp to actor_train's
+        "send seq 0->3 for reward_inf @[0]", "send seq 0->2 for critic_inf @[0]",
+        "send old_logp 0->2 for actor_train @[0]", "send old_logp 1->3 for actor_train @[1]",
+        "free actor for actor_gen on [0, 1]",
+        "send seq 0->3 for reward_inf @[3]",
+        "run reward_inf on [3]",
+        "send rewards 3->0 for actor_train @[3]", "send rewards 3->1 for actor_train @[3]",
+        "send rewards 3->2 for actor_train @[3]",
+        "run ref_inf on [0, 1]",
+        "send ref_logp 0->2 for actor_train @[0]", "send ref_logp 1->3 for actor_train @[1]",
+        "send seq 0->2 for critic_inf @[2]",
+        "run critic_inf on [2, 3]",
+        "send values 2->0 for actor_train @[2]", "send values 3->1 for actor_train @[3]",
+        "send old_logp 0->2 for actor_train @[2]", "send old_logp 1->3 for actor_train @[3]",
+        "send ref_logp 0->2 for actor_train @[2]", "send ref_logp 1->3 for actor_train @[3]",
+        "send rewards 3->0 for actor_train @[0]", "send rewards 3->1 for actor_train @[1]",
+        "send rewards 3->2 for actor_train @[2]",
+        "send values 2->0 for actor_train @[0]", "send values 3->1 for actor_train @[1]",
+        "run actor_train on [0, 1, 2, 3]",
+        "run critic_train on [2, 3]",
+    ]
+    assert len(posts) == 2 * 11
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hoisted_sends_keep_each_pairs_order_and_follow_their_data(seed):
+    """Brute force over random placements: per (src, dst) the posts come in the order of the
+    receives; a post comes after the step that gave its sender the key; every step of the
+    unhoisted program is still there, once per rank."""
+    import random
+
+    from runtime.execution.program import hoist_sends
+
+    rng = random.Random(seed)
+    layouts = {}
+    for call in GRAPH.calls:
+        size = rng.choice([1, 2, 4])
+        start = rng.randrange(0, 4 - size + 1)
+        layouts[call.name] = lay(start, size, dp=size)
+    plain = compile_iteration(GRAPH, layouts, world_size=4, first=False)
+    hoisted = hoist_sends(GRAPH, plain)
+    for rank in range(4):  # the non-send steps of each rank keep their order
+        assert [s for s in rank_program(hoisted, rank) if s.kind is not StepKind.SEND] == \
+               [s for s in rank_program(plain, rank) if s.kind is not StepKind.SEND]
+    sends = [s for s in plain if s.kind is StepKind.SEND]
+    for src, dst in {(s.src, s.dst) for s in sends}:
+        pair = [s.key for s in sends if (s.src, s.dst) == (src, dst)]
+        assert [s.key for s in hoisted if s.kind is StepKind.SEND and s.ranks == (src,) and s.dst == dst] == pair
+        assert [s.key for s in hoisted if s.kind is StepKind.SEND and s.ranks == (dst,) and s.src == src] == pair
+    for i, s in enumerate(hoisted):
+        if s.kind is StepKind.SEND and s.ranks == (s.src,) and s.key not in GRAPH.dataset_keys:
+            before = hoisted[:i]
+            made = any(b.kind is StepKind.RUN and s.src in b.ranks and s.key in GRAPH.call(b.call).outputs
+                       for b in before)
+            brought = any(b.kind is StepKind.SEND and b.ranks == (s.src,) and b.dst == s.src and b.key == s.key
+                          for b in before)
+            assert made or brought, f"{s} posted before its sender holds {s.key}"
+            recv = next(j for j, r in enumerate(hoisted) if r.kind is StepKind.SEND and r.ranks == (s.dst,)
+                        and (r.src, r.key, r.call) == (s.src, s.key, s.call))
+            assert recv > i
