@@ -15,6 +15,10 @@ What is compared, per call and per iteration:
 estimate_vs_measured.json: {"warmup", "iterations", "calls": {NAME: {"estimated_s",
 "measured_s", "ratio"}}, "realloc": {...}, "iteration": {...}}, where ratio = measured /
 estimated (None when the estimate is 0).
+
+Step by step: `add_estimated_trace` puts the simulated timeline of as many steady-state
+iterations beside the measured steps of the run's last iterations in RUN_DIR/trace.json
+(see runtime.execution.trace).
 """
 
 from __future__ import annotations
@@ -136,7 +140,43 @@ def report_estimates(experiment: Any, plan: Any, records: Sequence[Mapping[str, 
         Path(run_dir, FILE_NAME).write_text(json.dumps(report, indent=2) + "\n")
         for line in summary_lines(report):
             echo(line)
+        add_estimated_trace(plan, Path(run_dir))
         return report
     except Exception as exc:  # noqa: BLE001 -- reporting must not fail a finished run
         echo(f"(no estimated-vs-measured summary: {type(exc).__name__}: {exc})")
         return None
+
+
+def estimated_trace_events(plan: Any, iterations: int) -> list[dict[str, Any]]:
+    """Chrome trace events of the plan's simulated timeline: `iterations` steady-state
+    iterations (the unrolled timeline's last ones, never its first, which holds one-off
+    reallocations), one track per device, times from the first of them."""
+    from runtime.execution.trace import ESTIMATED_PID, trace_event, trace_names
+
+    unrolled = sorted({e.iteration for e in plan.timeline})
+    chosen = unrolled[1:][-iterations:] if len(unrolled) > 1 else unrolled
+    entries = [e for e in plan.timeline if e.iteration in chosen]
+    if not entries:
+        return []
+    origin = min(e.start for e in entries)
+    devices = sorted({e.device for e in entries})
+    out = trace_names(ESTIMATED_PID, "estimated (plan's devices)", [(d, f"device {d}") for d in devices])
+    for e in entries:
+        out.append(trace_event(e.label, e.what, ESTIMATED_PID, e.device, e.start - origin, e.end - origin,
+                               iteration=e.iteration - chosen[0] + 1))
+    return out
+
+
+def add_estimated_trace(plan: Any, run_dir: Path) -> bool:
+    """Add the simulated timeline beside the measured steps in RUN_DIR/trace.json (written by
+    the run's rank 0); False when the run left no trace."""
+    from runtime.execution.trace import TRACE_FILE
+
+    path = run_dir / TRACE_FILE
+    if not path.is_file():
+        return False
+    trace = json.loads(path.read_text())
+    measured = {e.get("args", {}).get("iteration") for e in trace["traceEvents"] if e.get("ph") == "X"}
+    trace["traceEvents"] += estimated_trace_events(plan, max(len(measured), 1))
+    path.write_text(json.dumps(trace) + "\n")
+    return True

@@ -46,6 +46,7 @@ from runtime.execution.metrics import IterationLog
 from runtime.execution.p2p import ObjectSender, recv_object
 from runtime.execution.program import Step, StepKind, placement
 from runtime.execution.reallocation import StagingPool, execute_transfer
+from runtime.execution.trace import step_label
 from runtime.interfaces import CallContext, run_interface
 from runtime.rewards.functions import load_functions
 
@@ -92,7 +93,9 @@ class StepDispatcher:
         if name is None:
             raise AssertionError(f"bug: no handler for step kind {step.kind!r} ({step})")
         handler: Handler = getattr(self, name)
+        start = time.time()  # wall clock: the trace lines up the ranks' steps (runtime.execution.trace)
         handler(step, payloads, it, log)
+        log.spans.append((step.kind.name, step_label(step, self.graph), start, time.time()))
 
     # ---------------------------------------------------------------- handlers
 

@@ -2,9 +2,10 @@
 
 Each rank fills an `IterationLog` while it walks its steps (call times, train statistics,
 rewards, reallocation time and bytes). At the end of the iteration `MetricsReporter.report`
-gathers every rank's log on rank 0 (a world-collective), merges them into one record and
-appends it to metrics.jsonl and TensorBoard, and has curves.png redrawn on a background thread
-about 20 times a run, at most every MIN_REDRAW_S seconds (and after the last iteration).
+gathers every rank's log on rank 0 (a world-collective) and merges them into one record.
+Background threads on rank 0 append it to metrics.jsonl and TensorBoard
+(`runtime.rundir.metrics.RecordLog`) and redraw curves.png about 20 times a run, at most
+every MIN_REDRAW_S seconds and after the last iteration (`CurvePlotter`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from graph.catalog import get_interface
 from graph.dataflow import DataflowGraph
 from graph.spec import Call, CallKind
 from runtime.data.binding import Field, Payload
-from runtime.rundir.metrics import CurvePlotter, MetricsWriter, TensorBoardWriter
+from runtime.execution.trace import TRACE_FILE, StepTrace
+from runtime.rundir.metrics import CurvePlotter, MetricsWriter, RecordLog, TensorBoardWriter
 
 
 @dataclass
@@ -45,6 +47,9 @@ class IterationLog:
     """Generate call -> chunks of samples it streamed (plan.fusion; counted by one consumer rank)."""
     runs: dict[str, int] = field(default_factory=dict)
     """Times each call ran this iteration (more than once: dynamic sampling's rounds)."""
+    spans: list[tuple[str, str, float, float]] = field(default_factory=list)
+    """(step kind, label, start, end) of every step this rank ran, wall-clock seconds since the
+    epoch (`runtime.execution.trace`); kept out of the metrics record."""
 
     def record_call(self, call: Call, result: Any, elapsed: float, payloads: Mapping[str, Payload]) -> None:
         """Note a call's time, its statistics and the rewards / response lengths it produced.
@@ -140,12 +145,14 @@ class MetricsReporter:
         self.run_dir, self.name, self.iterations, self.plot_every = run_dir, name, iterations, plot_every
         self.history = history
         """Records so far (rank 0): a resumed run starts with the checkpoint's."""
-        self.metrics = MetricsWriter(run_dir / "metrics.jsonl") if rank == 0 else None
         # a resumed run hides the events a killed attempt logged after its checkpoint
-        self.tensorboard = TensorBoardWriter(run_dir / "tensorboard", purge_step=start + 1 if start else None) \
+        self.log = RecordLog(MetricsWriter(run_dir / "metrics.jsonl"),
+                             TensorBoardWriter(run_dir / "tensorboard", purge_step=start + 1 if start else None)) \
             if rank == 0 else None
         self.plotter = CurvePlotter(run_dir / "curves.png", title=name) if rank == 0 else None
         self.last_redraw = -math.inf
+        self.trace = StepTrace()
+        """Rank 0: the last iterations' steps, written as RUN_DIR/trace.json at close."""
 
     def report(self, it: int, log: IterationLog) -> None:
         """World-collective: gather every rank's log of iteration `it`; rank 0 writes the record."""
@@ -153,11 +160,11 @@ class MetricsReporter:
         dist.gather_object(log, gathered if self.rank == 0 else None, dst=0)
         if self.rank != 0:
             return
+        self.trace.add(it, [part.spans for part in gathered])
         record = merge_logs(it, gathered)
         record.update(headline(self.graph, record))
-        assert self.metrics is not None and self.tensorboard is not None and self.plotter is not None
-        self.metrics.write(record)
-        self.tensorboard.write(record)
+        assert self.log is not None and self.plotter is not None
+        self.log.append(record)  # written on a background thread
         self.history.append(record)
         every = max(self.plot_every, self.iterations // 20)  # ~20 redraws a run: a plot costs ~0.5 s of a core
         last = it + 1 == self.iterations
@@ -165,8 +172,14 @@ class MetricsReporter:
             self.last_redraw = time.monotonic()
             self.plotter.request(self.history)  # drawn on a background thread
 
+    def flush(self) -> None:
+        """Rank 0: block until every record so far is in metrics.jsonl and TensorBoard."""
+        if self.log is not None:
+            self.log.flush()
+
     def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
+        if self.log is not None:
+            self.log.close()
+            self.trace.write(self.run_dir / TRACE_FILE)
         if self.plotter is not None:
             self.plotter.close()

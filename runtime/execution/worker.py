@@ -45,7 +45,7 @@ from runtime.execution.engines import EngineSet
 from runtime.execution.job import Job
 from runtime.execution.launch import WorkerContext, equal_share
 from runtime.execution.metrics import IterationLog, MetricsReporter
-from runtime.execution.program import compile_iteration, rank_program
+from runtime.execution.program import Step, compile_iteration, hoist_sends, rank_program
 from runtime.execution.sampling import Resampler, split_program
 
 REFILL_IDS = 1 << 40
@@ -80,10 +80,18 @@ class Worker:
         self.ptx_records: list[Record] | None = None if p is None else load_records(
             fmt=p.format, path=p.path, generator=p.generator, num_records=p.num_records, seed=p.seed)
         self.ahead = ahead_calls(self.graph, job.off_policy_steps)
+        spec = dynamic_sampling(self.graph)
+        # sends go as soon as their data exists (program.hoist_sends): gloo only, plain programs only
+        hoist = not self.ahead and spec is None and not platform.has_cuda()
+
+        def program(first: bool, prologue: bool, last: bool) -> tuple[Step, ...]:
+            steps = compile_iteration(self.graph, job.layouts, world_size=ctx.world_size, first=first,
+                                      free_replicas=job.free_replicas, ahead=self.ahead, prologue=prologue,
+                                      last=last, streamed=job.streamed, fused=job.fused)
+            return rank_program(hoist_sends(self.graph, steps) if hoist else steps, self.rank)
+
         self.programs: dict[tuple[bool, bool, bool], Any] = {
-            (first, prologue, last): rank_program(compile_iteration(
-                self.graph, job.layouts, world_size=ctx.world_size, first=first, free_replicas=job.free_replicas,
-                ahead=self.ahead, prologue=prologue, last=last, streamed=job.streamed, fused=job.fused), self.rank)
+            (first, prologue, last): program(first, prologue, last)
             for first in (True, False) for prologue in ((True, False) if self.ahead else (first,))
             for last in ((False, True) if self.ahead else (False,))
         }
@@ -93,7 +101,6 @@ class Worker:
         self.upcoming: tuple[dict[str, Payload], IterationLog] | None = None
         self.dispatcher = StepDispatcher(job, self.engines, self.tok, rank=self.rank)
         self.resampler: Resampler | None = None
-        spec = dynamic_sampling(self.graph)
         if spec is not None:  # DAPO: the sampling calls run in rounds (runtime.execution.sampling)
             self.programs = {key: split_program(steps, spec.calls) for key, steps in self.programs.items()}
             keys = set(self.graph.dataset_keys) - {PTX_KEY}
@@ -216,6 +223,7 @@ class Worker:
             self.iteration(it, indices, upcoming if it + 1 < self.job.iterations else None)
             print(f"rank {self.rank}: iteration {it + 1} in {time.perf_counter() - start:.2f} s", flush=True)
             if self.checkpointer.save_due(it + 1):
+                self.reporter.flush()  # the checkpoint's metrics are on disk before it
                 self.checkpointer.save(it + 1, dict(self.job.layouts))
         self.reporter.close()
         self.checkpointer.save_models(Path(self.job.run_dir) / "models")

@@ -71,3 +71,39 @@ def test_the_run_directory_keeps_both(tmp_path):
     echoed.clear()
     assert report_estimates(Exp(), None, records, tmp_path, echo=echoed.append) is None
     assert len(echoed) == 1 and "no estimated-vs-measured summary" in echoed[0]
+
+
+def test_trace_holds_measured_steps_and_the_simulated_iterations_beside_them(tmp_path):
+    """Rank 0's StepTrace keeps the last iterations' steps; report_estimates adds as many
+    steady-state simulated iterations (the _plan timeline: realloc 1 s on [0, 1], gen 2 s,
+    transfer 0.5 s, train 3 s: 6.5 s per iteration), times from each side's first kept step."""
+    from runtime.execution.trace import ESTIMATED_PID, MEASURED_PID, TRACE_FILE, StepTrace
+
+    trace = StepTrace(keep=2)
+    t0 = 1_700_000_000.0
+    for it in range(3):  # iteration 0 is dropped: two are kept
+        base = t0 + 10 * it
+        trace.add(it, [[("RUN", "gen", base, base + 2.0), ("RUN", "train", base + 2.5, base + 5.5)],
+                       [("SEND", "seq:gen->train", base, base + 2.25)]])
+    trace.write(tmp_path / TRACE_FILE)
+    g, plan = _plan()
+
+    class Exp:
+        graph = g
+
+    records = [{"iter_time_s": 7.0, "call_time_s": {"gen": 2.0, "train": 3.0}, "realloc_time_s": 1.0}] * 4
+    report_estimates(Exp(), plan, records, tmp_path, echo=lambda _: None)
+    events = [e for e in json.loads((tmp_path / TRACE_FILE).read_text())["traceEvents"] if e["ph"] == "X"]
+    measured = [(e["tid"], e["name"], e["ts"], e["dur"], e["args"]["iteration"]) for e in events
+                if e["pid"] == MEASURED_PID]
+    assert measured == [(0, "gen", 0.0, 2e6, 2), (0, "train", 2.5e6, 3e6, 2), (1, "seq:gen->train", 0.0, 2.25e6, 2),
+                        (0, "gen", 10e6, 2e6, 3), (0, "train", 12.5e6, 3e6, 3),
+                        (1, "seq:gen->train", 10e6, 2.25e6, 3)]
+    estimated = sorted((e["args"]["iteration"], e["ts"], e["tid"], e["name"]) for e in events
+                       if e["pid"] == ESTIMATED_PID)
+    iterations = {it for it, *_ in estimated}
+    assert iterations == {1, 2}  # as many as measured
+    starts = sorted({ts for it, ts, *_ in estimated if it == 2})
+    assert starts[0] == pytest.approx(6.5e6)  # the second simulated iteration one period later
+    names = {name for it, _, _, name in estimated if it == 1}
+    assert {"gen", "train"} <= names and any("->" in n for n in names)
