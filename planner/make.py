@@ -50,8 +50,8 @@ def make_plan(graph: DataflowGraph, cost: CostProvider,
     Where the workers are CPU processes sharing cores (`cost.thread_options()` offers more
     than one count), the search also chooses the torch threads per worker: it searches the
     layouts under each count's cost model (`cost.with_threads`) and keeps the fastest plan,
-    which may leave workers idle to give the busy ones more threads. A plan file keeps its
-    own threads per worker."""
+    which may leave workers idle to give the busy ones more threads; the searches share
+    `options.time_budget_s` equally. A plan file keeps its own threads per worker."""
     options = options or PlanOptions()
     choices = tuple(getattr(cost, "thread_options", lambda: ())())
     hidden = _largest_hidden(graph)
@@ -62,7 +62,9 @@ def make_plan(graph: DataflowGraph, cost: CostProvider,
         return dataclasses.replace(result, plan=dataclasses.replace(result.plan, threads_per_worker=threads))
     if options.mode is not PlanMode.SEARCH or len(choices) < 2:
         return _make_plan(graph, cost, options)
-    tried = {t: _make_plan(graph, cost.with_threads(t, hidden), options) for t in choices}
+    # plan.time_budget_s is the whole search's: each thread count gets its share
+    share = dataclasses.replace(options, time_budget_s=options.time_budget_s / len(choices))
+    tried = {t: _make_plan(graph, cost.with_threads(t, hidden), share) for t in choices}
     times = {t: r.plan.iteration_time_s for t, r in tried.items()}
     feasible = [t for t, r in tried.items() if r.plan.feasible and r.plan.iteration_time_s is not None]
     best = min(feasible or list(tried), key=lambda t: (times[t] if times[t] is not None else float("inf"), t))

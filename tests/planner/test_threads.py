@@ -73,3 +73,20 @@ def test_a_plan_file_keeps_its_threads(tmp_path):
     # priced under 2 threads per worker: the same as evaluating the layouts with that cost model
     want = PlanContext(graph, cost.with_threads(2)).evaluate(found.layouts, "x").iteration_time_s
     assert again.iteration_time_s == pytest.approx(want, rel=1e-12)
+
+
+def test_the_thread_searches_share_the_time_budget(monkeypatch):
+    """plan.time_budget_s bounds the whole search: with two thread counts each gets half."""
+    import planner.make as make
+
+    graph, cost = _grpo_on_two_workers(0.5)
+    seen = []
+    real = make._make_plan
+
+    def spy(graph, cost, options):
+        seen.append(options.time_budget_s)
+        return real(graph, cost, options)
+
+    monkeypatch.setattr(make, "_make_plan", spy)
+    make_plan(graph, cost, PlanOptions.from_dict({"mode": "search", "time_budget_s": 1.0, "seed": 0}))
+    assert seen == [0.5, 0.5]
