@@ -525,15 +525,19 @@ class _Profiler:
         """One SeqBatch (16 sequences with a token field) from rank 0 to rank 1, as the executor sends it."""
         import pickle
 
+        from runtime.execution.p2p import ObjectSender, recv_object
+
         batch = _batch(16, 16, self.grid.vocab_size)
         batch = batch.with_fields(token_fields={"logprobs": torch.zeros(batch.input_ids.shape)})
         group = self._group(2)
 
-        def send() -> None:
+        def send() -> None:  # posted, then waited for until delivered (the sender's whole cost)
             if self.rank == 0:
-                dist.send_object_list([batch], dst=1)
+                sender = ObjectSender()
+                sender.send(batch, (1,))
+                sender.wait()
             elif self.rank == 1:
-                dist.recv_object_list([None], src=0)
+                recv_object(0)
 
         if self.rank < 2:
             t = _timed(send, self.grid.repeats, group)
