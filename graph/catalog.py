@@ -44,10 +44,20 @@ SEQUENCE_ROLES = frozenset({"prompts", "sequences", "pairs", "ptx"})
 """Roles whose data are sequences of tokens; every other role is a value over sequences.
 A sequence role after a call's first input is a batch of its own (ptx: pretraining/SFT
 sequences mixed into the PPO actor loss), not a field of the first input."""
-PER_SEQUENCE_ROLES = frozenset({"rewards", "baseline_rewards", "answers"})
+PER_SEQUENCE_ROLES = frozenset({"rewards", "baseline_rewards", "answers", "pool_scores"})
 """Roles holding one value per sequence; the remaining value roles hold one per token."""
+SIDE_FIELD_ROLES = frozenset({"pool_scores"})
+"""Value roles over sequences other than the call's first input (pool_scores: one score per
+record of the Selective Rehearsal pool): not attached to the main batch; the runtime attaches
+them to the side batch they score."""
 REHEARSAL_SOURCES = ("rollouts", "data")
 """Where ppo_actor's Selective Rehearsal draws its pairs from (PPOActorArgs.rehearsal_source)."""
+REHEARSAL_RANKS = ("likelihood", "advantage")
+"""How ppo_actor ranks a data pool's pairs within a cluster (PPOActorArgs.rehearsal_rank)."""
+REHEARSAL_SCORES_KEY = "rehearsal_scores"
+"""Data key of the pool's reward-model scores (rehearsal_rank=advantage); an input of that
+name binds to the `pool_scores` role of the interface, wherever it stands after the required
+inputs (so that it needs no ptx input before it)."""
 
 
 def interface(name: str, kind: CallKind, *, inputs: tuple[str, ...], outputs: tuple[str, ...] = (),
@@ -77,15 +87,28 @@ def get_interface(name: str) -> InterfaceInfo:
     return INTERFACES.get(name)
 
 
+def input_roles(name: str, inputs: tuple[str, ...]) -> tuple[str, ...]:
+    """The role of each of a call's input keys: by position, except the `pool_scores` role,
+    which only the key REHEARSAL_SCORES_KEY takes, wherever it stands after the required
+    inputs (the positions after it shift back by one). Shorter than `inputs` when the call
+    has more keys than roles (check_bindings refuses it)."""
+    info = get_interface(name)
+    roles = [r for r in info.inputs if r != "pool_scores"]
+    if "pool_scores" in info.inputs and REHEARSAL_SCORES_KEY in inputs[info.required_inputs:]:
+        roles.insert(inputs.index(REHEARSAL_SCORES_KEY), "pool_scores")
+    return tuple(roles[: len(inputs)])
+
+
 def check_bindings(name: str, inputs: tuple[str, ...], outputs: tuple[str, ...], *, where: str) -> None:
     """Raise GraphError unless a call's input/output keys fit the interface's roles."""
     info = get_interface(name)
-    if not info.required_inputs <= len(inputs) <= len(info.inputs):
+    if not info.required_inputs <= len(inputs) <= len(info.inputs) or len(input_roles(name, inputs)) < len(inputs):
         want = (f"{len(info.inputs)}" if info.required_inputs == len(info.inputs)
                 else f"{info.required_inputs} to {len(info.inputs)}")
         raise GraphError(
             f"{where}: interface {name!r} takes {want} input keys ({', '.join(info.inputs)}, by "
-            f"position), got {len(inputs)}: {list(inputs)}"
+            f"position{'; pool_scores only as key ' + REHEARSAL_SCORES_KEY if 'pool_scores' in info.inputs else ''}), "
+            f"got {len(inputs)}: {list(inputs)}"
         )
     if len(outputs) > len(info.outputs):
         raise GraphError(
@@ -229,6 +252,23 @@ class AdvantageModelArgs:
     """Sequence rewards in the Advantage Model form: the score at the last token minus the score at the last prompt token."""
 
 
+@interface("pool_scores", CallKind.INFERENCE, inputs=("sequences",), outputs=("pool_scores",))
+@dataclass(frozen=True, kw_only=True)
+class PoolScoresArgs:
+    """Reward-model scores of the Selective Rehearsal pool's (prompt, answer) pairs, computed every `every` iterations."""
+
+    form: str = "advantage"
+    """How the reward model scores: advantage (last-token minus last-prompt-token score, an AM) or reward (last-token score)."""
+    every: int = 1
+    """Iterations between two scorings (the actor's rehearsal_every); in between the call returns the last scores."""
+
+    def __post_init__(self) -> None:
+        if self.form not in ("advantage", "reward"):
+            raise ValueError(f"form must be advantage or reward, got {self.form!r}")
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
+
+
 @interface("rule_reward", CallKind.INFERENCE, needs_weights=False, inputs=("sequences", "answers"), outputs=("rewards",),
            required=1)
 @dataclass(frozen=True, kw_only=True)
@@ -329,8 +369,8 @@ def _check_reward_shaping(args: Any) -> None:
     _check_range("lam", args.lam, 0.0, 1.0)
 
 
-@interface("ppo_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values", "ptx"),
-           required=4)
+@interface("ppo_actor", CallKind.TRAIN,
+           inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values", "ptx", "pool_scores"), required=4)
 @dataclass(frozen=True, kw_only=True)
 class PPOActorArgs(OptimArgs):
     """PPO policy update: clipped ratio, KL to the reference (fixed or adaptive), entropy bonus, ptx."""
@@ -372,11 +412,15 @@ class PPOActorArgs(OptimArgs):
     rehearsal_per_cluster: int = 2
     """Rollouts kept per cluster: the highest-reward ones whose reward (advantage) is > rehearsal_min_reward."""
     rehearsal_min_reward: float = 0.0
-    """A rollout is kept only above this reward (0: better than expected under the AM); rehearsal_source=rollouts only."""
+    """A rollout (rehearsal_rank=advantage: a pool pair) is kept only above this reward (0: better than expected under the AM); not read with rehearsal_rank=likelihood."""
     rehearsal_source: str = "rollouts"
-    """Where the rehearsed pairs come from: rollouts (this iteration's PPO rollouts, ranked by reward) or data (the supervised pool at rehearsal_path, ranked by the policy's mean log-likelihood of the reference answer)."""
+    """Where the rehearsed pairs come from: rollouts (this iteration's PPO rollouts, ranked by reward) or data (the supervised pool at rehearsal_path, ranked by rehearsal_rank)."""
     rehearsal_path: str | None = None
     """rehearsal_source=data: JSONL of {prompt, answer} records (the data.ptx format), the rehearsal pool."""
+    rehearsal_rank: str = "likelihood"
+    """rehearsal_source=data: how pairs are ranked per cluster: likelihood (the policy's mean log-likelihood of the answer) or advantage (the graph's reward model's score of the pair, on its own workers)."""
+    rehearsal_pool_size: int = 0
+    """Records in the rehearsal pool: set when the experiment loads (read from rehearsal_path); the planner prices the selection by it."""
     temperature: float = 1.0
     """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
@@ -392,6 +436,13 @@ class PPOActorArgs(OptimArgs):
         if self.rehearsal_source == "data" and self.rehearsal_coef > 0 and not self.rehearsal_path:
             raise ValueError("rehearsal_source=data needs the pool: set graph.train.rehearsal_path to a JSONL of "
                              "{prompt, answer} records")
+        if self.rehearsal_rank not in REHEARSAL_RANKS:
+            raise ValueError(f"rehearsal_rank: {self.rehearsal_rank!r} is not one of {', '.join(REHEARSAL_RANKS)}")
+        if self.rehearsal_rank == "advantage" and self.rehearsal_source != "data":
+            raise ValueError("rehearsal_rank=advantage ranks a data pool; with rehearsal_source=rollouts the rollouts "
+                             "are already ranked by their reward: set rehearsal_source=data or rehearsal_rank=likelihood")
+        if self.rehearsal_pool_size < 0:
+            raise ValueError(f"rehearsal_pool_size must be >= 0, got {self.rehearsal_pool_size}")
         if self.rehearsal_path and self.rehearsal_source != "data":
             raise ValueError(f"rehearsal_path={self.rehearsal_path!r} is read only with rehearsal_source=data; "
                              "set graph.train.rehearsal_source=data or rehearsal_path=null")
