@@ -470,6 +470,34 @@ def off_policy_reference(ctx: Any, job: Any) -> list[Any]:
     return w.history
 
 
+def run_jobs_and_pool_scores(ctx: Any, jobs: list[Any], scored: list[Any]) -> tuple[list[Any], list[Any]]:
+    """`run_jobs`, then each job of `scored` (rehearsal_rank=advantage) with, per rank: the
+    actor's kept rehearsal set and its mean score (rank 0), and a direct scoring of the whole
+    pool by the `advantage_model` interface on the reward model in reward_inf's layout (the
+    ranks of that layout)."""
+    from runtime.execution.worker import Worker
+    from runtime.interfaces import run_interface
+
+    out = []
+    for job in scored:
+        w = Worker(ctx, job)
+        history = w.run()
+        info: dict[str, Any] = {"history": history}
+        actor = w.engines.home("actor")
+        if actor is not None and ctx.rank == 0:
+            info["kept"] = actor.state.get("rehearsal/seqs", [])
+            info["kept_reward"] = actor.state.get("rehearsal/kept_reward")
+        reward = w.engines.get("reward", job.layouts["reward_inf"])
+        if reward is not None:
+            actor_call = job.graph.call("actor_train")
+            pool = w.dispatcher.rehearsal_pool(str(actor_call.args.rehearsal_path))
+            scores = run_interface("advantage_model", reward, pool).seq_fields["rewards"]
+            info["pool"] = [pool.input_ids[i, : int(pool.seq_lens[i])].tolist() for i in range(pool.size)]
+            info["direct"] = [float(v) for v in scores]
+        out.append(info)
+    return run_jobs(ctx, jobs), out
+
+
 def run_jobs_and_reference(ctx: Any, jobs: list[Any], reference: Any) -> tuple[list[Any], list[Any]]:
     """`run_jobs`, then `off_policy_reference` on `reference`, in the same launch."""
     return run_jobs(ctx, jobs), off_policy_reference(ctx, reference)
