@@ -309,3 +309,41 @@ def test_ptx_and_selective_rehearsal_are_priced_as_extra_training_sequences() ->
     assert compute(sr) == pytest.approx(base * (4 + 2 + 2 * 0.5 / 3) / 4)
     ptx = ("seq", "logp", "ref", "score", "values", "ptx")
     assert compute(PPOActorArgs(ptx_coef=0.5), ptx) == pytest.approx(base * 2)
+
+
+def test_a_data_pool_selection_is_priced_by_the_pool_size() -> None:
+    """rehearsal_source=data with a pool of 30 pairs reselected every 5 iterations (2 clusters x
+    1 kept): per iteration the actor embeds 30/5 = 6 prompts (8 of 16 tokens: 3 sequences'
+    worth) and, ranking by likelihood, forwards the 6 whole pairs: (3 + 6) forward passes of 3
+    = 3 sequences; with 4 rollouts and 2 rehearsed: (4 + 2 + 3) / 4 of the plain update. Ranked
+    by advantage, the actor only embeds: (4 + 2 + 1) / 4; the reward model's `pool_scores` call
+    forwards the 30 pairs once per 5 iterations: the compute of an inference of 6 pairs."""
+    from graph.catalog import AdvantageModelArgs, PoolScoresArgs
+
+    model = AnalyticCostModel(ROUND, CLUSTER)
+
+    def compute(args: object) -> float:
+        call = Call(name="train", model="actor", kind=CallKind.TRAIN, interface="ppo_actor", args=args,
+                    batch_size=4, prompt_len=8, response_len=8)
+        return model.call_estimate(call, ACTOR, _layout(1, 1, 1)).breakdown["compute_s"]
+
+    base = compute(PPOActorArgs())
+    pool = dict(rehearsal_coef=0.1, rehearsal_every=5, rehearsal_clusters=2, rehearsal_per_cluster=1,
+                rehearsal_source="data", rehearsal_path="pool.jsonl", rehearsal_pool_size=30)
+    assert compute(PPOActorArgs(**pool)) == pytest.approx(base * (4 + 2 + 3) / 4)
+    assert compute(PPOActorArgs(**pool, rehearsal_rank="advantage")) == pytest.approx(base * (4 + 2 + 1) / 4)
+    # the pool's size unknown (0: a call built by hand): the batch, as for rollouts
+    unknown = {**pool, "rehearsal_pool_size": 0}
+    assert compute(PPOActorArgs(**unknown)) == pytest.approx(base * (4 + 2 + (4 / 5 * 0.5 + 4 / 5) / 3) / 4)
+
+    reward = ModelSpec(role="reward", arch=TINY, value_head=True)
+
+    def scoring(interface: str, args: object, batch: int) -> float:
+        call = Call(name="score", model="reward", kind=CallKind.INFERENCE, interface=interface, args=args,
+                    batch_size=batch, prompt_len=8, response_len=8)
+        return model.call_estimate(call, reward, _layout(1, 1, 1)).breakdown["compute_s"]
+
+    assert scoring("pool_scores", PoolScoresArgs(every=5), 30) == pytest.approx(
+        scoring("advantage_model", AdvantageModelArgs(), 6))
+    assert scoring("pool_scores", PoolScoresArgs(every=1), 30) == pytest.approx(
+        scoring("advantage_model", AdvantageModelArgs(), 30))
