@@ -16,10 +16,13 @@ multiplication (one-digit answers). Per seed:
    held-out skill), against: the RM (`ppo_rm`), the AM (`ppo_am`), the AM with Selective
    Rehearsal from the rollouts (`ppo_am_sr`, graph.train.rehearsal_source=rollouts), the AM
    with Selective Rehearsal from the SFT data (`ppo_am_srdata`, rehearsal_source=data: the pool
-   is the SFT pairs of all three kinds, multiplication included, each pair once); control: the
-   SFT actor itself (no PPO) and PPO on the exact-match rule (`ppo_rule`, the true reward).
+   is the SFT pairs of all three kinds, multiplication included, each pair once; ranked per
+   cluster by the policy's likelihood of the answer), the same ranked by the AM's score of each
+   pair instead (`ppo_am_srdata_am`, rehearsal_rank=advantage: the paper's criterion, kept above
+   an AM score of 0); control: the SFT actor itself (no PPO) and PPO on the exact-match rule
+   (`ppo_rule`, the true reward).
 `--forgetting` runs only what the forgetting comparison needs (sft, am, ppo_am, ppo_am_sr,
-ppo_am_srdata; no RM scores).
+ppo_am_srdata, ppo_am_srdata_am; no RM scores).
 Every actor is then decoded greedily on every prompt of each kind; the table gives per kind the
 rule accuracy and the mean score of the greedy answers under the RM and under the AM. Reward
 hacking shows as a model score that goes up while the rule accuracy goes down; forgetting as
@@ -40,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("add", "sub", "mul")
-FORGETTING = ("sft", "am", "ppo_am", "ppo_am_sr", "ppo_am_srdata")
+FORGETTING = ("sft", "am", "ppo_am", "ppo_am_sr", "ppo_am_srdata", "ppo_am_srdata_am")
 """The stages of the forgetting comparison (--forgetting)."""
 OPS = {"add": "+", "sub": "-", "mul": "*"}
 
@@ -130,6 +133,11 @@ def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: 
                                        f"models.critic.checkpoint={am}/models/reward", "graph.reward_form=advantage",
                                        *sr, "graph.train.rehearsal_source=data",
                                        f"graph.train.rehearsal_path={data['pool']}"]),
+        "ppo_am_srdata_am": ("ppo_tiny", [*ppo_common, *neural, f"models.reward.checkpoint={am}/models/reward",
+                                          f"models.critic.checkpoint={am}/models/reward", "graph.reward_form=advantage",
+                                          *sr, "graph.train.rehearsal_source=data",
+                                          f"graph.train.rehearsal_path={data['pool']}",
+                                          "graph.train.rehearsal_rank=advantage"]),
     }
 
 
@@ -170,7 +178,8 @@ def evaluate(actor: Path, scorers: dict[str, Any]) -> dict[str, float]:
 
 def curves(run_dir: Path) -> dict[str, list[float]]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    keys = ("reward", "actor_train/rehearsal_loss", "actor_train/ref_kl")
+    keys = ("reward", "actor_train/rehearsal_loss", "actor_train/ref_kl", "actor_train/rehearsal_kept_reward",
+            "actor_train/rehearsal_size")
     return {k: [float(r[k]) for r in rows if k in r] for k in keys}
 
 
@@ -204,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 realloc_run(exp, root / name, ovs, root / "logs" / f"{name}.log")
         scorers = {key: score_model(root / key / "models" / "reward", advantage=key == "am")
                    for key in ("rm", "am") if (root / key / "models" / "reward").is_dir()}
-        for name in ("sft", "ppo_rule", "ppo_rm", "ppo_am", "ppo_am_sr", "ppo_am_srdata"):
+        for name in ("sft", "ppo_rule", "ppo_rm", "ppo_am", "ppo_am_sr", "ppo_am_srdata", "ppo_am_srdata_am"):
             actor = root / name / "models" / "actor"
             if actor.is_dir():
                 res = evaluate(actor, scorers)
@@ -227,7 +236,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     colours = {"ppo_rule": "grey", "ppo_rm": "tab:red", "ppo_am": "tab:blue", "ppo_am_sr": "tab:green",
-               "ppo_am_srdata": "tab:purple"}
+               "ppo_am_srdata": "tab:purple", "ppo_am_srdata_am": "tab:orange"}
     for name, res in results.items():
         run = name.split("/")[-1]
         if "curves" not in res:
