@@ -380,10 +380,11 @@ class AnalyticCostModel:
         stages = [self._forward_pass(s, k, tokens, ctx, tokens, 1.0) for k in range(lay.pp)]
         compute, tp_comm, p2p = max(stages, key=sum)
         m = lay.micro_batches
-        runs = runs_per_iteration(call)  # a pool scorer's forward, amortised over its period
-        time_terms = {"compute_s": runs * m * compute, "tp_comm_s": runs * m * tp_comm, "pp_p2p_s": runs * m * p2p,
-                      "pipeline_bubble_s": runs * (lay.pp - 1) * (compute + tp_comm + p2p)}
+        time_terms = {"compute_s": m * compute, "tp_comm_s": m * tp_comm, "pp_p2p_s": m * p2p,
+                      "pipeline_bubble_s": (lay.pp - 1) * (compute + tp_comm + p2p)}
         time_terms.update(self._overheads(call, lay))
+        runs = runs_per_iteration(call)  # a pool scorer works every `every` iterations (cached in between)
+        time_terms = {k: runs * v for k, v in time_terms.items()}
         per_stage = []
         for k in range(lay.pp):
             per_stage.append({

@@ -347,3 +347,23 @@ def test_a_data_pool_selection_is_priced_by_the_pool_size() -> None:
         scoring("advantage_model", AdvantageModelArgs(), 6))
     assert scoring("pool_scores", PoolScoresArgs(every=1), 30) == pytest.approx(
         scoring("advantage_model", AdvantageModelArgs(), 30))
+
+
+def test_a_pool_scorer_costs_its_whole_call_once_per_period() -> None:
+    """On hardware with call overheads too: scoring 30 pairs every 5 iterations costs a fifth of
+    an advantage_model call on the 30 pairs, overhead included (in between it returns cached scores)."""
+    from graph.catalog import AdvantageModelArgs, PoolScoresArgs
+
+    model = AnalyticCostModel(preset("cpu-gloo"), CLUSTER)
+    reward = ModelSpec(role="reward", arch=TINY, value_head=True)
+
+    def time(interface: str, args: object) -> float:
+        call = Call(name="score", model="reward", kind=CallKind.INFERENCE, interface=interface, args=args,
+                    batch_size=30, prompt_len=8, response_len=8)
+        return model.call_estimate(call, reward, _layout(1, 1, 1)).time_s
+
+    whole = time("advantage_model", AdvantageModelArgs())
+    assert "call_overhead_s" in model.call_estimate(
+        Call(name="s", model="reward", kind=CallKind.INFERENCE, interface="advantage_model", batch_size=30,
+             prompt_len=8, response_len=8), reward, _layout(1, 1, 1)).breakdown
+    assert time("pool_scores", PoolScoresArgs(every=5)) == pytest.approx(whole / 5)
