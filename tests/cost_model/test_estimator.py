@@ -354,7 +354,7 @@ def test_a_pool_scorer_costs_its_whole_call_once_per_period() -> None:
     an advantage_model call on the 30 pairs, overhead included (in between it returns cached scores)."""
     from graph.catalog import AdvantageModelArgs, PoolScoresArgs
 
-    model = AnalyticCostModel(preset("cpu-gloo"), CLUSTER)
+    model = AnalyticCostModel(preset("cpu-gloo").replace(call_overhead_s={"inference": 2e-3}), CLUSTER)
     reward = ModelSpec(role="reward", arch=TINY, value_head=True)
 
     def time(interface: str, args: object) -> float:
@@ -363,7 +363,8 @@ def test_a_pool_scorer_costs_its_whole_call_once_per_period() -> None:
         return model.call_estimate(call, reward, _layout(1, 1, 1)).time_s
 
     whole = time("advantage_model", AdvantageModelArgs())
-    assert "call_overhead_s" in model.call_estimate(
+    plain = AnalyticCostModel(preset("cpu-gloo"), CLUSTER).call_estimate(
         Call(name="s", model="reward", kind=CallKind.INFERENCE, interface="advantage_model", batch_size=30,
-             prompt_len=8, response_len=8), reward, _layout(1, 1, 1)).breakdown
+             prompt_len=8, response_len=8), reward, _layout(1, 1, 1)).time_s
+    assert whole == pytest.approx(plain + 2e-3)
     assert time("pool_scores", PoolScoresArgs(every=5)) == pytest.approx(whole / 5)
