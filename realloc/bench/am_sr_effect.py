@@ -183,6 +183,28 @@ def curves(run_dir: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows if k in r] for k in keys}
 
 
+def kept_kinds(run_dir: Path) -> dict[str, int]:
+    """How many pairs of each kind the actor rehearsed at its last selection: its kept set in
+    the newest checkpoint's engine state, decoded ({} without rehearsal or a checkpoint)."""
+    from runtime.data.tokenizer import load_tokenizer
+
+    metas = sorted((run_dir / "checkpoints").glob("iter_*/meta.json"))
+    if not metas:
+        return {}
+    states = json.loads(metas[-1].read_text()).get("extra", {}).get("engine_state", {})
+    seqs = next((st["rehearsal/seqs"] for key, st in states.items() if key.startswith("actor@")
+                 and "rehearsal/seqs" in st), None)
+    if seqs is None:
+        return {}
+    tok = load_tokenizer("char")
+    out = dict.fromkeys(KINDS, 0)
+    for seq in seqs:
+        text = tok.decode(seq)
+        for kind in KINDS:
+            out[kind] += OPS[kind] in text
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/am_sr_effect")
@@ -219,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                 res = evaluate(actor, scorers)
                 if name != "sft":
                     res["curves"] = curves(root / name)
+                    if kept := kept_kinds(root / name):
+                        res["kept_kinds"] = kept
                 results[f"seed{seed}/{name}"] = res
         (out / "results.json").write_text(json.dumps(results, indent=1))
     print(table(results))
