@@ -247,7 +247,54 @@ def main(argv: list[str] | None = None) -> int:
         (out / "results.json").write_text(json.dumps(results, indent=1))
     print(table(results))
     plot(results, out / "curves.png")
+    plot_forgetting(results, out / "forgetting.png")
     return 0
+
+
+FORGETTING_RUNS = ("ppo_am", "ppo_am_srdata", "ppo_am_srdata_am")
+"""The PPO runs the forgetting figure compares: no rehearsal, data rehearsal ranked by
+likelihood, data rehearsal ranked by the AM."""
+
+
+def plot_forgetting(results: dict[str, Any], path: Path) -> None:
+    """Held-out multiplication accuracy per seed of the SFT actor and of each FORGETTING_RUNS
+    run, and their KL to the SFT reference and rehearsal loss over the PPO iterations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = sorted({name.split("/")[0] for name in results}, key=lambda s: int(s[4:]) if s[4:].isdigit() else 0)
+    runs = [r for r in ("sft", *FORGETTING_RUNS) if any(f"{s}/{r}" in results for s in seeds)]
+    if len(runs) < 2:
+        return
+    colours = {"sft": "black", "ppo_am": "tab:blue", "ppo_am_srdata": "tab:purple", "ppo_am_srdata_am": "tab:orange"}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    width = 0.8 / len(runs)
+    for j, run in enumerate(runs):
+        xs = [i + j * width for i, s in enumerate(seeds) if f"{s}/{run}" in results]
+        ys = [results[f"{s}/{run}"]["mul/accuracy"] for s in seeds if f"{s}/{run}" in results]
+        axes[0].bar(xs, ys, width, color=colours[run], label=run)
+        for k, seed in enumerate(seeds):
+            c = results.get(f"{seed}/{run}", {}).get("curves")
+            if not c:
+                continue
+            style = "-" if k == 0 else "--"
+            axes[1].plot(c["actor_train/ref_kl"], style, color=colours[run], lw=0.8, label=f"{seed}/{run}")
+            if c.get("actor_train/rehearsal_loss"):
+                axes[2].plot(c["actor_train/rehearsal_loss"], style, color=colours[run], lw=0.8, label=f"{seed}/{run}")
+    axes[0].set_xticks([i + 0.4 - width / 2 for i in range(len(seeds))], seeds)
+    axes[0].set_title("held-out multiplication accuracy (greedy)")
+    axes[0].set_ylim(0, 1.05)
+    axes[1].set_title("KL(actor || SFT reference)")
+    axes[2].set_title("rehearsal loss (unweighted)")
+    axes[2].set_yscale("log")
+    for ax in axes[1:]:
+        ax.set_xlabel("PPO iteration")
+    for ax in axes:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
