@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from graph.catalog import PER_SEQUENCE_ROLES, SEQUENCE_ROLES, get_interface, input_roles
+from graph.catalog import get_interface
 from graph.placement.layout import Cluster, Layout
 from graph.placement.transfer import TransferLoads
+from graph.roles import PER_SEQUENCE_ROLES, SEQUENCE_ROLES, input_roles
 from graph.spec import Call, CallKind
 
 

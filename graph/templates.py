@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from graph.catalog import REHEARSAL_SCORES_KEY, REWARD_SHAPING_ARGS, make_args
+from graph.catalog import REWARD_SHAPING_ARGS, make_args
 from graph.dataset_keys import PTX_KEY, REHEARSAL_POOL_KEY
 from graph.errors import GraphError
 from graph.registry import Registry
+from graph.roles import REHEARSAL_SCORES_KEY
 from graph.spec import Call, CallKind, ModelSpec
 
 

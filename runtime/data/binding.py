@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from graph.catalog import SEQUENCE_ROLES, SIDE_FIELD_ROLES, get_interface, input_roles
+from graph.catalog import get_interface
 from graph.dataset_keys import PTX_FORMATS, PTX_KEY
+from graph.roles import SEQUENCE_ROLES, SIDE_FIELD_ROLES, input_roles
 from graph.spec import Call
 from runtime.data.batch import SeqBatch
 from runtime.data.records import Record
