@@ -155,13 +155,13 @@ def pool_scores(engine: ModelEngine, batch: SeqBatch, args: PoolScoresArgs, ctx:
     the reward model's form (advantage: as advantage_model, reward: as reward_model), split over
     this layout's data-parallel replicas like any inference call. Scored when ctx.step is a
     multiple of `every` (the actor's rehearsal_every: its selection steps) or when this engine
-    has no scores of these pairs yet (a resumed run); otherwise the scores of the last scoring
-    (the reward model of PPO is frozen, so they are the same)."""
+    has no scores of these pairs in this form yet (a resumed run); otherwise the scores of the
+    last scoring (the reward model of PPO is frozen, so they are the same)."""
     _need_value_head(engine, "pool_scores")
-    state = engine.state
+    state, key = engine.state, f"pool_scores/{args.form}"
     ids = [int(i) for i in batch.ids]
-    cached = state.get("pool_scores/values")
-    if cached is not None and state.get("pool_scores/ids") == ids and ctx.step % args.every != 0:
+    cached = state.get(f"{key}/values")
+    if cached is not None and state.get(f"{key}/ids") == ids and ctx.step % args.every != 0:
         return batch.with_fields(seq_fields={"pool_scores": torch.tensor(cached, dtype=torch.float32)})
     if args.form == "advantage":
         def score(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -170,8 +170,8 @@ def pool_scores(engine: ModelEngine, batch: SeqBatch, args: PoolScoresArgs, ctx:
         def score(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
             return {"pool_scores": last_token_scores(mb, out)}
     result = _run(engine, batch, score, (), ("pool_scores",), ctx.micro_batches)
-    state["pool_scores/ids"] = ids
-    state["pool_scores/values"] = [float(v) for v in result.seq_fields["pool_scores"]]
+    state[f"{key}/ids"] = ids
+    state[f"{key}/values"] = [float(v) for v in result.seq_fields["pool_scores"]]
     return result
 
 

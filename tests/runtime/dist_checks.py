@@ -171,6 +171,16 @@ def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
         res[f"infer/rewards/{name}"] = max(abs(float(rew[i]) - ref_r[i]) for i in range(len(seqs)))
         adv = run_interface("advantage_model", critic, batch).seq_fields["rewards"]
         res[f"infer/advantages/{name}"] = max(abs(float(adv[i]) - ref_a[i]) for i in range(len(seqs)))
+        # the rehearsal pool's scores: the AM form (a selection step), then the reward form
+        from graph.catalog import PoolScoresArgs
+        from runtime.interfaces import CallContext
+
+        pool = run_interface("pool_scores", critic, batch, PoolScoresArgs(form="advantage", every=2),
+                             CallContext(step=4)).seq_fields["pool_scores"]
+        res[f"infer/pool_advantages/{name}"] = max(abs(float(pool[i]) - ref_a[i]) for i in range(len(seqs)))
+        pool = run_interface("pool_scores", critic, batch, PoolScoresArgs(form="reward", every=2),
+                             CallContext(step=5)).seq_fields["pool_scores"]  # its first scoring in this form
+        res[f"infer/pool_rewards/{name}"] = max(abs(float(pool[i]) - ref_r[i]) for i in range(len(seqs)))
         from runtime.interfaces.rehearsal import prompt_embeddings, response_loglik
 
         emb = prompt_embeddings(actor, batch)

@@ -234,18 +234,21 @@ def test_rehearsal_rank_args() -> None:
 
 def test_pool_scores_between_selections_returns_the_last_scores_without_a_forward() -> None:
     """`pool_scores` on a step that is not a multiple of `every` returns the engine's cached
-    scores of the same pairs (this engine has no model: a forward would fail); on a selection
-    step, or for other pairs, it scores again."""
+    scores of the same pairs in the same form (this engine has no model: a forward would fail);
+    on a selection step, for other pairs or in the other form, it scores again."""
     from types import SimpleNamespace
 
     from graph.catalog import PoolScoresArgs
 
     pool = _pool()
     engine = SimpleNamespace(spec=SimpleNamespace(value_head=True, role="reward"),
-                             state={"pool_scores/ids": list(pool.ids), "pool_scores/values": [1.0, 2, 3, 4, 5]})
+                             state={"pool_scores/advantage/ids": list(pool.ids),
+                                    "pool_scores/advantage/values": [1.0, 2, 3, 4, 5]})
     out = run_interface("pool_scores", engine, pool, PoolScoresArgs(every=10), CallContext(step=13))
     assert out.seq_fields["pool_scores"].tolist() == [1.0, 2, 3, 4, 5]
+    with pytest.raises(AttributeError):  # another form has no scores yet: it runs the model
+        run_interface("pool_scores", engine, pool, PoolScoresArgs(form="reward", every=10), CallContext(step=13))
     for step, ids in ((20, list(pool.ids)), (13, [9, 8, 7, 6, 5])):
-        engine.state["pool_scores/ids"] = ids
+        engine.state["pool_scores/advantage/ids"] = ids
         with pytest.raises(AttributeError):  # it runs the model
             run_interface("pool_scores", engine, pool, PoolScoresArgs(every=10), CallContext(step=step))
