@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from graph.catalog import PER_SEQUENCE_ROLES, SEQUENCE_ROLES, get_interface
+from graph.catalog import get_interface
 from graph.placement.layout import Cluster, Layout
 from graph.placement.transfer import TransferLoads
+from graph.roles import PER_SEQUENCE_ROLES, SEQUENCE_ROLES, input_roles
 from graph.spec import Call, CallKind
 
 
@@ -35,8 +36,7 @@ def side_sequences(call: Call) -> int:
     Selective Rehearsal set of a ppo_actor with rehearsal_coef > 0 (at most
     rehearsal_clusters x rehearsal_per_cluster kept rollouts). A train call's compute grows
     by these sequences (forward and backward, same micro-batching)."""
-    roles = get_interface(call.interface).inputs
-    extra = [r for r in roles[1:len(call.inputs)] if r in SEQUENCE_ROLES]
+    extra = [r for r in input_roles(call.interface, call.inputs)[1:] if r in SEQUENCE_ROLES]
     return call.batch_size * len(extra) + rehearsal_sequences(call)
 
 
@@ -48,12 +48,41 @@ def rehearsal_sequences(call: Call) -> int:
     return int(args.rehearsal_clusters) * int(args.rehearsal_per_cluster)
 
 
+def _rehearsal_pool(call: Call) -> int:
+    """Pairs the selection reads: the data pool's size (rehearsal_source=data; the call's
+    batch when the loader did not set it) or this iteration's rollouts (the call's batch)."""
+    args = call.args
+    if getattr(args, "rehearsal_source", "rollouts") == "data" and int(getattr(args, "rehearsal_pool_size", 0)) > 0:
+        return int(args.rehearsal_pool_size)
+    return call.batch_size
+
+
 def rehearsal_embedding_sequences(call: Call) -> float:
-    """Prompts the selection embeds per iteration (a forward of the batch's prompts every
+    """Prompts the selection embeds per iteration (a forward of the pool's prompts, every
     rehearsal_every iterations), 0 without Selective Rehearsal."""
     if rehearsal_sequences(call) == 0:
         return 0.0
-    return call.batch_size / int(call.args.rehearsal_every)
+    return _rehearsal_pool(call) / int(call.args.rehearsal_every)
+
+
+def rehearsal_scoring_sequences(call: Call) -> float:
+    """Whole (prompt, answer) sequences the actor itself forwards per iteration to rank a data
+    pool (rehearsal_rank=likelihood: every pair, every rehearsal_every iterations); 0 otherwise
+    (rollouts come with their rewards; rehearsal_rank=advantage reads the reward model's
+    scores, computed by the `pool_scores` call)."""
+    if rehearsal_sequences(call) == 0 or call.args.rehearsal_source != "data":
+        return 0.0
+    if getattr(call.args, "rehearsal_rank", "likelihood") != "likelihood":
+        return 0.0
+    return _rehearsal_pool(call) / int(call.args.rehearsal_every)
+
+
+def runs_per_iteration(call: Call) -> float:
+    """How often the call's compute runs per iteration: 1, except a `pool_scores` call, which
+    scores the rehearsal pool every `every` iterations (the cached scores in between)."""
+    if call.interface == "pool_scores":
+        return 1.0 / int(call.args.every)
+    return 1.0
 
 
 def key_role(producer: Call, key: str) -> str:
@@ -64,8 +93,7 @@ def key_role(producer: Call, key: str) -> str:
 
 def input_role(consumer: Call, key: str) -> str:
     """The role the consumer's interface gives input `key` ("" when it is not an input)."""
-    roles = get_interface(consumer.interface).inputs
-    return dict(zip(consumer.inputs, roles)).get(key, "")
+    return dict(zip(consumer.inputs, input_roles(consumer.interface, consumer.inputs))).get(key, "")
 
 
 def key_bytes(producer: Call, consumer: Call, key: str) -> float:

@@ -42,6 +42,8 @@ from cost_model.datamove import (
     data_loads,
     num_sequences,
     rehearsal_embedding_sequences,
+    rehearsal_scoring_sequences,
+    runs_per_iteration,
     side_sequences,
 )
 from cost_model.hardware import DTYPE_BYTES, GiB, HardwareSpec
@@ -321,9 +323,12 @@ class AnalyticCostModel:
         epochs, minis = _epochs(call.args), _mini_batches(call.args)
         steps = epochs * minis
         # the extra batches (ptx, rehearsal) train in the same steps; the rehearsal selection's
-        # forward of the prompts (prompt_len of seq_len, one pass of `passes`) is amortised in
+        # forwards (the pool's prompts: prompt_len of seq_len; a likelihood rank's whole pairs),
+        # one pass of `passes` each, are amortised in
         passes = 4.0 if opts.recompute else 3.0
-        embed = rehearsal_embedding_sequences(call) * call.prompt_len / max(call.seq_len, 1) / passes / max(steps, 1)
+        select = (rehearsal_embedding_sequences(call) * call.prompt_len / max(call.seq_len, 1)
+                  + rehearsal_scoring_sequences(call))
+        embed = select / passes / max(steps, 1)
         seq_per_mb = (call.batch_size + side_sequences(call) + embed) / minis / lay.dp / lay.micro_batches
         tokens = seq_per_mb * call.seq_len
         ctx = shapes.causal_ctx(call.seq_len)
@@ -382,6 +387,8 @@ class AnalyticCostModel:
         time_terms = {"compute_s": m * compute, "tp_comm_s": m * tp_comm, "pp_p2p_s": m * p2p,
                       "pipeline_bubble_s": (lay.pp - 1) * (compute + tp_comm + p2p)}
         time_terms.update(self._overheads(call, lay))
+        runs = runs_per_iteration(call)  # a pool scorer works every `every` iterations (cached in between)
+        time_terms = {k: runs * v for k, v in time_terms.items()}
         per_stage = []
         for k in range(lay.pp):
             per_stage.append({

@@ -40,14 +40,11 @@ class InterfaceInfo:
 INTERFACES: Registry[InterfaceInfo] = Registry("interface", error=GraphError)
 """The catalog: interface name -> InterfaceInfo."""
 
-SEQUENCE_ROLES = frozenset({"prompts", "sequences", "pairs", "ptx"})
-"""Roles whose data are sequences of tokens; every other role is a value over sequences.
-A sequence role after a call's first input is a batch of its own (ptx: pretraining/SFT
-sequences mixed into the PPO actor loss), not a field of the first input."""
-PER_SEQUENCE_ROLES = frozenset({"rewards", "baseline_rewards", "answers"})
-"""Roles holding one value per sequence; the remaining value roles hold one per token."""
 REHEARSAL_SOURCES = ("rollouts", "data")
 """Where ppo_actor's Selective Rehearsal draws its pairs from (PPOActorArgs.rehearsal_source)."""
+REHEARSAL_RANKS = ("likelihood", "advantage")
+"""How ppo_actor ranks a data pool's pairs within a cluster (PPOActorArgs.rehearsal_rank)."""
+
 
 
 def interface(name: str, kind: CallKind, *, inputs: tuple[str, ...], outputs: tuple[str, ...] = (),
@@ -75,23 +72,6 @@ def known_interfaces() -> tuple[str, ...]:
 def get_interface(name: str) -> InterfaceInfo:
     """Look up an interface; an unknown name lists the known ones and the closest match."""
     return INTERFACES.get(name)
-
-
-def check_bindings(name: str, inputs: tuple[str, ...], outputs: tuple[str, ...], *, where: str) -> None:
-    """Raise GraphError unless a call's input/output keys fit the interface's roles."""
-    info = get_interface(name)
-    if not info.required_inputs <= len(inputs) <= len(info.inputs):
-        want = (f"{len(info.inputs)}" if info.required_inputs == len(info.inputs)
-                else f"{info.required_inputs} to {len(info.inputs)}")
-        raise GraphError(
-            f"{where}: interface {name!r} takes {want} input keys ({', '.join(info.inputs)}, by "
-            f"position), got {len(inputs)}: {list(inputs)}"
-        )
-    if len(outputs) > len(info.outputs):
-        raise GraphError(
-            f"{where}: interface {name!r} produces at most {len(info.outputs)} output keys "
-            f"({', '.join(info.outputs) or 'none'}, by position), got {len(outputs)}: {list(outputs)}"
-        )
 
 
 def make_args(name: str, values: Mapping[str, Any] | None, *, where: str = "") -> Any:
@@ -229,6 +209,23 @@ class AdvantageModelArgs:
     """Sequence rewards in the Advantage Model form: the score at the last token minus the score at the last prompt token."""
 
 
+@interface("pool_scores", CallKind.INFERENCE, inputs=("sequences",), outputs=("pool_scores",))
+@dataclass(frozen=True, kw_only=True)
+class PoolScoresArgs:
+    """Reward-model scores of the Selective Rehearsal pool's (prompt, answer) pairs, computed every `every` iterations."""
+
+    form: str = "advantage"
+    """How the reward model scores: advantage (last-token minus last-prompt-token score, an AM) or reward (last-token score)."""
+    every: int = 1
+    """Iterations between two scorings (the actor's rehearsal_every); in between the call returns the last scores."""
+
+    def __post_init__(self) -> None:
+        if self.form not in ("advantage", "reward"):
+            raise ValueError(f"form must be advantage or reward, got {self.form!r}")
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
+
+
 @interface("rule_reward", CallKind.INFERENCE, needs_weights=False, inputs=("sequences", "answers"), outputs=("rewards",),
            required=1)
 @dataclass(frozen=True, kw_only=True)
@@ -329,8 +326,8 @@ def _check_reward_shaping(args: Any) -> None:
     _check_range("lam", args.lam, 0.0, 1.0)
 
 
-@interface("ppo_actor", CallKind.TRAIN, inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values", "ptx"),
-           required=4)
+@interface("ppo_actor", CallKind.TRAIN,
+           inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values", "ptx", "pool_scores"), required=4)
 @dataclass(frozen=True, kw_only=True)
 class PPOActorArgs(OptimArgs):
     """PPO policy update: clipped ratio, KL to the reference (fixed or adaptive), entropy bonus, ptx."""
@@ -372,11 +369,15 @@ class PPOActorArgs(OptimArgs):
     rehearsal_per_cluster: int = 2
     """Rollouts kept per cluster: the highest-reward ones whose reward (advantage) is > rehearsal_min_reward."""
     rehearsal_min_reward: float = 0.0
-    """A rollout is kept only above this reward (0: better than expected under the AM); rehearsal_source=rollouts only."""
+    """A rollout (rehearsal_rank=advantage: a pool pair) is kept only above this reward (0: better than expected under the AM); not read with rehearsal_rank=likelihood."""
     rehearsal_source: str = "rollouts"
-    """Where the rehearsed pairs come from: rollouts (this iteration's PPO rollouts, ranked by reward) or data (the supervised pool at rehearsal_path, ranked by the policy's mean log-likelihood of the reference answer)."""
+    """Where the rehearsed pairs come from: rollouts (this iteration's PPO rollouts, ranked by reward) or data (the supervised pool at rehearsal_path, ranked by rehearsal_rank)."""
     rehearsal_path: str | None = None
     """rehearsal_source=data: JSONL of {prompt, answer} records (the data.ptx format), the rehearsal pool."""
+    rehearsal_rank: str = "likelihood"
+    """rehearsal_source=data: how pairs are ranked per cluster: likelihood (the policy's mean log-likelihood of the answer) or advantage (the graph's reward model's score of the pair, on its own workers)."""
+    rehearsal_pool_size: int = 0
+    """Records in the rehearsal pool: set when the experiment loads (read from rehearsal_path); the planner prices the selection by it."""
     temperature: float = 1.0
     """Sampling temperature of the generate call feeding this update: log-probs use logits / temperature (templates copy graph.generate's)."""
 
@@ -392,6 +393,13 @@ class PPOActorArgs(OptimArgs):
         if self.rehearsal_source == "data" and self.rehearsal_coef > 0 and not self.rehearsal_path:
             raise ValueError("rehearsal_source=data needs the pool: set graph.train.rehearsal_path to a JSONL of "
                              "{prompt, answer} records")
+        if self.rehearsal_rank not in REHEARSAL_RANKS:
+            raise ValueError(f"rehearsal_rank: {self.rehearsal_rank!r} is not one of {', '.join(REHEARSAL_RANKS)}")
+        if self.rehearsal_rank == "advantage" and self.rehearsal_source != "data":
+            raise ValueError("rehearsal_rank=advantage ranks a data pool; with rehearsal_source=rollouts the rollouts "
+                             "are already ranked by their reward: set rehearsal_source=data or rehearsal_rank=likelihood")
+        if self.rehearsal_pool_size < 0:
+            raise ValueError(f"rehearsal_pool_size must be >= 0, got {self.rehearsal_pool_size}")
         if self.rehearsal_path and self.rehearsal_source != "data":
             raise ValueError(f"rehearsal_path={self.rehearsal_path!r} is read only with rehearsal_source=data; "
                              "set graph.train.rehearsal_source=data or rehearsal_path=null")

@@ -17,8 +17,9 @@ from functools import cached_property
 
 import networkx as nx
 
-from graph.catalog import check_bindings, get_interface
+from graph.catalog import get_interface
 from graph.errors import GraphError
+from graph.roles import check_bindings
 from graph.spec import Call, CallKind, ModelSpec
 
 

@@ -43,6 +43,9 @@ for _fmt in (
 
 PTX_KEY = "ptx"
 """Data key of the ptx dataset (data.ptx): sequences whose SFT loss the PPO actor mixes in."""
+REHEARSAL_POOL_KEY = "rehearsal_pool"
+"""Data key of the Selective Rehearsal pool (graph.train.rehearsal_path, rehearsal_rank=advantage):
+every record of the pool, the same batch every iteration, built by every rank itself."""
 PTX_FORMATS = ("prompt_answer",)
 """Record formats a ptx dataset may have (loss on the answer; an empty prompt gives a
 pretraining loss on the whole text)."""

@@ -7,14 +7,16 @@ sequences per prompt; preference data has two sequences (chosen, rejected) per p
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from graph.catalog import REWARD_SHAPING_ARGS, make_args
-from graph.dataset_keys import PTX_KEY
+from graph.dataset_keys import PTX_KEY, REHEARSAL_POOL_KEY
 from graph.errors import GraphError
 from graph.registry import Registry
+from graph.roles import REHEARSAL_SCORES_KEY
 from graph.spec import Call, CallKind, ModelSpec
 
 
@@ -240,14 +242,60 @@ def _shared_reward_args(actor_args: Any, critic_values: Mapping[str, Any]) -> di
     return values
 
 
+def _rehearses_by_advantage(call: Call) -> bool:
+    args = call.args
+    return (call.interface == "ppo_actor" and args.rehearsal_coef > 0 and args.rehearsal_source == "data"
+            and args.rehearsal_rank == "advantage")
+
+
+def with_rehearsal_pool(calls: tuple[Call, ...] | list[Call], pool_size: int) -> list[Call]:
+    """The calls with a Selective Rehearsal data pool of `pool_size` records wired in (a no-op
+    without one): each ppo_actor rehearsing from data learns the pool's size (the planner prices
+    its selection by it); one ranking by advantage reads REHEARSAL_SCORES_KEY, which a new call
+    `rehearsal_score` produces: the graph's reward model (same role, same form as its reward
+    call) scoring every (prompt, answer) pair of the pool (key REHEARSAL_POOL_KEY) every
+    rehearsal_every iterations. The pool's pairs are priced at the graph's prompt and response
+    lengths."""
+    out: list[Call] = []
+    scorers: dict[str, Call] = {}  # reward call name -> the pool's scorer, placed after it
+    for call in calls:
+        args = call.args
+        if call.interface != "ppo_actor" or args.rehearsal_coef <= 0 or args.rehearsal_source != "data":
+            out.append(call)
+            continue
+        call = dataclasses.replace(call, args=dataclasses.replace(args, rehearsal_pool_size=pool_size))
+        if _rehearses_by_advantage(call) and REHEARSAL_SCORES_KEY not in call.inputs:
+            reward = next((c for c in calls if c.interface in ("reward_model", "advantage_model")), None)
+            if reward is None:
+                raise GraphError("graph.train.rehearsal_rank=advantage scores the rehearsal pool with the graph's "
+                                 "reward model, but this graph has none (models.reward is a rule or reward functions); "
+                                 "set graph.train.rehearsal_rank=likelihood or use a reward model")
+            form = "advantage" if reward.interface == "advantage_model" else "reward"
+            scorers[reward.name] = (Call(name="rehearsal_score", model=reward.model, kind=CallKind.INFERENCE,
+                                interface="pool_scores",
+                                args=make_args("pool_scores", {"form": form, "every": args.rehearsal_every}),
+                                inputs=(REHEARSAL_POOL_KEY,), outputs=(REHEARSAL_SCORES_KEY,),
+                                batch_size=max(pool_size, 1), micro_batches=reward.micro_batches,
+                                prompt_len=reward.prompt_len, response_len=reward.response_len))
+            call = dataclasses.replace(call, inputs=call.inputs + (REHEARSAL_SCORES_KEY,))
+        out.append(call)
+    return [c for call in out for c in ((call, scorers[call.name]) if call.name in scorers else (call,))]
+
+
 def check_ppo_calls(calls: tuple[Call, ...] | list[Call], dataset_keys: frozenset[str] | set[str]) -> None:
     """Checks templates pass by construction, for custom graphs too: a ppo_critic shares the
-    reward shaping of the ppo_actor, and ptx input and ptx_coef go together."""
+    reward shaping of the ppo_actor, ptx input and ptx_coef go together, and a ppo_actor ranks
+    its rehearsal pool by advantage exactly when it reads the pool's scores."""
     actors = [c for c in calls if c.interface == "ppo_actor"]
     for actor in actors:
-        has_ptx = len(actor.inputs) > 5
-        if has_ptx and actor.inputs[5] not in dataset_keys:
-            raise GraphError(f"call {actor.name!r}: its ptx input {actor.inputs[5]!r} must be a dataset key "
+        scored = REHEARSAL_SCORES_KEY in actor.inputs
+        if scored != _rehearses_by_advantage(actor):
+            raise GraphError(f"call {actor.name!r}: input {REHEARSAL_SCORES_KEY!r} goes with rehearsal_rank=advantage "
+                             f"(rehearsal_source=data, rehearsal_coef > 0); add or remove one of them")
+        ptx = [k for k in actor.inputs[5:] if k != REHEARSAL_SCORES_KEY]
+        has_ptx = bool(ptx)
+        if has_ptx and ptx[0] not in dataset_keys:
+            raise GraphError(f"call {actor.name!r}: its ptx input {ptx[0]!r} must be a dataset key "
                              f"(set data.ptx; it provides {PTX_KEY!r})")
         if has_ptx and actor.args.ptx_coef == 0:
             raise GraphError(f"call {actor.name!r} reads ptx data but ptx_coef is 0; set "

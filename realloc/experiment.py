@@ -18,7 +18,7 @@ from typing import Any
 
 from graph.catalog import POLICY_INTERFACES, get_interface, make_args
 from graph.dataflow import DataflowGraph
-from graph.dataset_keys import PTX_KEY, dataset_keys
+from graph.dataset_keys import PTX_KEY, REHEARSAL_POOL_KEY, dataset_keys
 from graph.errors import UserError
 from graph.overlap import ahead_calls, check_fusion
 from graph.sampling import dynamic_sampling
@@ -29,6 +29,7 @@ from graph.templates import (
     build_template,
     check_pg_calls,
     check_ppo_calls,
+    with_rehearsal_pool,
 )
 from planner import known_heuristics
 from realloc import schema
@@ -376,6 +377,9 @@ def build_graph(cfg: ExperimentConfig, exp_dir: Path) -> DataflowGraph:
         calls = list(build_template(g.template, params, by_role))
         if g.template in PG_PRESETS:  # no reference call without a KL term: drop an unused ref
             models = [m for m in models if m.role != "ref" or any(c.model == "ref" for c in calls)]
+    calls = with_rehearsal_pool(calls, _rehearsal_pool_size(calls))
+    if any(REHEARSAL_POOL_KEY in c.inputs for c in calls):
+        keys = (*keys, REHEARSAL_POOL_KEY)
     check_ppo_calls(calls, frozenset(keys))
     calls = with_response_lengths(list(calls), cfg.plan.response_lengths, exp_dir=exp_dir, data=cfg.data)
     check_pg_calls(calls)
@@ -417,17 +421,18 @@ def check_data(cfg: ExperimentConfig, graph: DataflowGraph) -> None:
             if len(records) < need:
                 raise ConfigError(f"{where}: {len(records)} ptx records cannot fill one iteration's ptx "
                                   f"batch of {need} (as many as the actor trains on); give more records")
-    _check_rehearsal_pool(graph)
     _check_reward_functions(graph, columns)
     _check_eval(cfg, graph)
 
 
-def _check_rehearsal_pool(graph: DataflowGraph) -> None:
-    """A ppo_actor rehearsing from data (graph.train.rehearsal_source=data) names a readable
-    JSONL of {prompt, answer} records with at least one record."""
-    from runtime.data.records import load_records
+def _rehearsal_pool_size(calls: list[Call]) -> int:
+    """Records in the pool of the ppo_actor rehearsing from data (graph.train.rehearsal_source=
+    data), read once here so that a missing, unreadable or empty file fails at load; 0 when no
+    call rehearses from data."""
+    from runtime.data.records import load_records  # pure Python: no torch
 
-    for call in graph.calls:
+    size = 0
+    for call in calls:
         args = call.args
         if getattr(args, "rehearsal_source", "rollouts") != "data" or float(args.rehearsal_coef) <= 0:
             continue
@@ -439,6 +444,8 @@ def _check_rehearsal_pool(graph: DataflowGraph) -> None:
         if not records:
             raise ConfigError(f"graph.train.rehearsal_path: {args.rehearsal_path} has no records; "
                               "give a JSONL of {prompt, answer} records")
+        size = len(records)
+    return size
 
 
 def _check_reward_functions(graph: DataflowGraph, columns: set[str] | None) -> None:

@@ -16,10 +16,13 @@ multiplication (one-digit answers). Per seed:
    held-out skill), against: the RM (`ppo_rm`), the AM (`ppo_am`), the AM with Selective
    Rehearsal from the rollouts (`ppo_am_sr`, graph.train.rehearsal_source=rollouts), the AM
    with Selective Rehearsal from the SFT data (`ppo_am_srdata`, rehearsal_source=data: the pool
-   is the SFT pairs of all three kinds, multiplication included, each pair once); control: the
-   SFT actor itself (no PPO) and PPO on the exact-match rule (`ppo_rule`, the true reward).
+   is the SFT pairs of all three kinds, multiplication included, each pair once; ranked per
+   cluster by the policy's likelihood of the answer), the same ranked by the AM's score of each
+   pair instead (`ppo_am_srdata_am`, rehearsal_rank=advantage: the paper's criterion, kept above
+   an AM score of 0); control: the SFT actor itself (no PPO) and PPO on the exact-match rule
+   (`ppo_rule`, the true reward).
 `--forgetting` runs only what the forgetting comparison needs (sft, am, ppo_am, ppo_am_sr,
-ppo_am_srdata; no RM scores).
+ppo_am_srdata, ppo_am_srdata_am; no RM scores).
 Every actor is then decoded greedily on every prompt of each kind; the table gives per kind the
 rule accuracy and the mean score of the greedy answers under the RM and under the AM. Reward
 hacking shows as a model score that goes up while the rule accuracy goes down; forgetting as
@@ -40,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("add", "sub", "mul")
-FORGETTING = ("sft", "am", "ppo_am", "ppo_am_sr", "ppo_am_srdata")
+FORGETTING = ("sft", "am", "ppo_am", "ppo_am_sr", "ppo_am_srdata", "ppo_am_srdata_am")
 """The stages of the forgetting comparison (--forgetting)."""
 OPS = {"add": "+", "sub": "-", "mul": "*"}
 
@@ -130,6 +133,11 @@ def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: 
                                        f"models.critic.checkpoint={am}/models/reward", "graph.reward_form=advantage",
                                        *sr, "graph.train.rehearsal_source=data",
                                        f"graph.train.rehearsal_path={data['pool']}"]),
+        "ppo_am_srdata_am": ("ppo_tiny", [*ppo_common, *neural, f"models.reward.checkpoint={am}/models/reward",
+                                          f"models.critic.checkpoint={am}/models/reward", "graph.reward_form=advantage",
+                                          *sr, "graph.train.rehearsal_source=data",
+                                          f"graph.train.rehearsal_path={data['pool']}",
+                                          "graph.train.rehearsal_rank=advantage"]),
     }
 
 
@@ -170,8 +178,31 @@ def evaluate(actor: Path, scorers: dict[str, Any]) -> dict[str, float]:
 
 def curves(run_dir: Path) -> dict[str, list[float]]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    keys = ("reward", "actor_train/rehearsal_loss", "actor_train/ref_kl")
+    keys = ("reward", "actor_train/rehearsal_loss", "actor_train/ref_kl", "actor_train/rehearsal_kept_reward",
+            "actor_train/rehearsal_size")
     return {k: [float(r[k]) for r in rows if k in r] for k in keys}
+
+
+def kept_kinds(run_dir: Path) -> dict[str, int]:
+    """How many pairs of each kind the actor rehearsed at its last selection: its kept set in
+    the newest checkpoint's engine state, decoded ({} without rehearsal or a checkpoint)."""
+    from runtime.data.tokenizer import load_tokenizer
+
+    metas = sorted((run_dir / "checkpoints").glob("iter_*/meta.json"))
+    if not metas:
+        return {}
+    states = json.loads(metas[-1].read_text()).get("extra", {}).get("engine_state", {})
+    seqs = next((st["rehearsal/seqs"] for key, st in states.items() if key.startswith("actor@")
+                 and "rehearsal/seqs" in st), None)
+    if seqs is None:
+        return {}
+    tok = load_tokenizer("char")
+    out = dict.fromkeys(KINDS, 0)
+    for seq in seqs:
+        text = tok.decode(seq)
+        for kind in KINDS:
+            out[kind] += OPS[kind] in text
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,17 +235,66 @@ def main(argv: list[str] | None = None) -> int:
                 realloc_run(exp, root / name, ovs, root / "logs" / f"{name}.log")
         scorers = {key: score_model(root / key / "models" / "reward", advantage=key == "am")
                    for key in ("rm", "am") if (root / key / "models" / "reward").is_dir()}
-        for name in ("sft", "ppo_rule", "ppo_rm", "ppo_am", "ppo_am_sr", "ppo_am_srdata"):
+        for name in ("sft", "ppo_rule", "ppo_rm", "ppo_am", "ppo_am_sr", "ppo_am_srdata", "ppo_am_srdata_am"):
             actor = root / name / "models" / "actor"
             if actor.is_dir():
                 res = evaluate(actor, scorers)
                 if name != "sft":
                     res["curves"] = curves(root / name)
+                    if kept := kept_kinds(root / name):
+                        res["kept_kinds"] = kept
                 results[f"seed{seed}/{name}"] = res
         (out / "results.json").write_text(json.dumps(results, indent=1))
     print(table(results))
     plot(results, out / "curves.png")
+    plot_forgetting(results, out / "forgetting.png")
     return 0
+
+
+FORGETTING_RUNS = ("ppo_am", "ppo_am_srdata", "ppo_am_srdata_am")
+"""The PPO runs the forgetting figure compares: no rehearsal, data rehearsal ranked by
+likelihood, data rehearsal ranked by the AM."""
+
+
+def plot_forgetting(results: dict[str, Any], path: Path) -> None:
+    """Held-out multiplication accuracy per seed of the SFT actor and of each FORGETTING_RUNS
+    run, and their KL to the SFT reference and rehearsal loss over the PPO iterations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = sorted({name.split("/")[0] for name in results}, key=lambda s: int(s[4:]) if s[4:].isdigit() else 0)
+    runs = [r for r in ("sft", *FORGETTING_RUNS) if any(f"{s}/{r}" in results for s in seeds)]
+    if len(runs) < 2:
+        return
+    colours = {"sft": "black", "ppo_am": "tab:blue", "ppo_am_srdata": "tab:purple", "ppo_am_srdata_am": "tab:orange"}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    width = 0.8 / len(runs)
+    for j, run in enumerate(runs):
+        xs = [i + j * width for i, s in enumerate(seeds) if f"{s}/{run}" in results]
+        ys = [results[f"{s}/{run}"]["mul/accuracy"] for s in seeds if f"{s}/{run}" in results]
+        axes[0].bar(xs, ys, width, color=colours[run], label=run)
+        for k, seed in enumerate(seeds):
+            c = results.get(f"{seed}/{run}", {}).get("curves")
+            if not c:
+                continue
+            style = "-" if k == 0 else "--"
+            axes[1].plot(c["actor_train/ref_kl"], style, color=colours[run], lw=0.8, label=f"{seed}/{run}")
+            if c.get("actor_train/rehearsal_loss"):
+                axes[2].plot(c["actor_train/rehearsal_loss"], style, color=colours[run], lw=0.8, label=f"{seed}/{run}")
+    axes[0].set_xticks([i + 0.4 - width / 2 for i in range(len(seeds))], seeds)
+    axes[0].set_title("held-out multiplication accuracy (greedy)")
+    axes[0].set_ylim(0, 1.05)
+    axes[1].set_title("KL(actor || SFT reference)")
+    axes[2].set_title("rehearsal loss (unweighted)")
+    axes[2].set_yscale("log")
+    for ax in axes[1:]:
+        ax.set_xlabel("PPO iteration")
+    for ax in axes:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -227,7 +307,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     colours = {"ppo_rule": "grey", "ppo_rm": "tab:red", "ppo_am": "tab:blue", "ppo_am_sr": "tab:green",
-               "ppo_am_srdata": "tab:purple"}
+               "ppo_am_srdata": "tab:purple", "ppo_am_srdata_am": "tab:orange"}
     for name, res in results.items():
         run = name.split("/")[-1]
         if "curves" not in res:

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from graph.catalog import SEQUENCE_ROLES, get_interface
+from graph.catalog import get_interface
 from graph.dataset_keys import PTX_FORMATS, PTX_KEY
+from graph.roles import SEQUENCE_ROLES, SIDE_FIELD_ROLES, input_roles
 from graph.spec import Call
 from runtime.data.batch import SeqBatch
 from runtime.data.records import Record
@@ -125,14 +126,13 @@ def ptx_payloads(fmt: str, records: Sequence[Record], ids: Sequence[int],
 
 def assemble_inputs(call: Call, payloads: Mapping[str, Payload]) -> SeqBatch:
     """The batch a call runs on: its first input's sequences with the other inputs attached."""
-    info = get_interface(call.interface)
     base = payloads[call.inputs[0]]
     if not isinstance(base, SeqBatch):
         raise ValueError(f"call {call.name!r}: input {call.inputs[0]!r} must be sequences, got a field")
     token_fields: dict[str, torch.Tensor] = {}
     seq_fields: dict[str, torch.Tensor] = {}
-    for key, role in zip(call.inputs[1:], info.inputs[1:]):
-        if role in SEQUENCE_ROLES:  # a batch of its own: see side_inputs
+    for key, role in zip(call.inputs[1:], input_roles(call.interface, call.inputs)[1:]):
+        if role in SEQUENCE_ROLES or role in SIDE_FIELD_ROLES:  # see side_inputs, side_fields
             continue
         payload = payloads[key]
         if not isinstance(payload, Field):
@@ -151,14 +151,27 @@ def assemble_inputs(call: Call, payloads: Mapping[str, Payload]) -> SeqBatch:
 def side_inputs(call: Call, payloads: Mapping[str, Payload]) -> dict[str, SeqBatch]:
     """A call's sequence inputs after the first, by role (ptx): batches the interface runs
     besides its main batch (CallContext.side_inputs)."""
-    info = get_interface(call.interface)
     out: dict[str, SeqBatch] = {}
-    for key, role in zip(call.inputs[1:], info.inputs[1:]):
+    for key, role in zip(call.inputs[1:], input_roles(call.interface, call.inputs)[1:]):
         if role not in SEQUENCE_ROLES:
             continue
         payload = payloads[key]
         if not isinstance(payload, SeqBatch):
             raise ValueError(f"call {call.name!r}: input {key!r} (role {role}) must be sequences, got a field")
+        out[role] = payload
+    return out
+
+
+def side_fields(call: Call, payloads: Mapping[str, Payload]) -> dict[str, Field]:
+    """A call's value inputs over other sequences than its first input, by role
+    (SIDE_FIELD_ROLES: pool_scores, the reward model's scores of the rehearsal pool)."""
+    out: dict[str, Field] = {}
+    for key, role in zip(call.inputs[1:], input_roles(call.interface, call.inputs)[1:]):
+        if role not in SIDE_FIELD_ROLES:
+            continue
+        payload = payloads[key]
+        if not isinstance(payload, Field):
+            raise ValueError(f"call {call.name!r}: input {key!r} (role {role}) must be a field, got sequences")
         out[role] = payload
     return out
 

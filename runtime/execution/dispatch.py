@@ -33,6 +33,7 @@ from runtime.data.binding import (
     assemble_inputs,
     dataset_payloads,
     extract_outputs,
+    side_fields,
     side_inputs,
 )
 from runtime.data.records import Record, load_records
@@ -138,22 +139,31 @@ class StepDispatcher:
         return CallContext(eos_ids=(self.tok.eos_id,), decode=self.tok.decode,
                            rule=self.graph.models[call.model].rule, seed=self.job.seed, step=it,
                            total_steps=self.job.iterations, micro_batches=layout.micro_batches,
-                           side_inputs={**side_inputs(call, payloads), **self._rehearsal_pool(call)},
+                           side_inputs={**side_inputs(call, payloads), **self._rehearsal_pool(call, payloads)},
                            reward_functions=self.reward_functions.get(call.model, ()),
                            reward_time_limit_s=self.graph.models[call.model].time_limit_s,
                            rows=self._sample_rows(call, payloads), **extra)
 
-    def _rehearsal_pool(self, call: Call) -> dict[str, SeqBatch]:
-        """{"rehearsal_pool": the whole pool} for a call rehearsing from data, else {}."""
+    def _rehearsal_pool(self, call: Call, payloads: Mapping[str, Payload]) -> dict[str, SeqBatch]:
+        """{"rehearsal_pool": the whole pool} for a call rehearsing from data, else {}; with the
+        reward model's scores of the pool (input role pool_scores, rehearsal_rank=advantage) as
+        its sequence field `pool_scores`."""
         args = call.args
         if getattr(args, "rehearsal_source", "rollouts") != "data" or float(args.rehearsal_coef) <= 0:
             return {}
-        path = str(args.rehearsal_path)
+        pool = self.rehearsal_pool(str(args.rehearsal_path))
+        scores = side_fields(call, payloads).get("pool_scores")
+        if scores is not None:
+            pool = pool.with_fields(seq_fields={"pool_scores": scores.aligned(pool.ids)})
+        return {"rehearsal_pool": pool}
+
+    def rehearsal_pool(self, path: str) -> SeqBatch:
+        """The pool at `path` (prompt + answer sequences, ids 0..n-1), read and tokenised once."""
         if path not in self.rehearsal_pools:
             records = load_records(fmt="prompt_answer", path=path, generator=None, num_records=0, seed=0)
             self.rehearsal_pools[path] = dataset_payloads("prompt_answer", records, range(len(records)),
                                                           self.tok)["prompt_answer"]
-        return {"rehearsal_pool": self.rehearsal_pools[path]}
+        return self.rehearsal_pools[path]
 
     def _run(self, step: Step, payloads: dict[str, Payload], it: int, log: IterationLog,
              **extra: Any) -> None:

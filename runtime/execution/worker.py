@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from graph.dataset_keys import PTX_KEY
+from graph.dataset_keys import PTX_KEY, REHEARSAL_POOL_KEY
 from graph.overlap import ahead_calls
 from graph.sampling import dynamic_sampling
 from runtime.data.binding import Payload, dataset_payloads, ptx_payloads
@@ -103,7 +103,7 @@ class Worker:
         self.resampler: Resampler | None = None
         if spec is not None:  # DAPO: the sampling calls run in rounds (runtime.execution.sampling)
             self.programs = {key: split_program(steps, spec.calls) for key, steps in self.programs.items()}
-            keys = set(self.graph.dataset_keys) - {PTX_KEY}
+            keys = set(self.graph.dataset_keys) - {PTX_KEY, REHEARSAL_POOL_KEY}
             keys.update(k for name in spec.calls for k in self.graph.call(name).outputs)
             self.resampler = Resampler(spec, rewards_rank=job.layouts[spec.rewards_call].mesh.devices[0],
                                        num_prompts=dataset_batch_size(job), keys=frozenset(keys))
@@ -144,8 +144,18 @@ class Worker:
         records = [self.records[i] for i in indices]
         payloads: dict[str, Payload] = dict(dataset_payloads(self.job.data.format, records, ids, self.tok))
         payloads.update(self._ptx_payloads(it))
+        payloads.update(self._rehearsal_pool_payload())
         self.batch_rows[it] = dict(zip(ids, records))
         return payloads
+
+    def _rehearsal_pool_payload(self) -> dict[str, Payload]:
+        """The rehearsal_pool key (the whole pool, the same every iteration) when a call reads it:
+        the pool of the ppo_actor ranking it by advantage (graph.templates.with_rehearsal_pool)."""
+        if REHEARSAL_POOL_KEY not in self.graph.dataset_keys:
+            return {}
+        path = next(c.args.rehearsal_path for c in self.graph.calls
+                    if c.interface == "ppo_actor" and getattr(c.args, "rehearsal_rank", "") == "advantage")
+        return {REHEARSAL_POOL_KEY: self.dispatcher.rehearsal_pool(str(path))}
 
     def iteration(self, it: int, indices: list[int], next_indices: list[int] | None = None) -> None:
         """Run iteration `it` (0-based) on the dataset records `indices`.
@@ -234,7 +244,7 @@ def dataset_batch_size(job: Job) -> int:
     """Records per iteration: the batch of the calls that read the dataset."""
     graph = job.graph
     for call in graph.calls:
-        if call.inputs and call.inputs[0] in graph.dataset_keys:
+        if call.inputs and call.inputs[0] in graph.dataset_keys and call.inputs[0] != REHEARSAL_POOL_KEY:
             per_record = 2 if call.inputs[0] == "pairs" else 1
             return call.batch_size // per_record
     raise AssertionError("bug: no call reads the dataset (the graph's validation should have refused it)")

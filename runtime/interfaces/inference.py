@@ -6,6 +6,8 @@ Output fields (see runtime.data.batch for the alignment):
 * reward_model -> sequence field `rewards`: the value head at each sequence's last token;
 * advantage_model -> sequence field `rewards`: the head at the last token minus the head at
   the last prompt token (the Advantage Model's a(x, y) = r(x, y) - b(x));
+* pool_scores -> sequence field `pool_scores`: the reward_model or advantage_model score of
+  each (prompt, answer) pair of the Selective Rehearsal pool, recomputed every `every` steps;
 * rule_reward -> sequence field `rewards` from a rule in `runtime.rewards.rules`, or from the
   user's reward functions (`runtime.rewards.functions`), with each function's scores as
   sequence field `reward_NAME` (NaN where it gave None).
@@ -21,6 +23,7 @@ import torch
 from graph.catalog import (
     AdvantageModelArgs,
     LogprobsArgs,
+    PoolScoresArgs,
     RewardModelArgs,
     RuleRewardArgs,
     ValuesArgs,
@@ -144,6 +147,32 @@ def advantage_model(engine: ModelEngine, batch: SeqBatch, args: AdvantageModelAr
     _need_value_head(engine, "advantage_model")
     return _run(engine, batch, lambda mb, out: {"rewards": last_token_scores(mb, out) - prompt_end_scores(mb, out)},
                 (), ("rewards",), ctx.micro_batches)
+
+
+@register("pool_scores")
+def pool_scores(engine: ModelEngine, batch: SeqBatch, args: PoolScoresArgs, ctx: CallContext) -> SeqBatch:
+    """Sequence field `pool_scores`: the score of every pair of the rehearsal pool `batch` in
+    the reward model's form (advantage: as advantage_model, reward: as reward_model), split over
+    this layout's data-parallel replicas like any inference call. Scored when ctx.step is a
+    multiple of `every` (the actor's rehearsal_every: its selection steps) or when this engine
+    has no scores of these pairs in this form yet (a resumed run); otherwise the scores of the
+    last scoring (the reward model of PPO is frozen, so they are the same)."""
+    _need_value_head(engine, "pool_scores")
+    state, key = engine.state, f"pool_scores/{args.form}"
+    ids = [int(i) for i in batch.ids]
+    cached = state.get(f"{key}/values")
+    if cached is not None and state.get(f"{key}/ids") == ids and ctx.step % args.every != 0:
+        return batch.with_fields(seq_fields={"pool_scores": torch.tensor(cached, dtype=torch.float32)})
+    if args.form == "advantage":
+        def score(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"pool_scores": last_token_scores(mb, out) - prompt_end_scores(mb, out)}
+    else:
+        def score(mb: SeqBatch, out: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"pool_scores": last_token_scores(mb, out)}
+    result = _run(engine, batch, score, (), ("pool_scores",), ctx.micro_batches)
+    state[f"{key}/ids"] = ids
+    state[f"{key}/values"] = [float(v) for v in result.seq_fields["pool_scores"]]
+    return result
 
 
 @register("rule_reward")

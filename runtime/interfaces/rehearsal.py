@@ -15,11 +15,13 @@ rehearsed at every step in between (ppo_actor).
 `rehearsal_source=data` selects instead from a fixed supervised pool (graph.train.
 rehearsal_path: {prompt, answer} records, e.g. the SFT data), so that a skill the PPO prompts
 lack can be rehearsed. The pool's prompts are clustered the same way; the rank within a
-cluster is the policy's own mean per-token log-likelihood of the reference answer
-(`response_loglik`, higher = the policy is already good on it), not the AM's score as in the
-paper: the AM runs on another worker, on the rollouts only, and scoring a data pool there is
-not in the dataflow. No threshold applies (rehearsal_min_reward is for rewards): the top
-`rehearsal_per_cluster` of every cluster are kept.
+cluster is, with rehearsal_rank=likelihood (the default), the policy's own mean per-token
+log-likelihood of the reference answer (`response_loglik`, higher = the policy is already good
+on it; no threshold: the top `rehearsal_per_cluster` of every cluster are kept), or, with
+rehearsal_rank=advantage (the paper's criterion), the graph's reward model's score of each
+(prompt, reference answer) pair, kept above rehearsal_min_reward. Those scores are computed on
+the reward model's own workers by the `pool_scores` call and reach the actor as the pool's
+sequence field `pool_scores` (docs/advantage-model.md).
 
 The selection functions are pure; `prompt_embeddings` runs the engine.
 """

@@ -350,7 +350,9 @@ def _rehearsal_batch(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs, c
     """Selective Rehearsal (runtime.interfaces.rehearsal): every `rehearsal_every` calls,
     select from this batch's rollouts by their `rewards` (the AM's advantages) per k-means
     cluster of the actor's prompt embeddings (rehearsal_source=data: from the pool in
-    ctx.side_inputs["rehearsal_pool"] by the policy's mean log-likelihood of the answers), and
+    ctx.side_inputs["rehearsal_pool"] by the policy's mean log-likelihood of the answers, or with
+    rehearsal_rank=advantage by the reward model's scores the pool carries as field
+    `pool_scores`, above rehearsal_min_reward), and
     keep the selection in engine.state; return the kept sequences (tiled to feed every
     mini-batch x dp) or None when none is kept."""
     if args.rehearsal_coef <= 0:
@@ -363,9 +365,15 @@ def _rehearsal_batch(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs, c
         if pool is None:
             raise ValueError("ppo_actor: rehearsal_source=data but the call got no rehearsal_pool side input")
         labels = rehearsal.kmeans(rehearsal.prompt_embeddings(engine, pool), args.rehearsal_clusters)
-        scores = rehearsal.response_loglik(engine, pool)
+        if args.rehearsal_rank == "advantage":  # the reward model's scores, from its own workers
+            if "pool_scores" not in pool.seq_fields:
+                raise ValueError("ppo_actor: rehearsal_rank=advantage but the pool came without its scores "
+                                 "(input key rehearsal_scores)")
+            scores, floor = pool.seq_fields["pool_scores"].float(), args.rehearsal_min_reward
+        else:
+            scores, floor = rehearsal.response_loglik(engine, pool), -math.inf
         kept = rehearsal.select_per_cluster(labels, scores, per_cluster=args.rehearsal_per_cluster,
-                                            min_score=-math.inf)
+                                            min_score=floor)
         state["rehearsal/seqs"] = [pool.input_ids[i, : int(pool.seq_lens[i])].tolist() for i in kept]
         state["rehearsal/prompt_lens"] = [int(pool.prompt_lens[i]) for i in kept]
         state["rehearsal/kept_reward"] = float(scores[kept].mean()) if kept else 0.0

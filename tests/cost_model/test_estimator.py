@@ -332,3 +332,62 @@ def test_in_pass_tp_collectives_pay_the_fitted_extra_by_hand() -> None:
     assert AnalyticCostModel(extra, CLUSTER).call_estimate(inf, ACTOR, _layout(2, 1, 1)).breakdown.get(
         "tp_comm_s", 0.0) == 0.0
     assert preset("h100-80g").tp_collective_extra(8) == 0.0
+
+
+def test_a_data_pool_selection_is_priced_by_the_pool_size() -> None:
+    """rehearsal_source=data with a pool of 30 pairs reselected every 5 iterations (2 clusters x
+    1 kept): per iteration the actor embeds 30/5 = 6 prompts (8 of 16 tokens: 3 sequences'
+    worth) and, ranking by likelihood, forwards the 6 whole pairs: (3 + 6) forward passes of 3
+    = 3 sequences; with 4 rollouts and 2 rehearsed: (4 + 2 + 3) / 4 of the plain update. Ranked
+    by advantage, the actor only embeds: (4 + 2 + 1) / 4; the reward model's `pool_scores` call
+    forwards the 30 pairs once per 5 iterations: the compute of an inference of 6 pairs."""
+    from graph.catalog import AdvantageModelArgs, PoolScoresArgs
+
+    model = AnalyticCostModel(ROUND, CLUSTER)
+
+    def compute(args: object) -> float:
+        call = Call(name="train", model="actor", kind=CallKind.TRAIN, interface="ppo_actor", args=args,
+                    batch_size=4, prompt_len=8, response_len=8)
+        return model.call_estimate(call, ACTOR, _layout(1, 1, 1)).breakdown["compute_s"]
+
+    base = compute(PPOActorArgs())
+    pool = dict(rehearsal_coef=0.1, rehearsal_every=5, rehearsal_clusters=2, rehearsal_per_cluster=1,
+                rehearsal_source="data", rehearsal_path="pool.jsonl", rehearsal_pool_size=30)
+    assert compute(PPOActorArgs(**pool)) == pytest.approx(base * (4 + 2 + 3) / 4)
+    assert compute(PPOActorArgs(**pool, rehearsal_rank="advantage")) == pytest.approx(base * (4 + 2 + 1) / 4)
+    # the pool's size unknown (0: a call built by hand): the batch, as for rollouts
+    unknown = {**pool, "rehearsal_pool_size": 0}
+    assert compute(PPOActorArgs(**unknown)) == pytest.approx(base * (4 + 2 + (4 / 5 * 0.5 + 4 / 5) / 3) / 4)
+
+    reward = ModelSpec(role="reward", arch=TINY, value_head=True)
+
+    def scoring(interface: str, args: object, batch: int) -> float:
+        call = Call(name="score", model="reward", kind=CallKind.INFERENCE, interface=interface, args=args,
+                    batch_size=batch, prompt_len=8, response_len=8)
+        return model.call_estimate(call, reward, _layout(1, 1, 1)).breakdown["compute_s"]
+
+    assert scoring("pool_scores", PoolScoresArgs(every=5), 30) == pytest.approx(
+        scoring("advantage_model", AdvantageModelArgs(), 6))
+    assert scoring("pool_scores", PoolScoresArgs(every=1), 30) == pytest.approx(
+        scoring("advantage_model", AdvantageModelArgs(), 30))
+
+
+def test_a_pool_scorer_costs_its_whole_call_once_per_period() -> None:
+    """On hardware with call overheads too: scoring 30 pairs every 5 iterations costs a fifth of
+    an advantage_model call on the 30 pairs, overhead included (in between it returns cached scores)."""
+    from graph.catalog import AdvantageModelArgs, PoolScoresArgs
+
+    model = AnalyticCostModel(preset("cpu-gloo").replace(call_overhead_s={"inference": 2e-3}), CLUSTER)
+    reward = ModelSpec(role="reward", arch=TINY, value_head=True)
+
+    def time(interface: str, args: object) -> float:
+        call = Call(name="score", model="reward", kind=CallKind.INFERENCE, interface=interface, args=args,
+                    batch_size=30, prompt_len=8, response_len=8)
+        return model.call_estimate(call, reward, _layout(1, 1, 1)).time_s
+
+    whole = time("advantage_model", AdvantageModelArgs())
+    plain = AnalyticCostModel(preset("cpu-gloo"), CLUSTER).call_estimate(
+        Call(name="s", model="reward", kind=CallKind.INFERENCE, interface="advantage_model", batch_size=30,
+             prompt_len=8, response_len=8), reward, _layout(1, 1, 1)).time_s
+    assert whole == pytest.approx(plain + 2e-3)
+    assert time("pool_scores", PoolScoresArgs(every=5)) == pytest.approx(whole / 5)

@@ -13,7 +13,7 @@ def test_catalog_kinds():
     assert get_interface("values").kind is CallKind.INFERENCE
     assert get_interface("dpo").kind is CallKind.TRAIN
     assert not get_interface("rule_reward").needs_weights
-    assert len(known_interfaces()) == 15
+    assert len(known_interfaces()) == 16
 
 
 def test_unknown_interface_lists_known():
@@ -41,3 +41,4 @@ def test_dataset_formats():
     assert dataset_keys("prompts_with_answers") == ("prompts", "answers")
     with pytest.raises(GraphError, match="unknown dataset format 'prompt' \\(did you mean 'prompts'\\?\\)"):
         dataset_keys("prompt")
+

@@ -241,3 +241,26 @@ def test_policy_gradient_templates_train_at_the_sampling_temperature(name):
     with pytest.raises(GraphError, match="graph.train.temperature=0.5 disagrees with graph.generate.temperature=0.7"):
         build(name, RULE, "prompts_with_answers", group_size=4,
               generate={"max_new_tokens": 6, "temperature": 0.7}, train={"temperature": 0.5})
+
+
+def test_rehearsal_pool_wiring_and_the_custom_graph_check() -> None:
+    from graph.templates import with_rehearsal_pool
+
+    params = TemplateParams(batch_size=8, prompt_len=8, response_len=2, reward_form="advantage",
+                            train={"rehearsal_coef": 0.5, "rehearsal_source": "data", "rehearsal_path": "p.jsonl",
+                                   "rehearsal_rank": "advantage", "rehearsal_every": 3})
+    models = {r: model(r) for r in ("actor", "critic", "ref")} | {"reward": model("reward", value_head=True)}
+    calls = build_template("ppo", params, models)
+    with pytest.raises(GraphError, match="input 'rehearsal_scores' goes with rehearsal_rank=advantage"):
+        check_ppo_calls(calls, dataset_keys("prompts"))  # not wired yet
+    wired = with_rehearsal_pool(calls, 40)
+    assert [c.name for c in wired] == ["actor_gen", "reward_inf", "rehearsal_score", "ref_inf", "critic_inf",
+                                       "actor_train", "critic_train"]
+    score = wired[2]
+    assert (score.batch_size, score.args.form, score.args.every, score.micro_batches) == (40, "advantage", 3, 1)
+    assert (score.prompt_len, score.response_len) == (8, 2)
+    check_ppo_calls(wired, dataset_keys("prompts"))
+    assert with_rehearsal_pool(wired, 40) == wired  # wiring twice adds nothing
+    # without rehearsal from data: nothing changes
+    plain = build_template("ppo", TemplateParams(batch_size=8, prompt_len=8, response_len=2), models)
+    assert with_rehearsal_pool(plain, 0) == list(plain)

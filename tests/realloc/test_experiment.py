@@ -322,3 +322,51 @@ def test_rehearsal_from_data_loads_a_pool_and_refuses_an_empty_one(tmp_path):
     with pytest.raises(ConfigError, match="graph.train.rehearsal_path: "):
         load_experiment("ppo_tiny", ["graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_source=data",
                                      f"graph.train.rehearsal_path={empty}"])
+
+
+AM_REWARD = ["models.reward.rule=null", "models.reward.value_head=true", "models.reward.arch=${models.actor.arch}",
+             "graph.reward=null"]
+
+
+def test_rehearsal_ranked_by_advantage_adds_a_pool_scoring_call_on_the_reward_model(tmp_path):
+    pool = write(tmp_path, "pool.jsonl", '{"prompt": "2*3=", "answer": "6"}\n{"prompt": "1+1=", "answer": "2"}\n'
+                 '{"prompt": "3-1=", "answer": "2"}\n')
+    data = ["graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_source=data", f"graph.train.rehearsal_path={pool}",
+            "graph.train.rehearsal_every=4"]
+    # the default rank: today's graph, only the pool's size added to the actor's arguments
+    plain = load_experiment("ppo_tiny", data).graph
+    assert [c.name for c in plain.calls] == ["actor_gen", "reward_inf", "ref_inf", "critic_inf", "actor_train",
+                                             "critic_train"]
+    assert plain.call("actor_train").inputs == ("seq", "old_logp", "ref_logp", "rewards", "values")
+    assert plain.call("actor_train").args.rehearsal_rank == "likelihood"
+    assert plain.call("actor_train").args.rehearsal_pool_size == 3
+    assert "rehearsal_pool" not in plain.dataset_keys
+    for form, interface in (("advantage", "advantage_model"), ("reward", "reward_model")):
+        graph = load_experiment("ppo_tiny", [*AM_REWARD, f"graph.reward_form={form}", *data,
+                                             "graph.train.rehearsal_rank=advantage"]).graph
+        assert graph.call("reward_inf").interface == interface
+        score = graph.call("rehearsal_score")
+        assert (score.model, score.interface, score.inputs, score.outputs, score.batch_size) == (
+            "reward", "pool_scores", ("rehearsal_pool",), ("rehearsal_scores",), 3)
+        assert (score.args.form, score.args.every) == (form, 4)
+        assert graph.call("actor_train").inputs[-1] == "rehearsal_scores"
+        assert "rehearsal_pool" in graph.dataset_keys
+    # with ptx too: the scores bind by name whatever their position
+    ptx = write(tmp_path, "ptx.jsonl", '{"prompt": "2*3=", "answer": "6"}\n' * 128)
+    graph = load_experiment("ppo_tiny", [*AM_REWARD, "graph.reward_form=advantage", *data,
+                                         "graph.train.rehearsal_rank=advantage", f"+data.ptx.path={ptx}",
+                                         "graph.train.ptx_coef=0.1"]).graph
+    assert graph.call("actor_train").inputs[5:] == ("ptx", "rehearsal_scores")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["graph.train.rehearsal_rank=advantage"], "rehearsal_rank=advantage ranks a data pool; with "
+                                               "rehearsal_source=rollouts the rollouts are already ranked"),
+    (["graph.train.rehearsal_rank=amscore"], "rehearsal_rank: 'amscore' is not one of likelihood, advantage"),
+    (["graph.train.rehearsal_rank=advantage", "graph.train.rehearsal_source=data", "graph.train.rehearsal_path=POOL"],
+     "rehearsal_rank=advantage scores the rehearsal pool with the graph's reward model, but this graph has none"),
+])
+def test_rehearsal_rank_load_errors(tmp_path, overrides, message):
+    pool = write(tmp_path, "pool.jsonl", '{"prompt": "2*3=", "answer": "6"}\n')
+    with pytest.raises((ConfigError, GraphError), match=message):
+        load_experiment("ppo_tiny", ["graph.train.rehearsal_coef=0.5", *(o.replace("POOL", pool) for o in overrides)])

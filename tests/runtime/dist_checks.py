@@ -171,6 +171,16 @@ def check_inference(rank: int, ckpt: Path, res: dict[str, Any]) -> None:
         res[f"infer/rewards/{name}"] = max(abs(float(rew[i]) - ref_r[i]) for i in range(len(seqs)))
         adv = run_interface("advantage_model", critic, batch).seq_fields["rewards"]
         res[f"infer/advantages/{name}"] = max(abs(float(adv[i]) - ref_a[i]) for i in range(len(seqs)))
+        # the rehearsal pool's scores: the AM form (a selection step), then the reward form
+        from graph.catalog import PoolScoresArgs
+        from runtime.interfaces import CallContext
+
+        pool = run_interface("pool_scores", critic, batch, PoolScoresArgs(form="advantage", every=2),
+                             CallContext(step=4)).seq_fields["pool_scores"]
+        res[f"infer/pool_advantages/{name}"] = max(abs(float(pool[i]) - ref_a[i]) for i in range(len(seqs)))
+        pool = run_interface("pool_scores", critic, batch, PoolScoresArgs(form="reward", every=2),
+                             CallContext(step=5)).seq_fields["pool_scores"]  # its first scoring in this form
+        res[f"infer/pool_rewards/{name}"] = max(abs(float(pool[i]) - ref_r[i]) for i in range(len(seqs)))
         from runtime.interfaces.rehearsal import prompt_embeddings, response_loglik
 
         emb = prompt_embeddings(actor, batch)
@@ -468,6 +478,34 @@ def off_policy_reference(ctx: Any, job: Any) -> list[Any]:
         w.reporter.report(k, log)
     w.reporter.close()
     return w.history
+
+
+def run_jobs_and_pool_scores(ctx: Any, jobs: list[Any], scored: list[Any]) -> tuple[list[Any], list[Any]]:
+    """`run_jobs`, then each job of `scored` (rehearsal_rank=advantage) with, per rank: the
+    actor's kept rehearsal set and its mean score (rank 0), and a direct scoring of the whole
+    pool by the `advantage_model` interface on the reward model in reward_inf's layout (the
+    ranks of that layout)."""
+    from runtime.execution.worker import Worker
+    from runtime.interfaces import run_interface
+
+    out = []
+    for job in scored:
+        w = Worker(ctx, job)
+        history = w.run()
+        info: dict[str, Any] = {"history": history}
+        actor = w.engines.home("actor")
+        if actor is not None and ctx.rank == 0:
+            info["kept"] = actor.state.get("rehearsal/seqs", [])
+            info["kept_reward"] = actor.state.get("rehearsal/kept_reward")
+        reward = w.engines.get("reward", job.layouts["reward_inf"])
+        if reward is not None:
+            actor_call = job.graph.call("actor_train")
+            pool = w.dispatcher.rehearsal_pool(str(actor_call.args.rehearsal_path))
+            scores = run_interface("advantage_model", reward, pool).seq_fields["rewards"]
+            info["pool"] = [pool.input_ids[i, : int(pool.seq_lens[i])].tolist() for i in range(pool.size)]
+            info["direct"] = [float(v) for v in scores]
+        out.append(info)
+    return run_jobs(ctx, jobs), out
 
 
 def run_jobs_and_reference(ctx: Any, jobs: list[Any], reference: Any) -> tuple[list[Any], list[Any]]:

@@ -57,7 +57,8 @@ def test_greedy_generation_matches_transformers(results: dict, family: str) -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["tp2", "dp2pp2"])
 def test_inference_matches_transformers(results: dict, layout: str) -> None:
-    for what in ("logprobs", "values", "rewards", "advantages", "prompt_embeddings", "response_loglik"):
+    for what in ("logprobs", "values", "rewards", "advantages", "prompt_embeddings", "response_loglik",
+                 "pool_advantages", "pool_rewards"):
         err = results[f"infer/{what}/{layout}"]
         assert err < 1e-4, f"{what} at {layout}: max diff {err}"
     assert results[f"infer/zero_outside/{layout}"] == 0.0

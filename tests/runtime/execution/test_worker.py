@@ -17,6 +17,7 @@ from tests.runtime import dist_checks
 pytestmark = pytest.mark.slow
 
 ITERATIONS = 3
+AM_FLOOR = -0.05
 
 
 def _job(exp, layouts, run_dir):
@@ -47,12 +48,33 @@ def runs(tmp_path_factory):
     grpo_single = {c.name: one for c in grpo.graph.calls}
     jobs += [_job(grpo, grpo_manual, root / "grpo_manual"), _job(grpo, grpo_single, root / "grpo_single")]
     plans.update({"grpo_manual": grpo_manual, "grpo_single": grpo_single})
-    results = launch(dist_checks.run_jobs, (jobs,), LaunchSpec(nproc_per_node=4, log_dir=str(root / "logs")))
-    return {name: results[0][i] for i, name in enumerate(plans)}, plans, root
+    # Selective Rehearsal ranked by an Advantage Model (random init): the pool is scored by
+    # rehearsal_score on two reward-model ranks (dp 2), away from the actor's train layout
+    pool = root / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n"
+                            for a in range(4) for b in range(3)))
+    am = load_experiment("ppo_tiny", [
+        f"train.iterations={ITERATIONS}", "graph.batch_size=8", "models.reward.rule=null",
+        "models.reward.value_head=true", "models.reward.arch=${models.actor.arch}", "graph.reward=null",
+        "graph.reward_form=advantage", "graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_source=data",
+        f"graph.train.rehearsal_path={pool}", "graph.train.rehearsal_rank=advantage",
+        "graph.train.rehearsal_every=2", "graph.train.rehearsal_clusters=2", "graph.train.rehearsal_per_cluster=2",
+        f"graph.train.rehearsal_min_reward={AM_FLOOR}"])
+    am_manual = {**manual, "rehearsal_score": Layout(mesh=DeviceMesh.span(2, 2), dp=2, tp=1, pp=1)}
+    scored = [_job(am, am_manual, root / "am_manual"), _job(am, {c.name: one for c in am.graph.calls},
+                                                            root / "am_single")]
+    results = launch(dist_checks.run_jobs_and_pool_scores, (jobs, scored),
+                     LaunchSpec(nproc_per_node=4, log_dir=str(root / "logs")))
+    runs = {name: results[0][0][i] for i, name in enumerate(plans)}
+    for k, name in enumerate(("am_manual", "am_single")):  # rank-merged: kept set on rank 0, direct scores on the reward ranks
+        runs[name] = {key: value for r in range(4) for key, value in results[r][1][k].items()
+                      if key != "history" or r == 0}
+    return runs, plans, root
 
 
 def test_every_plan_ran_and_wrote_metrics(runs):
     histories, plans, root = runs
+    histories = {k: v for k, v in histories.items() if not k.startswith("am_")}
     assert len({str(lay) for lay in plans["grpo_manual"].values()}) == 4
     for name, history in histories.items():
         assert [r["iteration"] for r in history] == list(range(1, ITERATIONS + 1)), name
@@ -91,3 +113,21 @@ def test_losses_at_the_sampling_temperature(runs, plan):
     first = histories[plan][0]
     assert first["actor_train/clip_frac"] == 0.0
     assert first["actor_train/kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("plan", ["am_manual", "am_single"])
+def test_rehearsal_ranked_by_the_advantage_model_uses_its_direct_scores(runs, plan):
+    """rehearsal_rank=advantage: the pairs the actor keeps and their mean score are those of the
+    reward model's `advantage_model` interface scoring the pool directly (here on reward_inf's
+    layout); the scores come from rehearsal_score's ranks through the dataflow (manual plan)."""
+    got = runs[0][plan]
+    direct = dict(zip(map(tuple, got["pool"]), got["direct"]))
+    kept = [direct[tuple(seq)] for seq in got["kept"]]
+    assert 0 < len(kept) <= 2 * 2  # clusters x per_cluster
+    assert all(score > AM_FLOOR for score in kept)
+    assert got["kept_reward"] == pytest.approx(sum(kept) / len(kept), abs=1e-5)
+    assert got["history"][-1]["actor_train/rehearsal_size"] == len(kept)
+    assert got["history"][-1]["actor_train/rehearsal_kept_reward"] == pytest.approx(got["kept_reward"])
+    # the same selection under both plans
+    other = runs[0]["am_single" if plan == "am_manual" else "am_manual"]
+    assert got["kept"] == other["kept"]

@@ -181,3 +181,74 @@ def test_rehearsal_source_args_reject_bad_values() -> None:
         PPOActorArgs(rehearsal_coef=0.5, rehearsal_source="data")
     with pytest.raises(ValueError, match="rehearsal_path='x.jsonl' is read only with rehearsal_source=data"):
         PPOActorArgs(rehearsal_path="x.jsonl")
+
+
+# ----------------------------------------------------------------- rehearsal_rank=advantage
+
+
+def test_rehearsal_from_data_ranked_by_the_advantage_model_by_hand() -> None:
+    """Clusters {0, 1, 4} and {2, 3} (first tokens 1, 2, 1 and 5, 6). AM scores of seqs 0-4: 0.4,
+    0.9, -0.1, -0.3, 0.7: cluster {0, 1, 4} ranks 1 (0.9) > 4 (0.7) > 0 (0.4); cluster {2, 3} has nothing
+    above the default floor 0. Two per cluster keep seqs 1 and 4 (the policy's likelihood,
+    which would keep 0 and 3, plays no part); mean kept score 0.8; loss: cross-entropy of their
+    answer tokens (2->4, 4->4, 4 <- 1) under the bigram table. With a floor of -0.2 cluster
+    {2, 3} keeps seq 2 (-0.1 > -0.2 > -0.3); with a floor of 0.5 only seqs 1 and 4 pass and
+    one per cluster keeps seq 1."""
+    z, l7 = math.log(6 + math.e ** 4), math.log(7)
+    engine = _pool_engine()
+    args = PPOActorArgs(kl_coef=0.0, gamma=1.0, lam=1.0, whiten_advantages=False, reward_clip=100.0,
+                        rehearsal_coef=0.25, rehearsal_clusters=2, rehearsal_per_cluster=2,
+                        rehearsal_source="data", rehearsal_path="pool.jsonl", rehearsal_rank="advantage")
+    scores = torch.tensor([0.4, 0.9, -0.1, -0.3, 0.7])
+    pool = _pool().with_fields(seq_fields={"pool_scores": scores})
+    ctx = CallContext(side_inputs={"rehearsal_pool": pool})
+    out = run_interface("ppo_actor", engine, _rl_batch(engine, [1.0, 1.0, 1.0, 1.0]), args, ctx)
+    assert engine.state["rehearsal/seqs"] == [list(POOL_SEQS[1]), list(POOL_SEQS[4])]
+    assert out["rehearsal_size"] == 2 and out["rehearsal_clusters"] == 2
+    assert out["rehearsal_kept_reward"] == pytest.approx(0.8)
+    # answer tokens: seq 1 (2->4: -Z, a boosted row's other; 4->4: -log 7), seq 4 (1->4: -Z)
+    assert out["rehearsal_loss"] == pytest.approx((2 * z + l7) / 3, abs=1e-6)
+    for floor, per, want in ((-0.2, 2, [1, 2, 4]), (0.5, 1, [1])):
+        fresh = _pool_engine()
+        a = PPOActorArgs(**{**args.__dict__, "rehearsal_min_reward": floor, "rehearsal_per_cluster": per})
+        run_interface("ppo_actor", fresh, _rl_batch(fresh, [1.0] * 4), a, ctx)
+        assert fresh.state["rehearsal/seqs"] == [list(POOL_SEQS[i]) for i in want], floor
+
+
+def test_rehearsal_rank_advantage_needs_the_pool_scores() -> None:
+    engine = _pool_engine()
+    args = PPOActorArgs(kl_coef=0.0, rehearsal_coef=0.5, rehearsal_source="data", rehearsal_path="p.jsonl",
+                        rehearsal_rank="advantage")
+    ctx = CallContext(side_inputs={"rehearsal_pool": _pool()})
+    with pytest.raises(ValueError, match="rehearsal_scores"):
+        run_interface("ppo_actor", engine, _rl_batch(engine, [1.0] * 4), args, ctx)
+
+
+def test_rehearsal_rank_args() -> None:
+    assert PPOActorArgs().rehearsal_rank == "likelihood"
+    with pytest.raises(ValueError, match="rehearsal_rank: 'am' is not one of likelihood, advantage"):
+        PPOActorArgs(rehearsal_rank="am")
+    with pytest.raises(ValueError, match="rehearsal_rank=advantage ranks a data pool"):
+        PPOActorArgs(rehearsal_rank="advantage")
+
+
+def test_pool_scores_between_selections_returns_the_last_scores_without_a_forward() -> None:
+    """`pool_scores` on a step that is not a multiple of `every` returns the engine's cached
+    scores of the same pairs in the same form (this engine has no model: a forward would fail);
+    on a selection step, for other pairs or in the other form, it scores again."""
+    from types import SimpleNamespace
+
+    from graph.catalog import PoolScoresArgs
+
+    pool = _pool()
+    engine = SimpleNamespace(spec=SimpleNamespace(value_head=True, role="reward"),
+                             state={"pool_scores/advantage/ids": list(pool.ids),
+                                    "pool_scores/advantage/values": [1.0, 2, 3, 4, 5]})
+    out = run_interface("pool_scores", engine, pool, PoolScoresArgs(every=10), CallContext(step=13))
+    assert out.seq_fields["pool_scores"].tolist() == [1.0, 2, 3, 4, 5]
+    with pytest.raises(AttributeError):  # another form has no scores yet: it runs the model
+        run_interface("pool_scores", engine, pool, PoolScoresArgs(form="reward", every=10), CallContext(step=13))
+    for step, ids in ((20, list(pool.ids)), (13, [9, 8, 7, 6, 5])):
+        engine.state["pool_scores/advantage/ids"] = ids
+        with pytest.raises(AttributeError):  # it runs the model
+            run_interface("pool_scores", engine, pool, PoolScoresArgs(every=10), CallContext(step=step))
