@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,7 +23,7 @@ import torch.distributed as dist
 
 from graph.catalog import OptimArgs
 from runtime.data.batch import SeqBatch
-from runtime.engine import platform
+from runtime.engine import lean, platform
 
 if TYPE_CHECKING:
     from runtime.engine.model_engine import ModelEngine
@@ -76,16 +77,19 @@ def _run_without_pipeline(engine: ModelEngine, mbs: list[SeqBatch], loss_fn: Los
     function, without its machinery: per micro-batch, forward, loss / micro-batches (times the
     optimizer's loss scale), backward, gradient sync held back until the last micro-batch;
     then `finalize_model_grads`. Forward, loss and backward run without the CPU device
-    rewrites (they need none; the per-op Python dispatch costs ~30% on small models)."""
+    rewrites (they need none; the per-op Python dispatch costs ~30% on small models). At
+    tp = 1 the forward is the lean one (`runtime.engine.lean`: the same model without
+    Megatron's per-layer machinery)."""
     config, model, n = engine.config, engine.model, len(mbs)
     device = platform.device()
     no_sync = config.no_sync_func if not forward_only and config.no_sync_func is not None else None
     scale = config.grad_scale_func
     reports: list[dict[str, Any]] = []
     engine.module.set_input_tensor(None)
+    forward = partial(lean.forward, engine) if lean.applies(engine) else lambda ids, pos: model(ids, pos, None)
     for i, mb in enumerate(mbs):
         with (no_sync() if no_sync is not None and i < n - 1 else nullcontext()), platform.without_cuda_rewrites():
-            out = model(mb.input_ids.to(device), mb.positions().to(device), None)
+            out = forward(mb.input_ids.to(device), mb.positions().to(device))
             loss, report = loss_fn(mb, out)
             reports.append(report)
             if not forward_only:
