@@ -99,7 +99,13 @@ def _run_without_pipeline(engine: ModelEngine, mbs: list[SeqBatch], loss_fn: Los
                 if loss.requires_grad:
                     loss.backward()
     if not forward_only and config.finalize_model_grads_func is not None:
-        config.finalize_model_grads_func([model], None, pg_collection=engine.pgc)
+        if engine.layout.mesh.size == 1 and getattr(config.finalize_model_grads_func, "__name__", "") == \
+                "finalize_model_grads" and hasattr(model, "finish_grad_sync"):
+            # one rank: Megatron's finalize reduces over tp / pp / embedding groups of one and walks
+            # every module for MoE state; only the DDP buffers' own finish is left to do
+            model.finish_grad_sync()
+        else:
+            config.finalize_model_grads_func([model], None, pg_collection=engine.pgc)
     return reports
 
 
@@ -181,6 +187,19 @@ class OptimizerShard:
     """True when `main` is a view of the model parameter (fp32 training): saving the weights saves it."""
 
 
+def _plain_torch_step(inner: torch.optim.Optimizer) -> None:
+    """Run a torch optimizer's step without the CPU device rewrites: Adam's arithmetic needs
+    none, and on CPU the per-op dispatch of the rewrite mode costs more than the ops of a
+    small model (Megatron's own code around it, clipping and the grad norm, keeps them)."""
+    step = inner.step
+
+    def plain_step(*args: Any, **kwargs: Any) -> Any:
+        with platform.without_cuda_rewrites():
+            return step(*args, **kwargs)
+
+    inner.step = plain_step  # type: ignore[method-assign]
+
+
 class Trainer:
     """Megatron DDP + distributed optimizer + LR schedule for one engine."""
 
@@ -205,6 +224,8 @@ class Trainer:
             self.optimizer = get_megatron_optimizer(
                 self.opt_config, [ddp], use_gloo_process_groups=False, pg_collection=engine.pgc)
         engine.config.grad_scale_func = self.optimizer.scale_loss
+        for part in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            _plain_torch_step(part.optimizer)
         self.args = args
 
     def reload_model_params(self) -> None:
