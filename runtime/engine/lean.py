@@ -2,7 +2,7 @@
 
 Megatron's layers cost much Python per call on CPU (autograd Functions around every linear
 layer, the inference-context bookkeeping in attention, rotary embeddings re-applied to the
-whole key cache at every decode step). In one process (tp = pp = 1, no LoRA) none of that
+whole key cache at every decode step). Without tensor or pipeline parallelism none of that
 machinery does anything, so `forward` runs the same model from the same `Parameter`
 objects with `F.linear`, the module's norms, rotary embeddings and
 `scaled_dot_product_attention`. Gradients flow into the same parameters, so Megatron's DDP
@@ -33,17 +33,22 @@ ENABLED = {"on": True}
 
 
 def applies(engine: ModelEngine) -> bool:
-    """Whether the lean forward computes this engine's model: one process (tp = pp = 1),
-    no LoRA adapters, no sequence or context parallelism."""
-    if not ENABLED["on"] or engine.layout.tp != 1 or engine.layout.pp != 1 or engine.spec.lora is not None:
+    """Whether the lean forward computes this engine's model: no tensor, pipeline, sequence or
+    context parallelism (LoRA adapters are fine: at tp = 1 their TP mappings are identities)."""
+    if not ENABLED["on"] or engine.layout.tp != 1 or engine.layout.pp != 1:
         return False
     cfg = engine.config
     return not cfg.sequence_parallel and cfg.context_parallel_size == 1 and engine.module is not None
 
 
-def _linear(module: Any, x: torch.Tensor) -> torch.Tensor:
-    """A Megatron (column/row-parallel) linear layer at tp = 1, its bias included."""
-    return F.linear(x, module.weight, module.bias)
+def _linear(module: Any, x: torch.Tensor, lora_scale: float) -> torch.Tensor:
+    """A Megatron (column/row-parallel) linear layer at tp = 1, its bias included, plus its LoRA
+    adapters' (alpha/r) * B(A(x)) when it has them (what `runtime.engine.lora`'s hook adds)."""
+    out = F.linear(x, module.weight, module.bias)
+    a = module._parameters.get("lora_a")
+    if a is not None:
+        out = out + F.linear(F.linear(x, a), module._parameters["lora_b"]) * lora_scale
+    return out
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -100,6 +105,7 @@ def forward(engine: ModelEngine, input_ids: torch.Tensor, position_ids: torch.Te
     b, s = input_ids.shape
     nh, ng, d = arch.num_heads, arch.num_kv_heads, arch.head_dim
     per_group = nh // ng
+    scale = engine.spec.lora.scale if engine.spec.lora is not None else 0.0
     emb = module.embedding
     h = F.embedding(input_ids, emb.word_embeddings.weight)
     if getattr(emb, "add_position_embedding", False):
@@ -111,7 +117,7 @@ def forward(engine: ModelEngine, input_ids: torch.Tensor, position_ids: torch.Te
     for i, layer in enumerate(module.decoder.layers):
         attn = layer.self_attention
         x = layer.input_layernorm(h)
-        qkv = _linear(attn.linear_qkv, x).view(b, s, ng, (per_group + 2) * d)
+        qkv = _linear(attn.linear_qkv, x, scale).view(b, s, ng, (per_group + 2) * d)
         q, k, v = torch.split(qkv, [per_group * d, d, d], dim=-1)
         q = q.reshape(b, s, nh, d)
         if _has_rope(module):
@@ -128,15 +134,15 @@ def forward(engine: ModelEngine, input_ids: torch.Tensor, position_ids: torch.Te
         else:  # several new positions after a cached prefix: each sees the prefix and itself
             mask = torch.ones(s, stop, dtype=torch.bool, device=h.device).tril(start)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=per_group > 1)
-        h = h + _linear(attn.linear_proj, ctx.transpose(1, 2).reshape(b, s, nh * d))
+        h = h + _linear(attn.linear_proj, ctx.transpose(1, 2).reshape(b, s, nh * d), scale)
         mlp = layer.mlp
-        x = _linear(mlp.linear_fc1, layer.pre_mlp_layernorm(h))
+        x = _linear(mlp.linear_fc1, layer.pre_mlp_layernorm(h), scale)
         if engine.config.gated_linear_unit:
             gate, up = torch.chunk(x, 2, dim=-1)
             x = engine.config.activation_func(gate) * up
         else:
             x = engine.config.activation_func(x)
-        h = h + _linear(mlp.linear_fc2, x)
+        h = h + _linear(mlp.linear_fc2, x, scale)
     if last_only:
         h = h[:, -1:]
     # called on Megatron's [s, b, h] layout: hooks on the final norm (rehearsal's hidden states) see what they expect
