@@ -2,7 +2,7 @@
 
 Single process, same model, same run, the same torch threads for both (`--threads`, default
 all cores); the rows alternate engine and transformers `--rounds` times and report the median
-tokens/s of each and their ratio, for a train step, generation (greedy, a fixed number of new
+tokens/s of each and their ratio (and the min-max of the per-round ratios), for a train step, generation (greedy, a fixed number of new
 tokens) and log-probs (a forward pass); MFU on CUDA with --peak-tflops. `--profile N` prints
 the engine's N most expensive functions per row (cProfile, cumulative time). Examples:
 
@@ -145,7 +145,8 @@ def main() -> None:
             logits = hf(ids.to(dev)).logits[:, :-1].float()
             torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None].to(dev))
 
-    rows = []
+    rows: list[tuple[str, float, float]] = []
+    spread: list[tuple[list[float], list[float], list[float]]] = []
     train_tokens = args.batch * args.seq
     gen_tokens = args.batch * args.new_tokens
     for what, tokens, eng_fn, hf_fn in (
@@ -162,6 +163,8 @@ def main() -> None:
             with platform.without_cuda_rewrites():
                 t_hf.append(_timeit(hf_fn, args.repeats, warm=False))
         rows.append((what, tokens / statistics.median(t_eng), tokens / statistics.median(t_hf)))
+        spread.append(([tokens / t for t in t_eng], [tokens / t for t in t_hf],
+                       [h / e for e, h in zip(t_eng, t_hf)]))  # per round: the pair timed back to back
         if args.profile:
             import cProfile
             import pstats
@@ -175,9 +178,9 @@ def main() -> None:
           f"batch {args.batch} x seq {args.seq} (prompt {args.prompt}, new {args.new_tokens}), {threads} threads "
           f"each, median of {args.rounds} alternations of {args.repeats} repeats, "
           f"{'CPU' if args.cpu_time else 'wall'} time; 1-minute load {os.getloadavg()[0]:.1f}")
-    print(f"{'':12s} {'engine tok/s':>14s} {'HF tok/s':>12s} {'engine/HF':>10s}")
-    for what, eng, ref in rows:
-        line = f"{what:12s} {eng:14.1f} {ref:12.1f} {eng / ref:10.2f}"
+    print(f"{'':12s} {'engine tok/s':>14s} {'HF tok/s':>12s} {'engine/HF':>10s}   per-round engine/HF min-max")
+    for (what, eng, ref), (_, _, ratios) in zip(rows, spread):
+        line = f"{what:12s} {eng:14.1f} {ref:12.1f} {eng / ref:10.2f}   {min(ratios):.2f}-{max(ratios):.2f}"
         if args.peak_tflops:
             flops = (6 if what == "train step" else 2) * n * eng
             line += f"   MFU {flops / (args.peak_tflops * 1e12):.1%}"
@@ -191,8 +194,10 @@ def main() -> None:
             "clock": "cpu" if args.cpu_time else "wall", "rounds": args.rounds, "repeats": args.repeats,
             "batch": args.batch, "seq": args.seq, "prompt": args.prompt, "new_tokens": args.new_tokens,
             "load_after": round(os.getloadavg()[0], 2),
-            "rows": [{"what": w, "engine_tok_s": round(e, 1), "hf_tok_s": round(r, 1), "ratio": round(e / r, 3)}
-                     for w, e, r in rows]}, indent=2))
+            "rows": [{"what": w, "engine_tok_s": round(e, 1), "hf_tok_s": round(r, 1), "ratio": round(e / r, 3),
+                      "engine_tok_s_rounds": [round(x, 1) for x in se], "hf_tok_s_rounds": [round(x, 1) for x in sh],
+                      "ratio_rounds": [round(x, 3) for x in sr]}
+                     for (w, e, r), (se, sh, sr) in zip(rows, spread)]}, indent=2))
     dist.destroy_process_group()
 
 

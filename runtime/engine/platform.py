@@ -154,6 +154,31 @@ def _patch_megatron_cuda_literals() -> None:
     fused_softmax.get_default_causal_mask = causal_mask
 
 
+def _patch_megatron_multi_tensor() -> None:
+    """Megatron's fallbacks for Apex's multi-tensor kernels (the grad norm and clipping
+    without Apex/TE) loop over tensors in Python, one rewritten op at a time; torch's
+    `_foreach` ops compute the same values (per-tensor 2-norms, in-place scaling) in one call."""
+    from megatron.core.optimizer import clip_grads
+    from megatron.core.utils import local_multi_tensor_l2_norm, local_multi_tensor_scale
+
+    if clip_grads.l2_norm_impl is not local_multi_tensor_l2_norm:
+        return  # Apex or Transformer Engine kernels are in use
+
+    def l2_norm(chunk_size: int, noop_flag: Any, tensor_lists: Any, per_tensor: bool, *args: Any) -> tuple:
+        norms = torch._foreach_norm(list(tensor_lists[0]))
+        return torch.linalg.vector_norm(torch.stack(norms)).reshape(1), None
+
+    def scale(chunk_size: int, noop_flag: Any, tensor_lists: Any, factor: float) -> None:
+        src, dst = tensor_lists
+        if len(src) == len(dst) and all(a is b for a, b in zip(src, dst)):
+            torch._foreach_mul_(list(dst), factor)
+        else:
+            local_multi_tensor_scale(chunk_size, noop_flag, tensor_lists, factor)
+
+    clip_grads.l2_norm_impl = l2_norm
+    clip_grads.multi_tensor_scale_impl = scale
+
+
 def _alone(group: Any) -> bool:
     """Whether a process group (None: the world) has this rank only."""
     import torch.distributed as dist
@@ -217,6 +242,7 @@ def apply_platform_patches() -> str:
         _patch_megatron_rng()
         _patch_megatron_cuda_literals()
         _skip_collectives_of_one()
+        _patch_megatron_multi_tensor()
         logging.getLogger("megatron.core.tensor_parallel.random").addFilter(_DropCpuRngWarning())
         mode = _CpuAsCudaMode()
         mode.__enter__()  # process-wide, for the rest of the process

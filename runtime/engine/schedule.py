@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,7 +23,7 @@ import torch.distributed as dist
 
 from graph.catalog import OptimArgs
 from runtime.data.batch import SeqBatch
-from runtime.engine import platform
+from runtime.engine import lean, platform
 
 if TYPE_CHECKING:
     from runtime.engine.model_engine import ModelEngine
@@ -76,16 +77,19 @@ def _run_without_pipeline(engine: ModelEngine, mbs: list[SeqBatch], loss_fn: Los
     function, without its machinery: per micro-batch, forward, loss / micro-batches (times the
     optimizer's loss scale), backward, gradient sync held back until the last micro-batch;
     then `finalize_model_grads`. Forward, loss and backward run without the CPU device
-    rewrites (they need none; the per-op Python dispatch costs ~30% on small models)."""
+    rewrites (they need none; the per-op Python dispatch costs ~30% on small models). At
+    tp = 1 the forward is the lean one (`runtime.engine.lean`: the same model without
+    Megatron's per-layer machinery)."""
     config, model, n = engine.config, engine.model, len(mbs)
     device = platform.device()
     no_sync = config.no_sync_func if not forward_only and config.no_sync_func is not None else None
     scale = config.grad_scale_func
     reports: list[dict[str, Any]] = []
     engine.module.set_input_tensor(None)
+    forward = partial(lean.forward, engine) if lean.applies(engine) else lambda ids, pos: model(ids, pos, None)
     for i, mb in enumerate(mbs):
         with (no_sync() if no_sync is not None and i < n - 1 else nullcontext()), platform.without_cuda_rewrites():
-            out = model(mb.input_ids.to(device), mb.positions().to(device), None)
+            out = forward(mb.input_ids.to(device), mb.positions().to(device))
             loss, report = loss_fn(mb, out)
             reports.append(report)
             if not forward_only:
@@ -95,7 +99,13 @@ def _run_without_pipeline(engine: ModelEngine, mbs: list[SeqBatch], loss_fn: Los
                 if loss.requires_grad:
                     loss.backward()
     if not forward_only and config.finalize_model_grads_func is not None:
-        config.finalize_model_grads_func([model], None, pg_collection=engine.pgc)
+        if engine.layout.mesh.size == 1 and getattr(config.finalize_model_grads_func, "__name__", "") == \
+                "finalize_model_grads" and hasattr(model, "finish_grad_sync"):
+            # one rank: Megatron's finalize reduces over tp / pp / embedding groups of one and walks
+            # every module for MoE state; only the DDP buffers' own finish is left to do
+            model.finish_grad_sync()
+        else:
+            config.finalize_model_grads_func([model], None, pg_collection=engine.pgc)
     return reports
 
 
@@ -177,6 +187,19 @@ class OptimizerShard:
     """True when `main` is a view of the model parameter (fp32 training): saving the weights saves it."""
 
 
+def _plain_torch_step(inner: torch.optim.Optimizer) -> None:
+    """Run a torch optimizer's step without the CPU device rewrites: Adam's arithmetic needs
+    none, and on CPU the per-op dispatch of the rewrite mode costs more than the ops of a
+    small model (Megatron's own code around it, clipping and the grad norm, keeps them)."""
+    step = inner.step
+
+    def plain_step(*args: Any, **kwargs: Any) -> Any:
+        with platform.without_cuda_rewrites():
+            return step(*args, **kwargs)
+
+    inner.step = plain_step  # type: ignore[method-assign]
+
+
 class Trainer:
     """Megatron DDP + distributed optimizer + LR schedule for one engine."""
 
@@ -201,6 +224,8 @@ class Trainer:
             self.optimizer = get_megatron_optimizer(
                 self.opt_config, [ddp], use_gloo_process_groups=False, pg_collection=engine.pgc)
         engine.config.grad_scale_func = self.optimizer.scale_loss
+        for part in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            _plain_torch_step(part.optimizer)
         self.args = args
 
     def reload_model_params(self) -> None:

@@ -51,7 +51,11 @@ def log_softmax_stats(logits: torch.Tensor, group: Any) -> torch.Tensor:
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, group: Any, *,
                    vocab_size: int, temperature: float = 1.0) -> torch.Tensor:
-    """log p(target) for every position: logits [..., V/tp], targets [...] (global ids)."""
+    """log p(target) for every position: logits [..., V/tp], targets [...] (global ids).
+    Without TP (one rank holds the whole vocabulary) it is torch's fused log-softmax."""
+    if group is None or group.size() == 1:
+        whole = logits[..., :vocab_size].float() / temperature
+        return torch.log_softmax(whole, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     logits = mask_padded_vocab(logits.float() / temperature, vocab_size, group)
     local = logits.shape[-1]
     start = _rank(group) * local

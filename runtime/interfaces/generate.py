@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from graph.catalog import GenerateArgs
 from runtime.data.batch import SeqBatch
-from runtime.engine import platform
+from runtime.engine import lean, platform
 from runtime.interfaces.dp import gather_parts, local_part
 from runtime.interfaces.registry import CallContext, register
 
@@ -144,12 +144,17 @@ class _Stepper:
         from megatron.core.inference.contexts import StaticInferenceContext
 
         self.engine = engine
-        self.ctx = StaticInferenceContext(batch_size, max_len)
         self.device = platform.device()
+        self.cache = lean.KVCache(engine, batch_size, max_len) if lean.applies(engine) else None
+        self.ctx = None if self.cache is not None else StaticInferenceContext(batch_size, max_len)
 
     def __call__(self, tokens: torch.Tensor, start: int) -> torch.Tensor | None:
         eng, ctx = self.engine, self.ctx
         b, s = tokens.shape
+        if self.cache is not None:  # one process: the lean forward with its own KV cache
+            pos = torch.arange(start, start + s, device=self.device).expand(b, s)
+            return lean.forward(eng, tokens.to(self.device), pos, cache=self.cache, start=start,
+                                last_only=True)[:, -1, :]
         if start == 0:
             ctx.enable_prefill_mode()
         else:

@@ -75,13 +75,12 @@ def _assemble(part: SeqBatch, reports: list[dict[str, Any]], token_keys: tuple[s
     tok = {k: torch.zeros(b, t) for k in token_keys}
     seq = {k: torch.zeros(b) for k in seq_keys}
     for rep in reports:
-        for j, sid in enumerate(rep["ids"]):
-            r = row[sid]
-            for k in token_keys:
-                v = rep[k][j]
-                tok[k][r, : v.shape[0]] = v[:t]
-            for k in seq_keys:
-                seq[k][r] = rep[k][j]
+        rows = torch.tensor([row[sid] for sid in rep["ids"]], dtype=torch.long)
+        for k in token_keys:
+            v = rep[k][:, :t]
+            tok[k][rows, : v.shape[1]] = v.to(tok[k].dtype)
+        for k in seq_keys:
+            seq[k][rows] = rep[k].to(seq[k].dtype)
     valid = part.valid_mask()
     tok = {k: torch.where(valid, v, torch.zeros_like(v)) for k, v in tok.items()}
     return part.with_fields(token_fields=tok, seq_fields=seq)

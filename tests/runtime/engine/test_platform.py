@@ -36,6 +36,20 @@ assert torch.equal(b, torch.rand(2))
 e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 e0.record(); e1.record()
 assert e0.elapsed_time(e1) >= 0
+# the grad norm and clipping fallbacks: torch's foreach ops, the same values as Megatron's loops
+from megatron.core.optimizer import clip_grads
+from megatron.core.utils import local_multi_tensor_l2_norm, local_multi_tensor_scale
+assert clip_grads.l2_norm_impl is not local_multi_tensor_l2_norm
+g = torch.Generator().manual_seed(0)
+ts = [torch.randn(shape, generator=g) for shape in [(5,), (7, 3), (64, 9)]]
+ours = clip_grads.l2_norm_impl(2048, None, [ts], False)[0]
+assert torch.equal(ours, local_multi_tensor_l2_norm(2048, None, [ts], False)[0])
+ref = torch.linalg.vector_norm(torch.cat([t.flatten().double() for t in ts]))
+assert abs(float(ours) - float(ref)) < 1e-5 * float(ref)
+xs, ys = [t.clone() for t in ts], [t.clone() for t in ts]
+clip_grads.multi_tensor_scale_impl(2048, None, [xs, xs], 0.3)
+local_multi_tensor_scale(2048, None, [ys, ys], 0.3)
+assert all(torch.equal(x, y) and torch.equal(x, t * 0.3) for x, y, t in zip(xs, ys, ts))
 print("ok")
 """
 
