@@ -2,7 +2,8 @@
 
 Each rank fills an `IterationLog` while it walks its steps (call times, train statistics,
 rewards, reallocation time and bytes). At the end of the iteration `MetricsReporter.report`
-gathers every rank's log on rank 0 (a world-collective) and merges them into one record.
+hands it to rank 0 without waiting (see the class), where a thread merges the ranks' logs
+into one record.
 Background threads on rank 0 append it to metrics.jsonl and TensorBoard
 (`runtime.rundir.metrics.RecordLog`) and redraw curves.png about 20 times a run, at most
 every MIN_REDRAW_S seconds and after the last iteration (`CurvePlotter`).
@@ -11,6 +12,8 @@ every MIN_REDRAW_S seconds and after the last iteration (`CurvePlotter`).
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from graph.catalog import get_interface
 from graph.dataflow import DataflowGraph
 from graph.spec import Call, CallKind
 from runtime.data.binding import Field, Payload
+from runtime.execution.p2p import METRICS_TAG, ObjectSender, recv_object
 from runtime.execution.trace import TRACE_FILE, StepTrace
 from runtime.rundir.metrics import CurvePlotter, MetricsWriter, RecordLog, TensorBoardWriter
 
@@ -137,7 +141,15 @@ MIN_REDRAW_S = 5.0
 
 
 class MetricsReporter:
-    """Gathers the ranks' logs on rank 0 and writes metrics.jsonl, TensorBoard and curves.png."""
+    """Collects the ranks' logs on rank 0 and writes metrics.jsonl, TensorBoard and curves.png.
+
+    No rank waits for another at the end of an iteration: every rank but 0 posts its log to
+    rank 0 (`ObjectSender`, tag METRICS_TAG, on a process group of its own) and goes on, and
+    a thread on rank 0 receives each iteration's logs, merges them and has the record written.
+    (A world gather here made every rank wait for the slowest one and for the gather itself,
+    7-28 ms an iteration in ppo_tiny on 4 workers, and rank 0 ran the next iteration's first
+    call only after it.) The dataflow between calls orders the iterations by itself.
+    """
 
     def __init__(self, *, graph: DataflowGraph, rank: int, world_size: int, run_dir: Path, name: str,
                  iterations: int, plot_every: int, start: int, history: list[dict[str, Any]]) -> None:
@@ -145,6 +157,9 @@ class MetricsReporter:
         self.run_dir, self.name, self.iterations, self.plot_every = run_dir, name, iterations, plot_every
         self.history = history
         """Records so far (rank 0): a resumed run starts with the checkpoint's."""
+        # collective: every rank makes the group, at the same point of its start-up
+        self.group = dist.new_group(backend="gloo") if world_size > 1 else None
+        self.sender = ObjectSender(METRICS_TAG, self.group) if rank != 0 else None
         # a resumed run hides the events a killed attempt logged after its checkpoint
         self.log = RecordLog(MetricsWriter(run_dir / "metrics.jsonl"),
                              TensorBoardWriter(run_dir / "tensorboard", purge_step=start + 1 if start else None)) \
@@ -153,15 +168,45 @@ class MetricsReporter:
         self.last_redraw = -math.inf
         self.trace = StepTrace()
         """Rank 0: the last iterations' steps, written as RUN_DIR/trace.json at close."""
+        self._own: queue.Queue[tuple[int, IterationLog] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._collect, name="metrics-collect", daemon=True) \
+            if rank == 0 else None
+        if self._thread is not None:
+            self._thread.start()
 
     def report(self, it: int, log: IterationLog) -> None:
-        """World-collective: gather every rank's log of iteration `it`; rank 0 writes the record."""
-        gathered: list[Any] = [None] * self.world_size if self.rank == 0 else []
-        dist.gather_object(log, gathered if self.rank == 0 else None, dst=0)
-        if self.rank != 0:
-            return
-        self.trace.add(it, [part.spans for part in gathered])
-        record = merge_logs(it, gathered)
+        """Hand this rank's log of iteration `it` to rank 0 (returns at once on every rank)."""
+        self._raise()
+        if self.sender is not None:
+            self.sender.wait()  # the previous iteration's log has arrived: at most one in flight
+            self.sender.send(log, (0,))
+        else:
+            self._own.put((it, log))
+
+    def _collect(self) -> None:
+        """Rank 0's thread: per iteration, rank 0's log and every other rank's, merged and written."""
+        while True:
+            item = self._own.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    it, own = item
+                    logs = [own, *(recv_object(r, METRICS_TAG, self.group) for r in range(1, self.world_size))]
+                    self._record(it, logs)
+            except BaseException as exc:  # noqa: BLE001 -- raised in the run's thread (report, flush, close)
+                self._error = exc
+            finally:
+                self._own.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _record(self, it: int, logs: list[IterationLog]) -> None:
+        self.trace.add(it, [part.spans for part in logs])
+        record = merge_logs(it, logs)
         record.update(headline(self.graph, record))
         assert self.log is not None and self.plotter is not None
         self.log.append(record)  # written on a background thread
@@ -173,13 +218,23 @@ class MetricsReporter:
             self.plotter.request(self.history)  # drawn on a background thread
 
     def flush(self) -> None:
-        """Rank 0: block until every record so far is in metrics.jsonl and TensorBoard."""
+        """Rank 0: block until every record so far is in metrics.jsonl and TensorBoard (it waits
+        for the other ranks' logs, which they have posted or will post without waiting)."""
         if self.log is not None:
+            self._own.join()
+            self._raise()
             self.log.flush()
 
     def close(self) -> None:
+        """Rank 0: collect and write the last records; the others: wait until rank 0 has their logs."""
+        if self.sender is not None:
+            self.sender.wait()
+        if self._thread is not None:
+            self._own.put(None)
+            self._thread.join()
         if self.log is not None:
             self.log.close()
             self.trace.write(self.run_dir / TRACE_FILE)
         if self.plotter is not None:
             self.plotter.close()
+        self._raise()

@@ -32,6 +32,8 @@ PAYLOAD_TAG = 1
 """Tag of the data keys sent between steps (StepKind.SEND)."""
 CHUNK_TAG = 2
 """Tag of the chunks a streaming generate call sends (runtime.execution.streaming)."""
+METRICS_TAG = 3
+"""Tag of the iteration logs the ranks send rank 0 (runtime.execution.metrics)."""
 
 
 def comm_device() -> torch.device:
@@ -44,14 +46,14 @@ def comm_device() -> torch.device:
 class ObjectSender:
     """Non-blocking sends of pickled objects with one tag; the buffers stay alive until `wait`."""
 
-    def __init__(self, tag: int = PAYLOAD_TAG) -> None:
-        self.tag = tag
+    def __init__(self, tag: int = PAYLOAD_TAG, group: Any = None) -> None:
+        self.tag, self.group = tag, group
         self.pending: list[tuple[Any, torch.Tensor]] = []
 
     def post(self, tensor: torch.Tensor, dsts: tuple[int, ...]) -> None:
         """Send one tensor to each rank of `dsts` (with NCCL: and wait for it, see the module docstring)."""
         for dst in dsts:
-            work = dist.isend(tensor, dst=dst, tag=self.tag)
+            work = dist.isend(tensor, dst=dst, tag=self.tag, group=self.group)
             if tensor.is_cuda:
                 work.wait()
             else:
@@ -71,20 +73,21 @@ class ObjectSender:
         self.pending.clear()
 
 
-def recv_size(src: int, tag: int = PAYLOAD_TAG) -> int:
+def recv_size(src: int, tag: int = PAYLOAD_TAG, group: Any = None) -> int:
     """The next size header from `src` with `tag` (0 is an end marker where a protocol uses one)."""
     size = torch.zeros(1, dtype=torch.int64, device=comm_device())
-    dist.recv(size, src=src, tag=tag)
+    dist.recv(size, src=src, tag=tag, group=group)
     return int(size.item())
 
 
-def recv_bytes(src: int, size: int, tag: int = PAYLOAD_TAG) -> Any:
+def recv_bytes(src: int, size: int, tag: int = PAYLOAD_TAG, group: Any = None) -> Any:
     """The object whose `size` pickled bytes `src` sends next with `tag`."""
     buf = torch.empty(size, dtype=torch.uint8, device=comm_device())
-    dist.recv(buf, src=src, tag=tag)
+    dist.recv(buf, src=src, tag=tag, group=group)
     return pickle.loads(buf.cpu().numpy().tobytes())
 
 
-def recv_object(src: int, tag: int = PAYLOAD_TAG) -> Any:
-    """The next object an `ObjectSender` with `tag` sent this rank from `src`."""
-    return recv_bytes(src, recv_size(src, tag), tag)
+def recv_object(src: int, tag: int = PAYLOAD_TAG, group: Any = None) -> Any:
+    """The next object an `ObjectSender` with `tag` (and `group`) sent this rank from `src`
+    (`src` is a global rank, also within a group)."""
+    return recv_bytes(src, recv_size(src, tag, group), tag, group)
