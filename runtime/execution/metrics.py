@@ -6,12 +6,11 @@ hands it to rank 0 without waiting (see the class), where a thread merges the ra
 into one record.
 Background threads on rank 0 append it to metrics.jsonl and TensorBoard
 (`runtime.rundir.metrics.RecordLog`) and redraw curves.png about 20 times a run, at most
-every MIN_REDRAW_S seconds and after the last iteration (`CurvePlotter`).
+every MIN_REDRAW_S seconds, and after the last iteration (`CurvePlotter`).
 """
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import time
@@ -136,8 +135,12 @@ def headline(graph: DataflowGraph, record: Mapping[str, Any]) -> dict[str, float
     return out
 
 
-MIN_REDRAW_S = 5.0
-"""Seconds between two redraws of curves.png at least (the last iteration always redraws)."""
+MIN_REDRAW_S = 30.0
+"""Seconds between two redraws of curves.png at least, and before the first (the last
+iteration always redraws). A redraw is ~0.5-1 s of Python on rank 0 (the first also imports
+matplotlib); on its thread it still takes the interpreter lock from rank 0's calls: redrawn
+every 5 iterations, a 12-iteration run measured iterations 6-10 at 0.4-0.8 s against 0.1 s.
+TensorBoard has every record live."""
 
 
 class MetricsReporter:
@@ -165,7 +168,7 @@ class MetricsReporter:
                              TensorBoardWriter(run_dir / "tensorboard", purge_step=start + 1 if start else None)) \
             if rank == 0 else None
         self.plotter = CurvePlotter(run_dir / "curves.png", title=name) if rank == 0 else None
-        self.last_redraw = -math.inf
+        self.last_redraw = time.monotonic()  # the first redraw comes MIN_REDRAW_S into the run
         self.trace = StepTrace()
         """Rank 0: the last iterations' steps, written as RUN_DIR/trace.json at close."""
         self._own: queue.Queue[tuple[int, IterationLog] | None] = queue.Queue()
