@@ -42,6 +42,9 @@ class IterationLog:
     realloc_bytes: int = 0
     freed_bytes: int = 0
     elapsed_s: float = 0.0
+    ended_at: float = 0.0
+    """Wall clock (time.time()) when this rank ended the iteration: rank 0 takes the period
+    between two iterations' last ends as the iteration's time (see MetricsReporter)."""
     response_hist: dict[str, list[list[int]]] = field(default_factory=dict)
     """Generate call -> [[response length, count], ...] (plan.response_lengths reads it back)."""
     staleness: dict[str, int] = field(default_factory=dict)
@@ -172,6 +175,7 @@ class MetricsReporter:
         self.trace = StepTrace()
         """Rank 0: the last iterations' steps, written as RUN_DIR/trace.json at close."""
         self._own: queue.Queue[tuple[int, IterationLog] | None] = queue.Queue()
+        self._last_end: float | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._collect, name="metrics-collect", daemon=True) \
             if rank == 0 else None
@@ -210,6 +214,13 @@ class MetricsReporter:
     def _record(self, it: int, logs: list[IterationLog]) -> None:
         self.trace.add(it, [part.spans for part in logs])
         record = merge_logs(it, logs)
+        # iterations overlap (no barrier): an iteration's time is the period between the last
+        # rank ending the previous one and the last ending this one (throughput, what the
+        # planner's iteration time estimates); the run's first: its slowest rank's elapsed time
+        ended = max(part.ended_at for part in logs)
+        if self._last_end is not None and ended > self._last_end:
+            record["iter_time_s"] = ended - self._last_end
+        self._last_end = ended
         record.update(headline(self.graph, record))
         assert self.log is not None and self.plotter is not None
         self.log.append(record)  # written on a background thread

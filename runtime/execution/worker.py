@@ -198,6 +198,7 @@ class Worker:
                 log.staleness[name] = 0 if prologue else self.job.off_policy_steps
         self.dispatcher.finish_sends()
         log.elapsed_s = time.perf_counter() - start
+        log.ended_at = time.time()
         self.reporter.report(it, log)
 
     def _refill_payloads(self, it: int, r: int, size: int) -> dict[str, Payload]:
