@@ -208,14 +208,23 @@ def _fit_links(samples: Sequence[CollectiveSample], cores: float) -> tuple[dict[
     return bws, lats
 
 
+def _achieved(flops: Mapping[str, float], dtype: str) -> float:
+    """Fitted FLOP/s of `dtype` (else of any fitted dtype; infinite when none was fitted)."""
+    return flops.get(dtype) or (next(iter(flops.values())) if flops else math.inf)
+
+
+def _decode_layers(s: DecodeSample, flops: Mapping[str, float], layer: float, mb: float) -> float:
+    """What the compute fits already price of a generation: the prefill, and the per-layer
+    overhead of every decode step."""
+    return mb + s.layers * layer + s.prefill_flops / _achieved(flops, s.dtype) + s.steps * s.layers * layer
+
+
 def _fit_decode(samples: Sequence[DecodeSample], cores: float, flops: Mapping[str, float],
                 layer: float, mb: float) -> tuple[float, float, float, float | None]:
     """(fixed, per-step overhead, per-sequence-step overhead, bandwidth or None)."""
     rows, t = [], []
     for s in samples:
-        rate = flops.get(s.dtype) or (next(iter(flops.values())) if flops else math.inf)
-        prefill = mb + s.layers * layer + s.prefill_flops / rate
-        t.append(s.time_s / slowdown(s.busy, cores) - prefill - s.steps * s.layers * layer)
+        t.append(s.time_s / slowdown(s.busy, cores) - _decode_layers(s, flops, layer, mb))
         sampled = s.steps + 1  # the prefill samples the first token, each decode step one more
         rows.append([1.0, sampled, sampled * s.batch, s.steps * s.bytes])
     coef = _fit_nonneg(np.array(rows, dtype=float), np.array(t))
@@ -245,14 +254,12 @@ def _fit_tp_collectives(compute: Sequence[ComputeSample], decode: Sequence[Decod
     layer, mb = values["layer"], values["mb"]
     rows, t = [], []
     for s in [*compute, *decode]:
-        rate = flops.get(s.dtype) or (next(iter(flops.values())) if flops else math.inf)
         if isinstance(s, DecodeSample):
             sampled = s.steps + 1
-            base = (mb + s.layers * layer + s.prefill_flops / rate + s.steps * s.layers * layer
-                    + values["decode_fixed"] + sampled * (values["step"] + s.batch * values["per_seq"])
-                    + s.steps * s.bytes / values["bw"])
+            base = (_decode_layers(s, flops, layer, mb) + values["decode_fixed"]
+                    + sampled * (values["step"] + s.batch * values["per_seq"]) + s.steps * s.bytes / values["bw"])
         else:
-            base = s.passes * s.micro_batches * (mb + s.layers * layer) + s.flops / rate
+            base = s.passes * s.micro_batches * (mb + s.layers * layer) + s.flops / _achieved(flops, s.dtype)
         n, steps = tp_collectives(s), 2 * (s.tp - 1)
         t.append(s.time_s / slowdown(s.busy, cores) - base - n * steps * latency)
         rows.append([n, n * steps])

@@ -46,7 +46,6 @@ REHEARSAL_RANKS = ("likelihood", "advantage")
 """How ppo_actor ranks a data pool's pairs within a cluster (PPOActorArgs.rehearsal_rank)."""
 
 
-
 def interface(name: str, kind: CallKind, *, inputs: tuple[str, ...], outputs: tuple[str, ...] = (),
               required: int | None = None, needs_weights: bool = True) -> Callable[[type], type]:
     """Class decorator: register an args dataclass as interface `name` of `kind`.

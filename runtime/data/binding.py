@@ -148,32 +148,29 @@ def assemble_inputs(call: Call, payloads: Mapping[str, Payload]) -> SeqBatch:
     return base.with_fields(token_fields=token_fields, seq_fields=seq_fields)
 
 
+def _side(call: Call, payloads: Mapping[str, Payload], roles: Any, kind: type, what: str) -> dict[str, Any]:
+    """A call's inputs after the first whose role is in `roles`, by role; each must be a `kind`."""
+    out: dict[str, Any] = {}
+    for key, role in zip(call.inputs[1:], input_roles(call.interface, call.inputs)[1:]):
+        if role not in roles:
+            continue
+        payload = payloads[key]
+        if not isinstance(payload, kind):
+            raise ValueError(f"call {call.name!r}: input {key!r} (role {role}) must be {what}")
+        out[role] = payload
+    return out
+
+
 def side_inputs(call: Call, payloads: Mapping[str, Payload]) -> dict[str, SeqBatch]:
     """A call's sequence inputs after the first, by role (ptx): batches the interface runs
     besides its main batch (CallContext.side_inputs)."""
-    out: dict[str, SeqBatch] = {}
-    for key, role in zip(call.inputs[1:], input_roles(call.interface, call.inputs)[1:]):
-        if role not in SEQUENCE_ROLES:
-            continue
-        payload = payloads[key]
-        if not isinstance(payload, SeqBatch):
-            raise ValueError(f"call {call.name!r}: input {key!r} (role {role}) must be sequences, got a field")
-        out[role] = payload
-    return out
+    return _side(call, payloads, SEQUENCE_ROLES, SeqBatch, "sequences, got a field")
 
 
 def side_fields(call: Call, payloads: Mapping[str, Payload]) -> dict[str, Field]:
     """A call's value inputs over other sequences than its first input, by role
     (SIDE_FIELD_ROLES: pool_scores, the reward model's scores of the rehearsal pool)."""
-    out: dict[str, Field] = {}
-    for key, role in zip(call.inputs[1:], input_roles(call.interface, call.inputs)[1:]):
-        if role not in SIDE_FIELD_ROLES:
-            continue
-        payload = payloads[key]
-        if not isinstance(payload, Field):
-            raise ValueError(f"call {call.name!r}: input {key!r} (role {role}) must be a field, got sequences")
-        out[role] = payload
-    return out
+    return _side(call, payloads, SIDE_FIELD_ROLES, Field, "a field, got sequences")
 
 
 def extract_outputs(call: Call, result: Any) -> dict[str, Payload]:

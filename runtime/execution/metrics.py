@@ -2,17 +2,14 @@
 
 Each rank fills an `IterationLog` while it walks its steps (call times, train statistics,
 rewards, reallocation time and bytes). At the end of the iteration `MetricsReporter.report`
-hands it to rank 0 without waiting (see the class), where a thread merges the ranks' logs
-into one record.
-Background threads on rank 0 append it to metrics.jsonl and TensorBoard
-(`runtime.rundir.metrics.RecordLog`) and redraw curves.png about 20 times a run, at most
-every MIN_REDRAW_S seconds, and after the last iteration (`CurvePlotter`).
+hands it to rank 0 without waiting (see the class), where a thread (`SerialThread`) merges
+the ranks' logs into one record and appends it to metrics.jsonl and TensorBoard; another
+(`CurvePlotter`) redraws curves.png about 20 times a run, at most every MIN_REDRAW_S
+seconds, and after the last iteration.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +24,7 @@ from graph.spec import Call, CallKind
 from runtime.data.binding import Field, Payload
 from runtime.execution.p2p import METRICS_TAG, ObjectSender, recv_object
 from runtime.execution.trace import TRACE_FILE, StepTrace
-from runtime.rundir.metrics import CurvePlotter, MetricsWriter, RecordLog, TensorBoardWriter
+from runtime.rundir.metrics import CurvePlotter, MetricsWriter, SerialThread, TensorBoardWriter
 
 
 @dataclass
@@ -166,50 +163,33 @@ class MetricsReporter:
         # collective: every rank makes the group, at the same point of its start-up
         self.group = dist.new_group(backend="gloo") if world_size > 1 else None
         self.sender = ObjectSender(METRICS_TAG, self.group) if rank != 0 else None
-        # a resumed run hides the events a killed attempt logged after its checkpoint
-        self.log = RecordLog(MetricsWriter(run_dir / "metrics.jsonl"),
-                             TensorBoardWriter(run_dir / "tensorboard", purge_step=start + 1 if start else None)) \
-            if rank == 0 else None
-        self.plotter = CurvePlotter(run_dir / "curves.png", title=name) if rank == 0 else None
+        if rank == 0:
+            self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
+            # a resumed run hides the events a killed attempt logged after its checkpoint
+            self.tensorboard = TensorBoardWriter(run_dir / "tensorboard", purge_step=start + 1 if start else None)
+            self.plotter = CurvePlotter(run_dir / "curves.png", title=name)
+            # rank 0's own log of each iteration; the thread receives the others' and writes the record
+            self.collector: SerialThread | None = SerialThread(self._collect, name="metrics")
+        else:
+            self.collector = None
         self.last_redraw = time.monotonic()  # the first redraw comes MIN_REDRAW_S into the run
         self.trace = StepTrace()
         """Rank 0: the last iterations' steps, written as RUN_DIR/trace.json at close."""
-        self._own: queue.Queue[tuple[int, IterationLog] | None] = queue.Queue()
         self._last_end: float | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._collect, name="metrics-collect", daemon=True) \
-            if rank == 0 else None
-        if self._thread is not None:
-            self._thread.start()
 
     def report(self, it: int, log: IterationLog) -> None:
         """Hand this rank's log of iteration `it` to rank 0 (returns at once on every rank)."""
-        self._raise()
         if self.sender is not None:
             self.sender.wait()  # the previous iteration's log has arrived: at most one in flight
             self.sender.send(log, (0,))
         else:
-            self._own.put((it, log))
+            assert self.collector is not None
+            self.collector.submit((it, log))
 
-    def _collect(self) -> None:
-        """Rank 0's thread: per iteration, rank 0's log and every other rank's, merged and written."""
-        while True:
-            item = self._own.get()
-            try:
-                if item is None:
-                    return
-                if self._error is None:
-                    it, own = item
-                    logs = [own, *(recv_object(r, METRICS_TAG, self.group) for r in range(1, self.world_size))]
-                    self._record(it, logs)
-            except BaseException as exc:  # noqa: BLE001 -- raised in the run's thread (report, flush, close)
-                self._error = exc
-            finally:
-                self._own.task_done()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
+    def _collect(self, item: tuple[int, IterationLog]) -> None:
+        """Rank 0's thread: iteration `it`'s logs of every rank, merged and written."""
+        it, own = item
+        self._record(it, [own, *(recv_object(r, METRICS_TAG, self.group) for r in range(1, self.world_size))])
 
     def _record(self, it: int, logs: list[IterationLog]) -> None:
         self.trace.add(it, [part.spans for part in logs])
@@ -222,8 +202,8 @@ class MetricsReporter:
             record["iter_time_s"] = ended - self._last_end
         self._last_end = ended
         record.update(headline(self.graph, record))
-        assert self.log is not None and self.plotter is not None
-        self.log.append(record)  # written on a background thread
+        self.metrics.write(record)
+        self.tensorboard.write(record)
         self.history.append(record)
         every = max(self.plot_every, self.iterations // 20)  # ~20 redraws a run: a plot costs ~0.5 s of a core
         last = it + 1 == self.iterations
@@ -234,21 +214,17 @@ class MetricsReporter:
     def flush(self) -> None:
         """Rank 0: block until every record so far is in metrics.jsonl and TensorBoard (it waits
         for the other ranks' logs, which they have posted or will post without waiting)."""
-        if self.log is not None:
-            self._own.join()
-            self._raise()
-            self.log.flush()
+        if self.collector is not None:
+            self.collector.flush()
 
     def close(self) -> None:
         """Rank 0: collect and write the last records; the others: wait until rank 0 has their logs."""
         if self.sender is not None:
             self.sender.wait()
-        if self._thread is not None:
-            self._own.put(None)
-            self._thread.join()
-        if self.log is not None:
-            self.log.close()
+        if self.collector is not None:
+            try:
+                self.collector.close()
+            finally:
+                self.tensorboard.close()
+                self.plotter.close()
             self.trace.write(self.run_dir / TRACE_FILE)
-        if self.plotter is not None:
-            self.plotter.close()
-        self._raise()

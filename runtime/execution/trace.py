@@ -40,8 +40,7 @@ def step_label(step: Step, graph: DataflowGraph) -> str:
     if step.kind is StepKind.REALLOC:
         return f"{step.model or graph.call(step.call).model}->{step.call}"
     if step.kind is StepKind.SEND:
-        producer = next((c.name for c in graph.calls if step.key in c.outputs), "data")
-        return f"{step.key}:{producer}->{step.call}"
+        return f"{step.key}:{graph.producer(step.key) or 'data'}->{step.call}"
     if step.kind is StepKind.FREE:
         return f"free {step.call}"
     if step.kind in (StepKind.STREAM, StepKind.FUSE):

@@ -8,7 +8,7 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -153,40 +153,35 @@ def plot_curves(records: Iterable[Mapping[str, Any]], path: str | Path, title: s
     return Path(path)
 
 
-class RecordLog:
-    """Writes metrics records to metrics.jsonl and TensorBoard on a background thread.
+class SerialThread:
+    """Runs `handle(item)` for each submitted item, in order, on one background thread.
 
-    A record costs rank 0 ~5 ms (the fsync of metrics.jsonl, TensorBoard's flush), and rank 0
-    also runs calls: written inline, that time sat on the iteration's critical path. `append`
-    queues a record and returns; records are written in order; `flush` returns once every
-    queued record is on disk (the worker flushes before each checkpoint, so a checkpoint never
-    lacks records up to its iteration); `close` flushes and closes both writers. A write that
-    fails (a full disk) stops the writing, and the next `append`, `flush` or `close` raises
-    its exception in the run's own thread, as an inline write did.
+    `submit` queues an item and returns; `flush` returns once every queued item is handled;
+    `close` handles what is queued and stops the thread. The first exception `handle` raises
+    stops the handling (later items are dropped), and the next `submit`, `flush` or `close`
+    raises it in the caller's thread, as a call made inline would have (e.g. OSError: disk full).
     """
 
-    def __init__(self, metrics: MetricsWriter, tensorboard: TensorBoardWriter) -> None:
-        self.metrics, self.tensorboard = metrics, tensorboard
-        self._queue: queue.Queue[Mapping[str, Any] | None] = queue.Queue()
+    def __init__(self, handle: Callable[[Any], None], name: str) -> None:
+        self._handle = handle
+        self._queue: queue.Queue[tuple[Any] | None] = queue.Queue()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="metrics", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def append(self, record: Mapping[str, Any]) -> None:
-        """Queue `record`; raises what writing an earlier record raised (e.g. OSError: disk full)."""
+    def submit(self, item: Any) -> None:
         self._raise()
-        self._queue.put(record)
+        self._queue.put((item,))
 
     def _loop(self) -> None:
         while True:
-            record = self._queue.get()
+            box = self._queue.get()
             try:
-                if record is None:
+                if box is None:
                     return
-                if self._error is None:  # after a failure nothing more is written
-                    self.metrics.write(record)
-                    self.tensorboard.write(record)
-            except Exception as exc:  # e.g. a full disk: the run's thread raises it (see _raise)
+                if self._error is None:
+                    self._handle(box[0])
+            except BaseException as exc:  # noqa: BLE001 -- raised in the caller's thread (see _raise)
                 self._error = exc
             finally:
                 self._queue.task_done()
@@ -196,14 +191,13 @@ class RecordLog:
             raise self._error
 
     def flush(self) -> None:
-        """Block until every appended record is written; raises what writing one raised."""
+        """Block until every submitted item is handled; raises what handling one raised."""
         self._queue.join()
         self._raise()
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
-        self.tensorboard.close()
         self._raise()
 
 

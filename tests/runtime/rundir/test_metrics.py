@@ -112,15 +112,26 @@ def test_tensorboard_scalars_read_back(tmp_path):
     assert [(e.step, round(e.value, 6)) for e in events.Scalars("kl")] == [(2, 0.1)]  # NaN skipped
 
 
-def test_record_log_writes_in_order_off_thread_and_raises_a_failed_write(tmp_path):
-    from runtime.rundir.metrics import RecordLog, TensorBoardWriter
+def test_serial_thread_writes_in_order_off_thread_and_raises_a_failed_write(tmp_path):
+    import threading
 
-    log = RecordLog(MetricsWriter(tmp_path / "metrics.jsonl"), TensorBoardWriter(tmp_path / "tb"))
+    from runtime.rundir.metrics import SerialThread
+
+    threads = set()
+
+    def write_to(writer):
+        def handle(record):
+            threads.add(threading.current_thread().name)
+            writer.write(record)
+        return handle
+
+    log = SerialThread(write_to(MetricsWriter(tmp_path / "metrics.jsonl")), name="metrics")
     for i in range(1, 21):
-        log.append({"iteration": i, "reward": i / 10})
+        log.submit({"iteration": i, "reward": i / 10})
     log.flush()  # on disk once flush returns (the worker flushes before a checkpoint)
     assert [r["iteration"] for r in read_metrics(tmp_path / "metrics.jsonl")] == list(range(1, 21))
     log.close()
+    assert threads == {"metrics"}
 
     class Full(MetricsWriter):
         def write(self, record):
@@ -128,11 +139,11 @@ def test_record_log_writes_in_order_off_thread_and_raises_a_failed_write(tmp_pat
                 raise OSError(28, "No space left on device")
             super().write(record)
 
-    log = RecordLog(Full(tmp_path / "full.jsonl"), TensorBoardWriter(tmp_path / "tb2"))
-    log.append({"iteration": 1})
-    log.append({"iteration": 2})
+    log = SerialThread(write_to(Full(tmp_path / "full.jsonl")), name="metrics")
+    log.submit({"iteration": 1})
+    log.submit({"iteration": 2})
     with pytest.raises(OSError, match="No space left"):
         log.flush()  # the run's thread sees the disk-full error, as with an inline write
     with pytest.raises(OSError, match="No space left"):
-        log.append({"iteration": 3})
+        log.submit({"iteration": 3})
     assert [r["iteration"] for r in read_metrics(tmp_path / "full.jsonl")] == [1]
