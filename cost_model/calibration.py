@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cost_model.collectives import wire_factor
-from cost_model.hardware import HardwareSpec
+from cost_model.hardware import HIDDEN_TABLES, HardwareSpec
 from cost_model.samples import (
     CALL_SAMPLE_KINDS,
     LINKS,
@@ -87,12 +87,18 @@ class Calibration:
     """Seconds per sequence of a rule-based reward call."""
     thread_efficiency_by_hidden: Mapping[int, float] = field(default_factory=dict)
     """Thread efficiency per hidden size (median of the thread samples of that size)."""
+    compute_speed_by_hidden: Mapping[int, float] = field(default_factory=dict)
+    """Compute speed relative to `flops` per hidden size (the speed samples' sizes, and the
+    main fit's largest at 1)."""
+    collective_slowdown: Mapping[str, float] = field(default_factory=dict)
+    """Bytes-term factor of all_gather / reduce_scatter against the all-reduce and send fit."""
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["thread_efficiency_by_hidden"] = {str(k): v for k, v in self.thread_efficiency_by_hidden.items()}
+        for name in HIDDEN_TABLES:
+            out[name] = {str(k): v for k, v in getattr(self, name).items()}
         for name in ("flops", "link_bandwidth", "link_latency", "call_overhead_s", "call_dp_overhead_s",
-                     "call_seq_overhead_s", "call_dp_seq_overhead_s"):
+                     "call_seq_overhead_s", "call_dp_seq_overhead_s", "collective_slowdown"):
             out[name] = dict(getattr(self, name))
         return out
 
@@ -103,8 +109,9 @@ class Calibration:
             if key not in known:
                 raise ValueError(f"profile calibration: unknown field {key!r}; known: {', '.join(sorted(known))}")
         d = dict(d)
-        if "thread_efficiency_by_hidden" in d:
-            d["thread_efficiency_by_hidden"] = {int(k): float(v) for k, v in d["thread_efficiency_by_hidden"].items()}
+        for name in HIDDEN_TABLES:
+            if name in d:
+                d[name] = {int(k): float(v) for k, v in d[name].items()}
         return cls(**d)
 
 
@@ -189,11 +196,33 @@ def _fit_compute(samples: Sequence[ComputeSample], cores: float) -> tuple[dict[s
     return (flops, float(np.mean(layer)) if layer else None, float(np.mean(mb)) if mb else None)
 
 
+def fit_compute_speed(samples: Sequence[ComputeSample], cores: float, flops: Mapping[str, float],
+                      layer: float, mb: float, anchor: int = 0) -> dict[int, float]:
+    """How many times faster than the fitted FLOP/s each speed sample's layer size computes: per
+    hidden size the median of (FLOPs / fitted FLOP/s) / (time less the fit's per-pass and
+    per-layer overheads). `anchor` (the main fit's largest layer size, when recorded) gets 1."""
+    by_hidden: dict[int, list[float]] = defaultdict(list)
+    for s in samples:
+        rate = _achieved(flops, s.dtype)
+        busy = s.time_s / slowdown(s.busy, cores) - s.passes * s.micro_batches * (mb + s.layers * layer)
+        if math.isfinite(rate) and busy > 0:
+            by_hidden[s.hidden].append(s.flops / rate / busy)
+    out = {h: float(np.median(v)) for h, v in sorted(by_hidden.items())}
+    if out and anchor > 0 and anchor < min(out):
+        out = {anchor: 1.0, **out}
+    return out
+
+
+RING_OPS = ("all_reduce", "p2p")
+"""Collectives the link fit is taken from (bandwidth-optimal on gloo and NCCL alike)."""
+
+
 def _fit_links(samples: Sequence[CollectiveSample], cores: float) -> tuple[dict[str, float], dict[str, float]]:
     bws: dict[str, float] = {}
     lats: dict[str, float] = {}
     for link in LINKS:
         group = [s for s in samples if s.link == link]
+        group = [s for s in group if s.op in RING_OPS] or group
         if not group:
             continue
         rows = []
@@ -206,6 +235,23 @@ def _fit_links(samples: Sequence[CollectiveSample], cores: float) -> tuple[dict[
             bws[link] = float(1.0 / coef[1])
         lats[link] = float(coef[0])
     return bws, lats
+
+
+def fit_collective_slowdown(samples: Sequence[CollectiveSample], cores: float, bws: Mapping[str, float],
+                            lats: Mapping[str, float]) -> dict[str, float]:
+    """Per all_gather / reduce_scatter: the median over its samples whose bytes term the link
+    fit prices at least as long as its latency steps of (measured time less the latency steps)
+    / (the fit's bytes term)."""
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for s in samples:
+        if s.op in RING_OPS or s.link not in bws:
+            continue
+        factor, steps = wire_factor(s.op, s.group_size)
+        wire = factor * s.bytes / bws[s.link]
+        latency = steps * lats.get(s.link, 0.0)
+        if wire > 0 and wire >= latency:
+            ratios[s.op].append(max(s.time_s / slowdown(s.busy, cores) - latency, 0.0) / wire)
+    return {op: float(np.median(v)) for op, v in sorted(ratios.items()) if float(np.median(v)) > 0}
 
 
 def _achieved(flops: Mapping[str, float], dtype: str) -> float:
@@ -306,7 +352,9 @@ def fit_thread_efficiency(samples: Sequence[ThreadSample]) -> dict[int, float]:
 def fit_calibration(samples: Samples) -> Calibration:
     """Fit achieved rates and overheads from samples (each fit needs its kind of sample)."""
     cores = fit_host_cores(samples.contention) if samples.contention else 0.0
-    compute = [s for s in samples.compute if s.tp == 1] or samples.compute
+    speed = [s for s in samples.compute if s.speed]
+    compute = [s for s in samples.compute if s.tp == 1 and not s.speed] or \
+        [s for s in samples.compute if not s.speed]
     decode = [s for s in samples.decode if s.tp == 1] or samples.decode
     flops, layer, mb = _fit_compute(compute, cores)
     memory_bw = None
@@ -327,7 +375,7 @@ def fit_calibration(samples: Samples) -> Calibration:
         memory_bw = bw or memory_bw
         decode_terms.update(decode_fixed=fixed, step=step, per_seq=per_seq, bw=memory_bw or math.inf)
     # the tp = 1 samples fit the rest; without them the tp > 1 ones did, and nothing is left
-    tp_compute = [s for s in samples.compute if s.tp > 1] if any(s.tp == 1 for s in samples.compute) else []
+    tp_compute = [s for s in samples.compute if s.tp > 1 and not s.speed] if compute and compute[0].tp == 1 else []
     tp_decode = [s for s in samples.decode if s.tp > 1] if any(s.tp == 1 for s in samples.decode) else []
     tp_fit = _fit_tp_collectives(tp_compute, tp_decode, cores, flops, decode_terms, lats.get("intra", 0.0))
     if tp_fit is not None:
@@ -364,7 +412,11 @@ def fit_calibration(samples: Samples) -> Calibration:
                        link_latency=lats, host_cores=cores if samples.contention else None,
                        micro_batch_overhead_s=mb, call_overhead_s=call_fixed, call_dp_overhead_s=call_dp,
                        call_seq_overhead_s=call_seq, call_dp_seq_overhead_s=call_dp_seq,
-                       thread_efficiency_by_hidden=fit_thread_efficiency(samples.threads), **values)
+                       thread_efficiency_by_hidden=fit_thread_efficiency(samples.threads),
+                       compute_speed_by_hidden=fit_compute_speed(speed, cores, flops, layer or 0.0, mb or 0.0,
+                                                                 max((s.hidden for s in compute), default=0)),
+                       collective_slowdown=fit_collective_slowdown(samples.collectives, cores, bws, lats),
+                       **values)
 
 
 def _rate(peak: float, achieved: float) -> tuple[float, float]:
@@ -398,8 +450,9 @@ def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:
     for name in ("call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s", "call_dp_seq_overhead_s"):
         if getattr(cal, name):
             changes[name] = {**getattr(spec, name), **getattr(cal, name)}
-    if cal.thread_efficiency_by_hidden:
-        changes["thread_efficiency_by_hidden"] = dict(cal.thread_efficiency_by_hidden)
+    for name in (*HIDDEN_TABLES, "collective_slowdown"):
+        if getattr(cal, name):
+            changes[name] = dict(getattr(cal, name))
     if cal.memory_bandwidth is not None:
         changes["memory_bandwidth"], changes["memory_efficiency"] = _rate(spec.memory_bandwidth,
                                                                           cal.memory_bandwidth)

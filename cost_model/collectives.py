@@ -5,7 +5,9 @@ For a group of n devices and a buffer of B bytes per device (NCCL's conventions)
 - all-gather and reduce-scatter move (n-1)/n * B (B = the full, gathered size) in n-1 steps;
 - a point-to-point send moves B in one step.
 A step costs the link latency; bytes flow at the achieved bandwidth of the slowest
-link the group uses (inter-node when the group spans nodes).
+link the group uses (inter-node when the group spans nodes). A measured profile may say an
+all-gather or reduce-scatter moves its bytes slower than a ring would
+(`HardwareSpec.collective_slowdown`: gloo's are not rings).
 """
 
 from __future__ import annotations
@@ -43,4 +45,5 @@ def collective_time(op: str, nbytes: float, devices: Sequence[int], hardware: Ha
     if steps == 0 or nbytes <= 0:
         return 0.0
     far = spans_nodes(devices, cluster)
-    return steps * hardware.link_latency(far) + factor * nbytes / hardware.link_bandwidth(far)
+    slow = hardware.collective_slowdown.get(op, 1.0)
+    return steps * hardware.link_latency(far) + slow * factor * nbytes / hardware.link_bandwidth(far)

@@ -269,12 +269,13 @@ class AnalyticCostModel:
         when sampling."""
         hw, opts, lay = self.hardware, self.options, s.layout
         flops = shapes.layer_forward_flops(s.arch, tokens, ctx) / lay.tp
-        compute = s.layers_per_stage * (flops / hw.flops(opts.dtype) + hw.layer_overhead_s)
+        rate = hw.flops(opts.dtype) * hw.compute_speed_at(s.arch.hidden_size)
+        compute = s.layers_per_stage * (flops / rate + hw.layer_overhead_s)
         compute += hw.micro_batch_overhead_s
         if stage == lay.pp - 1:
             head = shapes.head_params(s.arch, value_head=s.value_head)
             head = head if s.value_head else s.vocab * s.arch.hidden_size
-            compute += 2 * head_tokens * head / lay.tp / hw.flops(opts.dtype)
+            compute += 2 * head_tokens * head / lay.tp / rate
         act = tokens * s.arch.hidden_size * opts.dtype_bytes
         tp_comm = 0.0
         if lay.tp > 1:

@@ -115,6 +115,15 @@ class HardwareSpec:
     """Thread efficiency measured by `realloc profile` per hidden size of a layer (threads
     help more the larger the matrices); between measured sizes it is interpolated in
     log(hidden), beyond them the nearest is used (`thread_efficiency_at`)."""
+    compute_speed_by_hidden: Mapping[int, float] = field(default_factory=dict)
+    """How many times faster than `flops()` a layer of each hidden size computes, measured by
+    `realloc profile` (larger matrices use the cores better: on a 2-core CPU a hidden-576 layer
+    runs about twice the FLOP/s of the hidden-64/128 layers the main fit is taken from);
+    interpolated in log(hidden) like the thread efficiency; 1 where none is measured."""
+    collective_slowdown: Mapping[str, float] = field(default_factory=dict)
+    """How many times longer than the ring model's bytes term an all_gather or reduce_scatter
+    takes (gloo does not run them as bandwidth-optimal rings), measured by `realloc profile`
+    against the link fit of all-reduces and sends; 1 where none is measured."""
     threads_per_device: int = 1
     """Torch threads each worker runs with; compute figures above are for this many (1 for a
     profile, which measures one-thread workers). Set by `with_threads`."""
@@ -154,6 +163,14 @@ class HardwareSpec:
             if not (isinstance(hidden, int) and hidden >= 1 and isinstance(eff, int | float) and 0 <= eff <= 1):
                 raise ValueError(f"hardware {self.name!r}: thread_efficiency_by_hidden[{hidden!r}] = {eff!r}; "
                                  f"hidden sizes are integers >= 1 with efficiencies in [0, 1]")
+        for hidden, speed in self.compute_speed_by_hidden.items():
+            if not (isinstance(hidden, int) and hidden >= 1 and _positive(speed)):
+                raise ValueError(f"hardware {self.name!r}: compute_speed_by_hidden[{hidden!r}] = {speed!r}; "
+                                 f"hidden sizes are integers >= 1 with speeds > 0")
+        for op, factor in self.collective_slowdown.items():
+            if op not in ("all_gather", "reduce_scatter") or not _positive(factor):
+                raise ValueError(f"hardware {self.name!r}: collective_slowdown[{op!r}] = {factor!r}; "
+                                 f"ops are all_gather and reduce_scatter with factors > 0")
         if not isinstance(self.threads_per_device, int) or self.threads_per_device < 1:
             raise ValueError(f"hardware {self.name!r}: threads_per_device must be an integer >= 1, got "
                              f"{self.threads_per_device!r}")
@@ -212,16 +229,11 @@ class HardwareSpec:
         """Thread efficiency for layers of `hidden` size: interpolated in log(hidden) between the
         measured sizes, the nearest measured one outside them, `thread_efficiency` with none
         measured or no size given."""
-        points = sorted(self.thread_efficiency_by_hidden.items())
-        if not points or hidden is None:
-            return self.thread_efficiency
-        if hidden <= points[0][0]:
-            return float(points[0][1])
-        for (h0, e0), (h1, e1) in zip(points, points[1:], strict=False):
-            if hidden <= h1:
-                w = math.log(hidden / h0) / math.log(h1 / h0)
-                return float(e0 + w * (e1 - e0))
-        return float(points[-1][1])
+        return by_hidden(self.thread_efficiency_by_hidden, hidden, self.thread_efficiency)
+
+    def compute_speed_at(self, hidden: int | None) -> float:
+        """`compute_speed_by_hidden` at a layer size (1 with none measured or no size given)."""
+        return by_hidden(self.compute_speed_by_hidden, hidden, 1.0)
 
     def thread_speedup(self, threads: int, hidden: int | None = None) -> float:
         """How much faster a worker's compute (layers of `hidden` size) runs with `threads`
@@ -267,7 +279,9 @@ class HardwareSpec:
         for name in ("peak_flops", "call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s",
                      "call_dp_seq_overhead_s"):
             out[name] = dict(getattr(self, name))
-        out["thread_efficiency_by_hidden"] = {str(k): v for k, v in self.thread_efficiency_by_hidden.items()}
+        for name in HIDDEN_TABLES:
+            out[name] = {str(k): v for k, v in getattr(self, name).items()}
+        out["collective_slowdown"] = dict(self.collective_slowdown)
         return out
 
     @classmethod
@@ -282,18 +296,39 @@ class HardwareSpec:
                      "call_dp_seq_overhead_s"):
             if name in values:
                 values[name] = {str(k): float(v) for k, v in dict(values[name]).items()}
-        if "thread_efficiency_by_hidden" in values:
-            try:
-                values["thread_efficiency_by_hidden"] = {int(k): float(v) for k, v in
-                                                         dict(values["thread_efficiency_by_hidden"]).items()}
-            except (TypeError, ValueError):
-                raise ValueError(f"{where}: thread_efficiency_by_hidden must map hidden sizes to efficiencies, "
-                                 f"got {values['thread_efficiency_by_hidden']!r}") from None
+        for name in HIDDEN_TABLES:
+            if name in values:
+                try:
+                    values[name] = {int(k): float(v) for k, v in dict(values[name]).items()}
+                except (TypeError, ValueError):
+                    raise ValueError(f"{where}: {name} must map hidden sizes to numbers, "
+                                     f"got {values[name]!r}") from None
+        if "collective_slowdown" in values:
+            values["collective_slowdown"] = {str(k): float(v) for k, v in dict(values["collective_slowdown"]).items()}
         return cls(**values)
 
     def replace(self, **changes: Any) -> HardwareSpec:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+HIDDEN_TABLES = ("thread_efficiency_by_hidden", "compute_speed_by_hidden")
+"""HardwareSpec fields keyed by a layer's hidden size."""
+
+
+def by_hidden(table: Mapping[int, float], hidden: int | None, default: float) -> float:
+    """A per-hidden-size table at `hidden`: interpolated in log(hidden) between the measured
+    sizes, the nearest measured one outside them, `default` with none measured or no size given."""
+    points = sorted(table.items())
+    if not points or hidden is None:
+        return default
+    if hidden <= points[0][0]:
+        return float(points[0][1])
+    for (h0, e0), (h1, e1) in zip(points, points[1:], strict=False):
+        if hidden <= h1:
+            w = math.log(hidden / h0) / math.log(h1 / h0)
+            return float(e0 + w * (e1 - e0))
+    return float(points[-1][1])
 
 
 def _positive(value: Any) -> bool:

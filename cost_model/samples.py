@@ -106,11 +106,18 @@ class ComputeSample:
     tp: int = 1
     """Tensor-parallel degree (flops are per device); only tp=1 samples are fitted when there
     are any, since at tp > 1 the time includes the TP collectives the estimator prices apart."""
+    speed: bool = False
+    """A sample of a larger layer (`hidden`) for the speed-by-size table: the main rate fit
+    leaves it out and measures against it how much faster large matrices compute."""
+    hidden: int = 0
+    """Hidden size of the layers (0: not recorded, as in profiles before the speed samples)."""
 
     def __post_init__(self) -> None:
-        _check("needs flops > 0, time_s > 0, passes, layers, micro_batches, busy, tp >= 1",
+        _check("needs flops > 0, time_s > 0, passes, layers, micro_batches, busy, tp >= 1, hidden >= 0 "
+               "(> 0 for a speed sample)",
                self.flops > 0 and self.time_s > 0 and min(self.passes, self.layers, self.micro_batches,
-                                                          self.busy, self.tp) >= 1, self)
+                                                          self.busy, self.tp) >= 1
+               and self.hidden >= 0 and (self.hidden > 0 or not self.speed), self)
 
 
 @dataclass(frozen=True, kw_only=True)

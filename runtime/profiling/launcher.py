@@ -122,6 +122,8 @@ def summary(profile: Profile) -> str:
             "reallocation overhead per peer s": cal.realloc_peer_overhead_s,
             "data transfer overhead s": cal.data_overhead_s,
             "thread efficiency by hidden size": {str(k): round(v, 3) for k, v in
-                                                 cal.thread_efficiency_by_hidden.items()}}
+                                                 cal.thread_efficiency_by_hidden.items()},
+            "compute speed by hidden size": {str(k): round(v, 3) for k, v in cal.compute_speed_by_hidden.items()},
+            "collective slowdown (bytes term)": {k: round(v, 3) for k, v in cal.collective_slowdown.items()}}
     return "\n".join(f"  {k}: {json.dumps(v) if isinstance(v, dict) else (f'{v:.4g}' if v is not None else '-')}"
                      for k, v in rows.items())

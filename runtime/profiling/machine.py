@@ -9,9 +9,12 @@ that `cluster.profile` loads. What is measured, on a synthetic Llama-style model
 - contention: the same forward on one worker alone and on all N at once;
 - compute: forward and forward+backward of 1 and 2 layers at a grid of (batch, seq) and TP
   degrees, through Megatron's pipeline schedule (`runtime.engine.schedule.run_micro_batches`);
+- compute speed: one larger layer (hidden 256 and 576 in the full grid) at tp 1, for how much
+  more FLOP/s large matrices reach than the compute fit's small ones;
 - decode: whole KV-cached generations (`generate_local`) at a grid of batch and steps;
-- collectives: all_reduce, all_gather and p2p within groups of 2..N ranks;
-- optimizer: one Adam step (distributed optimizer) at two model sizes;
+- collectives: all_reduce, all_gather, reduce_scatter and p2p within groups of 2..N ranks
+  (the link fit takes all-reduces and sends; the others' slowdown against it is fitted apart);
+- optimizer: one Adam step (distributed optimizer) at the grid's model sizes and a larger one;
 - calls: the real interfaces (logprobs, sft, generate) minus their core work, at dp 1 and N;
 - moves: parameter reallocations between three layouts, and one batch sent between calls;
 - threads (CPU): one layer's forward+backward on one worker alone with one torch thread and
@@ -87,15 +90,24 @@ class ProfileGrid:
     all cores (CPU only), for the thread efficiency."""
     thread_shape: tuple[int, int] = (8, 64)
     """(batch, seq) of those timings."""
+    speed_hidden: tuple[int, ...] = ()
+    """Larger hidden sizes whose one-layer forward and forward+backward are timed at tp 1 for
+    the compute speed by layer size (large matrices reach more FLOP/s than the fit's)."""
+    speed_shapes: tuple[tuple[int, int], ...] = ((8, 32),)
+    """(batch, seq) of those timings."""
+    optimizer_hidden: tuple[int, ...] = ()
+    """Larger hidden sizes (two layers) whose optimizer step alone is timed too, so the
+    per-parameter fit reaches the parameter counts of real models."""
 
 
 QUICK = ProfileGrid(hidden_sizes=(64,), shapes=((2, 16), (8, 32)), tp_degrees=(1, 2),
                     decode_batches=(2, 8), decode_steps=(2, 6), collective_bytes=(4096, 1 << 20),
-                    repeats=3)
+                    repeats=3, speed_hidden=(256,))
 FULL = ProfileGrid(hidden_sizes=(64, 128), shapes=((2, 16), (4, 16), (8, 32), (16, 64)), tp_degrees=(1, 2, 4),
                    decode_batches=(2, 16, 64), decode_steps=(2, 8), repeats=5,
-                   collective_bytes=(4096, 65536, 1 << 20, 4 << 20), call_seqs=(4, 16, 64),
-                   thread_hidden=(64, 256, 576, 1024))
+                   collective_bytes=(4096, 65536, 1 << 20, 4 << 20, 32 << 20), call_seqs=(4, 16, 64),
+                   thread_hidden=(64, 256, 576, 1024), speed_hidden=(256, 576),
+                   speed_shapes=((8, 32), (16, 64)), optimizer_hidden=(576,))
 
 
 def synthetic_arch(hidden: int, layers: int, vocab: int, tp: int = 1) -> ModelArch:
@@ -234,7 +246,8 @@ class _Profiler:
         self.tps = [t for t in grid.tp_degrees if t <= self.n and 4 % t == 0]
         self.thread_counts = _thread_counts()
         total = (1 + len(self.tps) * len(grid.hidden_sizes) * len(grid.layers) + (self.n - 1)
-                 + len(grid.hidden_sizes) + (self.n > 1) + 1 + (len(grid.thread_hidden) if self.thread_counts else 0))
+                 + len(grid.hidden_sizes) + len(grid.optimizer_hidden) + (self.n > 1) + 1
+                 + (len(grid.thread_hidden) if self.thread_counts else 0) + len(grid.speed_hidden))
         self.progress = _Progress(progress if self.rank == 0 else None, total)
         self.samples: dict[str, list[Any]] = {k: [] for k in ("contention", "compute", "decode", "collectives",
                                                                "optimizer", "calls", "moves", "threads")}
@@ -289,7 +302,8 @@ class _Profiler:
             fwd = self._passes(engine, b, s, forward_only=True)
             both = self._passes(engine, b, s, forward_only=False)
             if keep:
-                common = {"dtype": self.dtype, "layers": arch.num_layers, "busy": tp, "tp": tp}
+                common = {"dtype": self.dtype, "layers": arch.num_layers, "busy": tp, "tp": tp,
+                          "hidden": arch.hidden_size}
                 self.samples["compute"].append(ComputeSample(flops=flops, time_s=fwd, passes=1, **common))
                 self.samples["compute"].append(ComputeSample(flops=3 * flops, time_s=both, passes=3, **common))
         kv = shapes.kv_cache_bytes_per_token(arch, self.dtype_bytes) / tp
@@ -303,6 +317,24 @@ class _Profiler:
                     self.samples["decode"].append(DecodeSample(
                         steps=steps - 1, batch=b, layers=arch.num_layers, bytes=weights + b * ctx_len * kv,
                         prefill_flops=prefill, time_s=t, dtype=self.dtype, busy=tp, tp=tp))
+
+    def compute_speed(self) -> None:
+        """One layer of each larger hidden size at tp 1, forward and forward+backward on rank 0
+        alone (the others wait at a barrier), for the compute speed by layer size."""
+        g = self.grid
+        for hidden in g.speed_hidden:
+            arch = synthetic_arch(hidden, 1, g.vocab_size)
+            engine = self._engine(arch, _layout((0,)))
+            if engine is not None:
+                for b, s in g.speed_shapes:
+                    flops = self._flops(arch, 1, b * s, shapes.causal_ctx(s))
+                    common = {"dtype": self.dtype, "layers": 1, "busy": 1, "tp": 1, "hidden": hidden, "speed": True}
+                    for passes, forward_only in ((1, True), (3, False)):
+                        t = self._passes(engine, b, s, forward_only=forward_only)
+                        self.samples["compute"].append(ComputeSample(flops=passes * flops, time_s=t, passes=passes,
+                                                                     **common))
+            dist.barrier()
+            self.progress.step(f"compute speed: hidden={hidden}")
 
     # ---------------------------------------------------------------- contention
 
@@ -369,12 +401,14 @@ class _Profiler:
                     ops = {"all_reduce": lambda buf=buf, group=group: dist.all_reduce(buf, group=group),
                            "all_gather": lambda buf=buf, out=out, group=group: dist.all_gather_into_tensor(
                                out, buf, group=group)}
+                    ops["reduce_scatter"] = lambda buf=buf, out=out, group=group: dist.reduce_scatter_tensor(
+                        buf, out, group=group)
                     if size == 2:
                         ops["p2p"] = lambda buf=buf: (dist.send(buf, dst=1) if self.rank == 0
                                                       else dist.recv(buf, src=0))
                     for op, fn in ops.items():
                         t = _timed(fn, self.grid.repeats, group)
-                        full = nbytes * size if op == "all_gather" else nbytes
+                        full = nbytes * size if op in ("all_gather", "reduce_scatter") else nbytes
                         if self.rank == 0:
                             self.samples["collectives"].append(CollectiveSample(
                                 op=op, link="intra", group_size=size, bytes=full, time_s=t, busy=size))
@@ -386,7 +420,7 @@ class _Profiler:
     def optimizer_and_calls(self) -> None:
         g = self.grid
         for dp in sorted({1, self.n}):
-            for hidden in (g.hidden_sizes if dp == 1 else g.hidden_sizes[:1]):
+            for hidden in ((*g.hidden_sizes, *g.optimizer_hidden) if dp == 1 else g.hidden_sizes[:1]):
                 arch = synthetic_arch(hidden, max(g.layers), g.vocab_size)
                 engine = self._engine(arch, _layout(tuple(range(dp)), dp=dp))
                 if engine is not None:
@@ -548,6 +582,7 @@ class _Profiler:
     def run(self) -> dict[str, Any] | None:
         self.contention()
         self.compute_and_decode()
+        self.compute_speed()
         self.collectives()
         self.optimizer_and_calls()
         self.moves()

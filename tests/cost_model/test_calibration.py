@@ -231,3 +231,62 @@ def test_in_pass_tp_collectives_fit_a_fixed_and_a_per_step_cost_by_hand() -> Non
     assert spec.tp_collective_extra(4) == pytest.approx(2e-3 + 6 * 5e-4)
     # without tp = 1 samples the tp > 1 ones fit the rates and nothing is left for this term
     assert fit_calibration(samples_from(tp, collectives=coll)).tp_collective_overhead_s is None
+
+
+def test_speed_samples_fit_how_much_faster_large_layers_compute_by_hand() -> None:
+    from cost_model.calibration import fit_compute_speed
+    from cost_model.samples import Samples
+
+    # main fit's truth: 2e10 FLOP/s, 1e-4 s per pass, at hidden 128
+    main = [ComputeSample(flops=f, passes=p, dtype="fp32", hidden=128, time_s=p * 1e-4 + f / 2e10)
+            for f in (1e8, 4e8, 1.6e9) for p in (1, 3)]
+    # hidden 576 computes at 5e10 FLOP/s (2.5x): 1e9 FLOPs in one pass take 1e-4 + 0.02 s, three in 3e-4 + 0.06 s;
+    # a third, noisy sample at 3x; the median is 2.5
+    speed = [ComputeSample(flops=1e9, passes=1, dtype="fp32", hidden=576, speed=True, time_s=1e-4 + 1e9 / 5e10),
+             ComputeSample(flops=3e9, passes=3, dtype="fp32", hidden=576, speed=True, time_s=3e-4 + 3e9 / 5e10),
+             ComputeSample(flops=1e9, passes=1, dtype="fp32", hidden=576, speed=True, time_s=1e-4 + 1e9 / 6e10),
+             # hidden 256 at 3e10 FLOP/s (1.5x)
+             ComputeSample(flops=6e8, passes=3, dtype="fp32", hidden=256, speed=True, time_s=3e-4 + 6e8 / 3e10)]
+    cal = fit_calibration(Samples(compute=tuple(main + speed)))
+    # the speed samples do not move the main fit
+    assert cal.flops["fp32"] == pytest.approx(2e10, rel=1e-6) and cal.layer_overhead_s == pytest.approx(1e-4)
+    assert cal.compute_speed_by_hidden == pytest.approx({128: 1.0, 256: 1.5, 576: 2.5})
+    assert fit_compute_speed(speed[:1], 0.0, {"fp32": 2e10}, 1e-4, 0.0) == pytest.approx({576: 2.5})  # no anchor
+    spec = apply_calibration(preset("cpu-gloo"), cal)
+    assert spec.compute_speed_by_hidden == cal.compute_speed_by_hidden
+    # between measured sizes in log(hidden): 384 is halfway from 256 to 576 by log? log(384/256)/log(576/256) = 0.5
+    assert spec.compute_speed_at(384) == pytest.approx(1.5 + 0.5 * 1.0)
+    assert spec.compute_speed_at(64) == 1.0 and spec.compute_speed_at(4096) == pytest.approx(2.5)
+    assert preset("cpu-gloo").compute_speed_at(576) == 1.0  # nothing measured
+    assert Calibration.from_dict(cal.to_dict()) == cal and Samples.from_dict(Samples(compute=tuple(speed)).to_dict()) \
+        == Samples(compute=tuple(speed))
+    with pytest.raises(ValueError, match="hidden"):
+        ComputeSample(flops=1e9, time_s=1.0, speed=True)  # a speed sample must say its size
+
+
+def test_all_gather_and_reduce_scatter_fit_a_slowdown_against_the_ring_fit_by_hand() -> None:
+    # the link: 1e9 B/s, 5e-4 s per step, from all-reduces and sends; gloo's all-gather moves its
+    # bytes 3x slower than a ring, its reduce-scatter 4x
+    lat, bw = 5e-4, 1e9
+    coll = []
+    for nbytes in (1e5, 1e7, 1e8):
+        coll.append(CollectiveSample(op="all_reduce", link="intra", group_size=2, bytes=nbytes,
+                                     time_s=2 * lat + nbytes / bw))
+        coll.append(CollectiveSample(op="p2p", link="intra", group_size=2, bytes=nbytes, time_s=lat + nbytes / bw))
+        for op, slow in (("all_gather", 3.0), ("reduce_scatter", 4.0)):
+            coll.append(CollectiveSample(op=op, link="intra", group_size=2, bytes=nbytes,
+                                         time_s=lat + slow * 0.5 * nbytes / bw))
+    # a small all-gather whose bytes term (5e3 / 1e9 = 5 us) is below its latency step says nothing
+    coll.append(CollectiveSample(op="all_gather", link="intra", group_size=2, bytes=1e4, time_s=0.1))
+    cal = fit_calibration(samples_from(collectives=coll))
+    assert cal.link_bandwidth["intra"] == pytest.approx(bw, rel=1e-6)
+    assert cal.link_latency["intra"] == pytest.approx(lat, rel=1e-6)
+    assert cal.collective_slowdown == pytest.approx({"all_gather": 3.0, "reduce_scatter": 4.0})
+    spec = apply_calibration(preset("cpu-gloo"), cal)
+    cluster = Cluster(num_nodes=1, devices_per_node=2)
+    # a 2-rank reduce-scatter of 2e8 bytes: one latency step + 4 x (1/2 x 2e8) / 1e9 = 0.4005 s
+    assert collective_time("reduce_scatter", 2e8, (0, 1), spec, cluster) == pytest.approx(lat + 0.4)
+    assert collective_time("all_reduce", 2e8, (0, 1), spec, cluster) == pytest.approx(2 * lat + 0.2)
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    with pytest.raises(ValueError, match="collective_slowdown"):
+        preset("cpu-gloo").replace(collective_slowdown={"all_reduce": 2.0})

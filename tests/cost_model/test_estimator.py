@@ -64,6 +64,11 @@ def test_train_time_terms_by_hand() -> None:
     twice = AnalyticCostModel(ROUND, CLUSTER).call_estimate(
         _train(4, 16, PPOActorArgs(ppo_epochs=2)), ACTOR, _layout(1, 1, 1))
     assert twice.time_s == pytest.approx(2 * est.time_s)
+    # a measured compute speed at the model's layer size (hidden 64) divides the FLOPs' time, layers and head
+    fast = AnalyticCostModel(ROUND.replace(compute_speed_by_hidden={64: 2.5}), CLUSTER).call_estimate(
+        _train(4, 16), ACTOR, _layout(1, 1, 1))
+    assert fast.breakdown["compute_s"] == pytest.approx(3 * forward / 1e12 / 2.5)
+    assert fast.breakdown["optimizer_s"] == est.breakdown["optimizer_s"]
 
 
 def test_pipeline_bubble_and_dp_sync() -> None:

@@ -33,12 +33,20 @@ def test_realloc_profile_quick_writes_a_loadable_profile(tmp_path: Path) -> None
     assert raw["measured"]["machine"]["workers"] == 2 and raw["measured"]["date"].endswith("Z")
     profile = load_profile(out)
     samples = profile.samples
-    # compute: 2 shapes x (forward, forward+backward) x 2 depths x TP 1 and 2
-    assert len(samples.compute) == 2 * 2 * 2 * 2
-    assert {s.layers for s in samples.compute} == {1, 2} and {s.busy for s in samples.compute} == {1, 2}
+    # compute: 2 shapes x (forward, forward+backward) x 2 depths x TP 1 and 2, and the speed
+    # samples: one larger layer at tp 1, forward and forward+backward at one shape
+    main = [s for s in samples.compute if not s.speed]
+    assert len(main) == 2 * 2 * 2 * 2 and {s.hidden for s in main} == set(QUICK.hidden_sizes)
+    assert {s.layers for s in main} == {1, 2} and {s.busy for s in main} == {1, 2}
+    speed = [s for s in samples.compute if s.speed]
+    assert [(s.hidden, s.passes, s.tp) for s in speed] == [(256, 1, 1), (256, 3, 1)]
+    # the speed table: the main fit's largest size at 1, the larger layer's measured speed
+    table = profile.calibration.compute_speed_by_hidden
+    assert set(table) == {max(QUICK.hidden_sizes), 256} and table[max(QUICK.hidden_sizes)] == 1.0
+    assert table[256] > 0 and profile.spec.compute_speed_by_hidden == table
     assert len(samples.decode) == 2 * 2 * 2 * 2 and {s.steps for s in samples.decode} == {1, 5}
     ops = {(s.op, s.group_size) for s in samples.collectives}
-    assert ops == {("all_reduce", 2), ("all_gather", 2), ("p2p", 2)}
+    assert ops == {("all_reduce", 2), ("all_gather", 2), ("reduce_scatter", 2), ("p2p", 2)}
     assert {(s.kind, s.dp) for s in samples.calls} == {(k, d) for k in ("train_step", "train", "inference",
                                                                        "generate") for d in (1, 2)} | {("rule", 1)}
     assert {s.seqs for s in samples.calls} == {4, 16}  # two batch sizes separate per-sequence costs
