@@ -46,7 +46,12 @@ class Calibration:
     layer_overhead_s: float | None = None
     """Fixed seconds per layer pass."""
     memory_bandwidth: float | None = None
-    """Achieved bytes/s streaming device memory."""
+    """Achieved bytes/s streaming device memory (on CPUs: the decode fit's, whose small models'
+    weights stay in cache)."""
+    cache_bytes: float | None = None
+    """Last-level cache the DRAM samples were measured beyond."""
+    dram_bandwidth: float | None = None
+    """Achieved bytes/s reading beyond the cache (the memory samples that record a cache)."""
     link_bandwidth: Mapping[str, float] = field(default_factory=dict)
     """Achieved bytes/s per link ("intra", "inter")."""
     link_latency: Mapping[str, float] = field(default_factory=dict)
@@ -213,6 +218,9 @@ def fit_compute_speed(samples: Sequence[ComputeSample], cores: float, flops: Map
     return out
 
 
+SLOWDOWN_BYTES_FACTOR = 10.0
+"""A collective sample says how its bytes move only where they outweigh its latency steps this much."""
+
 RING_OPS = ("all_reduce", "p2p")
 """Collectives the link fit is taken from (bandwidth-optimal on gloo and NCCL alike)."""
 
@@ -240,8 +248,8 @@ def _fit_links(samples: Sequence[CollectiveSample], cores: float) -> tuple[dict[
 def fit_collective_slowdown(samples: Sequence[CollectiveSample], cores: float, bws: Mapping[str, float],
                             lats: Mapping[str, float]) -> dict[str, float]:
     """Per all_gather / reduce_scatter: the median over its samples whose bytes term the link
-    fit prices at least as long as its latency steps of (measured time less the latency steps)
-    / (the fit's bytes term)."""
+    fit prices at least SLOWDOWN_BYTES_FACTOR times its latency steps of (measured time less
+    the latency steps) / (the fit's bytes term)."""
     ratios: dict[str, list[float]] = defaultdict(list)
     for s in samples:
         if s.op in RING_OPS or s.link not in bws:
@@ -249,7 +257,7 @@ def fit_collective_slowdown(samples: Sequence[CollectiveSample], cores: float, b
         factor, steps = wire_factor(s.op, s.group_size)
         wire = factor * s.bytes / bws[s.link]
         latency = steps * lats.get(s.link, 0.0)
-        if wire > 0 and wire >= latency:
+        if wire > 0 and wire >= SLOWDOWN_BYTES_FACTOR * latency:
             ratios[s.op].append(max(s.time_s / slowdown(s.busy, cores) - latency, 0.0) / wire)
     return {op: float(np.median(v)) for op, v in sorted(ratios.items()) if float(np.median(v)) > 0}
 
@@ -357,11 +365,16 @@ def fit_calibration(samples: Samples) -> Calibration:
         [s for s in samples.compute if not s.speed]
     decode = [s for s in samples.decode if s.tp == 1] or samples.decode
     flops, layer, mb = _fit_compute(compute, cores)
-    memory_bw = None
+    memory_bw = dram_bw = None
+    cache = max((s.cache_bytes for s in samples.memory), default=0.0)
     if samples.memory:
         design = np.array([[1.0, s.bytes] for s in samples.memory])
         coef = _fit_nonneg(design, np.array([s.time_s for s in samples.memory]))
-        memory_bw = float(1.0 / coef[1]) if coef[1] > 0 else None
+        rate = float(1.0 / coef[1]) if coef[1] > 0 else None
+        if cache > 0:  # reads beyond the cache: the DRAM rate
+            dram_bw = rate
+        else:
+            memory_bw = rate
     bws, lats = _fit_links(samples.collectives, cores)
     values: dict[str, Any] = {}
     fitted = _fit_calls(samples.calls, cores)
@@ -408,6 +421,8 @@ def fit_calibration(samples: Samples) -> Calibration:
                 values.update(realloc_overhead_s=float(coef[0]), realloc_peer_overhead_s=float(coef[1]))
             else:
                 values["data_overhead_s"] = max(0.0, float(np.median(extra)))
+    if dram_bw is not None:
+        values.update(cache_bytes=cache, dram_bandwidth=dram_bw)
     return Calibration(flops=flops, layer_overhead_s=layer, memory_bandwidth=memory_bw, link_bandwidth=bws,
                        link_latency=lats, host_cores=cores if samples.contention else None,
                        micro_batch_overhead_s=mb, call_overhead_s=call_fixed, call_dp_overhead_s=call_dp,
@@ -426,7 +441,7 @@ def _rate(peak: float, achieved: float) -> tuple[float, float]:
     return peak, achieved / peak
 
 
-SCALAR_OVERHEADS = ("layer_overhead_s", "host_cores", "micro_batch_overhead_s", "decode_step_overhead_s",
+SCALAR_OVERHEADS = ("cache_bytes", "dram_bandwidth", "layer_overhead_s", "host_cores", "micro_batch_overhead_s", "decode_step_overhead_s",
                     "decode_sample_overhead_s", "tp_collective_overhead_s", "tp_step_overhead_s",
                     "train_step_overhead_s", "optimizer_param_time_s", "realloc_overhead_s", "realloc_peer_overhead_s", "data_overhead_s", "rule_call_overhead_s",
                     "rule_seq_overhead_s")

@@ -416,14 +416,13 @@ class AnalyticCostModel:
         t_prefill = (m + lay.pp - 1) * max(sum(x) for x in prefill) + (m * sampling if expected > 0 else 0.0)
         ctx = prompt + expected / 2
         kv_layer = shapes.kv_cache_bytes_per_token(s.arch, opts.dtype_bytes) / s.arch.num_layers / lay.tp
-        bw = hw.achieved_memory_bandwidth
         step_stage = []
         for k in range(lay.pp):
             compute, tp_comm, p2p = self._forward_pass(s, k, b, ctx, b, 1.0, sampling=True)
             read = s.stage_params[k] * opts.dtype_bytes + s.layers_per_stage * b * ctx * kv_layer
             overhead = s.layers_per_stage * hw.layer_overhead_s + hw.micro_batch_overhead_s
             last = sampling if k == lay.pp - 1 else 0.0
-            step_stage.append(max(compute - overhead, read / bw) + overhead + last + tp_comm + p2p)
+            step_stage.append(max(compute - overhead, hw.read_time(read)) + overhead + last + tp_comm + p2p)
         # n new tokens take n forward passes and n samplings: the prefill samples the first,
         # n - 1 decode steps the rest
         t_decode = max(expected - 1, 0) * max(m, lay.pp) * max(step_stage)

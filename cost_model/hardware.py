@@ -54,6 +54,11 @@ class HardwareSpec:
     """Peak per-device, per-direction bandwidth to a device of another node, bytes/s."""
     inter_node_latency: float = 8e-6
     """Latency of one inter-node message, s."""
+    cache_bytes: float = 0.0
+    """Last-level cache the weights of a small model stay in between decode steps (CPU profiles:
+    the L3 size); reads beyond it stream at `dram_bandwidth`. 0: none (GPUs)."""
+    dram_bandwidth: float = 0.0
+    """Achieved bytes/s of reads beyond `cache_bytes` (0: the achieved memory bandwidth)."""
     matmul_efficiency: float = 0.6
     """Achievable fraction of peak FLOP/s in a transformer layer's GEMMs."""
     memory_efficiency: float = 0.8
@@ -146,7 +151,8 @@ class HardwareSpec:
                      "intra_link_efficiency", "inter_link_efficiency"):
             if not _positive(getattr(self, name)):
                 raise ValueError(f"hardware {self.name!r}: {name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("reserved_bytes", "intra_node_latency", "inter_node_latency", "layer_overhead_s",
+        for name in ("reserved_bytes", "cache_bytes", "dram_bandwidth", "intra_node_latency", "inter_node_latency",
+                     "layer_overhead_s",
                      *OVERHEAD_FIELDS, "host_cores"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0 or math.isnan(value):
@@ -202,6 +208,12 @@ class HardwareSpec:
     def achieved_memory_bandwidth(self) -> float:
         """Achieved bytes/s when streaming device memory."""
         return self.memory_bandwidth * self.memory_efficiency
+
+    def read_time(self, nbytes: float) -> float:
+        """Seconds to read `nbytes` of weights and cache once: what fits in `cache_bytes` at the
+        achieved memory bandwidth, the rest at `dram_bandwidth`."""
+        cached = min(nbytes, self.cache_bytes) if self.dram_bandwidth > 0 else nbytes
+        return cached / self.achieved_memory_bandwidth + (nbytes - cached) / (self.dram_bandwidth or 1.0)
 
     def link_bandwidth(self, inter_node: bool) -> float:
         """Achieved per-device, per-direction bytes/s of an intra- or inter-node link."""
@@ -263,6 +275,7 @@ class HardwareSpec:
         k = self.thread_speedup(threads, hidden)
         return self.replace(
             peak_flops={d: v * k for d, v in self.peak_flops.items()}, memory_bandwidth=self.memory_bandwidth * k,
+            dram_bandwidth=self.dram_bandwidth * k,
             optimizer_param_time_s=self.optimizer_param_time_s / k,
             host_cores=self.host_cores / threads if self.host_cores > 0 else 0.0, threads_per_device=threads)
 

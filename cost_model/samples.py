@@ -128,9 +128,13 @@ class MemorySample:
     """Bytes read from device memory."""
     time_s: float
     """Measured seconds."""
+    cache_bytes: float = 0.0
+    """Last-level cache of the machine measured on (0: not recorded): a sample that records it
+    reads well beyond it and measures the DRAM rate (`HardwareSpec.dram_bandwidth`)."""
 
     def __post_init__(self) -> None:
-        _check("needs bytes > 0 and time_s > 0", self.bytes > 0 and self.time_s > 0, self)
+        _check("needs bytes > 0, time_s > 0 and cache_bytes >= 0",
+               self.bytes > 0 and self.time_s > 0 and self.cache_bytes >= 0, self)
 
 
 @dataclass(frozen=True, kw_only=True)

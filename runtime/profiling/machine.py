@@ -9,6 +9,8 @@ that `cluster.profile` loads. What is measured, on a synthetic Llama-style model
 - contention: the same forward on one worker alone and on all N at once;
 - compute: forward and forward+backward of 1 and 2 layers at a grid of (batch, seq) and TP
   degrees, through Megatron's pipeline schedule (`runtime.engine.schedule.run_micro_batches`);
+- memory (CPU): reading weights several times the last-level cache, the rate decoding a model
+  that does not fit in it reaches;
 - compute speed: one larger layer (hidden 256 and 576 in the full grid) at tp 1, for how much
   more FLOP/s large matrices reach than the compute fit's small ones;
 - decode: whole KV-cached generations (`generate_local`) at a grid of batch and steps;
@@ -45,6 +47,7 @@ from cost_model.samples import (
     ComputeSample,
     ContentionSample,
     DecodeSample,
+    MemorySample,
     MoveSample,
     OptimizerSample,
     ThreadSample,
@@ -180,6 +183,20 @@ def _cores() -> int:
     return len(affinity(0)) if affinity else (os.cpu_count() or 0)
 
 
+def _cache_bytes() -> int:
+    """The largest CPU cache this machine reports (its last level; 0 when unknown or on GPUs)."""
+    if torch.cuda.is_available():
+        return 0
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = entry.read_text().strip().upper()
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes, default=0)
+
+
 def _batch(b: int, s: int, vocab: int, prompt: int | None = None) -> Any:
     from runtime.data.batch import SeqBatch
 
@@ -247,10 +264,11 @@ class _Profiler:
         self.thread_counts = _thread_counts()
         total = (1 + len(self.tps) * len(grid.hidden_sizes) * len(grid.layers) + (self.n - 1)
                  + len(grid.hidden_sizes) + len(grid.optimizer_hidden) + (self.n > 1) + 1
-                 + (len(grid.thread_hidden) if self.thread_counts else 0) + len(grid.speed_hidden))
+                 + (len(grid.thread_hidden) if self.thread_counts else 0) + len(grid.speed_hidden) + 1)
         self.progress = _Progress(progress if self.rank == 0 else None, total)
         self.samples: dict[str, list[Any]] = {k: [] for k in ("contention", "compute", "decode", "collectives",
-                                                               "optimizer", "calls", "moves", "threads")}
+                                                               "optimizer", "calls", "moves", "threads",
+                                                               "memory")}
 
     def _engine(self, arch: ModelArch, layout: Layout) -> Any:
         from runtime.engine.model_engine import build_engine
@@ -317,6 +335,23 @@ class _Profiler:
                     self.samples["decode"].append(DecodeSample(
                         steps=steps - 1, batch=b, layers=arch.num_layers, bytes=weights + b * ctx_len * kv,
                         prefill_flops=prefill, time_s=t, dtype=self.dtype, busy=tp, tp=tp))
+
+    def dram(self) -> None:
+        """CPU only: a matrix-vector product over weights 4x and 8x the last-level cache (64 and
+        128 MiB without one known) on rank 0 alone, one thread, the others at a barrier: the rate
+        a decode step reads a model that does not fit in the cache."""
+        cache = _cache_bytes()
+        if self.rank == 0 and not torch.cuda.is_available():
+            for factor in (4, 8):
+                nbytes = factor * cache if cache else factor * (16 << 20)
+                weights = torch.randn(nbytes // 4 // 1024, 1024)
+                x = torch.randn(1024)
+                t = _timed(lambda w=weights, x=x: torch.mv(w, x), self.grid.repeats, None)
+                self.samples["memory"].append(MemorySample(bytes=float(weights.numel() * 4), time_s=t,
+                                                           cache_bytes=float(cache or 16 << 20)))
+                del weights
+        dist.barrier()
+        self.progress.step("memory beyond the cache")
 
     def compute_speed(self) -> None:
         """One layer of each larger hidden size at tp 1, forward and forward+backward on rank 0
@@ -583,6 +618,7 @@ class _Profiler:
         self.contention()
         self.compute_and_decode()
         self.compute_speed()
+        self.dram()
         self.collectives()
         self.optimizer_and_calls()
         self.moves()

@@ -269,15 +269,15 @@ def test_all_gather_and_reduce_scatter_fit_a_slowdown_against_the_ring_fit_by_ha
     # bytes 3x slower than a ring, its reduce-scatter 4x
     lat, bw = 5e-4, 1e9
     coll = []
-    for nbytes in (1e5, 1e7, 1e8):
+    for nbytes in (1e6, 1e7, 1e8):
         coll.append(CollectiveSample(op="all_reduce", link="intra", group_size=2, bytes=nbytes,
                                      time_s=2 * lat + nbytes / bw))
         coll.append(CollectiveSample(op="p2p", link="intra", group_size=2, bytes=nbytes, time_s=lat + nbytes / bw))
         for op, slow in (("all_gather", 3.0), ("reduce_scatter", 4.0)):
             coll.append(CollectiveSample(op=op, link="intra", group_size=2, bytes=nbytes,
                                          time_s=lat + slow * 0.5 * nbytes / bw))
-    # a small all-gather whose bytes term (5e3 / 1e9 = 5 us) is below its latency step says nothing
-    coll.append(CollectiveSample(op="all_gather", link="intra", group_size=2, bytes=1e4, time_s=0.1))
+    # an all-gather whose bytes term (5e4 / 1e9 = 50 us) is under 10 latency steps (5 ms) says nothing
+    coll.append(CollectiveSample(op="all_gather", link="intra", group_size=2, bytes=1e5, time_s=0.1))
     cal = fit_calibration(samples_from(collectives=coll))
     assert cal.link_bandwidth["intra"] == pytest.approx(bw, rel=1e-6)
     assert cal.link_latency["intra"] == pytest.approx(lat, rel=1e-6)
@@ -290,3 +290,24 @@ def test_all_gather_and_reduce_scatter_fit_a_slowdown_against_the_ring_fit_by_ha
     assert Calibration.from_dict(cal.to_dict()) == cal
     with pytest.raises(ValueError, match="collective_slowdown"):
         preset("cpu-gloo").replace(collective_slowdown={"all_reduce": 2.0})
+
+
+def test_reads_beyond_the_cache_stream_at_the_dram_rate_by_hand() -> None:
+    from cost_model.samples import Samples
+
+    # DRAM: 2e9 B/s and 1e-4 s per read, measured beyond a 32 MB cache
+    memory = tuple(MemorySample(bytes=b, time_s=1e-4 + b / 2e9, cache_bytes=32e6) for b in (128e6, 256e6))
+    cal = fit_calibration(Samples(memory=memory))
+    assert cal.dram_bandwidth == pytest.approx(2e9) and cal.cache_bytes == 32e6
+    assert cal.memory_bandwidth is None  # the in-cache rate comes from the decode samples
+    spec = apply_calibration(preset("cpu-gloo").replace(memory_bandwidth=8e9, memory_efficiency=1.0), cal)
+    # 100 MB of weights: 32 MB from the cache at 8e9 B/s (4 ms), 68 MB from DRAM at 2e9 (34 ms)
+    assert spec.read_time(100e6) == pytest.approx(32e6 / 8e9 + 68e6 / 2e9)
+    assert spec.read_time(16e6) == pytest.approx(16e6 / 8e9)  # all in the cache
+    assert spec.with_threads(2, None).read_time(100e6) == pytest.approx(spec.read_time(100e6) / 1.6)  # eff 0.6
+    # without a DRAM rate every read streams at the memory bandwidth (GPU presets)
+    assert preset("h100-80g").read_time(1e9) == pytest.approx(1e9 / preset("h100-80g").achieved_memory_bandwidth)
+    # old profiles' memory samples (no cache recorded) still fit the memory bandwidth
+    old = fit_calibration(Samples(memory=tuple(MemorySample(bytes=b, time_s=b / 5e9) for b in (1e6, 1e7, 1e8))))
+    assert old.memory_bandwidth == pytest.approx(5e9) and old.dram_bandwidth is None
+    assert Calibration.from_dict(cal.to_dict()) == cal

@@ -51,6 +51,9 @@ def test_realloc_profile_quick_writes_a_loadable_profile(tmp_path: Path) -> None
                                                                        "generate") for d in (1, 2)} | {("rule", 1)}
     assert {s.seqs for s in samples.calls} == {4, 16}  # two batch sizes separate per-sequence costs
     assert len(samples.optimizer) == 2 and len(samples.contention) == 3
+    # memory: reads of 4x and 8x the last-level cache, the DRAM rate decoding a large model reaches
+    assert [round(m.bytes / m.cache_bytes) for m in samples.memory] == [4, 8]
+    assert profile.spec.dram_bandwidth > 0 and profile.spec.cache_bytes == samples.memory[0].cache_bytes
     # reallocations around four layouts of 2 ranks (one of them local copies only) and one data transfer
     assert [m.kind for m in samples.moves] == ["realloc"] * 4 + ["data"]
     assert min(m.peers for m in samples.moves if m.kind == "realloc") == 0
