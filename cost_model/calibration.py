@@ -95,6 +95,8 @@ class Calibration:
     compute_speed_by_hidden: Mapping[int, float] = field(default_factory=dict)
     """Compute speed relative to `flops` per hidden size (the speed samples' sizes, and the
     main fit's largest at 1)."""
+    decode_speed_by_hidden: Mapping[int, float] = field(default_factory=dict)
+    """The same from the decode-shaped speed samples."""
     collective_slowdown: Mapping[str, float] = field(default_factory=dict)
     """Bytes-term factor of all_gather / reduce_scatter against the all-reduce and send fit."""
 
@@ -423,13 +425,16 @@ def fit_calibration(samples: Samples) -> Calibration:
                 values["data_overhead_s"] = max(0.0, float(np.median(extra)))
     if dram_bw is not None:
         values.update(cache_bytes=cache, dram_bandwidth=dram_bw)
+    anchor = max((s.hidden for s in compute), default=0)
     return Calibration(flops=flops, layer_overhead_s=layer, memory_bandwidth=memory_bw, link_bandwidth=bws,
                        link_latency=lats, host_cores=cores if samples.contention else None,
                        micro_batch_overhead_s=mb, call_overhead_s=call_fixed, call_dp_overhead_s=call_dp,
                        call_seq_overhead_s=call_seq, call_dp_seq_overhead_s=call_dp_seq,
                        thread_efficiency_by_hidden=fit_thread_efficiency(samples.threads),
-                       compute_speed_by_hidden=fit_compute_speed(speed, cores, flops, layer or 0.0, mb or 0.0,
-                                                                 max((s.hidden for s in compute), default=0)),
+                       compute_speed_by_hidden=fit_compute_speed([s for s in speed if not s.decode], cores, flops,
+                                                                 layer or 0.0, mb or 0.0, anchor),
+                       decode_speed_by_hidden=fit_compute_speed([s for s in speed if s.decode], cores, flops,
+                                                                layer or 0.0, mb or 0.0, anchor),
                        collective_slowdown=fit_collective_slowdown(samples.collectives, cores, bws, lats),
                        **values)
 

@@ -261,7 +261,7 @@ class AnalyticCostModel:
         return [layout.device(dp_rank=d, tp_rank=tp_rank, pp_rank=pp_rank) for d in range(layout.dp)]
 
     def _forward_pass(self, s: _Shape, stage: int, tokens: float, ctx: float, head_tokens: float,
-                      passes: float, *, sampling: bool = False) -> tuple[float, float, float]:
+                      passes: float, *, sampling: bool = False, decode: bool = False) -> tuple[float, float, float]:
         """(compute, tp collectives, pipeline p2p) seconds of `passes` forward-equivalents of one stage.
 
         At tp > 1 an LM head adds its vocabulary-parallel collectives: three small all-reduces
@@ -269,7 +269,7 @@ class AnalyticCostModel:
         when sampling."""
         hw, opts, lay = self.hardware, self.options, s.layout
         flops = shapes.layer_forward_flops(s.arch, tokens, ctx) / lay.tp
-        rate = hw.flops(opts.dtype) * hw.compute_speed_at(s.arch.hidden_size)
+        rate = hw.flops(opts.dtype) * hw.compute_speed_at(s.arch.hidden_size, decode=decode)
         compute = s.layers_per_stage * (flops / rate + hw.layer_overhead_s)
         compute += hw.micro_batch_overhead_s
         if stage == lay.pp - 1:
@@ -418,7 +418,7 @@ class AnalyticCostModel:
         kv_layer = shapes.kv_cache_bytes_per_token(s.arch, opts.dtype_bytes) / s.arch.num_layers / lay.tp
         step_stage = []
         for k in range(lay.pp):
-            compute, tp_comm, p2p = self._forward_pass(s, k, b, ctx, b, 1.0, sampling=True)
+            compute, tp_comm, p2p = self._forward_pass(s, k, b, ctx, b, 1.0, sampling=True, decode=True)
             read = s.stage_params[k] * opts.dtype_bytes + s.layers_per_stage * b * ctx * kv_layer
             overhead = s.layers_per_stage * hw.layer_overhead_s + hw.micro_batch_overhead_s
             last = sampling if k == lay.pp - 1 else 0.0

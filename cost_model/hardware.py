@@ -125,6 +125,9 @@ class HardwareSpec:
     `realloc profile` (larger matrices use the cores better: on a 2-core CPU a hidden-576 layer
     runs about twice the FLOP/s of the hidden-64/128 layers the main fit is taken from);
     interpolated in log(hidden) like the thread efficiency; 1 where none is measured."""
+    decode_speed_by_hidden: Mapping[int, float] = field(default_factory=dict)
+    """The same for a decode step's passes (one token per sequence: skinny matrices, which
+    large layers do not speed up as much); 1 where none is measured."""
     collective_slowdown: Mapping[str, float] = field(default_factory=dict)
     """How many times longer than the ring model's bytes term an all_gather or reduce_scatter
     takes (gloo does not run them as bandwidth-optimal rings), measured by `realloc profile`
@@ -169,10 +172,11 @@ class HardwareSpec:
             if not (isinstance(hidden, int) and hidden >= 1 and isinstance(eff, int | float) and 0 <= eff <= 1):
                 raise ValueError(f"hardware {self.name!r}: thread_efficiency_by_hidden[{hidden!r}] = {eff!r}; "
                                  f"hidden sizes are integers >= 1 with efficiencies in [0, 1]")
-        for hidden, speed in self.compute_speed_by_hidden.items():
-            if not (isinstance(hidden, int) and hidden >= 1 and _positive(speed)):
-                raise ValueError(f"hardware {self.name!r}: compute_speed_by_hidden[{hidden!r}] = {speed!r}; "
-                                 f"hidden sizes are integers >= 1 with speeds > 0")
+        for name in ("compute_speed_by_hidden", "decode_speed_by_hidden"):
+            for hidden, speed in getattr(self, name).items():
+                if not (isinstance(hidden, int) and hidden >= 1 and _positive(speed)):
+                    raise ValueError(f"hardware {self.name!r}: {name}[{hidden!r}] = {speed!r}; "
+                                     f"hidden sizes are integers >= 1 with speeds > 0")
         for op, factor in self.collective_slowdown.items():
             if op not in ("all_gather", "reduce_scatter") or not _positive(factor):
                 raise ValueError(f"hardware {self.name!r}: collective_slowdown[{op!r}] = {factor!r}; "
@@ -243,9 +247,10 @@ class HardwareSpec:
         measured or no size given."""
         return by_hidden(self.thread_efficiency_by_hidden, hidden, self.thread_efficiency)
 
-    def compute_speed_at(self, hidden: int | None) -> float:
-        """`compute_speed_by_hidden` at a layer size (1 with none measured or no size given)."""
-        return by_hidden(self.compute_speed_by_hidden, hidden, 1.0)
+    def compute_speed_at(self, hidden: int | None, *, decode: bool = False) -> float:
+        """`compute_speed_by_hidden` (`decode_speed_by_hidden` for a decode step) at a layer size
+        (1 with none measured or no size given)."""
+        return by_hidden(self.decode_speed_by_hidden if decode else self.compute_speed_by_hidden, hidden, 1.0)
 
     def thread_speedup(self, threads: int, hidden: int | None = None) -> float:
         """How much faster a worker's compute (layers of `hidden` size) runs with `threads`
@@ -325,7 +330,7 @@ class HardwareSpec:
         return dataclasses.replace(self, **changes)
 
 
-HIDDEN_TABLES = ("thread_efficiency_by_hidden", "compute_speed_by_hidden")
+HIDDEN_TABLES = ("thread_efficiency_by_hidden", "compute_speed_by_hidden", "decode_speed_by_hidden")
 """HardwareSpec fields keyed by a layer's hidden size."""
 
 

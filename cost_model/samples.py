@@ -111,6 +111,8 @@ class ComputeSample:
     leaves it out and measures against it how much faster large matrices compute."""
     hidden: int = 0
     """Hidden size of the layers (0: not recorded, as in profiles before the speed samples)."""
+    decode: bool = False
+    """A speed sample of a decode step's shape (one token per sequence)."""
 
     def __post_init__(self) -> None:
         _check("needs flops > 0, time_s > 0, passes, layers, micro_batches, busy, tp >= 1, hidden >= 0 "

@@ -98,6 +98,8 @@ class ProfileGrid:
     the compute speed by layer size (large matrices reach more FLOP/s than the fit's)."""
     speed_shapes: tuple[tuple[int, int], ...] = ((8, 32),)
     """(batch, seq) of those timings."""
+    speed_decode_batch: int = 16
+    """Sequences of the decode-shaped timing (a forward of one token each) at those sizes."""
     optimizer_hidden: tuple[int, ...] = ()
     """Larger hidden sizes (two layers) whose optimizer step alone is timed too, so the
     per-parameter fit reaches the parameter counts of real models."""
@@ -368,6 +370,10 @@ class _Profiler:
                         t = self._passes(engine, b, s, forward_only=forward_only)
                         self.samples["compute"].append(ComputeSample(flops=passes * flops, time_s=t, passes=passes,
                                                                      **common))
+                b = g.speed_decode_batch
+                t = self._passes(engine, b, 1, forward_only=True)
+                self.samples["compute"].append(ComputeSample(flops=self._flops(arch, 1, b, 1.0), time_s=t, passes=1,
+                                                             decode=True, **common))
             dist.barrier()
             self.progress.step(f"compute speed: hidden={hidden}")
 

@@ -247,7 +247,11 @@ def test_speed_samples_fit_how_much_faster_large_layers_compute_by_hand() -> Non
              ComputeSample(flops=1e9, passes=1, dtype="fp32", hidden=576, speed=True, time_s=1e-4 + 1e9 / 6e10),
              # hidden 256 at 3e10 FLOP/s (1.5x)
              ComputeSample(flops=6e8, passes=3, dtype="fp32", hidden=256, speed=True, time_s=3e-4 + 6e8 / 3e10)]
-    cal = fit_calibration(Samples(compute=tuple(main + speed)))
+    # a decode-shaped pass (one token per sequence) at hidden 576 reaches only 1.6e10 FLOP/s (0.8x)
+    skinny = ComputeSample(flops=1.6e8, passes=1, dtype="fp32", hidden=576, speed=True, decode=True,
+                           time_s=1e-4 + 1.6e8 / 1.6e10)
+    cal = fit_calibration(Samples(compute=tuple(main + speed + [skinny])))
+    assert cal.decode_speed_by_hidden == pytest.approx({128: 1.0, 576: 0.8})
     # the speed samples do not move the main fit
     assert cal.flops["fp32"] == pytest.approx(2e10, rel=1e-6) and cal.layer_overhead_s == pytest.approx(1e-4)
     assert cal.compute_speed_by_hidden == pytest.approx({128: 1.0, 256: 1.5, 576: 2.5})
@@ -257,6 +261,7 @@ def test_speed_samples_fit_how_much_faster_large_layers_compute_by_hand() -> Non
     # between measured sizes in log(hidden): 384 is halfway from 256 to 576 by log? log(384/256)/log(576/256) = 0.5
     assert spec.compute_speed_at(384) == pytest.approx(1.5 + 0.5 * 1.0)
     assert spec.compute_speed_at(64) == 1.0 and spec.compute_speed_at(4096) == pytest.approx(2.5)
+    assert spec.compute_speed_at(576, decode=True) == pytest.approx(0.8)
     assert preset("cpu-gloo").compute_speed_at(576) == 1.0  # nothing measured
     assert Calibration.from_dict(cal.to_dict()) == cal and Samples.from_dict(Samples(compute=tuple(speed)).to_dict()) \
         == Samples(compute=tuple(speed))

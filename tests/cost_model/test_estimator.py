@@ -69,6 +69,15 @@ def test_train_time_terms_by_hand() -> None:
         _train(4, 16), ACTOR, _layout(1, 1, 1))
     assert fast.breakdown["compute_s"] == pytest.approx(3 * forward / 1e12 / 2.5)
     assert fast.breakdown["optimizer_s"] == est.breakdown["optimizer_s"]
+    # a decode step's passes take the decode speed instead (generation: prefill at 2.5x, decode at 0.5x)
+    gen = Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate", batch_size=4,
+               prompt_len=8, response_len=8)
+    fast_reads = ROUND.replace(memory_bandwidth=1e18)  # decode steps compute-bound, no overheads: times scale
+    base = AnalyticCostModel(fast_reads, CLUSTER).call_estimate(gen, ACTOR, _layout(1, 1, 1)).breakdown
+    both = AnalyticCostModel(fast_reads.replace(compute_speed_by_hidden={64: 2.5}, decode_speed_by_hidden={64: 0.5}),
+                             CLUSTER).call_estimate(gen, ACTOR, _layout(1, 1, 1)).breakdown
+    assert both["prefill_s"] == pytest.approx(base["prefill_s"] / 2.5)
+    assert both["decode_s"] == pytest.approx(base["decode_s"] / 0.5)
 
 
 def test_pipeline_bubble_and_dp_sync() -> None:

@@ -39,11 +39,13 @@ def test_realloc_profile_quick_writes_a_loadable_profile(tmp_path: Path) -> None
     assert len(main) == 2 * 2 * 2 * 2 and {s.hidden for s in main} == set(QUICK.hidden_sizes)
     assert {s.layers for s in main} == {1, 2} and {s.busy for s in main} == {1, 2}
     speed = [s for s in samples.compute if s.speed]
-    assert [(s.hidden, s.passes, s.tp) for s in speed] == [(256, 1, 1), (256, 3, 1)]
+    assert [(s.hidden, s.passes, s.tp, s.decode) for s in speed] == [(256, 1, 1, False), (256, 3, 1, False),
+                                                                      (256, 1, 1, True)]  # + a decode-shaped pass
     # the speed table: the main fit's largest size at 1, the larger layer's measured speed
     table = profile.calibration.compute_speed_by_hidden
     assert set(table) == {max(QUICK.hidden_sizes), 256} and table[max(QUICK.hidden_sizes)] == 1.0
     assert table[256] > 0 and profile.spec.compute_speed_by_hidden == table
+    assert set(profile.calibration.decode_speed_by_hidden) == {max(QUICK.hidden_sizes), 256}
     assert len(samples.decode) == 2 * 2 * 2 * 2 and {s.steps for s in samples.decode} == {1, 5}
     ops = {(s.op, s.group_size) for s in samples.collectives}
     assert ops == {("all_reduce", 2), ("all_gather", 2), ("reduce_scatter", 2), ("p2p", 2)}
