@@ -100,6 +100,9 @@ class ProfileGrid:
     """(batch, seq) of those timings."""
     speed_decode_batch: int = 16
     """Sequences of the decode-shaped timing (a forward of one token each) at those sizes."""
+    speed_decode_layers: int = 4
+    """Layers of the decode-shaped timing (enough work that the fit's per-pass overheads,
+    subtracted from it, do not decide the speed)."""
     optimizer_hidden: tuple[int, ...] = ()
     """Larger hidden sizes (two layers) whose optimizer step alone is timed too, so the
     per-parameter fit reaches the parameter counts of real models."""
@@ -356,8 +359,10 @@ class _Profiler:
         self.progress.step("memory beyond the cache")
 
     def compute_speed(self) -> None:
-        """One layer of each larger hidden size at tp 1, forward and forward+backward on rank 0
-        alone (the others wait at a barrier), for the compute speed by layer size."""
+        """One layer of each larger hidden size at tp 1, forward and forward+backward, and a
+        decode-shaped forward (`speed_decode_batch` one-token sequences through
+        `speed_decode_layers` layers), on rank 0 alone (the others wait at a barrier), for the
+        compute and decode speeds by layer size."""
         g = self.grid
         for hidden in g.speed_hidden:
             arch = synthetic_arch(hidden, 1, g.vocab_size)
@@ -370,10 +375,15 @@ class _Profiler:
                         t = self._passes(engine, b, s, forward_only=forward_only)
                         self.samples["compute"].append(ComputeSample(flops=passes * flops, time_s=t, passes=passes,
                                                                      **common))
+            dist.barrier()
+            deep = synthetic_arch(hidden, g.speed_decode_layers, g.vocab_size)
+            engine = self._engine(deep, _layout((0,)))
+            if engine is not None:
                 b = g.speed_decode_batch
                 t = self._passes(engine, b, 1, forward_only=True)
-                self.samples["compute"].append(ComputeSample(flops=self._flops(arch, 1, b, 1.0), time_s=t, passes=1,
-                                                             decode=True, **common))
+                self.samples["compute"].append(ComputeSample(
+                    flops=self._flops(deep, 1, b, 1.0), time_s=t, passes=1, dtype=self.dtype, layers=deep.num_layers,
+                    busy=1, tp=1, hidden=hidden, speed=True, decode=True))
             dist.barrier()
             self.progress.step(f"compute speed: hidden={hidden}")
 
