@@ -20,7 +20,8 @@ multiplication (one-digit answers). Per seed:
    cluster by the policy's likelihood of the answer), the same ranked by the AM's score of each
    pair instead (`ppo_am_srdata_am`, rehearsal_rank=advantage, kept above an AM score of 0),
    and by the AM's score of the POLICY's own response to each pool prompt, that response being
-   rehearsed (`ppo_am_srdata_pol`, rehearsal_rank=advantage_policy: the paper's criterion);
+   rehearsed (`ppo_am_srdata_pol`, rehearsal_rank=advantage_policy: the paper's criterion;
+   `ppo_am_srdata_pol_once`: selected once, before PPO, from the SFT actor's responses);
    control: the SFT actor itself (no PPO) and PPO on the exact-match rule
    (`ppo_rule`, the true reward).
 `--forgetting` runs only what the forgetting comparison needs (sft, am, ppo_am, ppo_am_sr,
@@ -45,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("add", "sub", "mul")
-FORGETTING = ("sft", "am", "ppo_am", "ppo_am_sr", "ppo_am_srdata", "ppo_am_srdata_am", "ppo_am_srdata_pol")
+FORGETTING = ("sft", "am", "ppo_am", "ppo_am_sr", "ppo_am_srdata", "ppo_am_srdata_am", "ppo_am_srdata_pol",
+              "ppo_am_srdata_pol_once")
 """The stages of the forgetting comparison (--forgetting)."""
 OPS = {"add": "+", "sub": "-", "mul": "*"}
 
@@ -118,6 +120,7 @@ def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: 
     neural = ["models.reward.rule=null", "models.reward.value_head=true", "graph.reward=null"]
     sr = ["graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_every=10",
           "graph.train.rehearsal_clusters=4", "graph.train.rehearsal_per_cluster=8"]
+    sr_once = [o if "rehearsal_every" not in o else f"graph.train.rehearsal_every={ppo_iterations}" for o in sr]
     pref = [f"seed={seed}", f"data.path={data['pref']}", "data.generator=null"]
     return {
         "sft": ("sft_tiny", [f"seed={seed}", f"data.path={data['sft']}", "data.generator=null",
@@ -145,6 +148,13 @@ def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: 
                                            *sr, "graph.train.rehearsal_source=data",
                                            f"graph.train.rehearsal_path={data['pool']}",
                                            "graph.train.rehearsal_rank=advantage_policy"]),
+        # the same, selected once before PPO (on the SFT actor's responses), kept for the whole run
+        "ppo_am_srdata_pol_once": ("ppo_tiny", [*ppo_common, *neural, f"models.reward.checkpoint={am}/models/reward",
+                                                f"models.critic.checkpoint={am}/models/reward",
+                                                "graph.reward_form=advantage", *sr_once,
+                                                "graph.train.rehearsal_source=data",
+                                                f"graph.train.rehearsal_path={data['pool']}",
+                                                "graph.train.rehearsal_rank=advantage_policy"]),
     }
 
 
@@ -258,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         scorers = {key: score_model(root / key / "models" / "reward", advantage=key == "am")
                    for key in ("rm", "am") if (root / key / "models" / "reward").is_dir()}
         for name in ("sft", "ppo_rule", "ppo_rm", "ppo_am", "ppo_am_sr", "ppo_am_srdata", "ppo_am_srdata_am",
-                     "ppo_am_srdata_pol"):
+                     "ppo_am_srdata_pol", "ppo_am_srdata_pol_once"):
             actor = root / name / "models" / "actor"
             if actor.is_dir():
                 res = evaluate(actor, scorers)
@@ -274,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-FORGETTING_RUNS = ("ppo_am", "ppo_am_srdata", "ppo_am_srdata_am", "ppo_am_srdata_pol")
+FORGETTING_RUNS = ("ppo_am", "ppo_am_srdata", "ppo_am_srdata_am", "ppo_am_srdata_pol", "ppo_am_srdata_pol_once")
 """The PPO runs the forgetting figure compares: no rehearsal, data rehearsal ranked by
-likelihood, by the AM's score of the reference pair, by the AM's score of the policy's response."""
+likelihood, by the AM's score of the reference pair, by the AM's score of the policy's response
+(reselected every 10 iterations, or selected once before PPO)."""
 
 
 def plot_forgetting(results: dict[str, Any], path: Path) -> None:
@@ -292,7 +303,7 @@ def plot_forgetting(results: dict[str, Any], path: Path) -> None:
     if len(runs) < 2:
         return
     colours = {"sft": "black", "ppo_am": "tab:blue", "ppo_am_srdata": "tab:purple", "ppo_am_srdata_am": "tab:orange",
-               "ppo_am_srdata_pol": "tab:brown"}
+               "ppo_am_srdata_pol": "tab:brown", "ppo_am_srdata_pol_once": "tab:olive"}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     width = 0.8 / len(runs)
     for j, run in enumerate(runs):
@@ -331,7 +342,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     colours = {"ppo_rule": "grey", "ppo_rm": "tab:red", "ppo_am": "tab:blue", "ppo_am_sr": "tab:green",
-               "ppo_am_srdata": "tab:purple", "ppo_am_srdata_am": "tab:orange", "ppo_am_srdata_pol": "tab:brown"}
+               "ppo_am_srdata": "tab:purple", "ppo_am_srdata_am": "tab:orange", "ppo_am_srdata_pol": "tab:brown",
+               "ppo_am_srdata_pol_once": "tab:olive"}
     for name, res in results.items():
         run = name.split("/")[-1]
         if "curves" not in res:
