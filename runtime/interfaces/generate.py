@@ -328,7 +328,13 @@ def pool_generate(engine: ModelEngine, batch: SeqBatch, args: PoolGenerateArgs, 
     ids = [int(i) for i in batch.ids]
     cached = state.get("pool_generate/seqs")
     if cached is not None and state.get("pool_generate/ids") == ids and ctx.step % args.every != 0:
-        return SeqBatch.from_lists(cached, list(state["pool_generate/prompt_lens"]), ids=ids, pad_id=batch.pad_id)
+        # the batch built from this very cache list (not rebuilt every iteration; a restored state is a new list)
+        memo = getattr(engine, "pool_generate_batch", None)
+        if memo is None or memo[0] is not cached:
+            memo = (cached, SeqBatch.from_lists(cached, list(state["pool_generate/prompt_lens"]), ids=ids,
+                                                pad_id=batch.pad_id))
+            engine.pool_generate_batch = memo
+        return memo[1]
     gen_ctx = dataclasses.replace(ctx, seed=pool_seed(ctx.seed), on_finished=None)
     out = generate(engine, batch, args, gen_ctx)
     state["pool_generate/ids"] = [int(i) for i in out.ids]

@@ -351,6 +351,7 @@ def test_pool_generate_draws_from_the_pool_seed_and_caches_between_selections(mo
     assert len(seen) == 1  # no generation
     assert [cached.input_ids[i, : int(cached.seq_lens[i])].tolist() for i in range(5)] == want
     assert cached.prompt_lens.tolist() == POOL_PROMPTS and list(cached.ids) == list(pool.ids)
+    assert run_interface("pool_generate", engine, pool, args, CallContext(seed=7, step=14)) is cached  # not rebuilt
     run_interface("pool_generate", engine, pool, args, CallContext(seed=7, step=20))
     other = SeqBatch.from_lists([list(s) for s in POOL_SEQS], POOL_PROMPTS, ids=[9, 8, 7, 6, 5])
     run_interface("pool_generate", engine, other, args, CallContext(seed=7, step=21))
