@@ -231,7 +231,7 @@ class AdvantageModelArgs:
 @interface("pool_scores", CallKind.INFERENCE, inputs=("sequences",), outputs=("pool_scores",))
 @dataclass(frozen=True, kw_only=True)
 class PoolScoresArgs:
-    """Reward-model scores of the Selective Rehearsal pool's (prompt, answer) pairs, computed every `every` iterations."""
+    """Reward-model scores of the Selective Rehearsal pool's pairs (reference answers, or the policy's responses), computed every `every` iterations."""
 
     form: str = "advantage"
     """How the reward model scores: advantage (last-token minus last-prompt-token score, an AM) or reward (last-token score)."""

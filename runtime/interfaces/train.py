@@ -353,7 +353,8 @@ def _rehearsal_batch(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs, c
     cluster of the actor's prompt embeddings (rehearsal_source=data: from the pool in
     ctx.side_inputs["rehearsal_pool"] by the policy's mean log-likelihood of the answers, or with
     rehearsal_rank=advantage by the reward model's scores the pool carries as field
-    `pool_scores`, above rehearsal_min_reward), and
+    `pool_scores`, above rehearsal_min_reward; rehearsal_rank=advantage_policy: the same, the
+    pool being the policy's responses to the pool's prompts, which are then rehearsed), and
     keep the selection in engine.state; return the kept sequences (tiled to feed every
     mini-batch x dp) or None when none is kept."""
     if args.rehearsal_coef <= 0:
