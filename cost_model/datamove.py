@@ -35,8 +35,10 @@ def side_sequences(call: Call) -> int:
     sequence-role input (the PPO actor's ptx batch, as the executor sizes it), plus the
     Selective Rehearsal set of a ppo_actor with rehearsal_coef > 0 (at most
     rehearsal_clusters x rehearsal_per_cluster kept rollouts). A train call's compute grows
-    by these sequences (forward and backward, same micro-batching)."""
-    extra = [r for r in input_roles(call.interface, call.inputs)[1:] if r in SEQUENCE_ROLES]
+    by these sequences (forward and backward, same micro-batching). The policy's responses to
+    the rehearsal pool (role pool_responses) are what the selection picks from, not trained
+    on as a whole: the kept ones are the rehearsal set."""
+    extra = [r for r in input_roles(call.interface, call.inputs)[1:] if r in SEQUENCE_ROLES and r != "pool_responses"]
     return call.batch_size * len(extra) + rehearsal_sequences(call)
 
 
@@ -77,10 +79,15 @@ def rehearsal_scoring_sequences(call: Call) -> float:
     return _rehearsal_pool(call) / int(call.args.rehearsal_every)
 
 
+POOL_INTERFACES = ("pool_scores", "pool_generate")
+"""Interfaces that work on the rehearsal pool every `every` iterations and return a cache in between."""
+
+
 def runs_per_iteration(call: Call) -> float:
-    """How often the call's compute runs per iteration: 1, except a `pool_scores` call, which
-    scores the rehearsal pool every `every` iterations (the cached scores in between)."""
-    if call.interface == "pool_scores":
+    """How often the call's compute runs per iteration: 1, except a `pool_scores` call (scores
+    the rehearsal pool) or a `pool_generate` call (the policy's responses to the pool's
+    prompts), which work every `every` iterations (the cached result in between)."""
+    if call.interface in POOL_INTERFACES:
         return 1.0 / int(call.args.every)
     return 1.0
 

@@ -428,6 +428,8 @@ class AnalyticCostModel:
         t_decode = max(expected - 1, 0) * max(m, lay.pp) * max(step_stage)
         time_terms = {"prefill_s": t_prefill, "decode_s": t_decode}
         time_terms.update(self._overheads(call, lay))
+        runs = runs_per_iteration(call)  # a pool generation works every `every` iterations (cached in between)
+        time_terms = {k: runs * v for k, v in time_terms.items()}
         per_stage = []
         for k in range(lay.pp):
             per_stage.append({

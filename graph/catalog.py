@@ -42,8 +42,12 @@ INTERFACES: Registry[InterfaceInfo] = Registry("interface", error=GraphError)
 
 REHEARSAL_SOURCES = ("rollouts", "data")
 """Where ppo_actor's Selective Rehearsal draws its pairs from (PPOActorArgs.rehearsal_source)."""
-REHEARSAL_RANKS = ("likelihood", "advantage")
+REHEARSAL_RANKS = ("likelihood", "advantage", "advantage_policy")
 """How ppo_actor ranks a data pool's pairs within a cluster (PPOActorArgs.rehearsal_rank)."""
+SCORED_RANKS = ("advantage", "advantage_policy")
+"""Ranks that read the reward model's scores of the pool (the `rehearsal_score` call):
+advantage scores the pool's reference answers, advantage_policy the policy's own responses to
+the pool's prompts (the `rehearsal_gen` call generates them)."""
 
 
 def interface(name: str, kind: CallKind, *, inputs: tuple[str, ...], outputs: tuple[str, ...] = (),
@@ -175,6 +179,22 @@ class GenerateArgs:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
 
 
+@interface("pool_generate", CallKind.GENERATE, inputs=("prompts",), outputs=("sequences",))
+@dataclass(frozen=True, kw_only=True)
+class PoolGenerateArgs(GenerateArgs):
+    """The policy's responses to the Selective Rehearsal pool's prompts, generated every `every` iterations."""
+
+    every: int = 1
+    """Iterations between two generations (the actor's rehearsal_every); in between the call returns the last responses."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
+        if self.num_samples != 1:
+            raise ValueError(f"num_samples must be 1 (one response per pool prompt), got {self.num_samples}")
+
+
 # --------------------------------------------------------------------------- inference
 
 
@@ -211,7 +231,7 @@ class AdvantageModelArgs:
 @interface("pool_scores", CallKind.INFERENCE, inputs=("sequences",), outputs=("pool_scores",))
 @dataclass(frozen=True, kw_only=True)
 class PoolScoresArgs:
-    """Reward-model scores of the Selective Rehearsal pool's (prompt, answer) pairs, computed every `every` iterations."""
+    """Reward-model scores of the Selective Rehearsal pool's pairs (reference answers, or the policy's responses), computed every `every` iterations."""
 
     form: str = "advantage"
     """How the reward model scores: advantage (last-token minus last-prompt-token score, an AM) or reward (last-token score)."""
@@ -326,7 +346,8 @@ def _check_reward_shaping(args: Any) -> None:
 
 
 @interface("ppo_actor", CallKind.TRAIN,
-           inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values", "ptx", "pool_scores"), required=4)
+           inputs=("sequences", "logprobs", "ref_logprobs", "rewards", "values", "ptx", "pool_scores",
+                   "pool_responses"), required=4)
 @dataclass(frozen=True, kw_only=True)
 class PPOActorArgs(OptimArgs):
     """PPO policy update: clipped ratio, KL to the reference (fixed or adaptive), entropy bonus, ptx."""
@@ -368,13 +389,13 @@ class PPOActorArgs(OptimArgs):
     rehearsal_per_cluster: int = 2
     """Rollouts kept per cluster: the highest-reward ones whose reward (advantage) is > rehearsal_min_reward."""
     rehearsal_min_reward: float = 0.0
-    """A rollout (rehearsal_rank=advantage: a pool pair) is kept only above this reward (0: better than expected under the AM); not read with rehearsal_rank=likelihood."""
+    """A rollout (rehearsal_rank=advantage / advantage_policy: a pool pair / the policy's response) is kept only above this reward (0: better than expected under the AM); not read with rehearsal_rank=likelihood."""
     rehearsal_source: str = "rollouts"
     """Where the rehearsed pairs come from: rollouts (this iteration's PPO rollouts, ranked by reward) or data (the supervised pool at rehearsal_path, ranked by rehearsal_rank)."""
     rehearsal_path: str | None = None
     """rehearsal_source=data: JSONL of {prompt, answer} records (the data.ptx format), the rehearsal pool."""
     rehearsal_rank: str = "likelihood"
-    """rehearsal_source=data: how pairs are ranked per cluster: likelihood (the policy's mean log-likelihood of the answer) or advantage (the graph's reward model's score of the pair, on its own workers)."""
+    """rehearsal_source=data: how pairs are ranked per cluster: likelihood (the policy's mean log-likelihood of the answer), advantage (the reward model's score of the reference pair) or advantage_policy (the reward model's score of the policy's own response to the pool prompt, which is then rehearsed)."""
     rehearsal_pool_size: int = 0
     """Records in the rehearsal pool: set when the experiment loads (read from rehearsal_path); the planner prices the selection by it."""
     temperature: float = 1.0
@@ -394,9 +415,10 @@ class PPOActorArgs(OptimArgs):
                              "{prompt, answer} records")
         if self.rehearsal_rank not in REHEARSAL_RANKS:
             raise ValueError(f"rehearsal_rank: {self.rehearsal_rank!r} is not one of {', '.join(REHEARSAL_RANKS)}")
-        if self.rehearsal_rank == "advantage" and self.rehearsal_source != "data":
-            raise ValueError("rehearsal_rank=advantage ranks a data pool; with rehearsal_source=rollouts the rollouts "
-                             "are already ranked by their reward: set rehearsal_source=data or rehearsal_rank=likelihood")
+        if self.rehearsal_rank in SCORED_RANKS and self.rehearsal_source != "data":
+            raise ValueError(f"rehearsal_rank={self.rehearsal_rank} ranks a data pool; with rehearsal_source=rollouts "
+                             "the rollouts are already ranked by their reward: set rehearsal_source=data or "
+                             "rehearsal_rank=likelihood")
         if self.rehearsal_pool_size < 0:
             raise ValueError(f"rehearsal_pool_size must be >= 0, got {self.rehearsal_pool_size}")
         if self.rehearsal_path and self.rehearsal_source != "data":

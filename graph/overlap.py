@@ -59,6 +59,11 @@ def ahead_calls(graph: DataflowGraph, off_policy_steps: int) -> tuple[str, ...]:
     check_off_policy_steps(off_policy_steps)
     if off_policy_steps == 0:
         return ()
+    pool = [c.name for c in graph.calls if c.interface == "pool_generate"]
+    if pool:
+        raise OverlapError(f"train.off_policy_steps=1 does not run the rehearsal pool's generation ({pool[0]!r}, "
+                           "graph.train.rehearsal_rank=advantage_policy) one batch ahead; set train.off_policy_steps=0 "
+                           "or graph.train.rehearsal_rank=advantage")
     ahead = tuple(c.name for c in graph.calls
                   if c.kind is CallKind.GENERATE and graph.train_call(c.model) is not None)
     if not ahead:
@@ -104,7 +109,7 @@ def stream_candidates(graph: DataflowGraph, meshes: Mapping[str, tuple[int, ...]
     runs on devices disjoint from the generate call's (so it can work while generation goes on)."""
     out = []
     for gen in graph.calls:
-        if gen.kind is not CallKind.GENERATE:
+        if gen.kind is not CallKind.GENERATE or gen.interface == "pool_generate":  # it returns a cache most iterations
             continue
         gen_mesh = set(meshes[gen.name])
         for consumer in graph.calls:

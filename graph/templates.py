@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from graph.catalog import REWARD_SHAPING_ARGS, make_args
+from graph.catalog import REWARD_SHAPING_ARGS, SCORED_RANKS, make_args
 from graph.dataset_keys import PTX_KEY, REHEARSAL_POOL_KEY
 from graph.errors import GraphError
 from graph.registry import Registry
-from graph.roles import REHEARSAL_SCORES_KEY
+from graph.roles import REHEARSAL_RESPONSES_KEY, REHEARSAL_SCORES_KEY
 from graph.spec import Call, CallKind, ModelSpec
 
 
@@ -245,7 +245,11 @@ def _shared_reward_args(actor_args: Any, critic_values: Mapping[str, Any]) -> di
 def _rehearses_by_advantage(call: Call) -> bool:
     args = call.args
     return (call.interface == "ppo_actor" and args.rehearsal_coef > 0 and args.rehearsal_source == "data"
-            and args.rehearsal_rank == "advantage")
+            and args.rehearsal_rank in SCORED_RANKS)
+
+
+def _rehearses_policy_responses(call: Call) -> bool:
+    return _rehearses_by_advantage(call) and call.args.rehearsal_rank == "advantage_policy"
 
 
 def with_rehearsal_pool(calls: tuple[Call, ...] | list[Call], pool_size: int) -> list[Call]:
@@ -254,10 +258,13 @@ def with_rehearsal_pool(calls: tuple[Call, ...] | list[Call], pool_size: int) ->
     its selection by it); one ranking by advantage reads REHEARSAL_SCORES_KEY, which a new call
     `rehearsal_score` produces: the graph's reward model (same role, same form as its reward
     call) scoring every (prompt, answer) pair of the pool (key REHEARSAL_POOL_KEY) every
-    rehearsal_every iterations. The pool's pairs are priced at the graph's prompt and response
-    lengths."""
+    rehearsal_every iterations. With rehearsal_rank=advantage_policy a call `rehearsal_gen`
+    (interface pool_generate, the actor's model, the first generate call's sampling arguments)
+    first generates the policy's response to every pool prompt (key REHEARSAL_RESPONSES_KEY),
+    which the scorer scores and the actor reads. The pool's pairs are priced at the graph's
+    prompt and response lengths."""
     out: list[Call] = []
-    scorers: dict[str, Call] = {}  # reward call name -> the pool's scorer, placed after it
+    after: dict[str, Call] = {}  # call name -> the call placed right after it
     for call in calls:
         args = call.args
         if call.interface != "ppo_actor" or args.rehearsal_coef <= 0 or args.rehearsal_source != "data":
@@ -267,32 +274,53 @@ def with_rehearsal_pool(calls: tuple[Call, ...] | list[Call], pool_size: int) ->
         if _rehearses_by_advantage(call) and REHEARSAL_SCORES_KEY not in call.inputs:
             reward = next((c for c in calls if c.interface in ("reward_model", "advantage_model")), None)
             if reward is None:
-                raise GraphError("graph.train.rehearsal_rank=advantage scores the rehearsal pool with the graph's "
-                                 "reward model, but this graph has none (models.reward is a rule or reward functions); "
-                                 "set graph.train.rehearsal_rank=likelihood or use a reward model")
+                raise GraphError(f"graph.train.rehearsal_rank={args.rehearsal_rank} scores the rehearsal pool with the "
+                                 "graph's reward model, but this graph has none (models.reward is a rule or reward "
+                                 "functions); set graph.train.rehearsal_rank=likelihood or use a reward model")
+            scored = REHEARSAL_POOL_KEY
+            if _rehearses_policy_responses(call):
+                gen = next((c for c in calls if c.interface == "generate" and c.model == call.model), None)
+                if gen is None:
+                    raise GraphError(f"graph.train.rehearsal_rank=advantage_policy generates the policy's responses to "
+                                     f"the pool with the generate call of model {call.model!r}, but this graph has "
+                                     "none; set graph.train.rehearsal_rank=advantage")
+                values = {f.name: getattr(gen.args, f.name) for f in dataclasses.fields(gen.args)}
+                after[gen.name] = Call(
+                    name="rehearsal_gen", model=gen.model, kind=CallKind.GENERATE, interface="pool_generate",
+                    args=make_args("pool_generate", {**values, "num_samples": 1, "every": args.rehearsal_every}),
+                    inputs=(REHEARSAL_POOL_KEY,), outputs=(REHEARSAL_RESPONSES_KEY,),
+                    batch_size=max(pool_size, 1), micro_batches=gen.micro_batches, prompt_len=gen.prompt_len,
+                    response_len=gen.response_len, max_new_tokens=gen.max_new_tokens)
+                scored = REHEARSAL_RESPONSES_KEY
             form = "advantage" if reward.interface == "advantage_model" else "reward"
-            scorers[reward.name] = (Call(name="rehearsal_score", model=reward.model, kind=CallKind.INFERENCE,
-                                interface="pool_scores",
-                                args=make_args("pool_scores", {"form": form, "every": args.rehearsal_every}),
-                                inputs=(REHEARSAL_POOL_KEY,), outputs=(REHEARSAL_SCORES_KEY,),
-                                batch_size=max(pool_size, 1), micro_batches=reward.micro_batches,
-                                prompt_len=reward.prompt_len, response_len=reward.response_len))
-            call = dataclasses.replace(call, inputs=call.inputs + (REHEARSAL_SCORES_KEY,))
+            after[reward.name] = Call(name="rehearsal_score", model=reward.model, kind=CallKind.INFERENCE,
+                                      interface="pool_scores",
+                                      args=make_args("pool_scores", {"form": form, "every": args.rehearsal_every}),
+                                      inputs=(scored,), outputs=(REHEARSAL_SCORES_KEY,),
+                                      batch_size=max(pool_size, 1), micro_batches=reward.micro_batches,
+                                      prompt_len=reward.prompt_len, response_len=reward.response_len)
+            extra = (REHEARSAL_RESPONSES_KEY,) if scored == REHEARSAL_RESPONSES_KEY else ()
+            call = dataclasses.replace(call, inputs=call.inputs + (REHEARSAL_SCORES_KEY, *extra))
         out.append(call)
-    return [c for call in out for c in ((call, scorers[call.name]) if call.name in scorers else (call,))]
+    return [c for call in out for c in ((call, after[call.name]) if call.name in after else (call,))]
 
 
 def check_ppo_calls(calls: tuple[Call, ...] | list[Call], dataset_keys: frozenset[str] | set[str]) -> None:
     """Checks templates pass by construction, for custom graphs too: a ppo_critic shares the
     reward shaping of the ppo_actor, ptx input and ptx_coef go together, and a ppo_actor ranks
-    its rehearsal pool by advantage exactly when it reads the pool's scores."""
+    its rehearsal pool by advantage exactly when it reads the pool's scores, and by the policy's
+    responses exactly when it reads them."""
     actors = [c for c in calls if c.interface == "ppo_actor"]
     for actor in actors:
         scored = REHEARSAL_SCORES_KEY in actor.inputs
         if scored != _rehearses_by_advantage(actor):
             raise GraphError(f"call {actor.name!r}: input {REHEARSAL_SCORES_KEY!r} goes with rehearsal_rank=advantage "
-                             f"(rehearsal_source=data, rehearsal_coef > 0); add or remove one of them")
-        ptx = [k for k in actor.inputs[5:] if k != REHEARSAL_SCORES_KEY]
+                             f"or advantage_policy (rehearsal_source=data, rehearsal_coef > 0); add or remove one of them")
+        responses = REHEARSAL_RESPONSES_KEY in actor.inputs
+        if responses != _rehearses_policy_responses(actor):
+            raise GraphError(f"call {actor.name!r}: input {REHEARSAL_RESPONSES_KEY!r} goes with rehearsal_rank="
+                             f"advantage_policy (rehearsal_source=data, rehearsal_coef > 0); add or remove one of them")
+        ptx = [k for k in actor.inputs[5:] if k not in (REHEARSAL_SCORES_KEY, REHEARSAL_RESPONSES_KEY)]
         has_ptx = bool(ptx)
         if has_ptx and ptx[0] not in dataset_keys:
             raise GraphError(f"call {actor.name!r}: its ptx input {ptx[0]!r} must be a dataset key "

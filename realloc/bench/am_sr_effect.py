@@ -18,11 +18,14 @@ multiplication (one-digit answers). Per seed:
    with Selective Rehearsal from the SFT data (`ppo_am_srdata`, rehearsal_source=data: the pool
    is the SFT pairs of all three kinds, multiplication included, each pair once; ranked per
    cluster by the policy's likelihood of the answer), the same ranked by the AM's score of each
-   pair instead (`ppo_am_srdata_am`, rehearsal_rank=advantage: the paper's criterion, kept above
-   an AM score of 0); control: the SFT actor itself (no PPO) and PPO on the exact-match rule
+   pair instead (`ppo_am_srdata_am`, rehearsal_rank=advantage, kept above an AM score of 0),
+   and by the AM's score of the POLICY's own response to each pool prompt, that response being
+   rehearsed (`ppo_am_srdata_pol`, rehearsal_rank=advantage_policy: the paper's criterion;
+   `ppo_am_srdata_pol_once`: selected once, before PPO, from the SFT actor's responses);
+   control: the SFT actor itself (no PPO) and PPO on the exact-match rule
    (`ppo_rule`, the true reward).
 `--forgetting` runs only what the forgetting comparison needs (sft, am, ppo_am, ppo_am_sr,
-ppo_am_srdata, ppo_am_srdata_am; no RM scores).
+ppo_am_srdata, ppo_am_srdata_am, ppo_am_srdata_pol; no RM scores).
 Every actor is then decoded greedily on every prompt of each kind; the table gives per kind the
 rule accuracy and the mean score of the greedy answers under the RM and under the AM. Reward
 hacking shows as a model score that goes up while the rule accuracy goes down; forgetting as
@@ -43,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("add", "sub", "mul")
-FORGETTING = ("sft", "am", "ppo_am", "ppo_am_sr", "ppo_am_srdata", "ppo_am_srdata_am")
+FORGETTING = ("sft", "am", "ppo_am", "ppo_am_sr", "ppo_am_srdata", "ppo_am_srdata_am", "ppo_am_srdata_pol",
+              "ppo_am_srdata_pol_once")
 """The stages of the forgetting comparison (--forgetting)."""
 OPS = {"add": "+", "sub": "-", "mul": "*"}
 
@@ -116,6 +120,7 @@ def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: 
     neural = ["models.reward.rule=null", "models.reward.value_head=true", "graph.reward=null"]
     sr = ["graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_every=10",
           "graph.train.rehearsal_clusters=4", "graph.train.rehearsal_per_cluster=8"]
+    sr_once = [o if "rehearsal_every" not in o else f"graph.train.rehearsal_every={ppo_iterations}" for o in sr]
     pref = [f"seed={seed}", f"data.path={data['pref']}", "data.generator=null"]
     return {
         "sft": ("sft_tiny", [f"seed={seed}", f"data.path={data['sft']}", "data.generator=null",
@@ -138,6 +143,18 @@ def stage_overrides(data: dict[str, str], seed: int, ppo_iterations: int, root: 
                                           *sr, "graph.train.rehearsal_source=data",
                                           f"graph.train.rehearsal_path={data['pool']}",
                                           "graph.train.rehearsal_rank=advantage"]),
+        "ppo_am_srdata_pol": ("ppo_tiny", [*ppo_common, *neural, f"models.reward.checkpoint={am}/models/reward",
+                                           f"models.critic.checkpoint={am}/models/reward", "graph.reward_form=advantage",
+                                           *sr, "graph.train.rehearsal_source=data",
+                                           f"graph.train.rehearsal_path={data['pool']}",
+                                           "graph.train.rehearsal_rank=advantage_policy"]),
+        # the same, selected once before PPO (on the SFT actor's responses), kept for the whole run
+        "ppo_am_srdata_pol_once": ("ppo_tiny", [*ppo_common, *neural, f"models.reward.checkpoint={am}/models/reward",
+                                                f"models.critic.checkpoint={am}/models/reward",
+                                                "graph.reward_form=advantage", *sr_once,
+                                                "graph.train.rehearsal_source=data",
+                                                f"graph.train.rehearsal_path={data['pool']}",
+                                                "graph.train.rehearsal_rank=advantage_policy"]),
     }
 
 
@@ -185,7 +202,9 @@ def curves(run_dir: Path) -> dict[str, list[float]]:
 
 def kept_kinds(run_dir: Path) -> dict[str, int]:
     """How many pairs of each kind the actor rehearsed at its last selection: its kept set in
-    the newest checkpoint's engine state, decoded ({} without rehearsal or a checkpoint)."""
+    the newest checkpoint's engine state, decoded ({} without rehearsal or a checkpoint); and,
+    as `KIND_correct`, how many of them have the right answer (the policy's own responses of
+    rehearsal_rank=advantage_policy may be wrong)."""
     from runtime.data.tokenizer import load_tokenizer
 
     metas = sorted((run_dir / "checkpoints").glob("iter_*/meta.json"))
@@ -197,12 +216,25 @@ def kept_kinds(run_dir: Path) -> dict[str, int]:
     if seqs is None:
         return {}
     tok = load_tokenizer("char")
-    out = dict.fromkeys(KINDS, 0)
+    out = dict.fromkeys(KINDS, 0) | dict.fromkeys((f"{k}_correct" for k in KINDS), 0)
     for seq in seqs:
         text = tok.decode(seq)
         for kind in KINDS:
-            out[kind] += OPS[kind] in text
+            if OPS[kind] in text:
+                out[kind] += 1
+                out[f"{kind}_correct"] += _correct(text, kind)
     return out
+
+
+def _correct(text: str, kind: str) -> bool:
+    """Whether a decoded `a OP b=answer` pair has the right one-digit answer."""
+    head, _, answer = text.partition("=")
+    a, _, b = head.partition(OPS[kind])
+    try:
+        value = {"add": int(a) + int(b), "sub": int(a) - int(b), "mul": int(a) * int(b)}[kind]
+    except ValueError:
+        return False
+    return answer.strip() == str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                 realloc_run(exp, root / name, ovs, root / "logs" / f"{name}.log")
         scorers = {key: score_model(root / key / "models" / "reward", advantage=key == "am")
                    for key in ("rm", "am") if (root / key / "models" / "reward").is_dir()}
-        for name in ("sft", "ppo_rule", "ppo_rm", "ppo_am", "ppo_am_sr", "ppo_am_srdata", "ppo_am_srdata_am"):
+        for name in ("sft", "ppo_rule", "ppo_rm", "ppo_am", "ppo_am_sr", "ppo_am_srdata", "ppo_am_srdata_am",
+                     "ppo_am_srdata_pol", "ppo_am_srdata_pol_once"):
             actor = root / name / "models" / "actor"
             if actor.is_dir():
                 res = evaluate(actor, scorers)
@@ -251,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-FORGETTING_RUNS = ("ppo_am", "ppo_am_srdata", "ppo_am_srdata_am")
+FORGETTING_RUNS = ("ppo_am", "ppo_am_srdata", "ppo_am_srdata_am", "ppo_am_srdata_pol", "ppo_am_srdata_pol_once")
 """The PPO runs the forgetting figure compares: no rehearsal, data rehearsal ranked by
-likelihood, data rehearsal ranked by the AM."""
+likelihood, by the AM's score of the reference pair, by the AM's score of the policy's response
+(reselected every 10 iterations, or selected once before PPO)."""
 
 
 def plot_forgetting(results: dict[str, Any], path: Path) -> None:
@@ -268,7 +302,8 @@ def plot_forgetting(results: dict[str, Any], path: Path) -> None:
     runs = [r for r in ("sft", *FORGETTING_RUNS) if any(f"{s}/{r}" in results for s in seeds)]
     if len(runs) < 2:
         return
-    colours = {"sft": "black", "ppo_am": "tab:blue", "ppo_am_srdata": "tab:purple", "ppo_am_srdata_am": "tab:orange"}
+    colours = {"sft": "black", "ppo_am": "tab:blue", "ppo_am_srdata": "tab:purple", "ppo_am_srdata_am": "tab:orange",
+               "ppo_am_srdata_pol": "tab:brown", "ppo_am_srdata_pol_once": "tab:olive"}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     width = 0.8 / len(runs)
     for j, run in enumerate(runs):
@@ -307,7 +342,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     colours = {"ppo_rule": "grey", "ppo_rm": "tab:red", "ppo_am": "tab:blue", "ppo_am_sr": "tab:green",
-               "ppo_am_srdata": "tab:purple", "ppo_am_srdata_am": "tab:orange"}
+               "ppo_am_srdata": "tab:purple", "ppo_am_srdata_am": "tab:orange", "ppo_am_srdata_pol": "tab:brown",
+               "ppo_am_srdata_pol_once": "tab:olive"}
     for name, res in results.items():
         run = name.split("/")[-1]
         if "curves" not in res:

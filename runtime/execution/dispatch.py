@@ -147,11 +147,18 @@ class StepDispatcher:
     def _rehearsal_pool(self, call: Call, payloads: Mapping[str, Payload]) -> dict[str, SeqBatch]:
         """{"rehearsal_pool": the whole pool} for a call rehearsing from data, else {}; with the
         reward model's scores of the pool (input role pool_scores, rehearsal_rank=advantage) as
-        its sequence field `pool_scores`."""
+        its sequence field `pool_scores`. With the policy's responses to the pool's prompts
+        (input role pool_responses, rehearsal_rank=advantage_policy) those responses are the
+        pool: the pairs scored, ranked and rehearsed."""
         args = call.args
         if getattr(args, "rehearsal_source", "rollouts") != "data" or float(args.rehearsal_coef) <= 0:
             return {}
         pool = self.rehearsal_pool(str(args.rehearsal_path))
+        responses = side_inputs(call, payloads).get("pool_responses")
+        if responses is not None:
+            if sorted(responses.ids) != sorted(pool.ids):
+                raise ValueError(f"call {call.name!r}: the pool's responses cover other samples than the pool")
+            pool = responses
         scores = side_fields(call, payloads).get("pool_scores")
         if scores is not None:
             pool = pool.with_fields(seq_fields={"pool_scores": scores.aligned(pool.ids)})

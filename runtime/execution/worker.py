@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from graph.catalog import SCORED_RANKS
 from graph.dataset_keys import PTX_KEY, REHEARSAL_POOL_KEY
 from graph.overlap import ahead_calls
 from graph.sampling import dynamic_sampling
@@ -154,7 +155,7 @@ class Worker:
         if REHEARSAL_POOL_KEY not in self.graph.dataset_keys:
             return {}
         path = next(c.args.rehearsal_path for c in self.graph.calls
-                    if c.interface == "ppo_actor" and getattr(c.args, "rehearsal_rank", "") == "advantage")
+                    if c.interface == "ppo_actor" and getattr(c.args, "rehearsal_rank", "") in SCORED_RANKS)
         return {REHEARSAL_POOL_KEY: self.dispatcher.rehearsal_pool(str(path))}
 
     def iteration(self, it: int, indices: list[int], next_indices: list[int] | None = None) -> None:

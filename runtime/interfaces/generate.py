@@ -7,6 +7,9 @@ with point-to-point sends; the last stage samples (on full-vocabulary logits Meg
 over TP) and broadcasts the tokens. Sampling draws come from `sample_uniform(seed,
 iteration, sample id, position)`, so a sample's tokens do not depend on the layout.
 
+`pool_generate` answers the Selective Rehearsal pool's prompts the same way, every `every`
+iterations (rehearsal_rank=advantage_policy), from its own stream of draws (`pool_seed`).
+
 Output: a SeqBatch of prompt + response per sample (prompt repeated `num_samples` times,
 consecutively; sample id = prompt id * num_samples + k), with token field `logprobs`
 (log-softmax at the sampling temperature, before top-k/top-p) on response tokens and
@@ -15,12 +18,13 @@ sequence field `truncated` (1.0 where a response hit max_new_tokens without stop
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
-from graph.catalog import GenerateArgs
+from graph.catalog import GenerateArgs, PoolGenerateArgs
 from runtime.data.batch import SeqBatch
 from runtime.engine import lean, platform
 from runtime.interfaces.dp import gather_parts, local_part
@@ -299,3 +303,41 @@ def generate(engine: ModelEngine, batch: SeqBatch, args: GenerateArgs, ctx: Call
     part = local_part(engine, prompts)
     out = generate_local(engine, part, args, ctx)
     return gather_parts(engine, out, order)
+
+
+POOL_SEED_SALT = 0x5245484541525345
+"""Mixed into the run's seed for the rehearsal pool's draws ("REHEARSE")."""
+
+
+def pool_seed(seed: int) -> int:
+    """The seed of the rehearsal pool's draws: the pool's sample ids (0..n-1) overlap the
+    rollouts' (iteration * batch + j), so the pool draws from a stream of its own, still a
+    function of the run's seed alone (the same under every layout)."""
+    return _mix((seed & _MASK64) ^ POOL_SEED_SALT) >> 1  # a non-negative int64
+
+
+@register("pool_generate")
+def pool_generate(engine: ModelEngine, batch: SeqBatch, args: PoolGenerateArgs, ctx: CallContext) -> SeqBatch:
+    """The policy's response to every prompt of the rehearsal pool `batch` (its prompt part),
+    split over this layout's data-parallel replicas like `generate`, with draws keyed by
+    (pool_seed(seed), iteration, pool index, position). Generated when ctx.step is a multiple
+    of `every` (the actor's selection iterations) or when this engine has no responses to these
+    prompts yet (a resumed run); otherwise the responses of the last generation, without a
+    forward. The cache (token ids) lives in engine.state, so it is checkpointed with it."""
+    state = engine.state
+    ids = [int(i) for i in batch.ids]
+    cached = state.get("pool_generate/seqs")
+    if cached is not None and state.get("pool_generate/ids") == ids and ctx.step % args.every != 0:
+        # the batch built from this very cache list (not rebuilt every iteration; a restored state is a new list)
+        memo = getattr(engine, "pool_generate_batch", None)
+        if memo is None or memo[0] is not cached:
+            memo = (cached, SeqBatch.from_lists(cached, list(state["pool_generate/prompt_lens"]), ids=ids,
+                                                pad_id=batch.pad_id))
+            engine.pool_generate_batch = memo
+        return memo[1]
+    gen_ctx = dataclasses.replace(ctx, seed=pool_seed(ctx.seed), on_finished=None)
+    out = generate(engine, batch, args, gen_ctx)
+    state["pool_generate/ids"] = [int(i) for i in out.ids]
+    state["pool_generate/seqs"] = [out.input_ids[i, : int(out.seq_lens[i])].tolist() for i in range(out.size)]
+    state["pool_generate/prompt_lens"] = [int(p) for p in out.prompt_lens]
+    return out

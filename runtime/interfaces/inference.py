@@ -7,7 +7,8 @@ Output fields (see runtime.data.batch for the alignment):
 * advantage_model -> sequence field `rewards`: the head at the last token minus the head at
   the last prompt token (the Advantage Model's a(x, y) = r(x, y) - b(x));
 * pool_scores -> sequence field `pool_scores`: the reward_model or advantage_model score of
-  each (prompt, answer) pair of the Selective Rehearsal pool, recomputed every `every` steps;
+  each (prompt, answer) pair of the Selective Rehearsal pool (the reference answers, or the
+  policy's responses under rehearsal_rank=advantage_policy), recomputed every `every` steps;
 * rule_reward -> sequence field `rewards` from a rule in `runtime.rewards.rules`, or from the
   user's reward functions (`runtime.rewards.functions`), with each function's scores as
   sequence field `reward_NAME` (NaN where it gave None).
@@ -150,7 +151,8 @@ def advantage_model(engine: ModelEngine, batch: SeqBatch, args: AdvantageModelAr
 
 @register("pool_scores")
 def pool_scores(engine: ModelEngine, batch: SeqBatch, args: PoolScoresArgs, ctx: CallContext) -> SeqBatch:
-    """Sequence field `pool_scores`: the score of every pair of the rehearsal pool `batch` in
+    """Sequence field `pool_scores`: the score of every pair of the rehearsal pool `batch` (the
+    reference pairs, or the policy's responses to the pool's prompts) in
     the reward model's form (advantage: as advantage_model, reward: as reward_model), split over
     this layout's data-parallel replicas like any inference call. Scored when ctx.step is a
     multiple of `every` (the actor's rehearsal_every: its selection steps) or when this engine

@@ -18,10 +18,13 @@ lack can be rehearsed. The pool's prompts are clustered the same way; the rank w
 cluster is, with rehearsal_rank=likelihood (the default), the policy's own mean per-token
 log-likelihood of the reference answer (`response_loglik`, higher = the policy is already good
 on it; no threshold: the top `rehearsal_per_cluster` of every cluster are kept), or, with
-rehearsal_rank=advantage (the paper's criterion), the graph's reward model's score of each
-(prompt, reference answer) pair, kept above rehearsal_min_reward. Those scores are computed on
-the reward model's own workers by the `pool_scores` call and reach the actor as the pool's
-sequence field `pool_scores` (docs/advantage-model.md).
+rehearsal_rank=advantage, the graph's reward model's score of each (prompt, reference answer)
+pair, kept above rehearsal_min_reward; with rehearsal_rank=advantage_policy (the paper's
+criterion) the pool is the policy's own responses to the pool's prompts (the `pool_generate`
+call, on the actor's workers), ranked by the reward model's score of each, and the kept
+responses are rehearsed. Those scores are computed on the reward model's own workers by the
+`pool_scores` call and reach the actor as the pool's sequence field `pool_scores`
+(docs/advantage-model.md).
 
 The selection functions are pure; `prompt_embeddings` runs the engine.
 """

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from graph.catalog import (
+    SCORED_RANKS,
     AdvantagePairwiseArgs,
     DPOArgs,
     GRPOActorArgs,
@@ -352,7 +353,8 @@ def _rehearsal_batch(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs, c
     cluster of the actor's prompt embeddings (rehearsal_source=data: from the pool in
     ctx.side_inputs["rehearsal_pool"] by the policy's mean log-likelihood of the answers, or with
     rehearsal_rank=advantage by the reward model's scores the pool carries as field
-    `pool_scores`, above rehearsal_min_reward), and
+    `pool_scores`, above rehearsal_min_reward; rehearsal_rank=advantage_policy: the same, the
+    pool being the policy's responses to the pool's prompts, which are then rehearsed), and
     keep the selection in engine.state; return the kept sequences (tiled to feed every
     mini-batch x dp) or None when none is kept."""
     if args.rehearsal_coef <= 0:
@@ -365,10 +367,11 @@ def _rehearsal_batch(engine: ModelEngine, batch: SeqBatch, args: PPOActorArgs, c
         if pool is None:
             raise ValueError("ppo_actor: rehearsal_source=data but the call got no rehearsal_pool side input")
         labels = rehearsal.kmeans(rehearsal.prompt_embeddings(engine, pool), args.rehearsal_clusters)
-        if args.rehearsal_rank == "advantage":  # the reward model's scores, from its own workers
+        if args.rehearsal_rank in SCORED_RANKS:  # the reward model's scores, from its own workers
+            # (advantage_policy: the pool holds the policy's responses, so those are kept)
             if "pool_scores" not in pool.seq_fields:
-                raise ValueError("ppo_actor: rehearsal_rank=advantage but the pool came without its scores "
-                                 "(input key rehearsal_scores)")
+                raise ValueError(f"ppo_actor: rehearsal_rank={args.rehearsal_rank} but the pool came without its "
+                                 "scores (input key rehearsal_scores)")
             scores, floor = pool.seq_fields["pool_scores"].float(), args.rehearsal_min_reward
         else:
             scores, floor = rehearsal.response_loglik(engine, pool), -math.inf

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -405,3 +406,42 @@ def test_a_pool_scorer_costs_its_whole_call_once_per_period() -> None:
              prompt_len=8, response_len=8), reward, _layout(1, 1, 1)).time_s
     assert whole == pytest.approx(plain + 2e-3)
     assert time("pool_scores", PoolScoresArgs(every=5)) == pytest.approx(whole / 5)
+
+
+def test_the_pool_generation_is_priced_once_per_period_by_hand() -> None:
+    """rehearsal_rank=advantage_policy: `pool_generate` answers 4 pool prompts (8 tokens, 4 new)
+    every 2 iterations. Per iteration it costs half the generation of test_generation_terms_by_hand
+    (4 sequences there too): decode 3 steps x (180864 weight bytes + 4 x 10 x 2 x 128 KV bytes) /
+    1e9 B/s, prefill (2 layers x 32 tokens x 74880 + 4 last tokens' head 2 x 8192) / 1e12, both
+    halved; its KV cache is held in full while it runs. The actor reading the responses trains on
+    its kept set only: the same compute as rehearsal_rank=advantage."""
+    from graph.catalog import PoolGenerateArgs
+
+    model = AnalyticCostModel(ROUND, CLUSTER)
+    gen = Call(name="rehearsal_gen", model="actor", kind=CallKind.GENERATE, interface="pool_generate",
+               args=PoolGenerateArgs(max_new_tokens=8, every=2), batch_size=4, prompt_len=8, response_len=4,
+               max_new_tokens=8)
+    est = model.call_estimate(gen, ACTOR, _layout(1, 1, 1))
+    assert est.breakdown["decode_s"] == pytest.approx(3 * (180864 + 4 * 10 * 2 * 128) / 1e9 / 2)
+    assert est.breakdown["prefill_s"] == pytest.approx((2 * 32 * 74880 + 2 * 4 * 8192) / 1e12 / 2)
+    assert est.breakdown["kv_cache_bytes"] == 4 * 16 * 256
+    every_time = model.call_estimate(dataclasses.replace(gen, args=PoolGenerateArgs(max_new_tokens=8, every=1)),
+                                     ACTOR, _layout(1, 1, 1))
+    assert est.time_s == pytest.approx(every_time.time_s / 2)
+    # on hardware with call overheads, the overhead is paid once per period too
+    cpu = AnalyticCostModel(preset("cpu-gloo").replace(call_overhead_s={"generate": 4e-3}), CLUSTER)
+    assert cpu.call_estimate(gen, ACTOR, _layout(1, 1, 1)).time_s == pytest.approx(
+        cpu.call_estimate(dataclasses.replace(gen, interface="generate", args=GenerateArgs(max_new_tokens=8)),
+                          ACTOR, _layout(1, 1, 1)).time_s / 2)
+
+    def compute(rank: str, inputs: tuple[str, ...]) -> float:
+        args = PPOActorArgs(rehearsal_coef=0.1, rehearsal_every=5, rehearsal_clusters=2, rehearsal_per_cluster=1,
+                            rehearsal_source="data", rehearsal_path="pool.jsonl", rehearsal_pool_size=30,
+                            rehearsal_rank=rank)
+        call = Call(name="train", model="actor", kind=CallKind.TRAIN, interface="ppo_actor", args=args,
+                    inputs=("seq", "lp", "ref", "rewards", "values", *inputs), batch_size=4, prompt_len=8,
+                    response_len=8)
+        return model.call_estimate(call, ACTOR, _layout(1, 1, 1)).breakdown["compute_s"]
+
+    assert compute("advantage_policy", ("rehearsal_scores", "rehearsal_responses")) == pytest.approx(
+        compute("advantage", ("rehearsal_scores",)))

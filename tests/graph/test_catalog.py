@@ -13,7 +13,8 @@ def test_catalog_kinds():
     assert get_interface("values").kind is CallKind.INFERENCE
     assert get_interface("dpo").kind is CallKind.TRAIN
     assert not get_interface("rule_reward").needs_weights
-    assert len(known_interfaces()) == 16
+    assert get_interface("pool_generate").kind is CallKind.GENERATE
+    assert len(known_interfaces()) == 17
 
 
 def test_unknown_interface_lists_known():

@@ -111,9 +111,10 @@ def test_cycle_message_names_calls_and_keys():
 
 
 def test_keys_must_fit_the_interface_roles():
-    with pytest.raises(GraphError, match="interface 'ppo_actor' takes 4 to 7 input keys \\(sequences, logprobs, "
-                                         "ref_logprobs, rewards, values, ptx, pool_scores, by position; pool_scores only "
-                                         "as key rehearsal_scores\\), got 2"):
+    with pytest.raises(GraphError, match="interface 'ppo_actor' takes 4 to 8 input keys \\(sequences, logprobs, "
+                                         "ref_logprobs, rewards, values, ptx, pool_scores, pool_responses, by position; "
+                                         "pool_scores only as key rehearsal_scores; pool_responses only as key "
+                                         "rehearsal_responses\\), got 2"):
         DataflowGraph(models=[ACTOR], calls=[call("t", "actor", "ppo_actor", ["p", "q"])], dataset_keys=["p", "q"])
     with pytest.raises(GraphError, match="interface 'sft' produces at most 0 output keys"):
         DataflowGraph(models=[ACTOR], calls=[call("t", "actor", "sft", ["p"], ["stats"])], dataset_keys=["p"])

@@ -264,3 +264,41 @@ def test_rehearsal_pool_wiring_and_the_custom_graph_check() -> None:
     # without rehearsal from data: nothing changes
     plain = build_template("ppo", TemplateParams(batch_size=8, prompt_len=8, response_len=2), models)
     assert with_rehearsal_pool(plain, 0) == list(plain)
+
+
+def test_rehearsal_on_the_policys_responses_wiring_and_the_custom_graph_check() -> None:
+    """rehearsal_rank=advantage_policy: rehearsal_gen (after actor_gen, its sampling arguments,
+    one response per pool prompt, every rehearsal_every) feeds rehearsal_score; the actor reads
+    the scores and the responses. A custom actor must read the responses exactly with this rank."""
+    from graph.roles import REHEARSAL_RESPONSES_KEY
+    from graph.templates import with_rehearsal_pool
+
+    train = {"rehearsal_coef": 0.5, "rehearsal_source": "data", "rehearsal_path": "p.jsonl",
+             "rehearsal_rank": "advantage_policy", "rehearsal_every": 3}
+    params = TemplateParams(batch_size=8, prompt_len=8, response_len=2, reward_form="advantage", train=train,
+                            generate={"max_new_tokens": 5, "temperature": 0.7, "top_k": 3})
+    models = {r: model(r) for r in ("actor", "critic", "ref")} | {"reward": model("reward", value_head=True)}
+    calls = build_template("ppo", params, models)
+    wired = with_rehearsal_pool(calls, 40)
+    assert [c.name for c in wired] == ["actor_gen", "rehearsal_gen", "reward_inf", "rehearsal_score", "ref_inf",
+                                       "critic_inf", "actor_train", "critic_train"]
+    gen = wired[1]
+    assert (gen.model, gen.kind, gen.interface, gen.batch_size, gen.max_new_tokens, gen.prompt_len,
+            gen.response_len) == ("actor", CallKind.GENERATE, "pool_generate", 40, 5, 8, 2)
+    assert (gen.args.temperature, gen.args.top_k, gen.args.num_samples, gen.args.every) == (0.7, 3, 1, 3)
+    assert wired[3].inputs == (REHEARSAL_RESPONSES_KEY,)
+    actor = wired[6]
+    assert actor.inputs[5:] == ("rehearsal_scores", REHEARSAL_RESPONSES_KEY)
+    check_ppo_calls(wired, dataset_keys("prompts"))
+    assert with_rehearsal_pool(wired, 40) == wired
+    # the responses without the rank, or the rank without them
+    as_advantage = dataclasses.replace(actor, args=dataclasses.replace(actor.args, rehearsal_rank="advantage"))
+    with pytest.raises(GraphError, match="input 'rehearsal_responses' goes with rehearsal_rank=advantage_policy"):
+        check_ppo_calls([*wired[:6], as_advantage, wired[7]], dataset_keys("prompts"))
+    no_responses = dataclasses.replace(actor, inputs=actor.inputs[:-1])
+    with pytest.raises(GraphError, match="input 'rehearsal_responses' goes with rehearsal_rank=advantage_policy"):
+        check_ppo_calls([*wired[:6], no_responses, wired[7]], dataset_keys("prompts"))
+    # a graph without a generate call on the actor cannot generate the pool's responses
+    no_gen = [c for c in calls if c.name != "actor_gen"]
+    with pytest.raises(GraphError, match="advantage_policy generates the policy's responses .* has none"):
+        with_rehearsal_pool(no_gen, 40)

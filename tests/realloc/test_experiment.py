@@ -6,6 +6,7 @@ import typing
 import pytest
 
 from graph.errors import GraphError
+from graph.roles import input_roles
 from realloc import config as schema_module
 from realloc.experiment import ConfigError, known_experiments, load_experiment
 from realloc.schema import field_docs, reference, resolve, suggest
@@ -359,14 +360,55 @@ def test_rehearsal_ranked_by_advantage_adds_a_pool_scoring_call_on_the_reward_mo
     assert graph.call("actor_train").inputs[5:] == ("ptx", "rehearsal_scores")
 
 
+def test_rehearsal_ranked_on_the_policys_responses_adds_a_pool_generation_on_the_actor(tmp_path):
+    """rehearsal_rank=advantage_policy: rehearsal_gen (the actor, the generate call's sampling,
+    one response per pool prompt, every rehearsal_every iterations) feeds rehearsal_score, and
+    the actor reads both the scores and the responses (bound by key, after ptx here)."""
+    pool = write(tmp_path, "pool.jsonl", '{"prompt": "2*3=", "answer": "6"}\n{"prompt": "1+1=", "answer": "2"}\n')
+    ptx = write(tmp_path, "ptx.jsonl", '{"prompt": "2*3=", "answer": "6"}\n' * 128)
+    exp = load_experiment("ppo_tiny", [
+        *AM_REWARD, "graph.reward_form=advantage", "graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_source=data",
+        f"graph.train.rehearsal_path={pool}", "graph.train.rehearsal_every=4", "graph.generate.temperature=0.7",
+        "graph.train.rehearsal_rank=advantage_policy", f"+data.ptx.path={ptx}", "graph.train.ptx_coef=0.1"])
+    graph = exp.graph
+    assert [c.name for c in graph.calls] == ["actor_gen", "rehearsal_gen", "reward_inf", "rehearsal_score", "ref_inf",
+                                             "critic_inf", "actor_train", "critic_train"]
+    gen, pool_gen = graph.call("actor_gen"), graph.call("rehearsal_gen")
+    assert (pool_gen.model, pool_gen.kind.value, pool_gen.interface, pool_gen.inputs, pool_gen.outputs,
+            pool_gen.batch_size) == ("actor", "generate", "pool_generate", ("rehearsal_pool",),
+                                     ("rehearsal_responses",), 2)
+    assert (pool_gen.args.every, pool_gen.args.temperature, pool_gen.args.max_new_tokens, pool_gen.max_new_tokens) == (
+        4, 0.7, gen.args.max_new_tokens, gen.max_new_tokens)
+    assert graph.call("rehearsal_score").inputs == ("rehearsal_responses",)
+    actor = graph.call("actor_train")
+    assert actor.inputs[5:] == ("ptx", "rehearsal_scores", "rehearsal_responses")
+    assert input_roles("ppo_actor", actor.inputs)[5:] == ("ptx", "pool_scores", "pool_responses")
+    # the default rank and rehearsal_rank=advantage have no pool generation
+    for rank in ("likelihood", "advantage"):
+        g = load_experiment("ppo_tiny", [*AM_REWARD, "graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_source=data",
+                                         f"graph.train.rehearsal_path={pool}", f"graph.train.rehearsal_rank={rank}"]).graph
+        assert "rehearsal_gen" not in [c.name for c in g.calls]
+        assert "rehearsal_responses" not in g.call("actor_train").inputs
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["graph.train.rehearsal_rank=advantage"], "rehearsal_rank=advantage ranks a data pool; with "
                                                "rehearsal_source=rollouts the rollouts are already ranked"),
     (["graph.train.rehearsal_rank=amscore"], "rehearsal_rank: 'amscore' is not one of likelihood, advantage"),
     (["graph.train.rehearsal_rank=advantage", "graph.train.rehearsal_source=data", "graph.train.rehearsal_path=POOL"],
      "rehearsal_rank=advantage scores the rehearsal pool with the graph's reward model, but this graph has none"),
+    (["graph.train.rehearsal_rank=advantage_policy"], "rehearsal_rank=advantage_policy ranks a data pool; with "
+                                                      "rehearsal_source=rollouts"),
+    (["graph.train.rehearsal_rank=advantage_policy", "graph.train.rehearsal_source=data",
+      "graph.train.rehearsal_path=POOL"], "rehearsal_rank=advantage_policy scores the rehearsal pool with the graph's "
+                                          "reward model, but this graph has none"),
+    ([*AM_REWARD, "graph.train.rehearsal_rank=advantage_policy", "graph.train.rehearsal_source=data",
+      "graph.train.rehearsal_path=POOL", "train.off_policy_steps=1"],
+     "train.off_policy_steps=1 does not run the rehearsal pool's generation .* one batch ahead"),
 ])
 def test_rehearsal_rank_load_errors(tmp_path, overrides, message):
+    from graph.errors import UserError
+
     pool = write(tmp_path, "pool.jsonl", '{"prompt": "2*3=", "answer": "6"}\n')
-    with pytest.raises((ConfigError, GraphError), match=message):
+    with pytest.raises(UserError, match=message):  # ConfigError, GraphError, OverlapError: exit 2
         load_experiment("ppo_tiny", ["graph.train.rehearsal_coef=0.5", *(o.replace("POOL", pool) for o in overrides)])

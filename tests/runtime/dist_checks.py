@@ -481,10 +481,12 @@ def off_policy_reference(ctx: Any, job: Any) -> list[Any]:
 
 
 def run_jobs_and_pool_scores(ctx: Any, jobs: list[Any], scored: list[Any]) -> tuple[list[Any], list[Any]]:
-    """`run_jobs`, then each job of `scored` (rehearsal_rank=advantage) with, per rank: the
-    actor's kept rehearsal set and its mean score (rank 0), and a direct scoring of the whole
-    pool by the `advantage_model` interface on the reward model in reward_inf's layout (the
-    ranks of that layout)."""
+    """`run_jobs`, then each job of `scored` (rehearsal_rank=advantage or advantage_policy) with,
+    per rank: the actor's kept rehearsal set and its mean score (rank 0), and a direct scoring
+    by the `advantage_model` interface on the reward model in reward_inf's layout (the ranks of
+    that layout) of the whole pool and, where the actor's home is on the same rank, of the kept
+    set itself (`kept_direct`: advantage_policy keeps the policy's responses)."""
+    from runtime.data.batch import SeqBatch
     from runtime.execution.worker import Worker
     from runtime.interfaces import run_interface
 
@@ -497,6 +499,7 @@ def run_jobs_and_pool_scores(ctx: Any, jobs: list[Any], scored: list[Any]) -> tu
         if actor is not None and ctx.rank == 0:
             info["kept"] = actor.state.get("rehearsal/seqs", [])
             info["kept_reward"] = actor.state.get("rehearsal/kept_reward")
+            info["kept_prompt_lens"] = actor.state.get("rehearsal/prompt_lens", [])
         reward = w.engines.get("reward", job.layouts["reward_inf"])
         if reward is not None:
             actor_call = job.graph.call("actor_train")
@@ -504,6 +507,12 @@ def run_jobs_and_pool_scores(ctx: Any, jobs: list[Any], scored: list[Any]) -> tu
             scores = run_interface("advantage_model", reward, pool).seq_fields["rewards"]
             info["pool"] = [pool.input_ids[i, : int(pool.seq_lens[i])].tolist() for i in range(pool.size)]
             info["direct"] = [float(v) for v in scores]
+            info["pool_prompts"] = [pool.input_ids[i, : int(pool.prompt_lens[i])].tolist() for i in range(pool.size)]
+            if actor is not None and actor.state.get("rehearsal/seqs"):
+                kept = SeqBatch.from_lists(actor.state["rehearsal/seqs"], actor.state["rehearsal/prompt_lens"],
+                                           pad_id=pool.pad_id)
+                info["kept_direct"] = [float(v) for v in run_interface("advantage_model", reward, kept)
+                                       .seq_fields["rewards"]]
         out.append(info)
     return run_jobs(ctx, jobs), out
 

@@ -43,16 +43,17 @@ def test_table_rows() -> None:
     assert lines[2].startswith("| seed1/sft | 0.50 | +0.50 | +0.50 |") and len(lines) == 3
 
 
-def test_kept_kinds_counts_the_last_selection_by_operator(tmp_path: Path) -> None:
+def test_kept_kinds_counts_the_last_selection_by_operator_and_correctness(tmp_path: Path) -> None:
     from realloc.bench.am_sr_effect import kept_kinds
     from runtime.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer("char")
-    seqs = [[tok.bos_id, *tok.encode(t), tok.eos_id] for t in ("2*3=6", "1+1=2", "3*3=9", "9-4=5")]
+    seqs = [[tok.bos_id, *tok.encode(t), tok.eos_id] for t in ("2*3=6", "1+1=2", "3*3=8", "9-4=5")]
     for it, kept in ((10, seqs[:1]), (20, seqs)):
         d = tmp_path / "checkpoints" / f"iter_{it:06d}"
         d.mkdir(parents=True)
         state = {"actor@[0] dp1 tp1 pp1 mb1": {"rehearsal/seqs": kept}, "critic@[0] dp1 tp1 pp1 mb1": {}}
         (d / "meta.json").write_text(json.dumps({"extra": {"engine_state": state}}))
-    assert kept_kinds(tmp_path) == {"add": 1, "sub": 1, "mul": 2}
+    assert kept_kinds(tmp_path) == {"add": 1, "sub": 1, "mul": 2,  # 3*3=8: a wrong (policy) answer
+                                    "add_correct": 1, "sub_correct": 1, "mul_correct": 1}
     assert kept_kinds(tmp_path / "none") == {}

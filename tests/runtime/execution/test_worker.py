@@ -63,10 +63,23 @@ def runs(tmp_path_factory):
     am_manual = {**manual, "rehearsal_score": Layout(mesh=DeviceMesh.span(2, 2), dp=2, tp=1, pp=1)}
     scored = [_job(am, am_manual, root / "am_manual"), _job(am, {c.name: one for c in am.graph.calls},
                                                             root / "am_single")]
+    # ... and by the AM's score of the policy's own responses to the pool (rehearsal_rank=
+    # advantage_policy): rehearsal_gen samples them on two actor ranks (dp 2), not actor_gen's layout
+    pol = load_experiment("ppo_tiny", [
+        f"train.iterations={ITERATIONS}", "graph.batch_size=8", "models.reward.rule=null",
+        "models.reward.value_head=true", "models.reward.arch=${models.actor.arch}", "graph.reward=null",
+        "graph.reward_form=advantage", "graph.train.rehearsal_coef=0.5", "graph.train.rehearsal_source=data",
+        f"graph.train.rehearsal_path={pool}", "graph.train.rehearsal_rank=advantage_policy",
+        "graph.train.rehearsal_every=2", "graph.train.rehearsal_clusters=2", "graph.train.rehearsal_per_cluster=2",
+        f"graph.train.rehearsal_min_reward={AM_FLOOR}"])
+    pol_manual = {**am_manual, "rehearsal_gen": Layout(mesh=DeviceMesh.span(2, 2), dp=2, tp=1, pp=1)}
+    scored += [_job(pol, pol_manual, root / "pol_manual"), _job(pol, {c.name: one for c in pol.graph.calls},
+                                                                root / "pol_single")]
     results = launch(dist_checks.run_jobs_and_pool_scores, (jobs, scored),
                      LaunchSpec(nproc_per_node=4, log_dir=str(root / "logs")))
     runs = {name: results[0][0][i] for i, name in enumerate(plans)}
-    for k, name in enumerate(("am_manual", "am_single")):  # rank-merged: kept set on rank 0, direct scores on the reward ranks
+    for k, name in enumerate(("am_manual", "am_single", "pol_manual", "pol_single")):
+        # rank-merged: kept set on rank 0, direct scores on the reward ranks
         runs[name] = {key: value for r in range(4) for key, value in results[r][1][k].items()
                       if key != "history" or r == 0}
     return runs, plans, root
@@ -74,7 +87,7 @@ def runs(tmp_path_factory):
 
 def test_every_plan_ran_and_wrote_metrics(runs):
     histories, plans, root = runs
-    histories = {k: v for k, v in histories.items() if not k.startswith("am_")}
+    histories = {k: v for k, v in histories.items() if not k.startswith(("am_", "pol_"))}
     assert len({str(lay) for lay in plans["grpo_manual"].values()}) == 4
     for name, history in histories.items():
         assert [r["iteration"] for r in history] == list(range(1, ITERATIONS + 1)), name
@@ -130,4 +143,24 @@ def test_rehearsal_ranked_by_the_advantage_model_uses_its_direct_scores(runs, pl
     assert got["history"][-1]["actor_train/rehearsal_kept_reward"] == pytest.approx(got["kept_reward"])
     # the same selection under both plans
     other = runs[0]["am_single" if plan == "am_manual" else "am_manual"]
+    assert got["kept"] == other["kept"]
+
+
+@pytest.mark.parametrize("plan", ["pol_manual", "pol_single"])
+def test_rehearsal_ranked_by_the_advantage_model_on_the_policys_responses(runs, plan):
+    """rehearsal_rank=advantage_policy: the actor keeps the policy's own responses to pool
+    prompts (not the pool's reference pairs), each scored by rehearsal_score above the floor,
+    and their mean score is that of a direct `advantage_model` scoring of the kept sequences on
+    reward_inf's layout; the same responses are sampled and kept under both plans (the pool's
+    draws are tied to the pool index, not the rank: rehearsal_gen is dp 2 in the manual plan)."""
+    got = runs[0][plan]
+    kept, direct = got["kept"], got["kept_direct"]
+    assert 0 < len(kept) <= 2 * 2 and len(direct) == len(kept)
+    prompts = {tuple(p) for p in got["pool_prompts"]}
+    assert all(tuple(seq[:n]) in prompts for seq, n in zip(kept, got["kept_prompt_lens"]))  # to pool prompts
+    assert not any(seq in got["pool"] for seq in kept)  # the policy's responses, not the reference pairs
+    assert all(score > AM_FLOOR for score in direct)
+    assert got["kept_reward"] == pytest.approx(sum(direct) / len(direct), abs=1e-5)
+    assert got["history"][-1]["actor_train/rehearsal_kept_reward"] == pytest.approx(got["kept_reward"])
+    other = runs[0]["pol_single" if plan == "pol_manual" else "pol_manual"]
     assert got["kept"] == other["kept"]

@@ -3,6 +3,7 @@ and the rehearsal loss mixed into ppo_actor (table "model" of tests/.../test_tra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -252,3 +253,117 @@ def test_pool_scores_between_selections_returns_the_last_scores_without_a_forwar
         engine.state["pool_scores/advantage/ids"] = ids
         with pytest.raises(AttributeError):  # it runs the model
             run_interface("pool_scores", engine, pool, PoolScoresArgs(every=10), CallContext(step=step))
+
+
+# ----------------------------------------------------------------- rehearsal_rank=advantage_policy
+
+POLICY_SEQS = ([1, 4, 4], [2, 3], [5, 1], [6, 5, 2], [1, 2])
+"""The policy's responses to the pool's prompts [1], [2], [5], [6, 5], [1] (POOL_PROMPTS)."""
+
+
+def _actor_call(args: PPOActorArgs, inputs: tuple[str, ...]) -> object:
+    from graph.spec import Call, CallKind
+
+    return Call(name="actor_train", model="actor", kind=CallKind.TRAIN, interface="ppo_actor", args=args,
+                inputs=("seq", "old_logp", "ref_logp", "rewards", "values", *inputs), batch_size=4)
+
+
+def _dispatcher_with_pool(path: str) -> object:
+    """A StepDispatcher holding only the rehearsal pool cache (what `_rehearsal_pool` reads)."""
+    from runtime.execution.dispatch import StepDispatcher
+
+    dispatcher = StepDispatcher.__new__(StepDispatcher)
+    dispatcher.rehearsal_pools = {path: _pool()}
+    return dispatcher
+
+
+def test_rehearsal_ranked_on_the_policys_responses_by_hand() -> None:
+    """rehearsal_rank=advantage_policy: the pool the actor selects from is the policy's responses
+    (key rehearsal_responses) with the AM's scores of them (key rehearsal_scores, sent in another
+    sample order: aligned by pool index). Clusters by prompt embedding (first token): {0, 1, 4}
+    and {2, 3}, as for the reference pairs. Scores 0.4, 0.9, -0.1, -0.3, 0.7: two per cluster
+    above 0 keep responses 1 ([2, 3]) and 4 ([1, 2]); mean score 0.8. The rehearsal loss is
+    their answer tokens' cross-entropy: 2->3 and 1->2, both boosted rows' boosted token,
+    Z - 4 each, Z = log(6 + e^4) (the reference answers 2->4, 4->4, 1->4 would give
+    (2Z + log 7) / 3)."""
+    from runtime.data.binding import Field
+
+    z = math.log(6 + math.e ** 4)
+    args = PPOActorArgs(kl_coef=0.0, gamma=1.0, lam=1.0, whiten_advantages=False, reward_clip=100.0,
+                        rehearsal_coef=0.25, rehearsal_clusters=2, rehearsal_per_cluster=2,
+                        rehearsal_source="data", rehearsal_path="pool.jsonl", rehearsal_rank="advantage_policy")
+    responses = SeqBatch.from_lists([list(s) for s in POLICY_SEQS], POOL_PROMPTS)
+    order = (4, 2, 0, 3, 1)
+    scores = Field(False, torch.tensor([[0.4, 0.9, -0.1, -0.3, 0.7][i] for i in order]), order)
+    call = _actor_call(args, ("rehearsal_scores", "rehearsal_responses"))
+    side = _dispatcher_with_pool("pool.jsonl")._rehearsal_pool(
+        call, {"rehearsal_scores": scores, "rehearsal_responses": responses})
+    pool = side["rehearsal_pool"]
+    assert pool.input_ids.tolist() == responses.input_ids.tolist()
+    assert pool.seq_fields["pool_scores"].tolist() == pytest.approx([0.4, 0.9, -0.1, -0.3, 0.7])
+    engine = _pool_engine()
+    out = run_interface("ppo_actor", engine, _rl_batch(engine, [1.0] * 4), args, CallContext(side_inputs=side))
+    assert engine.state["rehearsal/seqs"] == [list(POLICY_SEQS[1]), list(POLICY_SEQS[4])]
+    assert engine.state["rehearsal/prompt_lens"] == [1, 1]
+    assert out["rehearsal_size"] == 2 and out["rehearsal_clusters"] == 2
+    assert out["rehearsal_kept_reward"] == pytest.approx(0.8)
+    assert out["rehearsal_loss"] == pytest.approx(z - 4, abs=1e-6)
+    # rehearsal_rank=advantage on the same scores rehearses the reference pairs instead
+    ref_side = _dispatcher_with_pool("pool.jsonl")._rehearsal_pool(
+        _actor_call(dataclasses.replace(args, rehearsal_rank="advantage"), ("rehearsal_scores",)),
+        {"rehearsal_scores": scores})
+    assert ref_side["rehearsal_pool"].input_ids.tolist() == _pool().input_ids.tolist()
+
+
+def test_rehearsal_rank_advantage_policy_args() -> None:
+    with pytest.raises(ValueError, match="rehearsal_rank=advantage_policy ranks a data pool"):
+        PPOActorArgs(rehearsal_rank="advantage_policy")
+    assert PPOActorArgs(rehearsal_rank="advantage_policy", rehearsal_source="data").rehearsal_rank == "advantage_policy"
+
+
+def test_pool_generate_draws_from_the_pool_seed_and_caches_between_selections(monkeypatch) -> None:
+    """pool_generate on a selection step (a multiple of `every`) runs `generate` with the pool's
+    own seed (a function of the run's seed only, not the run's seed itself: the pool's indices
+    overlap the rollouts' sample ids) and no streaming; on other steps it returns the responses
+    of the last generation for the same prompts without generating; other prompts or a
+    selection step generate again."""
+    from types import SimpleNamespace
+
+    from graph.catalog import PoolGenerateArgs
+    from runtime.interfaces import generate as gen_module
+
+    seen: list[CallContext] = []
+
+    def fake_generate(engine: object, batch: SeqBatch, args: object, ctx: CallContext) -> SeqBatch:
+        seen.append(ctx)
+        seqs = [batch.input_ids[i, : int(batch.prompt_lens[i])].tolist() + [3, ctx.step] for i in range(batch.size)]
+        return SeqBatch.from_lists(seqs, batch.prompt_lens.tolist(), ids=list(batch.ids))
+
+    monkeypatch.setattr(gen_module, "generate", fake_generate)
+    engine = SimpleNamespace(state={})
+    pool, args = _pool(), PoolGenerateArgs(every=10, max_new_tokens=2)
+    first = run_interface("pool_generate", engine, pool, args, CallContext(seed=7, step=10, on_finished=print))
+    assert len(seen) == 1 and seen[0].seed == gen_module.pool_seed(7) != 7 and seen[0].on_finished is None
+    assert gen_module.pool_seed(7) == gen_module.pool_seed(7) >= 0 and gen_module.pool_seed(8) != gen_module.pool_seed(7)
+    want = [list(POOL_SEQS[i][: POOL_PROMPTS[i]]) + [3, 10] for i in range(5)]
+    assert [first.input_ids[i, : int(first.seq_lens[i])].tolist() for i in range(5)] == want
+    cached = run_interface("pool_generate", engine, pool, args, CallContext(seed=7, step=13))
+    assert len(seen) == 1  # no generation
+    assert [cached.input_ids[i, : int(cached.seq_lens[i])].tolist() for i in range(5)] == want
+    assert cached.prompt_lens.tolist() == POOL_PROMPTS and list(cached.ids) == list(pool.ids)
+    assert run_interface("pool_generate", engine, pool, args, CallContext(seed=7, step=14)) is cached  # not rebuilt
+    run_interface("pool_generate", engine, pool, args, CallContext(seed=7, step=20))
+    other = SeqBatch.from_lists([list(s) for s in POOL_SEQS], POOL_PROMPTS, ids=[9, 8, 7, 6, 5])
+    run_interface("pool_generate", engine, other, args, CallContext(seed=7, step=21))
+    assert [c.step for c in seen] == [10, 20, 21]
+
+
+def test_pool_generate_args() -> None:
+    from graph.catalog import PoolGenerateArgs
+
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        PoolGenerateArgs(every=0)
+    with pytest.raises(ValueError, match="num_samples must be 1"):
+        PoolGenerateArgs(num_samples=2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        PoolGenerateArgs(max_new_tokens=0)
