@@ -77,7 +77,8 @@ class ProfileGrid:
     decode_steps: tuple[int, ...]
     """New tokens per generation."""
     collective_bytes: tuple[int, ...]
-    """Buffer sizes of the collective samples."""
+    """Buffer sizes of the collective samples (the full grid's largest, 128 MiB, is beyond a CPU's
+    last-level cache, as a model's gradient buffer is)."""
     repeats: int
     """Timed runs per sample (the median is kept)."""
     layers: tuple[int, ...] = (1, 2)
@@ -113,7 +114,7 @@ QUICK = ProfileGrid(hidden_sizes=(64,), shapes=((2, 16), (8, 32)), tp_degrees=(1
                     repeats=3, speed_hidden=(256,))
 FULL = ProfileGrid(hidden_sizes=(64, 128), shapes=((2, 16), (4, 16), (8, 32), (16, 64)), tp_degrees=(1, 2, 4),
                    decode_batches=(2, 16, 64), decode_steps=(2, 8), repeats=5,
-                   collective_bytes=(4096, 65536, 1 << 20, 4 << 20, 32 << 20), call_seqs=(4, 16, 64),
+                   collective_bytes=(4096, 65536, 1 << 20, 4 << 20, 128 << 20), call_seqs=(4, 16, 64),
                    thread_hidden=(64, 256, 576, 1024), speed_hidden=(256, 576),
                    speed_shapes=((8, 32), (16, 64)), optimizer_hidden=(576,))
 
