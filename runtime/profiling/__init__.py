@@ -1,5 +1,5 @@
 """`realloc profile`: measure this machine with the real Megatron layers and write the
-profile the cost model loads (`machine`: what each worker measures; `launcher`: starting the
+profile the cost model loads (`grid`: what is measured; `machine`: how each worker measures it; `launcher`: starting the
 workers, fitting and writing the profile).
 
 May import: `cost_model` (its calibration fits the measurements), `graph`,
