@@ -446,10 +446,10 @@ def _rate(peak: float, achieved: float) -> tuple[float, float]:
     return peak, achieved / peak
 
 
-SCALAR_OVERHEADS = ("cache_bytes", "dram_bandwidth", "layer_overhead_s", "host_cores", "micro_batch_overhead_s", "decode_step_overhead_s",
-                    "decode_sample_overhead_s", "tp_collective_overhead_s", "tp_step_overhead_s",
-                    "train_step_overhead_s", "optimizer_param_time_s", "realloc_overhead_s", "realloc_peer_overhead_s", "data_overhead_s", "rule_call_overhead_s",
-                    "rule_seq_overhead_s")
+SCALAR_OVERHEADS = ("cache_bytes", "dram_bandwidth", "layer_overhead_s", "host_cores", "micro_batch_overhead_s",
+                    "decode_step_overhead_s", "decode_sample_overhead_s", "tp_collective_overhead_s",
+                    "tp_step_overhead_s", "train_step_overhead_s", "optimizer_param_time_s", "realloc_overhead_s",
+                    "realloc_peer_overhead_s", "data_overhead_s", "rule_call_overhead_s", "rule_seq_overhead_s")
 
 
 def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:

@@ -216,8 +216,10 @@ class HardwareSpec:
     def read_time(self, nbytes: float) -> float:
         """Seconds to read `nbytes` of weights and cache once: what fits in `cache_bytes` at the
         achieved memory bandwidth, the rest at `dram_bandwidth`."""
-        cached = min(nbytes, self.cache_bytes) if self.dram_bandwidth > 0 else nbytes
-        return cached / self.achieved_memory_bandwidth + (nbytes - cached) / (self.dram_bandwidth or 1.0)
+        if self.dram_bandwidth <= 0:
+            return nbytes / self.achieved_memory_bandwidth
+        cached = min(nbytes, self.cache_bytes)
+        return cached / self.achieved_memory_bandwidth + (nbytes - cached) / self.dram_bandwidth
 
     def link_bandwidth(self, inter_node: bool) -> float:
         """Achieved per-device, per-direction bytes/s of an intra- or inter-node link."""

@@ -124,6 +124,8 @@ def summary(profile: Profile) -> str:
             "thread efficiency by hidden size": {str(k): round(v, 3) for k, v in
                                                  cal.thread_efficiency_by_hidden.items()},
             "compute speed by hidden size": {str(k): round(v, 3) for k, v in cal.compute_speed_by_hidden.items()},
+            "decode speed by hidden size": {str(k): round(v, 3) for k, v in cal.decode_speed_by_hidden.items()},
+            "DRAM bandwidth B/s (beyond the cache)": cal.dram_bandwidth,
             "collective slowdown (bytes term)": {k: round(v, 3) for k, v in cal.collective_slowdown.items()}}
     return "\n".join(f"  {k}: {json.dumps(v) if isinstance(v, dict) else (f'{v:.4g}' if v is not None else '-')}"
                      for k, v in rows.items())

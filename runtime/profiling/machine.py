@@ -11,8 +11,9 @@ that `cluster.profile` loads. What is measured, on a synthetic Llama-style model
   degrees, through Megatron's pipeline schedule (`runtime.engine.schedule.run_micro_batches`);
 - memory (CPU): reading weights several times the last-level cache, the rate decoding a model
   that does not fit in it reaches;
-- compute speed: one larger layer (hidden 256 and 576 in the full grid) at tp 1, for how much
-  more FLOP/s large matrices reach than the compute fit's small ones;
+- compute speed: one larger layer (hidden 256 and 576 in the full grid) at tp 1, and a
+  decode-shaped forward (one token per sequence) at those sizes, for how much more FLOP/s
+  large matrices reach than the compute fit's small ones;
 - decode: whole KV-cached generations (`generate_local`) at a grid of batch and steps;
 - collectives: all_reduce, all_gather, reduce_scatter and p2p within groups of 2..N ranks
   (the link fit takes all-reduces and sends; the others' slowdown against it is fitted apart);
@@ -285,15 +286,14 @@ class _Profiler:
         """CPU only: a matrix-vector product over weights 4x and 8x the last-level cache (64 and
         128 MiB without one known) on rank 0 alone, one thread, the others at a barrier: the rate
         a decode step reads a model that does not fit in the cache."""
-        cache = _cache_bytes()
+        cache = _cache_bytes() or 16 << 20  # unknown: taken as 16 MiB
         if self.rank == 0 and not torch.cuda.is_available():
             for factor in (4, 8):
-                nbytes = factor * cache if cache else factor * (16 << 20)
-                weights = torch.randn(nbytes // 4 // 1024, 1024)
+                weights = torch.randn(factor * cache // 4 // 1024, 1024)
                 x = torch.randn(1024)
                 t = _timed(lambda w=weights, x=x: torch.mv(w, x), self.grid.repeats, None)
                 self.samples["memory"].append(MemorySample(bytes=float(weights.numel() * 4), time_s=t,
-                                                           cache_bytes=float(cache or 16 << 20)))
+                                                           cache_bytes=float(cache)))
                 del weights
         dist.barrier()
         self.progress.step("memory beyond the cache")
