@@ -27,6 +27,7 @@ from cost_model.samples import (
     CollectiveSample,
     ComputeSample,
     ContentionSample,
+    CoRunSample,
     DecodeSample,
     MemorySample,
     Samples,
@@ -97,15 +98,26 @@ class Calibration:
     main fit's largest at 1)."""
     decode_speed_by_hidden: Mapping[int, float] = field(default_factory=dict)
     """The same from the decode-shaped speed samples."""
+    corun_speed_by_hidden: Mapping[int, float] = field(default_factory=dict)
+    """Speed of each co-running worker relative to alone per hidden size (compute co-run samples)."""
+    corun_decode_speed_by_hidden: Mapping[int, float] = field(default_factory=dict)
+    """The same for decode-shaped passes (decode co-run samples)."""
+    corun_memory_speed: float | None = None
+    """The same for reads beyond the cache (memory co-run samples)."""
+    corun_workers: int | None = None
+    """Workers of the co-run samples."""
     collective_slowdown: Mapping[str, float] = field(default_factory=dict)
     """Bytes-term factor of all_gather / reduce_scatter against the all-reduce and send fit."""
+    collective_slowdown_beyond_cache: Mapping[str, float] = field(default_factory=dict)
+    """Bytes-term factor per op of buffers beyond the last-level cache against the same fit."""
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         for name in HIDDEN_TABLES:
             out[name] = {str(k): v for k, v in getattr(self, name).items()}
         for name in ("flops", "link_bandwidth", "link_latency", "call_overhead_s", "call_dp_overhead_s",
-                     "call_seq_overhead_s", "call_dp_seq_overhead_s", "collective_slowdown"):
+                     "call_seq_overhead_s", "call_dp_seq_overhead_s", "collective_slowdown",
+                     "collective_slowdown_beyond_cache"):
             out[name] = dict(getattr(self, name))
         return out
 
@@ -227,12 +239,16 @@ RING_OPS = ("all_reduce", "p2p")
 """Collectives the link fit is taken from (bandwidth-optimal on gloo and NCCL alike)."""
 
 
-def _fit_links(samples: Sequence[CollectiveSample], cores: float) -> tuple[dict[str, float], dict[str, float]]:
+def _fit_links(samples: Sequence[CollectiveSample], cores: float,
+               cache: float = 0.0) -> tuple[dict[str, float], dict[str, float]]:
+    """Per link (latency per step, bandwidth) from the ring ops' samples in the cache (buffers
+    beyond a known `cache` have their own slowdown: `fit_collective_slowdown`)."""
     bws: dict[str, float] = {}
     lats: dict[str, float] = {}
     for link in LINKS:
         group = [s for s in samples if s.link == link]
         group = [s for s in group if s.op in RING_OPS] or group
+        group = [s for s in group if not 0 < cache < s.bytes] or group
         if not group:
             continue
         rows = []
@@ -248,20 +264,29 @@ def _fit_links(samples: Sequence[CollectiveSample], cores: float) -> tuple[dict[
 
 
 def fit_collective_slowdown(samples: Sequence[CollectiveSample], cores: float, bws: Mapping[str, float],
-                            lats: Mapping[str, float]) -> dict[str, float]:
-    """Per all_gather / reduce_scatter: the median over its samples whose bytes term the link
+                            lats: Mapping[str, float], cache: float = 0.0) -> tuple[dict[str, float], dict[str, float]]:
+    """(in the cache, beyond it): per op, the median over its samples whose bytes term the link
     fit prices at least SLOWDOWN_BYTES_FACTOR times its latency steps of (measured time less
-    the latency steps) / (the fit's bytes term)."""
-    ratios: dict[str, list[float]] = defaultdict(list)
+    the latency steps) / (the fit's bytes term). In the cache (every sample when `cache` is 0)
+    for all_gather and reduce_scatter (the link fit is taken from the others); beyond it
+    (buffers over `cache` bytes, which stream from memory) for every op."""
+    inside: dict[str, list[float]] = defaultdict(list)
+    beyond: dict[str, list[float]] = defaultdict(list)
     for s in samples:
-        if s.op in RING_OPS or s.link not in bws:
+        if s.link not in bws:
             continue
         factor, steps = wire_factor(s.op, s.group_size)
         wire = factor * s.bytes / bws[s.link]
         latency = steps * lats.get(s.link, 0.0)
-        if wire > 0 and wire >= SLOWDOWN_BYTES_FACTOR * latency:
-            ratios[s.op].append(max(s.time_s / slowdown(s.busy, cores) - latency, 0.0) / wire)
-    return {op: float(np.median(v)) for op, v in sorted(ratios.items()) if float(np.median(v)) > 0}
+        if wire <= 0 or wire < SLOWDOWN_BYTES_FACTOR * latency:
+            continue
+        ratio = max(s.time_s / slowdown(s.busy, cores) - latency, 0.0) / wire
+        if cache > 0 and s.bytes > cache:
+            beyond[s.op].append(ratio)
+        elif s.op not in RING_OPS:
+            inside[s.op].append(ratio)
+    return tuple({op: float(np.median(v)) for op, v in sorted(d.items()) if float(np.median(v)) > 0}
+                 for d in (inside, beyond))
 
 
 def _achieved(flops: Mapping[str, float], dtype: str) -> float:
@@ -352,11 +377,32 @@ def _fit_calls(samples: Sequence[CallSample], cores: float) -> dict[str, dict[st
 
 
 def fit_thread_efficiency(samples: Sequence[ThreadSample]) -> dict[int, float]:
-    """Thread efficiency per hidden size: the median of its samples' efficiencies."""
+    """Thread efficiency per hidden size: the median of the efficiencies of its deepest samples."""
+    deepest: dict[int, int] = {}
+    for s in samples:
+        deepest[s.hidden] = max(deepest.get(s.hidden, 0), s.layers)
     by_hidden: dict[int, list[float]] = defaultdict(list)
     for s in samples:
-        by_hidden[s.hidden].append(s.efficiency)
+        if s.layers == deepest[s.hidden]:
+            by_hidden[s.hidden].append(s.efficiency)
     return {h: float(np.median(v)) for h, v in sorted(by_hidden.items())}
+
+
+def fit_corun(samples: Sequence[CoRunSample]) -> tuple[dict[int, float], dict[int, float], float | None,
+                                                        int | None]:
+    """(compute speed per hidden size, decode speed per hidden size, memory speed, workers) of the
+    co-run samples: the median speed per kind and hidden size; the workers of the most samples."""
+    by_hidden: dict[str, dict[int, list[float]]] = {"compute": defaultdict(list), "decode": defaultdict(list)}
+    memory = []
+    for s in samples:
+        if s.kind == "memory":
+            memory.append(s.speed)
+        else:
+            by_hidden[s.kind][s.hidden].append(s.speed)
+    workers = [s.workers for s in samples]
+    compute, decode = ({h: float(np.median(v)) for h, v in sorted(by_hidden[k].items())} for k in ("compute", "decode"))
+    return (compute, decode, float(np.median(memory)) if memory else None,
+            max(sorted(set(workers)), key=workers.count) if workers else None)
 
 
 def fit_calibration(samples: Samples) -> Calibration:
@@ -377,7 +423,7 @@ def fit_calibration(samples: Samples) -> Calibration:
             dram_bw = rate
         else:
             memory_bw = rate
-    bws, lats = _fit_links(samples.collectives, cores)
+    bws, lats = _fit_links(samples.collectives, cores, cache)
     values: dict[str, Any] = {}
     fitted = _fit_calls(samples.calls, cores)
     call_fixed, call_dp, call_seq, call_dp_seq = fitted["fixed"], fitted["dp"], fitted["seq"], fitted["dp_seq"]
@@ -426,6 +472,9 @@ def fit_calibration(samples: Samples) -> Calibration:
     if dram_bw is not None:
         values.update(cache_bytes=cache, dram_bandwidth=dram_bw)
     anchor = max((s.hidden for s in compute), default=0)
+    corun_speed, corun_decode, corun_memory, corun_workers = fit_corun(samples.corun)
+    slow_inside, slow_beyond = fit_collective_slowdown(samples.collectives, cores, bws, lats, cache)
+    values.update(corun_memory_speed=corun_memory, corun_workers=corun_workers)
     return Calibration(flops=flops, layer_overhead_s=layer, memory_bandwidth=memory_bw, link_bandwidth=bws,
                        link_latency=lats, host_cores=cores if samples.contention else None,
                        micro_batch_overhead_s=mb, call_overhead_s=call_fixed, call_dp_overhead_s=call_dp,
@@ -435,8 +484,8 @@ def fit_calibration(samples: Samples) -> Calibration:
                                                                  layer or 0.0, mb or 0.0, anchor),
                        decode_speed_by_hidden=fit_compute_speed([s for s in speed if s.decode], cores, flops,
                                                                 layer or 0.0, mb or 0.0, anchor),
-                       collective_slowdown=fit_collective_slowdown(samples.collectives, cores, bws, lats),
-                       **values)
+                       collective_slowdown=slow_inside, collective_slowdown_beyond_cache=slow_beyond,
+                       corun_speed_by_hidden=corun_speed, corun_decode_speed_by_hidden=corun_decode, **values)
 
 
 def _rate(peak: float, achieved: float) -> tuple[float, float]:
@@ -449,7 +498,8 @@ def _rate(peak: float, achieved: float) -> tuple[float, float]:
 SCALAR_OVERHEADS = ("cache_bytes", "dram_bandwidth", "layer_overhead_s", "host_cores", "micro_batch_overhead_s",
                     "decode_step_overhead_s", "decode_sample_overhead_s", "tp_collective_overhead_s",
                     "tp_step_overhead_s", "train_step_overhead_s", "optimizer_param_time_s", "realloc_overhead_s",
-                    "realloc_peer_overhead_s", "data_overhead_s", "rule_call_overhead_s", "rule_seq_overhead_s")
+                    "realloc_peer_overhead_s", "data_overhead_s", "rule_call_overhead_s", "rule_seq_overhead_s",
+                    "corun_memory_speed", "corun_workers")
 
 
 def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:
@@ -470,7 +520,7 @@ def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:
     for name in ("call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s", "call_dp_seq_overhead_s"):
         if getattr(cal, name):
             changes[name] = {**getattr(spec, name), **getattr(cal, name)}
-    for name in (*HIDDEN_TABLES, "collective_slowdown"):
+    for name in (*HIDDEN_TABLES, "collective_slowdown", "collective_slowdown_beyond_cache"):
         if getattr(cal, name):
             changes[name] = dict(getattr(cal, name))
     if cal.memory_bandwidth is not None:

@@ -7,7 +7,9 @@ For a group of n devices and a buffer of B bytes per device (NCCL's conventions)
 A step costs the link latency; bytes flow at the achieved bandwidth of the slowest
 link the group uses (inter-node when the group spans nodes). A measured profile may say an
 all-gather or reduce-scatter moves its bytes slower than a ring would
-(`HardwareSpec.collective_slowdown`: gloo's are not rings).
+(`HardwareSpec.collective_slowdown`: gloo's are not rings), and that any op moves a buffer
+beyond the last-level cache slower still (`collective_slowdown_beyond_cache`: it streams
+from memory).
 """
 
 from __future__ import annotations
@@ -46,4 +48,6 @@ def collective_time(op: str, nbytes: float, devices: Sequence[int], hardware: Ha
         return 0.0
     far = spans_nodes(devices, cluster)
     slow = hardware.collective_slowdown.get(op, 1.0)
+    if 0 < hardware.cache_bytes < nbytes:  # the buffer streams from memory
+        slow = hardware.collective_slowdown_beyond_cache.get(op, slow)
     return steps * hardware.link_latency(far) + slow * factor * nbytes / hardware.link_bandwidth(far)

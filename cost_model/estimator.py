@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +77,8 @@ class EstimatorOptions:
     sequence_parallel: bool = True
     """Megatron sequence parallelism when tp > 1 (shards norm/dropout activations)."""
     grad_bytes: int = 2
-    """Bytes per gradient element (2: bf16 grad buffer; 4: grad_reduce_in_fp32)."""
+    """Bytes per gradient element (2: bf16 grad buffer; 4: grad_reduce_in_fp32); never fewer
+    than the parameters' (`grad_elem_bytes`: fp32 parameters, as on CPU, have fp32 gradients)."""
     vocab_multiple: int = 128
     """Megatron pads the vocabulary to a multiple of this times tp."""
 
@@ -92,6 +94,11 @@ class EstimatorOptions:
     def dtype_bytes(self) -> int:
         """Bytes per parameter / activation element."""
         return DTYPE_BYTES[self.dtype]
+
+    @property
+    def grad_elem_bytes(self) -> int:
+        """Bytes per element of the gradient buffer: `grad_bytes`, at least the parameters'."""
+        return max(self.grad_bytes, self.dtype_bytes)
 
 
 @dataclass(frozen=True)
@@ -260,6 +267,20 @@ class AnalyticCostModel:
             return [layout.device(dp_rank=dp_rank, tp_rank=t, pp_rank=pp_rank) for t in range(layout.tp)]
         return [layout.device(dp_rank=d, tp_rank=tp_rank, pp_rank=pp_rank) for d in range(layout.dp)]
 
+    def _corun(self, s: _Shape, nbytes: float, *, memory: bool = False, decode: bool = False) -> float:
+        """Speed of each of the layout's workers of one node computing at once (`corun_speed_at`),
+        when what they read together (`nbytes` each) outgrows the last-level cache; 1 otherwise."""
+        hw, dpn = self.hardware, self.cluster.devices_per_node
+        if hw.corun_workers < 2:
+            return 1.0
+        per_node: dict[int, int] = defaultdict(int)
+        for d in s.layout.mesh.devices:
+            per_node[d // dpn] += 1
+        busy = max(per_node.values())
+        if busy <= 1 or (hw.cache_bytes > 0 and busy * nbytes <= hw.cache_bytes):
+            return 1.0
+        return hw.corun_speed_at(s.arch.hidden_size, busy, memory=memory, decode=decode)
+
     def _forward_pass(self, s: _Shape, stage: int, tokens: float, ctx: float, head_tokens: float,
                       passes: float, *, sampling: bool = False, decode: bool = False) -> tuple[float, float, float]:
         """(compute, tp collectives, pipeline p2p) seconds of `passes` forward-equivalents of one stage.
@@ -269,7 +290,8 @@ class AnalyticCostModel:
         when sampling."""
         hw, opts, lay = self.hardware, self.options, s.layout
         flops = shapes.layer_forward_flops(s.arch, tokens, ctx) / lay.tp
-        rate = hw.flops(opts.dtype) * hw.compute_speed_at(s.arch.hidden_size, decode=decode)
+        rate = (hw.flops(opts.dtype) * hw.compute_speed_at(s.arch.hidden_size, decode=decode)
+                * self._corun(s, s.stage_params[stage] * opts.dtype_bytes, decode=decode))
         compute = s.layers_per_stage * (flops / rate + hw.layer_overhead_s)
         compute += hw.micro_batch_overhead_s
         if stage == lay.pp - 1:
@@ -341,7 +363,7 @@ class AnalyticCostModel:
         params_dev = max(s.trained_params)
         if lay.dp > 1:
             group = self._group(lay, "dp")
-            grads = params_dev * opts.grad_bytes
+            grads = params_dev * opts.grad_elem_bytes
             if opts.distributed_optimizer:
                 dp_sync = (collective_time("reduce_scatter", grads, group, hw, self.cluster)
                            + collective_time("all_gather", params_dev * opts.dtype_bytes, group, hw, self.cluster))
@@ -352,6 +374,7 @@ class AnalyticCostModel:
             optimizer = local * hw.optimizer_param_time_s
         else:
             optimizer = local * ADAM_TRAFFIC_BYTES / hw.achieved_memory_bandwidth
+        optimizer /= self._corun(s, local * ADAM_TRAFFIC_BYTES, memory=True)  # a stream over the states
         m = lay.micro_batches
         time_terms = {
             "compute_s": steps * m * compute, "tp_comm_s": steps * m * tp_comm,
@@ -363,7 +386,7 @@ class AnalyticCostModel:
         for k in range(lay.pp):
             p, trained = s.stage_params[k], s.trained_params[k]
             in_flight = min(m, lay.pp - k)
-            terms = {"weights_bytes": p * opts.dtype_bytes, "grads_bytes": trained * opts.grad_bytes,
+            terms = {"weights_bytes": p * opts.dtype_bytes, "grads_bytes": trained * opts.grad_elem_bytes,
                      "optimizer_states_bytes": trained * ADAM_STATE_BYTES / (lay.dp if opts.distributed_optimizer else 1)}
             if opts.recompute:
                 seq_div = lay.tp if opts.sequence_parallel else 1
@@ -422,7 +445,8 @@ class AnalyticCostModel:
             read = s.stage_params[k] * opts.dtype_bytes + s.layers_per_stage * b * ctx * kv_layer
             overhead = s.layers_per_stage * hw.layer_overhead_s + hw.micro_batch_overhead_s
             last = sampling if k == lay.pp - 1 else 0.0
-            step_stage.append(max(compute - overhead, hw.read_time(read)) + overhead + last + tp_comm + p2p)
+            reading = hw.read_time(read) / self._corun(s, read, memory=True)
+            step_stage.append(max(compute - overhead, reading) + overhead + last + tp_comm + p2p)
         # n new tokens take n forward passes and n samplings: the prefill samples the first,
         # n - 1 decode steps the rest
         t_decode = max(expected - 1, 0) * max(m, lay.pp) * max(step_stage)

@@ -128,10 +128,26 @@ class HardwareSpec:
     decode_speed_by_hidden: Mapping[int, float] = field(default_factory=dict)
     """The same for a decode step's passes (one token per sequence: skinny matrices, which
     large layers do not speed up as much); 1 where none is measured."""
+    corun_speed_by_hidden: Mapping[int, float] = field(default_factory=dict)
+    """CPU workers: how fast (at most 1, relative to alone) each of `corun_workers` one-thread
+    workers computes layers of each hidden size while they all compute at once and their
+    weights outgrow the last-level cache (they share it and the memory bandwidth), measured by
+    `realloc profile`; interpolated in log(hidden); 1 where none is measured."""
+    corun_decode_speed_by_hidden: Mapping[int, float] = field(default_factory=dict)
+    """The same for a decode step's passes (one token per sequence)."""
+    corun_memory_speed: float = 1.0
+    """The same for reads beyond the cache (decode steps' weight reads, optimizer steps)."""
+    corun_workers: int = 0
+    """Workers the co-run speeds were measured with (0: none measured); fewer co-running
+    workers slow down in proportion (`corun_speed_at`)."""
     collective_slowdown: Mapping[str, float] = field(default_factory=dict)
     """How many times longer than the ring model's bytes term an all_gather or reduce_scatter
     takes (gloo does not run them as bandwidth-optimal rings), measured by `realloc profile`
     against the link fit of all-reduces and sends; 1 where none is measured."""
+    collective_slowdown_beyond_cache: Mapping[str, float] = field(default_factory=dict)
+    """The same per op (all_reduce, all_gather, reduce_scatter, p2p) for buffers larger than
+    `cache_bytes`, whose bytes stream from memory (a gradient buffer); measured by `realloc
+    profile`; where an op has none, `collective_slowdown` applies."""
     threads_per_device: int = 1
     """Torch threads each worker runs with; compute figures above are for this many (1 for a
     profile, which measures one-thread workers). Set by `with_threads`."""
@@ -172,15 +188,27 @@ class HardwareSpec:
             if not (isinstance(hidden, int) and hidden >= 1 and isinstance(eff, int | float) and 0 <= eff <= 1):
                 raise ValueError(f"hardware {self.name!r}: thread_efficiency_by_hidden[{hidden!r}] = {eff!r}; "
                                  f"hidden sizes are integers >= 1 with efficiencies in [0, 1]")
-        for name in ("compute_speed_by_hidden", "decode_speed_by_hidden"):
+        for name in ("compute_speed_by_hidden", "decode_speed_by_hidden", *CORUN_TABLES):
             for hidden, speed in getattr(self, name).items():
-                if not (isinstance(hidden, int) and hidden >= 1 and _positive(speed)):
+                if not (isinstance(hidden, int) and hidden >= 1 and _positive(speed)
+                        and (speed <= 1 or name not in CORUN_TABLES)):
                     raise ValueError(f"hardware {self.name!r}: {name}[{hidden!r}] = {speed!r}; "
-                                     f"hidden sizes are integers >= 1 with speeds > 0")
+                                     f"hidden sizes are integers >= 1 with speeds > 0"
+                                     + (" and <= 1" if name in CORUN_TABLES else ""))
+        if not (_positive(self.corun_memory_speed) and self.corun_memory_speed <= 1):
+            raise ValueError(f"hardware {self.name!r}: corun_memory_speed must be in (0, 1], got "
+                             f"{self.corun_memory_speed!r}")
+        if not isinstance(self.corun_workers, int) or self.corun_workers < 0 or self.corun_workers == 1:
+            raise ValueError(f"hardware {self.name!r}: corun_workers must be 0 (none measured) or an integer "
+                             f">= 2, got {self.corun_workers!r}")
         for op, factor in self.collective_slowdown.items():
             if op not in ("all_gather", "reduce_scatter") or not _positive(factor):
                 raise ValueError(f"hardware {self.name!r}: collective_slowdown[{op!r}] = {factor!r}; "
                                  f"ops are all_gather and reduce_scatter with factors > 0")
+        for op, factor in self.collective_slowdown_beyond_cache.items():
+            if op not in ("all_reduce", "all_gather", "reduce_scatter", "p2p") or not _positive(factor):
+                raise ValueError(f"hardware {self.name!r}: collective_slowdown_beyond_cache[{op!r}] = {factor!r}; "
+                                 f"ops are all_reduce, all_gather, reduce_scatter and p2p with factors > 0")
         if not isinstance(self.threads_per_device, int) or self.threads_per_device < 1:
             raise ValueError(f"hardware {self.name!r}: threads_per_device must be an integer >= 1, got "
                              f"{self.threads_per_device!r}")
@@ -254,6 +282,18 @@ class HardwareSpec:
         (1 with none measured or no size given)."""
         return by_hidden(self.decode_speed_by_hidden if decode else self.compute_speed_by_hidden, hidden, 1.0)
 
+    def corun_speed_at(self, hidden: int | None, busy: int, *, memory: bool = False, decode: bool = False) -> float:
+        """Speed (at most 1) of each of `busy` workers of one node computing layers of `hidden`
+        size (`decode`: a decode step's passes; `memory`: reading beyond the cache) at once: the
+        measured co-run speed at `corun_workers` of them, in proportion between one worker (1)
+        and that many (beyond it the cores are shared, which `slowdown` prices)."""
+        if busy <= 1 or self.corun_workers < 2:
+            return 1.0
+        table = self.corun_decode_speed_by_hidden if decode else self.corun_speed_by_hidden
+        full = self.corun_memory_speed if memory else by_hidden(table, hidden, 1.0)
+        share = (min(busy, self.corun_workers) - 1) / (self.corun_workers - 1)
+        return 1.0 - share * (1.0 - full)
+
     def thread_speedup(self, threads: int, hidden: int | None = None) -> float:
         """How much faster a worker's compute (layers of `hidden` size) runs with `threads`
         torch threads than with one."""
@@ -301,7 +341,8 @@ class HardwareSpec:
             out[name] = dict(getattr(self, name))
         for name in HIDDEN_TABLES:
             out[name] = {str(k): v for k, v in getattr(self, name).items()}
-        out["collective_slowdown"] = dict(self.collective_slowdown)
+        for name in SLOWDOWN_TABLES:
+            out[name] = dict(getattr(self, name))
         return out
 
     @classmethod
@@ -323,8 +364,9 @@ class HardwareSpec:
                 except (TypeError, ValueError):
                     raise ValueError(f"{where}: {name} must map hidden sizes to numbers, "
                                      f"got {values[name]!r}") from None
-        if "collective_slowdown" in values:
-            values["collective_slowdown"] = {str(k): float(v) for k, v in dict(values["collective_slowdown"]).items()}
+        for name in SLOWDOWN_TABLES:
+            if name in values:
+                values[name] = {str(k): float(v) for k, v in dict(values[name]).items()}
         return cls(**values)
 
     def replace(self, **changes: Any) -> HardwareSpec:
@@ -332,7 +374,9 @@ class HardwareSpec:
         return dataclasses.replace(self, **changes)
 
 
-HIDDEN_TABLES = ("thread_efficiency_by_hidden", "compute_speed_by_hidden", "decode_speed_by_hidden")
+SLOWDOWN_TABLES = ("collective_slowdown", "collective_slowdown_beyond_cache")
+CORUN_TABLES = ("corun_speed_by_hidden", "corun_decode_speed_by_hidden")
+HIDDEN_TABLES = ("thread_efficiency_by_hidden", "compute_speed_by_hidden", "decode_speed_by_hidden", *CORUN_TABLES)
 """HardwareSpec fields keyed by a layer's hidden size."""
 
 

@@ -41,9 +41,16 @@ overlaps calls).
   of its busiest rank (peers x latency + bytes / bandwidth) is fitted as fixed + peers x
   per_peer for reallocations (a local-only one exchanges no messages), and as the median
   fixed overhead of data transfers.
-- ThreadSample: the same forward+backward of a layer of `hidden` size on one worker alone,
-  with one torch thread and with `threads`; the thread efficiency at that size is
-  (one_s / time_s - 1) / (threads - 1), clipped to [0, 1], the median per size.
+- CoRunSample: the same work on one one-thread worker alone and on `workers` of them at once
+  (at most one per core, so no core is shared): a model's forward+backward whose weights
+  outgrow the last-level cache ("compute", per `hidden`), its decode-shaped forward ("decode"),
+  or a read of a buffer several times the cache ("memory"). Co-running processes share the
+  cache and the memory bandwidth; the speed at co-run (alone_s / together_s, at most 1) is the
+  median per kind and hidden size.
+- ThreadSample: the same forward+backward of `layers` layers of `hidden` size on one worker
+  alone, with one torch thread and with `threads`; the thread efficiency at that size is
+  (one_s / time_s - 1) / (threads - 1), clipped to [0, 1], the median per size over its
+  deepest samples (a model beyond the cache gains more from threads than one layer in it).
 """
 
 from __future__ import annotations
@@ -259,7 +266,7 @@ class MoveSample:
 
 @dataclass(frozen=True, kw_only=True)
 class ThreadSample:
-    """One layer's forward+backward on one worker alone, with one torch thread and with more."""
+    """Layers' forward+backward on one worker alone, with one torch thread and with more."""
 
     hidden: int
     """Hidden size of the layer (ffn twice that)."""
@@ -269,10 +276,14 @@ class ThreadSample:
     """Seconds with one torch thread."""
     time_s: float
     """Seconds with `threads` torch threads."""
+    layers: int = 1
+    """Layers of the model timed: one (in the cache), or the co-run model's (beyond it, as a real
+    model; where a size has both, the fit takes the deeper)."""
 
     def __post_init__(self) -> None:
-        _check("needs hidden >= 1, threads >= 2, one_s > 0, time_s > 0",
-               self.hidden >= 1 and self.threads >= 2 and self.one_s > 0 and self.time_s > 0, self)
+        _check("needs hidden >= 1, threads >= 2, one_s > 0, time_s > 0, layers >= 1",
+               self.hidden >= 1 and self.threads >= 2 and self.one_s > 0 and self.time_s > 0
+               and self.layers >= 1, self)
 
     @property
     def efficiency(self) -> float:
@@ -280,10 +291,43 @@ class ThreadSample:
         return min(1.0, max(0.0, (self.one_s / self.time_s - 1.0) / (self.threads - 1)))
 
 
+CORUN_KINDS = ("compute", "decode", "memory")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoRunSample:
+    """The same work on one worker alone and on `workers` one-thread workers at once."""
+
+    kind: str
+    """"compute" (a forward+backward of layers of `hidden` size), "decode" (their forward of one
+    token per sequence) or "memory" (a buffer read)."""
+    workers: int
+    """Workers that ran it at once (at most the cores)."""
+    bytes: float
+    """Weights (compute) or buffer (memory) bytes each worker reads."""
+    alone_s: float
+    """Seconds on one worker while the others wait."""
+    together_s: float
+    """Seconds per worker while all `workers` run it."""
+    hidden: int = 0
+    """Hidden size of the layers (compute and decode samples)."""
+
+    def __post_init__(self) -> None:
+        _check(f"needs kind in {CORUN_KINDS}, workers >= 2, bytes > 0, alone_s > 0, together_s > 0, "
+               "hidden >= 1 unless memory",
+               self.kind in CORUN_KINDS and self.workers >= 2 and self.bytes > 0 and self.alone_s > 0
+               and self.together_s > 0 and (self.hidden >= 1 or self.kind == "memory"), self)
+
+    @property
+    def speed(self) -> float:
+        """Speed of each worker at co-run relative to alone (at most 1: a faster co-run is noise)."""
+        return min(1.0, self.alone_s / self.together_s)
+
+
 SAMPLE_KINDS: dict[str, type] = {
     "contention": ContentionSample, "compute": ComputeSample, "memory": MemorySample,
     "decode": DecodeSample, "collectives": CollectiveSample, "optimizer": OptimizerSample,
-    "calls": CallSample, "moves": MoveSample, "threads": ThreadSample,
+    "calls": CallSample, "moves": MoveSample, "threads": ThreadSample, "corun": CoRunSample,
 }
 
 
@@ -300,6 +344,7 @@ class Samples:
     calls: tuple[CallSample, ...] = ()
     moves: tuple[MoveSample, ...] = ()
     threads: tuple[ThreadSample, ...] = ()
+    corun: tuple[CoRunSample, ...] = ()
 
     def __bool__(self) -> bool:
         return any(getattr(self, k) for k in SAMPLE_KINDS)

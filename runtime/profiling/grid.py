@@ -50,6 +50,10 @@ class ProfileGrid:
     speed_decode_layers: int = 4
     """Layers of the decode-shaped timing (enough work that the fit's per-pass overheads,
     subtracted from it, do not decide the speed)."""
+    corun_shape: tuple[int, int] = (8, 32)
+    """(batch, seq) of the co-run forward+backward (`runtime.profiling.corun`) at each `speed_hidden`."""
+    corun_max_layers: int = 32
+    """Most layers of the co-run model (enough that each worker's weights are 4x the cache)."""
     optimizer_hidden: tuple[int, ...] = ()
     """Larger hidden sizes (two layers) whose optimizer step alone is timed too, so the
     per-parameter fit reaches the parameter counts of real models."""
@@ -57,7 +61,7 @@ class ProfileGrid:
 
 QUICK = ProfileGrid(hidden_sizes=(64,), shapes=((2, 16), (8, 32)), tp_degrees=(1, 2),
                     decode_batches=(2, 8), decode_steps=(2, 6), collective_bytes=(4096, 1 << 20),
-                    repeats=3, speed_hidden=(256,))
+                    repeats=3, speed_hidden=(256,), corun_max_layers=2)
 FULL = ProfileGrid(hidden_sizes=(64, 128), shapes=((2, 16), (4, 16), (8, 32), (16, 64)), tp_degrees=(1, 2, 4),
                    decode_batches=(2, 16, 64), decode_steps=(2, 8), repeats=5,
                    collective_bytes=(4096, 65536, 1 << 20, 4 << 20, 128 << 20), call_seqs=(4, 16, 64),

@@ -126,6 +126,12 @@ def summary(profile: Profile) -> str:
             "compute speed by hidden size": {str(k): round(v, 3) for k, v in cal.compute_speed_by_hidden.items()},
             "decode speed by hidden size": {str(k): round(v, 3) for k, v in cal.decode_speed_by_hidden.items()},
             "DRAM bandwidth B/s (beyond the cache)": cal.dram_bandwidth,
-            "collective slowdown (bytes term)": {k: round(v, 3) for k, v in cal.collective_slowdown.items()}}
+            "co-run speed by hidden size": {str(k): round(v, 3) for k, v in cal.corun_speed_by_hidden.items()},
+            "co-run decode speed by hidden size": {str(k): round(v, 3) for k, v in
+                                                   cal.corun_decode_speed_by_hidden.items()},
+            "co-run memory speed": cal.corun_memory_speed, "co-run workers": cal.corun_workers,
+            "collective slowdown (bytes term)": {k: round(v, 3) for k, v in cal.collective_slowdown.items()},
+            "collective slowdown beyond the cache": {k: round(v, 3) for k, v in
+                                                     cal.collective_slowdown_beyond_cache.items()}}
     return "\n".join(f"  {k}: {json.dumps(v) if isinstance(v, dict) else (f'{v:.4g}' if v is not None else '-')}"
                      for k, v in rows.items())

@@ -11,6 +11,8 @@ that `cluster.profile` loads. What is measured, on a synthetic Llama-style model
   degrees, through Megatron's pipeline schedule (`runtime.engine.schedule.run_micro_batches`);
 - memory (CPU): reading weights several times the last-level cache, the rate decoding a model
   that does not fit in it reaches;
+- co-run (CPU): a model outgrowing the cache, and such a read, on one worker alone and on one
+  worker per core at once (`runtime.profiling.corun`);
 - compute speed: one larger layer (hidden 256 and 576 in the full grid) at tp 1, and a
   decode-shaped forward (one token per sequence) at those sizes, for how much more FLOP/s
   large matrices reach than the compute fit's small ones;
@@ -210,11 +212,12 @@ class _Profiler:
         self.thread_counts = _thread_counts()
         total = (1 + len(self.tps) * len(grid.hidden_sizes) * len(grid.layers) + (self.n - 1)
                  + len(grid.hidden_sizes) + len(grid.optimizer_hidden) + (self.n > 1) + 1
-                 + (len(grid.thread_hidden) if self.thread_counts else 0) + len(grid.speed_hidden) + 1)
+                 + (len(grid.thread_hidden) if self.thread_counts else 0) + len(grid.speed_hidden) + 1
+                 + ((len(grid.speed_hidden) + 1) if min(self.n, _cores()) >= 2 else 0))
         self.progress = _Progress(progress if self.rank == 0 else None, total)
         self.samples: dict[str, list[Any]] = {k: [] for k in ("contention", "compute", "decode", "collectives",
                                                                "optimizer", "calls", "moves", "threads",
-                                                               "memory")}
+                                                               "memory", "corun")}
 
     def _engine(self, arch: ModelArch, layout: Layout) -> Any:
         from runtime.engine.model_engine import build_engine
@@ -575,6 +578,9 @@ class _Profiler:
         self.compute_and_decode()
         self.compute_speed()
         self.dram()
+        from runtime.profiling.corun import measure_corun
+
+        measure_corun(self, _cores(), _cache_bytes())
         self.collectives()
         self.optimizer_and_calls()
         self.moves()

@@ -7,7 +7,7 @@ import pytest
 from cost_model.calibration import Calibration, apply_calibration, fit_calibration, samples_from
 from cost_model.collectives import collective_time
 from cost_model.estimator import AnalyticCostModel
-from cost_model.hardware import preset
+from cost_model.hardware import HardwareSpec, preset
 from cost_model.samples import CollectiveSample, ComputeSample, MemorySample
 from graph.placement.layout import Cluster, DeviceMesh, Layout
 from graph.spec import Call, CallKind, ModelArch, ModelSpec
@@ -194,6 +194,10 @@ def test_thread_samples_fit_an_efficiency_per_hidden_size_by_hand():
     cal = fit_calibration(samples)
     assert cal.thread_efficiency_by_hidden == pytest.approx({64: 1 / 0.9 - 1, 512: 0.5})
     assert ThreadSample(hidden=8, threads=2, one_s=1.0, time_s=0.25).efficiency == 1.0  # clipped at 1
+    # a deeper sample of a size (a model beyond the cache) is taken over its one-layer ones:
+    # 1.0 -> 0.55 s is (1/0.55 - 1) = 0.818
+    deep = Samples(threads=(*samples.threads, ThreadSample(hidden=64, threads=2, one_s=1.0, time_s=0.55, layers=6)))
+    assert fit_calibration(deep).thread_efficiency_by_hidden == pytest.approx({64: 1 / 0.55 - 1, 512: 0.5})
     spec = apply_calibration(preset("cpu-gloo"), cal)
     assert spec.thread_efficiency_by_hidden == cal.thread_efficiency_by_hidden
     assert Calibration.from_dict(cal.to_dict()) == cal  # via JSON's string keys too
@@ -316,3 +320,70 @@ def test_reads_beyond_the_cache_stream_at_the_dram_rate_by_hand() -> None:
     old = fit_calibration(Samples(memory=tuple(MemorySample(bytes=b, time_s=b / 5e9) for b in (1e6, 1e7, 1e8))))
     assert old.memory_bandwidth == pytest.approx(5e9) and old.dram_bandwidth is None
     assert Calibration.from_dict(cal.to_dict()) == cal
+
+
+def test_corun_samples_fit_a_speed_per_kind_and_hidden_size_by_hand() -> None:
+    from cost_model.samples import CoRunSample, Samples
+
+    def s(kind: str, alone: float, together: float, hidden: int = 0, workers: int = 2) -> CoRunSample:
+        return CoRunSample(kind=kind, hidden=hidden, workers=workers, bytes=64e6, alone_s=alone, together_s=together)
+
+    samples = Samples(corun=(
+        # compute at 576: speeds 0.8, 0.5, and 1.25 clipped to 1 (a faster co-run is noise); median 0.8
+        s("compute", 0.8, 1.0, 576), s("compute", 0.5, 1.0, 576), s("compute", 1.25, 1.0, 576),
+        s("compute", 0.9, 1.0, 256),
+        s("decode", 0.65, 1.0, 576),
+        # memory: median of 0.6 and 0.7
+        s("memory", 0.6, 1.0), s("memory", 0.7, 1.0)))
+    cal = fit_calibration(samples)
+    assert cal.corun_speed_by_hidden == pytest.approx({256: 0.9, 576: 0.8})
+    assert cal.corun_decode_speed_by_hidden == pytest.approx({576: 0.65})
+    assert cal.corun_memory_speed == pytest.approx(0.65) and cal.corun_workers == 2
+    spec = apply_calibration(preset("cpu-gloo"), cal)
+    assert spec.corun_workers == 2 and spec.corun_memory_speed == pytest.approx(0.65)
+    assert spec.corun_speed_by_hidden == cal.corun_speed_by_hidden
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    assert Samples.from_dict(samples.to_dict()) == samples
+    # without co-run samples the spec keeps "none measured"
+    assert apply_calibration(preset("cpu-gloo"), fit_calibration(Samples())).corun_workers == 0
+    with pytest.raises(ValueError, match="workers >= 2"):
+        s("compute", 1.0, 1.0, 576, workers=1)
+    with pytest.raises(ValueError, match="hidden >= 1 unless memory"):
+        s("decode", 1.0, 1.0, 0)
+
+
+def test_collectives_beyond_the_cache_fit_their_own_slowdown_by_hand() -> None:
+    # the link (1e9 B/s, 5e-4 s per step) from buffers in a 32 MB cache; beyond it gloo's
+    # all-reduce moves its bytes 2x slower than in it, its reduce-scatter 6x slower than a ring
+    # (3x in the cache), a send 1.1x
+    lat, bw, cache = 5e-4, 1e9, 32e6
+    coll = []
+    for nbytes, beyond in ((1e6, False), (1e7, False), (2e7, False), (1.28e8, True), (2.56e8, True)):
+        ar, rs, p2p = (2.0, 6.0, 1.1) if beyond else (1.0, 3.0, 1.0)
+        coll += [CollectiveSample(op="all_reduce", link="intra", group_size=2, bytes=nbytes,
+                                  time_s=2 * lat + ar * nbytes / bw),
+                 CollectiveSample(op="p2p", link="intra", group_size=2, bytes=nbytes, time_s=lat + p2p * nbytes / bw),
+                 CollectiveSample(op="reduce_scatter", link="intra", group_size=2, bytes=nbytes,
+                                  time_s=lat + rs * 0.5 * nbytes / bw)]
+    memory = [MemorySample(bytes=4 * cache, time_s=0.1, cache_bytes=cache)]
+    cal = fit_calibration(samples_from(collectives=coll, memory=memory))
+    # the link fit leaves the samples beyond the cache out
+    assert cal.link_bandwidth["intra"] == pytest.approx(bw, rel=1e-6)
+    assert cal.link_latency["intra"] == pytest.approx(lat, rel=1e-6)
+    assert cal.collective_slowdown == pytest.approx({"reduce_scatter": 3.0})
+    assert cal.collective_slowdown_beyond_cache == pytest.approx({"all_reduce": 2.0, "p2p": 1.1, "reduce_scatter": 6.0})
+    spec = apply_calibration(preset("cpu-gloo"), cal)
+    cluster = Cluster(num_nodes=1, devices_per_node=2)
+    # a 2-rank reduce-scatter of 2e8 bytes (beyond the cache): one step + 6 x (1/2 x 2e8) / 1e9
+    assert collective_time("reduce_scatter", 2e8, (0, 1), spec, cluster) == pytest.approx(lat + 0.6)
+    # of 2e7 bytes (in it): 3 x 1e7 / 1e9
+    assert collective_time("reduce_scatter", 2e7, (0, 1), spec, cluster) == pytest.approx(lat + 0.03)
+    # an all-gather, not measured beyond the cache, keeps its in-cache factor (none here: the ring's)
+    assert collective_time("all_gather", 2e8, (0, 1), spec, cluster) == pytest.approx(lat + 0.1)
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    assert HardwareSpec.from_dict(spec.to_dict()) == spec
+    # without a cache recorded (older profiles) every sample is "in the cache", as before
+    old = fit_calibration(samples_from(collectives=coll))
+    assert old.collective_slowdown_beyond_cache == {}
+    with pytest.raises(ValueError, match="collective_slowdown_beyond_cache"):
+        preset("cpu-gloo").replace(collective_slowdown_beyond_cache={"broadcast": 2.0})

@@ -445,3 +445,53 @@ def test_the_pool_generation_is_priced_once_per_period_by_hand() -> None:
 
     assert compute("advantage_policy", ("rehearsal_scores", "rehearsal_responses")) == pytest.approx(
         compute("advantage", ("rehearsal_scores",)))
+
+
+def test_workers_of_one_node_computing_at_once_pay_the_corun_speed_by_hand() -> None:
+    # co-run measured on 2 workers: compute 0.8, decode 0.5, memory 0.25 of alone; no cache
+    # recorded, so every size shares (a cache is tested below)
+    hw = ROUND.replace(corun_workers=2, corun_speed_by_hidden={64: 0.8}, corun_decode_speed_by_hidden={64: 0.5},
+                       corun_memory_speed=0.25)
+    plain, shared = AnalyticCostModel(ROUND, CLUSTER), AnalyticCostModel(hw, CLUSTER)
+    a, b = (m.call_estimate(_train(4, 16), ACTOR, _layout(2, 1, 1)).breakdown for m in (plain, shared))
+    assert b["compute_s"] == pytest.approx(a["compute_s"] / 0.8)
+    assert b["optimizer_s"] == pytest.approx(a["optimizer_s"] / 0.25)  # a stream over the optimizer states
+    assert b["dp_grad_sync_s"] == pytest.approx(a["dp_grad_sync_s"])  # collectives are measured co-running
+    # one worker alone computes at its own speed
+    one = [m.call_estimate(_train(4, 16), ACTOR, _layout(1, 1, 1)).breakdown for m in (plain, shared)]
+    assert one[1] == pytest.approx(one[0])
+    # workers on different nodes do not share: dp 2 across two nodes of one device each
+    apart = Cluster(num_nodes=2, devices_per_node=1)
+    c, d = (AnalyticCostModel(h, apart).call_estimate(_train(4, 16), ACTOR, _layout(2, 1, 1)).breakdown
+            for h in (ROUND.replace(devices_per_node=1), hw.replace(devices_per_node=1)))
+    assert d["compute_s"] == pytest.approx(c["compute_s"])
+    # generation: the prefill at the compute co-run speed, decode steps at the decode one (compute-bound)
+    gen = Call(name="gen", model="actor", kind=CallKind.GENERATE, interface="generate", batch_size=4,
+               prompt_len=8, response_len=8)
+    fast_reads = {"memory_bandwidth": 1e18}
+    e, f = (AnalyticCostModel(h.replace(**fast_reads), CLUSTER).call_estimate(gen, ACTOR, _layout(2, 1, 1)).breakdown
+            for h in (ROUND, hw))
+    assert f["prefill_s"] == pytest.approx(e["prefill_s"] / 0.8)
+    assert f["decode_s"] == pytest.approx(e["decode_s"] / 0.5)
+    # decode steps bound by their reads: the reads at the memory co-run speed
+    slow_reads = {"memory_bandwidth": 1e3, "peak_flops": {"bf16": 1e18}}
+    g, h2 = (AnalyticCostModel(h.replace(**slow_reads), CLUSTER).call_estimate(gen, ACTOR, _layout(2, 1, 1))
+             .breakdown for h in (ROUND, hw))
+    assert h2["decode_s"] == pytest.approx(g["decode_s"] / 0.25, rel=1e-6)
+    # two workers whose weights fit in the cache together do not slow each other down
+    cached = AnalyticCostModel(hw.replace(cache_bytes=1e9), CLUSTER).call_estimate(_train(4, 16), ACTOR,
+                                                                                   _layout(2, 1, 1)).breakdown
+    assert cached["compute_s"] == pytest.approx(a["compute_s"])
+
+
+def test_fp32_parameters_have_fp32_gradients_by_hand() -> None:
+    # on CPU the parameters are fp32, so is the gradient buffer (grad_bytes=2 would halve it)
+    cpu = AnalyticCostModel(ROUND.replace(peak_flops={"fp32": 1e12}), CLUSTER, dtype="fp32")
+    est = cpu.call_estimate(_train(4, 16), ACTOR, _layout(2, 1, 1)).breakdown
+    assert est["grads_bytes"] == 4 * 90432 and est["weights_bytes"] == 4 * 90432
+    # the dp-2 reduce-scatter moves half the fp32 gradients, the all-gather half the fp32 parameters
+    wire = 2 * 0.5 * 4 * 90432 / ROUND.link_bandwidth(False)
+    assert est["dp_grad_sync_s"] == pytest.approx(wire + 2 * ROUND.intra_node_latency)
+    # bf16 parameters keep the bf16 gradient buffer unless grad_reduce_in_fp32 (grad_bytes=4)
+    assert AnalyticCostModel(ROUND, CLUSTER).call_estimate(_train(4, 16), ACTOR, _layout(2, 1, 1)) \
+        .breakdown["grads_bytes"] == 2 * 90432

@@ -81,3 +81,27 @@ def test_measured_thread_efficiency_is_taken_at_the_models_layer_size():
         hw.replace(thread_efficiency_by_hidden={64: 1.5})
     with pytest.raises(ValueError, match="must map hidden sizes"):
         HardwareSpec.from_dict({**hw.to_dict(), "thread_efficiency_by_hidden": {"wide": 0.5}})
+
+
+def test_corun_speed_scales_with_the_workers_computing_at_once_by_hand():
+    from cost_model.hardware import preset
+
+    hw = preset("cpu-gloo").replace(corun_workers=4, corun_speed_by_hidden={256: 0.9, 1024: 0.5},
+                                    corun_decode_speed_by_hidden={256: 0.6}, corun_memory_speed=0.4)
+    assert hw.corun_speed_at(512, 1) == 1.0  # alone: nothing shared
+    # 4 measured at once: 512 is half-way between 256 and 1024 in log, 0.9 - 0.5 x 0.4 = 0.7
+    assert hw.corun_speed_at(512, 4) == pytest.approx(0.7)
+    # 2 of 4: a third of the way from alone to the measured slowdown, 1 - (1/3) x 0.3 = 0.9
+    assert hw.corun_speed_at(512, 2) == pytest.approx(0.9)
+    assert hw.corun_speed_at(512, 8) == pytest.approx(0.7)  # beyond the cores `slowdown` prices the rest
+    assert hw.corun_speed_at(512, 4, decode=True) == pytest.approx(0.6)  # nearest measured size
+    assert hw.corun_speed_at(512, 4, memory=True) == pytest.approx(0.4)
+    assert preset("cpu-gloo").corun_speed_at(512, 4) == 1.0  # none measured
+    again = HardwareSpec.from_dict(json.loads(json.dumps(hw.to_dict())))
+    assert again.corun_speed_by_hidden == {256: 0.9, 1024: 0.5} and again.corun_workers == 4
+    with pytest.raises(ValueError, match=r"corun_speed_by_hidden\[256\] = 1.5.*<= 1"):
+        hw.replace(corun_speed_by_hidden={256: 1.5})
+    with pytest.raises(ValueError, match="corun_memory_speed must be in"):
+        hw.replace(corun_memory_speed=0.0)
+    with pytest.raises(ValueError, match="corun_workers must be 0"):
+        hw.replace(corun_workers=1)

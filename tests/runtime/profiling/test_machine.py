@@ -61,9 +61,17 @@ def test_realloc_profile_quick_writes_a_loadable_profile(tmp_path: Path) -> None
     assert min(m.peers for m in samples.moves if m.kind == "realloc") == 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if cores >= 2:  # one layer with 1 thread and with all cores, per hidden size of the grid
-        assert [(s.hidden, s.threads) for s in samples.threads] == [(h, cores) for h in QUICK.thread_hidden]
-        assert set(profile.calibration.thread_efficiency_by_hidden) == set(QUICK.thread_hidden)
+        # (first the co-run model's, timed with all the cores' threads too)
+        assert [(s.hidden, s.threads, s.layers) for s in samples.threads] == \
+            [(h, cores, QUICK.corun_max_layers) for h in QUICK.speed_hidden] + [(h, cores, 1) for h in QUICK.thread_hidden]
+        assert set(profile.calibration.thread_efficiency_by_hidden) == set(QUICK.thread_hidden) | set(QUICK.speed_hidden)
         assert profile.spec.thread_efficiency_by_hidden == profile.calibration.thread_efficiency_by_hidden
+        # co-run: the model (both shapes) of each speed size and a read beyond the cache, on both workers
+        assert [(s.kind, s.hidden, s.workers) for s in samples.corun] == \
+            [(k, h, 2) for h in QUICK.speed_hidden for k in ("compute", "decode")] + [("memory", 0, 2)]
+        assert samples.corun[-1].bytes == 4 * samples.memory[0].cache_bytes
+        assert profile.spec.corun_workers == 2 and 0 < profile.spec.corun_memory_speed <= 1
+        assert set(profile.spec.corun_speed_by_hidden) == set(QUICK.speed_hidden)
     rule = [s for s in samples.calls if s.kind == "rule"]  # a rule-based reward, per batch size
     assert sorted(s.seqs for s in rule) == [4, 16] and spec_rule_fitted(profile)
     spec = profile.spec
