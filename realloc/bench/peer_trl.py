@@ -502,6 +502,12 @@ def headline(s: dict[str, Any]) -> str:
             f"{s['steps']} measured steps after {s['warmup']} warm-up; median [min-max] over rounds")
 
 
+def workers_text(system: dict[str, Any]) -> str:
+    """"W x T" (workers x threads per worker), with how many work where a plan leaves some idle."""
+    workers, busy = system.get("workers", 1), system.get("busy_workers", system.get("workers", 1))
+    return f"{workers} x {system['threads']}" + (f" ({busy} busy)" if busy < workers else "")
+
+
 def print_comparison(result: dict[str, Any]) -> None:
     print(headline(result["settings"]))
     print(f"machine: {result['cores']} cores, 1-minute load {result['load_before']} -> {result['load_after']}")
@@ -510,7 +516,7 @@ def print_comparison(result: dict[str, Any]) -> None:
     for name, r in result["systems"].items():
         lo, hi = r["tokens_per_s_range"]
         ph = r.get("phase_s", {})
-        print(f"{name:<36}{str(r['workers']) + ' x ' + str(r['threads']):>18}{r['tokens_per_s']:>10.0f}"
+        print(f"{name:<36}{workers_text(r):>18}{r['tokens_per_s']:>10.0f}"
               f"{f'{lo:.0f}-{hi:.0f}':>14}{r['step_s']:>9.3f}{r['tokens_per_step']:>9.1f}"
               f"{r.get('speedup_vs_trl', float('nan')):>7.2f}x   " + "/".join(f"{ph[p]:.3f}" if p in ph else "-"
                                                                       for p in PHASES))

@@ -275,7 +275,7 @@ def _render_realloc(data: Mapping[str, Any]) -> list[str]:
 
 
 def _render_peer(data: Mapping[str, Any]) -> list[str]:
-    from realloc.bench.peer_trl import PHASES, headline
+    from realloc.bench.peer_trl import PHASES, headline, workers_text
 
     lines: list[str] = []
     if data.get("note"):
@@ -289,7 +289,7 @@ def _render_peer(data: Mapping[str, Any]) -> list[str]:
         lines.append("")
         lines += md_table(["system", "workers x threads", "generated tokens/s", "min-max", "samples/s", "s/step",
                            "tokens/step", "generate share", "peak RSS GiB", "vs TRL (tokens/s)"],
-                          [[n, f"{v.get('workers', 1)} x {v['threads']}", f"{v['tokens_per_s']:.0f}",
+                          [[n, workers_text(v), f"{v['tokens_per_s']:.0f}",
                             "-" if "tokens_per_s_range" not in v else
                             "{:.0f}-{:.0f}".format(*v["tokens_per_s_range"]),
                             f"{v['samples_per_s']:.1f}", f"{v['step_s']:.3f}", v["tokens_per_step"],

@@ -240,3 +240,11 @@ def test_engine_section_renders_ratios_and_readme_rows() -> None:
     rows = bench._readme_rows({"engine": {"status": "ok", "data": data}})
     assert rows == [["engine vs transformers, tiny model, 2 thread(s) each",
                      "train step 0.95x, generate 0.75x of transformers' tokens/s"]]
+
+
+def test_a_plan_that_leaves_workers_idle_says_how_many_work() -> None:
+    from realloc.bench.peer_trl import workers_text
+
+    assert workers_text({"workers": 2, "threads": 2, "busy_workers": 1}) == "2 x 2 (1 busy)"
+    assert workers_text({"workers": 2, "threads": 1, "busy_workers": 2}) == "2 x 1"
+    assert workers_text({"threads": 2}) == "1 x 2"  # TRL: one process
