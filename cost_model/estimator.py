@@ -270,12 +270,12 @@ class AnalyticCostModel:
     def _corun(self, s: _Shape, nbytes: float, *, memory: bool = False, decode: bool = False) -> float:
         """Speed of each of the layout's workers of one node computing at once (`corun_speed_at`),
         when what they read together (`nbytes` each) outgrows the last-level cache; 1 otherwise."""
-        hw, dpn = self.hardware, self.cluster.devices_per_node
+        hw = self.hardware
         if hw.corun_workers < 2:
             return 1.0
         per_node: dict[int, int] = defaultdict(int)
         for d in s.layout.mesh.devices:
-            per_node[d // dpn] += 1
+            per_node[self.cluster.node_of(d)] += 1
         busy = max(per_node.values())
         if busy <= 1 or (hw.cache_bytes > 0 and busy * nbytes <= hw.cache_bytes):
             return 1.0
