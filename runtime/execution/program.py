@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from graph.dataflow import DataflowGraph
@@ -252,6 +252,15 @@ def hoist_sends(graph: DataflowGraph, steps: tuple[Step, ...]) -> tuple[Step, ..
 def rank_program(steps: tuple[Step, ...], rank: int) -> tuple[Step, ...]:
     """The steps `rank` takes part in, in the global order."""
     return tuple(s for s in steps if rank in s.ranks)
+
+
+def busy_ranks(programs: Iterable[tuple[Step, ...]], world_size: int) -> tuple[int, ...]:
+    """The ranks that take part in a step of any of `programs` (the others idle the whole run)."""
+    busy: set[int] = set()
+    for steps in programs:
+        for step in steps:
+            busy.update(step.ranks)
+    return tuple(r for r in range(world_size) if r in busy)
 
 
 def compile_off_policy_iteration(graph: DataflowGraph, layouts: Mapping[str, Layout], *, world_size: int,

@@ -46,7 +46,7 @@ from runtime.execution.engines import EngineSet
 from runtime.execution.job import Job
 from runtime.execution.launch import WorkerContext, equal_share
 from runtime.execution.metrics import IterationLog, MetricsReporter
-from runtime.execution.program import Step, compile_iteration, hoist_sends, rank_program
+from runtime.execution.program import Step, busy_ranks, compile_iteration, hoist_sends, rank_program
 from runtime.execution.sampling import Resampler, split_program
 
 REFILL_IDS = 1 << 40
@@ -89,13 +89,16 @@ class Worker:
             steps = compile_iteration(self.graph, job.layouts, world_size=ctx.world_size, first=first,
                                       free_replicas=job.free_replicas, ahead=self.ahead, prologue=prologue,
                                       last=last, streamed=job.streamed, fused=job.fused)
-            return rank_program(hoist_sends(self.graph, steps) if hoist else steps, self.rank)
+            return hoist_sends(self.graph, steps) if hoist else steps
 
-        self.programs: dict[tuple[bool, bool, bool], Any] = {
-            (first, prologue, last): program(first, prologue, last)
-            for first in (True, False) for prologue in ((True, False) if self.ahead else (first,))
-            for last in ((False, True) if self.ahead else (False,))
-        }
+        whole = {(first, prologue, last): program(first, prologue, last)
+                 for first in (True, False) for prologue in ((True, False) if self.ahead else (first,))
+                 for last in ((False, True) if self.ahead else (False,))}
+        self.programs: dict[tuple[bool, bool, bool], Any] = {k: rank_program(v, self.rank) for k, v in whole.items()}
+        self.idle = self.rank not in busy_ranks(whole.values(), ctx.world_size) and spec is None
+        """The plan gives this rank nothing to do: it builds no batches and posts an empty log
+        each iteration, so it takes next to no core from the busy ranks (not with dynamic
+        sampling, whose rounds' rewards every rank receives)."""
         self.batch_rows: dict[int, dict[int, Record]] = {}
         """Dataset records by prompt id of the batches built and not yet run (reward functions read them)."""
         # one-step off-policy: the next batch's payloads and log, filled while this iteration runs
@@ -166,6 +169,13 @@ class Worker:
         A resumed run (or the first iteration) generates its own batch first.
         """
         start = time.perf_counter()
+        if self.idle:  # a plan's idle worker builds no batch (that took 5% of a core) ...
+            log = IterationLog()
+            log.elapsed_s, log.ended_at = time.perf_counter() - start, time.time()
+            # ... but posts its empty log: waiting for rank 0 to take the previous one keeps it
+            # within an iteration of the busy ranks (a run of several jobs, a checkpoint's collectives)
+            self.reporter.report(it, log)
+            return
         prologue = self.upcoming is None
         if prologue:
             payloads, log = self._batch(it, indices), IterationLog()
@@ -233,7 +243,8 @@ class Worker:
             indices, upcoming = upcoming, next(order)
             start = time.perf_counter()
             self.iteration(it, indices, upcoming if it + 1 < self.job.iterations else None)
-            print(f"rank {self.rank}: iteration {it + 1} in {time.perf_counter() - start:.2f} s", flush=True)
+            if not self.idle:
+                print(f"rank {self.rank}: iteration {it + 1} in {time.perf_counter() - start:.2f} s", flush=True)
             if self.checkpointer.save_due(it + 1):
                 self.reporter.flush()  # the checkpoint's metrics are on disk before it
                 self.checkpointer.save(it + 1, dict(self.job.layouts))

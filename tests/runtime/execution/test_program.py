@@ -7,6 +7,7 @@ from realloc.experiment import load_experiment
 from runtime.execution.program import (
     Step,
     StepKind,
+    busy_ranks,
     compile_iteration,
     rank_program,
     replica_last_uses,
@@ -260,3 +261,14 @@ def test_hoisted_sends_keep_each_pairs_order_and_follow_their_data(seed):
             recv = next(j for j, r in enumerate(hoisted) if r.kind is StepKind.SEND and r.ranks == (s.dst,)
                         and (r.src, r.key, r.call) == (s.src, s.key, s.call))
             assert recv > i
+
+
+def test_ranks_no_step_involves_are_idle():
+    # every call on {0, 1} of 4 workers: ranks 2 and 3 idle (they build no batches: Worker.idle)
+    two = {"actor_gen": lay(0, 1), "reward_inf": lay(0, 1), "ref_inf": lay(1, 1), "critic_inf": lay(1, 1),
+           "actor_train": lay(0, 1), "critic_train": lay(1, 1)}
+    programs = [compile_iteration(GRAPH, two, world_size=4, first=f) for f in (True, False)]
+    assert busy_ranks(programs, 4) == (0, 1)
+    assert all(rank_program(p, r) == () for p in programs for r in (2, 3))
+    # a rank that only receives or reallocates is busy: the manual plan uses all four
+    assert busy_ranks([compile_iteration(GRAPH, LAYOUTS, world_size=4, first=False)], 4) == (0, 1, 2, 3)
