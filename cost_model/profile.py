@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cost_model.calibration import Calibration, apply_calibration, fit_calibration
+from cost_model.calibrated import Calibration, apply_calibration
 from cost_model.hardware import PRESETS, HardwareSpec, preset
 from cost_model.samples import Samples
 from graph.errors import UserError
@@ -105,6 +105,10 @@ def profile_from_dict(d: dict[str, Any], *, where: str = "profile", default_name
     if "calibration" in d:
         calibration: Calibration | None = Calibration.from_dict(d["calibration"])
     elif samples:
+        from cost_model.calibration import (
+            fit_calibration,  # numpy: only for a profile without its fit
+        )
+
         calibration = fit_calibration(samples)
     else:
         calibration = None
