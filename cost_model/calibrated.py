@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cost_model.hardware import HIDDEN_TABLES, HardwareSpec
+from cost_model.hardware import HIDDEN_TABLES, SLOWDOWN_TABLES, HardwareSpec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,8 +94,7 @@ class Calibration:
         for name in HIDDEN_TABLES:
             out[name] = {str(k): v for k, v in getattr(self, name).items()}
         for name in ("flops", "link_bandwidth", "link_latency", "call_overhead_s", "call_dp_overhead_s",
-                     "call_seq_overhead_s", "call_dp_seq_overhead_s", "collective_slowdown",
-                     "collective_slowdown_beyond_cache"):
+                     "call_seq_overhead_s", "call_dp_seq_overhead_s", *SLOWDOWN_TABLES):
             out[name] = dict(getattr(self, name))
         return out
 
@@ -144,7 +143,7 @@ def apply_calibration(spec: HardwareSpec, cal: Calibration) -> HardwareSpec:
     for name in ("call_overhead_s", "call_dp_overhead_s", "call_seq_overhead_s", "call_dp_seq_overhead_s"):
         if getattr(cal, name):
             changes[name] = {**getattr(spec, name), **getattr(cal, name)}
-    for name in (*HIDDEN_TABLES, "collective_slowdown", "collective_slowdown_beyond_cache"):
+    for name in (*HIDDEN_TABLES, *SLOWDOWN_TABLES):
         if getattr(cal, name):
             changes[name] = dict(getattr(cal, name))
     if cal.memory_bandwidth is not None:
