@@ -44,7 +44,7 @@ from runtime.execution.engines import EngineSet, local_shards
 from runtime.execution.evaluation import evaluate, reward_call
 from runtime.execution.job import Job
 from runtime.execution.metrics import IterationLog
-from runtime.execution.p2p import ObjectSender, recv_object
+from runtime.execution.p2p import ObjectSender, SlabReceiver, early_receives
 from runtime.execution.program import Step, StepKind, placement
 from runtime.execution.reallocation import StagingPool, execute_transfer
 from runtime.execution.trace import step_label
@@ -66,8 +66,10 @@ class StepDispatcher:
         # comes from the platform, not from whether this rank holds an engine
         self.dtype_bytes = 2 if platform.has_cuda() else 4
         self.staging = StagingPool()
-        self.sends = ObjectSender()
+        self.sends = ObjectSender(slab=True)
         """This iteration's pending sends of payloads to other ranks."""
+        self.receives = SlabReceiver()
+        """Payload receives, posted when an iteration starts (`prepost`)."""
         # the user's reward functions, loaded once per worker (the front door checked them)
         self.reward_functions = {role: tuple(load_functions(m.functions))
                                  for role, m in self.graph.models.items() if m.functions}
@@ -128,11 +130,29 @@ class StepDispatcher:
         if self.rank == step.src:
             self.sends.send(payloads[step.key], (step.dst,))
         else:
-            payloads[step.key] = recv_object(step.src)
+            payloads[step.key] = self.receives.recv(step.src)
+
+    def prepost(self, steps: tuple[Step, ...]) -> None:
+        """Post the receives of the payloads `steps` send this rank, before running them in order.
+
+        gloo only (`runtime.execution.p2p`): the payloads' bytes then arrive while this rank
+        runs its calls, instead of when it reaches the receive and waits for the sender's
+        transport thread. Every rank runs its steps in the program's order and the messages
+        of one source and tag stay in order, so the k-th receive posted for a source takes
+        that source's k-th payload to this rank.
+        """
+        if not early_receives():
+            return
+        for step in steps:
+            if step.kind is StepKind.SEND and step.dst == self.rank and step.src != self.rank:
+                self.receives.post(step.src)
 
     def finish_sends(self) -> None:
         """Wait until every payload this rank sent has been delivered (the end of an iteration)."""
         self.sends.wait()
+        if self.receives.outstanding():
+            raise AssertionError(f"bug: rank {self.rank} ended an iteration with "
+                                 f"{self.receives.outstanding()} posted payload receive(s) not taken")
 
     def _context(self, call: Call, payloads: dict[str, Payload], it: int, **extra: Any) -> CallContext:
         layout = self.job.layouts[call.name]

@@ -192,13 +192,16 @@ class Worker:
                 payloads = self.resampler.run(sampling, payloads, log,
                                               lambda step, p: self.dispatcher.run(step, p, it, log),
                                               lambda r: self._refill_payloads(it, r, len(indices)))
+            self.dispatcher.prepost(steps)  # after the sampling rounds, whose receives are not counted
             for step in steps:
                 self.dispatcher.run(step, payloads, it, log)
         else:
             last = next_indices is None
             upcoming = (self._batch(it + 1, next_indices), IterationLog()) if next_indices is not None else None
             self.dispatcher.rows = {**self.batch_rows.pop(it, {}), **self.batch_rows.get(it + 1, {})}
-            for step in self.programs[(it == 0, prologue, last)]:
+            steps = self.programs[(it == 0, prologue, last)]
+            self.dispatcher.prepost(steps)
+            for step in steps:
                 if step.ahead:
                     assert upcoming is not None
                     self.dispatcher.run(step, upcoming[0], it + 1, upcoming[1])

@@ -553,7 +553,7 @@ class _Profiler:
         """One SeqBatch (16 sequences with a token field) from rank 0 to rank 1, as the executor sends it."""
         import pickle
 
-        from runtime.execution.p2p import ObjectSender, recv_object
+        from runtime.execution.p2p import ObjectSender, SlabReceiver
 
         batch = _batch(16, 16, self.grid.vocab_size)
         batch = batch.with_fields(token_fields={"logprobs": torch.zeros(batch.input_ids.shape)})
@@ -561,11 +561,11 @@ class _Profiler:
 
         def send() -> None:  # posted, then waited for until delivered (the sender's whole cost)
             if self.rank == 0:
-                sender = ObjectSender()
+                sender = ObjectSender(slab=True)
                 sender.send(batch, (1,))
                 sender.wait()
             elif self.rank == 1:
-                recv_object(0)
+                SlabReceiver().recv(0)
 
         if self.rank < 2:
             t = _timed(send, self.grid.repeats, group)
